@@ -1,0 +1,185 @@
+"""`backupd backup`: run targets, record a content manifest and source facts with each snapshot."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from backupd import execute, manifest
+from backupd.actions.common import Retry, policy_of, repository
+from backupd.config import Config
+from backupd.engine import backup as restic_backup
+from backupd.engine import init as restic_init
+from backupd.engine import tag as restic_tag
+from backupd.engine.exitcodes import SourceUnreadable
+from backupd.engine.repository import Repository
+from backupd.errors import BackupdError, DependencyError
+from backupd.sources import postgres
+from backupd.sources.stream import StreamFacts
+from backupd.state import State
+
+MAX_LISTED = 50
+
+
+@dataclass
+class Result:
+    """Outcome of one target on one destination."""
+
+    target: str
+    destination: str
+    category: str
+    status: str = "failed"  # ok | failed | unavailable
+    snapshot_id: str | None = None
+    files: int = 0
+    bytes: int = 0
+    data_added: int = 0
+    duration: float = 0.0
+    facts: dict = field(default_factory=dict)
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def tags_for(target, host: str, policy: str) -> dict[str, str]:
+    """Tags every data snapshot carries: policy, target, category, host."""
+    return {"backupd": "1", "policy": policy, "target": target.name, "category": target.category,
+            "host": host}
+
+
+def _tag_list(tags: dict[str, str]) -> list[str]:
+    return [k if k == "backupd" else f"{k}={v}" for k, v in tags.items()]
+
+
+def _ensure_repo(repo: Repository, state_dir: Path) -> None:
+    """Initialise the repository on first use (remembered in state_dir to spare a round trip)."""
+    marker = state_dir / "repos" / repo.name
+    if marker.exists():
+        return
+    restic_init.ensure(repo)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(repo.url + "\n")
+
+
+def _backup_paths(repo, target, tags, host, staging: Path, entries, facts, cancel) -> tuple:
+    doc = manifest.document(target.name, host, entries, facts,
+                            created=datetime.now(timezone.utc).isoformat())
+    manifest.write(doc, staging)
+    summary = restic_backup.backup_paths(
+        repo, list(target.sources.paths) + [str(staging)], excludes=list(target.sources.excludes),
+        tags=_tag_list(tags), host=host, cancel=cancel)
+    return summary, facts
+
+
+def _dump_argv(target) -> tuple[list[str], StreamFacts]:
+    dump = target.sources.dump
+    if dump.kind == "pg_dump":
+        return postgres.dump_argv(dump.database, dump.host, dump.port, dump.user), postgres.DumpFacts()
+    return list(dump.command), StreamFacts()
+
+
+def _backup_dump(repo, target, tags, host, staging: Path, cancel) -> tuple:
+    argv, tap = _dump_argv(target)
+    filename = target.sources.dump.filename
+    summary, pipe = restic_backup.backup_stream(
+        repo, argv, execute.Environment(), filename, tags=_tag_list(tags), host=host, tap=tap,
+        cancel=cancel)
+    if summary is None:
+        prod = pipe.producer
+        why = "timed out" if prod.timed_out else f"exited with {prod.returncode}"
+        tail = prod.stderr.strip().splitlines()[-3:]
+        raise DumpFailed(f"dump command {argv[0]} {why}; no snapshot was written"
+                         + (f": {' | '.join(tail)}" if tail else ""))
+    facts = {"files": 1, **tap.facts()}
+    entry = manifest.Entry(path="/" + filename, size=tap.bytes, mode="", sha256=tap.sha.hexdigest(),
+                           mtime_ns=0, type="stdin")
+    doc = manifest.document(target.name, host, [entry], facts, snapshot=summary.snapshot_id,
+                            created=datetime.now(timezone.utc).isoformat())
+    manifest.write(doc, staging)
+    restic_backup.backup_paths(repo, [str(staging)], excludes=[], host=host,
+                               tags=_tag_list({"backupd-manifest": "1", "target": target.name,
+                                               "of": summary.snapshot_id}))
+    return summary, facts
+
+
+class DumpFailed(BackupdError):
+    """The dump command failed; nothing was committed."""
+
+
+def _one(cfg: Config, state: State, target, dest_name: str, dest, policy: str, entries, facts,
+         cancel) -> Result:
+    result = Result(target.name, dest_name, target.category)
+    started, t0 = time.time(), time.monotonic()
+    staging = cfg.state_dir / "manifests" / target.name
+    tags = tags_for(target, cfg.host, policy)
+    retry = Retry(cfg.retry_attempts, cfg.retry_wait_seconds)
+    try:
+        repo = repository(cfg, dest_name, dest)
+        retry.run(lambda: _ensure_repo(repo, cfg.state_dir), f"open {dest_name}")
+        if target.sources.dump is not None:
+            run = lambda: _backup_dump(repo, target, tags, cfg.host, staging, cancel)  # noqa: E731
+        else:
+            run = lambda: _backup_paths(repo, target, tags, cfg.host, staging, entries, facts, cancel)  # noqa: E731
+        summary, result.facts = retry.run(run, f"backup {target.name} to {dest_name}")
+        result.status, result.snapshot_id = "ok", summary.snapshot_id
+        result.data_added = summary.data_added
+        result.files, result.bytes = result.facts.get("files", 0), result.facts.get("bytes", 0)
+    except SourceUnreadable as exc:
+        result.error = str(exc)
+        result.notes = exc.items[:MAX_LISTED]
+        _mark_incomplete(repo, target, tags, cfg.host)
+    except DependencyError as exc:
+        result.status, result.error = "unavailable", str(exc)
+    except BackupdError as exc:
+        result.error = str(exc)
+    result.notes = retry.notes + result.notes
+    result.duration = round(time.monotonic() - t0, 3)
+    state.record("backup", target.name, dest_name, started, result.status, result.snapshot_id,
+                 {k: v for k, v in result.to_dict().items() if k in ("facts", "error", "duration", "data_added")})
+    return result
+
+
+def _mark_incomplete(repo, target, tags, host) -> None:
+    """Tag the partial snapshot restic wrote on exit 3 so restores and drills skip it."""
+    try:
+        restic_tag.add_to_latest(repo, _tag_list(tags), host, "incomplete")
+    except BackupdError:
+        pass  # the failure is already reported; an untagged partial snapshot stays visible in status
+
+
+def _file_facts(cfg: Config, target):
+    """Manifest entries and facts of a paths target, hashing only what changed since last time."""
+    cache = manifest.HashCache(cfg.state_dir / "hashcache" / f"{target.name}.json")
+    entries = manifest.build(list(target.sources.paths), list(target.sources.excludes), cache)
+    facts = {"files": sum(1 for e in entries if e.type == "file"),
+             "bytes": sum(e.size for e in entries if e.type == "file")}
+    return entries, facts, cache
+
+
+def run(cfg: Config, policy_set, target_name: str | None = None,
+        cancel: execute.Cancel | None = None) -> list[Result]:
+    """Back up one target (or all) to each of its destinations."""
+    state = State(cfg.state_dir)
+    targets = [policy_set.target(target_name)] if target_name else list(policy_set.targets)
+    results = []
+    for target in targets:
+        entries, facts, cache = ([], {}, None)
+        if target.sources.paths is not None:
+            entries, facts, cache = _file_facts(cfg, target)
+        for dest_name in target.destinations:
+            dest = policy_set.destinations[dest_name]
+            res = _one(cfg, state, target, dest_name, dest, policy_of(policy_set, target.name),
+                       entries, facts, cancel)
+            results.append(res)
+        if cache is not None and any(r.status == "ok" for r in results if r.target == target.name):
+            moved = manifest.changed_since(entries)
+            if moved:
+                for r in results:
+                    if r.target == target.name:
+                        r.facts["changed_during_backup"] = moved[:MAX_LISTED]
+                        r.notes.append(f"{len(moved)} file(s) changed while being backed up")
+            cache.save()
+    return results

@@ -1,0 +1,76 @@
+"""What actions share: turning policy destinations into engine repositories, retries."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, TypeVar
+
+from backupd.config import Config
+from backupd.engine.exitcodes import StorageUnavailable
+from backupd.engine.repository import Repository
+from backupd.errors import ConfigError
+
+T = TypeVar("T")
+CREDENTIAL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
+def read_credentials(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines of an S3 credentials file; only the AWS_* keys restic needs."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read credentials file ({exc.strerror})") from None
+    keys: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, value = line.partition("=")
+        name = name.strip().removeprefix("export ").strip()
+        if not sep or name not in CREDENTIAL_KEYS:
+            raise ConfigError(f"{path}:{number}: expected AWS_ACCESS_KEY_ID=... or AWS_SECRET_ACCESS_KEY=...")
+        keys[name] = value.strip().strip("'\"")
+    if "AWS_ACCESS_KEY_ID" not in keys or "AWS_SECRET_ACCESS_KEY" not in keys:
+        raise ConfigError(f"{path}: needs both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+    return keys
+
+
+def repository(cfg: Config, name: str, dest, credentials_file: Path | None = None) -> Repository:
+    """The restic repository behind a policy destination."""
+    cache = cfg.state_dir / "cache"
+    if dest.kind == "s3":
+        url = f"s3:{dest.endpoint.rstrip('/')}/{dest.bucket}/{dest.path}"
+        keys = read_credentials(credentials_file or dest.credentials_file)
+        keys.setdefault("AWS_DEFAULT_REGION", dest.region)
+        return Repository(name, url, dest.password_file, keys, cache, cfg.restic)
+    return Repository(name, str(dest.path), dest.password_file, {}, cache, cfg.restic)
+
+
+@dataclass
+class Retry:
+    """Retry policy for storage outages: `attempts` tries, waiting `wait` seconds times the try number."""
+
+    attempts: int = 3
+    wait: float = 10.0
+    notes: list[str] = field(default_factory=list)
+
+    def run(self, fn: Callable[[], T], what: str) -> T:
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return fn()
+            except StorageUnavailable as exc:
+                self.notes.append(f"{what}: attempt {attempt}/{self.attempts}: {exc}")
+                if attempt == self.attempts:
+                    raise
+                time.sleep(self.wait * attempt)
+        raise AssertionError("unreachable")
+
+
+def policy_of(policy_set, target_name: str) -> str:
+    """The policy file (stem) that declares a target; used as the snapshots' policy tag."""
+    for loaded in policy_set.policies:
+        if loaded.policy and any(t.name == target_name for t in loaded.policy.targets):
+            return loaded.path.stem
+    return "unknown"

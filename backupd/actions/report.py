@@ -1,0 +1,71 @@
+"""Turn action results into human tables or the --json document, and into an exit code."""
+
+from __future__ import annotations
+
+from backupd import output
+from backupd.errors import EXIT_DEPENDENCY, EXIT_FINDING, EXIT_OK
+
+
+def exit_for(statuses: list[str]) -> int:
+    """0 when all ok; 3 when any item could not reach a dependency; 1 otherwise."""
+    if all(s == "ok" for s in statuses):
+        return EXIT_OK
+    if any(s == "unavailable" for s in statuses):
+        return EXIT_DEPENDENCY
+    return EXIT_FINDING
+
+
+def backup_results(results, as_json: bool) -> int:
+    code = exit_for([r.status for r in results])
+    if as_json:
+        output.emit_json({"ok": code == EXIT_OK, "exit_code": code, "results": [r.to_dict() for r in results]})
+        return code
+    rows = [[r.target, r.category, r.destination, r.status, (r.snapshot_id or "-")[:8], r.files,
+             output.human_bytes(r.bytes), output.human_bytes(r.data_added), f"{r.duration:.1f}s"]
+            for r in results]
+    output.table("backup", ["target", "category", "destination", "status", "snapshot", "files", "bytes",
+                            "added", "duration"], rows)
+    for r in results:
+        if r.error:
+            output.error(f"{r.target} -> {r.destination}: {r.error}")
+        for n in r.notes:
+            output.note(f"  {r.target}: {n}")
+    return code
+
+
+def forget_results(results, as_json: bool) -> int:
+    code = exit_for([r["status"] for r in results])
+    if as_json:
+        output.emit_json({"ok": code == EXIT_OK, "exit_code": code, "results": results})
+        return code
+    rows = [[r["target"], r["destination"], r["status"], len(r.get("keep", [])), len(r.get("remove", [])),
+             r.get("error") or ""] for r in results]
+    output.table("retention (forget)", ["target", "destination", "status", "kept", "forgotten", "note"], rows)
+    return code
+
+
+def restore_result(result: dict, as_json: bool) -> int:
+    code = EXIT_OK if result["status"] == "ok" else EXIT_FINDING
+    if as_json:
+        output.emit_json({"ok": code == EXIT_OK, "exit_code": code, **result})
+        return code
+    output.note(result["explanation"])
+    v = result["verification"]
+    output.note(f"restored {result['target']} snapshot {result['snapshot_id'][:8]} to {result['to']}: "
+                f"{v['verified']} file(s) verified, {len(v['mismatched'])} mismatched, "
+                f"{len(v['missing'])} missing, in {result['duration']:.1f}s")
+    for kind in ("mismatched", "missing"):
+        for path in v[kind][:20]:
+            output.error(f"{kind}: {path}")
+    return code
+
+
+def status_rows(rows: list[dict], as_json: bool) -> int:
+    code = exit_for([r["status"] for r in rows])
+    if as_json:
+        output.emit_json({"ok": code == EXIT_OK, "exit_code": code, "targets": rows})
+        return code
+    output.table("status", ["target", "category", "last backup", "age", "RPO", "state"],
+                 [[r["target"], r["category"], r["last_snapshot"] or "-", r["age"] or "-", r["rpo"],
+                   r["status"]] for r in rows])
+    return code

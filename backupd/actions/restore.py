@@ -1,0 +1,41 @@
+"""`backupd restore`: restore a chosen snapshot and verify it against its backup-time manifest."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from backupd.actions.common import repository
+from backupd.actions.snapshot_choice import choose, data_snapshots, load_manifest
+from backupd.config import Config
+from backupd.engine import restore as restic_restore
+from backupd.errors import ConfigError
+from backupd.verify import verify_tree
+
+
+def _check_target_dir(to_dir: Path, force: bool) -> None:
+    if to_dir.exists() and not to_dir.is_dir():
+        raise ConfigError(f"{to_dir} exists and is not a directory")
+    if to_dir.exists() and any(to_dir.iterdir()) and not force:
+        raise ConfigError(f"{to_dir} is not empty; restore into an empty directory or pass --force")
+    to_dir.mkdir(parents=True, exist_ok=True)
+
+
+def run(cfg: Config, policy_set, target_name: str, to_dir: Path, *, snapshot_id=None, before=None,
+        destination=None, force=False) -> dict:
+    """Restore target into to_dir; returns the choice, its explanation and the verification."""
+    target = policy_set.target(target_name)
+    dest_name = destination or target.destinations[0]
+    if dest_name not in target.destinations:
+        raise ConfigError(f"target {target_name} has no destination {dest_name!r}")
+    _check_target_dir(to_dir, force)
+    repo = repository(cfg, dest_name, policy_set.destinations[dest_name])
+    t0 = time.monotonic()
+    snap, why = choose(data_snapshots(repo, target.name, cfg.host), snapshot_id, before)
+    doc = load_manifest(repo, snap, target.name, cfg.host)
+    restic_restore.restore(repo, snap.id, to_dir)
+    verification = verify_tree(to_dir, doc)
+    return {"target": target.name, "destination": dest_name, "snapshot_id": snap.id,
+            "snapshot_time": snap.time.isoformat(), "to": str(to_dir), "explanation": why,
+            "status": "ok" if verification.ok else "failed",
+            "verification": verification.to_dict(), "duration": round(time.monotonic() - t0, 3)}

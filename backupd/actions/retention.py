@@ -1,0 +1,63 @@
+"""`backupd forget`: per-target retention with restic forget, guarded so planted snapshots cannot
+push real generations out. Prune is a separate maintenance action; this never prunes."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from backupd.actions.common import repository
+from backupd.config import Config
+from backupd.engine import forget as restic_forget
+from backupd.engine import snapshots as restic_snapshots
+from backupd.errors import BackupdError, DependencyError
+from backupd.policy.schema import Target
+
+CLOCK_SKEW = timedelta(minutes=10)
+
+
+def keep_rules(target: Target) -> dict[str, int]:
+    r = target.retention
+    return {rule: getattr(r, rule) for rule in restic_forget.KEEP_RULES}
+
+
+def _future(snaps, now: datetime) -> list:
+    """Snapshots dated after now: they would shift --keep-within and the keep-last counts."""
+    return [s for s in snaps if s.time > now + CLOCK_SKEW]
+
+
+def _orphan_manifests(repo, target: str, host: str, kept: set[str]) -> list[str]:
+    companions = restic_snapshots.list_snapshots(repo, tags=["backupd-manifest", f"target={target}"], host=host)
+    return [c.id for c in companions
+            if not any(k.startswith(c.tagmap.get("of", "-")) for k in kept)]
+
+
+def _one(cfg: Config, target: Target, dest_name: str, dest, dry_run: bool) -> dict:
+    out = {"target": target.name, "destination": dest_name, "status": "failed", "dry_run": dry_run}
+    try:
+        repo = repository(cfg, dest_name, dest)
+        tags = ["backupd", f"target={target.name}"]
+        snaps = restic_snapshots.list_snapshots(repo, tags=tags, host=cfg.host)
+        future = _future(snaps, datetime.now(timezone.utc))
+        if future:
+            out["error"] = (f"refusing to forget: {len(future)} snapshot(s) dated in the future "
+                            f"({', '.join(s.short_id for s in future[:5])}); they may be planted to push "
+                            "real generations out. Investigate before applying retention.")
+            return out
+        result = restic_forget.forget(repo, keep_rules(target), target.retention.min_history,
+                                      tags=tags, host=cfg.host, dry_run=dry_run)
+        out.update(keep=result.keep, remove=result.remove, status="ok")
+        if not dry_run:
+            orphans = _orphan_manifests(repo, target.name, cfg.host, set(result.keep))
+            restic_forget.forget_ids(repo, orphans)
+            out["manifests_removed"] = len(orphans)
+    except DependencyError as exc:
+        out.update(status="unavailable", error=str(exc))
+    except BackupdError as exc:
+        out["error"] = str(exc)
+    return out
+
+
+def run(cfg: Config, policy_set, target_name: str | None = None, dry_run: bool = False) -> list[dict]:
+    """Apply each target's retention on each destination."""
+    targets = [policy_set.target(target_name)] if target_name else list(policy_set.targets)
+    return [_one(cfg, t, d, policy_set.destinations[d], dry_run) for t in targets for d in t.destinations]

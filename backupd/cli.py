@@ -1,0 +1,151 @@
+"""Command line: parses arguments, calls one action, maps the outcome to the exit-code contract.
+
+Exit codes: 0 success, 1 finding, 2 usage/configuration, 3 dependency unavailable.
+`--json` prints one JSON document on stdout. No traceback ever reaches the user for bad input.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from backupd import config as config_mod
+from backupd import output
+from backupd.errors import EXIT_FINDING, EXIT_OK, BackupdError
+
+log = logging.getLogger("backupd")
+
+
+def common(fn):
+    """--config and --json on every command."""
+    fn = click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")(fn)
+    fn = click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+                      help="backupd.yaml (default $BACKUPD_CONFIG or /etc/backupd/backupd.yaml).")(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        as_json = kwargs.get("as_json", False)
+        try:
+            code = fn(*args, **kwargs)
+        except BackupdError as exc:
+            _fail(str(exc), exc.exit_code, as_json)
+        except KeyboardInterrupt:
+            _fail("interrupted", EXIT_FINDING, as_json)
+        sys.exit(code or EXIT_OK)
+
+    return wrapper
+
+
+def _fail(message: str, code: int, as_json: bool) -> None:
+    if as_json:
+        output.emit_json({"ok": False, "error": message, "exit_code": code})
+    else:
+        output.error(message)
+    sys.exit(code)
+
+
+def load_config(config_path: Path | None):
+    return config_mod.load(config_path)
+
+
+def load_policies(cfg):
+    from backupd.policy.lint import load_policy_set
+
+    return load_policy_set(cfg.policy_files(), cfg.secrets_dir)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="backupd")
+def main() -> None:
+    """backupd: keeps a port TOS recoverable with restic and Object-Lock storage, and proves it."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+
+
+@main.group()
+def policy() -> None:
+    """Policy files: lint and schema."""
+
+
+@policy.command("lint")
+@click.argument("files", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--strict", is_flag=True, help="Warnings count as findings (exit 1).")
+@common
+def policy_lint(files, strict, config_path, as_json):
+    """Check policy files against the schema and the port-sector guideline."""
+    from backupd.actions import lint
+
+    return lint.run(files, config_path, strict=strict, as_json=as_json)
+
+
+@policy.command("schema")
+@common
+def policy_schema(config_path, as_json):
+    """Print the policy JSON Schema (for editors)."""
+    from backupd.policy.schema import json_schema_text
+
+    sys.stdout.write(json_schema_text())
+
+
+@main.command()
+@click.option("--target", "target_name", default=None, help="Back up only this target.")
+@common
+def backup(target_name, config_path, as_json):
+    """Back up targets to their destinations, recording manifests and source facts."""
+    from backupd.actions import backup as action
+    from backupd.actions import report
+
+    cfg = load_config(config_path)
+    results = action.run(cfg, load_policies(cfg), target_name)
+    return report.backup_results(results, as_json)
+
+
+@main.command()
+@click.option("--target", "target_name", default=None, help="Apply retention to this target only.")
+@click.option("--dry-run", is_flag=True, help="Show what would be forgotten.")
+@common
+def forget(target_name, dry_run, config_path, as_json):
+    """Apply retention (restic forget, guarded by --keep-within min_history). Never prunes."""
+    from backupd.actions import report, retention
+
+    cfg = load_config(config_path)
+    results = retention.run(cfg, load_policies(cfg), target_name, dry_run=dry_run)
+    return report.forget_results(results, as_json)
+
+
+@main.command()
+@click.option("--target", "target_name", required=True, help="Target to restore.")
+@click.option("--to", "to_dir", required=True, type=click.Path(path_type=Path), help="Directory to restore into.")
+@click.option("--snapshot", "snapshot_id", default=None, help="Snapshot id (default: newest complete).")
+@click.option("--before", default=None, help="Newest snapshot before this time (ISO 8601).")
+@click.option("--destination", default=None, help="Destination to restore from (default: first).")
+@click.option("--force", is_flag=True, help="Allow restoring into a non-empty directory.")
+@common
+def restore(target_name, to_dir, snapshot_id, before, destination, force, config_path, as_json):
+    """Restore a target and verify every file against the backup-time manifest."""
+    from backupd.actions import report
+    from backupd.actions import restore as action
+
+    cfg = load_config(config_path)
+    result = action.run(cfg, load_policies(cfg), target_name, to_dir, snapshot_id=snapshot_id,
+                        before=before, destination=destination, force=force)
+    return report.restore_result(result, as_json)
+
+
+@main.command()
+@common
+def status(config_path, as_json):
+    """Per target: last backup, its age against the RPO."""
+    from backupd.actions import report
+    from backupd.actions import status as action
+
+    cfg = load_config(config_path)
+    return report.status_rows(action.run(cfg, load_policies(cfg)), as_json)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,119 @@
+"""restic backup: argv building and summary parsing, for paths and for a streamed dump."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from backupd import execute
+from backupd.engine import command, exitcodes
+from backupd.engine.repository import Repository
+
+
+@dataclass
+class BackupSummary:
+    """What restic reported for one backup run."""
+
+    snapshot_id: str
+    files_new: int = 0
+    files_changed: int = 0
+    files_unmodified: int = 0
+    data_added: int = 0
+    total_files_processed: int = 0
+    total_bytes_processed: int = 0
+    duration: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+
+def tag_args(tags: dict[str, str] | list[str]) -> list[str]:
+    """--tag arguments; dict entries become key=value tags."""
+    items = [f"{k}={v}" for k, v in tags.items()] if isinstance(tags, dict) else list(tags)
+    for tag in items:
+        if "," in tag:
+            raise ValueError(f"restic tags cannot contain commas: {tag!r}")
+    return [a for t in items for a in ("--tag", t)]
+
+
+def paths_argv(repo: Repository, paths: list[str], *, excludes: list[str], tags, host: str) -> list[str]:
+    """argv for backing up paths."""
+    args = ["--host", host, *tag_args(tags)]
+    for pattern in excludes:
+        args += ["--exclude", pattern]
+    return command.argv(repo, "backup", *args, "--", *paths)
+
+
+def stdin_argv(repo: Repository, filename: str, *, tags, host: str) -> list[str]:
+    """argv for backing up standard input as `filename`."""
+    args = ["--host", host, *tag_args(tags), "--stdin", "--stdin-filename", filename]
+    return command.argv(repo, "backup", *args)
+
+
+def parse_output(stdout: bytes) -> BackupSummary | None:
+    """The summary of a `restic backup --json` run, with the per-item errors it printed."""
+    summary, errors = None, []
+    for msg in execute.iter_json_lines(stdout):
+        kind = msg.get("message_type")
+        if kind == "summary":
+            summary = msg
+        elif kind == "error":
+            item = msg.get("item") or ""
+            err = msg.get("error", {})
+            text = err.get("message") if isinstance(err, dict) else str(err)
+            errors.append(f"{item}: {text}" if item else str(text))
+    if summary is None:
+        return None
+    fields = {k: summary.get(k, 0) for k in (
+        "files_new", "files_changed", "files_unmodified", "data_added",
+        "total_files_processed", "total_bytes_processed")}
+    return BackupSummary(snapshot_id=summary.get("snapshot_id", ""),
+                         duration=float(summary.get("total_duration", 0.0)), errors=errors, **fields)
+
+
+def _finish(done: execute.Completed, what: str) -> BackupSummary:
+    summary = parse_output(done.stdout)
+    if done.returncode == 3:
+        items = summary.errors if summary else []
+        raise exitcodes.SourceUnreadable(
+            f"{what}: {len(items)} source item(s) could not be read; the backup is incomplete", items)
+    exitcodes.classify(done, what)
+    if summary is None or not summary.snapshot_id:
+        raise exitcodes.ResticError(f"{what}: restic reported no snapshot")
+    return summary
+
+
+def backup_paths(repo: Repository, paths: list[str], *, excludes: list[str], tags, host: str,
+                 timeout: float | None = command.DEFAULT_TIMEOUT,
+                 cancel: execute.Cancel | None = None) -> BackupSummary:
+    """Back up paths; SourceUnreadable when restic could not read some of them."""
+    lines: list[bytes] = []
+
+    def keep(line: bytes) -> None:
+        if b'"message_type":"status"' not in line:
+            lines.append(line)
+
+    done = execute.run(paths_argv(repo, paths, excludes=excludes, tags=tags, host=host),
+                       repo.environment(), timeout=timeout, cancel=cancel,
+                       on_stdout_line=keep, keep_stdout=False)
+    done.stdout = b"".join(lines)
+    return _finish(done, f"backup to {repo.name}")
+
+
+def backup_stream(repo: Repository, producer: list[str], producer_env: execute.Environment,
+                  filename: str, *, tags, host: str, tap=None,
+                  timeout: float | None = command.DEFAULT_TIMEOUT,
+                  cancel: execute.Cancel | None = None) -> tuple[BackupSummary | None, execute.PipelineResult]:
+    """Stream a dump command into `restic backup --stdin`.
+
+    Returns (summary, pipeline). summary is None when the producer failed: restic was then
+    killed before end-of-input and wrote no snapshot.
+    """
+    result = execute.run_pipeline(
+        producer, stdin_argv(repo, filename, tags=tags, host=host),
+        producer_env=producer_env, consumer_env=repo.environment(), tap=tap,
+        timeout=timeout, cancel=cancel,
+    )
+    prod = result.producer
+    if prod.returncode != 0 or prod.timed_out or prod.cancelled:
+        return None, result
+    result.consumer.stdout = b"\n".join(
+        ln for ln in result.consumer.stdout.splitlines() if b'"message_type":"status"' not in ln)
+    return _finish(result.consumer, f"backup of {filename} to {repo.name}"), result

@@ -1,0 +1,86 @@
+"""Classify restic's exit codes (and, before 0.17, its messages) into backupd errors."""
+
+from __future__ import annotations
+
+from backupd.errors import ConfigError, DependencyError, Finding
+from backupd.execute import Completed
+
+
+class ResticError(Finding):
+    """restic failed; `.kind` names how."""
+
+    kind = "failed"
+
+
+class SourceUnreadable(ResticError):
+    """Exit 3: restic made a snapshot but could not read some source files."""
+
+    kind = "source_unreadable"
+
+    def __init__(self, message: str, items: list[str]):
+        super().__init__(message)
+        self.items = items
+
+
+class RepositoryMissing(ResticError):
+    kind = "no_repository"
+
+
+class RepositoryLocked(ResticError):
+    kind = "locked"
+
+
+class WrongPassword(ConfigError):
+    kind = "wrong_password"
+
+
+class Cancelled(ResticError):
+    kind = "cancelled"
+
+
+class StorageUnavailable(DependencyError):
+    kind = "storage_unavailable"
+
+
+_NO_REPO = ("Is there a repository at the following location?", "repository does not exist",
+            "unable to open config file", "config file does not exist")
+_LOCKED = ("repository is already locked", "unable to create lock")
+_PASSWORD = ("wrong password or no key found",)
+_UNREACHABLE = ("connection refused", "no such host", "i/o timeout", "dial tcp",
+                "connection reset", "server misbehaving", "Client.Timeout")
+
+
+def _first_error_line(stderr: str) -> str:
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    for ln in lines:
+        if ln.lower().startswith(("fatal", "error")):
+            return ln[:300]
+    return (lines[-1] if lines else "no message")[:300]
+
+
+def classify(done: Completed, what: str) -> None:
+    """Raise the matching error for a finished restic run; return for exit 0.
+
+    Unknown exit codes are failures. `what` names the operation in messages.
+    """
+    code, err = done.returncode, done.stderr
+    if code == 0 and not done.timed_out and not done.cancelled:
+        return
+    detail = _first_error_line(err)
+    if done.timed_out:
+        raise ResticError(f"{what}: restic timed out and was stopped")
+    if done.cancelled or code == 130:
+        raise Cancelled(f"{what}: cancelled")
+    if code == 10 or any(s in err for s in _NO_REPO):
+        raise RepositoryMissing(f"{what}: no repository at this location ({detail})")
+    if code == 12 or any(s in err for s in _PASSWORD):
+        raise WrongPassword(f"{what}: wrong repository password or no key found; check password_file")
+    if code == 11 or any(s in err for s in _LOCKED):
+        raise RepositoryLocked(f"{what}: repository is locked by another process ({detail})")
+    if any(s.lower() in err.lower() for s in _UNREACHABLE):
+        raise StorageUnavailable(f"{what}: storage unreachable ({detail})")
+    if code == 3:
+        raise SourceUnreadable(f"{what}: some source files could not be read", [])
+    raise ResticError(f"{what}: restic exited with {code}: {detail}")
+
+

@@ -1,0 +1,43 @@
+"""Detect the restic version and gate features on it (0.14 from Debian 12 up to current)."""
+
+from __future__ import annotations
+
+import functools
+import re
+
+from backupd import execute
+from backupd.errors import DependencyError
+
+MINIMUM = (0, 14, 0)
+
+#: feature -> first restic version that has it
+FEATURES = {
+    "exit_codes_10_11_12": (0, 17, 0),   # distinct exit codes: no repository, locked, wrong password
+    "stdin_from_command": (0, 17, 0),
+    "full_snapshot_id_in_summary": (0, 16, 0),
+}
+
+
+def parse_version(text: str) -> tuple[int, int, int]:
+    """'restic 0.14.0 compiled with go1.19.8 on linux/amd64' -> (0, 14, 0)."""
+    match = re.search(r"restic (\d+)\.(\d+)\.(\d+)", text)
+    if not match:
+        raise DependencyError(f"cannot read the restic version from {text[:80]!r}")
+    return tuple(int(x) for x in match.groups())  # type: ignore[return-value]
+
+
+@functools.lru_cache(maxsize=8)
+def detect(binary: str = "restic") -> tuple[int, int, int]:
+    """The version of the restic at `binary`; DependencyError when missing or too old."""
+    done = execute.run([binary, "version"], timeout=30)
+    if done.returncode != 0:
+        raise DependencyError(f"{binary} version failed: {done.stderr.strip()[:200]}")
+    version = parse_version(done.stdout.decode("utf-8", "replace"))
+    if version < MINIMUM:
+        raise DependencyError(f"restic {'.'.join(map(str, version))} is too old; need 0.14 or newer")
+    return version
+
+
+def has(feature: str, version: tuple[int, int, int]) -> bool:
+    """True when `version` supports `feature`."""
+    return version >= FEATURES[feature]

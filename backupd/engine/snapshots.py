@@ -1,0 +1,59 @@
+"""restic snapshots: list snapshots as plain records."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from backupd.engine import command
+from backupd.engine.repository import Repository
+
+
+@dataclass
+class Snapshot:
+    """One snapshot as restic lists it; `tagmap` holds key=value tags."""
+
+    id: str
+    short_id: str
+    time: datetime
+    host: str
+    paths: list[str]
+    tags: list[str] = field(default_factory=list)
+
+    @property
+    def tagmap(self) -> dict[str, str]:
+        return dict(t.split("=", 1) for t in self.tags if "=" in t)
+
+
+def parse_time(text: str) -> datetime:
+    """restic's RFC 3339 time with nanoseconds -> aware datetime."""
+    text = text.replace("Z", "+00:00")
+    if "." in text:
+        head, rest = text.split(".", 1)
+        digits = "".join(c for c in rest if c.isdigit())
+        zone = rest[len(digits):]
+        text = f"{head}.{digits[:6]}{zone}"
+    return datetime.fromisoformat(text)
+
+
+def parse(stdout: bytes) -> list[Snapshot]:
+    """Snapshots from `restic snapshots --json` output, oldest first."""
+    items = json.loads(stdout or b"[]") or []
+    snaps = [Snapshot(id=i["id"], short_id=i.get("short_id", i["id"][:8]), time=parse_time(i["time"]),
+                      host=i.get("hostname", ""), paths=i.get("paths", []), tags=i.get("tags") or [])
+             for i in items]
+    return sorted(snaps, key=lambda s: s.time)
+
+
+def list_snapshots(repo: Repository, *, tags: list[str] | None = None, host: str | None = None,
+                   ids: list[str] | None = None) -> list[Snapshot]:
+    """Snapshots matching all `tags` (AND) and host; oldest first."""
+    args: list[str] = []
+    if host:
+        args += ["--host", host]
+    if tags:
+        args += ["--tag", ",".join(tags)]
+    args += list(ids or [])
+    done = command.run(repo, "snapshots", *args, what=f"list snapshots in {repo.name}", timeout=600)
+    return parse(done.stdout)

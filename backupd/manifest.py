@@ -1,0 +1,149 @@
+"""Content manifests: what was backed up (path, size, mode, SHA-256), recorded at backup time.
+
+Drills verify restored data against the manifest rather than against the live source, which
+drifts. A hash cache keyed on (size, mtime, ctime, inode) spares re-reading unchanged files,
+the same change test restic itself uses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from backupd.excludes import is_excluded
+
+MANIFEST_NAME = "backupd-manifest.json"
+FORMAT = 1
+
+
+@dataclass
+class Entry:
+    """One file or symlink of a backup."""
+
+    path: str
+    size: int
+    mode: str
+    sha256: str
+    mtime_ns: int
+    type: str = "file"
+
+
+def sha256_file(path: str) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+class HashCache:
+    """Remembers file hashes between runs; a changed stat signature means re-hashing."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.old: dict[str, list] = {}
+        self.new: dict[str, list] = {}
+        try:
+            self.old = json.loads(path.read_text())
+        except (OSError, ValueError):
+            self.old = {}
+
+    @staticmethod
+    def signature(st: os.stat_result) -> list:
+        return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+    def lookup(self, path: str, st: os.stat_result) -> str | None:
+        hit = self.old.get(path)
+        if hit and hit[:4] == self.signature(st):
+            return hit[4]
+        return None
+
+    def store(self, path: str, st: os.stat_result, digest: str) -> None:
+        self.new[path] = self.signature(st) + [digest]
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.new))
+        os.replace(tmp, self.path)
+
+
+def walk(paths: list[str], excludes: list[str]):
+    """Yield (path, lstat) of regular files and symlinks below paths, honouring excludes."""
+    for root in paths:
+        try:
+            st = os.lstat(root)
+        except OSError:
+            continue  # restic reports unreadable sources; the manifest lists what exists
+        if not stat.S_ISDIR(st.st_mode):
+            if not is_excluded(root, excludes):
+                yield root, st
+            continue
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if not is_excluded(os.path.join(dirpath, d), excludes))
+            for name in sorted(filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]):
+                full = os.path.join(dirpath, name)
+                if is_excluded(full, excludes):
+                    continue
+                try:
+                    yield full, os.lstat(full)
+                except OSError:
+                    continue
+
+
+def _entry(path: str, st: os.stat_result, cache: HashCache) -> Entry | None:
+    mode = oct(stat.S_IMODE(st.st_mode))
+    if stat.S_ISLNK(st.st_mode):
+        target = os.readlink(path)
+        digest = hashlib.sha256(target.encode()).hexdigest()
+        return Entry(path, len(target), mode, digest, st.st_mtime_ns, "symlink")
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    digest = cache.lookup(path, st)
+    if digest is None:
+        try:
+            digest = sha256_file(path)
+        except OSError:
+            return None
+    cache.store(path, st, digest)
+    return Entry(path, st.st_size, mode, digest, st.st_mtime_ns)
+
+
+def build(paths: list[str], excludes: list[str], cache: HashCache, workers: int = 2) -> list[Entry]:
+    """Manifest entries for everything restic will back up below paths."""
+    items = list(walk(paths, excludes))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        entries = list(pool.map(lambda item: _entry(item[0], item[1], cache), items))
+    return [e for e in entries if e is not None]
+
+
+def changed_since(entries: list[Entry]) -> list[str]:
+    """Paths whose size or mtime changed after they were hashed (written during the backup)."""
+    moved = []
+    for e in entries:
+        try:
+            st = os.lstat(e.path)
+        except OSError:
+            moved.append(e.path)
+            continue
+        if e.type == "file" and (st.st_size != e.size or st.st_mtime_ns != e.mtime_ns):
+            moved.append(e.path)
+    return moved
+
+
+def document(target: str, host: str, entries: list[Entry], facts: dict, **extra) -> dict:
+    """The manifest document stored in the repository beside (or inside) the snapshot."""
+    return {"format": FORMAT, "target": target, "host": host, "facts": facts,
+            "files": [asdict(e) for e in entries], **extra}
+
+
+def write(doc: dict, staging_dir: Path) -> Path:
+    """Write the manifest into staging_dir (replacing any older one); returns its path."""
+    staging_dir.mkdir(parents=True, exist_ok=True)
+    path = staging_dir / MANIFEST_NAME
+    tmp = staging_dir / (MANIFEST_NAME + ".tmp")
+    tmp.write_text(json.dumps(doc, sort_keys=True, separators=(",", ":")))
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,1 @@
+"""Data sources that produce a stream for `restic backup --stdin` (database dumps, commands)."""

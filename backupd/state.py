@@ -1,0 +1,65 @@
+"""Local state in SQLite (WAL): one row per job run, for status and catch-up scheduling."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from contextlib import closing
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+  id INTEGER PRIMARY KEY,
+  job TEXT NOT NULL,
+  target TEXT NOT NULL,
+  destination TEXT NOT NULL DEFAULT '',
+  started REAL NOT NULL,
+  finished REAL,
+  status TEXT NOT NULL,
+  snapshot_id TEXT,
+  detail TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS runs_by_target ON runs(job, target, started);
+"""
+
+
+class State:
+    """Job history kept under state_dir/state.sqlite."""
+
+    def __init__(self, state_dir: Path):
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.path = state_dir / "state.sqlite"
+        with closing(self._connect()) as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=30)
+        db.row_factory = sqlite3.Row
+        return db
+
+    def record(self, job: str, target: str, destination: str, started: float, status: str,
+               snapshot_id: str | None = None, detail: dict | None = None) -> None:
+        """Append one finished run."""
+        with closing(self._connect()) as db, db:
+            db.execute(
+                "INSERT INTO runs(job, target, destination, started, finished, status, snapshot_id, detail)"
+                " VALUES (?,?,?,?,?,?,?,?)",
+                (job, target, destination, started, time.time(), status, snapshot_id,
+                 json.dumps(detail or {}, sort_keys=True)))
+
+    def last(self, job: str, target: str, status: str | None = None) -> dict | None:
+        """The newest run of job on target (optionally with that status)."""
+        sql = "SELECT * FROM runs WHERE job=? AND target=?"
+        args: list = [job, target]
+        if status:
+            sql += " AND status=?"
+            args.append(status)
+        with closing(self._connect()) as db:
+            row = db.execute(sql + " ORDER BY started DESC LIMIT 1", args).fetchone()
+        if row is None:
+            return None
+        out = dict(row)
+        out["detail"] = json.loads(out["detail"])
+        return out
