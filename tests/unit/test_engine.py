@@ -1,0 +1,110 @@
+"""Engine wrapper: argv building, exit-code classification, secrets kept out of argv."""
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from backupd.engine import backup, exitcodes, feature, forget
+from backupd.engine.repository import Repository
+from backupd.execute import Completed
+
+SECRET = "s3cr3t-KEY-never-in-argv"
+REPO = Repository("dest", "s3:http://127.0.0.1:9/bucket/restic", Path("/etc/backupd/secrets/pw"),
+                  {"AWS_ACCESS_KEY_ID": "AKID", "AWS_SECRET_ACCESS_KEY": SECRET})
+
+
+def done(code, stderr="", **kw):
+    return Completed(["restic"], code, b"", stderr, **kw)
+
+
+@pytest.mark.parametrize("code,stderr,error", [
+    (1, "Fatal: unable to open config file: Stat: The specified key does not exist.\n"
+        "Is there a repository at the following location?", exitcodes.RepositoryMissing),
+    (10, "", exitcodes.RepositoryMissing),
+    (11, "", exitcodes.RepositoryLocked),
+    (1, "Fatal: unable to create lock in backend: repository is already locked by PID 7", exitcodes.RepositoryLocked),
+    (12, "", exitcodes.WrongPassword),
+    (1, "Fatal: wrong password or no key found", exitcodes.WrongPassword),
+    (130, "", exitcodes.Cancelled),
+    (1, "Fatal: dial tcp 127.0.0.1:9: connect: connection refused", exitcodes.StorageUnavailable),
+    (3, "", exitcodes.SourceUnreadable),
+    (1, "Fatal: something else", exitcodes.ResticError),
+    (42, "", exitcodes.ResticError),
+    (-9, "", exitcodes.ResticError),
+])
+def test_classify_maps_exit_codes(code, stderr, error):
+    with pytest.raises(error):
+        exitcodes.classify(done(code, stderr), "op")
+
+
+def test_classify_accepts_success_only_when_not_timed_out():
+    exitcodes.classify(done(0), "op")
+    with pytest.raises(exitcodes.ResticError, match="timed out"):
+        exitcodes.classify(done(0, timed_out=True), "op")
+
+
+def test_exit_codes_map_to_the_cli_contract():
+    assert exitcodes.StorageUnavailable.exit_code == 3
+    assert exitcodes.WrongPassword.exit_code == 2
+    assert exitcodes.SourceUnreadable.exit_code == 1
+
+
+def test_backup_argv_has_tags_excludes_and_no_secret():
+    argv = backup.paths_argv(REPO, ["/srv/tos"], excludes=["*.tmp"], tags={"target": "db", "host": "h"}, host="h")
+    assert argv[:3] == ["restic", "backup", "--json"]
+    assert argv[argv.index("--exclude") + 1] == "*.tmp"
+    assert "target=db" in argv and argv[-2:] == ["--", "/srv/tos"]
+    assert not any(SECRET in a or "pw" == a for a in argv)
+
+
+def test_stdin_argv_names_the_file():
+    argv = backup.stdin_argv(REPO, "tos.sql", tags=["backupd"], host="h")
+    assert argv[argv.index("--stdin-filename") + 1] == "tos.sql"
+
+
+def test_tags_with_commas_are_refused():
+    with pytest.raises(ValueError):
+        backup.tag_args({"target": "a,b"})
+
+
+def test_secrets_travel_only_in_the_environment():
+    env = REPO.environment()
+    assert env.secret == {"AWS_SECRET_ACCESS_KEY": SECRET}
+    assert env.plain["RESTIC_PASSWORD_FILE"] == "/etc/backupd/secrets/pw"
+    assert "RESTIC_PASSWORD" not in env.build()
+    assert env.scrub(f"error talking with key {SECRET}") == "error talking with key [REDACTED]"
+
+
+def test_forget_always_carries_the_keep_within_guard():
+    args = forget.forget_args({"keep_daily": 7, "keep_weekly": 0}, timedelta(weeks=6), tags=["backupd", "target=x"], host="h")
+    assert args[args.index("--keep-within") + 1] == "42d"
+    assert args[args.index("--keep-daily") + 1] == "7"
+    assert "--keep-weekly" not in args and "--prune" not in args
+    with pytest.raises(ValueError):
+        forget.forget_args({}, timedelta(0), tags=[], host="h")
+
+
+def test_restic_duration_rounds_up():
+    assert forget.restic_duration(timedelta(hours=30, minutes=1)) == "31h"
+    assert forget.restic_duration(timedelta(days=2)) == "2d"
+
+
+def test_parse_backup_summary_and_errors():
+    out = (b'{"message_type":"status","percent_done":0.5}\n'
+           b'{"message_type":"error","error":{"Op":"open","Path":"x","Err":13},"during":"archival","item":"/srv/x"}\n'
+           b'{"message_type":"summary","files_new":2,"data_added":10,"total_files_processed":2,'
+           b'"total_bytes_processed":20,"total_duration":1.5,"snapshot_id":"abcd1234"}\n')
+    s = backup.parse_output(out)
+    assert s.snapshot_id == "abcd1234" and s.files_new == 2 and s.duration == 1.5
+    assert s.errors and s.errors[0].startswith("/srv/x")
+
+
+@pytest.mark.parametrize("text,version", [
+    ("restic 0.14.0 compiled with go1.19.8 on linux/amd64", (0, 14, 0)),
+    ("restic 0.18.1 compiled with go1.24 on linux/amd64", (0, 18, 1)),
+])
+def test_version_parse_and_gates(text, version):
+    v = feature.parse_version(text)
+    assert v == version
+    assert feature.has("exit_codes_10_11_12", v) == (v >= (0, 17, 0))

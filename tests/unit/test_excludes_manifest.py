@@ -1,0 +1,64 @@
+"""restic-style excludes and content manifests with the hash cache."""
+
+import os
+import shutil
+
+from backupd import manifest
+from backupd.excludes import is_excluded
+from backupd.verify import verify_tree
+
+
+def test_excludes_follow_restic_rules():
+    assert is_excluded("/srv/tos/app/x.tmp", ["*.tmp"])
+    assert is_excluded("/srv/tos/cache/a/b", ["cache"])
+    assert is_excluded("/srv/tos/a/b/c.o", ["/srv/**/*.o"])
+    assert not is_excluded("/srv/tos/a", ["/tos"])
+    assert not is_excluded("/srv/tos/keep.log", ["*.tmp"])
+
+
+def _tree(tmp_path):
+    root = tmp_path / "src"
+    (root / "sub").mkdir(parents=True)
+    (root / "a.txt").write_text("alpha")
+    (root / "sub" / "b.bin").write_bytes(os.urandom(1000))
+    (root / "skip.tmp").write_text("no")
+    os.symlink("a.txt", root / "link")
+    return root
+
+
+def test_manifest_lists_hashes_and_honours_excludes(tmp_path):
+    root = _tree(tmp_path)
+    cache = manifest.HashCache(tmp_path / "cache.json")
+    entries = manifest.build([str(root)], ["*.tmp"], cache)
+    paths = {e.path: e for e in entries}
+    assert str(root / "skip.tmp") not in paths
+    assert paths[str(root / "a.txt")].sha256 == manifest.sha256_file(str(root / "a.txt"))
+    assert paths[str(root / "link")].type == "symlink"
+
+
+def test_hash_cache_notices_a_change(tmp_path):
+    root = _tree(tmp_path)
+    cache = manifest.HashCache(tmp_path / "cache.json")
+    manifest.build([str(root)], [], cache)
+    cache.save()
+    (root / "a.txt").write_text("changed!")
+    again = manifest.build([str(root)], [], manifest.HashCache(tmp_path / "cache.json"))
+    entry = next(e for e in again if e.path.endswith("a.txt"))
+    assert entry.sha256 == manifest.sha256_file(str(root / "a.txt"))
+
+
+def test_verify_detects_changed_missing_and_mode(tmp_path):
+    root = _tree(tmp_path)
+    entries = manifest.build([str(root)], [], manifest.HashCache(tmp_path / "c.json"))
+    doc = manifest.document("t", "h", entries, {})
+    restored = tmp_path / "restored"
+    base = restored / str(root).lstrip("/")
+    shutil.copytree(root, base, symlinks=True)
+    assert verify_tree(restored, doc).ok
+    (base / "a.txt").write_text("alphb")
+    (base / "sub" / "b.bin").unlink()
+    v = verify_tree(restored, doc)
+    assert v.mismatched == [str(root / "a.txt")] and v.missing == [str(root / "sub" / "b.bin")]
+    (base / "a.txt").write_text("alpha")
+    os.chmod(base / "a.txt", 0o777)
+    assert str(root / "a.txt") in verify_tree(restored, doc).mismatched

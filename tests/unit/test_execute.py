@@ -1,0 +1,69 @@
+"""The executor: process groups, pipelines that never commit a failed producer's output."""
+
+import sys
+
+from backupd import execute
+from backupd.sources.postgres import DumpFacts, dump_argv
+
+PY = sys.executable
+
+
+def test_run_captures_and_scrubs_secrets():
+    env = execute.Environment(secret={"TOKEN": "hunter2-secret"})
+    done = execute.run([PY, "-c", "import os,sys; sys.stderr.write('tok=' + os.environ['TOKEN'])"], env)
+    assert done.returncode == 0
+    assert "hunter2-secret" not in done.stderr and "[REDACTED]" in done.stderr
+
+
+def test_child_gets_a_minimal_environment(monkeypatch):
+    monkeypatch.setenv("UNRELATED_SECRET", "leak")
+    done = execute.run([PY, "-c", "import os; print(os.environ.get('UNRELATED_SECRET'))"])
+    assert done.stdout.strip() == b"None"
+
+
+def test_timeout_kills_the_whole_process_group():
+    code = "import subprocess,time; subprocess.Popen(['sleep','30']); time.sleep(30)"
+    done = execute.run([PY, "-c", code], timeout=0.5)
+    assert done.timed_out and done.returncode != 0
+
+
+def test_pipeline_delivers_all_bytes_when_producer_succeeds():
+    seen = []
+    res = execute.run_pipeline(
+        [PY, "-c", "import sys; sys.stdout.write('x' * 300000)"],
+        [PY, "-c", "import sys; d=sys.stdin.read(); print(len(d))"],
+        producer_env=execute.Environment(), consumer_env=execute.Environment(), tap=seen.append)
+    assert res.producer.returncode == 0 and res.consumer.returncode == 0
+    assert res.consumer.stdout.strip() == b"300000" and sum(map(len, seen)) == 300000
+
+
+def test_pipeline_kills_consumer_before_eof_when_producer_fails(tmp_path):
+    marker = tmp_path / "committed"
+    consumer = f"import sys; sys.stdin.read(); open({str(marker)!r}, 'w').write('x')"
+    res = execute.run_pipeline(
+        [PY, "-c", "import sys; sys.stdout.write('partial'); sys.stdout.flush(); sys.exit(3)"],
+        [PY, "-c", consumer], producer_env=execute.Environment(), consumer_env=execute.Environment())
+    assert res.producer.returncode == 3
+    assert res.consumer.returncode != 0
+    assert not marker.exists(), "the consumer saw end-of-input although the producer failed"
+
+
+def test_pipeline_times_out_a_silent_producer(tmp_path):
+    res = execute.run_pipeline([PY, "-c", "import time; time.sleep(30)"], [PY, "-c", "import sys; sys.stdin.read()"],
+                               producer_env=execute.Environment(), consumer_env=execute.Environment(), timeout=0.5)
+    assert res.producer.timed_out and res.consumer.returncode != 0
+
+
+def test_dump_facts_count_copy_rows_across_chunk_boundaries():
+    dump = (b"SET x;\nCOPY \"public\".\"containers\" (id, no) FROM stdin;\n1\tA\n2\tB\n3\tC\n\\.\n"
+            b"COPY public.events (id) FROM stdin;\n\\.\nCREATE INDEX;\n")
+    facts = DumpFacts()
+    for i in range(0, len(dump), 7):
+        facts(dump[i:i + 7])
+    assert facts.facts()["rows"] == {"public.containers": 3, "public.events": 0}
+    assert facts.bytes == len(dump)
+
+
+def test_pg_dump_argv_has_no_password():
+    argv = dump_argv("tos", "/run/postgresql", 5432, "postgres")
+    assert argv[0] == "pg_dump" and "--no-password" in argv and argv[-2:] == ["--dbname", "tos"]
