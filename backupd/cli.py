@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import socket
 import sys
 from pathlib import Path
 
@@ -53,9 +54,13 @@ def load_config(config_path: Path | None):
 
 
 def load_policies(cfg):
+    """The lint-clean policy set; fixes the host name (config, else policy site, else hostname)."""
     from backupd.policy.lint import load_policy_set
 
-    return load_policy_set(cfg.policy_files(), cfg.secrets_dir)
+    policy_set = load_policy_set(cfg.policy_files(), cfg.secrets_dir)
+    site = next((p.policy.site for p in policy_set.policies if p.policy and p.policy.site), None)
+    cfg.host = cfg.host or (site.host if site else None) or socket.gethostname()
+    return policy_set
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -4,7 +4,7 @@
 policies: [/etc/backupd/policies/*.yaml]   # globs; relative ones are relative to this file
 state_dir: /var/lib/backupd
 secrets_dir: /etc/backupd/secrets
-host: tos-01                               # optional; default: this machine's hostname
+host: tos-01                               # optional; default: the policy site.host, else the hostname
 restic: restic                             # optional path of the restic binary
 retry_attempts: 3                          # tries when the storage is unreachable
 retry_wait_seconds: 10                     # wait before the 2nd try (x2 before the 3rd, ...)
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import glob
 import os
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +36,7 @@ class Config:
     policies: list[str] = field(default_factory=lambda: ["/etc/backupd/policies/*.yaml"])
     state_dir: Path = Path("/var/lib/backupd")
     secrets_dir: Path = Path("/etc/backupd/secrets")
-    host: str = field(default_factory=socket.gethostname)
+    host: str | None = None
     restic: str = "restic"
     retry_attempts: int = 3
     retry_wait_seconds: float = 10.0

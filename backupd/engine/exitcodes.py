@@ -71,14 +71,14 @@ def classify(done: Completed, what: str) -> None:
         raise ResticError(f"{what}: restic timed out and was stopped")
     if done.cancelled or code == 130:
         raise Cancelled(f"{what}: cancelled")
+    if any(s.lower() in err.lower() for s in _UNREACHABLE):
+        raise StorageUnavailable(f"{what}: storage unreachable ({detail})")
     if code == 10 or any(s in err for s in _NO_REPO):
         raise RepositoryMissing(f"{what}: no repository at this location ({detail})")
     if code == 12 or any(s in err for s in _PASSWORD):
         raise WrongPassword(f"{what}: wrong repository password or no key found; check password_file")
     if code == 11 or any(s in err for s in _LOCKED):
         raise RepositoryLocked(f"{what}: repository is locked by another process ({detail})")
-    if any(s.lower() in err.lower() for s in _UNREACHABLE):
-        raise StorageUnavailable(f"{what}: storage unreachable ({detail})")
     if code == 3:
         raise SourceUnreadable(f"{what}: some source files could not be read", [])
     raise ResticError(f"{what}: restic exited with {code}: {detail}")

@@ -199,11 +199,14 @@ def retention_reach(target: Target) -> timedelta:
 
 
 def _suggest_keep(min_history: timedelta, freq: timedelta) -> str:
-    """A keep rule that alone reaches ``min_history``: the coarsest period not longer than it."""
-    effective = {rule: max(period or freq, freq) for rule, period in KEEP_PERIODS.items()}
-    fitting = [(p, r) for r, p in effective.items() if p <= min_history]
-    period, rule = max(fitting) if fitting else min((p, r) for r, p in effective.items())
-    return f"{rule}: {max(1, math.ceil(min_history / period))}"
+    """The keep rule that alone reaches ``min_history`` most tightly (ties: the fewest snapshots)."""
+    options = []
+    for rule, period in KEEP_PERIODS.items():
+        effective = max(period or freq, freq)
+        count = max(1, math.ceil(min_history / effective))
+        options.append((count * effective, -effective, rule, count))
+    _, _, rule, count = min(options)
+    return f"{rule}: {count}"
 
 
 def _check_retention(lp: LoadedPolicy, here: tuple, target: Target) -> list[LintFinding]:

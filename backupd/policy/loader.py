@@ -27,6 +27,7 @@ from ruamel.yaml.events import (
     DocumentStartEvent,
     MappingEndEvent,
     MappingStartEvent,
+    ScalarEvent,
     SequenceEndEvent,
     SequenceStartEvent,
 )
@@ -35,7 +36,10 @@ from backupd.policy.schema import Policy
 
 MAX_BYTES = 1024 * 1024
 MAX_DEPTH = 32
+MAX_EVENTS = 20_000  # ~500 targets; bigger estates split policies into several files
 _VAR_RE = re.compile(r"(\\?)\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+EMPTY_MESSAGE = "file is empty; expected a policy mapping with 'version: 1'"
 
 Severity = Literal["error", "warning"]
 FieldPath = tuple[str | int, ...]
@@ -131,7 +135,8 @@ def _read_text(loaded: LoadedPolicy) -> str | None:
     if len(raw) > MAX_BYTES:
         _unreadable(loaded, f"file is larger than {MAX_BYTES // 1024} KiB; refusing to parse it", 0)
     elif b"\0" in raw:
-        _unreadable(loaded, "file contains NUL bytes (binary?); a policy must be UTF-8 text", raw.count(b"\n", 0, raw.index(b"\0")) + 1)
+        line = raw.count(b"\n", 0, raw.index(b"\0")) + 1
+        _unreadable(loaded, "file contains NUL bytes (binary?); a policy must be UTF-8 text", line)
     else:
         try:
             return raw.decode("utf-8-sig")
@@ -146,30 +151,34 @@ def _mark_line(exc: Exception) -> int:
 
 
 def _scan_events(text: str) -> tuple[int, str] | None:
-    """Refuse aliases, anchors, explicit tags, several documents and deep nesting, from parser events alone.
+    """Refuse aliases, anchors, explicit tags, several documents, deep nesting and huge documents, from parser
+    events alone.
 
     Nothing is constructed here, so an alias bomb or ``!!python/object`` costs one linear pass.
     """
-    depth = documents = 0
-    for event in YAML(typ="safe", pure=True).parse(text):
+    depth = documents = nodes = 0
+    for count, event in enumerate(YAML(typ="safe", pure=True).parse(text)):
         line = event.start_mark.line + 1
+        if count > MAX_EVENTS:
+            return line, f"more than {MAX_EVENTS} YAML nodes; split the policy into several files"
         if isinstance(event, AliasEvent):
-            return line, f"YAML aliases (*{event.anchor}) are not allowed in policies"
+            return line, f"YAML aliases (*{event.anchor[:40]}) are not allowed in policies"
         if getattr(event, "anchor", None):
-            return line, f"YAML anchors (&{event.anchor}) are not allowed in policies"
+            return line, f"YAML anchors (&{event.anchor[:40]}) are not allowed in policies"
         if getattr(event, "tag", None) is not None:
             return line, f"explicit YAML tags ({str(event.tag)[:60]}) are not allowed in policies"
         if isinstance(event, DocumentStartEvent):
             documents += 1
             if documents > 1:
                 return line, "only one YAML document per policy file"
-        elif isinstance(event, (MappingStartEvent, SequenceStartEvent)):
-            depth += 1
+        elif isinstance(event, (MappingStartEvent, SequenceStartEvent, ScalarEvent)):
+            nodes += 1
+            depth += not isinstance(event, ScalarEvent)
             if depth > MAX_DEPTH:
                 return line, f"nesting deeper than {MAX_DEPTH} levels"
         elif isinstance(event, (MappingEndEvent, SequenceEndEvent)):
             depth -= 1
-    return None
+    return None if nodes else (1, EMPTY_MESSAGE)
 
 
 def _parse(text: str, loaded: LoadedPolicy) -> dict | None:
@@ -190,7 +199,7 @@ def _parse(text: str, loaded: LoadedPolicy) -> dict | None:
         loaded.add((), f"invalid YAML: {str(exc)[:200]}")
         return None
     if document is None:
-        loaded.add((), "file is empty; expected a policy mapping with 'version: 1'")
+        loaded.add((), EMPTY_MESSAGE)
         return None
     if not isinstance(document, CommentedMap):
         loaded.add((), f"top level must be a mapping (key: value), not a {_kind(document)}")

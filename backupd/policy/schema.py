@@ -139,7 +139,9 @@ class S3Destination(_Destination):
     object_lock: bool = False
     lock_mode: Literal["COMPLIANCE", "GOVERNANCE"] = "COMPLIANCE"
     pilot: bool = Field(default=False, description="a trial bucket; only then may lock_mode be GOVERNANCE")
-    credentials_file: Path = Field(description="AWS_ACCESS_KEY_ID=/AWS_SECRET_ACCESS_KEY= lines; relative -> secrets_dir")
+    credentials_file: Path = Field(
+        description="AWS_ACCESS_KEY_ID=/AWS_SECRET_ACCESS_KEY= lines; relative -> secrets_dir"
+    )
 
     _cred = field_validator("credentials_file", mode="after")(_resolve_secret)
 
@@ -147,7 +149,9 @@ class S3Destination(_Destination):
     @classmethod
     def _endpoint(cls, v: str) -> str:
         if not re.match(r"^https?://[^\s/@]+(/\S*)?$", v):
-            raise ValueError("endpoint must be an http:// or https:// URL without user info (keys go in credentials_file)")
+            raise ValueError(
+                "endpoint must be an http:// or https:// URL without user info (keys go in credentials_file)"
+            )
         return v
 
     @field_validator("bucket")

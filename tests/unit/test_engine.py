@@ -28,6 +28,9 @@ def done(code, stderr="", **kw):
     (1, "Fatal: wrong password or no key found", exitcodes.WrongPassword),
     (130, "", exitcodes.Cancelled),
     (1, "Fatal: dial tcp 127.0.0.1:9: connect: connection refused", exitcodes.StorageUnavailable),
+    (1, "Fatal: unable to open config file: Stat: Get \"http://127.0.0.1:1/b/?location=\": dial tcp "
+        "127.0.0.1:1: connect: connection refused\nIs there a repository at the following location?",
+     exitcodes.StorageUnavailable),
     (3, "", exitcodes.SourceUnreadable),
     (1, "Fatal: something else", exitcodes.ResticError),
     (42, "", exitcodes.ResticError),
