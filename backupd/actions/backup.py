@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -46,12 +47,13 @@ class Result:
 
 def tags_for(target, host: str, policy: str) -> dict[str, str]:
     """Tags every data snapshot carries: policy, target, category, host."""
-    return {"backupd": "1", "policy": policy, "target": target.name, "category": target.category,
+    return {"backupd": None, "policy": policy, "target": target.name, "category": target.category,
             "host": host}
 
 
-def _tag_list(tags: dict[str, str]) -> list[str]:
-    return [k if k == "backupd" else f"{k}={v}" for k, v in tags.items()]
+def _tag_list(tags: dict[str, str | None]) -> list[str]:
+    """restic tags: key=value, or a bare key where the value is None."""
+    return [k if v is None else f"{k}={v}" for k, v in tags.items()]
 
 
 def _ensure_repo(repo: Repository, state_dir: Path) -> None:
@@ -64,7 +66,15 @@ def _ensure_repo(repo: Repository, state_dir: Path) -> None:
     marker.write_text(repo.url + "\n")
 
 
+def _missing_sources(paths: list[str]) -> list[str]:
+    """Source paths that do not exist: restic would skip them silently and exit 0."""
+    return [p for p in paths if not os.path.lexists(p)]
+
+
 def _backup_paths(repo, target, tags, host, staging: Path, entries, facts, cancel) -> tuple:
+    missing = _missing_sources(list(target.sources.paths))
+    if missing:
+        raise SourceUnreadable(f"{len(missing)} source path(s) do not exist; no snapshot was written", missing)
     doc = manifest.document(target.name, host, entries, facts,
                             created=datetime.now(timezone.utc).isoformat())
     manifest.write(doc, staging)
@@ -100,7 +110,7 @@ def _backup_dump(repo, target, tags, host, staging: Path, cancel) -> tuple:
                             created=datetime.now(timezone.utc).isoformat())
     manifest.write(doc, staging)
     restic_backup.backup_paths(repo, [str(staging)], excludes=[], host=host,
-                               tags=_tag_list({"backupd-manifest": "1", "target": target.name,
+                               tags=_tag_list({"backupd-manifest": None, "target": target.name,
                                                "of": summary.snapshot_id}))
     return summary, facts
 
@@ -130,7 +140,8 @@ def _one(cfg: Config, state: State, target, dest_name: str, dest, policy: str, e
     except SourceUnreadable as exc:
         result.error = str(exc)
         result.notes = exc.items[:MAX_LISTED]
-        _mark_incomplete(repo, target, tags, cfg.host)
+        if "no snapshot was written" not in str(exc):
+            _mark_incomplete(repo, target, tags, cfg.host)
     except DependencyError as exc:
         result.status, result.error = "unavailable", str(exc)
     except BackupdError as exc:

