@@ -136,7 +136,8 @@ def test_a_failing_dump_is_a_failed_backup_with_no_snapshot(policy):
     assert snapshots.list_snapshots(repo, tags=["target=missing-db"]) == []
 
 
-def test_unreadable_source_fails_and_marks_the_partial_snapshot(policy, stack, tmp_path):
+def test_a_missing_source_path_fails_the_backup_without_a_snapshot(policy, stack, tmp_path):
+    """restic 0.14 skips a missing path and exits 0; backupd must not call that a backup."""
     present = tmp_path / "present"
     present.mkdir()
     (present / "a.cfg").write_text("crane=1\n")
@@ -151,10 +152,9 @@ def test_unreadable_source_fails_and_marks_the_partial_snapshot(policy, stack, t
     run = setup.cli("backup", "--target", "plc", "--json")
     assert run.code == 1
     (result,) = run.doc["results"]
-    assert result["status"] == "failed" and "could not be read" in result["error"]
+    assert result["status"] == "failed" and "do not exist" in result["error"]
     assert any("gone" in n for n in result["notes"])
-    snaps = snapshots.list_snapshots(repo_of(setup), tags=["target=plc"])
-    assert snaps and all("incomplete" in s.tags for s in snaps)
+    assert snapshots.list_snapshots(repo_of(setup), tags=["target=plc"]) == []
 
 
 def test_secrets_never_reach_argv_or_logs(policy, stack, tmp_path):
@@ -208,7 +208,7 @@ def test_storage_outage_is_retried_and_reported(policy, tmp_path):
     assert len(result["notes"]) == 2 and "attempt 2/2" in result["notes"][1]
 
 
-def test_forget_is_guarded_against_planted_future_snapshots(policy, stack):
+def test_forget_is_guarded_against_planted_future_snapshots(policy, stack, tmp_path):
     setup = policy("""  - name: cfg
     category: control_system
     owner: test
@@ -225,8 +225,10 @@ def test_forget_is_guarded_against_planted_future_snapshots(policy, stack):
     assert result["remove"] == [] and len(result["keep"]) == 3, "keep-within must keep every recent generation"
     repo = repo_of(setup)
     env = repo.environment().build()
+    planted_file = tmp_path / "junk.cfg"
+    planted_file.write_text("planted by an attacker")
     planted = subprocess.run(["restic", "backup", "--host", "it-host", "--tag", "backupd", "--tag", "target=cfg",
-                              "--time", "2031-01-01 00:00:00", str(ROOT / "README.md")],
+                              "--time", "2031-01-01 00:00:00", str(planted_file)],
                              env=env, capture_output=True, text=True)
     assert planted.returncode == 0, planted.stderr
     run = setup.cli("forget", "--target", "cfg", "--json")

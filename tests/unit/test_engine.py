@@ -111,3 +111,17 @@ def test_version_parse_and_gates(text, version):
     v = feature.parse_version(text)
     assert v == version
     assert feature.has("exit_codes_10_11_12", v) == (v >= (0, 17, 0))
+
+
+@pytest.mark.parametrize("code", [0, 3])
+def test_read_errors_make_the_backup_incomplete(code):
+    out = (b'{"message_type":"error","error":{"message":"permission denied"},"during":"archival","item":"/srv/plc/a"}\n'
+           b'{"message_type":"summary","snapshot_id":"abcd1234"}\n')
+    with pytest.raises(exitcodes.SourceUnreadable) as info:
+        backup._finish(Completed(["restic"], code, out, ""), "backup")
+    assert info.value.items == ["/srv/plc/a: permission denied"]
+
+
+def test_a_backup_without_summary_is_a_failure():
+    with pytest.raises(exitcodes.ResticError, match="no snapshot"):
+        backup._finish(Completed(["restic"], 0, b"", ""), "backup")
