@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from backupd import execute, manifest
+from backupd import evidence, execute, manifest
 from backupd.actions.common import Retry, policy_of, repository
 from backupd.config import Config
 from backupd.engine import backup as restic_backup
@@ -150,6 +150,7 @@ def _one(cfg: Config, state: State, target, dest_name: str, dest, policy: str, e
     result.duration = round(time.monotonic() - t0, 3)
     state.record("backup", target.name, dest_name, started, result.status, result.snapshot_id,
                  {k: v for k, v in result.to_dict().items() if k in ("facts", "error", "duration", "data_added")})
+    evidence.record(cfg, "backup", result.to_dict())
     return result
 
 

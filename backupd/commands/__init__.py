@@ -1,0 +1,1 @@
+"""Command-line parsing, one module per command group; each calls one action."""

@@ -1,0 +1,56 @@
+"""What every command shares: --config/--json options, error-to-exit-code mapping, loading."""
+
+from __future__ import annotations
+
+import functools
+import socket
+import sys
+from pathlib import Path
+
+import click
+
+from backupd import config as config_mod
+from backupd import output
+from backupd.errors import EXIT_FINDING, EXIT_OK, BackupdError
+
+
+def common(fn):
+    """--config and --json on every command."""
+    fn = click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")(fn)
+    fn = click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+                      help="backupd.yaml (default $BACKUPD_CONFIG or /etc/backupd/backupd.yaml).")(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        as_json = kwargs.get("as_json", False)
+        try:
+            code = fn(*args, **kwargs)
+        except BackupdError as exc:
+            _fail(str(exc), exc.exit_code, as_json)
+        except KeyboardInterrupt:
+            _fail("interrupted", EXIT_FINDING, as_json)
+        sys.exit(code or EXIT_OK)
+
+    return wrapper
+
+
+def _fail(message: str, code: int, as_json: bool) -> None:
+    if as_json:
+        output.emit_json({"ok": False, "error": message, "exit_code": code})
+    else:
+        output.error(message)
+    sys.exit(code)
+
+
+def load_config(config_path: Path | None):
+    return config_mod.load(config_path)
+
+
+def load_policies(cfg):
+    """The lint-clean policy set; fixes the host name (config, else policy site, else hostname)."""
+    from backupd.policy.lint import load_policy_set
+
+    policy_set = load_policy_set(cfg.policy_files(), cfg.secrets_dir)
+    site = next((p.policy.site for p in policy_set.policies if p.policy and p.policy.site), None)
+    cfg.host = cfg.host or (site.host if site else None) or socket.gethostname()
+    return policy_set
