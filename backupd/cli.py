@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from backupd.commands import daemon, drill, evidence, storage
+from backupd.commands import daemon, drill, evidence, incident, storage
 from backupd.commands.common import common, load_config, load_policies
 
 
@@ -105,7 +105,7 @@ def status(config_path, as_json):
     return report.status_rows(action.run(cfg, load_policies(cfg)), as_json)
 
 
-for _group in (storage, drill, evidence, daemon):
+for _group in (storage, drill, evidence, daemon, incident):
     _group.register(main)
 
 if __name__ == "__main__":  # pragma: no cover

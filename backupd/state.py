@@ -63,3 +63,23 @@ class State:
         out = dict(row)
         out["detail"] = json.loads(out["detail"])
         return out
+
+    def history(self, job: str, target: str, status: str = "ok", limit: int = 5) -> list[dict]:
+        """Details of the newest `limit` runs with that status, oldest first."""
+        with closing(self._connect()) as db:
+            rows = db.execute("SELECT detail FROM runs WHERE job=? AND target=? AND status=?"
+                              " ORDER BY started DESC LIMIT ?", (job, target, status, limit)).fetchall()
+        return [json.loads(r["detail"]) for r in reversed(rows)]
+
+    def snapshot_ids(self, job: str, target: str, statuses: tuple[str, ...]) -> set[str]:
+        """Snapshot ids of the target's runs of job that ended with one of statuses."""
+        marks = ",".join("?" * len(statuses))
+        with closing(self._connect()) as db:
+            rows = db.execute(f"SELECT snapshot_id FROM runs WHERE job=? AND target=? AND status IN ({marks})"
+                              " AND snapshot_id IS NOT NULL", (job, target, *statuses)).fetchall()
+        return {r["snapshot_id"] for r in rows}
+
+    def count(self, job: str, target: str) -> int:
+        """How many runs of job the target has."""
+        with closing(self._connect()) as db:
+            return db.execute("SELECT COUNT(*) FROM runs WHERE job=? AND target=?", (job, target)).fetchone()[0]

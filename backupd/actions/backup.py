@@ -8,11 +8,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from backupd import evidence, execute, manifest
-from backupd.actions.common import Retry, policy_of, repository
+from backupd import analytics, evidence, execute, manifest
+from backupd.actions.common import Retry, ensure_repository, policy_of, repository
 from backupd.config import Config
 from backupd.engine import backup as restic_backup
-from backupd.engine import init as restic_init
 from backupd.engine import tag as restic_tag
 from backupd.engine.exitcodes import SourceUnreadable
 from backupd.engine.repository import Repository
@@ -56,16 +55,6 @@ def _tag_list(tags: dict[str, str | None]) -> list[str]:
     return [k if v is None else f"{k}={v}" for k, v in tags.items()]
 
 
-def _ensure_repo(repo: Repository, state_dir: Path) -> None:
-    """Initialise the repository on first use (remembered in state_dir to spare a round trip)."""
-    marker = state_dir / "repos" / repo.name
-    if marker.exists():
-        return
-    restic_init.ensure(repo)
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(repo.url + "\n")
-
-
 def _missing_sources(paths: list[str]) -> list[str]:
     """Source paths that do not exist: restic would skip them silently and exit 0."""
     return [p for p in paths if not os.path.lexists(p)]
@@ -91,7 +80,7 @@ def _dump_argv(target) -> tuple[list[str], StreamFacts]:
     return list(dump.command), StreamFacts()
 
 
-def _backup_dump(repo, target, tags, host, staging: Path, cancel) -> tuple:
+def _backup_dump(repo, target, tags, host, staging: Path, previous_rows: dict, cancel) -> tuple:
     argv, tap = _dump_argv(target)
     filename = target.sources.dump.filename
     summary, pipe = restic_backup.backup_stream(
@@ -104,19 +93,27 @@ def _backup_dump(repo, target, tags, host, staging: Path, cancel) -> tuple:
         raise DumpFailed(f"dump command {argv[0]} {why}; no snapshot was written"
                          + (f": {' | '.join(tail)}" if tail else ""))
     facts = {"files": 1, **tap.facts()}
+    if "rows" in facts and previous_rows:
+        facts["change"] = analytics.judge_dump(facts["rows"], previous_rows).to_dict()
     entry = manifest.Entry(path="/" + filename, size=tap.bytes, mode="", sha256=tap.sha.hexdigest(),
                            mtime_ns=0, type="stdin")
     doc = manifest.document(target.name, host, [entry], facts, snapshot=summary.snapshot_id,
                             created=datetime.now(timezone.utc).isoformat())
     manifest.write(doc, staging)
-    restic_backup.backup_paths(repo, [str(staging)], excludes=[], host=host,
-                               tags=_tag_list({"backupd-manifest": None, "target": target.name,
-                                               "of": summary.snapshot_id}))
+    companion = {"backupd-manifest": None, "target": target.name, "of": summary.snapshot_id}
+    if facts.get("change", {}).get("suspicious"):
+        companion["suspect"] = None  # the data snapshot is already written; its companion carries the flag
+    restic_backup.backup_paths(repo, [str(staging)], excludes=[], host=host, tags=_tag_list(companion))
     return summary, facts
 
 
 class DumpFailed(BackupdError):
     """The dump command failed; nothing was committed."""
+
+
+def _previous_rows(state: State, target: str) -> dict:
+    last = state.history("backup", target, limit=1)
+    return last[0].get("facts", {}).get("rows", {}) if last else {}
 
 
 def _one(cfg: Config, state: State, target, dest_name: str, dest, policy: str, entries, facts,
@@ -125,12 +122,15 @@ def _one(cfg: Config, state: State, target, dest_name: str, dest, policy: str, e
     started, t0 = time.time(), time.monotonic()
     staging = cfg.state_dir / "manifests" / target.name
     tags = tags_for(target, cfg.host, policy)
+    if facts.get("change", {}).get("suspicious"):
+        tags["suspect"] = None
     retry = Retry(cfg.retry_attempts, cfg.retry_wait_seconds)
     try:
         repo = repository(cfg, dest_name, dest)
-        retry.run(lambda: _ensure_repo(repo, cfg.state_dir), f"open {dest_name}")
+        retry.run(lambda: ensure_repository(repo, cfg.state_dir), f"open {dest_name}")
         if target.sources.dump is not None:
-            run = lambda: _backup_dump(repo, target, tags, cfg.host, staging, cancel)  # noqa: E731
+            rows = _previous_rows(state, target.name)
+            run = lambda: _backup_dump(repo, target, tags, cfg.host, staging, rows, cancel)  # noqa: E731
         else:
             run = lambda: _backup_paths(repo, target, tags, cfg.host, staging, entries, facts, cancel)  # noqa: E731
         summary, result.facts = retry.run(run, f"backup {target.name} to {dest_name}")
@@ -151,7 +151,17 @@ def _one(cfg: Config, state: State, target, dest_name: str, dest, policy: str, e
     state.record("backup", target.name, dest_name, started, result.status, result.snapshot_id,
                  {k: v for k, v in result.to_dict().items() if k in ("facts", "error", "duration", "data_added")})
     evidence.record(cfg, "backup", result.to_dict())
+    _report_suspicion(cfg, result)
     return result
+
+
+def _report_suspicion(cfg: Config, result: Result) -> None:
+    """A generation that looks like ransomware or mass deletion is recorded and called out."""
+    change = result.facts.get("change", {})
+    if result.status == "ok" and change.get("suspicious"):
+        result.notes += [f"SUSPECT: {flag}" for flag in change["flags"]]
+        evidence.record(cfg, "suspect_snapshot", {"target": result.target, "destination": result.destination,
+                                                  "snapshot_id": result.snapshot_id, "flags": change["flags"]})
 
 
 def _mark_incomplete(repo, target, tags, host) -> None:
@@ -162,12 +172,19 @@ def _mark_incomplete(repo, target, tags, host) -> None:
         pass  # the failure is already reported; an untagged partial snapshot stays visible in status
 
 
-def _file_facts(cfg: Config, target):
-    """Manifest entries and facts of a paths target, hashing only what changed since last time."""
+def _file_facts(cfg: Config, state: State, target):
+    """Manifest entries and facts of a paths target, hashing only what changed since last time,
+    with the change against the previous generation judged for ransomware-like patterns."""
     cache = manifest.HashCache(cfg.state_dir / "hashcache" / f"{target.name}.json")
     entries = manifest.build(list(target.sources.paths), list(target.sources.excludes), cache)
-    facts = {"files": sum(1 for e in entries if e.type == "file"),
-             "bytes": sum(e.size for e in entries if e.type == "file")}
+    files = [e for e in entries if e.type == "file"]
+    facts = {"files": len(files), "bytes": sum(e.size for e in files)}
+    previous = {path: sig[4] for path, sig in cache.old.items()}
+    if previous:
+        change = analytics.compare(previous, {e.path: (e.sha256, e.size) for e in files})
+        baseline = [h["facts"]["change"] for h in state.history("backup", target.name)
+                    if "change" in h.get("facts", {})]
+        facts["change"] = analytics.judge(change, baseline).to_dict()
     return entries, facts, cache
 
 
@@ -180,7 +197,7 @@ def run(cfg: Config, policy_set, target_name: str | None = None,
     for target in targets:
         entries, facts, cache = ([], {}, None)
         if target.sources.paths is not None:
-            entries, facts, cache = _file_facts(cfg, target)
+            entries, facts, cache = _file_facts(cfg, state, target)
         for dest_name in target.destinations:
             dest = policy_set.destinations[dest_name]
             res = _one(cfg, state, target, dest_name, dest, policy_of(policy_set, target.name),

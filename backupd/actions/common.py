@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 from backupd.config import Config
+from backupd.engine import init as restic_init
 from backupd.engine.exitcodes import StorageUnavailable
 from backupd.engine.repository import Repository
 from backupd.errors import ConfigError
@@ -46,6 +47,16 @@ def repository(cfg: Config, name: str, dest, credentials_file: Path | None = Non
         keys.setdefault("AWS_DEFAULT_REGION", dest.region)
         return Repository(name, url, dest.password_file, keys, cache, cfg.restic)
     return Repository(name, str(dest.path), dest.password_file, {}, cache, cfg.restic)
+
+
+def ensure_repository(repo: Repository, state_dir: Path) -> None:
+    """Initialise the repository on first use (remembered in state_dir to spare a round trip)."""
+    marker = state_dir / "repos" / repo.name
+    if marker.exists():
+        return
+    restic_init.ensure(repo)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(repo.url + "\n")
 
 
 @dataclass

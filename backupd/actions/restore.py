@@ -6,11 +6,23 @@ import time
 from pathlib import Path
 
 from backupd.actions.common import repository
-from backupd.actions.snapshot_choice import choose, data_snapshots, load_manifest
+from backupd.actions.snapshot_choice import choose, data_snapshots, flagged, load_manifest
 from backupd.config import Config
 from backupd.engine import restore as restic_restore
 from backupd.errors import ConfigError
+from backupd.state import State
 from backupd.verify import verify_tree
+
+
+DRILL_PASSED = ("ok", "pass", "warn")
+
+
+def drilled_snapshots(cfg: Config, target: str) -> set[str] | None:
+    """Ids of snapshots that passed a drill, or None when the target has no drill history."""
+    state = State(cfg.state_dir)
+    if not state.count("drill", target):
+        return None
+    return state.snapshot_ids("drill", target, DRILL_PASSED)
 
 
 def _check_target_dir(to_dir: Path, force: bool) -> None:
@@ -31,7 +43,9 @@ def run(cfg: Config, policy_set, target_name: str, to_dir: Path, *, snapshot_id=
     _check_target_dir(to_dir, force)
     repo = repository(cfg, dest_name, policy_set.destinations[dest_name])
     t0 = time.monotonic()
-    snap, why = choose(data_snapshots(repo, target.name, cfg.host), snapshot_id, before)
+    snaps = data_snapshots(repo, target.name, cfg.host)
+    snap, why = choose(snaps, snapshot_id, before, flagged(repo, snaps, target.name, cfg.host),
+                       drilled_snapshots(cfg, target.name))
     doc = load_manifest(repo, snap, target.name, cfg.host)
     restic_restore.restore(repo, snap.id, to_dir)
     verification = verify_tree(to_dir, doc)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from backupd import evidence
+from backupd.actions import incident
 from backupd.actions.common import repository
 from backupd.config import Config
 from backupd.engine import forget as restic_forget
@@ -60,6 +61,7 @@ def _one(cfg: Config, target: Target, dest_name: str, dest, dry_run: bool) -> di
 
 def run(cfg: Config, policy_set, target_name: str | None = None, dry_run: bool = False) -> list[dict]:
     """Apply each target's retention on each destination."""
+    incident.guard(cfg, "forget")
     targets = [policy_set.target(target_name)] if target_name else list(policy_set.targets)
     results = [_one(cfg, t, d, policy_set.destinations[d], dry_run) for t in targets for d in t.destinations]
     for result in results:

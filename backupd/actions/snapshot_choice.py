@@ -29,22 +29,38 @@ def parse_when(text: str) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
-def choose(snaps, snapshot_id: str | None, before: str | None):
-    """(snapshot, explanation): the given id, or the newest before a time, or the newest."""
+def flagged(repo: Repository, snaps, target: str, host: str) -> dict[str, str]:
+    """snapshot id -> why it must not be chosen for a clean restore (suspect at backup time)."""
+    companions = restic_snapshots.list_snapshots(repo, tags=["backupd-manifest", f"target={target}"], host=host)
+    suspect_of = [c.tagmap.get("of", "-") for c in companions if "suspect" in c.tags]
+    return {s.id: "flagged as suspect at backup time" for s in snaps
+            if "suspect" in s.tags or any(s.id.startswith(of) for of in suspect_of)}
+
+
+def choose(snaps, snapshot_id: str | None, before: str | None, bad: dict[str, str] | None = None,
+           drilled: set[str] | None = None):
+    """(snapshot, explanation): the given id; else the newest before a time (default now) that is
+    not flagged and, where drill history exists, passed a drill."""
     if snapshot_id:
         hits = [s for s in snaps if s.id.startswith(snapshot_id)]
         if len(hits) != 1:
             raise ConfigError(f"snapshot {snapshot_id!r} matches {len(hits)} snapshots of this target")
-        return hits[0], f"snapshot {hits[0].short_id} as requested"
-    if before:
-        when = parse_when(before)
-        snaps = [s for s in snaps if s.time < when]
-        if not snaps:
-            raise Finding(f"no complete snapshot of this target before {when.isoformat()}")
-        return snaps[-1], f"newest complete snapshot before {when.isoformat()}: {snaps[-1].short_id} ({snaps[-1].time.isoformat()})"
-    if not snaps:
-        raise Finding("no complete snapshot of this target")
-    return snaps[-1], f"newest complete snapshot: {snaps[-1].short_id} ({snaps[-1].time.isoformat()})"
+        warn = f" (warning: {bad[hits[0].id]})" if bad and hits[0].id in bad else ""
+        return hits[0], f"snapshot {hits[0].short_id} as requested{warn}"
+    when = parse_when(before or "now")
+    skipped, bad = [], bad or {}
+    for snap in reversed([s for s in snaps if s.time < when]):
+        if snap.id in bad:
+            skipped.append(f"{snap.short_id}: {bad[snap.id]}")
+        elif drilled is not None and not any(snap.id.startswith(d) for d in drilled):
+            skipped.append(f"{snap.short_id}: no passed drill")
+        else:
+            why = f"newest clean snapshot before {when.isoformat()}: {snap.short_id} ({snap.time.isoformat()})"
+            if drilled is not None:
+                why += ", which passed a restore drill"
+            return snap, why + (f"; skipped {'; '.join(skipped)}" if skipped else "")
+    raise Finding(f"no clean snapshot of this target before {when.isoformat()}"
+                  + (f" (skipped {'; '.join(skipped)})" if skipped else ""))
 
 
 def manifest_path(snap, target: str) -> str | None:

@@ -26,7 +26,9 @@ def run(cfg: Config, policy_set) -> list[dict]:
         last_any = state.last("backup", target.name)
         row = {"target": target.name, "category": target.category,
                "rpo": format_duration(target.frequency), "last_snapshot": None, "age": None,
-               "age_seconds": None}
+               "age_seconds": None, "rpo_seconds": target.frequency.total_seconds(),
+               "last_success_time": last_ok["finished"] if last_ok else None,
+               "last_duration": (last_any["detail"].get("duration") if last_any else None)}
         if last_ok:
             age = now - last_ok["finished"]
             row.update(last_snapshot=(last_ok["snapshot_id"] or "")[:8], age=_age(age), age_seconds=round(age))

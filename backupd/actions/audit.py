@@ -1,0 +1,94 @@
+"""`backupd audit storage`: prove each S3 destination is WORM by configuration, readback and a
+delete canary, and that the daemon's own credentials cannot weaken it."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from botocore.exceptions import ClientError
+
+from backupd import evidence
+from backupd.actions.common import read_credentials
+from backupd.config import Config
+from backupd.errors import DependencyError
+from backupd.policy.schema import S3Destination
+from backupd.storage import canary, client, lockconfig, readback
+from backupd.storage.checks import Check
+
+
+def s3_client(dest: S3Destination, credentials_file: Path | None = None):
+    """boto3 client for dest with the keys of credentials_file (default: the daemon's)."""
+    return client.make(dest.endpoint, dest.region, read_credentials(credentials_file or dest.credentials_file))
+
+
+def required_history(policy_set, dest_name: str) -> timedelta:
+    """The longest min_history among the targets that write to dest_name."""
+    spans = [t.retention.min_history for t in policy_set.targets if dest_name in t.destinations]
+    return max(spans, default=timedelta(0))
+
+
+def _state_path(cfg: Config) -> Path:
+    return cfg.state_dir / "storage-audit.json"
+
+
+def _last_audits(cfg: Config) -> dict:
+    try:
+        return json.loads(_state_path(cfg).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _save_audit(cfg: Config, name: str, when: datetime) -> None:
+    data = _last_audits(cfg)
+    data[name] = when.isoformat()
+    path = _state_path(cfg)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.write_text(json.dumps(data, indent=1, sort_keys=True))
+
+
+def _checks(cfg: Config, name: str, dest: S3Destination, required: timedelta, now: datetime) -> tuple[list, int]:
+    writer = s3_client(dest)
+    auditor = s3_client(dest, dest.auditor_credentials_file) if dest.auditor_credentials_file else writer
+    checks = [lockconfig.versioning_check(auditor, dest.bucket)]
+    config = lockconfig.read_lock_config(auditor, dest.bucket)
+    canary_check, observed = canary.delete_canary(writer, dest.bucket, canary.canary_key(dest.path, cfg.host))
+    checks += lockconfig.lock_checks(config, observed, dest.pilot, required)
+    checks.append(canary_check)
+    checks += canary.writer_probes(writer, dest.bucket, config)
+    since = _last_audits(cfg).get(name)
+    check, read = readback.readback(auditor, dest.bucket, dest.path,
+                                    datetime.fromisoformat(since) if since else None, required, now)
+    return checks + [check], read
+
+
+def audit_destination(cfg: Config, policy_set, name: str, dest) -> dict:
+    """All checks of one destination as a JSON-ready dict with status ok|finding|unavailable|skipped."""
+    out = {"destination": name, "status": "ok", "checks": []}
+    if not isinstance(dest, S3Destination) or not dest.object_lock:
+        return {**out, "status": "skipped", "note": "not an S3 destination with object_lock: true"}
+    out.update(bucket=dest.bucket, path=dest.path, endpoint=dest.endpoint)
+    now = datetime.now(timezone.utc)
+    required = required_history(policy_set, name)
+    out["required_retention"] = str(required)
+    try:
+        with client.reachable(f"audit {name}"):
+            checks, out["objects_read_back"] = _checks(cfg, name, dest, required, now)
+    except DependencyError as exc:
+        return {**out, "status": "unavailable", "error": str(exc)}
+    except ClientError as exc:
+        checks = [Check("s3", False, f"{name}: S3 refused the audit: {client.error_code(exc)}")]
+    out["checks"] = [c.to_dict() for c in checks]
+    if any(not c.ok and c.severity == "error" for c in checks):
+        out["status"] = "finding"
+    else:
+        _save_audit(cfg, name, now)
+    return out
+
+
+def run(cfg: Config, policy_set) -> list[dict]:
+    """Audit every destination; one evidence record per run."""
+    results = [audit_destination(cfg, policy_set, n, d) for n, d in policy_set.destinations.items()]
+    evidence.record(cfg, "storage_audit", {"destinations": results})
+    return results

@@ -1,0 +1,204 @@
+"""`backupd drill`: restore a snapshot into a private sandbox, verify every restored file against the
+backup-time manifest, run the spec's probes, and judge the time to service-ready against the RTO."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from datetime import datetime, timezone
+from functools import partial
+from pathlib import Path
+
+from backupd import evidence, execute, output, probes
+from backupd.actions.common import repository
+from backupd.actions.snapshot_choice import choose, data_snapshots, load_manifest
+from backupd.config import Config
+from backupd.drill import sample, verdict
+from backupd.drill.phases import PhaseTimer
+from backupd.drill.sandbox import Sandbox, reachable_by, sigterm_cancels
+from backupd.drill.spec import DrillSpec, spec_for
+from backupd.engine import restore as restic_restore
+from backupd.engine.exitcodes import Cancelled
+from backupd.errors import EXIT_DEPENDENCY, EXIT_FINDING, EXIT_OK, BackupdError, DependencyError
+from backupd.probes.postgres import OS_USER
+from backupd.state import State
+from backupd.verify import verify_tree
+
+PASSED = ("pass", "warn")
+#: Longest sandbox parent that leaves room for the PostgreSQL socket path (107 bytes on Linux).
+SHORT_PARENT = 60
+
+
+def _checkpoint(cancel: execute.Cancel) -> None:
+    if cancel.is_set():
+        raise Cancelled("drill cancelled (SIGTERM); sandbox removed")
+
+
+def sandbox_parent(cfg: Config, spec: DrillSpec) -> Path:
+    """The spec's dir, else state_dir/sandbox. A PostgreSQL probe run as root needs a parent the
+    postgres user can traverse and a short socket path; otherwise the system temp dir is used."""
+    parent = spec.sandbox.dir or cfg.state_dir / "sandbox"
+    if os.geteuid() != 0 or not any(p.kind == "postgres" for p in spec.probes):
+        return parent
+    for candidate in (parent, Path(tempfile.gettempdir()) / "backupd-sandbox"):
+        candidate.mkdir(parents=True, exist_ok=True, mode=0o711)
+        os.chmod(candidate, 0o711)  # traversable, not listable; each sandbox below is 0700
+        if len(str(candidate)) <= SHORT_PARENT and reachable_by(OS_USER, candidate):
+            return candidate
+    return candidate
+
+
+def required_paths(target, spec: DrillSpec) -> list[str]:
+    """Files a sample must hold so the probes can run (the program a programs probe starts)."""
+    home = (getattr(target.sources, "paths", None) or ["/"])[0].rstrip("/")
+    return [f"{home}/{p.command[0]}" for p in spec.probes if p.kind == "programs" and p.command]
+
+
+def _previous_manifest(repo, snaps, snap, target: str, host: str):
+    older = [s for s in snaps if s.time < snap.time]
+    return load_manifest(repo, older[-1], target, host) if older else None
+
+
+def _verified_since(state: State, target: str) -> float | None:
+    """Unix time of the newest snapshot that passed at least a sample drill (from state)."""
+    times = [r["detail"].get("verified_snapshot_time") for r in
+             (state.last("drill", target, s) for s in PASSED) if r]
+    times = [t for t in times if t]
+    return max(times) if times else None
+
+
+def _restore_and_probe(cfg, target, spec, kind, repo, snaps, snap, doc, timer, cancel, report) -> list[str]:
+    """Restore (all or a stratified sample), verify, probe; returns the problems found."""
+    entries = doc.get("files", [])
+    chosen = entries if kind == "full" else sample.choose(
+        entries, snap.id, spec.sample.max_files, spec.sample.max_bytes, required_paths(target, spec))
+    report.update(files_restored=len(chosen), bytes_restored=sum(e["size"] for e in chosen))
+    problems: list[str] = []
+    with Sandbox(sandbox_parent(cfg, spec), spec.sandbox.max_bytes) as box:
+        report["sandbox"] = str(box.path)
+        box.reserve(report["bytes_restored"])
+        _checkpoint(cancel)
+        with timer.phase("restore"):
+            includes = None if len(chosen) == len(entries) else [e["path"] for e in chosen]
+            restic_restore.restore(repo, snap.id, box.restore_dir, includes=includes, cancel=cancel)
+        _checkpoint(cancel)
+        with timer.phase("verify"):
+            check = verify_tree(box.restore_dir, {**doc, "files": chosen})
+        report["verification"] = check.to_dict()
+        if not check.ok:
+            problems.append(f"{len(check.mismatched)} file(s) differ from the backup-time manifest, "
+                            f"{len(check.missing)} missing")
+        ctx = probes.ProbeContext(
+            target=target, sandbox=box.path, restore_dir=box.restore_dir, manifest=doc, restored=chosen,
+            snapshot_time=snap.time, rpo=target.rpo, cancel=cancel, grant=partial(box.grant, OS_USER),
+            previous=lambda: _previous_manifest(repo, snaps, snap, target.name, cfg.host))
+        with timer.phase("probes"):
+            for probe in spec.probes:
+                _checkpoint(cancel)
+                result = probes.run(probe, ctx)
+                report["probes"].append(result.to_dict())
+                problems += [f"{result.kind} probe: {p}" for p in result.problems]
+    return problems
+
+
+def _judge(report: dict, timer: PhaseTimer, target, doc: dict, kind: str, problems: list[str]) -> None:
+    facts = doc.get("facts", {})
+    total_files = facts.get("files", len(doc.get("files", [])))
+    total_bytes = facts.get("bytes", sum(e["size"] for e in doc.get("files", [])))
+    report.update(phases=timer.phases, total_files=total_files, total_bytes=total_bytes)
+    ready = timer.total
+    if kind == "sample":
+        ready = verdict.project_full(timer.phases, report["files_restored"], report["bytes_restored"],
+                                     total_files, total_bytes)
+        report["projected_full_seconds"] = ready
+    report["service_ready_seconds"] = ready
+    report["verdict"], report["reason"] = verdict.judge(ready, target.rto, problems)
+
+
+def _drill(cfg: Config, state: State, policy_set, target, full: bool, snapshot_id, cancel) -> dict:
+    spec = spec_for(cfg, target)
+    kind = "full" if full else spec.kind
+    dest_name = target.destinations[0]
+    report = {"target": target.name, "destination": dest_name, "kind": kind, "spec": spec.name,
+              "rto_seconds": target.rto.total_seconds() if target.rto else None, "probes": [],
+              "phases": {}, "verdict": "FAIL", "snapshot_id": None}
+    timer, started, snap = PhaseTimer(), time.time(), None
+    try:
+        with timer.phase("select"):
+            repo = repository(cfg, dest_name, policy_set.destinations[dest_name])
+            snaps = data_snapshots(repo, target.name, cfg.host)
+            snap, report["explanation"] = choose(snaps, snapshot_id, None)
+            doc = load_manifest(repo, snap, target.name, cfg.host)
+        report.update(snapshot_id=snap.id, snapshot_time=snap.time.isoformat())
+        problems = _restore_and_probe(cfg, target, spec, kind, repo, snaps, snap, doc, timer, cancel, report)
+        _judge(report, timer, target, doc, kind, problems)
+        if any(p["status"] == "unavailable" for p in report["probes"]):
+            report["status"] = "unavailable"
+    except DependencyError as exc:
+        report.update(status="unavailable", reason=str(exc), phases=timer.phases)
+    except BackupdError as exc:
+        report.update(reason=str(exc), phases=timer.phases)
+    report.setdefault("status", "ok" if report["verdict"] in ("PASS", "WARN") else "failed")
+    _record(cfg, state, report, started, snap)
+    return report
+
+
+def _record(cfg: Config, state: State, report: dict, started: float, snap) -> None:
+    """State row (status pass|warn|fail, the drilled snapshot) carrying the verified RPO, and evidence."""
+    status = report["verdict"].lower() if report["status"] != "unavailable" else "unavailable"
+    verified = _verified_since(state, report["target"])
+    if status in PASSED and snap is not None:
+        verified = max(verified or 0, snap.time.timestamp())
+    report["verified_snapshot_time"] = (datetime.fromtimestamp(verified, timezone.utc).isoformat()
+                                        if verified else None)
+    report["verified_rpo_seconds"] = round(time.time() - verified) if verified else None
+    state.record("drill", report["target"], report["destination"], started, status,
+                 snap.id if snap else None,
+                 {"kind": report["kind"], "verdict": report["verdict"], "verified_snapshot_time": verified,
+                  "service_ready_seconds": report.get("service_ready_seconds"), "phases": report["phases"]})
+    evidence.record(cfg, "drill", report)
+
+
+def run(cfg: Config, policy_set, target_name: str | None = None, *, full: bool = False,
+        snapshot_id: str | None = None, cancel: execute.Cancel | None = None) -> list[dict]:
+    """Drill one target (or every target); one report per target."""
+    cancel = cancel or execute.Cancel()
+    targets = [policy_set.target(target_name)] if target_name else list(policy_set.targets)
+    state = State(cfg.state_dir)
+    with sigterm_cancels(cancel):
+        return [_drill(cfg, state, policy_set, t, full, snapshot_id, cancel) for t in targets]
+
+
+def exit_code(reports: list[dict]) -> int:
+    """0 when every drill passed or warned, 3 when a dependency was unavailable, else 1."""
+    if all(r["status"] == "ok" for r in reports):
+        return EXIT_OK
+    if any(r["status"] == "unavailable" for r in reports) and \
+            not any(r["status"] == "failed" for r in reports):
+        return EXIT_DEPENDENCY
+    return EXIT_FINDING
+
+
+def render(reports: list[dict], as_json: bool) -> int:
+    """Print the reports (table + details, or one JSON document); returns the exit code."""
+    code = exit_code(reports)
+    if as_json:
+        output.emit_json({"ok": code == EXIT_OK, "exit_code": code, "drills": reports})
+        return code
+    rows = []
+    for r in reports:
+        ph = r.get("phases", {})
+        rows.append([r["target"], r["kind"], (r.get("snapshot_id") or "-")[:8],
+                     f"{r.get('files_restored', 0)}/{r.get('total_files', '-')}",
+                     *(f"{ph.get(p, 0):.1f}s" for p in ("select", "restore", "verify", "probes")),
+                     f"{r.get('service_ready_seconds', 0) or 0:.1f}s",
+                     f"{r['rto_seconds']:.0f}s" if r.get("rto_seconds") else "-", r["verdict"]])
+    output.table("restore drill", ["target", "kind", "snapshot", "files", "select", "restore", "verify",
+                                   "probes", "ready", "RTO", "verdict"], rows)
+    for r in reports:
+        output.note(f"{r['target']}: {r['verdict']}: {r.get('reason', '')}")
+        for p in r["probes"]:
+            output.note(f"  {p['kind']} probe: {p['status']}" + (f" ({'; '.join(p['problems'][:3])})"
+                                                                 if p["problems"] else ""))
+    return code

@@ -1,0 +1,156 @@
+"""`backupd evidence verify | export | pull | sync`: orchestration over backupd.evidence.
+
+Each function returns a plain dict for the command layer to print; `ok` False means a finding.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+from backupd import evidence
+from backupd.actions import evidence_conformance, evidence_html, evidence_report
+from backupd.actions.common import read_credentials
+from backupd.actions.snapshot_choice import parse_when
+from botocore.exceptions import BotoCoreError, ClientError
+
+from backupd.errors import ConfigError, DependencyError
+from backupd.evidence import bundle, keys, mirror, record_format, settings
+from backupd.evidence.canonical import iso, sha256
+from backupd.evidence.ledger import Ledger, split_lines
+from backupd.evidence.verify import verify_lines
+
+
+def verify(path: Path, public_key: Path | None = None) -> dict:
+    """Verify an export bundle or a raw ledger file offline."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file")
+    pinned = keys.read_public(public_key) if public_key else None
+    if bundle.is_bundle(path):
+        rep = bundle.verify(bundle.read(path), pinned)
+        return {"ok": rep.ok, "file": str(path), "type": "bundle", "key_source": rep.key_source,
+                "key_fingerprint": keys.fingerprint(pinned) if pinned else rep.manifest.get("key_fingerprint"),
+                "problems": [str(p) for p in rep.problems + rep.chain.problems], "ledger": rep.chain.to_dict(),
+                "manifest": {k: rep.manifest.get(k) for k in ("host", "first_seq", "last_seq", "created")}}
+    if pinned is None:
+        beside = path.parent / keys.PUB_NAME
+        if not beside.is_file():
+            raise ConfigError(f"{path}: a raw ledger needs --public-key (no {keys.PUB_NAME} beside it)")
+        pinned, source = keys.read_public(beside), str(beside)
+    else:
+        source = "--public-key"
+    data = path.read_bytes()
+    chain = verify_lines(split_lines(data), [pinned], torn_tail=bool(data) and not data.endswith(b"\n"))
+    return {"ok": chain.ok, "file": str(path), "type": "ledger", "key_source": source,
+            "key_fingerprint": keys.fingerprint(pinned), "problems": [str(p) for p in chain.problems],
+            "ledger": chain.to_dict()}
+
+
+def _slice(lines: list[bytes], since: str, until: str) -> tuple[list[bytes], str]:
+    """The contiguous records whose time is in [since, until], and the hash they chain to."""
+    times = []
+    for line in lines:
+        try:
+            times.append(record_format.parse(line)["time"])
+        except ValueError:
+            times.append(None)  # damaged: kept inside the slice so verify names it
+    inside = [i for i, t in enumerate(times) if t is None or since <= t <= until]
+    if not inside:
+        return [], record_format.GENESIS
+    first, last = inside[0], inside[-1]
+    prev = record_format.line_hash(lines[first - 1]) if first else record_format.GENESIS
+    return lines[first:last + 1], prev
+
+
+def _when(text: str, option: str) -> datetime:
+    try:
+        return parse_when(text)
+    except ConfigError:
+        raise ConfigError(f"{option} {text!r}: expected an ISO 8601 time such as 2026-11-20T06:30:00Z") from None
+
+
+def export(cfg, policy_set, out: Path, since: str | None = None, until: str | None = None) -> dict:
+    """Write one bundle with the records of the period, the public key and the reports; record it."""
+    now = datetime.now(timezone.utc)
+    since_s = iso(_when(since, "--since") if since else now - settings.of(cfg).audit_period)
+    until_s = iso(_when(until, "--until") if until else now)
+    if out.exists() and out.is_dir():
+        raise ConfigError(f"--out {out}: is a directory; give a file name such as evidence.tar.gz")
+    key = keys.load_or_create(cfg.state_dir)
+    ledger = Ledger(cfg.state_dir)
+    all_lines = ledger.lines()
+    whole = verify_lines(all_lines, [key.public_key()])
+    lines, first_prev = _slice(all_lines, since_s, until_s)
+    records = [record_format.parse(l) for l in lines if _parses(l)]
+    report = evidence_report.build(cfg, policy_set, records, now, cfg.host,
+                                   evidence_report.inventory(cfg, policy_set, cfg.host))
+    fp = keys.fingerprint(key.public_key())
+    report["period"] = {"since": since_s, "until": until_s}
+    report["ledger"] = {"records": len(lines), "first_seq": records[0]["seq"] if records else None,
+                        "last_seq": records[-1]["seq"] if records else None, "key_fingerprint": fp,
+                        "chain_ok": whole.ok, "problems": [str(p) for p in whole.problems]}
+    mirrored = bool(settings.of(cfg).mirror) and not ledger.index.unmirrored()
+    report["conformance"] = evidence_conformance.evaluate(report, records, now, mirrored)
+    files = {bundle.LEDGER: b"".join(l + b"\n" for l in lines),
+             bundle.PUBLIC_KEY: keys.public_pem(key.public_key()),
+             "report.json": json.dumps(report, indent=1, sort_keys=True, ensure_ascii=False).encode("utf-8"),
+             "report.csv": evidence_report.to_csv(report), "report.html": evidence_html.render(report)}
+    meta = {"host": cfg.host, "created": iso(now), "since": since_s, "until": until_s, "key_fingerprint": fp,
+            "first_seq": report["ledger"]["first_seq"], "last_seq": report["ledger"]["last_seq"],
+            "first_prev": first_prev, "records": len(lines)}
+    bundle.write(out, files, meta, key)
+    digest = sha256(out.read_bytes())
+    rec = evidence.record(cfg, "evidence-export", {"file": out.name, "sha256": digest, "since": since_s,
+                                                   "until": until_s, "first_seq": meta["first_seq"],
+                                                   "last_seq": meta["last_seq"]})
+    return {"ok": whole.ok, "out": str(out), "sha256": digest, "records": len(lines),
+            "first_seq": meta["first_seq"], "last_seq": meta["last_seq"], "since": since_s, "until": until_s,
+            "key_fingerprint": fp, "export_record_seq": rec["seq"], "ledger_problems": report["ledger"]["problems"],
+            "conformance": {i["id"]: i["status"] for i in report["conformance"]}}
+
+
+def _parses(line: bytes) -> bool:
+    try:
+        record_format.parse(line)
+        return True
+    except ValueError:
+        return False
+
+
+def pull(cfg, policy_set, destination: str, out_dir: Path, host: str | None = None,
+         credentials: Path | None = None) -> dict:
+    """Rebuild ledgers from the WORM mirror with read-only (auditor) credentials, then verify each."""
+    dests = policy_set.destinations
+    if destination not in dests:
+        raise ConfigError(f"no destination {destination!r}; known: {', '.join(sorted(dests))}")
+    dest = dests[destination]
+    creds = read_credentials(credentials or cfg.secrets_dir / "s3-auditor.env")
+    try:
+        pulled = mirror.pull(mirror.client(dest, creds), dest.bucket, out_dir, host)
+    except (BotoCoreError, ClientError) as exc:
+        raise DependencyError(f"cannot read s3://{dest.bucket}/{mirror.PREFIX}: {exc.__class__.__name__}") from None
+    hosts = []
+    for got in pulled:
+        check = verify(got.ledger, got.public_key) if got.ledger and got.public_key else None
+        problems = got.problems + (check["problems"] if check else ["no records or no public key in the mirror"])
+        hosts.append({"host": got.host, "records": got.records, "ledger": str(got.ledger) if got.ledger else None,
+                      "public_key": str(got.public_key) if got.public_key else None,
+                      "key_fingerprint": check["key_fingerprint"] if check else None,
+                      "ok": not problems, "problems": problems})
+    return {"ok": bool(hosts) and all(h["ok"] for h in hosts), "bucket": dest.bucket, "out": str(out_dir),
+            "hosts": hosts}
+
+
+def sync(cfg) -> dict:
+    """Push pending records to the WORM mirror now (the daemon and every record() also do this)."""
+    name = settings.of(cfg).mirror
+    if not name:
+        raise ConfigError("evidence.mirror is not set in backupd.yaml")
+    dest = mirror.destination(cfg, name)
+    try:
+        pushed = mirror.push_pending(cfg.state_dir, dest, mirror.client(dest, read_credentials(dest.credentials_file)))
+    except (BotoCoreError, ClientError) as exc:
+        raise DependencyError(f"cannot write to s3://{dest.bucket}/{mirror.PREFIX}: {exc.__class__.__name__}") from None
+    pending = len(Ledger(cfg.state_dir).index.unmirrored())
+    return {"ok": pending == 0, "destination": name, "pushed": pushed, "pending": pending}

@@ -1,0 +1,114 @@
+"""The audit report inside an export: per target, snapshot inventory, generations, history and drills.
+
+Input: config, policy set, the exported records, `now`. Output: a plain dict (report.json); the CSV
+and bilingual HTML renderings live in evidence_html.py.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import datetime, timedelta
+
+from backupd.actions.common import repository
+from backupd.engine import snapshots as restic_snapshots
+from backupd.errors import BackupdError
+from backupd.evidence.canonical import iso
+from backupd.policy.durations import format_duration
+
+#: Age buckets of "generations by age" (label, upper bound).
+AGE_BUCKETS = (("<=1d", timedelta(days=1)), ("<=7d", timedelta(days=7)), ("<=30d", timedelta(days=30)),
+               ("<=90d", timedelta(days=90)), ("<=365d", timedelta(days=365)), (">365d", timedelta.max))
+
+
+def inventory(cfg, policy_set, host: str) -> dict[tuple[str, str], dict]:
+    """(target, destination) -> {snapshots: [(id, time)], error}; one restic call per destination."""
+    out: dict[tuple[str, str], dict] = {}
+    for name, dest in policy_set.destinations.items():
+        try:
+            snaps = restic_snapshots.list_snapshots(repository(cfg, name, dest), tags=["backupd"], host=host)
+            error = None
+        except BackupdError as exc:
+            snaps, error = [], str(exc)
+        for target in policy_set.targets:
+            if name in target.destinations:
+                mine = [s for s in snaps if s.tagmap.get("target") == target.name and "incomplete" not in s.tags]
+                out[(target.name, name)] = {"snapshots": mine, "error": error}
+    return out
+
+
+def generations(times: list[datetime], now: datetime) -> dict[str, int]:
+    counts = {label: 0 for label, _ in AGE_BUCKETS}
+    for when in times:
+        age = now - when
+        counts[next(label for label, bound in AGE_BUCKETS if age <= bound)] += 1
+    return counts
+
+
+def _destination_row(dest_name: str, dest, found: dict, min_history: timedelta, now: datetime) -> dict:
+    snaps = found["snapshots"]
+    times = [s.time for s in snaps]
+    oldest = min(times) if times else None
+    return {"destination": dest_name, "kind": dest.kind, "object_lock": bool(getattr(dest, "object_lock", False)),
+            "offline": bool(getattr(dest, "offline", False)), "error": found["error"],
+            "snapshots": [{"id": s.id, "short_id": s.short_id, "time": iso(s.time)} for s in snaps],
+            "count": len(snaps), "generations": generations(times, now),
+            "oldest_restorable": iso(oldest) if oldest else None,
+            "newest": iso(max(times)) if times else None,
+            "oldest_age_days": round((now - oldest).total_seconds() / 86400, 2) if oldest else None,
+            "meets_min_history": bool(oldest and now - oldest >= min_history)}
+
+
+def _history(records: list[dict], kind: str, target: str) -> list[dict]:
+    out = []
+    for rec in records:
+        data = rec["data"] if isinstance(rec.get("data"), dict) else {}
+        if rec["kind"] == kind and data.get("target") == target:
+            status = data.get("status") or data.get("verdict") or ("ok" if data.get("ok") else "unknown")
+            out.append({"seq": rec["seq"], "time": rec["time"], "status": str(status),
+                        "destination": data.get("destination"), "snapshot_id": data.get("snapshot_id")})
+    return out
+
+
+def build(cfg, policy_set, records: list[dict], now: datetime, host: str, found: dict) -> dict:
+    """report.json: one entry per target (found = inventory(...))."""
+    dests = policy_set.destinations
+    targets = []
+    for t in policy_set.targets:
+        backups, drills = _history(records, "backup", t.name), _history(records, "drill", t.name)
+        targets.append({
+            "name": t.name, "category": t.category, "environment": t.environment, "source": t.source,
+            "owner": t.owner, "frequency": format_duration(t.frequency),
+            "rto": format_duration(t.rto) if t.rto else None,
+            "min_history": format_duration(t.retention.min_history),
+            "destinations": [_destination_row(d, dests[d], found[(t.name, d)], t.retention.min_history, now)
+                             for d in t.destinations],
+            "backups": {"ok": sum(b["status"] == "ok" for b in backups),
+                        "failed": sum(b["status"] != "ok" for b in backups),
+                        "last_ok": next((b for b in reversed(backups) if b["status"] == "ok"), None),
+                        "seqs": [b["seq"] for b in backups]},
+            "drills": drills})
+    site = policy_set.site
+    return {"generated": iso(now), "host": host, "site": site.name, "port": site.port,
+            "specific_port": site.specific_port, "targets": targets}
+
+
+CSV_COLUMNS = ("target", "category", "destination", "snapshots", "oldest_restorable", "newest", "oldest_age_days",
+               "min_history", "meets_min_history", *[label for label, _ in AGE_BUCKETS], "backups_ok",
+               "backups_failed", "drills", "last_drill", "last_drill_status", "error")
+
+
+def to_csv(report: dict) -> bytes:
+    """report.csv: one row per target and destination."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for t in report["targets"]:
+        last = t["drills"][-1] if t["drills"] else {}
+        for d in t["destinations"]:
+            writer.writerow([t["name"], t["category"], d["destination"], d["count"], d["oldest_restorable"] or "",
+                             d["newest"] or "", d["oldest_age_days"] if d["oldest_age_days"] is not None else "",
+                             t["min_history"], d["meets_min_history"], *d["generations"].values(),
+                             t["backups"]["ok"], t["backups"]["failed"], len(t["drills"]), last.get("time", ""),
+                             last.get("status", ""), d["error"] or ""])
+    return buf.getvalue().encode("utf-8")

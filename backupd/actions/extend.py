@@ -1,0 +1,51 @@
+"""`backupd extend-locks`: keep every live repository object locked for at least R more.
+
+R is the destination's `lock_extension`, default the longest min_history of its targets. Runs with
+the maintainer identity (`maintainer_credentials_file`); the daemon's writer may not extend."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from botocore.exceptions import ClientError
+
+from backupd import evidence
+from backupd.actions.audit import required_history, s3_client
+from backupd.config import Config
+from backupd.errors import ConfigError, DependencyError
+from backupd.policy.schema import S3Destination
+from backupd.storage import client
+from backupd.storage import extend as extender
+
+
+def _one(policy_set, name: str, dest: S3Destination, now: datetime) -> dict:
+    out = {"destination": name, "status": "failed"}
+    period = dest.lock_extension or required_history(policy_set, name)
+    if not dest.maintainer_credentials_file:
+        return {**out, "error": "no maintainer_credentials_file: extending locks needs the maintainer identity"}
+    try:
+        with client.reachable(f"extend-locks {name}"):
+            s3 = s3_client(dest, dest.maintainer_credentials_file)
+            result = extender.extend(s3, dest.bucket, dest.path, period, now)
+    except DependencyError as exc:
+        return {**out, "status": "unavailable", "error": str(exc)}
+    except ClientError as exc:
+        return {**out, "error": f"S3 refused: {client.error_code(exc)}"}
+    out.update(result.to_dict(), period=str(period))
+    if result.failed:
+        out["error"] = f"{len(result.failed)} object(s) could not be extended: " + "; ".join(result.failed[:5])
+    else:
+        out["status"] = "ok"
+    return out
+
+
+def run(cfg: Config, policy_set, destination: str | None = None) -> list[dict]:
+    """Extend locks on every locked S3 destination (or just `destination`)."""
+    dests = {n: d for n, d in policy_set.destinations.items()
+             if isinstance(d, S3Destination) and d.object_lock and destination in (None, n)}
+    if destination and destination not in dests:
+        raise ConfigError(f"no S3 destination with object_lock named {destination!r}")
+    now = datetime.now(timezone.utc)
+    results = [_one(policy_set, n, d, now) for n, d in dests.items()]
+    evidence.record(cfg, "extend_locks", {"destinations": results})
+    return results

@@ -1,0 +1,173 @@
+"""Incident mode: freeze retention, preserve the compromised state, restore from a clean point,
+and keep a time-ordered timeline for the regulator and the police.
+
+While an incident is open, `forget` refuses to run on every destination (the guideline: preserve
+first; dormant malware means older generations may be the only clean ones).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from backupd import evidence
+from backupd.actions import restore as restore_action
+from backupd.actions.common import ensure_repository, repository
+from backupd.config import Config
+from backupd.engine import backup as restic_backup
+from backupd.engine.repository import Repository
+from backupd.errors import ConfigError, Finding
+
+#: Restore order when a policy gives none: the data the terminal cannot work without comes first.
+CATEGORY_ORDER = ("container_data", "system_program", "control_system", "logs", "documentation")
+CHECKLIST = (
+    "Credentials of TOS, database, VPN and backup identities rotated",
+    "Security patches applied to the restored systems and the entry point (e.g. VPN devices)",
+    "Infection route identified or contained; forensic copies preserved",
+    "TOS maintenance/development vendors informed and restore procedure followed",
+    "Restored data reconciled with the physical yard inventory",
+    "Regional Transport Bureau, port manager and police informed; no ransom paid",
+)
+
+
+def _dir(cfg: Config) -> Path:
+    path = cfg.state_dir / "incident"
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+def current(cfg: Config) -> dict | None:
+    """The open incident, or None."""
+    path = _dir(cfg) / "current.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def guard(cfg: Config, operation: str) -> None:
+    """Refuse a destructive operation (forget, prune) while an incident is open."""
+    open_incident = current(cfg)
+    if open_incident:
+        raise Finding(f"{operation} refused: incident {open_incident['id']} is open since "
+                      f"{open_incident['started']}; retention is frozen until `backupd incident end`")
+
+
+def note(cfg: Config, event: str, data: dict | None = None) -> dict:
+    """Append an entry to the open incident's timeline (and the evidence ledger)."""
+    inc = current(cfg)
+    entry = {"time": datetime.now(timezone.utc).isoformat(), "event": event, **(data or {})}
+    if inc:
+        entry["incident"] = inc["id"]
+        with open(_dir(cfg) / f"{inc['id']}.timeline.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(entry, sort_keys=True, default=str) + "\n")
+    evidence.record(cfg, f"incident.{event}", entry)
+    return entry
+
+
+def start(cfg: Config, reason: str) -> dict:
+    """Open an incident: retention frozen from now on."""
+    if current(cfg):
+        raise ConfigError(f"incident {current(cfg)['id']} is already open")
+    inc = {"id": datetime.now(timezone.utc).strftime("INC-%Y%m%dT%H%M%SZ-") + secrets.token_hex(2),
+           "started": datetime.now(timezone.utc).isoformat(), "reason": reason, "host": cfg.host}
+    (_dir(cfg) / "current.json").write_text(json.dumps(inc))
+    note(cfg, "start", {"reason": reason, "retention": "forget and prune frozen on every destination"})
+    return inc
+
+
+def end(cfg: Config, summary: str) -> dict:
+    """Close the open incident."""
+    inc = current(cfg)
+    if not inc:
+        raise ConfigError("no incident is open")
+    entry = note(cfg, "end", {"summary": summary})
+    (_dir(cfg) / "current.json").unlink()
+    (_dir(cfg) / f"{inc['id']}.json").write_text(json.dumps({**inc, "ended": entry["time"]}))
+    return {**inc, "ended": entry["time"]}
+
+
+def forensic_repository(cfg: Config, policy_set, destination: str | None) -> Repository:
+    """A separate repository (`<path>-forensics`) beside the destination's backups."""
+    name = destination or next(iter(policy_set.destinations))
+    if name not in policy_set.destinations:
+        raise ConfigError(f"no destination named {name!r}")
+    dest = policy_set.destinations[name]
+    repo = repository(cfg, name, dest)
+    repo.name = f"{name}-forensics"
+    repo.url = repo.url.rstrip("/") + "-forensics"
+    return repo
+
+
+def preserve(cfg: Config, policy_set, paths: list[str], destination: str | None = None) -> dict:
+    """Snapshot the compromised state before anything is overwritten."""
+    inc = current(cfg)
+    if not inc:
+        raise ConfigError("open an incident first: backupd incident start --reason ...")
+    missing = [p for p in paths if not Path(p).exists()]
+    if missing:
+        raise ConfigError(f"cannot preserve missing path(s): {', '.join(missing)}")
+    repo = forensic_repository(cfg, policy_set, destination)
+    ensure_repository(repo, cfg.state_dir)
+    t0 = time.monotonic()
+    summary = restic_backup.backup_paths(repo, [str(Path(p).resolve()) for p in paths], excludes=[],
+                                         tags=["forensic", f"incident={inc['id']}"], host=cfg.host)
+    return note(cfg, "preserve", {"paths": paths, "repository": repo.name, "snapshot_id": summary.snapshot_id,
+                                  "files": summary.total_files_processed, "bytes": summary.total_bytes_processed,
+                                  "duration": round(time.monotonic() - t0, 3)})
+
+
+def restore_order(policy_set) -> list:
+    """Targets in restore order: by category, production programs before development/evaluation."""
+    def key(t):
+        env_rank = 0 if t.environment in (None, "production") else 1
+        return (env_rank, CATEGORY_ORDER.index(t.category))
+    return sorted(policy_set.targets, key=key)
+
+
+def restore_all(cfg: Config, policy_set, to_dir: Path, before: str | None = None) -> dict:
+    """Restore every target (default: from before the incident started) and verify each one."""
+    inc = current(cfg)
+    before = before or (inc["started"] if inc else "now")
+    results = []
+    for target in restore_order(policy_set):
+        try:
+            res = restore_action.run(cfg, policy_set, target.name, to_dir / target.name, before=before)
+        except (Finding, ConfigError) as exc:
+            res = {"target": target.name, "status": "failed", "error": str(exc)}
+        results.append(res)
+        note(cfg, "restore", {k: res.get(k) for k in ("target", "snapshot_id", "explanation", "status", "error",
+                                                      "duration")})
+    checklist = [{"item": item, "signed_off": False} for item in CHECKLIST]
+    note(cfg, "pre_resume_checklist", {"items": checklist})
+    return {"before": before, "results": results, "checklist": checklist,
+            "status": "ok" if all(r["status"] == "ok" for r in results) else "failed"}
+
+
+def timeline(cfg: Config, incident_id: str | None = None) -> list[dict]:
+    """The entries of an incident (default: the open one, else the newest)."""
+    ident = incident_id or (current(cfg) or {}).get("id")
+    if ident is None:
+        files = sorted(_dir(cfg).glob("*.timeline.jsonl"))
+        if not files:
+            raise ConfigError("no incident recorded on this host")
+        path = files[-1]
+    else:
+        path = _dir(cfg) / f"{ident}.timeline.jsonl"
+    if not path.exists():
+        raise ConfigError(f"no timeline for incident {ident}")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def report_markdown(entries: list[dict]) -> str:
+    """The timeline as a report for the regulator and the police (time-ordered, UTC)."""
+    ident = entries[0].get("incident", "?") if entries else "?"
+    lines = [f"# Incident {ident}: timeline", "", "| time (UTC) | event | details |", "|---|---|---|"]
+    for e in sorted(entries, key=lambda x: x["time"]):
+        details = "; ".join(f"{k}={v}" for k, v in sorted(e.items()) if k not in ("time", "event", "incident")
+                            and v not in (None, "", []))
+        lines.append(f"| {e['time']} | {e['event']} | {details.replace('|', '/')} |")
+    return "\n".join(lines) + "\n"

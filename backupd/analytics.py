@@ -1,0 +1,139 @@
+"""Change analytics at backup time: does this generation look like ransomware or mass deletion?
+
+Ransomware produces backups that "succeed" and hold encrypted files. Each backup is compared
+with the previous generation (the hash cache remembers it, so no repository read is needed):
+files added, changed, removed, and the byte entropy of a sample of changed files. A target's own
+history is the baseline, so a target that normally rewrites compressed data is not flagged.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+SAMPLE_FILES = 64
+SAMPLE_BYTES = 64 * 1024
+HIGH_ENTROPY = 7.2          # bits per byte; text is ~4-5, compressed or encrypted data ~7.9+
+REWRITE_SHARE = 0.3         # share of previous files rewritten to count as mass rewriting
+DELETE_SHARE = 0.5
+MIN_FILES = 10
+ROW_LOSS = 0.5              # a dump table losing half its rows
+BASELINE_GENERATIONS = 5
+
+
+@dataclass
+class Change:
+    """What changed between two generations of one target, and whether it looks malicious."""
+
+    previous_files: int = 0
+    added: int = 0
+    changed: int = 0
+    removed: int = 0
+    changed_bytes: int = 0
+    sampled: int = 0
+    high_entropy_share: float = 0.0
+    mean_entropy: float = 0.0
+    renamed_extensions: int = 0
+    flags: list[str] = field(default_factory=list)
+
+    @property
+    def suspicious(self) -> bool:
+        return bool(self.flags)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "suspicious": self.suspicious}
+
+
+MIN_SAMPLE = 64
+
+
+def entropy(data: bytes) -> float:
+    """Shannon entropy in bits per byte, Miller-Madow corrected so short files are not
+    underestimated (200 random bytes measure ~7.1 uncorrected, ~7.6 corrected)."""
+    if not data:
+        return 0.0
+    counts = Counter(data)
+    n = len(data)
+    plain = -sum(c / n * math.log2(c / n) for c in counts.values())
+    return min(8.0, plain + (len(counts) - 1) / (2 * n * math.log(2)))
+
+
+def _sample_entropy(paths: list[str]) -> list[float]:
+    values = []
+    step = max(1, len(paths) // SAMPLE_FILES)
+    for path in paths[::step][:SAMPLE_FILES]:
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read(SAMPLE_BYTES)
+        except OSError:
+            continue
+        if len(data) >= MIN_SAMPLE:
+            values.append(entropy(data))
+    return values
+
+
+def _renamed(added: set[str], removed: set[str]) -> int:
+    """Added files that are a removed file plus a new suffix (report.csv -> report.csv.locked)."""
+    count = 0
+    for path in added:
+        stem, ext = os.path.splitext(path)
+        if ext and stem in removed:
+            count += 1
+    return count
+
+
+def compare(previous: dict[str, str], current: dict[str, tuple[str, int]]) -> Change:
+    """previous: path -> sha256; current: path -> (sha256, size). Flags come from `judge`."""
+    change = Change(previous_files=len(previous))
+    if not previous:
+        return change
+    added = set(current) - set(previous)
+    removed = set(previous) - set(current)
+    rewritten = [p for p in current if p in previous and previous[p] != current[p][0]]
+    change.added, change.removed, change.changed = len(added), len(removed), len(rewritten)
+    change.changed_bytes = sum(current[p][1] for p in rewritten) + sum(current[p][1] for p in added)
+    values = _sample_entropy(sorted(rewritten) + sorted(added))
+    change.sampled = len(values)
+    if values:
+        change.mean_entropy = round(statistics.fmean(values), 3)
+        change.high_entropy_share = round(sum(v >= HIGH_ENTROPY for v in values) / len(values), 3)
+    change.renamed_extensions = _renamed(added, removed)
+    return change
+
+
+def _usual(baseline: list[dict], key: str) -> float:
+    values = [b.get(key, 0.0) for b in baseline[-BASELINE_GENERATIONS:]]
+    return statistics.median(values) if values else 0.0
+
+
+def judge(change: Change, baseline: list[dict]) -> Change:
+    """Set flags on change, given the target's earlier Change records (oldest first)."""
+    prev = max(change.previous_files, 1)
+    touched = change.changed + change.renamed_extensions
+    rewrite_share = touched / prev
+    usual_rewrite = _usual([{"share": (b["changed"] + b.get("renamed_extensions", 0)) / max(b["previous_files"], 1)}
+                            for b in baseline if b.get("previous_files")], "share")
+    usual_entropy = _usual(baseline, "high_entropy_share")
+    if (touched >= MIN_FILES and rewrite_share >= REWRITE_SHARE and change.high_entropy_share >= 0.6
+            and not (usual_rewrite >= REWRITE_SHARE and usual_entropy >= 0.6)):
+        change.flags.append(f"mass encryption suspected: {touched} of {change.previous_files} files rewritten, "
+                            f"{change.high_entropy_share:.0%} of sampled changes look encrypted "
+                            f"(mean entropy {change.mean_entropy:.2f} bits/byte)")
+    if change.renamed_extensions >= MIN_FILES:
+        change.flags.append(f"{change.renamed_extensions} files renamed with a new extension")
+    if change.removed >= MIN_FILES and change.removed / prev >= DELETE_SHARE:
+        change.flags.append(f"mass deletion: {change.removed} of {change.previous_files} files removed")
+    return change
+
+
+def judge_dump(rows: dict[str, int], previous_rows: dict[str, int]) -> Change:
+    """A database dump is suspicious when a table lost at least half of its rows (or vanished)."""
+    change = Change(previous_files=len(previous_rows))
+    for table, before in previous_rows.items():
+        after = rows.get(table, 0)
+        if before >= MIN_FILES and after <= before * (1 - ROW_LOSS):
+            change.flags.append(f"mass deletion: table {table} fell from {before} to {after} rows")
+    return change
