@@ -56,7 +56,8 @@ def _checks(cfg: Config, name: str, dest: S3Destination, required: timedelta, no
     canary_check, observed = canary.delete_canary(writer, dest.bucket, canary.canary_key(dest.path, cfg.host))
     checks += lockconfig.lock_checks(config, observed, dest.pilot, required)
     checks.append(canary_check)
-    checks += canary.writer_probes(writer, dest.bucket, config)
+    probe_config = lockconfig.config_from_observed(observed) if config == "denied" and observed else config
+    checks += canary.writer_probes(writer, dest.bucket, probe_config)
     since = _last_audits(cfg).get(name)
     check, read = readback.readback(auditor, dest.bucket, dest.path,
                                     datetime.fromisoformat(since) if since else None, required, now)

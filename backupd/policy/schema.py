@@ -142,8 +142,19 @@ class S3Destination(_Destination):
     credentials_file: Path = Field(
         description="AWS_ACCESS_KEY_ID=/AWS_SECRET_ACCESS_KEY= lines; relative -> secrets_dir"
     )
+    maintainer_credentials_file: Path | None = Field(
+        default=None, description="keys of the identity that extends retention (backupd extend-locks)"
+    )
+    auditor_credentials_file: Path | None = Field(
+        default=None, description="read-only keys for backupd audit storage; default: credentials_file"
+    )
+    lock_extension: Duration | None = Field(
+        default=None, description="extend-locks keeps retain-until >= now + this; default: longest min_history"
+    )
 
-    _cred = field_validator("credentials_file", mode="after")(_resolve_secret)
+    _cred = field_validator(
+        "credentials_file", "maintainer_credentials_file", "auditor_credentials_file", mode="after"
+    )(lambda v, info: v if v is None else _resolve_secret(v, info))
 
     @field_validator("endpoint")
     @classmethod
@@ -171,7 +182,11 @@ class S3Destination(_Destination):
 
     @property
     def secret_files(self) -> dict[str, Path]:
-        return {"credentials_file": self.credentials_file, "password_file": self.password_file}
+        files = {"credentials_file": self.credentials_file, "password_file": self.password_file}
+        for key in ("maintainer_credentials_file", "auditor_credentials_file"):
+            if getattr(self, key) is not None:
+                files[key] = getattr(self, key)
+        return files
 
 
 class LocalDestination(_Destination):

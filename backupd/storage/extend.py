@@ -1,0 +1,57 @@
+"""Retention extender: keep every live repository object locked until at least now + R.
+
+Invariant (docs/threat-model.md): extension interval + longest outage of the extender < R, so no live
+pack's lock ever lapses. Locks are only ever lengthened; COMPLIANCE forbids shortening anyway.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+
+from botocore.exceptions import ClientError
+
+from backupd.storage.client import error_code
+from backupd.storage.lockconfig import observed_lock
+from backupd.storage.versions import list_versions, repository_data
+
+#: extend only when the lock would end within this margin of the goal: spares rewriting every
+#: object's retention on every run
+MARGIN = timedelta(days=1)
+
+
+@dataclass
+class ExtendResult:
+    objects: int = 0
+    extended: int = 0
+    already: int = 0
+    failed: list[str] = field(default_factory=list)
+    until: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def needs_extension(current: datetime | None, goal: datetime, margin: timedelta = MARGIN) -> bool:
+    """True when the lock ends (or ended) before goal - margin, or there is none."""
+    return current is None or current < goal - margin
+
+
+def extend(s3, bucket: str, prefix: str, period: timedelta, now: datetime,
+           margin: timedelta = MARGIN) -> ExtendResult:
+    """Raise retain-until of every live object under prefix to now + period (COMPLIANCE)."""
+    goal = now + period
+    result = ExtendResult(until=goal.isoformat())
+    for v in repository_data(list_versions(s3, bucket, prefix), prefix):
+        result.objects += 1
+        lock = observed_lock(s3.head_object(Bucket=bucket, Key=v.key, VersionId=v.version_id))
+        if not needs_extension(lock and lock["retain_until"], goal, margin):
+            result.already += 1
+            continue
+        try:
+            s3.put_object_retention(Bucket=bucket, Key=v.key, VersionId=v.version_id,
+                                    Retention={"Mode": "COMPLIANCE", "RetainUntilDate": goal})
+            result.extended += 1
+        except ClientError as exc:
+            result.failed.append(f"{v.key}: {error_code(exc)}")
+    return result

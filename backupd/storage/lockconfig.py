@@ -1,0 +1,93 @@
+"""Bucket settings that make a destination WORM: versioning, Object Lock, default retention."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from botocore.exceptions import ClientError
+
+from backupd.storage.checks import Check, passed
+from backupd.storage.client import denied, error_code
+
+DAY = timedelta(days=1)
+NO_LOCK = ("ObjectLockConfigurationNotFoundError", "ObjectLockConfigurationNotFound", "NoSuchObjectLockConfiguration")
+
+
+def read_lock_config(s3, bucket: str) -> dict | None | str:
+    """The ObjectLockConfiguration; None when the bucket has none; "denied" when we may not read it."""
+    try:
+        return s3.get_object_lock_configuration(Bucket=bucket).get("ObjectLockConfiguration") or None
+    except ClientError as exc:
+        if error_code(exc) in NO_LOCK:
+            return None
+        if denied(exc):
+            return "denied"
+        raise
+
+
+def default_retention(config: dict) -> tuple[str | None, timedelta | None]:
+    """(mode, period) of a lock configuration's default rule."""
+    rule = (config.get("Rule") or {}).get("DefaultRetention") or {}
+    if "Days" in rule:
+        return rule.get("Mode"), int(rule["Days"]) * DAY
+    if "Years" in rule:
+        return rule.get("Mode"), int(rule["Years"]) * 365 * DAY
+    return rule.get("Mode"), None
+
+
+def versioning_check(s3, bucket: str) -> Check:
+    status = s3.get_bucket_versioning(Bucket=bucket).get("Status") or "never enabled"
+    if status == "Enabled":
+        return passed("versioning", "Enabled")
+    return Check("versioning", False, f"bucket versioning is {status}: overwrites and deletes destroy data")
+
+
+def mode_check(mode: str | None, pilot: bool, source: str) -> Check:
+    if mode == "COMPLIANCE":
+        return passed("lock_mode", f"COMPLIANCE ({source})")
+    if mode == "GOVERNANCE" and pilot:
+        return Check("lock_mode", False, f"GOVERNANCE on a pilot bucket ({source})", "warning")
+    return Check("lock_mode", False, f"default lock mode is {mode or 'not set'} ({source}); need COMPLIANCE "
+                 "(GOVERNANCE lets privileged users delete locked backups; allowed only with pilot: true)")
+
+
+def period_check(period: timedelta | None, required: timedelta, source: str) -> Check:
+    if period is not None and period + timedelta(minutes=5) >= required:
+        return passed("default_retention", f"{period} >= min_history {required} ({source})")
+    return Check("default_retention", False, f"default retention {period or 'not set'} ({source}) is shorter "
+                 f"than the longest min_history {required} of the targets on this destination")
+
+
+def lock_checks(config, observed: dict | None, pilot: bool, required: timedelta) -> list[Check]:
+    """Checks of the lock configuration, or of the canary's readback when the config may not be read."""
+    if config is None:
+        return [Check("object_lock", False, "Object Lock is not enabled on the bucket: backups can be deleted")]
+    if config == "denied":
+        if not observed or not observed.get("mode"):
+            return [Check("object_lock", False, "lock configuration unreadable and a fresh object carries no "
+                          "lock: Object Lock is not in force")]
+        src = "canary readback"
+        period = observed["retain_until"] - observed["last_modified"]
+        return [passed("object_lock", "in force (canary readback)"), mode_check(observed["mode"], pilot, src),
+                period_check(period, required, src)]
+    if config.get("ObjectLockEnabled") != "Enabled":
+        return [Check("object_lock", False, "Object Lock is not enabled on the bucket")]
+    mode, period = default_retention(config)
+    return [passed("object_lock", "Enabled"), mode_check(mode, pilot, "configuration"),
+            period_check(period, required, "configuration")]
+
+
+def observed_lock(head: dict) -> dict | None:
+    """mode / retain_until / last_modified of a HEAD response (None without a lock)."""
+    if not head.get("ObjectLockMode"):
+        return None
+    return {"mode": head["ObjectLockMode"], "retain_until": head["ObjectLockRetainUntilDate"],
+            "last_modified": head["LastModified"]}
+
+
+
+
+def config_from_observed(observed: dict) -> dict:
+    """The lock configuration a fresh object's readback implies (for a no-op write probe)."""
+    days = round((observed["retain_until"] - observed["last_modified"]) / DAY)
+    return {"ObjectLockEnabled": "Enabled", "Rule": {"DefaultRetention": {"Mode": observed["mode"], "Days": days}}}
