@@ -237,6 +237,11 @@ def _check_target_destinations(lp: LoadedPolicy, here: tuple, target: Target, de
     if not locked:
         out.append(_finding(lp, here + ("destinations",), "needs at least one s3 destination with "
                             "object_lock: true (isolated, tamper-proof copy); local/offline ones may be added"))
+    domains = {getattr(destinations.get(n), "failure_domain", None) for n in target.destinations}
+    if len(target.destinations) > 1 and len(domains) == 1 and None not in domains:
+        out.append(_finding(lp, here + ("destinations",), f"all destinations share failure_domain "
+                            f"{domains.pop()!r}: one disaster or attack can take every copy (guideline 2.7.2)",
+                            "warning"))
     return out
 
 
