@@ -24,7 +24,10 @@ from ruamel.yaml.error import YAMLError
 from backupd.errors import ConfigError
 
 DEFAULT_PATH = Path("/etc/backupd/backupd.yaml")
-KEYS = {"policies", "state_dir", "secrets_dir", "host", "restic", "retry_attempts", "retry_wait_seconds"}
+KEYS = {"policies", "state_dir", "secrets_dir", "host", "restic", "retry_attempts", "retry_wait_seconds",
+        "daemon", "notify", "metrics", "restore_tests", "evidence"}
+#: Sections validated by their own modules (backupd.daemon.settings, backupd.notify, backupd.metrics).
+SECTIONS = ("daemon", "notify", "metrics", "evidence")
 MAX_BYTES = 256 * 1024
 
 
@@ -40,6 +43,11 @@ class Config:
     restic: str = "restic"
     retry_attempts: int = 3
     retry_wait_seconds: float = 10.0
+    daemon: dict = field(default_factory=dict)
+    notify: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    evidence: dict = field(default_factory=dict)  # backupd.evidence.settings: mirror destination, audit period
+    restore_tests: Path | None = None  # drill specs; default: restore_tests/ beside the policies' directory
 
     def policy_files(self) -> list[Path]:
         """The policy files the globs name, sorted; ConfigError when there are none."""
@@ -87,7 +95,7 @@ def load(path: Path | None = None) -> Config:
     if "policies" in data:
         items = data["policies"] if isinstance(data["policies"], list) else [data["policies"]]
         cfg.policies = [str(base / str(p)) for p in items]
-    for key in ("state_dir", "secrets_dir"):
+    for key in ("state_dir", "secrets_dir", "restore_tests"):
         if key in data:
             setattr(cfg, key, base / str(data[key]))
     if data.get("host"):
@@ -100,4 +108,9 @@ def load(path: Path | None = None) -> Config:
                 setattr(cfg, key, kind(data[key]))
             except (TypeError, ValueError):
                 raise ConfigError(f"{path}: {key} must be a number") from None
+    for key in SECTIONS:
+        if data.get(key) is not None:
+            if not isinstance(data[key], dict):
+                raise ConfigError(f"{path}: {key} must be a mapping")
+            setattr(cfg, key, dict(data[key]))
     return cfg

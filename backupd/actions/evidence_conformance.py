@@ -96,7 +96,7 @@ def evaluate(report: dict, records: list[dict], now: datetime, mirrored: bool) -
                    NONE if not seqs else (MET if not stale else NOT_MET),
                    "see M4" if seqs else "no drill records", seqs),
              _kind_item("G3", "Decryption/signing key backed up", "鍵のバックアップ", records,
-                        ("key-backup",), "key backup"),
+                        ("keys_escrow", "key-backup"), "key escrow/backup"),
              _item("G4", "Log tamper protection (signed ledger, WORM mirror)", "ログの改ざん防止",
                    MET if mirrored else NOT_MET, "records are hash-chained, signed and mirrored to Object-Lock "
                    "storage" if mirrored else "records are signed but not mirrored to WORM storage "

@@ -42,7 +42,8 @@ def _target(t: dict) -> str:
              ("OK" if d["meets_min_history"] else "NG") + f" ({t['min_history']})",
              " ".join(f"{k}:{v}" for k, v in d["generations"].items()), d["error"] or ""]
             for d in t["destinations"]]
-    drills = [[d["seq"], d["time"], d["status"], d.get("snapshot_id") or ""] for d in t["drills"]]
+    drills = [[d["seq"], d["time"], f"{d['status']} {d.get('verdict') or ''}", d.get("snapshot_id") or ""]
+              for d in t["drills"]]
     last = t["backups"]["last_ok"]
     return (f"<h3>{escape(t['name'])} <small>{escape(t['category'])} · RPO {escape(t['frequency'])}"
             f" · RTO {escape(t['rto'] or '-')} · {escape(t['owner'])}</small></h3>"

@@ -65,7 +65,7 @@ def _history(records: list[dict], kind: str, target: str) -> list[dict]:
         data = rec["data"] if isinstance(rec.get("data"), dict) else {}
         if rec["kind"] == kind and data.get("target") == target:
             status = data.get("status") or data.get("verdict") or ("ok" if data.get("ok") else "unknown")
-            out.append({"seq": rec["seq"], "time": rec["time"], "status": str(status),
+            out.append({"seq": rec["seq"], "time": rec["time"], "status": str(status), "verdict": data.get("verdict"),
                         "destination": data.get("destination"), "snapshot_id": data.get("snapshot_id")})
     return out
 

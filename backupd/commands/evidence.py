@@ -1,9 +1,95 @@
-"""`backupd evidence ...`: registered on the main command group."""
+"""`backupd evidence verify | export | pull | sync`: registered on the main command group."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
+
+from backupd import output
+from backupd.commands.common import common, load_config, load_policies
+from backupd.errors import EXIT_FINDING, EXIT_OK
+
+
+def _finish(doc: dict, as_json: bool, lines: list[str]) -> int:
+    code = EXIT_OK if doc["ok"] else EXIT_FINDING
+    if as_json:
+        output.emit_json({**doc, "exit_code": code})
+    else:
+        for line in lines:
+            output.note(line)
+    return code
 
 
 def register(main: click.Group) -> None:
     """Add this module's commands to main."""
+
+    @main.group("evidence")
+    def group() -> None:
+        """Signed evidence ledger: export, offline verify, WORM mirror pull."""
+
+    @group.command("verify")
+    @click.argument("file", type=click.Path(path_type=Path))
+    @click.option("--public-key", type=click.Path(path_type=Path), default=None,
+                  help="Trusted Ed25519 public key (PEM); default: the one in the bundle / beside the ledger.")
+    @common
+    def verify(file, public_key, config_path, as_json):
+        """Verify an export bundle or ledger offline: exit 0 intact, 1 tampered or incomplete."""
+        from backupd.actions import evidence
+
+        doc = evidence.verify(file, public_key)
+        led = doc["ledger"]
+        hosts = ", ".join(led["hosts"]) or "-"
+        head = (f"{'INTACT' if doc['ok'] else 'NOT INTACT'}: {doc['file']} ({doc['type']}), records "
+                f"seq {led['first_seq']}..{led['last_seq']} ({led['records']}), hosts {hosts}, "
+                f"key {doc['key_fingerprint']} from {doc['key_source']}")
+        return _finish(doc, as_json, [head] + [f"  problem: {p}" for p in doc["problems"]])
+
+    @group.command("export")
+    @click.option("--out", required=True, type=click.Path(path_type=Path), help="Bundle to write (.tar.gz).")
+    @click.option("--since", default=None, help="ISO 8601 start (default: now - evidence.audit_period, 1y).")
+    @click.option("--until", default=None, help="ISO 8601 end (default: now).")
+    @common
+    def export(out, since, until, config_path, as_json):
+        """Export records, public key, inventory and reports (JSON, CSV, HTML ja/en) as one bundle."""
+        from backupd.actions import evidence
+
+        cfg = load_config(config_path)
+        doc = evidence.export(cfg, load_policies(cfg), out, since, until)
+        lines = [f"wrote {doc['out']}: records seq {doc['first_seq']}..{doc['last_seq']} ({doc['records']}), "
+                 f"sha256 {doc['sha256']}, key {doc['key_fingerprint']}"]
+        lines += [f"  {k}: {v}" for k, v in doc["conformance"].items()]
+        lines += [f"  ledger problem: {p}" for p in doc["ledger_problems"]]
+        return _finish(doc, as_json, lines)
+
+    @group.command("pull")
+    @click.option("--destination", required=True, help="Policy destination holding the WORM mirror.")
+    @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Directory to write.")
+    @click.option("--host", default=None, help="Only this host (default: every host in the bucket).")
+    @click.option("--credentials", type=click.Path(path_type=Path), default=None,
+                  help="Read-only S3 credentials file (default: secrets_dir/s3-auditor.env).")
+    @common
+    def pull(destination, out_dir, host, credentials, config_path, as_json):
+        """Rebuild ledgers from the Object-Lock bucket with auditor credentials and verify them."""
+        from backupd.actions import evidence
+
+        cfg = load_config(config_path)
+        doc = evidence.pull(cfg, load_policies(cfg), destination, out_dir, host, credentials)
+        lines = []
+        for h in doc["hosts"]:
+            lines.append(f"{h['host']}: {h['records']} records -> {h['ledger']} "
+                         f"({'intact' if h['ok'] else 'NOT INTACT'}, key {h['key_fingerprint']})")
+            lines += [f"  problem: {p}" for p in h["problems"]]
+        return _finish(doc, as_json, lines or [f"no evidence found in s3://{doc['bucket']}/evidence/"])
+
+    @group.command("sync")
+    @common
+    def sync(config_path, as_json):
+        """Push records not yet mirrored to the WORM bucket (evidence.mirror)."""
+        from backupd.actions import evidence
+
+        cfg = load_config(config_path)
+        load_policies(cfg)
+        doc = evidence.sync(cfg)
+        return _finish(doc, as_json, [f"mirrored {doc['pushed']} record(s) to {doc['destination']}; "
+                                      f"{doc['pending']} pending"])

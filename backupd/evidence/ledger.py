@@ -1,18 +1,149 @@
-"""The evidence ledger (minimal form: append-only JSON lines under state_dir/evidence)."""
+"""The append-only evidence ledger: state_dir/evidence/ledger.jsonl, one signed record per line.
+
+Appends hold an exclusive flock, write one whole line and fsync before returning, so concurrent
+processes never interleave and an acknowledged record survives a crash. A torn tail (a crash in the
+middle of a write, before the record was acknowledged) is moved aside to `ledger.torn-<time>` and
+a `ledger-repair` record names it, so the repair itself is evidence.
+"""
 
 from __future__ import annotations
 
-import json
-import time
+import fcntl
+import logging
+import os
+import socket
+from pathlib import Path
 
 from backupd.config import Config
+from backupd.errors import Finding
+from backupd.evidence import canonical, keys, record_format
+from backupd.evidence.index import Index
+
+log = logging.getLogger(__name__)
+LEDGER_NAME = "ledger.jsonl"
+_CHUNK = 64 * 1024
+
+
+def evidence_dir(state_dir: Path) -> Path:
+    return Path(state_dir) / "evidence"
+
+
+class Ledger:
+    """The ledger file of one state directory plus its SQLite index."""
+
+    def __init__(self, state_dir: Path):
+        self.dir = evidence_dir(state_dir)
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.path = self.dir / LEDGER_NAME
+        self.index = Index(self.dir / "index.sqlite")
+
+    def append(self, host: str, kind: str, data: dict, private_key) -> dict:
+        """Sign and append one record; returns it as stored."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "r+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            seq, prev, end = self._head(handle, host, private_key)
+            line = record_format.build(seq + 1, prev, host, kind, data, private_key)
+            self._write(handle, line)
+            rec = record_format.parse(line)
+            self.index.add(rec, end, len(line) + 1)
+        return rec
+
+    def _head(self, handle, host: str, private_key) -> tuple[int, str, int]:
+        """(last seq, hash of the last line, end offset), repairing a torn tail first."""
+        last, torn_at = _tail(handle)
+        end = handle.seek(0, os.SEEK_END)
+        if torn_at is not None:
+            last = self._repair(handle, last, torn_at, end, host, private_key)
+            end = handle.seek(0, os.SEEK_END)
+        if last is None:
+            return 0, record_format.GENESIS, end
+        try:
+            rec = record_format.parse(last)
+        except ValueError as exc:
+            raise Finding(f"{self.path}: the last record is damaged ({exc}); run `backupd evidence verify "
+                          f"{self.path}` and restore the ledger from the WORM mirror") from None
+        self.index.catch_up(self.path, rec["seq"])
+        return rec["seq"], record_format.line_hash(last), end
+
+    def _repair(self, handle, last, torn_at: int, end: int, host: str, private_key) -> bytes | None:
+        handle.seek(torn_at)
+        torn = handle.read()
+        aside = self.dir / f"ledger.torn-{canonical.utc_now().replace(':', '')}"
+        aside.write_bytes(torn)
+        handle.truncate(torn_at)
+        os.fsync(handle.fileno())
+        log.warning("evidence ledger had a torn last record (%d bytes); moved to %s", len(torn), aside)
+        seq, prev = 0, record_format.GENESIS
+        if last is not None:
+            seq, prev = record_format.parse(last)["seq"], record_format.line_hash(last)
+        line = record_format.build(seq + 1, prev, host, "ledger-repair", {
+            "torn_bytes": len(torn), "torn_sha256": canonical.sha256(torn), "offset": torn_at,
+            "moved_to": aside.name}, private_key)
+        self._write(handle, line)
+        self.index.add(record_format.parse(line), torn_at, len(line) + 1)
+        return line
+
+    @staticmethod
+    def _write(handle, line: bytes) -> None:
+        handle.write(line + b"\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+    def lines(self) -> list[bytes]:
+        """Every line as stored (no newline); a torn tail is the last item."""
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return []
+        return split_lines(data)
+
+    def query(self, kind: str | None = None, since: str | None = None, until: str | None = None,
+              target: str | None = None) -> list[dict]:
+        """Records matching all filters, through the index (times are ISO 8601 UTC strings)."""
+        self.index.catch_up(self.path)
+        out = []
+        with open(self.path, "rb") as handle:
+            for offset, length in self.index.find(kind, since, until, target):
+                handle.seek(offset)
+                out.append(record_format.parse(handle.read(length).rstrip(b"\n")))
+        return out
+
+
+def split_lines(data: bytes) -> list[bytes]:
+    """Lines of a ledger file; a last line without newline is kept (verify reports it as torn)."""
+    parts = data.split(b"\n")
+    if parts and parts[-1] == b"":
+        parts.pop()
+    return parts
+
+
+def _tail(handle) -> tuple[bytes | None, int | None]:
+    """(last complete line, offset of a torn tail or None), reading backwards from the end."""
+    end = handle.seek(0, os.SEEK_END)
+    if end == 0:
+        return None, None
+    buf, pos = b"", end
+    while pos > 0:
+        step = min(_CHUNK, pos)
+        pos -= step
+        handle.seek(pos)
+        buf = handle.read(step) + buf
+        if buf.count(b"\n") >= 2 or (pos == 0 and b"\n" in buf):
+            break
+    if pos == 0 and b"\n" not in buf:
+        return None, 0
+    body, _, torn = buf.rpartition(b"\n")
+    torn_at = end - len(torn) if torn else None
+    last = body.rpartition(b"\n")[2]
+    return (last or None), torn_at
 
 
 def record(cfg: Config, kind: str, data: dict) -> dict:
-    """Append one event record; returns it."""
-    rec = {"time": time.time(), "host": cfg.host, "kind": kind, "data": data}
-    path = cfg.state_dir / "evidence" / "events.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(rec, sort_keys=True, default=str) + "\n")
+    """Append one signed event record for this host; returns it. Mirrors to WORM when configured."""
+    key = keys.load_or_create(cfg.state_dir)
+    rec = Ledger(cfg.state_dir).append(cfg.host or socket.gethostname(), kind, data, key)
+    from backupd.evidence import mirror  # boto3 is only imported when a mirror is configured
+
+    mirror.push_if_configured(cfg)
     return rec

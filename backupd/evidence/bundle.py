@@ -1,0 +1,127 @@
+"""Export bundles (.tar.gz): ledger slice, public key, reports and a signed manifest of SHA-256s.
+
+Layout: manifest.json, manifest.sig (base64 Ed25519 over manifest.json), ledger.jsonl,
+evidence-ed25519.pub, report.json, report.csv, report.html. Reading never extracts to disk.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import os
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from backupd.errors import ConfigError
+from backupd.evidence import canonical, keys, record_format
+from backupd.evidence.ledger import split_lines
+from backupd.evidence.verify import ChainReport, Problem, verify_lines
+
+FORMAT = "backupd-evidence-bundle/1"
+MANIFEST, SIGNATURE, LEDGER, PUBLIC_KEY = "manifest.json", "manifest.sig", "ledger.jsonl", keys.PUB_NAME
+MAX_MEMBERS, MAX_BYTES = 64, 2 * 1024**3
+
+
+def write(out: Path, files: dict[str, bytes], meta: dict, private_key) -> dict:
+    """Write the bundle atomically; returns the manifest."""
+    manifest = {**meta, "format": FORMAT, "files": {n: canonical.sha256(b) for n, b in sorted(files.items())}}
+    body = canonical.dumps(canonical.normalise(manifest))
+    members = {**files, MANIFEST: body, SIGNATURE: base64.b64encode(private_key.sign(body)) + b"\n"}
+    tmp = out.with_name(out.name + ".tmp")
+    with tarfile.open(tmp, "w:gz") as tar:
+        for name in sorted(members):
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(members[name]), int(time.time()), 0o644
+            tar.addfile(info, io.BytesIO(members[name]))
+    os.replace(tmp, out)
+    return manifest
+
+
+def is_bundle(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(2) == b"\x1f\x8b"
+
+
+def read(path: Path) -> dict[str, bytes]:
+    """Members of a bundle by name; ConfigError when it is not a readable bundle."""
+    out: dict[str, bytes] = {}
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            for info in tar:
+                if len(out) >= MAX_MEMBERS or info.size > MAX_BYTES or not info.isfile():
+                    raise ConfigError(f"{path}: unexpected member {info.name!r} in an evidence bundle")
+                out[info.name] = tar.extractfile(info).read()
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise ConfigError(f"{path}: not a readable evidence bundle ({exc.__class__.__name__})") from None
+    return out
+
+
+@dataclass
+class BundleReport:
+    chain: ChainReport
+    problems: list[Problem] = field(default_factory=list)
+    manifest: dict = field(default_factory=dict)
+    key_source: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and self.chain.ok
+
+
+def verify(members: dict[str, bytes], pinned=None) -> BundleReport:
+    """Manifest signature and hashes, then the ledger slice it declares."""
+    problems: list[Problem] = []
+    key, source = _key(members, pinned, problems)
+    manifest = _manifest(members, key, problems)
+    for name, digest in (manifest.get("files") or {}).items():
+        if name not in members:
+            problems.append(Problem(None, f"{name}: listed in the manifest but missing from the bundle"))
+        elif canonical.sha256(members[name]) != digest:
+            problems.append(Problem(None, f"{name}: SHA-256 differs from the manifest (changed)"))
+    extra = set(members) - set(manifest.get("files") or {}) - {MANIFEST, SIGNATURE}
+    problems += [Problem(None, f"{n}: not listed in the manifest (added)") for n in sorted(extra)]
+    data = members.get(LEDGER, b"")
+    chain = verify_lines(split_lines(data), [key] if key else [], first_seq=int(manifest.get("first_seq") or 1),
+                         first_prev=str(manifest.get("first_prev") or record_format.GENESIS),
+                         torn_tail=bool(data) and not data.endswith(b"\n"))
+    if manifest and chain.last_seq != manifest.get("last_seq"):
+        problems.append(Problem(manifest.get("last_seq"), f"the manifest declares records up to seq "
+                                f"{manifest.get('last_seq')} but the ledger ends at seq {chain.last_seq} (truncated)"))
+    return BundleReport(chain, problems, manifest, source)
+
+
+def _key(members: dict[str, bytes], pinned, problems: list[Problem]):
+    bundled = None
+    if PUBLIC_KEY in members:
+        try:
+            bundled = keys.load_public(members[PUBLIC_KEY], PUBLIC_KEY)
+        except ConfigError as exc:
+            problems.append(Problem(None, str(exc)))
+    if pinned is not None:
+        if bundled is not None and keys.fingerprint(bundled) != keys.fingerprint(pinned):
+            problems.append(Problem(None, f"the bundle's public key {keys.fingerprint(bundled)} is not the trusted "
+                                          f"key {keys.fingerprint(pinned)}"))
+        return pinned, "--public-key"
+    if bundled is None:
+        problems.append(Problem(None, f"{PUBLIC_KEY}: missing; pass --public-key"))
+    return bundled, "bundle (pin it with --public-key for independent assurance)"
+
+
+def _manifest(members: dict[str, bytes], key, problems: list[Problem]) -> dict:
+    body = members.get(MANIFEST)
+    if body is None:
+        problems.append(Problem(None, f"{MANIFEST}: missing"))
+        return {}
+    try:
+        sig = base64.b64decode(members.get(SIGNATURE, b"").strip(), validate=True)
+        manifest = json.loads(body)
+    except (binascii.Error, ValueError):
+        problems.append(Problem(None, f"{MANIFEST} or {SIGNATURE} is damaged"))
+        return {}
+    if key is not None and not keys.valid(key, sig, body):
+        problems.append(Problem(None, f"{MANIFEST}: signature does not verify (manifest changed or wrong key)"))
+    return manifest if isinstance(manifest, dict) else {}

@@ -1,0 +1,69 @@
+"""Canonical record bytes and secret scrubbing: what goes into the ledger, byte for byte.
+
+Canonical JSON = sorted keys, no whitespace, UTF-8, integers only: datetimes become ISO 8601 UTC
+strings, non-integral floats become decimal strings (their shortest round-trip repr), so two
+implementations can never disagree about the bytes that were signed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import date, datetime, timezone
+from pathlib import PurePath
+
+REDACTED = "[redacted]"
+#: Keys whose values are secrets. `*_file`/`*_path` name where a secret lives, which is not secret.
+_SECRET_KEY = re.compile(r"pass(word|wd|phrase)?|secret|token|private|credential|api[_-]?key|access[_-]?key"
+                         r"|signing[_-]?key|^key$", re.I)
+_NOT_SECRET_KEY = re.compile(r"(_file|_path|_dir|_fingerprint|_id_hint)$", re.I)
+#: Values that are secrets wherever they appear.
+_SECRET_VALUE = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----|AWS_SECRET_ACCESS_KEY\s*=\S|RESTIC_PASSWORD\s*=\S")
+
+
+def utc_now() -> str:
+    """Current time, ISO 8601 UTC with microseconds ('2026-11-22T12:00:00.123456Z')."""
+    return iso(datetime.now(timezone.utc))
+
+
+def iso(when: datetime) -> str:
+    when = when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    return when.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def is_secret_key(name: str) -> bool:
+    return bool(_SECRET_KEY.search(name)) and not _NOT_SECRET_KEY.search(name)
+
+
+def normalise(value, key: str = ""):
+    """Plain JSON data: secrets redacted, floats/datetimes/paths made unambiguous."""
+    if key and is_secret_key(key) and value not in (None, "", [], {}):
+        return REDACTED
+    if isinstance(value, dict):
+        return {str(k): normalise(v, str(k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = [normalise(v) for v in value]
+        return sorted(items, key=str) if isinstance(value, (set, frozenset)) else items
+    if isinstance(value, bool) or value is None or isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else repr(value)
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, PurePath):
+        return str(value)
+    text = str(value)
+    return REDACTED if _SECRET_VALUE.search(text) else text
+
+
+def dumps(doc: dict) -> bytes:
+    """Canonical bytes of an already normalised document."""
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode("utf-8")
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

@@ -1,0 +1,171 @@
+"""WORM mirror: every record becomes an object `evidence/<host>/records/<seq>.json` in an Object-Lock bucket.
+
+The bucket's default COMPLIANCE retention locks each object; the writer identity cannot delete it and an
+overwrite only adds a newer version, which `pull` reports (it always uses the oldest version). The host's
+public key is stored once as `evidence/<host>/evidence-ed25519.pub`, pinning it for auditors.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from backupd.errors import BackupdError, ConfigError, DependencyError
+from backupd.evidence import keys, record_format, settings
+from backupd.evidence.ledger import Ledger, evidence_dir, split_lines
+
+log = logging.getLogger(__name__)
+PREFIX = "evidence/"
+
+
+def record_key(host: str, seq: int) -> str:
+    return f"{PREFIX}{host}/records/{seq:012d}.json"
+
+
+def client(dest, credentials: dict[str, str]):
+    """boto3 S3 client for a policy S3 destination; path-style, short timeouts, bounded retries."""
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    if getattr(dest, "kind", None) != "s3":
+        raise ConfigError("the evidence mirror needs an S3 destination with Object Lock")
+    return boto3.client(
+        "s3", endpoint_url=dest.endpoint, region_name=dest.region,
+        aws_access_key_id=credentials["AWS_ACCESS_KEY_ID"], aws_secret_access_key=credentials["AWS_SECRET_ACCESS_KEY"],
+        aws_session_token=credentials.get("AWS_SESSION_TOKEN"),
+        config=BotoConfig(s3={"addressing_style": "path"}, retries={"max_attempts": 2},
+                          connect_timeout=5, read_timeout=30))
+
+
+def destination(cfg, name: str):
+    """The policy destination called name."""
+    from backupd.policy.lint import load_policy_set
+
+    dests = load_policy_set(cfg.policy_files(), cfg.secrets_dir).destinations
+    if name not in dests:
+        raise ConfigError(f"evidence mirror: no destination {name!r} in the policies ({', '.join(sorted(dests))})")
+    return dests[name]
+
+
+def push_if_configured(cfg) -> int:
+    """Push unmirrored records when `evidence.mirror` is set; failures are logged, never raised."""
+    try:
+        name = settings.of(cfg).mirror
+    except ConfigError as exc:
+        log.warning("evidence mirror: %s", exc)
+        return 0
+    if not name:
+        return 0
+    try:
+        from backupd.actions.common import read_credentials
+
+        dest = destination(cfg, name)
+        return push_pending(cfg.state_dir, dest, client(dest, read_credentials(dest.credentials_file)))
+    except (BackupdError, OSError) as exc:
+        log.warning("evidence mirror %s: records stay pending: %s", name, exc)
+    except Exception as exc:  # botocore raises many types; the record is safe locally and pushed later
+        log.warning("evidence mirror %s: records stay pending: %s", name, exc.__class__.__name__)
+    return 0
+
+
+def push_pending(state_dir: Path, dest, s3) -> int:
+    """Upload records not yet mirrored (in seq order); returns how many were uploaded or confirmed."""
+    ledger = Ledger(state_dir)
+    with open(evidence_dir(state_dir) / ".mirror.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return 0  # another process is pushing; it or the next record picks these up
+        lines = split_lines(ledger.path.read_bytes())
+        if not lines:
+            return 0
+        host = record_format.parse(lines[0])["host"]
+        ledger.index.catch_up(ledger.path)
+        _put_public_key(s3, dest.bucket, host, state_dir)
+        done = 0
+        for seq, offset, length in ledger.index.unmirrored():
+            with open(ledger.path, "rb") as handle:
+                handle.seek(offset)
+                line = handle.read(length).rstrip(b"\n")
+            _put_once(s3, dest.bucket, record_key(host, seq), line + b"\n", record_format.line_hash(line))
+            ledger.index.mark_mirrored(seq)
+            done += 1
+    return done
+
+
+def _put_public_key(s3, bucket: str, host: str, state_dir: Path) -> None:
+    pem = (keys.key_dir(state_dir) / keys.PUB_NAME).read_bytes()
+    from backupd.evidence.canonical import sha256
+
+    _put_once(s3, bucket, f"{PREFIX}{host}/{keys.PUB_NAME}", pem, sha256(pem))
+
+
+def _put_once(s3, bucket: str, key: str, body: bytes, digest: str) -> None:
+    """PUT unless the object exists; an existing object with other content is never overwritten."""
+    from botocore.exceptions import ClientError
+
+    try:
+        head = s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+            raise
+    else:
+        if head.get("Metadata", {}).get("sha256") == digest:
+            return
+        raise DependencyError(f"s3://{bucket}/{key} exists with other content; not overwriting (investigate)")
+    s3.put_object(Bucket=bucket, Key=key, Body=body, Metadata={"sha256": digest})
+
+
+@dataclass
+class PulledHost:
+    host: str
+    records: int = 0
+    ledger: Path | None = None
+    public_key: Path | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+def pull(s3, bucket: str, out_dir: Path, host: str | None = None) -> list[PulledHost]:
+    """Rebuild each host's ledger (oldest version of every object) under out_dir/<host>/."""
+    versions = _versions(s3, bucket, f"{PREFIX}{host}/" if host else PREFIX)
+    hosts: dict[str, PulledHost] = {}
+    lines: dict[str, list[tuple[str, bytes]]] = {}
+    for key in sorted(versions):
+        parts = key[len(PREFIX):].split("/")
+        name = parts[0]
+        if not name or name.startswith(".") or ".." in name:
+            continue
+        got = hosts.setdefault(name, PulledHost(name))
+        found = versions[key]
+        if len(found) > 1:
+            got.problems.append(f"{key}: {len(found)} versions (someone tried to overwrite it); the oldest is used")
+        body = s3.get_object(Bucket=bucket, Key=key, **({"VersionId": found[0]} if found[0] else {}))["Body"].read()
+        if parts[1:] == [keys.PUB_NAME]:
+            got.public_key = _write(out_dir / name / keys.PUB_NAME, body)
+        elif len(parts) == 3 and parts[1] == "records":
+            lines.setdefault(name, []).append((key, body))
+    for name, items in lines.items():
+        data = b"".join(body if body.endswith(b"\n") else body + b"\n" for _, body in items)
+        hosts[name].ledger = _write(out_dir / name / "ledger.jsonl", data)
+        hosts[name].records = len(items)
+    if host and host not in hosts:
+        raise ConfigError(f"no evidence of host {host!r} in s3://{bucket}/{PREFIX}")
+    return [hosts[h] for h in sorted(hosts)]
+
+
+def _versions(s3, bucket: str, prefix: str) -> dict[str, list[str | None]]:
+    """key -> version ids, oldest first (S3 lists a key's versions newest first); None when unversioned."""
+    out: dict[str, list[str | None]] = {}
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
+        for v in page.get("Versions", []):
+            vid = v.get("VersionId")
+            out.setdefault(v["Key"], []).append(None if vid in (None, "null") else vid)
+    return {k: list(reversed(vs)) for k, vs in out.items()}
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path

@@ -1,0 +1,54 @@
+"""One ledger record: build, sign, parse. A record is one line of canonical JSON.
+
+Fields: seq (1, 2, ...), time (ISO 8601 UTC), host, kind, data, prev (SHA-256 hex of the previous
+line's bytes; 64 zeros for seq 1), kid (signing key fingerprint), sig (base64 Ed25519 signature of
+the canonical bytes of every other field).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+
+from backupd.evidence import canonical, keys
+
+GENESIS = "0" * 64
+FIELDS = ("data", "host", "kid", "kind", "prev", "seq", "sig", "time")
+
+
+def build(seq: int, prev: str, host: str, kind: str, data: dict, private_key, time: str | None = None) -> bytes:
+    """The signed line (without newline) of a new record; data is scrubbed of secrets."""
+    body = {"seq": seq, "time": time or canonical.utc_now(), "host": host, "kind": kind,
+            "data": canonical.normalise(data), "prev": prev, "kid": keys.fingerprint(private_key.public_key())}
+    sig = private_key.sign(canonical.dumps(body))
+    return canonical.dumps({**body, "sig": base64.b64encode(sig).decode("ascii")})
+
+
+def parse(line: bytes) -> dict:
+    """The record of a line; ValueError saying what is wrong with its form (not its signature)."""
+    try:
+        rec = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise ValueError("not valid JSON") from None
+    if not isinstance(rec, dict) or tuple(sorted(rec)) != FIELDS:
+        raise ValueError("fields are not exactly " + ", ".join(FIELDS))
+    if not isinstance(rec["seq"], int) or isinstance(rec["seq"], bool):
+        raise ValueError("seq is not an integer")
+    if canonical.dumps(rec) != line:
+        raise ValueError("bytes are not in canonical form (the line was edited)")
+    return rec
+
+
+def signature_ok(rec: dict, public_key) -> bool:
+    """True when rec's signature verifies under public_key."""
+    body = {k: v for k, v in rec.items() if k != "sig"}
+    try:
+        sig = base64.b64decode(rec["sig"], validate=True)
+    except (binascii.Error, TypeError, ValueError):
+        return False
+    return keys.valid(public_key, sig, canonical.dumps(body))
+
+
+def line_hash(line: bytes) -> str:
+    return canonical.sha256(line)

@@ -1,0 +1,132 @@
+"""Offline verify: every kind of tampering is detected and the record is named (CLI exit codes too)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from backupd.cli import main
+from backupd.config import Config
+from backupd.evidence import keys, record, record_format
+from backupd.evidence.ledger import Ledger
+
+
+@pytest.fixture
+def ledger(tmp_path):
+    """A 6-record ledger and its public key file: (ledger path, public key path)."""
+    cfg = Config(path=None, state_dir=tmp_path / "state", host="tos-01")
+    for i in range(1, 7):
+        record(cfg, "backup", {"target": f"t{i}", "status": "ok"})
+    return Ledger(cfg.state_dir).path, cfg.state_dir / "keys" / keys.PUB_NAME
+
+
+def verify(path, key=None):
+    args = ["evidence", "verify", str(path), "--json"] + (["--public-key", str(key)] if key else [])
+    result = CliRunner().invoke(main, args)
+    assert "Traceback" not in result.output
+    return result.exit_code, json.loads(result.output)
+
+
+def lines_of(path):
+    return path.read_bytes().split(b"\n")[:-1]
+
+
+def write_lines(path, lines):
+    path.write_bytes(b"".join(l + b"\n" for l in lines))
+
+
+def test_intact_ledger_exits_0(ledger):
+    code, doc = verify(*ledger)
+    assert code == 0 and doc["ok"] and doc["ledger"]["last_seq"] == 6
+
+
+def test_one_flipped_byte_names_the_record(ledger):
+    path, key = ledger
+    data = bytearray(path.read_bytes())
+    at = data.index(b'"t4"') + 2
+    data[at] ^= 0x01  # t4 -> u4: still valid JSON and canonical
+    path.write_bytes(bytes(data))
+    code, doc = verify(path, key)
+    assert code == 1 and doc["ledger"]["first_bad_seq"] == 4
+    assert any("record 4: signature does not verify" in p for p in doc["problems"])
+    assert any(p.startswith("record 5: chain broken") for p in doc["problems"])
+
+
+def test_whitespace_edit_is_detected(ledger):
+    path, key = ledger
+    lines = lines_of(path)
+    lines[1] = lines[1].replace(b'","', b'", "', 1)
+    write_lines(path, lines)
+    code, doc = verify(path, key)
+    assert code == 1 and doc["ledger"]["first_bad_seq"] == 2
+
+
+def test_deleted_record_is_named(ledger):
+    path, key = ledger
+    lines = lines_of(path)
+    del lines[2]
+    write_lines(path, lines)
+    code, doc = verify(path, key)
+    assert code == 1 and doc["ledger"]["first_bad_seq"] == 3
+    assert "record 3 is missing (deleted)" in doc["problems"][0]
+
+
+def test_swapped_records_are_named(ledger):
+    path, key = ledger
+    lines = lines_of(path)
+    lines[3], lines[4] = lines[4], lines[3]
+    write_lines(path, lines)
+    code, doc = verify(path, key)
+    assert code == 1 and doc["ledger"]["first_bad_seq"] == 4
+    assert "record 4 is out of order" in doc["problems"][0]
+
+
+def test_inserted_record_is_named(ledger):
+    path, key = ledger
+    lines = lines_of(path)
+    lines.insert(2, lines[1])
+    write_lines(path, lines)
+    code, doc = verify(path, key)
+    assert code == 1 and doc["ledger"]["first_bad_seq"] == 2
+
+
+def test_resigned_with_another_key_is_detected_against_the_pinned_key(ledger):
+    path, key = ledger
+    other = Ed25519PrivateKey.generate()
+    prev, out = record_format.GENESIS, []
+    for line in lines_of(path):
+        rec = json.loads(line)
+        new = record_format.build(rec["seq"], prev, rec["host"], rec["kind"], rec["data"], other, rec["time"])
+        out.append(new)
+        prev = record_format.line_hash(new)
+    write_lines(path, out)
+    (path.parent / keys.PUB_NAME).write_bytes(keys.public_pem(other.public_key()))  # attacker swaps the key too
+    code, doc = verify(path, key)
+    assert code == 1 and doc["ledger"]["first_bad_seq"] == 1
+    assert "not the trusted key" in doc["problems"][0]
+
+
+def test_truncated_file_names_the_cut_record(ledger):
+    path, key = ledger
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 40])
+    code, doc = verify(path, key)
+    assert code == 1 and doc["ledger"]["first_bad_seq"] == 6
+    assert "truncated" in doc["problems"][-1]
+
+
+def test_raw_ledger_without_key_is_a_usage_error(tmp_path):
+    path = tmp_path / "ledger.jsonl"
+    path.write_bytes(b"")
+    code, doc = verify(path)
+    assert code == 2 and "--public-key" in doc["error"]
+
+
+def test_not_a_key_is_a_usage_error(ledger, tmp_path):
+    bad = tmp_path / "k.pem"
+    bad.write_text("nope")
+    code, doc = verify(ledger[0], bad)
+    assert code == 2 and "not a PEM public key" in doc["error"]
