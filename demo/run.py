@@ -23,6 +23,8 @@ from demo.stack import LocalStack
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKUPD = [sys.executable, "-m", "backupd"]
+#: Default COMPLIANCE retention of the demo bucket: the example policy's longest min_history (12w).
+LOCK_DAYS = 84
 
 
 def step(title: str) -> None:
@@ -63,10 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     failures = 0
     t0 = time.monotonic()
     step(f"starting the local stack in {args.workdir} (SeaweedFS + PostgreSQL on 127.0.0.1)")
-    with LocalStack(args.workdir, containers=args.containers) as stack:
+    with LocalStack(args.workdir, containers=args.containers, lock_days=LOCK_DAYS) as stack:
         print(f"S3 endpoint {stack.env['BACKUPD_S3_ENDPOINT']}, bucket {stack.bucket} (Object Lock COMPLIANCE); "
               f"TOS database: {', '.join(f'{k}={v}' for k, v in sorted(stack.facts.items()))}")
         config = stack.write_config(ROOT / "policies")
+        with open(config, "a", encoding="utf-8") as handle:
+            handle.write("evidence: {mirror: worm-primary}\n")  # every record also goes to the WORM bucket
         step("lint the example policy")
         failures += cli(stack, config, "policy", "lint") != 0
         step("back up every target (restic, encrypted, to the Object-Lock bucket)")
@@ -79,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
         step("restore the production programs and verify every file")
         failures += cli(stack, config, "restore", "--target", "tos-programs-production", "--to",
                         str(args.workdir / "restore" / "programs")) != 0
+        step("storage audit: versioning, Object Lock COMPLIANCE, retention >= min_history, delete canary")
+        failures += cli(stack, config, "audit", "storage") != 0
+        step("evidence for auditors: export a signed bundle, verify it offline")
+        bundle = args.workdir / "evidence.tar.gz"
+        failures += cli(stack, config, "evidence", "export", "--out", str(bundle)) != 0
+        failures += cli(stack, config, "evidence", "verify", str(bundle)) != 0
         step("status")
         failures += cli(stack, config, "status") != 0
         step("immutability: the daemon's own S3 identity tries to delete a locked backup object")

@@ -4,6 +4,41 @@ from __future__ import annotations
 
 import click
 
+from backupd.commands.common import common, load_config, load_policies
+
 
 def register(main: click.Group) -> None:
     """Add this module's commands to main."""
+
+    @main.command()
+    @click.option("--target", "target_name", default=None, help="Drill only this target.")
+    @click.option("--full", is_flag=True, help="Restore everything (default: the spec's kind, usually a sample).")
+    @click.option("--snapshot", "snapshot_id", default=None, help="Snapshot id (default: newest complete).")
+    @common
+    def drill(target_name, full, snapshot_id, config_path, as_json):
+        """Restore into a sandbox, verify against the manifest, probe, judge against the RTO."""
+        from backupd.actions import drill as action
+
+        cfg = load_config(config_path)
+        reports = action.run(cfg, load_policies(cfg), target_name, full=full, snapshot_id=snapshot_id)
+        return action.render(reports, as_json)
+
+    @main.command()
+    @click.option("--days", default=30, type=click.IntRange(1, 256), show_default=True,
+                  help="Every pack is read at least once within this many days (one run per day).")
+    @click.option("--daily-budget", default="5GiB", show_default=True,
+                  help="Bytes one run may read, e.g. 5GiB; more slices are used when the repository is bigger.")
+    @common
+    def check(days, daily_budget, config_path, as_json):
+        """Read the next slice of every destination's packs (restic check --read-data-subset=k/n)."""
+        from backupd.actions import check as action
+        from backupd.drill.spec import parse_size
+        from backupd.errors import ConfigError
+
+        try:
+            budget = parse_size(daily_budget)
+        except ValueError as exc:
+            raise ConfigError(f"--daily-budget: {exc}") from None
+        cfg = load_config(config_path)
+        results = action.run(cfg, load_policies(cfg), days=days, daily_budget=budget)
+        return action.render(results, as_json)

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from botocore.exceptions import ClientError
 
+from backupd.policy.durations import format_duration
 from backupd.storage.checks import Check, passed
 from backupd.storage.client import denied, error_code
 
@@ -53,9 +54,11 @@ def mode_check(mode: str | None, pilot: bool, source: str) -> Check:
 
 def period_check(period: timedelta | None, required: timedelta, source: str) -> Check:
     if period is not None and period + timedelta(minutes=5) >= required:
-        return passed("default_retention", f"{period} >= min_history {required} ({source})")
-    return Check("default_retention", False, f"default retention {period or 'not set'} ({source}) is shorter "
-                 f"than the longest min_history {required} of the targets on this destination")
+        return passed("default_retention", f"{format_duration(period)} >= min_history "
+                      f"{format_duration(required)} ({source})")
+    shown = format_duration(period) if period else "not set"
+    return Check("default_retention", False, f"default retention {shown} ({source}) is shorter "
+                 f"than the longest min_history {format_duration(required)} of the targets on this destination")
 
 
 def lock_checks(config, observed: dict | None, pilot: bool, required: timedelta) -> list[Check]:

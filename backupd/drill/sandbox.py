@@ -1,0 +1,122 @@
+"""A private directory for one drill: mode 0700, size-limited, always removed (also after a failure or
+SIGTERM; a sandbox left behind by a killed drill is removed by the next one)."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import stat
+import tempfile
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+from backupd import execute
+from backupd.errors import Finding
+
+PREFIX = "drill-"
+OWNER_FILE = ".backupd-drill-pid"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove(path: Path) -> None:
+    def writable(func, name, _exc):
+        try:
+            os.chmod(os.path.dirname(name), 0o700)
+            os.chmod(name, stat.S_IRWXU)
+            func(name)
+        except OSError:
+            pass
+    shutil.rmtree(path, onerror=writable)
+
+
+def remove_stale(parent: Path) -> list[str]:
+    """Remove sandboxes whose drill process is gone; returns their paths."""
+    removed = []
+    for path in parent.glob(PREFIX + "*"):
+        try:
+            pid = int((path / OWNER_FILE).read_text().strip())
+        except (OSError, ValueError):
+            pid = 0
+        if not pid or not _alive(pid):
+            _remove(path)
+            removed.append(str(path))
+    return removed
+
+
+def reachable_by(user: str, path: Path) -> bool:
+    """True when `user` can traverse every directory down to path (checked as that user)."""
+    if os.geteuid() != 0:
+        return True
+    done = execute.run(["runuser", "-u", user, "--", "test", "-x", str(path)], timeout=30)
+    return done.returncode == 0
+
+
+class Sandbox:
+    """`with Sandbox(parent, max_bytes) as box:` -> box.path (0700), box.restore_dir; removed on exit."""
+
+    def __init__(self, parent: Path, max_bytes: int):
+        self.parent, self.max_bytes = Path(parent), max_bytes
+        self.path: Path | None = None
+        self.stale_removed: list[str] = []
+
+    @property
+    def restore_dir(self) -> Path:
+        return self.path / "restore"
+
+    def __enter__(self) -> Sandbox:
+        self.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.stale_removed = remove_stale(self.parent)
+        self.path = Path(tempfile.mkdtemp(prefix=PREFIX, dir=self.parent))
+        os.chmod(self.path, 0o700)
+        (self.path / OWNER_FILE).write_text(f"{os.getpid()}\n")
+        self.restore_dir.mkdir(mode=0o700)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.path is not None and self.path.exists():
+            _remove(self.path)
+
+    def reserve(self, needed: int) -> None:
+        """Finding when `needed` bytes exceed the sandbox limit or the free space."""
+        if needed > self.max_bytes:
+            raise Finding(f"drill needs {needed} bytes, over the sandbox limit of {self.max_bytes} bytes "
+                          "(raise sandbox.max_bytes in the drill spec or run a sample drill)")
+        free = shutil.disk_usage(self.path).free
+        if needed > free:
+            raise Finding(f"drill needs {needed} bytes but only {free} are free under {self.parent}")
+
+    def grant(self, user: str, *paths: Path) -> None:
+        """Give `user` (e.g. postgres) the sandbox, the given paths and the directories between them."""
+        if os.geteuid() != 0:
+            return
+        pw = pwd.getpwnam(user)
+        for path in paths:
+            chain = [Path(path)] + [p for p in Path(path).parents if self.path in p.parents or p == self.path]
+            for item in chain:
+                os.chown(item, pw.pw_uid, pw.pw_gid)
+
+
+@contextmanager
+def sigterm_cancels(cancel: execute.Cancel):
+    """While inside, SIGTERM sets `cancel`: running children are killed and the drill unwinds through
+    its `finally` blocks (cluster stopped, sandbox removed) instead of dying mid-way."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda *_: cancel.set())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,35 @@
+"""Application probes run on restored data in a drill sandbox: PostgreSQL (load the dump, compare with
+backup-time facts, SQL checks), logs (each file continues its previous generation), programs (hashes and
+an optional run), and any command. ``run(probe, ctx)`` dispatches on the probe's kind."""
+
+from __future__ import annotations
+
+import time
+
+from backupd.errors import BackupdError, DependencyError
+from backupd.probes.base import ProbeContext, ProbeResult
+
+__all__ = ["ProbeContext", "ProbeResult", "run"]
+
+
+def _module(kind: str):
+    from backupd.probes import command, logs, postgres, programs
+
+    return {"postgres": postgres, "logs": logs, "programs": programs, "command": command}[kind]
+
+
+def run(probe, ctx: ProbeContext) -> ProbeResult:
+    """Run one probe; a dependency failure or error becomes a failed result, never an exception."""
+    t0 = time.monotonic()
+    result = ProbeResult(name=getattr(probe, "name", probe.kind), kind=probe.kind)
+    try:
+        _module(probe.kind).run(probe, ctx, result)
+    except DependencyError as exc:
+        result.status = "unavailable"
+        result.problems.append(str(exc))
+    except BackupdError as exc:
+        result.problems.append(str(exc))
+    if result.problems and result.status == "ok":
+        result.status = "failed"
+    result.duration = round(time.monotonic() - t0, 3)
+    return result

@@ -1,0 +1,33 @@
+"""Command probe: run any argv (no shell) against the restored data, with a timeout, capturing output."""
+
+from __future__ import annotations
+
+import re
+
+from backupd import execute
+from backupd.probes.base import ProbeContext, ProbeResult
+
+TAIL = 2000
+
+
+def run_checked(argv: list[str], ctx: ProbeContext, result: ProbeResult, *, timeout: float,
+                expect_exit: int = 0, expect_output: str | None = None, cwd: str | None = None) -> None:
+    """Run argv; record exit code and output tail; add a problem for a timeout, exit or output mismatch."""
+    done = execute.run(argv, timeout=timeout, cancel=ctx.cancel, cwd=cwd)
+    output = done.stdout.decode("utf-8", "replace")
+    result.details.update(argv=argv, exit_code=done.returncode, stdout=output[-TAIL:],
+                          stderr=done.stderr[-TAIL:], seconds=round(done.duration, 3))
+    if done.timed_out:
+        result.problems.append(f"{argv[0]} timed out after {timeout:.0f}s")
+    elif done.returncode != expect_exit:
+        result.problems.append(f"{argv[0]} exited with {done.returncode}, expected {expect_exit}")
+    elif expect_output and not re.search(expect_output, output):
+        result.problems.append(f"{argv[0]} output does not match {expect_output!r}")
+
+
+def run(probe, ctx: ProbeContext, result: ProbeResult) -> None:
+    places = {"restore": str(ctx.restore_dir), "sandbox": str(ctx.sandbox)}
+    argv = [arg.replace("{restore}", places["restore"]).replace("{sandbox}", places["sandbox"])
+            for arg in probe.command]
+    run_checked(argv, ctx, result, timeout=probe.timeout.total_seconds(), expect_exit=probe.expect_exit,
+                expect_output=probe.expect_output, cwd=str(ctx.sandbox))

@@ -1,0 +1,80 @@
+"""Probe logic that needs no database or repository: log continuation, SQL building, commands."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timezone
+from pathlib import Path
+
+from backupd.drill.spec import CommandProbe, LogsProbe
+from backupd.probes import ProbeContext, run
+from backupd.probes import logs, postgres
+
+
+def _entry(path: str, data: bytes) -> dict:
+    return {"path": path, "size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "type": "file",
+            "mode": "0o644"}
+
+
+def _ctx(tmp_path: Path, files: dict[str, bytes], previous: dict[str, bytes]) -> ProbeContext:
+    for path, data in files.items():
+        local = tmp_path / path.lstrip("/")
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_bytes(data)
+    entries = [_entry(p, d) for p, d in files.items()]
+    return ProbeContext(target=None, sandbox=tmp_path, restore_dir=tmp_path, manifest={"files": entries},
+                        restored=entries, snapshot_time=datetime.now(timezone.utc), rpo=None,
+                        previous=lambda: {"files": [_entry(p, d) for p, d in previous.items()]})
+
+
+def test_rotation_names():
+    assert logs.successor("/l/app.log") == "/l/app.log.1" and logs.successor("/l/app.log.3") == "/l/app.log.4"
+    assert logs.predecessor("/l/app.log.1") == "/l/app.log" and logs.predecessor("/l/app.log") is None
+
+
+def test_appended_logs_continue(tmp_path):
+    ctx = _ctx(tmp_path, {"/l/app.log": b"a\nb\nc\n"}, {"/l/app.log": b"a\nb\n"})
+    result = run(LogsProbe(kind="logs"), ctx)
+    assert result.status == "ok" and result.details["continued"] == 1
+
+
+def test_a_log_edited_in_the_middle_fails(tmp_path):
+    ctx = _ctx(tmp_path, {"/l/app.log": b"a\nX\nc\nd\n"}, {"/l/app.log": b"a\nb\nc\n"})
+    result = run(LogsProbe(kind="logs"), ctx)
+    assert result.status == "failed" and result.details["edited"] == ["/l/app.log"]
+
+
+def test_a_truncated_log_fails(tmp_path):
+    ctx = _ctx(tmp_path, {"/l/app.log": b"a\n"}, {"/l/app.log": b"a\nb\n"})
+    assert run(LogsProbe(kind="logs"), ctx).status == "failed"
+
+
+def test_rotation_is_followed_and_dropped_generations_are_listed(tmp_path):
+    ctx = _ctx(tmp_path, {"/l/app.log": b"new\n", "/l/app.log.1": b"week2\nmore\n", "/l/app.log.2": b"week1\n"},
+               {"/l/app.log": b"week2\n", "/l/app.log.1": b"week1\n", "/l/app.log.2": b"week0\n"})
+    result = run(LogsProbe(kind="logs"), ctx)
+    assert result.status == "ok", result.problems
+    assert result.details["continued"] == 2 and result.details["gone_since_previous"] == ["/l/app.log.2"]
+
+
+def test_without_a_previous_generation_the_log_probe_is_skipped(tmp_path):
+    ctx = _ctx(tmp_path, {"/l/app.log": b"a\n"}, {})
+    ctx.previous = lambda: None
+    assert run(LogsProbe(kind="logs"), ctx).status == "skipped"
+
+
+def test_row_count_sql_quotes_identifiers_and_compares():
+    sql = postgres.row_count_sql(["public.containers", 'odd."name'])
+    assert 'FROM "public"."containers"' in sql and 'FROM "odd"."""name"' in sql
+    problems = postgres.compare_rows({"public.a": 5, "public.b": 2}, {"public.a": 5, "public.b": 1})
+    assert problems == ["public.b: 1 row(s) restored, 2 at backup time"]
+
+
+def test_command_probe_checks_exit_output_and_timeout(tmp_path):
+    ctx = _ctx(tmp_path, {}, {})
+    ok = run(CommandProbe(kind="command", command=["sh", "-c", "echo ready {restore}"], expect_output="^ready "), ctx)
+    assert ok.status == "ok" and str(tmp_path) in ok.details["stdout"]
+    bad = run(CommandProbe(kind="command", command=["sh", "-c", "exit 4"]), ctx)
+    assert bad.status == "failed" and "exited with 4" in bad.problems[0]
+    slow = run(CommandProbe(kind="command", command=["sleep", "5"], timeout=1), ctx)
+    assert slow.status == "failed" and "timed out" in slow.problems[0]
