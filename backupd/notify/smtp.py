@@ -1,0 +1,42 @@
+"""E-mail channel (SMTP, optional STARTTLS and login from a credentials file in secrets_dir)."""
+
+from __future__ import annotations
+
+import json
+import smtplib
+from email.message import EmailMessage
+
+
+def _credentials(path) -> tuple[str, str] | None:
+    """SMTP_USER= / SMTP_PASSWORD= lines; None when no file is configured."""
+    if path is None:
+        return None
+    keys = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        name, sep, value = line.strip().partition("=")
+        if sep:
+            keys[name.strip()] = value.strip().strip("'\"")
+    if "SMTP_USER" not in keys or "SMTP_PASSWORD" not in keys:
+        raise ValueError(f"{path}: needs SMTP_USER= and SMTP_PASSWORD= lines")
+    return keys["SMTP_USER"], keys["SMTP_PASSWORD"]
+
+
+def render(settings, message) -> EmailMessage:
+    mail = EmailMessage()
+    mail["From"] = settings.sender
+    mail["To"] = ", ".join(settings.to)
+    mail["Subject"] = message.subject
+    mail.set_content(f"{message.summary}\n\n"
+                     + json.dumps(message.to_dict(), indent=2, sort_keys=True, default=str) + "\n")
+    return mail
+
+
+def send(settings, message) -> None:
+    """Deliver one message; smtplib errors propagate to the caller, which logs them."""
+    login = _credentials(settings.credentials_file)
+    with smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout_seconds) as conn:
+        if settings.starttls:
+            conn.starttls()
+        if login:
+            conn.login(*login)
+        conn.send_message(render(settings, message))

@@ -1,0 +1,214 @@
+"""`backupd daemon` on real restic + SeaweedFS: on-time runs, catch-up in RPO order, SIGTERM and
+kill -9 mid-backup leave a consistent repository, alerts reach a webhook and an SMTP server once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from backupd import config as config_mod
+from backupd.actions.common import repository
+from backupd.daemon.jobs import JobStore
+from backupd.engine import check as restic_check
+from backupd.engine import locks as restic_locks
+from backupd.policy.lint import load_policy_set
+from backupd.state import State
+from tests.integration.conftest import ROOT
+from tests.unit.test_notify import SmtpReceiver, WebhookReceiver
+
+pytestmark = pytest.mark.integration
+BOUND = 240  # seconds any wait below may take before the test fails
+
+
+def paths_target(name: str, path: Path, freq: str) -> str:
+    return f"""  - name: {name}
+    category: documentation
+    owner: test
+    sources: {{paths: ['{path}']}}
+    frequency: {freq}
+    retention: {{keep_daily: 7, keep_weekly: 8}}
+    destinations: [worm]
+"""
+
+
+class Daemon:
+    """`backupd daemon` as a child process; its structured stderr lands in a file."""
+
+    def __init__(self, setup, *extra: str):
+        self.log = setup.dir / f"daemon-{time.monotonic_ns()}.log"
+        env = {**os.environ, **setup.stack.env, "PYTHONPATH": str(ROOT)}
+        env.pop("NOTIFY_SOCKET", None)
+        with open(self.log, "w") as err:
+            self.proc = subprocess.Popen([sys.executable, "-m", "backupd", "daemon", "--config",
+                                          str(setup.config), *extra], env=env, cwd=ROOT,
+                                         stdout=subprocess.DEVNULL, stderr=err)
+
+    def events(self, name: str | None = None) -> list[dict]:
+        out = []
+        for line in self.log.read_text().splitlines():
+            if line.startswith("{"):
+                ev = json.loads(line)
+                if name is None or ev["event"] == name:
+                    out.append(ev)
+        return out
+
+    def stop(self, sig=signal.SIGTERM) -> int:
+        self.proc.send_signal(sig)
+        code = self.proc.wait(timeout=120)
+        assert "Traceback" not in self.log.read_text(), self.log.read_text()
+        return code
+
+
+def wait_for(predicate, what: str, bound: float = BOUND):
+    deadline = time.monotonic() + bound
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def ok_runs(setup, target: str) -> int:
+    return sum(1 for _ in _runs(setup, target, "ok"))
+
+
+def _runs(setup, target, status):
+    import sqlite3
+    from contextlib import closing
+
+    path = setup.dir / "state" / "state.sqlite"
+    if not path.exists():
+        return []
+    with closing(sqlite3.connect(path)) as db:
+        return db.execute("SELECT id FROM runs WHERE job='backup' AND target=? AND status=?",
+                          (target, status)).fetchall()
+
+
+def repo_of(setup):
+    cfg = config_mod.load(setup.config)
+    ps = load_policy_set(cfg.policy_files(), cfg.secrets_dir, env=setup.stack.env)
+    return repository(cfg, "worm", ps.destinations["worm"])
+
+
+def test_daemon_backs_up_on_time_and_catches_up_in_rpo_order(policy, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("first\n")
+    setup = policy(paths_target("fast", src, "3s") + paths_target("medium", src, "8s"),
+                   f"daemon-{tmp_path.name}", daemon="{jitter_seconds: 0}")
+    daemon = Daemon(setup)
+    fillers = ("filler-programs", "filler-exports", "filler-logs")
+    wait_for(lambda: ok_runs(setup, "fast") >= 3 and all(ok_runs(setup, f) for f in fillers),
+             "three on-time backups of 'fast' and one of each 1d target")
+    assert daemon.stop() == 0
+    assert ok_runs(setup, "medium") >= 1 and all(ok_runs(setup, f) == 1 for f in fillers)  # 1d: once
+    # Down for longer than both intervals: both are overdue at the next start.
+    jobs = JobStore(setup.dir / "state").all()
+    wait_for(lambda: time.time() > max(jobs["backup:fast"].next_due, jobs["backup:medium"].next_due) + 1,
+             "both jobs to become overdue", 30)
+    before = {t: ok_runs(setup, t) for t in ("fast", "medium", "filler-logs")}
+    once = Daemon(setup, "--once")
+    assert once.proc.wait(timeout=BOUND) == 0
+    assert once.events("daemon_start")[0]["overdue"] == ["fast", "medium"]
+    assert [e["target"] for e in once.events("job_start")] == ["fast", "medium"]
+    assert ok_runs(setup, "fast") == before["fast"] + 1 and ok_runs(setup, "medium") == before["medium"] + 1
+    assert ok_runs(setup, "filler-logs") == before["filler-logs"]
+
+
+def _descendants(pid: int) -> list[int]:
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def test_sigterm_and_kill9_mid_backup_leave_a_consistent_repository(policy, tmp_path):
+    mark, go = tmp_path / "MARK", tmp_path / "GO"
+    # 8 MB of data reach restic, then the dump stalls until GO exists: a backup caught mid-way.
+    script = f"head -c 8000000 /dev/urandom; if [ ! -e {go} ]; then touch {mark}; sleep 600; fi"
+    target = f"""  - name: slow
+    category: container_data
+    owner: test
+    sources: {{dump: {{kind: command, command: [sh, -c, '{script}']}}}}
+    frequency: 1h
+    rto: 8h
+    retention: {{keep_daily: 7, keep_weekly: 8}}
+    destinations: [worm]
+"""
+    setup = policy(target, f"daemon-kill-{tmp_path.name}", daemon="{stop_timeout_seconds: 40}")
+    repo = repo_of(setup)
+
+    daemon = Daemon(setup)
+    wait_for(mark.exists, "the first backup to be mid-way")
+    assert daemon.stop(signal.SIGTERM) == 0
+    assert [e["outcome"] for e in daemon.events("job_end") if e["target"] == "slow"] == ["cancelled"]
+    assert daemon.events("repository_lock_removed")  # our cancelled backup's lock, not a blind unlock
+    assert restic_check.check(repo).ok
+
+    mark.unlink()
+    daemon = Daemon(setup)
+    wait_for(mark.exists, "the second backup to be mid-way")
+    victims = [daemon.proc.pid] + _descendants(daemon.proc.pid)
+    for pid in victims:  # the host dies: the daemon and every child with it
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    daemon.proc.wait(timeout=30)
+    left = restic_locks.list_locks(repo)
+    assert left and all(lk.pid in victims for lk in left)  # restic's lock outlived it
+
+    go.touch()
+    once = Daemon(setup, "--once")
+    assert once.proc.wait(timeout=BOUND) == 0, once.log.read_text()[-3000:]
+    swept = once.events("repository_lock_removed")  # at start, before any job
+    assert len(swept) == 1 and swept[0]["removed"][0]["pid"] in victims
+    assert not restic_locks.list_locks(repo)
+    assert ok_runs(setup, "slow") == 1 and State(setup.dir / "state").last("backup", "slow")["status"] == "ok"
+    assert restic_check.check(repo).ok
+
+
+def test_rpo_breach_alerts_once_and_resolves_once(policy, tmp_path):
+    hook, mail = WebhookReceiver(), SmtpReceiver()
+    src = tmp_path / "late-src"  # missing at first: every backup of 'late' fails
+    notify = (f"{{webhook: '{hook.url}', smtp: {{host: 127.0.0.1, port: {mail.port}, "
+              f"from: backupd@it-host, to: [ops@example.jp]}}}}")
+    setup = policy(paths_target("late", src, "3s"), f"daemon-alert-{tmp_path.name}",
+                   daemon="{retry_seconds: 1, jitter_seconds: 0}", notify=notify)
+    daemon = Daemon(setup)
+    try:
+        rpo = lambda: [b for b in hook.bodies if b["kind"] == "rpo_breach" and b["target"] == "late"]  # noqa: E731
+        wait_for(lambda: rpo(), "the RPO breach alert")
+        src.mkdir()
+        (src / "x.txt").write_text("now it exists\n")
+        wait_for(lambda: len(rpo()) >= 2, "the resolution")
+        n = ok_runs(setup, "late")
+        wait_for(lambda: ok_runs(setup, "late") >= n + 3, "three more good backups (no repeat alerts)")
+        assert daemon.stop() == 0
+    finally:
+        hook.close()
+        mail.close()
+        if daemon.proc.poll() is None:
+            daemon.proc.kill()
+    assert [b["state"] for b in rpo()] == ["firing", "resolved"]
+    subjects = [m for m in mail.messages if "late: last good backup" in m or "late: back within RPO" in m]
+    assert len(subjects) == 2 and "[backupd ALERT]" in subjects[0] and "[backupd RESOLVED]" in subjects[1]
+    failed = [b["state"] for b in hook.bodies if b["kind"] == "backup_failed" and b["target"] == "late"]
+    assert failed == ["firing", "resolved"]

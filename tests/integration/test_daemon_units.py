@@ -1,0 +1,32 @@
+"""The shipped systemd units pass `systemd-analyze verify`."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import ROOT
+
+pytestmark = pytest.mark.integration
+UNITS = ("backupd.service", "backupd-maintenance.service", "backupd-maintenance.timer")
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None,
+                    reason="systemd-analyze not installed (Debian package systemd)")
+def test_units_verify(tmp_path):
+    exe = ROOT / ".venv" / "bin" / "backupd"
+    assert exe.exists(), "run scripts/setup.sh first"
+    for name in UNITS:  # verify checks ExecStart exists: point it at the venv's entry point
+        text = (ROOT / "deploy" / "systemd" / name).read_text()
+        (tmp_path / name).write_text(text.replace("/usr/local/bin/backupd", str(exe)))
+    done = subprocess.run(["systemd-analyze", "verify", *(str(tmp_path / n) for n in UNITS)],
+                          capture_output=True, text=True, timeout=120)
+    problems = [ln for ln in done.stderr.splitlines() if any(n in ln for n in UNITS)]
+    assert done.returncode == 0 and not problems, done.stderr
+    service = (ROOT / "deploy" / "systemd" / "backupd.service").read_text()
+    for line in ("Type=notify", "WatchdogSec=", "ProtectSystem=strict", "NoNewPrivileges=yes", "User=backupd",
+                 "CapabilityBoundingSet=CAP_DAC_READ_SEARCH", "LoadCredential=", "TimeoutStopSec="):
+        assert line in service

@@ -1,0 +1,149 @@
+"""Daemon building blocks without restic: scheduling, lock triage, sd_notify, settings, metrics."""
+
+from __future__ import annotations
+
+import random
+import socket
+import urllib.request
+from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
+
+import pytest
+
+from backupd import metrics
+from backupd.config import Config
+from backupd.daemon import locks, schedule, settings
+from backupd.daemon.jobs import Job, JobStore
+from backupd.daemon.sdnotify import Notifier
+from backupd.engine.locks import Lock, parse_lock
+from backupd.errors import ConfigError
+
+NOW = 1_800_000_000.0
+
+
+def target(name, seconds):
+    return SimpleNamespace(name=name, frequency=timedelta(seconds=seconds))
+
+
+def test_catch_up_runs_shortest_rpo_first_and_new_targets_are_due():
+    stored = {"backup:db": Job("backup:db", "db", 3600, NOW - 7200, NOW - 10800),
+              "backup:logs": Job("backup:logs", "logs", 86400, NOW - 90000, NOW - 176400),
+              "backup:docs": Job("backup:docs", "docs", 60, NOW + 30, NOW - 30)}
+    jobs = schedule.reconcile(stored, [target("logs", 86400), target("db", 3600), target("docs", 60),
+                                       target("new", 600)], NOW)
+    assert [j.target for j in schedule.due_in_order(jobs, NOW)] == ["new", "db", "logs"]
+
+
+def test_shorter_frequency_pulls_due_time_in_and_removed_targets_drop():
+    stored = {"backup:a": Job("backup:a", "a", 86400, NOW + 80000, NOW - 6400),
+              "backup:gone": Job("backup:gone", "gone", 60, NOW)}
+    jobs = schedule.reconcile(stored, [target("a", 3600)], NOW)
+    assert set(jobs) == {"backup:a"} and jobs["backup:a"].next_due == NOW - 6400 + 3600
+
+
+def test_jitter_only_starts_early_and_failures_retry_sooner():
+    job = Job("backup:a", "a", 3600, NOW)
+    rng = random.Random(1)
+    dues = [schedule.next_due(job, True, NOW, NOW + 5, 600, 300, rng) for _ in range(100)]
+    assert all(NOW + 3600 - 360 <= d <= NOW + 3600 for d in dues) and len(set(dues)) > 1
+    assert schedule.next_due(job, False, NOW, NOW + 5, 600, 300) == NOW + 305
+
+
+def test_job_store_persists_across_instances(tmp_path):
+    store = JobStore(tmp_path)
+    job = Job("backup:a", "a", 60, NOW)
+    store.started(job, NOW)
+    assert JobStore(tmp_path).all()["backup:a"].last_status == "running"
+
+
+def _lock(host="h1", pid=999999, minutes=45, exclusive=False, user="root"):
+    return Lock("a" * 64, datetime.now(timezone.utc) - timedelta(minutes=minutes), exclusive, host, pid, user)
+
+
+@pytest.mark.parametrize("lock,ours,expect", [
+    (_lock(), False, "remove"),                      # this host, dead pid, old, nothing of ours
+    (_lock(), True, "wait"),                         # one of our jobs runs on the repository
+    (_lock(minutes=5), False, "wait"),               # dead pid, fresh, another account's
+    (_lock(minutes=5, user="backupd"), False, "remove"),  # our own account's killed backup
+    (_lock(host="other"), False, "wait"),            # old lock of another host: never ours to remove
+    (_lock(host="other", minutes=5), False, "wait"),
+])
+def test_lock_triage_removes_only_provably_stale_locks(lock, ours, expect):
+    alive = lambda pid: pid != 999999  # noqa: E731
+    got = locks.decide([lock], hostname="h1", now=datetime.now(timezone.utc), ours_running=ours, alive=alive,
+                       user="backupd")
+    assert got == expect
+
+
+def test_lock_triage_waits_when_unlock_would_also_remove_an_unproven_lock():
+    mixed = [_lock(), _lock(host="other")]
+    assert locks.decide(mixed, hostname="h1", now=datetime.now(timezone.utc), ours_running=False,
+                        alive=lambda pid: False) == "wait"
+    assert locks.decide([], hostname="h1", now=datetime.now(timezone.utc), ours_running=False) == "clear"
+
+
+def test_parse_restic_lock_json():
+    raw = (b'{"time":"2026-11-22T21:54:14.123456789+09:00","exclusive":true,"hostname":"tos-01",'
+           b'"username":"backupd","pid":4242,"uid":998,"gid":998}')
+    lk = parse_lock("b" * 64, raw)
+    assert lk.exclusive and lk.hostname == "tos-01" and lk.pid == 4242
+    assert lk.time == datetime(2026, 11, 22, 12, 54, 14, 123456, tzinfo=timezone.utc)
+
+
+def test_pid_alive():
+    import os
+    assert locks.pid_alive(os.getpid()) and locks.pid_alive(0)
+
+
+def test_sd_notify_datagrams(tmp_path):
+    path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(str(path))
+        sd = Notifier({"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "20000000"})
+        assert sd.watchdog_interval == 10.0
+        assert sd.ready("scheduling 2 targets") and sd.watchdog()
+        first = server.recv(4096).decode().splitlines()
+        assert first[:2] == ["READY=1", "STATUS=scheduling 2 targets"]
+        assert server.recv(4096) == b"WATCHDOG=1"
+    assert not Notifier({}).ready("x")
+
+
+def _cfg(tmp_path, **sections):
+    return Config(path=None, state_dir=tmp_path, secrets_dir=tmp_path, host="h", **sections)
+
+
+def test_settings_validate_with_clear_errors(tmp_path):
+    d = settings.daemon(_cfg(tmp_path, daemon={"concurrency": 2, "jitter_seconds": 5}))
+    assert d.concurrency == 2 and d.jitter_seconds == 5.0
+    for bad, section in (({"concurrency": 0}, "daemon"), ({"bogus": 1}, "daemon"),
+                         ({"webhook": "ftp://x"}, "notify"), ({"smtp": {"host": "h"}}, "notify"),
+                         ({"listen": "nope"}, "metrics")):
+        with pytest.raises(ConfigError, match=section):
+            getattr(settings, section)(_cfg(tmp_path, **{section: bad}))
+    m = settings.metrics(_cfg(tmp_path, metrics={"listen": "127.0.0.1:0"}))
+    assert m.listen == ("127.0.0.1", 0)
+
+
+ROWS = [{"target": "tos-db", "status": "ok", "age_seconds": 120, "rpo_seconds": 3600.0,
+         "last_duration": 4.5, "last_success_time": NOW, "next_due": NOW + 3480},
+        {"target": 'we"ird', "status": "never", "age_seconds": None, "rpo_seconds": 60.0,
+         "last_duration": None, "last_success_time": None, "next_due": None}]
+
+
+def test_metrics_text_format_and_loopback_server(tmp_path):
+    text = metrics.render(ROWS, {"backupd_daemon_running_jobs": 1})
+    assert 'backupd_backup_age_seconds{target="tos-db"} 120' in text
+    assert 'backupd_backup_status{target="we\\"ird",status="never"} 1' in text
+    assert 'backupd_backup_last_success{target="we\\"ird"} 0' in text
+    assert "# TYPE backupd_backup_last_duration_seconds gauge" in text
+    server = metrics.Server("127.0.0.1", 0).start()
+    try:
+        server.update(text)
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5) as resp:
+            assert resp.read().decode() == text
+    finally:
+        server.stop()
+    metrics.write_textfile(tmp_path / "backupd.prom", text)
+    assert (tmp_path / "backupd.prom").read_text() == text
+    with pytest.raises(ConfigError, match="loopback"):
+        metrics.Server("0.0.0.0", 0)
