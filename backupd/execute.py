@@ -7,6 +7,7 @@ environment or files, never argv, and are scrubbed from any captured output.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -20,6 +21,7 @@ from backupd.errors import DependencyError
 #: Variables a child inherits from our own environment; everything else is explicit.
 INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME")
 KILL_GRACE_SECONDS = 10.0
+PR_SET_PDEATHSIG = 1
 CHUNK = 1 << 20
 
 
@@ -72,11 +74,26 @@ class Cancel:
         return self._event.is_set()
 
 
-def _spawn(argv: list[str], env: Environment, stdin, stdout, cwd=None) -> subprocess.Popen:
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGKILL when the spawning thread dies.
+
+    Used for the consumer of a pipeline: if backupd itself is killed mid-dump, restic must not
+    read end-of-input and commit a truncated dump as a good snapshot.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass  # not Linux: the consumer is still killed on every failure path we observe
+
+
+def _spawn(argv: list[str], env: Environment, stdin, stdout, cwd=None, *,
+           die_with_parent: bool = False) -> subprocess.Popen:
     try:
         return subprocess.Popen(
             argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, env=env.build(),
             cwd=cwd, start_new_session=True,
+            preexec_fn=_die_with_parent if die_with_parent else None,
         )
     except FileNotFoundError as exc:
         raise DependencyError(f"{argv[0]}: program not found; install it or fix its path") from None
@@ -85,10 +102,14 @@ def _spawn(argv: list[str], env: Environment, stdin, stdout, cwd=None) -> subpro
 
 
 def kill_group(proc: subprocess.Popen, grace: float = KILL_GRACE_SECONDS) -> None:
-    """SIGTERM the child's process group, then SIGKILL it if it has not gone within `grace`."""
+    """Stop the child's process group: SIGINT, then SIGTERM, then SIGKILL.
+
+    SIGINT first because restic removes its repository lock only on SIGINT; a SIGTERM'd restic
+    leaves a lock behind that blocks later check and forget runs.
+    """
     if proc.poll() is not None:
         return
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+    for sig, wait in ((signal.SIGINT, grace / 2), (signal.SIGTERM, grace / 2), (signal.SIGKILL, 5.0)):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
@@ -189,7 +210,7 @@ def run_pipeline(
     """
     start = time.monotonic()
     deadline = start + timeout if timeout else None
-    cons = _spawn(consumer, consumer_env, subprocess.PIPE, subprocess.PIPE)
+    cons = _spawn(consumer, consumer_env, subprocess.PIPE, subprocess.PIPE, die_with_parent=True)
     try:
         prod = _spawn(producer, producer_env, subprocess.DEVNULL, subprocess.PIPE)
     except BaseException:

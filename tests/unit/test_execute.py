@@ -67,3 +67,40 @@ def test_dump_facts_count_copy_rows_across_chunk_boundaries():
 def test_pg_dump_argv_has_no_password():
     argv = dump_argv("tos", "/run/postgresql", 5432, "postgres")
     assert argv[0] == "pg_dump" and "--no-password" in argv and argv[-2:] == ["--dbname", "tos"]
+
+
+def test_pipeline_consumer_dies_with_its_parent(tmp_path):
+    """If backupd is killed mid-dump, the consumer must die too instead of seeing end-of-input."""
+    import os
+    import signal
+    import subprocess
+    import textwrap
+    import time
+
+    marker, pidfile = tmp_path / "committed", tmp_path / "consumer.pid"
+    consumer = (f"import os,sys; open({str(pidfile)!r},'w').write(str(os.getpid())); sys.stdin.read(); "
+                f"open({str(marker)!r},'w').write('x')")
+    parent = textwrap.dedent(f"""
+        import sys
+        from backupd import execute
+        execute.run_pipeline([sys.executable, '-c', 'import time; print(1, flush=True); time.sleep(60)'],
+                             [sys.executable, '-c', {consumer!r}],
+                             producer_env=execute.Environment(), consumer_env=execute.Environment())
+    """)
+    proc = subprocess.Popen([PY, "-c", parent], start_new_session=False)
+    for _ in range(100):
+        if pidfile.exists() and pidfile.read_text():
+            break
+        time.sleep(0.05)
+    consumer_pid = int(pidfile.read_text())
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    for _ in range(100):
+        try:
+            os.kill(consumer_pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("the consumer outlived its parent")
+    assert not marker.exists()
