@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from backupd.commands import daemon, drill, evidence, incident, storage
+from backupd.commands import daemon, drill, evidence, incident, runbook, storage
 from backupd.commands.common import common, load_config, load_policies
 
 
@@ -63,6 +63,18 @@ def backup(target_name, config_path, as_json):
 
 
 @main.command()
+@click.option("--target", "target_name", default=None, help="Copy only this target.")
+@common
+def copy(target_name, config_path, as_json):
+    """Fill destinations marked copy_from with restic copy from their primary."""
+    from backupd.actions import copy as action
+    from backupd.actions import report
+
+    cfg = load_config(config_path)
+    return report.copy_results(action.run(cfg, load_policies(cfg), target_name), as_json)
+
+
+@main.command()
 @click.option("--target", "target_name", default=None, help="Apply retention to this target only.")
 @click.option("--dry-run", is_flag=True, help="Show what would be forgotten.")
 @common
@@ -105,7 +117,7 @@ def status(config_path, as_json):
     return report.status_rows(action.run(cfg, load_policies(cfg)), as_json)
 
 
-for _group in (storage, drill, evidence, daemon, incident):
+for _group in (storage, drill, evidence, daemon, incident, runbook):
     _group.register(main)
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from backupd import analytics, evidence, execute, manifest
+from backupd.actions import copy as copy_action
 from backupd.actions.common import Retry, ensure_repository, policy_of, repository
 from backupd.config import Config
 from backupd.engine import backup as restic_backup
@@ -64,8 +65,9 @@ def _backup_paths(repo, target, tags, host, staging: Path, entries, facts, cance
     missing = _missing_sources(list(target.sources.paths))
     if missing:
         raise SourceUnreadable(f"{len(missing)} source path(s) do not exist; no snapshot was written", missing)
-    doc = manifest.document(target.name, host, entries, facts,
-                            created=datetime.now(timezone.utc).isoformat())
+    # No creation time in the document: the snapshot that carries it is dated, and a manifest that
+    # does not change between unchanged runs lets restic skip it (see manifest.write).
+    doc = manifest.document(target.name, host, entries, facts)
     manifest.write(doc, staging)
     summary = restic_backup.backup_paths(
         repo, list(target.sources.paths) + [str(staging)], excludes=list(target.sources.excludes),
@@ -188,27 +190,45 @@ def _file_facts(cfg: Config, state: State, target):
     return entries, facts, cache
 
 
+def _copy_result(cfg: Config, policy_set, target, source: str, dest: str) -> Result:
+    """Fill a copy destination from its freshly written primary with restic copy."""
+    out = copy_action.copy_target(cfg, policy_set, target, source, dest)
+    result = Result(target.name, dest, target.category, status=out["status"], error=out.get("error"),
+                    duration=out["duration"], notes=out["notes"] + [f"restic copy from {source}"])
+    result.snapshot_id = out["copied"][0] if out["copied"] else None
+    return result
+
+
+def _note_moved(results: list[Result], entries) -> None:
+    """Files written while restic read them: their backup-time hash may not be what was stored."""
+    moved = manifest.changed_since(entries)
+    for r in results if moved else []:
+        r.facts["changed_during_backup"] = moved[:MAX_LISTED]
+        r.notes.append(f"{len(moved)} file(s) changed while being backed up")
+
+
+def backup_target(cfg: Config, state: State, policy_set, target, cancel=None) -> list[Result]:
+    """Back up one target to its primary destinations, then fill its copy destinations."""
+    entries, facts, cache = ([], {}, None)
+    if target.sources.paths is not None:
+        entries, facts, cache = _file_facts(cfg, state, target)
+    copies = dict((dst, src) for src, dst in copy_action.pairs(policy_set, target))
+    results = [_one(cfg, state, target, name, policy_set.destinations[name], policy_of(policy_set, target.name),
+                    entries, facts, cancel)
+               for name in target.destinations if name not in copies]
+    ok = {r.destination for r in results if r.status == "ok"}
+    for dst, src in copies.items():
+        results.append(_copy_result(cfg, policy_set, target, src, dst) if src in ok else
+                       Result(target.name, dst, target.category, error=f"not copied: the backup to {src} failed"))
+    if cache is not None and ok:
+        _note_moved(results, entries)
+        cache.save()
+    return results
+
+
 def run(cfg: Config, policy_set, target_name: str | None = None,
         cancel: execute.Cancel | None = None) -> list[Result]:
     """Back up one target (or all) to each of its destinations."""
     state = State(cfg.state_dir)
     targets = [policy_set.target(target_name)] if target_name else list(policy_set.targets)
-    results = []
-    for target in targets:
-        entries, facts, cache = ([], {}, None)
-        if target.sources.paths is not None:
-            entries, facts, cache = _file_facts(cfg, state, target)
-        for dest_name in target.destinations:
-            dest = policy_set.destinations[dest_name]
-            res = _one(cfg, state, target, dest_name, dest, policy_of(policy_set, target.name),
-                       entries, facts, cancel)
-            results.append(res)
-        if cache is not None and any(r.status == "ok" for r in results if r.target == target.name):
-            moved = manifest.changed_since(entries)
-            if moved:
-                for r in results:
-                    if r.target == target.name:
-                        r.facts["changed_during_backup"] = moved[:MAX_LISTED]
-                        r.notes.append(f"{len(moved)} file(s) changed while being backed up")
-            cache.save()
-    return results
+    return [r for target in targets for r in backup_target(cfg, state, policy_set, target, cancel)]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from rich.markup import escape
+
 from backupd import output
+from backupd.actions.status import needs_attention
 from backupd.errors import EXIT_DEPENDENCY, EXIT_FINDING, EXIT_OK
 
 
@@ -44,6 +47,17 @@ def forget_results(results, as_json: bool) -> int:
     return code
 
 
+def copy_results(results: list[dict], as_json: bool) -> int:
+    code = exit_for([r["status"] for r in results])
+    if as_json:
+        output.emit_json({"ok": code == EXIT_OK, "exit_code": code, "results": results})
+        return code
+    output.table("copy", ["target", "from", "to", "status", "snapshots copied", "duration", "note"],
+                 [[r["target"], r["source"], r["destination"], r["status"], len(r["copied"]),
+                   f"{r['duration']:.1f}s", r.get("error") or ""] for r in results])
+    return code
+
+
 def restore_result(result: dict, as_json: bool) -> int:
     code = EXIT_OK if result["status"] == "ok" else EXIT_FINDING
     if as_json:
@@ -60,12 +74,32 @@ def restore_result(result: dict, as_json: bool) -> int:
     return code
 
 
+#: rich styles of the status table's state and drill cells (dropped by rich when not a terminal).
+STATE_STYLES = {"ok": "green", "pass": "green", "warn": "yellow", "stale": "yellow", "finding": "bold red",
+                "failed": "bold red", "fail": "bold red", "never": "red", "unavailable": "magenta"}
+
+
+def _styled(text: str, key: str | None) -> str:
+    style = STATE_STYLES.get((key or "").lower())
+    return f"[{style}]{text}[/]" if style else text
+
+
+def _drill_cell(r: dict) -> str:
+    if not r.get("drill_status"):
+        return "never"
+    ready = f" {r['drill_ready_seconds']:.0f}s" if r.get("drill_ready_seconds") is not None else ""
+    return _styled(f"{r['drill_verdict'] or r['drill_status']}{ready}/{r.get('rto') or '-'}", r["drill_status"])
+
+
 def status_rows(rows: list[dict], as_json: bool) -> int:
-    code = exit_for([r["status"] for r in rows])
+    code = exit_for(["failed" if needs_attention(r) else "ok" for r in rows])
     if as_json:
         output.emit_json({"ok": code == EXIT_OK, "exit_code": code, "targets": rows})
         return code
-    output.table("status", ["target", "category", "last backup", "age", "RPO", "state"],
-                 [[r["target"], r["category"], r["last_snapshot"] or "-", r["age"] or "-", r["rpo"],
-                   r["status"]] for r in rows])
+    output.table("status", ["target", "category", "last backup", "age", "RPO", "verified RPO",
+                            "drill ready/RTO", "WORM", "check", "next due", "state"],
+                 [[escape(r["target"]), r["category"], r["last_snapshot"] or "-", r["age"] or "-", r["rpo"],
+                   r["verified_rpo"] or "-", _drill_cell(r), _styled(r["immutability"], r["immutability"]),
+                   f"{r['check_coverage']:.0%}" if r["check_coverage"] is not None else "-",
+                   r["next_due_in"] or "-", _styled(r["status"], r["status"])] for r in rows])
     return code

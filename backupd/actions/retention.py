@@ -27,10 +27,10 @@ def _future(snaps, now: datetime) -> list:
     return [s for s in snaps if s.time > now + CLOCK_SKEW]
 
 
-def _orphan_manifests(repo, target: str, host: str, kept: set[str]) -> list[str]:
+def _orphan_manifests(repo, target: str, host: str, kept: list) -> list[str]:
+    """Companion manifests whose data snapshot was just forgotten."""
     companions = restic_snapshots.list_snapshots(repo, tags=["backupd-manifest", f"target={target}"], host=host)
-    return [c.id for c in companions
-            if not any(k.startswith(c.tagmap.get("of", "-")) for k in kept)]
+    return [c.id for c in companions if not any(k.made_as(c.tagmap.get("of", "-")) for k in kept)]
 
 
 def _one(cfg: Config, target: Target, dest_name: str, dest, dry_run: bool) -> dict:
@@ -49,7 +49,8 @@ def _one(cfg: Config, target: Target, dest_name: str, dest, dry_run: bool) -> di
                                       tags=tags, host=cfg.host, dry_run=dry_run)
         out.update(keep=result.keep, remove=result.remove, status="ok")
         if not dry_run:
-            orphans = _orphan_manifests(repo, target.name, cfg.host, set(result.keep))
+            kept = [s for s in snaps if s.id in set(result.keep)]
+            orphans = _orphan_manifests(repo, target.name, cfg.host, kept)
             restic_forget.forget_ids(repo, orphans)
             out["manifests_removed"] = len(orphans)
     except DependencyError as exc:

@@ -34,7 +34,7 @@ def flagged(repo: Repository, snaps, target: str, host: str) -> dict[str, str]:
     companions = restic_snapshots.list_snapshots(repo, tags=["backupd-manifest", f"target={target}"], host=host)
     suspect_of = [c.tagmap.get("of", "-") for c in companions if "suspect" in c.tags]
     return {s.id: "flagged as suspect at backup time" for s in snaps
-            if "suspect" in s.tags or any(s.id.startswith(of) for of in suspect_of)}
+            if "suspect" in s.tags or any(s.made_as(of) for of in suspect_of)}
 
 
 def choose(snaps, snapshot_id: str | None, before: str | None, bad: dict[str, str] | None = None,
@@ -52,7 +52,7 @@ def choose(snaps, snapshot_id: str | None, before: str | None, bad: dict[str, st
     for snap in reversed([s for s in snaps if s.time < when]):
         if snap.id in bad:
             skipped.append(f"{snap.short_id}: {bad[snap.id]}")
-        elif drilled is not None and not any(snap.id.startswith(d) for d in drilled):
+        elif drilled is not None and not any(snap.made_as(d) for d in drilled):
             skipped.append(f"{snap.short_id}: no passed drill")
         else:
             why = f"newest clean snapshot before {when.isoformat()}: {snap.short_id} ({snap.time.isoformat()})"
@@ -77,7 +77,7 @@ def load_manifest(repo: Repository, snap, target: str, host: str) -> dict:
     if inside is None:
         companions = restic_snapshots.list_snapshots(
             repo, tags=["backupd-manifest", f"target={target}"], host=host)
-        companions = [c for c in companions if snap.id.startswith(c.tagmap.get("of", "-"))]
+        companions = [c for c in companions if snap.made_as(c.tagmap.get("of", "-"))]
         if not companions:
             raise Finding(f"snapshot {snap.short_id} has no backup-time manifest; cannot verify")
         snap, inside = companions[-1], manifest_path(companions[-1], target)

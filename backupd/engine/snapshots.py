@@ -21,6 +21,16 @@ class Snapshot:
     host: str
     paths: list[str]
     tags: list[str] = field(default_factory=list)
+    original: str | None = None  # set by restic copy: the id in the repository it came from
+
+    @property
+    def lineage(self) -> str:
+        """The id this snapshot was first written under (stable across restic copy)."""
+        return self.original or self.id
+
+    def made_as(self, short_or_full: str) -> bool:
+        """True when short_or_full names this snapshot, here or where it was copied from."""
+        return self.id.startswith(short_or_full) or self.lineage.startswith(short_or_full)
 
     @property
     def tagmap(self) -> dict[str, str]:
@@ -38,7 +48,8 @@ def parse(stdout: bytes) -> list[Snapshot]:
     """Snapshots from `restic snapshots --json` output, oldest first."""
     items = json.loads(stdout or b"[]") or []
     snaps = [Snapshot(id=i["id"], short_id=i.get("short_id", i["id"][:8]), time=parse_time(i["time"]),
-                      host=i.get("hostname", ""), paths=i.get("paths", []), tags=i.get("tags") or [])
+                      host=i.get("hostname", ""), paths=i.get("paths", []), tags=i.get("tags") or [],
+                      original=i.get("original"))
              for i in items]
     return sorted(snaps, key=lambda s: s.time)
 

@@ -157,6 +157,31 @@ def _check_destinations(valid: list[LoadedPolicy]) -> list[LintFinding]:
                                     "locked backups; use COMPLIANCE (GOVERNANCE only with pilot: true)"))
             for key, secret in dest.secret_files.items():
                 out += _check_secret(lp, here + (key,), secret)
+    out += _check_copy_from(valid)
+    return out
+
+
+def _check_copy_from(valid: list[LoadedPolicy]) -> list[LintFinding]:
+    """copy_from must name another destination that is not itself a copy."""
+    dests = {n: d for lp in valid for n, d in lp.policy.destinations.items()}
+    out = []
+    for lp in valid:
+        for name, dest in lp.policy.destinations.items():
+            source = dest.copy_from
+            if source is None:
+                continue
+            here = ("destinations", name, "copy_from")
+            if source == name or source not in dests:
+                out.append(_finding(lp, here, f"copy_from {source!r} must name another destination"))
+            elif dests[source].copy_from is not None:
+                out.append(_finding(lp, here, f"copy_from {source!r} is itself a copy; copy from the primary"))
+    for lp in valid:
+        for i, target in enumerate(lp.policy.targets):
+            for name in target.destinations:
+                source = getattr(dests.get(name), "copy_from", None)
+                if source and source not in target.destinations:
+                    out.append(_finding(lp, ("targets", i, "destinations"), f"destination {name!r} is copied "
+                                        f"from {source!r}, which this target does not list"))
     return out
 
 

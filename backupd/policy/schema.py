@@ -119,6 +119,9 @@ class Site(_Model):
 class _Destination(_Model):
     password_file: Path = Field(description="restic repository password file; relative -> secrets_dir")
     failure_domain: str | None = Field(default=None, description="site/room/provider sharing failure risk")
+    copy_from: str | None = Field(
+        default=None, description="fill this destination with `restic copy` from the named destination "
+        "after each backup (same chunker parameters) instead of reading the sources again")
 
     _secret = field_validator("password_file", mode="after")(_resolve_secret)
 
