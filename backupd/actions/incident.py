@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from backupd import evidence
+from backupd.actions import drill as drill_action
 from backupd.actions import restore as restore_action
 from backupd.actions.common import ensure_repository, repository
 from backupd.config import Config
@@ -128,6 +129,19 @@ def restore_order(policy_set) -> list:
     return sorted(policy_set.targets, key=key)
 
 
+def _probe(cfg: Config, policy_set, target, res: dict) -> None:
+    """Run the target's drill probes on the chosen snapshot (restored again into a sandbox, so the
+    probes may start databases without touching the restore); a FAIL fails the restore."""
+    if res["status"] != "ok":
+        return
+    (report,) = drill_action.run(cfg, policy_set, target.name, full=True, snapshot_id=res["snapshot_id"])
+    res["probe_verdict"] = report["verdict"]
+    res["probes"] = [{k: p[k] for k in ("kind", "status", "problems")} for p in report["probes"]]
+    if report["status"] != "ok":
+        res["status"] = "failed"
+        res["error"] = f"drill probes: {report.get('reason') or report['verdict']}"
+
+
 def restore_all(cfg: Config, policy_set, to_dir: Path, before: str | None = None) -> dict:
     """Restore every target (default: from before the incident started) and verify each one."""
     inc = current(cfg)
@@ -136,11 +150,12 @@ def restore_all(cfg: Config, policy_set, to_dir: Path, before: str | None = None
     for target in restore_order(policy_set):
         try:
             res = restore_action.run(cfg, policy_set, target.name, to_dir / target.name, before=before)
+            _probe(cfg, policy_set, target, res)
         except (Finding, ConfigError) as exc:
             res = {"target": target.name, "status": "failed", "error": str(exc)}
         results.append(res)
         note(cfg, "restore", {k: res.get(k) for k in ("target", "snapshot_id", "explanation", "status", "error",
-                                                      "duration")})
+                                                      "duration", "probe_verdict")})
     checklist = [{"item": item, "signed_off": False} for item in CHECKLIST]
     note(cfg, "pre_resume_checklist", {"items": checklist})
     return {"before": before, "results": results, "checklist": checklist,

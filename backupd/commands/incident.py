@@ -69,7 +69,8 @@ def restore(to_dir, before, config_path, as_json):
         output.emit_json({"ok": code == 0, "exit_code": code, **result})
         return code
     for r in result["results"]:
-        output.note(f"{r['target']}: {r['status']}: {r.get('explanation') or r.get('error')}")
+        probe = f" (probes {r['probe_verdict']})" if r.get("probe_verdict") else ""
+        output.note(f"{r['target']}: {r['status']}{probe}: {r.get('explanation') or r.get('error')}")
     output.note("\nBefore resuming operations, sign off (backupd incident note 'signed off: ...'):")
     for item in result["checklist"]:
         output.note(f"  [ ] {item['item']}")

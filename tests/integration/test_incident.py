@@ -115,6 +115,7 @@ def test_incident_mode_freezes_retention_preserves_and_reports(policy, tmp_path)
     restored = out / "terminal" / str(root / "crane-01.cfg").lstrip("/")
     assert restored.read_text() == "max_load=65t\n"
     assert any("Credentials" in c["item"] for c in run.doc["checklist"])
+    assert all(r["probe_verdict"] == "PASS" for r in run.doc["results"])
     report = tmp_path / "incident.md"
     assert setup.cli("incident", "report", "--out", str(report)).code == 0
     text = report.read_text()
