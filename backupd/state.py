@@ -79,6 +79,13 @@ class State:
                               " AND snapshot_id IS NOT NULL", (job, target, *statuses)).fetchall()
         return {r["snapshot_id"] for r in rows}
 
+    def runs(self, job: str, target: str, limit: int = 100) -> list[dict]:
+        """The newest `limit` runs of job on target (any status), newest first, detail decoded."""
+        with closing(self._connect()) as db:
+            rows = db.execute("SELECT * FROM runs WHERE job=? AND target=? ORDER BY started DESC LIMIT ?",
+                              (job, target, limit)).fetchall()
+        return [{**dict(r), "detail": json.loads(r["detail"])} for r in rows]
+
     def count(self, job: str, target: str) -> int:
         """How many runs of job the target has."""
         with closing(self._connect()) as db:
