@@ -62,15 +62,18 @@ def _drills(targets, now) -> tuple[list[str], list[int]]:
     return stale, [d["seq"] for t in targets for d in t["drills"]]
 
 
-def _m4(targets, now) -> dict:
+def _m4(targets, records, now) -> dict:
+    """A recovery procedure exists (runbook generated) and is exercised (passing drills)."""
     stale, seqs = _drills(targets, now)
-    if not seqs:
-        return _item("M4", "Recovery procedure exercised (BCP training)", "復旧手順の訓練 (BCP)", NONE,
-                     "no drill records; sharing the procedure with vendors is outside backupd's evidence")
-    return _item("M4", "Recovery procedure exercised (BCP training)", "復旧手順の訓練 (BCP)",
-                 MET if not stale else NOT_MET,
-                 "a passing drill within a year for every target" if not stale
-                 else f"no passing drill within a year: {', '.join(stale)}", seqs)
+    runbooks = [r["seq"] for r in records if r["kind"] == "runbook"]
+    en, ja = "Recovery procedure prepared and exercised (BCP)", "復旧手順の整備と訓練 (BCP)"
+    if not seqs and not runbooks:
+        return _item("M4", en, ja, NONE, "no drill or runbook records")
+    gaps = ([f"no passing drill within a year: {', '.join(stale)}"] if stale or not seqs else []) + \
+        ([] if runbooks else ["no recovery runbook generated (backupd runbook)"])
+    detail = "; ".join(gaps) if gaps else ("a passing drill within a year for every target; runbook generated "
+                                           "(sharing it with the TOS vendors is the operator's step)")
+    return _item("M4", en, ja, NOT_MET if gaps else MET, detail, seqs + runbooks)
 
 
 def _generations(targets) -> dict:
@@ -91,7 +94,7 @@ def evaluate(report: dict, records: list[dict], now: datetime, mirrored: bool) -
     """The conformance items for report.json."""
     targets = report["targets"]
     stale, seqs = _drills(targets, now)
-    items = [_m1(targets, now), _m2(targets), _m3(targets), _m4(targets, now), _generations(targets),
+    items = [_m1(targets, now), _m2(targets), _m3(targets), _m4(targets, records, now), _generations(targets),
              _item("G2", "Restore drill at least yearly", "年1回以上の復旧訓練",
                    NONE if not seqs else (MET if not stale else NOT_MET),
                    "see M4" if seqs else "no drill records", seqs),
