@@ -12,7 +12,7 @@ import json
 import os
 import stat
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from backupd.excludes import is_excluded
@@ -72,20 +72,23 @@ class HashCache:
 
 def walk(paths: list[str], excludes: list[str]):
     """Yield (path, lstat) of regular files and symlinks below paths, honouring excludes."""
+    def excluded(path: str) -> bool:
+        return bool(excludes) and is_excluded(path, excludes)  # no patterns: skip the per-path split
+
     for root in paths:
         try:
             st = os.lstat(root)
         except OSError:
             continue  # restic reports unreadable sources; the manifest lists what exists
         if not stat.S_ISDIR(st.st_mode):
-            if not is_excluded(root, excludes):
+            if not excluded(root):
                 yield root, st
             continue
         for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = sorted(d for d in dirnames if not is_excluded(os.path.join(dirpath, d), excludes))
+            dirnames[:] = sorted(d for d in dirnames if not excluded(os.path.join(dirpath, d)))
             for name in sorted(filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]):
                 full = os.path.join(dirpath, name)
-                if is_excluded(full, excludes):
+                if excluded(full):
                     continue
                 try:
                     yield full, os.lstat(full)
@@ -93,29 +96,43 @@ def walk(paths: list[str], excludes: list[str]):
                     continue
 
 
-def _entry(path: str, st: os.stat_result, cache: HashCache) -> Entry | None:
+def _known_entry(path: str, st: os.stat_result, cache: HashCache) -> Entry | None:
+    """The entry when it needs no read: a symlink, or a file the hash cache still vouches for."""
     mode = oct(stat.S_IMODE(st.st_mode))
     if stat.S_ISLNK(st.st_mode):
         target = os.readlink(path)
         digest = hashlib.sha256(target.encode()).hexdigest()
         return Entry(path, len(target), mode, digest, st.st_mtime_ns, "symlink")
-    if not stat.S_ISREG(st.st_mode):
-        return None
-    digest = cache.lookup(path, st)
+    digest = cache.lookup(path, st) if stat.S_ISREG(st.st_mode) else None
     if digest is None:
-        try:
-            digest = sha256_file(path)
-        except OSError:
-            return None
+        return None
     cache.store(path, st, digest)
     return Entry(path, st.st_size, mode, digest, st.st_mtime_ns)
 
 
+def _hashed_entry(path: str, st: os.stat_result, cache: HashCache) -> Entry | None:
+    """The entry of a regular file, read and hashed now (None when it cannot be read)."""
+    try:
+        digest = sha256_file(path)
+    except OSError:
+        return None
+    cache.store(path, st, digest)
+    return Entry(path, st.st_size, oct(stat.S_IMODE(st.st_mode)), digest, st.st_mtime_ns)
+
+
 def build(paths: list[str], excludes: list[str], cache: HashCache, workers: int = 2) -> list[Entry]:
-    """Manifest entries for everything restic will back up below paths."""
+    """Manifest entries for everything restic will back up below paths.
+
+    Only files the hash cache cannot vouch for go to the thread pool (hashing releases the GIL);
+    cache hits stay inline, since a pool task per unchanged file costs more than the lookup.
+    """
     items = list(walk(paths, excludes))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        entries = list(pool.map(lambda item: _entry(item[0], item[1], cache), items))
+    entries = [_known_entry(path, st, cache) for path, st in items]
+    todo = [i for i, e in enumerate(entries) if e is None and stat.S_ISREG(items[i][1].st_mode)]
+    if todo:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for i, entry in zip(todo, pool.map(lambda i: _hashed_entry(*items[i], cache), todo)):
+                entries[i] = entry
     return [e for e in entries if e is not None]
 
 
@@ -133,17 +150,30 @@ def changed_since(entries: list[Entry]) -> list[str]:
     return moved
 
 
+_FIELDS = tuple(f.name for f in fields(Entry))
+
+
 def document(target: str, host: str, entries: list[Entry], facts: dict, **extra) -> dict:
     """The manifest document stored in the repository beside (or inside) the snapshot."""
     return {"format": FORMAT, "target": target, "host": host, "facts": facts,
-            "files": [asdict(e) for e in entries], **extra}
+            "files": [{name: getattr(e, name) for name in _FIELDS} for e in entries], **extra}
 
 
 def write(doc: dict, staging_dir: Path) -> Path:
-    """Write the manifest into staging_dir (replacing any older one); returns its path."""
+    """Write the manifest into staging_dir (replacing any older one); returns its path.
+
+    A byte-identical manifest is left untouched: restic then sees an unchanged file (same inode,
+    mtime, ctime) and an unchanged-source re-run stores no new blob, tree or index for it.
+    """
     staging_dir.mkdir(parents=True, exist_ok=True)
     path = staging_dir / MANIFEST_NAME
+    data = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    try:
+        if path.read_bytes() == data:
+            return path
+    except OSError:
+        pass  # no usable older manifest: write it
     tmp = staging_dir / (MANIFEST_NAME + ".tmp")
-    tmp.write_text(json.dumps(doc, sort_keys=True, separators=(",", ":")))
+    tmp.write_bytes(data)
     os.replace(tmp, path)
     return path

@@ -1,0 +1,1 @@
+"""Benchmarks of backupd against raw restic on the same data, printing ratios (see bench/README.md)."""
