@@ -7,8 +7,6 @@ from pathlib import Path
 import click
 
 from backupd import output
-from backupd.actions import incident as action
-from backupd.actions import report
 from backupd.commands.common import common, load_config, load_policies
 
 
@@ -29,6 +27,8 @@ def incident() -> None:
 @common
 def start(reason, config_path, as_json):
     """Open an incident: forget and prune refuse to run until it ends."""
+    from backupd.actions import incident as action
+
     cfg = load_config(config_path)
     load_policies(cfg)
     inc = action.start(cfg, reason)
@@ -40,6 +40,8 @@ def start(reason, config_path, as_json):
 @common
 def note(text, config_path, as_json):
     """Add a line to the incident timeline (decisions, calls made, findings)."""
+    from backupd.actions import incident as action
+
     cfg = load_config(config_path)
     load_policies(cfg)
     _emit(action.note(cfg, "note", {"text": text}), as_json, "noted")
@@ -51,6 +53,8 @@ def note(text, config_path, as_json):
 @common
 def preserve(paths, destination, config_path, as_json):
     """Snapshot the compromised state to a separate forensic repository before restoring."""
+    from backupd.actions import incident as action
+
     cfg = load_config(config_path)
     entry = action.preserve(cfg, load_policies(cfg), list(paths), destination)
     _emit(entry, as_json, f"preserved {', '.join(paths)} as snapshot {entry['snapshot_id']} in {entry['repository']}")
@@ -62,6 +66,9 @@ def preserve(paths, destination, config_path, as_json):
 @common
 def restore(to_dir, before, config_path, as_json):
     """Restore every target in restore order from clean points, verified, then print the checklist."""
+    from backupd.actions import incident as action
+    from backupd.actions import report
+
     cfg = load_config(config_path)
     result = action.restore_all(cfg, load_policies(cfg), to_dir, before)
     code = report.exit_for([result["status"]])
@@ -83,6 +90,8 @@ def restore(to_dir, before, config_path, as_json):
 @common
 def report_cmd(out, incident_id, config_path, as_json):
     """The incident timeline for the regulator and the police."""
+    from backupd.actions import incident as action
+
     cfg = load_config(config_path)
     entries = action.timeline(cfg, incident_id)
     text = action.report_markdown(entries)
@@ -99,6 +108,8 @@ def report_cmd(out, incident_id, config_path, as_json):
 @common
 def end(summary, config_path, as_json):
     """Close the incident; retention runs again."""
+    from backupd.actions import incident as action
+
     cfg = load_config(config_path)
     load_policies(cfg)
     inc = action.end(cfg, summary)
