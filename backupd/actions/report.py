@@ -5,7 +5,6 @@ from __future__ import annotations
 from rich.markup import escape
 
 from backupd import output
-from backupd.actions.status import needs_attention
 from backupd.errors import EXIT_DEPENDENCY, EXIT_FINDING, EXIT_OK
 
 
@@ -92,6 +91,8 @@ def _drill_cell(r: dict) -> str:
 
 
 def status_rows(rows: list[dict], as_json: bool) -> int:
+    from backupd.actions.status import needs_attention  # status pulls in the daemon's modules
+
     code = exit_for(["failed" if needs_attention(r) else "ok" for r in rows])
     if as_json:
         output.emit_json({"ok": code == EXIT_OK, "exit_code": code, "targets": rows})
