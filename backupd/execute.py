@@ -95,7 +95,7 @@ def _spawn(argv: list[str], env: Environment, stdin, stdout, cwd=None, *,
             cwd=cwd, start_new_session=True,
             preexec_fn=_die_with_parent if die_with_parent else None,
         )
-    except FileNotFoundError as exc:
+    except FileNotFoundError:
         raise DependencyError(f"{argv[0]}: program not found; install it or fix its path") from None
     except PermissionError:
         raise DependencyError(f"{argv[0]}: not executable") from None

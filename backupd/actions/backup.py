@@ -15,7 +15,6 @@ from backupd.config import Config
 from backupd.engine import backup as restic_backup
 from backupd.engine import tag as restic_tag
 from backupd.engine.exitcodes import SourceUnreadable
-from backupd.engine.repository import Repository
 from backupd.errors import BackupdError, DependencyError
 from backupd.sources import postgres
 from backupd.sources.stream import StreamFacts

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import filecmp
 import hashlib
-import os
 import sqlite3
 import stat
 import subprocess

@@ -91,8 +91,7 @@ def test_secret_files_are_private(stack):
 
 
 def test_restic_backup_with_writer_keys(stack, tmp_path):
-    if not shutil.which("restic"):
-        pytest.skip("restic not installed")
+    assert shutil.which("restic"), "restic is missing: scripts/setup.sh installs it"
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "RESTIC_CACHE_DIR": str(tmp_path / "cache"),
            "RESTIC_PASSWORD_FILE": str(stack.secrets_dir / "restic-password"),
            "RESTIC_REPOSITORY": f"s3:{stack.env['BACKUPD_S3_ENDPOINT']}/{stack.bucket}/smoke"}

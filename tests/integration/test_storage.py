@@ -48,7 +48,7 @@ def data(tmp_path_factory):
 
 def _dest(sw, bucket: str, path: str, **extra) -> str:
     s = sw.secrets_dir
-    lines = [f"kind: s3", f"endpoint: {sw.endpoint}", f"bucket: {bucket}", f"path: {path}", "object_lock: true",
+    lines = ["kind: s3", f"endpoint: {sw.endpoint}", f"bucket: {bucket}", f"path: {path}", "object_lock: true",
              f"credentials_file: {s / 's3-writer.env'}", f"auditor_credentials_file: {s / 's3-auditor.env'}",
              f"maintainer_credentials_file: {s / 's3-maintainer.env'}"]
     lines += [f"{k}: {v}" for k, v in extra.items()]
