@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from backupd.commands import daemon, drill, evidence, incident, runbook, storage
+from backupd import output
 from backupd.commands.common import common, load_config, load_policies
 
 
@@ -58,7 +59,9 @@ def backup(target_name, config_path, as_json):
     from backupd.actions import report
 
     cfg = load_config(config_path)
-    results = action.run(cfg, load_policies(cfg), target_name)
+    policy_set = load_policies(cfg)
+    with output.ProgressBars(enabled=None if not as_json else False) as bars:
+        results = action.run(cfg, policy_set, target_name, progress=bars.callback())
     return report.backup_results(results, as_json)
 
 

@@ -44,3 +44,37 @@ def error(message: str) -> None:
 
 def note(message: str) -> None:
     err_console.print(message, markup=False, soft_wrap=True)
+
+
+class ProgressBars:
+    """Progress bars on stderr for interactive runs; a no-op when stderr is not a terminal."""
+
+    def __init__(self, enabled: bool | None = None):
+        self.enabled = err_console.is_terminal if enabled is None else enabled
+        self._tasks: dict[str, object] = {}
+        self._progress = None
+
+    def __enter__(self) -> "ProgressBars":
+        if self.enabled:
+            from rich.progress import BarColumn, Progress, TaskProgressColumn, TimeElapsedColumn
+
+            self._progress = Progress("{task.description}", BarColumn(), TaskProgressColumn(),
+                                      TimeElapsedColumn(), console=err_console, transient=False)
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def update(self, label: str, fraction: float) -> None:
+        """Set the bar called label to fraction (0..1), creating it on first use."""
+        if self._progress is None:
+            return
+        if label not in self._tasks:
+            self._tasks[label] = self._progress.add_task(escape(label), total=1.0)
+        self._progress.update(self._tasks[label], completed=min(max(fraction, 0.0), 1.0))
+
+    def callback(self):
+        """A progress(target, destination, fraction) callable for actions, or None when disabled."""
+        return (lambda target, dest, fraction: self.update(f"{target} -> {dest}", fraction)) if self.enabled else None

@@ -60,7 +60,7 @@ def _missing_sources(paths: list[str]) -> list[str]:
     return [p for p in paths if not os.path.lexists(p)]
 
 
-def _backup_paths(repo, target, tags, host, staging: Path, entries, facts, cancel) -> tuple:
+def _backup_paths(repo, target, tags, host, staging: Path, entries, facts, cancel, on_progress=None) -> tuple:
     missing = _missing_sources(list(target.sources.paths))
     if missing:
         raise SourceUnreadable(f"{len(missing)} source path(s) do not exist; no snapshot was written", missing)
@@ -70,7 +70,7 @@ def _backup_paths(repo, target, tags, host, staging: Path, entries, facts, cance
     manifest.write(doc, staging)
     summary = restic_backup.backup_paths(
         repo, list(target.sources.paths) + [str(staging)], excludes=list(target.sources.excludes),
-        tags=_tag_list(tags), host=host, cancel=cancel)
+        tags=_tag_list(tags), host=host, cancel=cancel, on_progress=on_progress)
     return summary, facts
 
 
@@ -118,7 +118,7 @@ def _previous_rows(state: State, target: str) -> dict:
 
 
 def _one(cfg: Config, state: State, target, dest_name: str, dest, policy: str, entries, facts,
-         cancel) -> Result:
+         cancel, progress=None) -> Result:
     result = Result(target.name, dest_name, target.category)
     started, t0 = time.time(), time.monotonic()
     staging = cfg.state_dir / "manifests" / target.name
@@ -133,7 +133,8 @@ def _one(cfg: Config, state: State, target, dest_name: str, dest, policy: str, e
             rows = _previous_rows(state, target.name)
             run = lambda: _backup_dump(repo, target, tags, cfg.host, staging, rows, cancel)  # noqa: E731
         else:
-            run = lambda: _backup_paths(repo, target, tags, cfg.host, staging, entries, facts, cancel)  # noqa: E731
+            step = (lambda done: progress(target.name, dest_name, done)) if progress else None
+            run = lambda: _backup_paths(repo, target, tags, cfg.host, staging, entries, facts, cancel, step)  # noqa: E731
         summary, result.facts = retry.run(run, f"backup {target.name} to {dest_name}")
         result.status, result.snapshot_id = "ok", summary.snapshot_id
         result.data_added = summary.data_added
@@ -206,14 +207,14 @@ def _note_moved(results: list[Result], entries) -> None:
         r.notes.append(f"{len(moved)} file(s) changed while being backed up")
 
 
-def backup_target(cfg: Config, state: State, policy_set, target, cancel=None) -> list[Result]:
+def backup_target(cfg: Config, state: State, policy_set, target, cancel=None, progress=None) -> list[Result]:
     """Back up one target to its primary destinations, then fill its copy destinations."""
     entries, facts, cache = ([], {}, None)
     if target.sources.paths is not None:
         entries, facts, cache = _file_facts(cfg, state, target)
     copies = dict((dst, src) for src, dst in copy_action.pairs(policy_set, target))
     results = [_one(cfg, state, target, name, policy_set.destinations[name], policy_of(policy_set, target.name),
-                    entries, facts, cancel)
+                    entries, facts, cancel, progress)
                for name in target.destinations if name not in copies]
     ok = {r.destination for r in results if r.status == "ok"}
     for dst, src in copies.items():
@@ -226,8 +227,9 @@ def backup_target(cfg: Config, state: State, policy_set, target, cancel=None) ->
 
 
 def run(cfg: Config, policy_set, target_name: str | None = None,
-        cancel: execute.Cancel | None = None) -> list[Result]:
-    """Back up one target (or all) to each of its destinations."""
+        cancel: execute.Cancel | None = None, progress=None) -> list[Result]:
+    """Back up one target (or all) to each of its destinations.
+    progress(target, destination, fraction) is called as restic reports progress on file targets."""
     state = State(cfg.state_dir)
     targets = [policy_set.target(target_name)] if target_name else list(policy_set.targets)
-    return [r for target in targets for r in backup_target(cfg, state, policy_set, target, cancel)]
+    return [r for target in targets for r in backup_target(cfg, state, policy_set, target, cancel, progress)]

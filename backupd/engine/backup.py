@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from typing import Callable
 
 from backupd import execute
 from backupd.engine import command, exitcodes
@@ -80,15 +82,31 @@ def _finish(done: execute.Completed, what: str) -> BackupSummary:
     return summary
 
 
+def progress_of(line: bytes) -> float | None:
+    """percent_done (0..1) of a `restic backup --json` status line, else None."""
+    if b'"status"' not in line:
+        return None
+    try:
+        msg = json.loads(line)
+        return float(msg.get("percent_done", 0.0)) if msg.get("message_type") == "status" else None
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
 def backup_paths(repo: Repository, paths: list[str], *, excludes: list[str], tags, host: str,
                  timeout: float | None = command.DEFAULT_TIMEOUT,
-                 cancel: execute.Cancel | None = None) -> BackupSummary:
-    """Back up paths; SourceUnreadable when restic could not read some of them."""
+                 cancel: execute.Cancel | None = None,
+                 on_progress: Callable[[float], None] | None = None) -> BackupSummary:
+    """Back up paths; SourceUnreadable when restic could not read some of them.
+    on_progress receives restic's percent_done (0..1) as status lines arrive."""
     lines: list[bytes] = []
 
     def keep(line: bytes) -> None:
-        if b'"message_type":"status"' not in line:
+        done = progress_of(line)
+        if done is None:
             lines.append(line)
+        elif on_progress is not None:
+            on_progress(done)
 
     done = execute.run(paths_argv(repo, paths, excludes=excludes, tags=tags, host=host),
                        repo.environment(), timeout=timeout, cancel=cancel,
