@@ -46,6 +46,13 @@ def note(message: str) -> None:
     err_console.print(message, markup=False, soft_wrap=True)
 
 
+def busy(message: str, enabled: bool = True):
+    """A spinner on stderr while a long step runs, only in a terminal."""
+    from contextlib import nullcontext
+
+    return err_console.status(message) if enabled and err_console.is_terminal else nullcontext()
+
+
 class ProgressBars:
     """Progress bars on stderr for interactive runs; a no-op when stderr is not a terminal."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from backupd import output
 from backupd.commands.common import common, load_config, load_policies
 
 
@@ -20,7 +21,9 @@ def register(main: click.Group) -> None:
         from backupd.actions import drill as action
 
         cfg = load_config(config_path)
-        reports = action.run(cfg, load_policies(cfg), target_name, full=full, snapshot_id=snapshot_id)
+        policy_set = load_policies(cfg)
+        with output.busy("restore drill running (restore, verify, probes)", enabled=not as_json):
+            reports = action.run(cfg, policy_set, target_name, full=full, snapshot_id=snapshot_id)
         return action.render(reports, as_json)
 
     @main.command()
