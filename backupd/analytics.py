@@ -19,7 +19,8 @@ SAMPLE_BYTES = 64 * 1024
 HIGH_ENTROPY = 7.2          # bits per byte; text is ~4-5, compressed or encrypted data ~7.9+
 REWRITE_SHARE = 0.3         # share of previous files rewritten to count as mass rewriting
 DELETE_SHARE = 0.5
-MIN_FILES = 10
+MIN_FILES = 10              # deletions and renames below this are ordinary housekeeping
+MIN_REWRITES = 3            # a handful of files can be a whole small target (configs, programs)
 ROW_LOSS = 0.5              # a dump table losing half its rows
 BASELINE_GENERATIONS = 5
 
@@ -117,7 +118,7 @@ def judge(change: Change, baseline: list[dict]) -> Change:
     usual_rewrite = _usual([{"share": (b["changed"] + b.get("renamed_extensions", 0)) / max(b["previous_files"], 1)}
                             for b in baseline if b.get("previous_files")], "share")
     usual_entropy = _usual(baseline, "high_entropy_share")
-    if (touched >= MIN_FILES and rewrite_share >= REWRITE_SHARE and change.high_entropy_share >= 0.6
+    if (touched >= MIN_REWRITES and rewrite_share >= REWRITE_SHARE and change.high_entropy_share >= 0.6
             and not (usual_rewrite >= REWRITE_SHARE and usual_entropy >= 0.6)):
         change.flags.append(f"mass encryption suspected: {touched} of {change.previous_files} files rewritten, "
                             f"{change.high_entropy_share:.0%} of sampled changes look encrypted "

@@ -54,3 +54,9 @@ def test_dump_row_loss():
     assert analytics.judge_dump({"public.events": 10}, {"public.events": 1000}).suspicious
     assert not analytics.judge_dump({"public.events": 1010}, {"public.events": 1000}).suspicious
     assert analytics.judge_dump({}, {"public.events": 1000}).suspicious
+
+
+def test_a_small_target_encrypted_whole_is_flagged(tmp_path):
+    current = _files(tmp_path, 4, lambda i: os.urandom(5000))
+    change = analytics.judge(analytics.compare({p: "old" for p in current}, current), baseline=[])
+    assert change.suspicious
