@@ -13,7 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from backupd.config import Config
 from backupd.errors import ConfigError
@@ -155,16 +155,9 @@ def spec_dir(cfg: Config) -> Path:
 
 def load_spec(path: Path) -> DrillSpec:
     """Load and validate one spec file; ConfigError naming file, line and field otherwise."""
-    loaded = loader.LoadedPolicy(path=Path(path))
-    # The policy loader's reader and parser refuse oversize/binary files, aliases, anchors and tags.
-    text = loader._read_text(loaded)
-    data = loader._parse(text, loaded) if text is not None else None
-    if data is not None:
-        try:
-            return DrillSpec.model_validate(data)
-        except ValidationError as exc:
-            for error in exc.errors():
-                loaded.add(loader._error_path(data, error), loader._error_message(error))
+    loaded, spec = loader.load_model(path, DrillSpec)
+    if spec is not None:
+        return spec
     raise ConfigError("drill spec has errors:\n" + "\n".join(str(f) for f in loaded.findings[:20]))
 
 

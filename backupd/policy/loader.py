@@ -115,6 +115,22 @@ def load_policy_file(path: Path, secrets_dir: Path, env: Mapping[str, str] | Non
     return loaded
 
 
+def load_model(path: Path, model):
+    """(LoadedPolicy, validated model or None): the same hostile-input-safe load for any other
+    schema (e.g. drill specs), without interpolation; findings name file, line and field."""
+    loaded = LoadedPolicy(path=Path(path))
+    text = _read_text(loaded)
+    data = _parse(text, loaded) if text is not None else None
+    if data is None:
+        return loaded, None
+    try:
+        return loaded, model.model_validate(data)
+    except ValidationError as exc:
+        for error in exc.errors():
+            loaded.add(_error_path(data, error), _error_message(error))
+        return loaded, None
+
+
 def _unreadable(loaded: LoadedPolicy, message: str, line: int = 1) -> None:
     loaded.unreadable = True
     loaded.add((), message, line=line)
