@@ -99,3 +99,19 @@ def log_tail(log: Path, lines: int = 30) -> str:
 def _kill_leftovers() -> None:
     for proc in list(_LIVE):
         terminate(proc, timeout=3)
+
+
+class Service:
+    """Context-manager protocol for the stack's parts: start on enter (stopping what started if
+    start fails half-way), stop on exit. Subclasses define start() and stop()."""
+
+    def __enter__(self):
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

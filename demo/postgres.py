@@ -21,7 +21,7 @@ from pathlib import Path
 
 import psycopg
 
-from demo._util import free_ports, log_tail, wait_until
+from demo._util import Service, free_ports, log_tail, wait_until
 
 PG_OS_USER = "postgres"
 _SOCK_MAX = 107 - len("/.s.PGSQL.65535")
@@ -52,7 +52,7 @@ def pg_bindir() -> Path:
     return Path(found[-1]).parent
 
 
-class PostgresCluster:
+class PostgresCluster(Service):
     """initdb + pg_ctl in `workdir` (or a private /tmp dir when the postgres user cannot reach it)."""
 
     user = PG_OS_USER
@@ -80,17 +80,6 @@ class PostgresCluster:
     @property
     def log(self) -> Path:
         return self.base / "postgres.log"
-
-    def __enter__(self) -> "PostgresCluster":
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     def dsn(self, dbname: str = "postgres") -> str:
         """libpq connection string for `dbname` over the unix socket."""

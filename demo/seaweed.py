@@ -18,7 +18,7 @@ from pathlib import Path
 import boto3
 from botocore.config import Config
 
-from demo._util import GaveUp, free_ports, log_tail, spawn, terminate, wait_until, write_secret
+from demo._util import GaveUp, Service, free_ports, log_tail, spawn, terminate, wait_until, write_secret
 
 IDENTITIES = ("admin", "writer", "maintainer", "auditor")
 _ACTIONS = {
@@ -55,7 +55,7 @@ def s3_config(keys: dict[str, tuple[str, str]], buckets: list[str]) -> dict:
     return {"identities": identities}
 
 
-class SeaweedFS:
+class SeaweedFS(Service):
     """One `weed mini` process: every listener on a dynamically chosen 127.0.0.1 port."""
 
     def __init__(self, workdir: Path, secrets_dir: Path | None = None,
@@ -74,17 +74,6 @@ class SeaweedFS:
     def endpoint(self) -> str:
         """S3 endpoint URL, e.g. http://127.0.0.1:34567."""
         return f"http://127.0.0.1:{self.ports['s3']}"
-
-    def __enter__(self) -> "SeaweedFS":
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     def start(self, attempts: int = 3) -> None:
         """Write identities, start weed, wait (bounded) until S3 answers; retry on a port race."""

@@ -20,7 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from demo._util import write_secret
+from demo._util import Service, write_secret
 from demo.postgres import PostgresCluster
 from demo.seaweed import SeaweedFS
 from demo.tos_data import create_tos_database
@@ -30,7 +30,7 @@ BUCKET = "backupd-tos"
 HOST = "demo-tos-01"
 
 
-class LocalStack:
+class LocalStack(Service):
     """SeaweedFS + PostgreSQL + TOS data under `workdir`; every process stops on exit (and at interpreter exit)."""
 
     def __init__(self, workdir: Path, containers: int = 100_000, lock_days: int = 1, seed: int = 7,
@@ -46,17 +46,6 @@ class LocalStack:
         self.facts: dict[str, int] = {}
         self.tree: dict[str, str] = {}
         self.timings: dict[str, float] = {}
-
-    def __enter__(self) -> "LocalStack":
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     def start(self) -> None:
         """Bring everything up; SeaweedFS starts in a thread while the database and files are generated."""
