@@ -83,8 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         step("restore the production programs and verify every file")
         failures += cli(stack, config, "restore", "--target", "tos-programs-production", "--to",
                         str(args.workdir / "restore" / "programs")) != 0
-        step("restore drill of the TOS database: sandbox restore, verify, load into a throw-away PostgreSQL, RTO verdict")
-        failures += cli(stack, config, "drill", "--target", "tos-db", "--full") != 0
+        step("full restore drills of every target: sandbox restore, verify every file, probes (the TOS "
+             "database loaded into a throw-away PostgreSQL, programs run), RTO verdict")
+        failures += cli(stack, config, "drill", "--full") != 0
         step("integrity: the next restic check --read-data-subset slice, with coverage ledger")
         failures += cli(stack, config, "check") != 0
         step("storage audit: versioning, Object Lock COMPLIANCE, retention >= min_history, delete canary")

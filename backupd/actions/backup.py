@@ -13,6 +13,7 @@ from backupd.actions import copy as copy_action
 from backupd.actions.common import Retry, ensure_repository, policy_of, repository
 from backupd.config import Config
 from backupd.engine import backup as restic_backup
+from backupd.engine import feature as restic_feature
 from backupd.engine import tag as restic_tag
 from backupd.engine.exitcodes import SourceUnreadable
 from backupd.errors import BackupdError, DependencyError
@@ -39,6 +40,7 @@ class Result:
     facts: dict = field(default_factory=dict)
     error: str | None = None
     notes: list[str] = field(default_factory=list)
+    engine: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -128,6 +130,7 @@ def _one(cfg: Config, state: State, target, dest_name: str, dest, policy: str, e
     retry = Retry(cfg.retry_attempts, cfg.retry_wait_seconds)
     try:
         repo = repository(cfg, dest_name, dest)
+        result.engine = restic_feature.describe(repo.restic_binary)
         retry.run(lambda: ensure_repository(repo, cfg.state_dir), f"open {dest_name}")
         if target.sources.dump is not None:
             rows = _previous_rows(state, target.name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 from backupd import execute
-from backupd.engine import exitcodes
+from backupd.engine import exitcodes, feature
 from backupd.engine.repository import Repository
 
 DEFAULT_TIMEOUT = 6 * 3600.0
@@ -32,10 +32,11 @@ def run(
     check: bool = True,
 ) -> execute.Completed:
     """Run one restic subcommand on repo; raise a classified error unless it succeeded."""
+    version = feature.detect(repo.restic_binary)  # cached; DependencyError when missing or too old
     done = execute.run(
         argv(repo, subcommand, *args, json=json), repo.environment(), timeout=timeout,
         cancel=cancel, on_stdout_line=on_stdout_line, keep_stdout=keep_stdout,
     )
     if check:
-        exitcodes.classify(done, what)
+        exitcodes.classify(done, what, version)
     return done

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from backupd.errors import ConfigError, DependencyError, Finding
+from backupd.engine import feature
 from backupd.execute import Completed
 
 
@@ -58,12 +59,15 @@ def _first_error_line(stderr: str) -> str:
     return (lines[-1] if lines else "no message")[:300]
 
 
-def classify(done: Completed, what: str) -> None:
+def classify(done: Completed, what: str, version: tuple[int, int, int] | None = None) -> None:
     """Raise the matching error for a finished restic run; return for exit 0.
 
-    Unknown exit codes are failures. `what` names the operation in messages.
+    Unknown exit codes are failures. `what` names the operation in messages. restic before 0.17
+    has no exit codes 10-12 (it exits 1 and says why), so for those versions only the message counts.
     """
     code, err = done.returncode, done.stderr
+    if version is not None and not feature.has("exit_codes_10_11_12", version) and code in (10, 11, 12):
+        code = 1
     if code == 0 and not done.timed_out and not done.cancelled:
         return
     detail = _first_error_line(err)

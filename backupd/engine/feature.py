@@ -38,6 +38,16 @@ def detect(binary: str = "restic") -> tuple[int, int, int]:
     return version
 
 
+#: What restic's repository format uses, recorded in evidence so an auditor can judge the algorithms
+#: (the guideline prefers CRYPTREC-listed ones; AES-256 is).
+CRYPTO = "AES-256-CTR encryption, Poly1305-AES authentication, SHA-256 content addressing, scrypt key derivation"
+
+
+def describe(binary: str = "restic") -> dict:
+    """The engine facts that go into backup evidence."""
+    return {"restic": ".".join(map(str, detect(binary))), "crypto": CRYPTO}
+
+
 def has(feature: str, version: tuple[int, int, int]) -> bool:
     """True when `version` supports `feature`."""
     return version >= FEATURES[feature]

@@ -42,6 +42,7 @@ def test_example_policy_backs_up_every_category(example):
     assert {r["category"] for r in results} == {"system_program", "container_data", "logs",
                                                 "control_system", "documentation"}
     assert all(r["status"] == "ok" and r["snapshot_id"] for r in results)
+    assert all(r["engine"]["restic"].startswith("0.") and "AES-256" in r["engine"]["crypto"] for r in results)
     snaps = snapshots.list_snapshots(repo_of(setup, "worm-primary"), tags=["backupd"])
     by_target = {s.tagmap["target"]: s for s in snaps}
     assert set(by_target) == {r["target"] for r in results}

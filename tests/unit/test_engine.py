@@ -125,3 +125,19 @@ def test_read_errors_make_the_backup_incomplete(code):
 def test_a_backup_without_summary_is_a_failure():
     with pytest.raises(exitcodes.ResticError, match="no snapshot"):
         backup._finish(Completed(["restic"], 0, b"", ""), "backup")
+
+
+def test_exit_codes_10_to_12_are_gated_on_the_restic_version():
+    with pytest.raises(exitcodes.ResticError) as info:
+        exitcodes.classify(done(10), "op", version=(0, 14, 0))
+    assert not isinstance(info.value, exitcodes.RepositoryMissing)
+    with pytest.raises(exitcodes.RepositoryMissing):
+        exitcodes.classify(done(10), "op", version=(0, 17, 0))
+
+
+def test_missing_restic_is_a_dependency_error(tmp_path):
+    from backupd.errors import DependencyError
+
+    feature.detect.cache_clear()
+    with pytest.raises(DependencyError, match="not found"):
+        feature.detect(str(tmp_path / "no-restic"))
