@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from demo import tos_data, tos_files
 from demo.stack import LocalStack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,8 +76,11 @@ def main(argv: list[str] | None = None) -> int:
         failures += cli(stack, config, "policy", "lint") != 0
         step("back up every target (restic, encrypted, to the Object-Lock bucket)")
         failures += cli(stack, config, "backup") != 0
-        step("unchanged re-run (deduplicated)")
-        failures += cli(stack, config, "backup", "--target", "tos-programs-production") != 0
+        step("a day passes (new gate and yard events, logs appended and rotated), back up again: "
+             "deduplicated, and the change against the previous generation is judged (no SUSPECT expected)")
+        tos_files.advance_day(stack.tos_root, 1)
+        tos_data.advance_day(stack.postgres, "tos", 1)
+        failures += cli(stack, config, "backup") != 0
         step("restore the TOS database dump and verify it against the backup-time manifest")
         failures += cli(stack, config, "restore", "--target", "tos-db", "--to",
                         str(args.workdir / "restore" / "tos-db")) != 0

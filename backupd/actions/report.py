@@ -17,16 +17,28 @@ def exit_for(statuses: list[str]) -> int:
     return EXIT_FINDING
 
 
+def _change_cell(facts: dict) -> str:
+    """The change against the previous generation: SUSPECT, or files added/changed/removed."""
+    change = facts.get("change")
+    if not change:
+        return "first" if "rows" not in facts else "-"
+    if change.get("suspicious"):
+        return "SUSPECT"
+    if "added" in change and change.get("previous_files") and "rows" not in facts:
+        return f"+{change['added']} ~{change['changed']} -{change['removed']}"
+    return "normal"
+
+
 def backup_results(results, as_json: bool) -> int:
     code = exit_for([r.status for r in results])
     if as_json:
         output.emit_json({"ok": code == EXIT_OK, "exit_code": code, "results": [r.to_dict() for r in results]})
         return code
     rows = [[r.target, r.category, r.destination, r.status, (r.snapshot_id or "-")[:8], r.files,
-             output.human_bytes(r.bytes), output.human_bytes(r.data_added), f"{r.duration:.1f}s"]
-            for r in results]
+             output.human_bytes(r.bytes), output.human_bytes(r.data_added), _change_cell(r.facts),
+             f"{r.duration:.1f}s"] for r in results]
     output.table("backup", ["target", "category", "destination", "status", "snapshot", "files", "bytes",
-                            "added", "duration"], rows)
+                            "added", "change", "duration"], rows)
     for r in results:
         if r.error:
             output.error(f"{r.target} -> {r.destination}: {r.error}")
