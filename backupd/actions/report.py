@@ -21,7 +21,7 @@ def _change_cell(facts: dict) -> str:
     """The change against the previous generation: SUSPECT, or files added/changed/removed."""
     change = facts.get("change")
     if not change:
-        return "first" if "rows" not in facts else "-"
+        return "-"  # first generation, or a dump without row counts
     if change.get("suspicious"):
         return "SUSPECT"
     if "added" in change and change.get("previous_files") and "rows" not in facts:
