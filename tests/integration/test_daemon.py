@@ -213,3 +213,28 @@ def test_rpo_breach_alerts_once_and_resolves_once(policy, tmp_path):
     assert len(subjects) == 2 and "[backupd ALERT]" in subjects[0] and "[backupd RESOLVED]" in subjects[1]
     failed = [b["state"] for b in hook.bodies if b["kind"] == "backup_failed" and b["target"] == "late"]
     assert failed == ["firing", "resolved"]
+
+
+def test_sighup_rejects_a_broken_policy_and_applies_a_fixed_one(policy, tmp_path):
+    first, later = tmp_path / "first", tmp_path / "later"
+    for src in (first, later):
+        src.mkdir()
+        (src / "a.txt").write_text(f"{src.name}\n")
+    setup = policy(paths_target("first", first, "1d"), f"daemon-hup-{tmp_path.name}",
+                   daemon="{jitter_seconds: 0}")
+    policy_file = setup.config.parent.parent / "policies" / "test.yaml"
+    good = policy_file.read_text()
+    daemon = Daemon(setup)
+    try:
+        wait_for(lambda: ok_runs(setup, "first"), "the first target's backup")
+        policy_file.write_text(good.replace("frequency: 1d", "frequency: 2y", 1))  # lint error
+        daemon.proc.send_signal(signal.SIGHUP)
+        rejected = wait_for(lambda: daemon.events("reload_rejected"), "the broken policy to be rejected")
+        assert "2y" in rejected[0]["reason"] or "frequency" in rejected[0]["reason"]
+        assert daemon.proc.poll() is None, "a bad reload must not stop the daemon"
+        policy_file.write_text(good.replace("targets:\n", "targets:\n" + paths_target("later", later, "1d"), 1))
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: daemon.events("reload_ok"), "the fixed policy to load")
+        wait_for(lambda: ok_runs(setup, "later"), "the new target's backup after the reload")
+    finally:
+        assert daemon.stop() == 0
