@@ -58,6 +58,18 @@ def _backup_fields(state: State, target, now: float) -> dict:
     return row
 
 
+def _log_silent(state: State, target) -> bool | None:
+    """For a logs target: True when its last successful generation brought no new or changed file
+    (the log source may be switched off: guideline 2.7.3 asks for an alert). None for other targets."""
+    if target.category != "logs":
+        return None
+    last = state.history("backup", target.name, limit=1)
+    change = last[0].get("facts", {}).get("change") if last else None
+    if not change or not change.get("previous_files"):
+        return False
+    return change.get("added", 0) + change.get("changed", 0) == 0
+
+
 def _drill_fields(state: State, target, now: float) -> dict:
     """Verified RPO (every drill row carries the newest drill-verified snapshot time forward) and the
     last drill: status pass|warn|fail|unavailable, kind, time to service-ready against the RTO."""
@@ -134,7 +146,7 @@ def run(cfg: Config, policy_set) -> list[dict]:
         row = {"target": target.name, "category": target.category, **_backup_fields(state, target, now),
                **_drill_fields(state, target, now),
                **_immutability(target, policy_set.destinations, audits), **_coverage(state, target),
-               "next_due": job.next_due if job else None}
+               "next_due": job.next_due if job else None, "log_silent": _log_silent(state, target)}
         row["next_due_in"] = (("now" if job.next_due <= now else _age(job.next_due - now)) if job else None)
         rows.append(row)
     return rows

@@ -249,8 +249,28 @@ class Service:
             self.alerts.update(f"rpo_breach:{row['target']}", breached, Message(
                 "rpo_breach", "firing" if breached else "resolved", row["target"], self.cfg.host or "",
                 summary, {"age_seconds": row["age_seconds"], "rpo_seconds": rpo, "status": row["status"]}, now))
+            self._alert_conditions(row, now)
         self._publish_metrics(rows)
         self._update_status(rows, now)
+
+    #: (kind, is it firing for a status row, what the alert says)
+    CONDITIONS = (
+        ("drill", lambda r: r.get("drill_status") in ("warn", "fail"),
+         lambda r: f"{r['target']}: last restore drill {r.get('drill_verdict')} "
+                   f"(ready {r.get('drill_ready_seconds')}s, RTO {r.get('rto') or 'unset'})"),
+        ("storage_audit", lambda r: r.get("immutability") == "finding",
+         lambda r: f"{r['target']}: the last storage audit of its destination found a problem"),
+        ("log_silent", lambda r: bool(r.get("log_silent")),
+         lambda r: f"{r['target']}: the newest log generation brought no new data; is the log source off?"),
+    )
+
+    def _alert_conditions(self, row: dict, now: float) -> None:
+        """Drill WARN/FAIL, storage-audit findings and silent log sources: one alert, one resolution."""
+        for kind, firing_of, summary_of in self.CONDITIONS:
+            firing = firing_of(row)
+            summary = summary_of(row) if firing else f"{row['target']}: {kind.replace('_', ' ')} condition cleared"
+            self.alerts.update(f"{kind}:{row['target']}", firing, Message(
+                kind, "firing" if firing else "resolved", row["target"], self.cfg.host or "", summary, {}, now))
 
     def _start_metrics(self) -> None:
         if self.metrics_settings.listen:

@@ -19,7 +19,7 @@ from backupd.notify.dedup import AlertState
 class Message:
     """One alert or resolution. Never holds secrets."""
 
-    kind: str          # backup_failed | rpo_breach
+    kind: str          # backup_failed | rpo_breach | drill | storage_audit | log_silent
     state: str         # firing | resolved
     target: str
     host: str
