@@ -26,6 +26,9 @@ _ACTIONS = {
     "maintainer": ("Read", "List", "Write", "Tagging"),
     "auditor": ("Read", "List"),
 }
+# `Write:bucket/*` matches object keys only, so SeaweedFS refuses writer and maintainer bucket-level Write calls
+# (PutBucketVersioning, Put/DeleteBucketLifecycle) while object PUT/DELETE (delete markers) still work.
+_OBJECT_ONLY = {"writer": ("Write", "Tagging"), "maintainer": ("Write", "Tagging")}
 _PORT_NAMES = ("master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc",
                "s3", "s3_grpc", "admin", "admin_grpc")
 START_TIMEOUT = 60.0
@@ -47,7 +50,8 @@ def s3_config(keys: dict[str, tuple[str, str]], buckets: list[str]) -> dict:
         if name == "admin":
             actions = ["Admin", "Read", "List", "Tagging", "Write"]
         else:
-            actions = [f"{a}:{b}" for b in buckets for a in _ACTIONS[name]]
+            actions = [f"{a}:{b}/*" if a in _OBJECT_ONLY.get(name, ()) else f"{a}:{b}"
+                       for b in buckets for a in _ACTIONS[name]]
             if name == "maintainer":
                 actions.append("PutObjectRetention")  # extend-locks; COMPLIANCE still forbids shortening
         identities.append({"name": name, "credentials": [{"accessKey": access, "secretKey": secret}],

@@ -109,6 +109,8 @@ def test_audit_clean_compliance_bucket_and_delete_canary_refused(sw, data, tmp_p
     assert checks["lock_mode"]["ok"] and checks["default_retention"]["ok"]
     assert checks["retention_readback"]["ok"] and entry["objects_read_back"] > 0
     assert checks["writer_lock_config"]["ok"], checks["writer_lock_config"]
+    for name in ("writer_versioning", "writer_lifecycle"):  # `Write:<bucket>/*`: object-level only
+        assert checks[name]["ok"] and "AccessDenied" in checks[name]["detail"], checks[name]
     state = b"".join(f.read_bytes() for f in (tmp_path / "state").rglob("*") if f.is_file())
     assert b"storage_audit" in state and sw.keys["writer"][1].encode() not in state
 
@@ -144,6 +146,12 @@ def test_writer_cannot_delete_versions_or_touch_lock_config_and_auditor_cannot_w
             "ObjectLockEnabled": "Enabled", "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 1}}})
     with pytest.raises(ClientError):
         writer.put_bucket_versioning(Bucket="worm-ok", VersioningConfiguration={"Status": "Suspended"})
+    for call in (lambda: writer.put_bucket_lifecycle_configuration(Bucket="worm-ok", LifecycleConfiguration={
+            "Rules": [{"ID": "x", "Status": "Enabled", "Filter": {"Prefix": "x/"}, "Expiration": {"Days": 1}}]}),
+                 lambda: writer.delete_bucket_lifecycle(Bucket="worm-ok"),
+                 lambda: writer.delete_bucket(Bucket="worm-ok")):
+        with pytest.raises(ClientError, match="AccessDenied"):
+            call()
     with pytest.raises(ClientError):
         writer.put_object_retention(Bucket="worm-ok", Key="probe/obj", VersionId=put["VersionId"],
                                     Retention={"Mode": "COMPLIANCE",
