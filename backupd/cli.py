@@ -91,6 +91,18 @@ def forget(target_name, dry_run, config_path, as_json):
 
 
 @main.command()
+@click.option("--destination", default=None, help="Prune only this destination.")
+@click.option("--dry-run", is_flag=True, help="Show what would be removed.")
+@common
+def prune(destination, dry_run, config_path, as_json):
+    """restic prune with the maintenance identity, then extend the locks of what remains."""
+    from backupd.actions import report, retention
+
+    cfg = load_config(config_path)
+    return report.prune_results(retention.prune(cfg, load_policies(cfg), destination, dry_run), as_json)
+
+
+@main.command()
 @click.option("--target", "target_name", required=True, help="Target to restore.")
 @click.option("--to", "to_dir", required=True, type=click.Path(path_type=Path), help="Directory to restore into.")
 @click.option("--snapshot", "snapshot_id", default=None, help="Snapshot id (default: newest complete).")

@@ -69,6 +69,17 @@ def copy_results(results: list[dict], as_json: bool) -> int:
     return code
 
 
+def prune_results(results: list[dict], as_json: bool) -> int:
+    code = exit_for([r["status"] for r in results])
+    if as_json:
+        output.emit_json({"ok": code == EXIT_OK, "exit_code": code, "results": results})
+        return code
+    output.table("prune", ["destination", "status", "locks extended", "report / note"],
+                 [[r["destination"], r["status"], r.get("extend_locks", "-"),
+                   r.get("error") or " / ".join(r.get("report", [])[-2:])] for r in results])
+    return code
+
+
 def restore_result(result: dict, as_json: bool) -> int:
     code = EXIT_OK if result["status"] == "ok" else EXIT_FINDING
     if as_json:

@@ -10,8 +10,9 @@ from backupd.actions import incident
 from backupd.actions.common import repository
 from backupd.config import Config
 from backupd.engine import forget as restic_forget
+from backupd.engine import prune as restic_prune
 from backupd.engine import snapshots as restic_snapshots
-from backupd.errors import BackupdError, DependencyError
+from backupd.errors import BackupdError, ConfigError, DependencyError
 from backupd.policy.schema import Target
 
 CLOCK_SKEW = timedelta(minutes=10)
@@ -67,4 +68,38 @@ def run(cfg: Config, policy_set, target_name: str | None = None, dry_run: bool =
     results = [_one(cfg, t, d, policy_set.destinations[d], dry_run) for t in targets for d in t.destinations]
     for result in results:
         evidence.record(cfg, "forget", result)
+    return results
+
+
+def _prune_one(cfg: Config, policy_set, name: str, dest, dry_run: bool) -> dict:
+    out = {"destination": name, "status": "failed", "dry_run": dry_run}
+    try:
+        keys = getattr(dest, "maintainer_credentials_file", None)
+        repo = repository(cfg, name, dest, credentials_file=keys)
+        out["report"] = restic_prune.prune(repo, dry_run=dry_run).strip().splitlines()[-6:]
+        out["status"] = "ok"
+    except DependencyError as exc:
+        out.update(status="unavailable", error=str(exc))
+    except BackupdError as exc:
+        out["error"] = str(exc)
+    return out
+
+
+def prune(cfg: Config, policy_set, destination: str | None = None, dry_run: bool = False) -> list[dict]:
+    """restic prune on each destination (the maintenance identity's job, never the backup path),
+    then extend the locks of what is still referenced, since prune repacks into new objects."""
+    incident.guard(cfg, "prune")
+    names = [n for n in policy_set.destinations if destination in (None, n)]
+    if destination and not names:
+        raise ConfigError(f"no destination named {destination!r}")
+    results = [_prune_one(cfg, policy_set, n, policy_set.destinations[n], dry_run) for n in names]
+    for result in results:
+        evidence.record(cfg, "prune", result)
+    if not dry_run:
+        from backupd.actions import extend
+
+        for result in results:
+            dest = policy_set.destinations[result["destination"]]
+            if result["status"] == "ok" and getattr(dest, "maintainer_credentials_file", None):
+                result["extend_locks"] = extend.run(cfg, policy_set, result["destination"])[0]["status"]
     return results

@@ -105,6 +105,8 @@ def test_incident_mode_freezes_retention_preserves_and_reports(policy, tmp_path)
     assert setup.cli("incident", "start", "--reason", "ransom note on gate PCs").code == 0
     run = setup.cli("forget", "--json")
     assert run.code == 1 and "incident" in run.doc["error"] and "frozen" in run.doc["error"]
+    run = setup.cli("prune", "--json")
+    assert run.code == 1 and "prune refused" in run.doc["error"]
     (root / "crane-01.cfg").write_text("ENCRYPTED\n")
     run = setup.cli("incident", "preserve", "--path", str(root), "--json")
     assert run.code == 0, run.stdout
@@ -123,3 +125,5 @@ def test_incident_mode_freezes_retention_preserves_and_reports(policy, tmp_path)
         assert f"| {event} |" in text
     assert setup.cli("incident", "end", "--summary", "restored from clean point").code == 0
     assert setup.cli("forget").code == 0
+    run = setup.cli("prune", "--json")
+    assert run.code == 0 and run.doc["results"][0]["status"] == "ok", run.stdout
