@@ -69,15 +69,35 @@ def note(cfg: Config, event: str, data: dict | None = None) -> dict:
     return entry
 
 
-def start(cfg: Config, reason: str) -> dict:
-    """Open an incident: retention frozen from now on."""
+def start(cfg: Config, reason: str, policy_set=None) -> dict:
+    """Open an incident: retention frozen from now on, locks extended where this host may."""
     if current(cfg):
         raise ConfigError(f"incident {current(cfg)['id']} is already open")
     inc = {"id": datetime.now(timezone.utc).strftime("INC-%Y%m%dT%H%M%SZ-") + secrets.token_hex(2),
            "started": datetime.now(timezone.utc).isoformat(), "reason": reason, "host": cfg.host}
     (_dir(cfg) / "current.json").write_text(json.dumps(inc))
     note(cfg, "start", {"reason": reason, "retention": "forget and prune frozen on every destination"})
+    if policy_set is not None:
+        note(cfg, "extend_locks", {"destinations": _extend_locks(cfg, policy_set)})
     return inc
+
+
+def _extend_locks(cfg: Config, policy_set) -> list[dict]:
+    """Extend object locks where this host holds maintainer keys; otherwise say who must."""
+    from backupd.actions import extend
+
+    out = []
+    for name, dest in policy_set.destinations.items():
+        keys = getattr(dest, "maintainer_credentials_file", None)
+        if not getattr(dest, "object_lock", False):
+            continue
+        if keys is None or not Path(keys).is_file():
+            out.append({"destination": name, "status": "not here: run `backupd extend-locks` with the "
+                        "maintainer identity (maintenance host)"})
+            continue
+        out.append({k: v for k, v in extend.run(cfg, policy_set, name)[0].items()
+                    if k in ("destination", "status", "extended", "error")})
+    return out
 
 
 def end(cfg: Config, summary: str) -> dict:

@@ -30,8 +30,7 @@ def start(reason, config_path, as_json):
     from backupd.actions import incident as action
 
     cfg = load_config(config_path)
-    load_policies(cfg)
-    inc = action.start(cfg, reason)
+    inc = action.start(cfg, reason, load_policies(cfg))
     _emit(inc, as_json, f"incident {inc['id']} open since {inc['started']}; retention frozen")
 
 

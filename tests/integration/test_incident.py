@@ -121,7 +121,7 @@ def test_incident_mode_freezes_retention_preserves_and_reports(policy, tmp_path)
     report = tmp_path / "incident.md"
     assert setup.cli("incident", "report", "--out", str(report)).code == 0
     text = report.read_text()
-    for event in ("start", "preserve", "restore", "pre_resume_checklist"):
+    for event in ("start", "extend_locks", "preserve", "restore", "pre_resume_checklist"):
         assert f"| {event} |" in text
     assert setup.cli("incident", "end", "--summary", "restored from clean point").code == 0
     assert setup.cli("forget").code == 0
