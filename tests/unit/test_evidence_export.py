@@ -8,14 +8,13 @@ import tarfile
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from backupd.actions import evidence_report
-from backupd.cli import main
 from backupd.config import Config
 from backupd.engine.snapshots import Snapshot
 from backupd.evidence import keys, record
+from tests.unit.cli_helper import cli
 
 TARGETS = [("db", "container_data", {"rto": "4h"}), ("prog", "system_program", {"environment": "production"}),
            ("logs-srv", "logs", {"source": "server"}), ("logs-net", "logs", {"source": "network_device"})]
@@ -53,12 +52,6 @@ def setup(tmp_path, monkeypatch):
         record(cfg, "backup", {"target": n, "status": "ok", "snapshot_id": "abc"})
     record(cfg, "drill", {"target": "db", "status": "ok"})
     return tmp_path, config
-
-
-def cli(*args):
-    result = CliRunner().invoke(main, [*args, "--json"])
-    assert "Traceback" not in result.output, result.output
-    return result.exit_code, json.loads(result.output)
 
 
 def members(path):

@@ -7,14 +7,13 @@ import json
 import time
 
 import pytest
-from click.testing import CliRunner
 
 from backupd.actions import incident, runbook
-from backupd.cli import main
 from backupd.config import Config
 from backupd.evidence.ledger import Ledger
 from backupd.evidence import record_format
 from backupd.state import State
+from tests.unit.cli_helper import cli
 
 TARGETS = [("logs-net", "logs", {"source": "network_device"}), ("prog-dev", "system_program",
            {"environment": "development"}), ("prog", "system_program", {"environment": "production", "rto": "2h"}),
@@ -47,12 +46,6 @@ def setup(tmp_path):
                                                                      "service_ready_seconds": 30.0})
     state.record("drill", "logs-net", "worm", now - 10, "unavailable", None, {"kind": "full"})
     return tmp_path, config
-
-
-def cli(*args):
-    result = CliRunner().invoke(main, [*args, "--json"])
-    assert "Traceback" not in result.output, result.output
-    return result.exit_code, json.loads(result.output)
 
 
 def test_runbook_orders_targets_and_takes_durations_from_drills(setup):
