@@ -78,7 +78,8 @@ def _die_with_parent() -> None:
     """In the child, before exec: get SIGKILL when the spawning thread dies.
 
     Used for the consumer of a pipeline: if backupd itself is killed mid-dump, restic must not
-    read end-of-input and commit a truncated dump as a good snapshot.
+    read end-of-input and commit a truncated dump as a good snapshot. (The kernel closes the dead
+    parent's pipe microseconds before the signal arrives; restic needs far longer to commit.)
     """
     try:
         libc = ctypes.CDLL(None, use_errno=True)

@@ -78,8 +78,10 @@ def test_pipeline_consumer_dies_with_its_parent(tmp_path):
     import time
 
     marker, pidfile = tmp_path / "committed", tmp_path / "consumer.pid"
-    consumer = (f"import os,sys; open({str(pidfile)!r},'w').write(str(os.getpid())); sys.stdin.read(); "
-                f"open({str(marker)!r},'w').write('x')")
+    # Like restic, the consumer needs a moment after end-of-input to commit (upload, index, snapshot);
+    # the kernel closes the dead parent's pipe a few microseconds before it delivers SIGKILL.
+    consumer = (f"import os,sys,time; open({str(pidfile)!r},'w').write(str(os.getpid())); sys.stdin.read(); "
+                f"time.sleep(0.5); open({str(marker)!r},'w').write('x')")
     parent = textwrap.dedent(f"""
         import sys
         from backupd import execute
