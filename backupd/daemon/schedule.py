@@ -7,20 +7,47 @@ import random
 from backupd.daemon.jobs import Job
 
 
-def job_name(target_name: str) -> str:
-    return f"backup:{target_name}"
+#: Jobs beside the backups: (kind, target) -> every how many seconds. Checks read one slice a day;
+#: storage audits run weekly; drills follow each target's restore_tests schedule.
+CHECK_EVERY = 86400.0
+AUDIT_EVERY = 7 * 86400.0
+#: A new non-backup job waits this long (or its own frequency, if shorter) before its first run, so
+#: a fresh install backs up first and drills what it has backed up.
+FIRST_DELAY = 86400.0
+ALL = "*"
 
 
-def reconcile(stored: dict[str, Job], targets, now: float) -> dict[str, Job]:
-    """Jobs for the current targets. New targets are due now; a shortened frequency pulls the due
-    time in (never past last start + new frequency); jobs of removed targets are dropped."""
+def job_name(target_name: str, kind: str = "backup") -> str:
+    return f"{kind}:{target_name}"
+
+
+def kind_of(job: Job) -> str:
+    return job.job.split(":", 1)[0]
+
+
+def wanted(targets, drill_schedules: dict[str, dict[str, float]] | None = None) -> dict[str, tuple[str, float]]:
+    """job name -> (target or ALL, frequency in seconds) for every job the policy implies."""
+    out = {job_name(t.name): (t.name, t.frequency.total_seconds()) for t in targets}
+    for target, kinds in (drill_schedules or {}).items():
+        for kind, every in kinds.items():
+            out[job_name(target, f"drill-{kind}")] = (target, every)
+    if targets:
+        out[job_name(ALL, "check")] = (ALL, CHECK_EVERY)
+        out[job_name(ALL, "audit")] = (ALL, AUDIT_EVERY)
+    return out
+
+
+def reconcile(stored: dict[str, Job], targets, now: float,
+              drill_schedules: dict[str, dict[str, float]] | None = None) -> dict[str, Job]:
+    """Jobs for the current policy. New backups are due now, new drills/checks/audits after
+    FIRST_DELAY (or their frequency); a shortened frequency pulls the due time in (never past last
+    start + new frequency); jobs of removed targets are dropped."""
     jobs = {}
-    for target in targets:
-        freq = target.frequency.total_seconds()
-        name = job_name(target.name)
+    for name, (target, freq) in wanted(targets, drill_schedules).items():
         job = stored.get(name)
         if job is None:
-            job = Job(name, target.name, freq, next_due=now)
+            first = now if name.startswith("backup:") else now + min(freq, FIRST_DELAY)
+            job = Job(name, target, freq, next_due=first)
         elif freq != job.frequency:
             if job.last_started is not None:
                 job.next_due = min(job.next_due, job.last_started + freq)
@@ -42,10 +69,10 @@ def next_due(job: Job, ok: bool, started: float, now: float, jitter: float, retr
 
 
 def due_in_order(jobs: dict[str, Job], now: float) -> list[Job]:
-    """Jobs due at `now`, shortest RPO first, then the most overdue: a catch-up after downtime
-    restores the tightest recovery points first."""
+    """Jobs due at `now`: backups before drills, checks and audits, then shortest RPO first, then
+    the most overdue: a catch-up after downtime restores the tightest recovery points first."""
     due = [j for j in jobs.values() if j.next_due <= now]
-    return sorted(due, key=lambda j: (j.frequency, j.next_due, j.job))
+    return sorted(due, key=lambda j: (kind_of(j) != "backup", j.frequency, j.next_due, j.job))
 
 
 def next_wake(jobs: dict[str, Job]) -> float | None:

@@ -128,12 +128,37 @@ class Service:
     # ---- scheduling ------------------------------------------------------------------------
     def _reconcile(self) -> None:
         stored = {**self.store.all(), **self.jobs}
-        self.jobs = schedule.reconcile(stored, self.policy_set.targets, time.time())
+        self.jobs = schedule.reconcile(stored, self.policy_set.targets, time.time(), self._drill_schedules())
         for job in self.jobs.values():
             self.store.save(job)
 
+    def _drill_schedules(self) -> dict[str, dict[str, float]]:
+        """target -> {"sample"|"full": seconds} from each target's restore_tests spec."""
+        from backupd.drill.spec import spec_for
+
+        out = {}
+        for target in self.policy_set.targets:
+            try:
+                sched = spec_for(self.cfg, target).schedule
+            except BackupdError as exc:
+                log.event("drill_spec_unusable", level="error", target=target.name, error=str(exc)[:300])
+                continue
+            out[target.name] = {k: v.total_seconds() for k, v in (("sample", sched.sample), ("full", sched.full))
+                                if v is not None}
+        return out
+
     def _due_names(self) -> set[str]:
         return {j.job for j in schedule.due_in_order(self.jobs, time.time())}
+
+    def _job_repos(self, job: Job) -> set[str]:
+        """Repositories a job touches: a target's for backups and drills, every one for checks.
+        Audits talk to S3 directly and run no restic."""
+        kind = schedule.kind_of(job)
+        if kind == "audit":
+            return set()
+        if job.target == schedule.ALL:
+            return set().union(*(self._repo_keys(t) for t in self.policy_set.targets))
+        return self._repo_keys(self.policy_set.target(job.target))
 
     def _repo_keys(self, target) -> set[str]:
         """Which repositories a target's backup touches (URL; the destination name as a fallback)."""
@@ -153,8 +178,7 @@ class Service:
                 return
             if job.job in self.running or (only is not None and job.job not in only):
                 continue
-            target = self.policy_set.target(job.target)
-            repos = self._repo_keys(target)
+            repos = self._job_repos(job)
             if repos & busy:
                 continue  # never two restic commands on one repository
             busy |= repos
@@ -170,7 +194,9 @@ class Service:
         run.thread.start()
 
     def _work(self, run: Running, policy_set) -> None:
-        """Worker thread: one target's backup to all its destinations, then lock triage."""
+        """Worker thread: run one job (backup, drill, check or audit)."""
+        if schedule.kind_of(run.job) != "backup":
+            return self._work_other(run, policy_set)
         try:
             results = backup_action.run(self.cfg, policy_set, run.job.target, cancel=run.cancel)
             run.errors = [f"{r.destination}: {r.error}" for r in results if r.status != "ok"]
@@ -182,6 +208,31 @@ class Service:
                     if r.error and "is locked" in r.error:
                         self._triage_lock(policy_set, r.destination)
         except Exception as exc:  # one broken target must not take the daemon down
+            run.outcome = "cancelled" if run.cancel.is_set() else "failed"
+            run.errors = [f"{exc.__class__.__name__}: {str(exc)[:300]}"]
+        finally:
+            self.signals.wake.set()
+
+    def _work_other(self, run: Running, policy_set) -> None:
+        """Drills, checks and audits: their actions record state and evidence; status alerts on them."""
+        from backupd.actions import audit as audit_action
+        from backupd.actions import check as check_action
+        from backupd.actions import drill as drill_action
+
+        kind = schedule.kind_of(run.job)
+        try:
+            if kind.startswith("drill-"):
+                results = drill_action.run(self.cfg, policy_set, run.job.target, full=kind == "drill-full",
+                                           cancel=run.cancel)
+            elif kind == "check":
+                results = check_action.run(self.cfg, policy_set)
+            else:
+                results = audit_action.run(self.cfg, policy_set)
+            bad = [r for r in results if r.get("status") not in ("ok", "skipped")]
+            run.errors = [f"{r.get('target') or r.get('destination')}: "
+                          f"{r.get('reason') or r.get('error') or r.get('status')}" for r in bad]
+            run.outcome = "cancelled" if run.cancel.is_set() else ("failed" if bad else "ok")
+        except Exception as exc:  # a broken drill must not take the daemon down
             run.outcome = "cancelled" if run.cancel.is_set() else "failed"
             run.errors = [f"{exc.__class__.__name__}: {str(exc)[:300]}"]
         finally:
@@ -223,7 +274,7 @@ class Service:
             log.event("job_end", level="info" if run.outcome == "ok" else "error", job=job.job,
                       target=job.target, outcome=run.outcome, seconds=round(now - run.started, 1),
                       errors=run.errors[:5], next_due=round(job.next_due, 1))
-            if run.outcome in ("ok", "failed"):
+            if run.outcome in ("ok", "failed") and schedule.kind_of(job) == "backup":
                 self._alert_backup(job.target, run.outcome == "failed", run.errors, now)
         return bool(done)
 

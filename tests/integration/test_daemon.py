@@ -238,3 +238,24 @@ def test_sighup_rejects_a_broken_policy_and_applies_a_fixed_one(policy, tmp_path
         wait_for(lambda: ok_runs(setup, "later"), "the new target's backup after the reload")
     finally:
         assert daemon.stop() == 0
+
+
+def test_the_daemon_schedules_drills_from_the_restore_tests(policy, tmp_path):
+    src, specs = tmp_path / "src", tmp_path / "restore_tests"
+    src.mkdir(), specs.mkdir()
+    (src / "plc.cfg").write_text("crane=1\n")
+    (specs / "quick.yaml").write_text("version: 1\nkind: sample\nschedule: {sample: 3s, full: 30d}\n")
+    target = paths_target("docs", src, "1d").replace("    destinations: [worm]\n",
+                                                      "    destinations: [worm]\n    drill: quick\n")
+    setup = policy(target, f"daemon-drill-{tmp_path.name}", restore_tests=f"'{specs}'",
+                   daemon="{jitter_seconds: 0}")
+    daemon = Daemon(setup)
+    try:
+        wait_for(lambda: ok_runs(setup, "docs"), "the backup")
+        state = State(setup.dir / "state")
+        wait_for(lambda: state.last("drill", "docs"), "the scheduled sample drill")
+        assert state.last("drill", "docs")["status"] == "pass"
+        ends = [e for e in daemon.events("job_end") if e["job"] == "drill-sample:docs"]
+        assert ends and ends[0]["outcome"] == "ok"
+    finally:
+        assert daemon.stop() == 0

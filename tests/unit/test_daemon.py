@@ -38,7 +38,18 @@ def test_shorter_frequency_pulls_due_time_in_and_removed_targets_drop():
     stored = {"backup:a": Job("backup:a", "a", 86400, NOW + 80000, NOW - 6400),
               "backup:gone": Job("backup:gone", "gone", 60, NOW)}
     jobs = schedule.reconcile(stored, [target("a", 3600)], NOW)
-    assert set(jobs) == {"backup:a"} and jobs["backup:a"].next_due == NOW - 6400 + 3600
+    assert {j for j in jobs if j.startswith("backup:")} == {"backup:a"}
+    assert jobs["backup:a"].next_due == NOW - 6400 + 3600
+
+
+def test_drills_checks_and_audits_are_scheduled_after_the_first_backups():
+    jobs = schedule.reconcile({}, [target("a", 3600)], NOW, {"a": {"sample": 30 * 86400, "full": 5.0}})
+    assert jobs["backup:a"].next_due == NOW
+    assert jobs["drill-sample:a"].next_due == NOW + schedule.FIRST_DELAY
+    assert jobs["drill-full:a"].next_due == NOW + 5.0  # a short schedule runs sooner than a day
+    assert jobs["check:*"].frequency == schedule.CHECK_EVERY and jobs["audit:*"].next_due > NOW
+    due = schedule.due_in_order(jobs, NOW + 2 * 86400)
+    assert due[0].job == "backup:a", "catch-up restores the tightest recovery points first"
 
 
 def test_jitter_only_starts_early_and_failures_retry_sooner():
