@@ -18,6 +18,9 @@ from pathlib import Path
 from backupd.excludes import is_excluded
 
 MANIFEST_NAME = "backupd-manifest.json"
+#: Companion snapshots listing files that changed while a backup read them (staged in <target>.amend).
+AMEND_TAG = "backupd-manifest-amend"
+AMEND_SUFFIX = ".amend"
 FORMAT = 1
 
 

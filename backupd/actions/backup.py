@@ -202,12 +202,24 @@ def _copy_result(cfg: Config, policy_set, target, source: str, dest: str) -> Res
     return result
 
 
-def _note_moved(results: list[Result], entries) -> None:
-    """Files written while restic read them: their backup-time hash may not be what was stored."""
+def _note_moved(cfg: Config, policy_set, target, results: list[Result], entries) -> None:
+    """Files written while restic read them (live logs): their backup-time hash may not be what was
+    stored. They are listed in an amendment beside each snapshot, so drills skip rather than fail them."""
     moved = manifest.changed_since(entries)
-    for r in results if moved else []:
+    if not moved:
+        return
+    staging = cfg.state_dir / "manifests" / f"{target.name}{manifest.AMEND_SUFFIX}"
+    manifest.write({"format": manifest.FORMAT, "target": target.name, "changed_during_backup": moved}, staging)
+    for r in results:
         r.facts["changed_during_backup"] = moved[:MAX_LISTED]
         r.notes.append(f"{len(moved)} file(s) changed while being backed up")
+        if r.status == "ok" and r.snapshot_id:
+            try:
+                repo = repository(cfg, r.destination, policy_set.destinations[r.destination])
+                restic_backup.backup_paths(repo, [str(staging)], excludes=[], host=cfg.host, tags=_tag_list(
+                    {manifest.AMEND_TAG: None, "target": target.name, "of": r.snapshot_id}))
+            except BackupdError as exc:
+                r.notes.append(f"the list of files changed during the backup was not stored: {exc}")
 
 
 def backup_target(cfg: Config, state: State, policy_set, target, cancel=None, progress=None) -> list[Result]:
@@ -220,12 +232,12 @@ def backup_target(cfg: Config, state: State, policy_set, target, cancel=None, pr
                     entries, facts, cancel, progress)
                for name in target.destinations if name not in copies]
     ok = {r.destination for r in results if r.status == "ok"}
+    if cache is not None and ok:
+        _note_moved(cfg, policy_set, target, results, entries)
+        cache.save()
     for dst, src in copies.items():
         results.append(_copy_result(cfg, policy_set, target, src, dst) if src in ok else
                        Result(target.name, dst, target.category, error=f"not copied: the backup to {src} failed"))
-    if cache is not None and ok:
-        _note_moved(results, entries)
-        cache.save()
     return results
 
 

@@ -29,9 +29,10 @@ def _future(snaps, now: datetime) -> list:
 
 
 def _orphan_manifests(repo, target: str, host: str, kept: list) -> list[str]:
-    """Companion manifests whose data snapshot was just forgotten."""
-    companions = restic_snapshots.list_snapshots(repo, tags=["backupd-manifest", f"target={target}"], host=host)
-    return [c.id for c in companions if not any(k.made_as(c.tagmap.get("of", "-")) for k in kept)]
+    """Companion manifests and amendments whose data snapshot was just forgotten."""
+    companions = restic_snapshots.list_snapshots(repo, tags=[f"target={target}"], host=host)
+    return [c.id for c in companions if "of" in c.tagmap
+            and not any(k.made_as(c.tagmap["of"]) for k in kept)]
 
 
 def _one(cfg: Config, target: Target, dest_name: str, dest, dry_run: bool) -> dict:

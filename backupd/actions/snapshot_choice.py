@@ -9,7 +9,7 @@ from backupd.engine import restore as restic_restore
 from backupd.engine import snapshots as restic_snapshots
 from backupd.engine.repository import Repository
 from backupd.errors import ConfigError, Finding
-from backupd.manifest import MANIFEST_NAME
+from backupd.manifest import AMEND_SUFFIX, AMEND_TAG, MANIFEST_NAME
 
 
 def data_snapshots(repo: Repository, target: str, host: str) -> list[restic_snapshots.Snapshot]:
@@ -63,25 +63,36 @@ def choose(snaps, snapshot_id: str | None, before: str | None, bad: dict[str, st
                   + (f" (skipped {'; '.join(skipped)})" if skipped else ""))
 
 
-def manifest_path(snap, target: str) -> str | None:
-    """Where a paths snapshot holds its own manifest (the staging directory it includes)."""
+def manifest_path(snap, target: str, suffix: str = "") -> str | None:
+    """Where a snapshot holds a manifest (the staging directory it includes)."""
     for path in snap.paths:
-        if path.rstrip("/").endswith(f"/manifests/{target}"):
+        if path.rstrip("/").endswith(f"/manifests/{target}{suffix}"):
             return f"{path.rstrip('/')}/{MANIFEST_NAME}"
     return None
 
 
-def load_manifest(repo: Repository, snap, target: str, host: str) -> dict:
-    """The manifest recorded when snap was taken: inside it, or in its companion snapshot."""
-    inside = manifest_path(snap, target)
-    if inside is None:
-        companions = restic_snapshots.list_snapshots(
-            repo, tags=["backupd-manifest", f"target={target}"], host=host)
-        companions = [c for c in companions if snap.made_as(c.tagmap.get("of", "-"))]
-        if not companions:
-            raise Finding(f"snapshot {snap.short_id} has no backup-time manifest; cannot verify")
-        snap, inside = companions[-1], manifest_path(companions[-1], target)
+def _read(repo: Repository, snap, path: str) -> dict:
     try:
-        return json.loads(restic_restore.dump_file(repo, snap.id, inside))
+        return json.loads(restic_restore.dump_file(repo, snap.id, path))
     except ValueError:
-        raise Finding(f"the manifest of snapshot {snap.short_id} is not valid JSON") from None
+        raise Finding(f"the manifest in snapshot {snap.short_id} is not valid JSON") from None
+
+
+def load_manifest(repo: Repository, snap, target: str, host: str) -> dict:
+    """The manifest recorded when snap was taken (inside it, or in its companion snapshot), with
+    the files that changed while it was taken, from its amendment, if any."""
+    inside = manifest_path(snap, target)
+    companions = [c for c in restic_snapshots.list_snapshots(repo, tags=[f"target={target}"], host=host)
+                  if snap.made_as(c.tagmap.get("of", "-"))]
+    if inside is None:
+        holders = [c for c in companions if "backupd-manifest" in c.tags]
+        if not holders:
+            raise Finding(f"snapshot {snap.short_id} has no backup-time manifest; cannot verify")
+        doc = _read(repo, holders[-1], manifest_path(holders[-1], target))
+    else:
+        doc = _read(repo, snap, inside)
+    for amend in (c for c in companions if AMEND_TAG in c.tags):
+        moved = _read(repo, amend, manifest_path(amend, target, AMEND_SUFFIX)).get("changed_during_backup", [])
+        facts = doc.setdefault("facts", {})
+        facts["changed_during_backup"] = sorted(set(facts.get("changed_during_backup", [])) | set(moved))
+    return doc

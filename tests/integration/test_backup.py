@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import filecmp
+import os
 import hashlib
 import sqlite3
 import stat
@@ -251,3 +252,44 @@ def test_unchanged_rerun_adds_almost_nothing(policy):
     assert first["status"] == second["status"] == "ok"
     assert second["snapshot_id"] != first["snapshot_id"]
     assert second["files"] == first["files"] and second["data_added"] < 64 * 1024
+
+
+def test_a_file_written_during_the_backup_is_skipped_not_failed_by_verification(policy, tmp_path):
+    """A live log keeps growing while restic reads it: its backup-time hash cannot be trusted, so the
+    amendment beside the snapshot lists it and restore/drill verification skips it."""
+    import threading
+
+    src = tmp_path / "live"
+    src.mkdir()
+    (src / "big.bin").write_bytes(os.urandom(40 << 20))  # keeps restic busy for a moment
+    log = src / "app.log"
+    log.write_text("start\n")
+    setup = policy(f"""  - name: live
+    category: logs
+    source: server
+    owner: test
+    sources: {{paths: ['{src}']}}
+    frequency: 1h
+    retention: {{keep_hourly: 24, keep_daily: 7, keep_weekly: 8}}
+    destinations: [worm]
+""", "t-live")
+    stop = threading.Event()
+
+    def writer():
+        with open(log, "a") as handle:
+            while not stop.wait(0.01):
+                handle.write("gate transaction ok\n")
+                handle.flush()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        run = setup.cli("backup", "--target", "live", "--json")
+    finally:
+        stop.set()
+        thread.join()
+    (result,) = run.doc["results"]
+    assert run.code == 0 and str(log) in result["facts"]["changed_during_backup"], result
+    run = setup.cli("restore", "--target", "live", "--to", str(tmp_path / "r"), "--json")
+    assert run.code == 0, run.stdout
+    assert run.doc["verification"]["skipped"] == [str(log)] and run.doc["verification"]["verified"] == 1
