@@ -124,7 +124,7 @@ def restore(target_name, to_dir, snapshot_id, before, destination, force, config
 @main.command()
 @common
 def status(config_path, as_json):
-    """Per target: last backup, its age against the RPO."""
+    """Per target: backup age vs RPO, verified RPO, last drill vs RTO, WORM state, check coverage."""
     from backupd.actions import report
     from backupd.actions import status as action
 
