@@ -14,7 +14,7 @@ from backupd.actions import evidence_report
 from backupd.config import Config
 from backupd.engine.snapshots import Snapshot
 from backupd.evidence import keys, record
-from tests.unit.cli_helper import cli
+from tests.unit.cli_helper import cli, write_secrets
 
 TARGETS = [("db", "container_data", {"rto": "4h"}), ("prog", "system_program", {"environment": "production"}),
            ("logs-srv", "logs", {"source": "server"}), ("logs-net", "logs", {"source": "network_device"})]
@@ -23,11 +23,7 @@ TARGETS = [("db", "container_data", {"rto": "4h"}), ("prog", "system_program", {
 @pytest.fixture
 def setup(tmp_path, monkeypatch):
     """A config + policy whose inventory is faked: every target has snapshots 0, 3 and 20 days old."""
-    secrets = tmp_path / "secrets"
-    secrets.mkdir()
-    for name in ("s3-writer.env", "restic-password"):
-        (secrets / name).write_text("AWS_ACCESS_KEY_ID=x\nAWS_SECRET_ACCESS_KEY=y\n")
-        (secrets / name).chmod(0o600)
+    secrets = write_secrets(tmp_path / "secrets")
     policy = {"version": 1, "site": {"name": "Demo", "port": "nagoya"},
               "destinations": {"worm": {"kind": "s3", "endpoint": "http://127.0.0.1:9", "bucket": "bkt-1",
                                         "object_lock": True, "credentials_file": "s3-writer.env",

@@ -13,7 +13,7 @@ from backupd.config import Config
 from backupd.evidence.ledger import Ledger
 from backupd.evidence import record_format
 from backupd.state import State
-from tests.unit.cli_helper import cli
+from tests.unit.cli_helper import cli, write_secrets
 
 TARGETS = [("logs-net", "logs", {"source": "network_device"}), ("prog-dev", "system_program",
            {"environment": "development"}), ("prog", "system_program", {"environment": "production", "rto": "2h"}),
@@ -23,11 +23,7 @@ TARGETS = [("logs-net", "logs", {"source": "network_device"}), ("prog-dev", "sys
 @pytest.fixture
 def setup(tmp_path):
     """Config + policy; db has a sample then a full drill, prog only a sample, the others none."""
-    secrets = tmp_path / "secrets"
-    secrets.mkdir()
-    for name in ("s3-writer.env", "restic-password"):
-        (secrets / name).write_text("AWS_ACCESS_KEY_ID=x\nAWS_SECRET_ACCESS_KEY=y\n")
-        (secrets / name).chmod(0o600)
+    secrets = write_secrets(tmp_path / "secrets")
     policy = {"version": 1, "site": {"name": "Demo Terminal", "port": "nagoya"},
               "destinations": {"worm": {"kind": "s3", "endpoint": "http://127.0.0.1:9", "bucket": "bkt-1",
                                         "object_lock": True, "credentials_file": "s3-writer.env",
