@@ -18,17 +18,15 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
-
+from backupd import config_schema
 from backupd.errors import ConfigError
 
 DEFAULT_PATH = Path("/etc/backupd/backupd.yaml")
 KEYS = {"policies", "state_dir", "secrets_dir", "host", "restic", "retry_attempts", "retry_wait_seconds",
         "daemon", "notify", "metrics", "restore_tests", "evidence"}
-#: Sections validated by their own modules (backupd.daemon.settings, backupd.notify, backupd.metrics).
+#: Sections: mappings validated by backupd.config_schema (the typed settings come from backupd.daemon.settings
+#: and backupd.evidence.settings).
 SECTIONS = ("daemon", "notify", "metrics", "evidence")
-MAX_BYTES = 256 * 1024
 
 
 @dataclass
@@ -61,56 +59,42 @@ def default_path() -> Path:
     return Path(os.environ.get("BACKUPD_CONFIG") or DEFAULT_PATH)
 
 
-def _read(path: Path) -> dict:
-    try:
-        if path.stat().st_size > MAX_BYTES:
-            raise ConfigError(f"{path}: larger than {MAX_BYTES} bytes; not a backupd config")
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found (use --config or $BACKUPD_CONFIG)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read config: {exc.__class__.__name__}") from None
-    try:
-        data = YAML(typ="safe", pure=True).load(text)
-    except YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else 0
-        raise ConfigError(f"{path}:{line}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the config must be a mapping")
-    unknown = set(data) - KEYS
-    if unknown:
-        raise ConfigError(f"{path}: unknown key(s): {', '.join(sorted(map(str, unknown)))}")
-    return data
+def _read(path: Path):
+    """(model, plain data, line map) of a valid backupd.yaml; ConfigError with file:line: field otherwise."""
+    if not path.exists():
+        raise ConfigError(f"{path}: config file not found (use --config or $BACKUPD_CONFIG)")
+    return config_schema.parse(path, KEYS, SECTIONS)
+
+
+def _not_a_directory(path: Path) -> str | None:
+    """Why `path` cannot be (or become) a directory: it, or the nearest existing parent, is something else."""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        return f"{probe} is not a directory" + ("" if probe == path else f", so {path} cannot be created")
+    return None
 
 
 def load(path: Path | None = None) -> Config:
     """Load backupd.yaml; relative paths are resolved against its directory."""
     path = Path(path) if path else default_path()
-    data = _read(path)
+    model, data, lines = _read(path)
     base = path.resolve().parent
     cfg = Config(path=path)
-    if "policies" in data:
-        items = data["policies"] if isinstance(data["policies"], list) else [data["policies"]]
-        cfg.policies = [str(base / str(p)) for p in items]
+    cfg.policies = [str(base / p) for p in model.policies]
     for key in ("state_dir", "secrets_dir", "restore_tests"):
-        if key in data:
-            setattr(cfg, key, base / str(data[key]))
-    if data.get("host"):
-        cfg.host = str(data["host"])
-    if data.get("restic"):
-        cfg.restic = str(data["restic"])
-    for key, kind in (("retry_attempts", int), ("retry_wait_seconds", float)):
-        if key in data:
-            try:
-                setattr(cfg, key, kind(data[key]))
-            except (TypeError, ValueError):
-                raise ConfigError(f"{path}: {key} must be a number") from None
+        if getattr(model, key) is not None:
+            setattr(cfg, key, base / getattr(model, key))
+        problem = _not_a_directory(getattr(cfg, key)) if getattr(cfg, key) is not None else None
+        if problem and key in data:
+            lines.add((key,), problem)
+    if lines.findings:
+        config_schema.raise_findings(lines)
+    cfg.host = model.host
+    cfg.restic = model.restic
+    cfg.retry_attempts, cfg.retry_wait_seconds = model.retry_attempts, float(model.retry_wait_seconds)
     for key in SECTIONS:
         if data.get(key) is not None:
-            if not isinstance(data[key], dict):
-                raise ConfigError(f"{path}: {key} must be a mapping")
             setattr(cfg, key, dict(data[key]))
     return cfg

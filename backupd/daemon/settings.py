@@ -1,4 +1,5 @@
-"""The daemon's sections of backupd.yaml (`daemon`, `notify`, `metrics`), validated with clear errors.
+"""The daemon's sections of backupd.yaml (`daemon`, `notify`, `metrics`) as typed settings; validation is
+backupd.config_schema's.
 
 ```yaml
 daemon:
@@ -26,13 +27,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backupd import config_schema
 from backupd.config import Config
-from backupd.errors import ConfigError
-
-DAEMON_KEYS = {"concurrency", "jitter_seconds", "retry_seconds", "stop_timeout_seconds", "lock_wait_seconds"}
-NOTIFY_KEYS = {"webhook", "smtp", "syslog", "rate_limit_per_hour", "rpo_grace_seconds"}
-SMTP_KEYS = {"host", "port", "from", "to", "starttls", "credentials_file", "timeout_seconds"}
-METRICS_KEYS = {"listen", "textfile"}
 
 
 @dataclass
@@ -70,81 +66,40 @@ class MetricsSettings:
     textfile: Path | None = None
 
 
-def _check_keys(where: str, data: dict, allowed: set[str]) -> None:
-    unknown = set(data) - allowed
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s): {', '.join(sorted(map(str, unknown)))}; "
-                          f"known: {', '.join(sorted(allowed))}")
-
-
-def _number(where: str, data: dict, key: str, kind, default, minimum=0):
-    if key not in data:
-        return default
-    value = data[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
-        raise ConfigError(f"{where}.{key}: must be a number >= {minimum}")
-    return kind(value)
-
-
 def default_concurrency() -> int:
     """1 on a small (<= 2 CPU) host, where two restic runs would starve the TOS; else 2."""
     return 1 if (os.cpu_count() or 1) <= 2 else 2
 
 
 def daemon(cfg: Config) -> DaemonSettings:
-    data = cfg.daemon
-    _check_keys("daemon", data, DAEMON_KEYS)
-    d = DaemonSettings(concurrency=default_concurrency())
-    d.concurrency = _number("daemon", data, "concurrency", int, d.concurrency, 1)
-    for key in ("jitter_seconds", "retry_seconds", "stop_timeout_seconds", "lock_wait_seconds"):
-        setattr(d, key, _number("daemon", data, key, float, getattr(d, key)))
-    return d
+    """Typed `daemon:` settings; ConfigError names the bad field (the schema is backupd.config_schema)."""
+    data = config_schema.section("daemon", cfg.daemon)
+    return DaemonSettings(concurrency=data.concurrency or default_concurrency(),
+                          jitter_seconds=data.jitter_seconds, retry_seconds=data.retry_seconds,
+                          stop_timeout_seconds=data.stop_timeout_seconds, lock_wait_seconds=data.lock_wait_seconds)
 
 
-def _smtp(cfg: Config, data) -> SmtpSettings:
-    if not isinstance(data, dict) or not data.get("host"):
-        raise ConfigError("notify.smtp: must be a mapping with at least host and to")
-    _check_keys("notify.smtp", data, SMTP_KEYS)
-    to = data.get("to")
-    to = [to] if isinstance(to, str) else to
-    if not to or not all(isinstance(a, str) and "@" in a for a in to):
-        raise ConfigError("notify.smtp.to: one or more e-mail addresses")
-    creds = data.get("credentials_file")
+def _smtp(cfg: Config, data: config_schema.SmtpSection) -> SmtpSettings:
     return SmtpSettings(
-        host=str(data["host"]), port=_number("notify.smtp", data, "port", int, 25, 1),
-        sender=str(data.get("from") or f"backupd@{cfg.host or 'localhost'}"), to=list(to),
-        starttls=bool(data.get("starttls", False)),
-        credentials_file=(cfg.secrets_dir / str(creds)) if creds else None,
-        timeout_seconds=_number("notify.smtp", data, "timeout_seconds", float, 20.0, 1))
+        host=data.host, port=data.port, sender=data.sender or f"backupd@{cfg.host or 'localhost'}", to=list(data.to),
+        starttls=data.starttls,
+        credentials_file=(cfg.secrets_dir / data.credentials_file) if data.credentials_file else None,
+        timeout_seconds=data.timeout_seconds)
 
 
 def notify(cfg: Config) -> NotifySettings:
-    data = cfg.notify
-    _check_keys("notify", data, NOTIFY_KEYS)
-    out = NotifySettings()
-    if data.get("webhook"):
-        url = str(data["webhook"])
-        if not url.startswith(("http://", "https://")):
-            raise ConfigError("notify.webhook: must be an http:// or https:// URL")
-        out.webhook = url
-    if data.get("smtp"):
-        out.smtp = _smtp(cfg, data["smtp"])
-    syslog = data.get("syslog", False)
-    out.syslog = syslog if isinstance(syslog, bool) else str(syslog)
-    out.rate_limit_per_hour = _number("notify", data, "rate_limit_per_hour", int, 30, 1)
-    out.rpo_grace_seconds = _number("notify", data, "rpo_grace_seconds", float, 0.0)
-    return out
+    """Typed `notify:` settings; ConfigError names the bad field."""
+    data = config_schema.section("notify", cfg.notify)
+    return NotifySettings(webhook=data.webhook, smtp=_smtp(cfg, data.smtp) if data.smtp else None,
+                          syslog=data.syslog, rate_limit_per_hour=data.rate_limit_per_hour,
+                          rpo_grace_seconds=data.rpo_grace_seconds)
 
 
 def metrics(cfg: Config) -> MetricsSettings:
-    data = cfg.metrics
-    _check_keys("metrics", data, METRICS_KEYS)
-    out = MetricsSettings()
-    if data.get("listen"):
-        host, sep, port = str(data["listen"]).rpartition(":")
-        if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
-            raise ConfigError("metrics.listen: expected HOST:PORT, e.g. 127.0.0.1:9187")
+    """Typed `metrics:` settings; ConfigError names the bad field."""
+    data = config_schema.section("metrics", cfg.metrics)
+    out = MetricsSettings(textfile=Path(data.textfile) if data.textfile else None)
+    if data.listen:
+        host, _, port = data.listen.rpartition(":")
         out.listen = (host or "127.0.0.1", int(port))
-    if data.get("textfile"):
-        out.textfile = Path(str(data["textfile"]))
     return out

@@ -115,12 +115,26 @@ def load_policy_file(path: Path, secrets_dir: Path, env: Mapping[str, str] | Non
     return loaded
 
 
+def read_mapping(path: Path) -> tuple[LoadedPolicy, dict | None]:
+    """(LoadedPolicy with the line map, the top-level mapping as plain data or None after a finding):
+    the hostile-input-safe read and parse, for callers that validate on their own (backupd.yaml)."""
+    loaded = LoadedPolicy(path=Path(path))
+    text = _read_text(loaded)
+    return loaded, (_parse(text, loaded) if text is not None else None)
+
+
+def add_validation_errors(loaded: LoadedPolicy, data: Any, exc: ValidationError, message=None) -> None:
+    """One finding per pydantic error, at the line of the field it names; ``message(error)`` may
+    override the default wording (None keeps it)."""
+    for error in exc.errors():
+        text = (message(error) if message else None) or _error_message(error)
+        loaded.add(_error_path(data, error), text)
+
+
 def load_model(path: Path, model):
     """(LoadedPolicy, validated model or None): the same hostile-input-safe load for any other
     schema (e.g. drill specs), without interpolation; findings name file, line and field."""
-    loaded = LoadedPolicy(path=Path(path))
-    text = _read_text(loaded)
-    data = _parse(text, loaded) if text is not None else None
+    loaded, data = read_mapping(path)
     if data is None:
         return loaded, None
     try:
