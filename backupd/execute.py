@@ -1,12 +1,15 @@
 """The one place where backupd spawns a subprocess.
 
 Every child runs in its own process group so a timeout or cancellation kills the whole tree
-(restic and anything a dump command started). Secrets reach children only through the
+(restic and anything a dump command started), and gets SIGKILL when the thread that started it
+dies, so no child outlives a killed backupd. Every wait is bounded: by the call's timeout and by
+the job deadline of the calling thread (`deadline()`). Secrets reach children only through the
 environment or files, never argv, and are scrubbed from any captured output.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -14,9 +17,9 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Iterator, Mapping
 
-from backupd.errors import DependencyError
+from backupd.errors import BackupdError, DependencyError
 
 #: Variables a child inherits from our own environment; everything else is explicit.
 INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME")
@@ -36,6 +39,15 @@ class Completed:
     duration: float = 0.0
     timed_out: bool = False
     cancelled: bool = False
+    limit: float | None = None  # seconds the child was allowed (call timeout or job deadline)
+
+
+class Interrupted(BackupdError):
+    """Nothing was started: the caller was cancelled (SIGTERM/SIGINT) before the child could run."""
+
+
+class DeadlineExceeded(DependencyError):
+    """Nothing was started: the job's deadline has passed."""
 
 
 @dataclass
@@ -54,18 +66,20 @@ class Environment:
         return env
 
     def scrub(self, text: str) -> str:
-        """Replace every secret value in text by a marker."""
-        for value in self.secret.values():
+        """Replace every secret value in text by a marker (longest first, so no fragment survives)."""
+        for value in sorted(self.secret.values(), key=len, reverse=True):
             if value and len(value) >= 4:
                 text = text.replace(value, "[REDACTED]")
         return text
 
 
 class Cancel:
-    """A flag shared with running children; `set()` terminates them (e.g. on SIGTERM)."""
+    """A flag shared with running children; `set()` terminates them (e.g. on SIGTERM).
+    `signum` is the signal that set it, when one did."""
 
     def __init__(self) -> None:
         self._event = threading.Event()
+        self.signum: int | None = None
 
     def set(self) -> None:
         self._event.set()
@@ -73,28 +87,98 @@ class Cancel:
     def is_set(self) -> bool:
         return self._event.is_set()
 
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to `seconds`; True (at once) when cancelled meanwhile."""
+        return self._event.wait(max(0.0, seconds))
 
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGKILL when the spawning thread dies.
 
-    Used for the consumer of a pipeline: if backupd itself is killed mid-dump, restic must not
-    read end-of-input and commit a truncated dump as a good snapshot. (The kernel closes the dead
-    parent's pipe microseconds before the signal arrives; restic needs far longer to commit.)
-    """
+@contextlib.contextmanager
+def cancel_on_signals(signals=(signal.SIGTERM, signal.SIGINT)) -> Iterator[Cancel]:
+    """Within the block, SIGTERM/SIGINT only set the yielded Cancel: running children are stopped
+    the gentle way (restic gets SIGINT and removes its lock) and the caller finishes its records.
+    Main thread only; the previous handlers come back afterwards."""
+    cancel = Cancel()
+
+    def handler(signum, frame):
+        cancel.signum = cancel.signum or signum
+        cancel.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        yield cancel
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+_local = threading.local()
+
+
+@contextlib.contextmanager
+def deadline(seconds: float | None) -> Iterator[None]:
+    """Bound every child this thread starts within the block to end `seconds` from now
+    (nested deadlines keep the earlier one). None: no job deadline."""
+    before = getattr(_local, "deadline", None)
+    if seconds is not None:
+        mine = time.monotonic() + seconds
+        _local.deadline = mine if before is None else min(before, mine)
+    try:
+        yield
+    finally:
+        _local.deadline = before
+
+
+def time_left() -> float | None:
+    """Seconds until this thread's job deadline, None without one."""
+    end = getattr(_local, "deadline", None)
+    return None if end is None else end - time.monotonic()
+
+
+def _end(start: float, timeout: float | None) -> float | None:
+    """The earlier of start + timeout and the job deadline; DeadlineExceeded when already past."""
+    ends = [e for e in (start + timeout if timeout else None, getattr(_local, "deadline", None)) if e]
+    end = min(ends) if ends else None
+    if end is not None and end <= start:
+        raise DeadlineExceeded("the job deadline (job_timeout_seconds) has passed; nothing more is started")
+    return end
+
+
+def _load_prctl():
+    """libc's prctl, loaded once in the parent: loading a library after fork() in a threaded
+    process (the daemon) can deadlock on the loader's lock, so the child only calls it."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        pass  # not Linux: the consumer is still killed on every failure path we observe
+        return None  # not Linux: children are still killed on every path backupd lives through
+
+
+_PRCTL = _load_prctl()
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """preexec_fn for every child: SIGKILL when the spawning thread dies (backupd killed, even
+    by SIGKILL), so no restic, dump or probe is left running under PID 1.
+
+    For the consumer of a pipeline this also means restic never reads end-of-input from a killed
+    backupd and commits a truncated dump. (The kernel closes the dead parent's pipe microseconds
+    before the signal arrives; restic needs far longer to commit.)
+    """
+    def child() -> None:
+        if _PRCTL is not None:
+            _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before prctl: the signal would never come
+            os._exit(137)
+    return child
 
 
 def _spawn(argv: list[str], env: Environment, stdin, stdout, cwd=None, *,
-           die_with_parent: bool = False) -> subprocess.Popen:
+           cancel: Cancel | None = None) -> subprocess.Popen:
+    if cancel is not None and cancel.is_set():
+        raise Interrupted(f"{os.path.basename(argv[0])}: not started, cancelled")
     try:
         return subprocess.Popen(
             argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, env=env.build(),
-            cwd=cwd, start_new_session=True,
-            preexec_fn=_die_with_parent if die_with_parent else None,
+            cwd=cwd, start_new_session=True, preexec_fn=_die_with_parent(os.getpid()),
         )
     except FileNotFoundError:
         raise DependencyError(f"{argv[0]}: program not found; install it or fix its path") from None
@@ -108,18 +192,26 @@ def kill_group(proc: subprocess.Popen, grace: float = KILL_GRACE_SECONDS) -> Non
     SIGINT first because restic removes its repository lock only on SIGINT; a SIGTERM'd restic
     leaves a lock behind that blocks later check and forget runs.
     """
-    if proc.poll() is not None:
-        return
+    kill_groups([proc], grace)
+
+
+def kill_groups(procs: list[subprocess.Popen], grace: float = KILL_GRACE_SECONDS) -> None:
+    """kill_group for several children at once, so stopping a pipeline costs one grace, not two."""
     for sig, wait in ((signal.SIGINT, grace / 2), (signal.SIGTERM, grace / 2), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
+        alive = [p for p in procs if p.poll() is None]
+        if not alive:
             return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+        for p in alive:
+            try:
+                os.killpg(p.pid, sig)
+            except ProcessLookupError:
+                pass
+        end = time.monotonic() + wait
+        for p in alive:
+            try:
+                p.wait(timeout=max(0.0, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
 
 
 class _Drain(threading.Thread):
@@ -138,8 +230,9 @@ class _Drain(threading.Thread):
                 self.chunks.append(line)
         self.pipe.close()
 
-    def data(self) -> bytes:
-        self.join()
+    def data(self, wait: float = 30.0) -> bytes:
+        # bounded: a grandchild that escaped the process group may hold the pipe open
+        self.join(wait)
         return b"".join(self.chunks)
 
 
@@ -147,12 +240,10 @@ def _wait(procs: list[subprocess.Popen], deadline: float | None, cancel: Cancel 
     """Wait for all procs; on timeout or cancel kill them. Returns (timed_out, cancelled)."""
     while any(p.poll() is None for p in procs):
         if cancel is not None and cancel.is_set():
-            for p in procs:
-                kill_group(p)
+            kill_groups(procs)
             return False, True
         if deadline is not None and time.monotonic() > deadline:
-            for p in procs:
-                kill_group(p)
+            kill_groups(procs)
             return True, False
         try:  # returns the moment the child exits, unlike a fixed sleep
             next(p for p in procs if p.poll() is None).wait(timeout=0.05)
@@ -171,28 +262,32 @@ def run(
     keep_stdout: bool = True,
     cwd: str | None = None,
 ) -> Completed:
-    """Run argv to completion, capturing stdout (bytes) and stderr (text, secrets scrubbed)."""
+    """Run argv to completion, capturing stdout (bytes) and stderr (text, secrets scrubbed).
+    Bounded by timeout and the thread's job deadline; Interrupted when cancelled before the start."""
     env = env or Environment()
     start = time.monotonic()
-    proc = _spawn(argv, env, subprocess.DEVNULL, subprocess.PIPE, cwd)
+    deadline = _end(start, timeout)
+    proc = _spawn(argv, env, subprocess.DEVNULL, subprocess.PIPE, cwd, cancel=cancel)
     out, err = _Drain(proc.stdout, on_stdout_line, keep_stdout), _Drain(proc.stderr)
     out.start(), err.start()
-    deadline = start + timeout if timeout else None
     timed_out, cancelled = _wait([proc], deadline, cancel)
     return Completed(
         argv=list(argv), returncode=proc.wait(), stdout=out.data(),
         stderr=env.scrub(err.data().decode("utf-8", "replace")),
         duration=time.monotonic() - start, timed_out=timed_out, cancelled=cancelled,
+        limit=None if deadline is None else round(deadline - start, 1),
     )
 
 
 @dataclass
 class PipelineResult:
-    """Outcome of producer | consumer: both children's results."""
+    """Outcome of producer | consumer: both children's results. `stalled` names the side that held
+    the pipeline up when it timed out: "producer" (sent nothing) or "consumer" (stopped reading)."""
 
     producer: Completed
     consumer: Completed
     bytes: int
+    stalled: str | None = None
 
 
 def run_pipeline(
@@ -210,53 +305,62 @@ def run_pipeline(
 
     The consumer's stdin is closed only after the producer exited with 0. If the producer
     fails, dies or times out, the consumer is killed before it sees end-of-input, so a
-    streaming `restic backup --stdin` never commits a snapshot of a truncated dump.
+    streaming `restic backup --stdin` never commits a snapshot of a truncated dump. A watchdog
+    stops both ends on timeout or cancel, whichever side is stuck (a silent producer, or a
+    consumer that stopped reading while the pump blocks writing to it).
     """
     start = time.monotonic()
-    deadline = start + timeout if timeout else None
-    cons = _spawn(consumer, consumer_env, subprocess.PIPE, subprocess.PIPE, die_with_parent=True)
+    deadline = _end(start, timeout)
+    cons = _spawn(consumer, consumer_env, subprocess.PIPE, subprocess.PIPE, cancel=cancel)
     try:
-        prod = _spawn(producer, producer_env, subprocess.DEVNULL, subprocess.PIPE)
+        prod = _spawn(producer, producer_env, subprocess.DEVNULL, subprocess.PIPE, cancel=cancel)
     except BaseException:
         kill_group(cons, grace=1.0)
         raise
     drains = [_Drain(cons.stdout, on_stdout_line), _Drain(cons.stderr), _Drain(prod.stderr)]
     for d in drains:
         d.start()
-    guard = _Watchdog(prod, deadline, cancel)
+    pump = _Pump(prod, cons, tap)
+    guard = _Watchdog([cons, prod], deadline, cancel, pump)
     guard.start()
-    total, broken = _pump(prod, cons, tap)
+    pump.run()
     timed_out, cancelled = _wait([prod], deadline, cancel)
     guard.stop.set()
+    guard.join()
     timed_out, cancelled = timed_out or guard.timed_out, cancelled or guard.cancelled
+    stalled = guard.stalled or ("producer" if timed_out else None)
     prod_rc = prod.wait()
-    if prod_rc != 0 or broken or timed_out or cancelled:
+    if prod_rc != 0 or pump.broken or timed_out or cancelled:
         kill_group(cons, grace=2.0)
     else:
         _close(cons.stdin)
         t2, c2 = _wait([cons], deadline, cancel)
         timed_out, cancelled = timed_out or t2, cancelled or c2
+        stalled = stalled or ("consumer" if t2 else None)
     cons_rc = cons.wait()
     end = time.monotonic() - start
+    limit = None if deadline is None else round(deadline - start, 1)
     return PipelineResult(
         producer=Completed(list(producer), prod_rc, b"",
                            producer_env.scrub(drains[2].data().decode("utf-8", "replace")),
-                           end, timed_out, cancelled),
+                           end, timed_out, cancelled, limit),
         consumer=Completed(list(consumer), cons_rc, drains[0].data(),
                            consumer_env.scrub(drains[1].data().decode("utf-8", "replace")),
-                           end, timed_out, cancelled),
-        bytes=total,
+                           end, timed_out, cancelled, limit),
+        bytes=pump.total, stalled=stalled if timed_out else None,
     )
 
 
 class _Watchdog(threading.Thread):
-    """Kills a producer that outlives its deadline or is cancelled, even while it is silent."""
+    """Stops both ends of a pipeline that outlives its deadline or is cancelled, even while the
+    pump is blocked reading a silent producer or writing to a consumer that stopped reading."""
 
-    def __init__(self, proc, deadline, cancel):
+    def __init__(self, procs, deadline, cancel, pump):
         super().__init__(daemon=True)
-        self.proc, self.deadline, self.cancel = proc, deadline, cancel
+        self.procs, self.deadline, self.cancel, self.pump = procs, deadline, cancel, pump
         self.stop = threading.Event()
         self.timed_out = self.cancelled = False
+        self.stalled: str | None = None
 
     def run(self) -> None:
         while not self.stop.wait(0.1):
@@ -264,28 +368,39 @@ class _Watchdog(threading.Thread):
                 self.cancelled = True
             elif self.deadline is not None and time.monotonic() > self.deadline:
                 self.timed_out = True
+                # blocked writing: the consumer stopped reading; else the producer sends nothing
+                self.stalled = "consumer" if self.pump.state == "write" else "producer"
             else:
                 continue
-            kill_group(self.proc, grace=2.0)
+            kill_groups(self.procs, grace=2.0)
             return
 
 
-def _pump(prod, cons, tap) -> tuple[int, bool]:
-    """Copy producer stdout to consumer stdin; returns (bytes copied, consumer broke)."""
-    total = 0
-    read = prod.stdout.read1 if hasattr(prod.stdout, "read1") else prod.stdout.read
-    while True:
-        chunk = read(CHUNK)
-        if not chunk:
-            return total, False
-        if tap:
-            tap(chunk)
-        try:
-            cons.stdin.write(chunk)
-        except (BrokenPipeError, OSError):
-            kill_group(prod, grace=2.0)
-            return total, True
-        total += len(chunk)
+class _Pump:
+    """Copies producer stdout to consumer stdin; `state` says where it blocks (read or write)."""
+
+    def __init__(self, prod, cons, tap):
+        self.prod, self.cons, self.tap = prod, cons, tap
+        self.total, self.broken, self.state = 0, False, "read"
+
+    def run(self) -> None:
+        read = self.prod.stdout.read1 if hasattr(self.prod.stdout, "read1") else self.prod.stdout.read
+        while True:
+            self.state = "read"
+            chunk = read(CHUNK)
+            if not chunk:
+                self.state = "done"
+                return
+            if self.tap:
+                self.tap(chunk)
+            self.state = "write"
+            try:
+                self.cons.stdin.write(chunk)
+            except (BrokenPipeError, OSError, ValueError):
+                self.broken, self.state = True, "done"
+                kill_group(self.prod, grace=2.0)
+                return
+            self.total += len(chunk)
 
 
 def _close(pipe) -> None:

@@ -106,3 +106,110 @@ def test_pipeline_consumer_dies_with_its_parent(tmp_path):
     else:
         raise AssertionError("the consumer outlived its parent")
     assert not marker.exists()
+
+
+# ---- both ends of a pipeline watched; every child dies with backupd; signals cancel --------------
+
+NO_HANG = 5.0  # generous bound: proves "returns", not how fast
+
+
+def _stalled_consumer(**kw):
+    import time
+
+    t0 = time.monotonic()
+    res = execute.run_pipeline(["head", "-c", "20M", "/dev/zero"], ["sleep", "6"],
+                               producer_env=execute.Environment(), consumer_env=execute.Environment(), **kw)
+    return res, time.monotonic() - t0
+
+
+def test_pipeline_timeout_stops_a_consumer_that_stopped_reading():
+    res, took = _stalled_consumer(timeout=1)
+    assert took < NO_HANG, f"a stalled consumer held the pipeline for {took:.1f} s"
+    assert res.consumer.timed_out and res.consumer.returncode != 0
+    assert res.stalled == "consumer"
+
+
+def test_pipeline_cancel_stops_a_consumer_that_stopped_reading():
+    import threading
+
+    cancel = execute.Cancel()
+    threading.Timer(0.5, cancel.set).start()
+    res, took = _stalled_consumer(cancel=cancel)
+    assert took < NO_HANG and res.consumer.cancelled and res.consumer.returncode != 0
+
+
+def test_pipeline_names_a_silent_producer_as_the_stalled_side():
+    res = execute.run_pipeline([PY, "-c", "import time; time.sleep(30)"], [PY, "-c", "import sys; sys.stdin.read()"],
+                               producer_env=execute.Environment(), consumer_env=execute.Environment(), timeout=0.5)
+    assert res.stalled == "producer"
+
+
+def test_every_child_dies_with_its_parent(tmp_path):
+    """A SIGKILLed backupd leaves no restic behind: plain runs get the parent-death signal too."""
+    import os
+    import signal
+    import subprocess
+    import textwrap
+    import time
+
+    pidfile = tmp_path / "child.pid"
+    child_code = f"import os,time; open({str(pidfile)!r},'w').write(str(os.getpid())); time.sleep(60)"
+    parent = textwrap.dedent(f"""
+        import sys
+        from backupd import execute
+        execute.run([sys.executable, '-c', {child_code!r}])
+    """)
+    proc = subprocess.Popen([PY, "-c", parent])
+    for _ in range(200):
+        if pidfile.exists() and pidfile.read_text():
+            break
+        time.sleep(0.05)
+    child = int(pidfile.read_text())
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    for _ in range(100):
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(child, signal.SIGKILL)
+        raise AssertionError("the child outlived its SIGKILLed parent")
+
+
+def test_sigterm_inside_cancel_on_signals_stops_the_child_and_is_remembered():
+    import os
+    import signal
+    import threading
+
+    with execute.cancel_on_signals() as cancel:
+        threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        done = execute.run(["sleep", "30"], cancel=cancel, timeout=20)
+    assert done.cancelled and cancel.signum == signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_a_cancelled_caller_starts_nothing_and_the_job_deadline_bounds_every_child():
+    import pytest
+
+    cancel = execute.Cancel()
+    cancel.set()
+    with pytest.raises(execute.Interrupted):
+        execute.run(["true"], cancel=cancel)
+    with execute.deadline(0.5):
+        done = execute.run(["sleep", "30"], timeout=600)
+        assert done.timed_out and done.limit is not None and done.limit <= 0.5
+    assert execute.time_left() is None
+    with execute.deadline(-1), pytest.raises(execute.DeadlineExceeded):
+        execute.run(["true"])
+
+
+def test_cancel_wakes_a_sleeping_waiter_at_once():
+    import threading
+    import time
+
+    cancel = execute.Cancel()
+    threading.Timer(0.2, cancel.set).start()
+    t0 = time.monotonic()
+    assert cancel.wait(30) and time.monotonic() - t0 < NO_HANG
