@@ -58,7 +58,7 @@ def backup(target_name, config_path, as_json):
     from backupd.actions import backup as action
     from backupd.actions import report
 
-    cfg = load_config(config_path)
+    cfg = load_config(config_path, writes="backup")
     policy_set = load_policies(cfg)
     with output.ProgressBars(enabled=None if not as_json else False) as bars:
         results = action.run(cfg, policy_set, target_name, progress=bars.callback())
@@ -73,7 +73,7 @@ def copy(target_name, config_path, as_json):
     from backupd.actions import copy as action
     from backupd.actions import report
 
-    cfg = load_config(config_path)
+    cfg = load_config(config_path, writes="copy")
     return report.copy_results(action.run(cfg, load_policies(cfg), target_name), as_json)
 
 
@@ -85,7 +85,7 @@ def forget(target_name, dry_run, config_path, as_json):
     """Apply retention (restic forget, guarded by --keep-within min_history). Never prunes."""
     from backupd.actions import report, retention
 
-    cfg = load_config(config_path)
+    cfg = load_config(config_path, writes="forget")
     results = retention.run(cfg, load_policies(cfg), target_name, dry_run=dry_run)
     return report.forget_results(results, as_json)
 
@@ -98,7 +98,7 @@ def prune(destination, dry_run, config_path, as_json):
     """restic prune with the maintenance identity, then extend the locks of what remains."""
     from backupd.actions import report, retention
 
-    cfg = load_config(config_path)
+    cfg = load_config(config_path, writes="prune")
     return report.prune_results(retention.prune(cfg, load_policies(cfg), destination, dry_run), as_json)
 
 

@@ -8,6 +8,8 @@ host: tos-01                               # optional; default: the policy site.
 restic: restic                             # optional path of the restic binary
 retry_attempts: 3                          # tries when the storage is unreachable
 retry_wait_seconds: 10                     # wait before the 2nd try (x2 before the 3rd, ...)
+role: backup                               # or verifier: read-only keys, never writes
+hosts: [tos-01]                            # verifier only: backup hosts whose snapshots it reads
 ```
 """
 
@@ -23,7 +25,9 @@ from backupd.errors import ConfigError
 
 DEFAULT_PATH = Path("/etc/backupd/backupd.yaml")
 KEYS = {"policies", "state_dir", "secrets_dir", "host", "restic", "retry_attempts", "retry_wait_seconds",
-        "daemon", "notify", "metrics", "restore_tests", "evidence"}
+        "daemon", "notify", "metrics", "restore_tests", "evidence", "role", "hosts"}
+#: backup: the TOS host's daemon (writer keys). verifier: a separate unit or host that runs drills, check
+#: slices and storage audits with the auditor's read-only keys and its own signing key; it never writes.
 #: Sections: mappings validated by backupd.config_schema (the typed settings come from backupd.daemon.settings
 #: and backupd.evidence.settings).
 SECTIONS = ("daemon", "notify", "metrics", "evidence")
@@ -46,6 +50,24 @@ class Config:
     metrics: dict = field(default_factory=dict)
     evidence: dict = field(default_factory=dict)  # backupd.evidence.settings: mirror destination, audit period
     restore_tests: Path | None = None  # drill specs; default: restore_tests/ beside the policies' directory
+    role: str = "backup"
+    hosts: list[str] = field(default_factory=list)  # verifier: the backup hosts whose snapshots it reads
+
+    @property
+    def verifier(self) -> bool:
+        """True in the read-only verifier role."""
+        return self.role == "verifier"
+
+    def secrets_held(self) -> frozenset[str] | None:
+        """Policy secret fields this host must hold (None: all); a verifier holds no writer/maintainer keys."""
+        return frozenset({"password_file", "auditor_credentials_file"}) if self.verifier else None
+
+    def backup_hosts(self) -> list[str]:
+        """Host names whose snapshots restores, drills and manifests read: a verifier's `hosts` (default:
+        the policy's site.host, set by the CLI), else this host's own name."""
+        if self.verifier:
+            return list(self.hosts)
+        return [self.host] if self.host else []
 
     def policy_files(self) -> list[Path]:
         """The policy files the globs name, sorted; ConfigError when there are none."""
@@ -94,7 +116,17 @@ def load(path: Path | None = None) -> Config:
     cfg.host = model.host
     cfg.restic = model.restic
     cfg.retry_attempts, cfg.retry_wait_seconds = model.retry_attempts, float(model.retry_wait_seconds)
+    _role(cfg, path, model)
     for key in SECTIONS:
         if data.get(key) is not None:
             setattr(cfg, key, dict(data[key]))
     return cfg
+
+
+
+def _role(cfg: Config, path: Path, model) -> None:
+    """role and hosts (their form is checked by the schema); hosts only make sense for a verifier."""
+    cfg.role = model.role
+    if model.hosts and not cfg.verifier:
+        raise ConfigError(f"{path}: hosts is only used with role: verifier (a backup host reads its own snapshots)")
+    cfg.hosts = list(model.hosts or [])

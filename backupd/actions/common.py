@@ -39,14 +39,24 @@ def read_credentials(path: Path) -> dict[str, str]:
 
 
 def repository(cfg: Config, name: str, dest, credentials_file: Path | None = None) -> Repository:
-    """The restic repository behind a policy destination."""
+    """The restic repository behind a policy destination. In the verifier role it opens read-only, with
+    the destination's auditor_credentials_file (never the writer's keys)."""
     cache = cfg.state_dir / "cache"
     if dest.kind == "s3":
         url = f"s3:{dest.endpoint.rstrip('/')}/{dest.bucket}/{dest.path}"
-        keys = read_credentials(credentials_file or dest.credentials_file)
+        keys = read_credentials(credentials_file or _credentials_of(cfg, name, dest))
         keys.setdefault("AWS_DEFAULT_REGION", dest.region)
-        return Repository(name, url, dest.password_file, keys, cache, cfg.restic)
-    return Repository(name, str(dest.path), dest.password_file, {}, cache, cfg.restic)
+        return Repository(name, url, dest.password_file, keys, cache, cfg.restic, read_only=cfg.verifier)
+    return Repository(name, str(dest.path), dest.password_file, {}, cache, cfg.restic, read_only=cfg.verifier)
+
+
+def _credentials_of(cfg: Config, name: str, dest) -> Path:
+    if not cfg.verifier:
+        return dest.credentials_file
+    if not dest.auditor_credentials_file:
+        raise ConfigError(f"destination {name}: role verifier reads with auditor_credentials_file (read-only "
+                          "keys); set it in the policy")
+    return dest.auditor_credentials_file
 
 
 def ensure_repository(repo: Repository, state_dir: Path) -> None:
@@ -54,6 +64,8 @@ def ensure_repository(repo: Repository, state_dir: Path) -> None:
     marker = state_dir / "repos" / repo.name
     if marker.exists():
         return
+    if repo.read_only:
+        raise ConfigError(f"{repo.name}: a verifier never initialises a repository")
     restic_init.ensure(repo)
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(repo.url + "\n")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from backupd import evidence, execute, output, probes
 from backupd.actions.common import repository
-from backupd.actions.snapshot_choice import choose, data_snapshots, load_manifest
+from backupd.actions.snapshot_choice import choose, data_snapshots, flagged, load_manifest
 from backupd.config import Config
 from backupd.drill import sample, verdict
 from backupd.drill.phases import PhaseTimer
@@ -55,7 +55,7 @@ def required_paths(target, spec: DrillSpec) -> list[str]:
     return [f"{home}/{p.command[0]}" for p in spec.probes if p.kind == "programs" and p.command]
 
 
-def _previous_manifest(repo, snaps, snap, target: str, host: str):
+def _previous_manifest(repo, snaps, snap, target: str, host: str | list[str]):
     older = [s for s in snaps if s.time < snap.time]
     return load_manifest(repo, older[-1], target, host) if older else None
 
@@ -92,7 +92,7 @@ def _restore_and_probe(cfg, target, spec, kind, repo, snaps, snap, doc, timer, c
         ctx = probes.ProbeContext(
             target=target, sandbox=box.path, restore_dir=box.restore_dir, manifest=doc, restored=chosen,
             snapshot_time=snap.time, rpo=target.rpo, cancel=cancel, grant=partial(box.grant, OS_USER),
-            previous=lambda: _previous_manifest(repo, snaps, snap, target.name, cfg.host))
+            previous=lambda: _previous_manifest(repo, snaps, snap, target.name, cfg.backup_hosts()))
         with timer.phase("probes"):
             for probe in spec.probes:
                 _checkpoint(cancel)
@@ -116,6 +116,26 @@ def _judge(report: dict, timer: PhaseTimer, target, doc: dict, kind: str, proble
     report["verdict"], report["reason"] = verdict.judge(ready, target.rto, problems)
 
 
+def _judgement(snap, bad: dict[str, str], doc: dict) -> dict:
+    """What backup time (and operators since) said of the drilled snapshot."""
+    change = doc.get("facts", {}).get("change") or {}
+    return {"suspect": snap.id in bad, "reason": bad.get(snap.id),
+            "flags": list(change.get("flags", []))[:20] if snap.id in bad else []}
+
+
+def _suspect_verdict(report: dict) -> None:
+    """A snapshot flagged suspect (and not accepted) cannot pass a drill, whatever its probes say: its
+    data may be what the attacker left."""
+    judgement = report.get("judgement") or {}
+    if judgement.get("suspect") and report["verdict"] in ("PASS", "WARN"):
+        report["verdict"] = "SUSPECT"
+        flags = "; ".join(judgement.get("flags", [])[:3])
+        report["reason"] = (f"snapshot {report['snapshot_id'][:8]} is {judgement['reason']}"
+                            + (f" ({flags})" if flags else "")
+                            + "; accept it with `backupd accept` if the change was legitimate; "
+                            + report.get("reason", ""))
+
+
 def _drill(cfg: Config, state: State, policy_set, target, full: bool, snapshot_id, cancel) -> dict:
     spec = spec_for(cfg, target)
     kind = "full" if full else spec.kind
@@ -127,12 +147,15 @@ def _drill(cfg: Config, state: State, policy_set, target, full: bool, snapshot_i
     try:
         with timer.phase("select"):
             repo = repository(cfg, dest_name, policy_set.destinations[dest_name])
-            snaps = data_snapshots(repo, target.name, cfg.host)
-            snap, report["explanation"] = choose(snaps, snapshot_id, None)
-            doc = load_manifest(repo, snap, target.name, cfg.host)
+            snaps = data_snapshots(repo, target.name, cfg.backup_hosts())
+            bad = flagged(repo, snaps, target.name, cfg.backup_hosts())
+            snap, report["explanation"] = choose(snaps, snapshot_id, None, bad)
+            doc = load_manifest(repo, snap, target.name, cfg.backup_hosts())
         report.update(snapshot_id=snap.id, snapshot_time=snap.time.isoformat())
+        report["judgement"] = _judgement(snap, bad, doc)
         problems = _restore_and_probe(cfg, target, spec, kind, repo, snaps, snap, doc, timer, cancel, report)
         _judge(report, timer, target, doc, kind, problems)
+        _suspect_verdict(report)
         if any(p["status"] == "unavailable" for p in report["probes"]):
             report["status"] = "unavailable"
     except DependencyError as exc:

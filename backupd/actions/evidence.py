@@ -144,12 +144,14 @@ def pull(cfg, policy_set, destination: str, out_dir: Path, host: str | None = No
 
 def sync(cfg) -> dict:
     """Push pending records to the WORM mirror now (the daemon and every record() also do this)."""
-    name = settings.of(cfg).mirror
+    opts = settings.of(cfg)
+    name = opts.mirror
     if not name:
         raise ConfigError("evidence.mirror is not set in backupd.yaml")
     dest = mirror.destination(cfg, name)
+    creds = read_credentials(mirror.credentials_of(cfg, opts, dest))
     try:
-        pushed = mirror.push_pending(cfg.state_dir, dest, mirror.client(dest, read_credentials(dest.credentials_file)))
+        pushed = mirror.push_pending(cfg.state_dir, dest, mirror.client(dest, creds))
     except (BotoCoreError, ClientError) as exc:
         raise DependencyError(f"cannot write to s3://{dest.bucket}/{mirror.PREFIX}: {exc.__class__.__name__}") from None
     pending = len(Ledger(cfg.state_dir).index.unmirrored())

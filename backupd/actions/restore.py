@@ -43,10 +43,10 @@ def run(cfg: Config, policy_set, target_name: str, to_dir: Path, *, snapshot_id=
     _check_target_dir(to_dir, force)
     repo = repository(cfg, dest_name, policy_set.destinations[dest_name])
     t0 = time.monotonic()
-    snaps = data_snapshots(repo, target.name, cfg.host)
-    snap, why = choose(snaps, snapshot_id, before, flagged(repo, snaps, target.name, cfg.host),
+    snaps = data_snapshots(repo, target.name, cfg.backup_hosts())
+    snap, why = choose(snaps, snapshot_id, before, flagged(repo, snaps, target.name, cfg.backup_hosts()),
                        drilled_snapshots(cfg, target.name))
-    doc = load_manifest(repo, snap, target.name, cfg.host)
+    doc = load_manifest(repo, snap, target.name, cfg.backup_hosts())
     restic_restore.restore(repo, snap.id, to_dir)
     verification = verify_tree(to_dir, doc)
     return {"target": target.name, "destination": dest_name, "snapshot_id": snap.id,

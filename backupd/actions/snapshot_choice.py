@@ -11,8 +11,13 @@ from backupd.engine.repository import Repository
 from backupd.errors import ConfigError, Finding
 from backupd.manifest import AMEND_SUFFIX, AMEND_TAG, MANIFEST_NAME
 
+#: Companion snapshot recording an operator's acceptance of a flagged generation (`backupd accept`).
+ACCEPT_TAG = "backupd-accept"
+#: Companion snapshot flagging a generation after the fact (part of a slow change caught as drift).
+JUDGEMENT_TAG = "backupd-judgement"
 
-def data_snapshots(repo: Repository, target: str, host: str) -> list[restic_snapshots.Snapshot]:
+
+def data_snapshots(repo: Repository, target: str, host: str | list[str]) -> list[restic_snapshots.Snapshot]:
     """Complete data snapshots of target on host, oldest first (partial ones are tagged incomplete)."""
     snaps = restic_snapshots.list_snapshots(repo, tags=["backupd", f"target={target}"], host=host)
     return [s for s in snaps if "incomplete" not in s.tags]
@@ -29,12 +34,16 @@ def parse_when(text: str) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
-def flagged(repo: Repository, snaps, target: str, host: str) -> dict[str, str]:
-    """snapshot id -> why it must not be chosen for a clean restore (suspect at backup time)."""
-    companions = restic_snapshots.list_snapshots(repo, tags=["backupd-manifest", f"target={target}"], host=host)
+def flagged(repo: Repository, snaps, target: str, host: str | list[str]) -> dict[str, str]:
+    """snapshot id -> why it must not be chosen for a clean restore: flagged suspect at backup time (on the
+    snapshot, its manifest companion, or a later judgement companion) and not accepted by an operator."""
+    companions = [c for c in restic_snapshots.list_snapshots(repo, tags=[f"target={target}"], host=host)
+                  if "backupd" not in c.tags]
     suspect_of = [c.tagmap.get("of", "-") for c in companions if "suspect" in c.tags]
+    accepted_of = [c.tagmap.get("of", "-") for c in companions if ACCEPT_TAG in c.tags]
     return {s.id: "flagged as suspect at backup time" for s in snaps
-            if "suspect" in s.tags or any(s.made_as(of) for of in suspect_of)}
+            if ("suspect" in s.tags or any(s.made_as(of) for of in suspect_of))
+            and not any(s.made_as(of) for of in accepted_of)}
 
 
 def choose(snaps, snapshot_id: str | None, before: str | None, bad: dict[str, str] | None = None,
@@ -78,7 +87,7 @@ def _read(repo: Repository, snap, path: str) -> dict:
         raise Finding(f"the manifest in snapshot {snap.short_id} is not valid JSON") from None
 
 
-def load_manifest(repo: Repository, snap, target: str, host: str) -> dict:
+def load_manifest(repo: Repository, snap, target: str, host: str | list[str]) -> dict:
     """The manifest recorded when snap was taken (inside it, or in its companion snapshot), with
     the files that changed while it was taken, from its amendment, if any."""
     inside = manifest_path(snap, target)

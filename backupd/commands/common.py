@@ -11,7 +11,7 @@ import click
 
 from backupd import config as config_mod
 from backupd import output
-from backupd.errors import EXIT_FINDING, EXIT_OK, BackupdError
+from backupd.errors import EXIT_FINDING, EXIT_OK, BackupdError, ConfigError
 
 
 def common(fn):
@@ -42,15 +42,29 @@ def _fail(message: str, code: int, as_json: bool) -> None:
     sys.exit(code)
 
 
-def load_config(config_path: Path | None):
-    return config_mod.load(config_path)
+def load_config(config_path: Path | None, writes: str | None = None):
+    """The config; `writes` names a command that writes to storage, which the verifier role refuses (exit 2)."""
+    cfg = config_mod.load(config_path)
+    if writes and cfg.verifier:
+        raise ConfigError(f"{writes} refused: {cfg.path} has role: verifier (read-only keys); writing "
+                          "commands run on the backup host with its own config")
+    return cfg
 
 
 def load_policies(cfg):
-    """The lint-clean policy set; fixes the host name (config, else policy site, else hostname)."""
+    """The lint-clean policy set; fixes the host name (config, else policy site, else hostname). A verifier
+    is named by its config or hostname and reads the snapshots of `hosts` (default: the policy site.host)."""
     from backupd.policy.lint import load_policy_set
 
-    policy_set = load_policy_set(cfg.policy_files(), cfg.secrets_dir)
+    policy_set = load_policy_set(cfg.policy_files(), cfg.secrets_dir, held=cfg.secrets_held())
     site = next((p.policy.site for p in policy_set.policies if p.policy and p.policy.site), None)
-    cfg.host = cfg.host or (site.host if site else None) or socket.gethostname()
+    site_host = site.host if site else None
+    if cfg.verifier:
+        cfg.host = cfg.host or socket.gethostname()
+        cfg.hosts = cfg.hosts or ([site_host] if site_host else [])
+        if not cfg.hosts:
+            raise ConfigError(f"{cfg.path}: role verifier needs `hosts:` (the backup hosts whose snapshots it "
+                              "reads) or site.host in the policy")
+        return policy_set
+    cfg.host = cfg.host or site_host or socket.gethostname()
     return policy_set

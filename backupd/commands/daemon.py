@@ -22,7 +22,7 @@ def register(main: click.Group) -> None:
         from backupd.daemon import service, settings
         from backupd.daemon.signals import Signals
 
-        cfg = load_config(config_path)
+        cfg = load_config(config_path, writes="daemon")
         opts = (settings.daemon(cfg), settings.notify(cfg), settings.metrics(cfg))
         signals = Signals()
         signals.install()

@@ -82,6 +82,19 @@ def register(main: click.Group) -> None:
             lines += [f"  problem: {p}" for p in h["problems"]]
         return _finish(doc, as_json, lines or [f"no evidence found in s3://{doc['bucket']}/evidence/"])
 
+    @group.command("key")
+    @common
+    def key(config_path, as_json):
+        """Create this state_dir's Ed25519 signing key if missing; print its public key file and fingerprint."""
+        from backupd.evidence import keys
+
+        cfg = load_config(config_path)
+        public = keys.load_or_create(cfg.state_dir).public_key()
+        doc = {"ok": True, "role": cfg.role, "public_key": str(keys.key_dir(cfg.state_dir) / keys.PUB_NAME),
+               "key_fingerprint": keys.fingerprint(public)}
+        return _finish(doc, as_json, [f"{doc['role']} signing key {doc['key_fingerprint']}: publish "
+                                      f"{doc['public_key']} to the auditors"])
+
     @group.command("sync")
     @common
     def sync(config_path, as_json):

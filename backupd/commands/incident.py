@@ -54,7 +54,7 @@ def preserve(paths, destination, config_path, as_json):
     """Snapshot the compromised state to a separate forensic repository before restoring."""
     from backupd.actions import incident as action
 
-    cfg = load_config(config_path)
+    cfg = load_config(config_path, writes="incident preserve")
     entry = action.preserve(cfg, load_policies(cfg), list(paths), destination)
     _emit(entry, as_json, f"preserved {', '.join(paths)} as snapshot {entry['snapshot_id']} in {entry['repository']}")
 

@@ -70,7 +70,7 @@ def register(main: click.Group) -> None:
         """Extend retain-until of every live repository object to now + R (maintainer identity)."""
         from backupd.actions import extend as action
 
-        cfg = load_config(config_path)
+        cfg = load_config(config_path, writes="extend-locks")
         results = action.run(cfg, load_policies(cfg), destination)
         return _emit("extend-locks", results, as_json, exit_for(results),
                      ["destination", "status", "objects", "extended", "already", "until"])
@@ -84,7 +84,7 @@ def register(main: click.Group) -> None:
         """Rebuild the repository as it was at --as-of from object versions, then restic check it."""
         from backupd.actions import recover_repo as action
 
-        cfg = load_config(config_path)
+        cfg = load_config(config_path, writes="recover-repo")
         result = action.run(cfg, load_policies(cfg), destination, as_of, to_prefix)
         return _emit("recover-repo", [result], as_json, exit_for([result]),
                      ["destination", "status", "to", "copied", "deleted_then", "newer_ignored", "check"])
@@ -103,7 +103,7 @@ def _register_keys(main: click.Group) -> None:
         """Create a strong password_file (0600) for each destination that has none."""
         from backupd.actions import keys as action
 
-        cfg = load_config(config_path)
+        cfg = load_config(config_path, writes="keys init")
         results = action.init(cfg)
         return _emit("keys init", results, as_json, exit_for(results), ["destination", "status", "password_file"])
 
@@ -115,7 +115,7 @@ def _register_keys(main: click.Group) -> None:
         """Encrypt each destination's password to the recovery key; store locally and in the bucket."""
         from backupd.actions import keys as action
 
-        cfg = load_config(config_path)
+        cfg = load_config(config_path, writes="keys escrow")
         results = action.escrow(cfg, load_policies(cfg), public_key)
         return _emit("keys escrow", results, as_json, exit_for(results), ["destination", "status", "file", "mirrored"])
 
@@ -141,7 +141,7 @@ def _register_keys(main: click.Group) -> None:
         """New password per password_file: restic key add, verify, replace the file, key remove old."""
         from backupd.actions import keys as action
 
-        cfg = load_config(config_path)
+        cfg = load_config(config_path, writes="keys rotate")
         results = action.rotate(cfg, load_policies(cfg), public_key)
         return _emit("keys rotate", results, as_json, exit_for(results),
                      ["password_file", "status", "destinations", "removed_key"])

@@ -7,13 +7,26 @@ from typing import Callable
 from backupd import execute
 from backupd.engine import exitcodes, feature
 from backupd.engine.repository import Repository
+from backupd.errors import ConfigError
 
 DEFAULT_TIMEOUT = 6 * 3600.0
+#: Subcommands that only read the repository; with --no-lock they need no write access (restic 0.14+:
+#: check, restore, dump, snapshots, stats, cat, list, ls all accept the global --no-lock).
+READ_ONLY = frozenset({"snapshots", "restore", "dump", "check", "stats", "cat", "list", "ls", "find", "diff"})
 
 
 def argv(repo: Repository, subcommand: str, *args: str, json: bool = True) -> list[str]:
-    """restic argv for a subcommand. Repository and password travel in the environment."""
+    """restic argv for a subcommand. Repository and password travel in the environment.
+
+    A read-only repository refuses any subcommand that writes (init, backup, forget, prune, tag, unlock,
+    copy, key ...) before restic starts, and reads with --no-lock."""
     base = [repo.restic_binary, subcommand]
+    if repo.read_only:
+        if subcommand not in READ_ONLY:
+            raise ConfigError(f"restic {subcommand} on {repo.name} refused: this is a read-only (verifier) "
+                              "identity; writing commands run on the backup host")
+        if "--no-lock" not in args:
+            base.append("--no-lock")
     if json:
         base.append("--json")
     return base + list(args)

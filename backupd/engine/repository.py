@@ -14,7 +14,8 @@ class Repository:
 
     `url` is safe to log (no credentials). `password_file` is a path handed to restic through
     RESTIC_PASSWORD_FILE; `s3_keys` holds the AWS_* variables, which only travel in the
-    child's environment.
+    child's environment. `read_only` (the verifier role) runs only reading subcommands, with `--no-lock`
+    because its keys cannot write the lock files.
     """
 
     name: str
@@ -23,6 +24,7 @@ class Repository:
     s3_keys: dict[str, str] = field(default_factory=dict, repr=False)
     cache_dir: Path | None = None
     restic_binary: str = "restic"
+    read_only: bool = False
 
     def environment(self) -> Environment:
         """Child environment for restic on this repository."""

@@ -54,12 +54,13 @@ def parse(stdout: bytes) -> list[Snapshot]:
     return sorted(snaps, key=lambda s: s.time)
 
 
-def list_snapshots(repo: Repository, *, tags: list[str] | None = None, host: str | None = None,
+def list_snapshots(repo: Repository, *, tags: list[str] | None = None, host: str | list[str] | None = None,
                    ids: list[str] | None = None) -> list[Snapshot]:
-    """Snapshots matching all `tags` (AND) and host; oldest first."""
+    """Snapshots matching all `tags` (AND) and the host (any of a list); oldest first."""
     args: list[str] = []
-    if host:
-        args += ["--host", host]
+    for name in [host] if isinstance(host, str) else host or []:
+        if name:
+            args += ["--host", name]
     if tags:
         args += ["--tag", ",".join(tags)]
     args += list(ids or [])

@@ -43,7 +43,7 @@ def destination(cfg, name: str):
     """The policy destination called name."""
     from backupd.policy.lint import load_policy_set
 
-    dests = load_policy_set(cfg.policy_files(), cfg.secrets_dir).destinations
+    dests = load_policy_set(cfg.policy_files(), cfg.secrets_dir, held=cfg.secrets_held()).destinations
     if name not in dests:
         raise ConfigError(f"evidence mirror: no destination {name!r} in the policies ({', '.join(sorted(dests))})")
     return dests[name]
@@ -52,22 +52,34 @@ def destination(cfg, name: str):
 def push_if_configured(cfg) -> int:
     """Push unmirrored records when `evidence.mirror` is set; failures are logged, never raised."""
     try:
-        name = settings.of(cfg).mirror
+        opts = settings.of(cfg)
     except ConfigError as exc:
         log.warning("evidence mirror: %s", exc)
         return 0
+    name = opts.mirror
     if not name:
         return 0
     try:
         from backupd.actions.common import read_credentials
 
         dest = destination(cfg, name)
-        return push_pending(cfg.state_dir, dest, client(dest, read_credentials(dest.credentials_file)))
+        return push_pending(cfg.state_dir, dest, client(dest, read_credentials(credentials_of(cfg, opts, dest))))
     except (BackupdError, OSError) as exc:
         log.warning("evidence mirror %s: records stay pending: %s", name, exc)
     except Exception as exc:  # botocore raises many types; the record is safe locally and pushed later
         log.warning("evidence mirror %s: records stay pending: %s", name, exc.__class__.__name__)
     return 0
+
+
+def credentials_of(cfg, opts: settings.EvidenceSettings, dest) -> Path:
+    """The keys that write the mirror: evidence.credentials_file, else the destination's (writer) keys,
+    which a verifier never holds."""
+    if opts.credentials_file:
+        return opts.credentials_file
+    if getattr(cfg, "verifier", False):
+        raise ConfigError("role verifier: set evidence.credentials_file (keys that may only add objects under "
+                          "evidence/<this host>/) to mirror its records")
+    return dest.credentials_file
 
 
 def push_pending(state_dir: Path, dest, s3) -> int:

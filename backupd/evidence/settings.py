@@ -4,6 +4,8 @@
 evidence:
   mirror: worm-primary     # policy destination (S3, Object Lock) that receives every record under evidence/<host>/
   audit_period: 1y         # default --since of `evidence export` (a duration back from now)
+  credentials_file: s3-evidence.env   # keys that write the mirror (default: the destination's credentials_file);
+                                      # a verifier's may only add objects under evidence/<its host>/
 ```
 """
 
@@ -11,17 +13,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 from backupd.errors import ConfigError
 from backupd.policy.durations import parse_duration
 
-KEYS = {"mirror", "audit_period"}
+KEYS = {"mirror", "audit_period", "credentials_file"}
 
 
 @dataclass
 class EvidenceSettings:
     mirror: str | None = None
     audit_period: timedelta = timedelta(days=365)
+    credentials_file: Path | None = None  # relative -> secrets_dir
 
 
 def of(cfg) -> EvidenceSettings:
@@ -33,6 +37,8 @@ def of(cfg) -> EvidenceSettings:
     out = EvidenceSettings()
     if raw.get("mirror") is not None:
         out.mirror = str(raw["mirror"])
+    if raw.get("credentials_file") is not None:
+        out.credentials_file = Path(getattr(cfg, "secrets_dir", ".")) / str(raw["credentials_file"])
     if raw.get("audit_period") is not None:
         try:
             out.audit_period = parse_duration(raw["audit_period"])

@@ -97,21 +97,24 @@ def expand_paths(paths: Iterable[Path]) -> tuple[list[Path], list[LintFinding]]:
     return files, problems
 
 
-def lint_paths(paths: Iterable[Path], secrets_dir: Path, env: Mapping[str, str] | None = None) -> LintResult:
-    """Load every file, then run the guideline checks across the whole set."""
+def lint_paths(paths: Iterable[Path], secrets_dir: Path, env: Mapping[str, str] | None = None,
+               held: frozenset[str] | None = None) -> LintResult:
+    """Load every file, then run the guideline checks across the whole set. `held` names the secret
+    fields this host holds (None: all); the others need not exist here (a verifier holds no writer keys)."""
     files, problems = expand_paths(paths)
     if not files and not problems:
         problems.append(LintFinding("(none)", 0, "(file)", "no policy files given"))
     loaded = [load_policy_file(f, secrets_dir, env) for f in files]
     findings = problems + [f for lp in loaded for f in lp.findings]
-    findings += _check_set(loaded)
+    findings += _check_set(loaded, held)
     unreadable = bool(problems) or any(lp.unreadable for lp in loaded)
     return LintResult(findings, loaded, unreadable)
 
 
-def load_policy_set(paths: Iterable[Path], secrets_dir: Path, env: Mapping[str, str] | None = None) -> PolicySet:
+def load_policy_set(paths: Iterable[Path], secrets_dir: Path, env: Mapping[str, str] | None = None,
+                    held: frozenset[str] | None = None) -> PolicySet:
     """Lint and return the set; raise ConfigError naming every error finding (warnings are kept on the set)."""
-    result = lint_paths(paths, secrets_dir, env)
+    result = lint_paths(paths, secrets_dir, env, held)
     if result.errors:
         lines = [str(f) for f in result.errors]
         more = len(lines) - _MAX_MESSAGE_FINDINGS
@@ -123,11 +126,11 @@ def load_policy_set(paths: Iterable[Path], secrets_dir: Path, env: Mapping[str, 
 # --- checks ---------------------------------------------------------------------------------------------
 
 
-def _check_set(loaded: list[LoadedPolicy]) -> list[LintFinding]:
+def _check_set(loaded: list[LoadedPolicy], held: frozenset[str] | None = None) -> list[LintFinding]:
     """Per-target and per-destination checks on valid files; set-wide checks when every file is valid."""
     valid = [lp for lp in loaded if lp.policy is not None]
     out: list[LintFinding] = []
-    out += _check_destinations(valid)
+    out += _check_destinations(valid, held)
     destinations = {n: d for lp in valid for n, d in lp.policy.destinations.items()}
     seen: dict[str, str] = {}
     for lp in valid:
@@ -142,7 +145,7 @@ def _finding(lp: LoadedPolicy, path: tuple, message: str, severity: str = "error
     return LintFinding(str(lp.path), lp.line_of(path), dotted(path), message, severity)  # type: ignore[arg-type]
 
 
-def _check_destinations(valid: list[LoadedPolicy]) -> list[LintFinding]:
+def _check_destinations(valid: list[LoadedPolicy], held: frozenset[str] | None = None) -> list[LintFinding]:
     out: list[LintFinding] = []
     seen: dict[str, str] = {}
     for lp in valid:
@@ -156,7 +159,8 @@ def _check_destinations(valid: list[LoadedPolicy]) -> list[LintFinding]:
                 out.append(_finding(lp, here + ("lock_mode",), "GOVERNANCE mode lets privileged users delete "
                                     "locked backups; use COMPLIANCE (GOVERNANCE only with pilot: true)"))
             for key, secret in dest.secret_files.items():
-                out += _check_secret(lp, here + (key,), secret)
+                if held is None or key in held:
+                    out += _check_secret(lp, here + (key,), secret)
     out += _check_copy_from(valid)
     return out
 
