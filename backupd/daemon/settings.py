@@ -11,9 +11,10 @@ daemon:
 notify:
   webhook: https://hooks.example/backupd    # JSON POST
   smtp: {host: 127.0.0.1, port: 25, from: backupd@tos-01, to: [ops@example.jp], starttls: false,
-         credentials_file: smtp.env}        # SMTP_USER= / SMTP_PASSWORD= lines (optional)
+         credentials_file: smtp.env,        # SMTP_USER= / SMTP_PASSWORD= lines (optional)
+         ca_file: /etc/backupd/smtp-ca.pem} # STARTTLS verifies against this CA (default: system CAs)
   syslog: true                              # or a socket path / "host:port"
-  rate_limit_per_hour: 30                   # messages per hour over all channels
+  rate_limit_per_hour: 30                   # messages per hour and channel; more wait and go out as a summary
   rpo_grace_seconds: 0                      # an RPO breach is age > frequency + grace
 metrics:
   listen: 127.0.0.1:9187                    # Prometheus text format over HTTP (loopback only)
@@ -49,6 +50,7 @@ class SmtpSettings:
     starttls: bool = False
     credentials_file: Path | None = None
     timeout_seconds: float = 20.0
+    ca_file: Path | None = None
 
 
 @dataclass

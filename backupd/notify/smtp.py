@@ -1,9 +1,14 @@
-"""E-mail channel (SMTP, optional STARTTLS and login from a credentials file in secrets_dir)."""
+"""E-mail channel (SMTP, optional STARTTLS and login from a credentials file in secrets_dir).
+
+STARTTLS verifies the server's certificate and host name against the system's CAs, or against
+`notify.smtp.ca_file` when set; a server that fails verification gets nothing (the message stays in
+the outbox and is retried)."""
 
 from __future__ import annotations
 
 import json
 import smtplib
+import ssl
 from email.message import EmailMessage
 
 
@@ -36,7 +41,8 @@ def send(settings, message) -> None:
     login = _credentials(settings.credentials_file)
     with smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout_seconds) as conn:
         if settings.starttls:
-            conn.starttls()
+            ca = getattr(settings, "ca_file", None)
+            conn.starttls(context=ssl.create_default_context(cafile=str(ca) if ca else None))
         if login:
             conn.login(*login)
         conn.send_message(render(settings, message))
