@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from backupd import execute
-from backupd.engine import command, exitcodes
+from backupd.engine import command, exitcodes, feature
 from backupd.engine.repository import Repository
 
 
@@ -70,13 +70,14 @@ def parse_output(stdout: bytes) -> BackupSummary | None:
                          duration=float(summary.get("total_duration", 0.0)), errors=errors, **fields)
 
 
-def _finish(done: execute.Completed, what: str) -> BackupSummary:
+def _finish(done: execute.Completed, what: str, version: tuple[int, int, int] | None = None) -> BackupSummary:
     summary = parse_output(done.stdout)
-    if done.returncode == 3 or (done.returncode == 0 and summary and summary.errors):
+    if done.returncode == 3 and not (done.timed_out or done.cancelled) or \
+            (done.returncode == 0 and summary and summary.errors):
         items = summary.errors if summary else []
         raise exitcodes.SourceUnreadable(
             f"{what}: {len(items)} source item(s) could not be read; the backup is incomplete", items)
-    exitcodes.classify(done, what)
+    exitcodes.classify(done, what, version)
     if summary is None or not summary.snapshot_id:
         raise exitcodes.ResticError(f"{what}: restic reported no snapshot")
     return summary
@@ -99,6 +100,7 @@ def backup_paths(repo: Repository, paths: list[str], *, excludes: list[str], tag
                  on_progress: Callable[[float], None] | None = None) -> BackupSummary:
     """Back up paths; SourceUnreadable when restic could not read some of them.
     on_progress receives restic's percent_done (0..1) as status lines arrive."""
+    version = feature.detect(repo.restic_binary)  # the version gate of every restic call
     lines: list[bytes] = []
 
     def keep(line: bytes) -> None:
@@ -112,7 +114,7 @@ def backup_paths(repo: Repository, paths: list[str], *, excludes: list[str], tag
                        repo.environment(), timeout=timeout, cancel=cancel,
                        on_stdout_line=keep, keep_stdout=False)
     done.stdout = b"".join(lines)
-    return _finish(done, f"backup to {repo.name}")
+    return _finish(done, f"backup to {repo.name}", version)
 
 
 def backup_stream(repo: Repository, producer: list[str], producer_env: execute.Environment,
@@ -122,16 +124,22 @@ def backup_stream(repo: Repository, producer: list[str], producer_env: execute.E
     """Stream a dump command into `restic backup --stdin`.
 
     Returns (summary, pipeline). summary is None when the producer failed: restic was then
-    killed before end-of-input and wrote no snapshot.
+    killed before end-of-input and wrote no snapshot (also when restic itself stalled:
+    `pipeline.stalled` then says "consumer" and TimedOut is raised).
     """
+    version = feature.detect(repo.restic_binary)
     result = execute.run_pipeline(
         producer, stdin_argv(repo, filename, tags=tags, host=host),
         producer_env=producer_env, consumer_env=repo.environment(), tap=tap,
         timeout=timeout, cancel=cancel,
     )
     prod = result.producer
+    if result.stalled == "consumer":
+        raise exitcodes.TimedOut(f"backup of {filename} to {repo.name}: restic stopped reading the dump "
+                                 f"(storage stalled?) and was stopped after {result.consumer.limit or 0:.0f} s; "
+                                 "no snapshot was written")
     if prod.returncode != 0 or prod.timed_out or prod.cancelled:
         return None, result
     result.consumer.stdout = b"\n".join(
         ln for ln in result.consumer.stdout.splitlines() if b'"message_type":"status"' not in ln)
-    return _finish(result.consumer, f"backup of {filename} to {repo.name}"), result
+    return _finish(result.consumer, f"backup of {filename} to {repo.name}", version), result

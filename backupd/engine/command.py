@@ -29,7 +29,17 @@ def argv(repo: Repository, subcommand: str, *args: str, json: bool = True) -> li
             base.append("--no-lock")
     if json:
         base.append("--json")
-    return base + list(args)
+    return base + global_options(repo) + list(args)
+
+
+def global_options(repo: Repository) -> list[str]:
+    """Options that bound restic's own storage requests, where the installed version has them.
+    (restic 0.14 has no such option: there backupd's wall-clock deadlines alone bound it.)"""
+    if not repo.stuck_request_timeout:
+        return []
+    if not feature.has("stuck_request_timeout", feature.detect(repo.restic_binary)):
+        return []
+    return [f"--stuck-request-timeout={max(1, int(repo.stuck_request_timeout))}s"]
 
 
 def run(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from backupd import execute
-from backupd.engine import command, exitcodes
+from backupd.engine import command, exitcodes, feature
 from backupd.engine.repository import Repository
 from backupd.errors import ConfigError
 
@@ -36,9 +36,10 @@ def environment(dest: Repository, source: Repository) -> execute.Environment:
 
 def _run(dest: Repository, source: Repository, subcommand: str, *args: str, what: str,
          timeout: float) -> execute.Completed:
+    version = feature.detect(dest.restic_binary)  # the version gate of every restic call
     done = execute.run(command.argv(dest, subcommand, *args, json=False), environment(dest, source),
                        timeout=timeout)
-    exitcodes.classify(done, what)
+    exitcodes.classify(done, what, version)
     return done
 
 

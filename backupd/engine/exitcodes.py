@@ -32,7 +32,15 @@ class RepositoryLocked(ResticError):
 
 
 class WrongPassword(ConfigError):
+    """The repository password (password_file) opens no key: configuration, exit 2."""
+
     kind = "wrong_password"
+
+
+class StorageAccessDenied(ConfigError):
+    """The S3 server refused the keys (unknown key id, bad signature, access denied): configuration, exit 2."""
+
+    kind = "storage_access_denied"
 
 
 class Cancelled(ResticError):
@@ -43,10 +51,27 @@ class StorageUnavailable(DependencyError):
     kind = "storage_unavailable"
 
 
+class TimedOut(DependencyError):
+    """restic outlived its deadline (a stalled storage, or the job deadline) and was stopped.
+    Not retried: the deadline is spent."""
+
+    kind = "timed_out"
+
+
+class Busy(DependencyError):
+    """The repository is locked by a live process; we waited (bounded) and it did not finish."""
+
+    kind = "busy"
+
+
 _NO_REPO = ("Is there a repository at the following location?", "repository does not exist",
             "unable to open config file", "config file does not exist")
 _LOCKED = ("repository is already locked", "unable to create lock")
 _PASSWORD = ("wrong password or no key found",)
+#: S3 error codes and messages for rejected keys; checked before _NO_REPO, whose "Is there a repository"
+#: hint restic also prints when the config object could not be read because access was denied.
+_ACCESS_DENIED = ("SignatureDoesNotMatch", "signature we calculated does not match", "InvalidAccessKeyId",
+                  "access key id you provided does not exist", "Access Denied", "AccessDenied", "403 Forbidden")
 _UNREACHABLE = ("connection refused", "no such host", "i/o timeout", "dial tcp",
                 "connection reset", "server misbehaving", "Client.Timeout")
 
@@ -72,11 +97,15 @@ def classify(done: Completed, what: str, version: tuple[int, int, int] | None = 
         return
     detail = _first_error_line(err)
     if done.timed_out:
-        raise ResticError(f"{what}: restic timed out and was stopped")
+        within = f" within {done.limit:.0f} s" if done.limit else ""
+        raise TimedOut(f"{what}: restic did not finish{within} (timed out) and was stopped")
     if done.cancelled or code == 130:
         raise Cancelled(f"{what}: cancelled")
     if any(s.lower() in err.lower() for s in _UNREACHABLE):
         raise StorageUnavailable(f"{what}: storage unreachable ({detail})")
+    if any(s.lower() in err.lower() for s in _ACCESS_DENIED):
+        raise StorageAccessDenied(f"{what}: the S3 storage refused the credentials (wrong access key or secret "
+                                  f"in credentials_file, or an identity without the needed grants): {detail}")
     if code == 10 or any(s in err for s in _NO_REPO):
         raise RepositoryMissing(f"{what}: no repository at this location ({detail})")
     if code == 12 or any(s in err for s in _PASSWORD):

@@ -15,6 +15,7 @@ FEATURES = {
     "exit_codes_10_11_12": (0, 17, 0),   # distinct exit codes: no repository, locked, wrong password
     "stdin_from_command": (0, 17, 0),
     "full_snapshot_id_in_summary": (0, 16, 0),
+    "stuck_request_timeout": (0, 17, 1),  # --stuck-request-timeout: a request without progress is retried
 }
 
 

@@ -7,6 +7,9 @@ from pathlib import Path
 
 from backupd.execute import Environment
 
+#: variables scrubbed from every output restic produces
+SECRET_KEYS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
 
 @dataclass
 class Repository:
@@ -24,6 +27,8 @@ class Repository:
     s3_keys: dict[str, str] = field(default_factory=dict, repr=False)
     cache_dir: Path | None = None
     restic_binary: str = "restic"
+    #: seconds a storage request may make no progress before restic retries it (restic >= 0.17.1)
+    stuck_request_timeout: float | None = None
     read_only: bool = False
 
     def environment(self) -> Environment:
@@ -31,6 +36,6 @@ class Repository:
         plain = {"RESTIC_REPOSITORY": self.url, "RESTIC_PASSWORD_FILE": str(self.password_file)}
         if self.cache_dir is not None:
             plain["RESTIC_CACHE_DIR"] = str(self.cache_dir)
-        secret = {k: v for k, v in self.s3_keys.items() if k == "AWS_SECRET_ACCESS_KEY"}
+        secret = {k: v for k, v in self.s3_keys.items() if k in SECRET_KEYS}
         plain.update({k: v for k, v in self.s3_keys.items() if k not in secret})
         return Environment(plain=plain, secret=secret)

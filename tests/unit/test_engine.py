@@ -43,8 +43,9 @@ def test_classify_maps_exit_codes(code, stderr, error):
 
 def test_classify_accepts_success_only_when_not_timed_out():
     exitcodes.classify(done(0), "op")
-    with pytest.raises(exitcodes.ResticError, match="timed out"):
-        exitcodes.classify(done(0, timed_out=True), "op")
+    with pytest.raises(exitcodes.TimedOut, match="timed out") as info:
+        exitcodes.classify(done(0, timed_out=True, limit=30.0), "op")
+    assert info.value.exit_code == 3 and "within 30 s" in str(info.value)
 
 
 def test_exit_codes_map_to_the_cli_contract():
@@ -141,3 +142,45 @@ def test_missing_restic_is_a_dependency_error(tmp_path):
     feature.detect.cache_clear()
     with pytest.raises(DependencyError, match="not found"):
         feature.detect(str(tmp_path / "no-restic"))
+
+
+def _fake_restic(tmp_path, version: str, code: int) -> str:
+    path = tmp_path / "restic"
+    path.write_text(f"#!/bin/sh\nif [ \"$1\" = version ]; then echo 'restic {version} compiled with go'; exit 0; fi\n"
+                    f"exit {code}\n")
+    path.chmod(0o755)
+    feature.detect.cache_clear()
+    return str(path)
+
+
+def test_backup_and_copy_go_through_the_version_gate(tmp_path):
+    from backupd.engine import copy
+
+    old = Repository("dest", str(tmp_path / "repo"), Path("/pw"), restic_binary=_fake_restic(tmp_path, "0.14.0", 10))
+    with pytest.raises(exitcodes.ResticError) as info:  # 0.14 has no exit code 10: not "no repository"
+        backup.backup_paths(old, [str(tmp_path)], excludes=[], tags=[], host="h")
+    assert not isinstance(info.value, exitcodes.RepositoryMissing)
+    with pytest.raises(exitcodes.ResticError) as info:
+        copy.copy(old, old, tags=["backupd"], host="h")
+    assert not isinstance(info.value, exitcodes.RepositoryMissing)
+    feature.detect.cache_clear()
+
+
+def test_stuck_request_timeout_only_where_restic_has_it(tmp_path):
+    from backupd.engine import command
+
+    for version, expect in (("0.14.0", []), ("0.17.1", ["--stuck-request-timeout=45s"])):
+        repo = Repository("d", "/r", Path("/pw"), restic_binary=_fake_restic(tmp_path, version, 0),
+                          stuck_request_timeout=45)
+        assert command.global_options(repo) == expect
+        assert command.argv(repo, "snapshots")[2:] == ["--json", *expect]
+    assert command.global_options(REPO) == []
+    feature.detect.cache_clear()
+
+
+def test_session_tokens_are_secret_too():
+    repo = Repository("d", "s3:http://h/b/p", Path("/pw"), {"AWS_ACCESS_KEY_ID": "AKID",
+                      "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_SESSION_TOKEN": "tok-very-secret-session"})
+    env = repo.environment()
+    assert "AWS_SESSION_TOKEN" in env.secret and "AWS_SESSION_TOKEN" not in env.plain
+    assert "tok-very-secret-session" not in env.scrub("oops tok-very-secret-session leaked")
