@@ -20,7 +20,10 @@ from botocore.config import Config
 
 from demo._util import GaveUp, Service, free_ports, log_tail, spawn, terminate, wait_until, write_secret
 
-IDENTITIES = ("admin", "writer", "maintainer", "auditor")
+IDENTITIES = ("admin", "writer", "maintainer", "auditor", "verifier")
+#: The demo verifier's host name. Its own identity (`verifier`) may only read and add objects under
+#: evidence/<VERIFIER_HOST>/ (its ledger's WORM mirror); it reads backups with the auditor's keys.
+VERIFIER_HOST = "verifier-01"
 _ACTIONS = {
     "writer": ("Read", "List", "Write", "Tagging"),
     "maintainer": ("Read", "List", "Write", "Tagging"),
@@ -49,6 +52,8 @@ def s3_config(keys: dict[str, tuple[str, str]], buckets: list[str]) -> dict:
     for name, (access, secret) in keys.items():
         if name == "admin":
             actions = ["Admin", "Read", "List", "Tagging", "Write"]
+        elif name == "verifier":
+            actions = [f"{a}:{b}/evidence/{VERIFIER_HOST}/*" for b in buckets for a in ("Read", "Write")]
         else:
             actions = [f"{a}:{b}/*" if a in _OBJECT_ONLY.get(name, ()) else f"{a}:{b}"
                        for b in buckets for a in _ACTIONS[name]]
@@ -162,7 +167,7 @@ class SeaweedFS(Service):
         return "Port allocation failed" in tail or "address already in use" in tail
 
     def client(self, identity: str = "admin", read_timeout: float = 30):
-        """A boto3 S3 client for `identity` (admin, writer, maintainer, auditor); path-style, no retries."""
+        """A boto3 S3 client for `identity` (admin, writer, maintainer, auditor, verifier); path-style, no retries."""
         access, secret = self.keys[identity]
         cfg = Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1},
                      connect_timeout=3, read_timeout=read_timeout)
