@@ -8,6 +8,9 @@ host: tos-01                               # optional; default: the policy site.
 restic: restic                             # optional path of the restic binary
 retry_attempts: 3                          # tries when the storage is unreachable
 retry_wait_seconds: 10                     # wait before the 2nd try (x2 before the 3rd, ...)
+job_timeout_seconds: 14400                 # wall-clock bound of one target's backup (or one check run)
+storage_timeout_seconds: 30                # bound of the pre-flight probe and of a storage request's stall
+lock_wait_seconds: 60                      # backup/check: wait this long for a live repository lock
 role: backup                               # or verifier: read-only keys, never writes
 hosts: [tos-01]                            # verifier only: backup hosts whose snapshots it reads
 ```
@@ -25,6 +28,7 @@ from backupd.errors import ConfigError
 
 DEFAULT_PATH = Path("/etc/backupd/backupd.yaml")
 KEYS = {"policies", "state_dir", "secrets_dir", "host", "restic", "retry_attempts", "retry_wait_seconds",
+        "job_timeout_seconds", "storage_timeout_seconds", "lock_wait_seconds",
         "daemon", "notify", "metrics", "restore_tests", "evidence", "role", "hosts"}
 #: backup: the TOS host's daemon (writer keys). verifier: a separate unit or host that runs drills, check
 #: slices and storage audits with the auditor's read-only keys and its own signing key; it never writes.
@@ -45,6 +49,9 @@ class Config:
     restic: str = "restic"
     retry_attempts: int = 3
     retry_wait_seconds: float = 10.0
+    job_timeout_seconds: float = 4 * 3600.0
+    storage_timeout_seconds: float = 30.0
+    lock_wait_seconds: float = 60.0
     daemon: dict = field(default_factory=dict)
     notify: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
@@ -116,6 +123,9 @@ def load(path: Path | None = None) -> Config:
     cfg.host = model.host
     cfg.restic = model.restic
     cfg.retry_attempts, cfg.retry_wait_seconds = model.retry_attempts, float(model.retry_wait_seconds)
+    cfg.job_timeout_seconds = float(model.job_timeout_seconds)
+    cfg.storage_timeout_seconds = float(model.storage_timeout_seconds)
+    cfg.lock_wait_seconds = float(model.lock_wait_seconds)
     _role(cfg, path, model)
     for key in SECTIONS:
         if data.get(key) is not None:

@@ -121,6 +121,9 @@ class ConfigFile(BaseModel):
     retry_wait_seconds: Annotated[float, Field(ge=0, le=3600)] = 10.0
     restore_tests: Text | None = None
     role: Literal["backup", "verifier"] = "backup"
+    job_timeout_seconds: Annotated[float, Field(ge=1, le=7 * 86400)] = 4 * 3600.0
+    storage_timeout_seconds: Annotated[float, Field(ge=1, le=3600)] = 30.0
+    lock_wait_seconds: Annotated[float, Field(ge=0, le=86400)] = 60.0
     hosts: Annotated[list[Annotated[Text, AfterValidator(lambda v: check_name(v, "host"))]],
                      Field(min_length=1)] | None = None
     daemon: DaemonSection | None = None

@@ -16,7 +16,7 @@ from backupd.engine import backup as restic_backup
 from backupd.engine import feature as restic_feature
 from backupd.engine import tag as restic_tag
 from backupd.engine.exitcodes import SourceUnreadable
-from backupd.errors import BackupdError, DependencyError
+from backupd.errors import BackupdError, ConfigError, DependencyError
 from backupd.sources import postgres
 from backupd.sources.stream import StreamFacts
 from backupd.state import State
@@ -31,7 +31,7 @@ class Result:
     target: str
     destination: str
     category: str
-    status: str = "failed"  # ok | failed | unavailable
+    status: str = "failed"  # ok | failed | unavailable | misconfigured
     snapshot_id: str | None = None
     files: int = 0
     bytes: int = 0
@@ -149,6 +149,8 @@ def _one(cfg: Config, state: State, target, dest_name: str, dest, policy: str, e
             _mark_incomplete(repo, target, tags, cfg.host)
     except DependencyError as exc:
         result.status, result.error = "unavailable", str(exc)
+    except ConfigError as exc:  # wrong keys or password: exit 2 like every other command
+        result.status, result.error = "misconfigured", str(exc)
     except BackupdError as exc:
         result.error = str(exc)
     result.notes = retry.notes + result.notes

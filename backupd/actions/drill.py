@@ -20,7 +20,8 @@ from backupd.drill.sandbox import Sandbox, reachable_by, sigterm_cancels
 from backupd.drill.spec import DrillSpec, spec_for
 from backupd.engine import restore as restic_restore
 from backupd.engine.exitcodes import Cancelled
-from backupd.errors import EXIT_DEPENDENCY, EXIT_FINDING, EXIT_OK, BackupdError, DependencyError
+from backupd.errors import EXIT_CONFIG, EXIT_DEPENDENCY, EXIT_FINDING, EXIT_OK, BackupdError, ConfigError, \
+    DependencyError
 from backupd.probes.postgres import OS_USER
 from backupd.state import State
 from backupd.verify import verify_tree
@@ -160,6 +161,8 @@ def _drill(cfg: Config, state: State, policy_set, target, full: bool, snapshot_i
             report["status"] = "unavailable"
     except DependencyError as exc:
         report.update(status="unavailable", reason=str(exc), phases=timer.phases)
+    except ConfigError as exc:  # wrong keys or password: exit 2; recorded as a failed drill (alerted)
+        report.update(status="misconfigured", reason=str(exc), phases=timer.phases)
     except BackupdError as exc:
         report.update(reason=str(exc), phases=timer.phases)
     report.setdefault("status", "ok" if report["verdict"] in ("PASS", "WARN") else "failed")
@@ -194,9 +197,12 @@ def run(cfg: Config, policy_set, target_name: str | None = None, *, full: bool =
 
 
 def exit_code(reports: list[dict]) -> int:
-    """0 when every drill passed or warned, 3 when a dependency was unavailable, else 1."""
+    """0 when every drill passed or warned, 2 on a configuration error (keys, password), 3 when a
+    dependency was unavailable, else 1."""
     if all(r["status"] == "ok" for r in reports):
         return EXIT_OK
+    if any(r["status"] == "misconfigured" for r in reports):
+        return EXIT_CONFIG
     if any(r["status"] == "unavailable" for r in reports) and \
             not any(r["status"] == "failed" for r in reports):
         return EXIT_DEPENDENCY

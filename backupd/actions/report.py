@@ -5,13 +5,16 @@ from __future__ import annotations
 from rich.markup import escape
 
 from backupd import output
-from backupd.errors import EXIT_DEPENDENCY, EXIT_FINDING, EXIT_OK
+from backupd.errors import EXIT_CONFIG, EXIT_DEPENDENCY, EXIT_FINDING, EXIT_OK
 
 
 def exit_for(statuses: list[str]) -> int:
-    """0 when all ok; 3 when any item could not reach a dependency; 1 otherwise."""
+    """0 when all ok; 2 when any item is misconfigured (wrong keys or password: nothing works until fixed);
+    3 when any item could not reach a dependency; 1 otherwise."""
     if all(s == "ok" for s in statuses):
         return EXIT_OK
+    if any(s == "misconfigured" for s in statuses):
+        return EXIT_CONFIG
     if any(s == "unavailable" for s in statuses):
         return EXIT_DEPENDENCY
     return EXIT_FINDING
