@@ -99,6 +99,8 @@ class EvidenceSection(_Section):
     mirror: Text | None = None  # a policy destination name
     audit_period: Annotated[str | int, AfterValidator(_duration)] = "1y"
     credentials_file: Text | None = None  # keys that write the mirror; relative -> secrets_dir
+    checkpoint_period: Annotated[str | int, AfterValidator(_duration)] = "1h"  # signed checkpoints to the mirror
+    keyring: Text | None = None  # default --keyring of evidence export; relative -> beside backupd.yaml
 
 
 SECTION_MODELS: dict[str, type[_Section]] = {
@@ -119,11 +121,11 @@ class ConfigFile(BaseModel):
     restic: Text = "restic"
     retry_attempts: Annotated[int, Field(ge=1, le=100)] = 3
     retry_wait_seconds: Annotated[float, Field(ge=0, le=3600)] = 10.0
-    restore_tests: Text | None = None
-    role: Literal["backup", "verifier"] = "backup"
     job_timeout_seconds: Annotated[float, Field(ge=1, le=7 * 86400)] = 4 * 3600.0
     storage_timeout_seconds: Annotated[float, Field(ge=1, le=3600)] = 30.0
     lock_wait_seconds: Annotated[float, Field(ge=0, le=86400)] = 60.0
+    restore_tests: Text | None = None
+    role: Literal["backup", "verifier"] = "backup"
     hosts: Annotated[list[Annotated[Text, AfterValidator(lambda v: check_name(v, "host"))]],
                      Field(min_length=1)] | None = None
     daemon: DaemonSection | None = None

@@ -6,6 +6,7 @@ ledger. It also remembers which records were mirrored to WORM storage.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from pathlib import Path
@@ -18,7 +19,8 @@ CREATE TABLE IF NOT EXISTS records (
   target TEXT,
   offset INTEGER NOT NULL,
   length INTEGER NOT NULL,
-  mirrored INTEGER NOT NULL DEFAULT 0
+  mirrored INTEGER NOT NULL DEFAULT 0,
+  sha256 TEXT
 );
 CREATE INDEX IF NOT EXISTS records_by_kind ON records(kind, time);
 CREATE INDEX IF NOT EXISTS records_by_target ON records(target, time);
@@ -34,22 +36,37 @@ class Index:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # derived data: the ledger itself is fsynced
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(records)")}
+        if "sha256" not in columns:  # an index written before line hashes were kept
+            with self._db:
+                self._db.execute("ALTER TABLE records ADD COLUMN sha256 TEXT")
 
     def close(self) -> None:
         self._db.close()
 
-    def add(self, rec: dict, offset: int, length: int) -> None:
+    def add(self, rec: dict, offset: int, length: int, digest: str | None = None) -> None:
         with self._db:
-            self._insert(rec, offset, length)
+            self._insert(rec, offset, length, digest)
 
-    def _insert(self, rec: dict, offset: int, length: int) -> None:
+    def _insert(self, rec: dict, offset: int, length: int, digest: str | None) -> None:
+        # INSERT OR IGNORE: an indexed seq is never overwritten, so a rolled-back ledger cannot
+        # erase what the index remembers (the head check compares the two).
         data = rec.get("data") if isinstance(rec.get("data"), dict) else {}
         target = data.get("target") if isinstance(data.get("target"), str) else None
-        self._db.execute("INSERT OR REPLACE INTO records(seq, time, kind, target, offset, length) VALUES (?,?,?,?,?,?)",
-                         (rec["seq"], rec["time"], rec["kind"], target, offset, length))
+        self._db.execute("INSERT OR IGNORE INTO records(seq, time, kind, target, offset, length, sha256)"
+                         " VALUES (?,?,?,?,?,?,?)", (rec["seq"], rec["time"], rec["kind"], target, offset, length,
+                                                     digest))
 
     def last_seq(self) -> int:
         return self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM records").fetchone()[0]
+
+    def last_mirrored(self) -> int:
+        """Highest seq confirmed in the WORM mirror (0 when none)."""
+        return self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM records WHERE mirrored = 1").fetchone()[0]
+
+    def row(self, seq: int) -> tuple[int, int, str | None] | None:
+        """(offset, length, sha256) of an indexed record, or None."""
+        return self._db.execute("SELECT offset, length, sha256 FROM records WHERE seq = ?", (seq,)).fetchone()
 
     def catch_up(self, ledger_path: Path, last_seq: int | None = None) -> None:
         """Index ledger records missing from the index (after a lost index or an old ledger)."""
@@ -68,7 +85,7 @@ class Index:
                     try:
                         rec = json.loads(line)
                         if rec["seq"] > known:
-                            self._insert(rec, offset, length)
+                            self._insert(rec, offset, length, hashlib.sha256(line).hexdigest())
                     except (ValueError, KeyError, TypeError):
                         pass  # a damaged line stays out of the index; verify reports it
                 offset += length

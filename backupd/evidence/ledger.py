@@ -1,5 +1,8 @@
 """The append-only evidence ledger: state_dir/evidence/ledger.jsonl, one signed record per line.
 
+Before each append the head is checked against the index, the mirror and the last checkpoint
+(guard.py): a ledger that lost records is a finding and receives no more records.
+
 Appends hold an exclusive flock, write one whole line and fsync before returning, so concurrent
 processes never interleave and an acknowledged record survives a crash. A torn tail (a crash in the
 middle of a write, before the record was acknowledged) is moved aside to `ledger.torn-<time>` and
@@ -16,7 +19,7 @@ from pathlib import Path
 
 from backupd.config import Config
 from backupd.errors import Finding
-from backupd.evidence import canonical, keys, record_format
+from backupd.evidence import canonical, guard, keys, record_format
 from backupd.evidence.index import Index
 
 log = logging.getLogger(__name__)
@@ -37,34 +40,72 @@ class Ledger:
         self.path = self.dir / LEDGER_NAME
         self.index = Index(self.dir / "index.sqlite")
 
-    def append(self, host: str, kind: str, data: dict, private_key) -> dict:
-        """Sign and append one record; returns it as stored."""
+    def append(self, host: str, kind: str, data: dict, private_key, before_write=None) -> dict:
+        """Sign and append one record; returns it as stored.
+
+        Refuses (`LedgerRegression`) when the ledger lost records (guard.py). before_write(seq), when
+        given, runs under the lock just before the record is written (the WORM mirror probe).
+        """
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
         with os.fdopen(fd, "r+b") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
+            guard.refuse_if_open(self.dir)
             seq, prev, end = self._head(handle, host, private_key)
+            if before_write is not None:
+                before_write(seq + 1)
             line = record_format.build(seq + 1, prev, host, kind, data, private_key)
             self._write(handle, line)
             rec = record_format.parse(line)
-            self.index.add(rec, end, len(line) + 1)
+            self.index.add(rec, end, len(line) + 1, record_format.line_hash(line))
         return rec
 
+    def check_head(self) -> None:
+        """Raise LedgerRegression when the ledger lost records (under the append lock; nothing is written)."""
+        try:
+            handle = open(self.path, "rb")
+        except FileNotFoundError:
+            handle = open(os.devnull, "rb")  # a deleted ledger is checked as an empty one
+        with handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            last, _ = _tail(handle)
+            seq, digest = (record_format.parse(last)["seq"], record_format.line_hash(last)) if last else (0, None)
+            if seq:
+                self.index.catch_up(self.path, seq)
+            problems = guard.head_problems(self.index, self.dir, handle, seq, digest)
+        if problems:
+            guard.refuse(self.dir, problems, "local")
+
+    def head(self) -> tuple[int, str | None]:
+        """(last seq, hash of the last line) as stored now; (0, None) for an empty ledger."""
+        try:
+            with open(self.path, "rb") as handle:
+                last, _ = _tail(handle)
+        except FileNotFoundError:
+            return 0, None
+        if last is None:
+            return 0, None
+        return record_format.parse(last)["seq"], record_format.line_hash(last)
+
     def _head(self, handle, host: str, private_key) -> tuple[int, str, int]:
-        """(last seq, hash of the last line, end offset), repairing a torn tail first."""
+        """(last seq, hash of the last line, end offset): head checked, a torn tail repaired."""
         last, torn_at = _tail(handle)
         end = handle.seek(0, os.SEEK_END)
+        seq, digest = 0, None
+        if last is not None:
+            try:
+                seq, digest = record_format.parse(last)["seq"], record_format.line_hash(last)
+            except ValueError as exc:
+                raise Finding(f"{self.path}: the last record is damaged ({exc}); run `backupd evidence verify "
+                              f"{self.path}` and restore the ledger from the WORM mirror") from None
+            self.index.catch_up(self.path, seq)
+        problems = guard.head_problems(self.index, self.dir, handle, seq, digest)
+        if problems:  # checked before a torn tail is repaired: a cut ledger gets no repair record either
+            guard.refuse(self.dir, problems, "local")
         if torn_at is not None:
             last = self._repair(handle, last, torn_at, end, host, private_key)
             end = handle.seek(0, os.SEEK_END)
-        if last is None:
-            return 0, record_format.GENESIS, end
-        try:
-            rec = record_format.parse(last)
-        except ValueError as exc:
-            raise Finding(f"{self.path}: the last record is damaged ({exc}); run `backupd evidence verify "
-                          f"{self.path}` and restore the ledger from the WORM mirror") from None
-        self.index.catch_up(self.path, rec["seq"])
-        return rec["seq"], record_format.line_hash(last), end
+            seq, digest = record_format.parse(last)["seq"], record_format.line_hash(last)
+        return seq, digest or record_format.GENESIS, end
 
     def _repair(self, handle, last, torn_at: int, end: int, host: str, private_key) -> bytes | None:
         handle.seek(torn_at)
@@ -81,7 +122,7 @@ class Ledger:
             "torn_bytes": len(torn), "torn_sha256": canonical.sha256(torn), "offset": torn_at,
             "moved_to": aside.name}, private_key)
         self._write(handle, line)
-        self.index.add(record_format.parse(line), torn_at, len(line) + 1)
+        self.index.add(record_format.parse(line), torn_at, len(line) + 1, record_format.line_hash(line))
         return line
 
     @staticmethod
@@ -140,10 +181,22 @@ def _tail(handle) -> tuple[bytes | None, int | None]:
 
 
 def record(cfg: Config, kind: str, data: dict) -> dict:
-    """Append one signed event record for this host; returns it. Mirrors to WORM when configured."""
+    """Append one signed event record for this host; returns it. Mirrors to WORM when configured.
+
+    Raises LedgerRegression (a Finding, exit 1) and appends nothing when the ledger lost records.
+    """
     key = keys.load_or_create(cfg.state_dir)
-    rec = Ledger(cfg.state_dir).append(cfg.host or socket.gethostname(), kind, data, key)
+    ledger = Ledger(cfg.state_dir)
+    guard.refuse_if_open(ledger.dir)
     from backupd.evidence import mirror  # boto3 is only imported when a mirror is configured
 
-    mirror.push_if_configured(cfg)
+    remote = mirror.connect_if_configured(cfg)
+    reachable = [remote is not None]
+
+    def probe(seq: int) -> None:
+        reachable[0] = reachable[0] and mirror.probe(remote, ledger.dir, seq)
+
+    rec = ledger.append(cfg.host or socket.gethostname(), kind, data, key, probe if remote else None)
+    if reachable[0]:
+        mirror.push_and_checkpoint(cfg, remote, key)
     return rec

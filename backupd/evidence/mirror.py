@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import socket
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from backupd.errors import BackupdError, ConfigError, DependencyError
-from backupd.evidence import keys, record_format, settings
+from backupd.errors import BackupdError, ConfigError, Finding
+from backupd.evidence import checkpoint, guard, keys, record_format, settings
 from backupd.evidence.ledger import Ledger, evidence_dir, split_lines
 
 log = logging.getLogger(__name__)
@@ -49,26 +51,83 @@ def destination(cfg, name: str):
     return dests[name]
 
 
-def push_if_configured(cfg) -> int:
-    """Push unmirrored records when `evidence.mirror` is set; failures are logged, never raised."""
+@dataclass
+class Remote:
+    """The configured evidence mirror: destination, S3 client and the host the records are filed under."""
+
+    name: str
+    dest: object
+    s3: object
+    host: str
+
+
+def connect_if_configured(cfg) -> Remote | None:
+    """The mirror of `evidence.mirror`, or None when unset or unusable (logged; records stay pending)."""
     try:
         opts = settings.of(cfg)
     except ConfigError as exc:
         log.warning("evidence mirror: %s", exc)
-        return 0
-    name = opts.mirror
-    if not name:
-        return 0
+        return None
+    if not opts.mirror:
+        return None
     try:
         from backupd.actions.common import read_credentials
 
-        dest = destination(cfg, name)
-        return push_pending(cfg.state_dir, dest, client(dest, read_credentials(credentials_of(cfg, opts, dest))))
+        dest = destination(cfg, opts.mirror)
+        s3 = client(dest, read_credentials(credentials_of(cfg, opts, dest)))
     except (BackupdError, OSError) as exc:
-        log.warning("evidence mirror %s: records stay pending: %s", name, exc)
+        log.warning("evidence mirror %s: records stay pending: %s", opts.mirror, exc)
+        return None
+    return Remote(opts.mirror, dest, s3, cfg.host or socket.gethostname())
+
+
+def probe(remote: Remote, ev_dir: Path, seq: int) -> bool:
+    """Before seq is appended: refuse (LedgerRegression) when the mirror already holds it. False: unreachable."""
+    from botocore.exceptions import ClientError
+
+    key = record_key(remote.host, seq)
+    try:
+        remote.s3.head_object(Bucket=remote.dest.bucket, Key=key)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return True
+        log.warning("evidence mirror %s: cannot check s3://%s/%s (%s); records stay pending", remote.name,
+                    remote.dest.bucket, key, exc.response.get("Error", {}).get("Code"))
+        return False
+    except Exception as exc:  # botocore raises many types; the record is kept locally and pushed later
+        log.warning("evidence mirror %s: unreachable (%s); records stay pending", remote.name,
+                    exc.__class__.__name__)
+        return False
+    guard.refuse(ev_dir, [f"record {seq} is about to be appended but s3://{remote.dest.bucket}/{key} already "
+                          f"exists: the ledger ends before records already mirrored (cut off or rolled back)"],
+                 "mirror")
+    return False
+
+
+def push_and_checkpoint(cfg, remote: Remote, private_key) -> int:
+    """Push pending records, then a checkpoint when the last is older than evidence.checkpoint_period.
+
+    A refused upload is a LedgerRegression (raised); an unreachable mirror is logged (records stay pending).
+    """
+    try:
+        pushed = push_pending(cfg.state_dir, remote.dest, remote.s3)
+        checkpoint_if_due(cfg.state_dir, remote.dest, remote.s3, private_key, settings.of(cfg).checkpoint_period)
+        return pushed
+    except guard.LedgerRegression:
+        raise
+    except (BackupdError, OSError) as exc:
+        log.warning("evidence mirror %s: records stay pending: %s", remote.name, exc)
     except Exception as exc:  # botocore raises many types; the record is safe locally and pushed later
-        log.warning("evidence mirror %s: records stay pending: %s", name, exc.__class__.__name__)
+        log.warning("evidence mirror %s: records stay pending: %s", remote.name, exc.__class__.__name__)
     return 0
+
+
+def push_if_configured(cfg) -> int:
+    """Push pending records (and a due checkpoint) when `evidence.mirror` is set; 0 when unset/unreachable."""
+    remote = connect_if_configured(cfg)
+    if remote is None:
+        return 0
+    return push_and_checkpoint(cfg, remote, keys.load_or_create(cfg.state_dir))
 
 
 def credentials_of(cfg, opts: settings.EvidenceSettings, dest) -> Path:
@@ -83,7 +142,10 @@ def credentials_of(cfg, opts: settings.EvidenceSettings, dest) -> Path:
 
 
 def push_pending(state_dir: Path, dest, s3) -> int:
-    """Upload records not yet mirrored (in seq order); returns how many were uploaded or confirmed."""
+    """Upload records not yet mirrored (in seq order); returns how many were uploaded or confirmed.
+
+    LedgerRegression when the ledger lost records or the mirror holds other content for a seq.
+    """
     ledger = Ledger(state_dir)
     with open(evidence_dir(state_dir) / ".mirror.lock", "a") as lock:
         try:
@@ -94,28 +156,83 @@ def push_pending(state_dir: Path, dest, s3) -> int:
         if not lines:
             return 0
         host = record_format.parse(lines[0])["host"]
-        ledger.index.catch_up(ledger.path)
-        _put_public_key(s3, dest.bucket, host, state_dir)
+        ledger.check_head()
+        _put_public_keys(s3, dest.bucket, host, state_dir)
         done = 0
         for seq, offset, length in ledger.index.unmirrored():
             with open(ledger.path, "rb") as handle:
                 handle.seek(offset)
                 line = handle.read(length).rstrip(b"\n")
-            _put_once(s3, dest.bucket, record_key(host, seq), line + b"\n", record_format.line_hash(line))
+            try:
+                _put_once(s3, dest.bucket, record_key(host, seq), line + b"\n", record_format.line_hash(line))
+            except Conflict as exc:
+                guard.refuse(ledger.dir, [f"{exc}: the mirror already holds another record {seq} (the ledger was "
+                                          f"rolled back, cut off or replaced)"], "mirror")
             ledger.index.mark_mirrored(seq)
             done += 1
     return done
 
 
-def _put_public_key(s3, bucket: str, host: str, state_dir: Path) -> None:
-    pem = (keys.key_dir(state_dir) / keys.PUB_NAME).read_bytes()
+def checkpoint_if_due(state_dir: Path, dest, s3, private_key, period: timedelta, force: bool = False) -> dict | None:
+    """Push a signed checkpoint of the mirrored head when the last one is older than period."""
+    ledger = Ledger(state_dir)
+    last = checkpoint.load_local(ledger.dir)
+    age = checkpoint.age_seconds(last, datetime.now(timezone.utc))
+    if not force and age is not None and age < period.total_seconds():
+        return None
+    ledger.index.catch_up(ledger.path)
+    seq, head = ledger.head()
+    if not seq or ledger.index.last_mirrored() < seq:
+        return None  # a checkpoint only covers records the mirror already holds
+    host = record_format.parse(_line_at(ledger, seq))["host"]
+    data = checkpoint.build(host, seq, head, private_key)
+    doc = checkpoint.parse(data)
+    key = checkpoint.object_key(PREFIX, host, doc)
+    try:
+        _put_once(s3, dest.bucket, key, data + b"\n", record_format.line_hash(data))
+    except Conflict as exc:
+        guard.refuse(ledger.dir, [str(exc)], "mirror")
+    checkpoint.save_local(ledger.dir, data)
+    return doc
+
+
+def _line_at(ledger: Ledger, seq: int) -> bytes:
+    row = ledger.index.row(seq)
+    with open(ledger.path, "rb") as handle:
+        handle.seek(row[0])
+        return handle.read(row[1]).rstrip(b"\n")
+
+
+def _put_public_keys(s3, bucket: str, host: str, state_dir: Path) -> None:
+    """keys/<kid>.pub for the current key (write once); evidence-ed25519.pub only once: the first key
+    anchors the chain, later keys are introduced by key-rotation records."""
     from backupd.evidence.canonical import sha256
 
-    _put_once(s3, bucket, f"{PREFIX}{host}/{keys.PUB_NAME}", pem, sha256(pem))
+    pem = (keys.key_dir(state_dir) / keys.PUB_NAME).read_bytes()
+    kid = keys.fingerprint(keys.load_public(pem, keys.PUB_NAME))
+    _put_once(s3, bucket, f"{PREFIX}{host}/keys/{kid}.pub", pem, sha256(pem))
+    if not _exists(s3, bucket, f"{PREFIX}{host}/{keys.PUB_NAME}"):
+        _put_once(s3, bucket, f"{PREFIX}{host}/{keys.PUB_NAME}", pem, sha256(pem))
+
+
+class Conflict(Finding):
+    """An object exists in the mirror with other content."""
+
+
+def _exists(s3, bucket: str, key: str) -> bool:
+    from botocore.exceptions import ClientError
+
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise
+    return True
 
 
 def _put_once(s3, bucket: str, key: str, body: bytes, digest: str) -> None:
-    """PUT unless the object exists; an existing object with other content is never overwritten."""
+    """PUT unless the object exists; an existing object with other content is never overwritten (Conflict)."""
     from botocore.exceptions import ClientError
 
     try:
@@ -126,7 +243,7 @@ def _put_once(s3, bucket: str, key: str, body: bytes, digest: str) -> None:
     else:
         if head.get("Metadata", {}).get("sha256") == digest:
             return
-        raise DependencyError(f"s3://{bucket}/{key} exists with other content; not overwriting (investigate)")
+        raise Conflict(f"s3://{bucket}/{key} exists with other content; not overwriting")
     s3.put_object(Bucket=bucket, Key=key, Body=body, Metadata={"sha256": digest})
 
 

@@ -9,7 +9,7 @@ import pytest
 from moto import mock_aws
 
 from backupd.config import Config
-from backupd.errors import DependencyError
+from backupd.evidence.guard import LedgerRegression
 from backupd.evidence import keys, mirror, record
 from backupd.evidence.ledger import Ledger
 from backupd.evidence.verify import verify_lines
@@ -53,12 +53,12 @@ def test_lost_index_does_not_reupload(s3, cfg):
         (cfg.state_dir / "evidence" / name).unlink(missing_ok=True)
     assert mirror.push_pending(cfg.state_dir, DEST, s3) == 3  # confirmed by HEAD, not re-put
     versions = s3.list_object_versions(Bucket=BUCKET, Prefix="evidence/")["Versions"]
-    assert len(versions) == 4  # 3 records + the public key, one version each
+    assert len(versions) == 5  # 3 records + the public key (anchor and keys/<kid>.pub), one version each
 
 
 def test_existing_object_with_other_content_is_never_overwritten(s3, cfg):
     s3.put_object(Bucket=BUCKET, Key=mirror.record_key("tos-01", 1), Body=b"forged\n")
-    with pytest.raises(DependencyError, match="not overwriting"):
+    with pytest.raises(LedgerRegression, match="not overwriting"):
         mirror.push_pending(cfg.state_dir, DEST, s3)
 
 
