@@ -40,6 +40,7 @@ class Completed:
     timed_out: bool = False
     cancelled: bool = False
     limit: float | None = None  # seconds the child was allowed (call timeout or job deadline)
+    truncated: bool = False  # output beyond run(max_output=) was dropped
 
 
 class Interrupted(BackupdError):
@@ -215,14 +216,35 @@ def kill_groups(procs: list[subprocess.Popen], grace: float = KILL_GRACE_SECONDS
 
 
 class _Drain(threading.Thread):
-    """Reads a pipe to the end in the background, so a chatty child never blocks on it."""
+    """Reads a pipe to the end in the background, so a chatty child never blocks on it.
 
-    def __init__(self, pipe, on_line: Callable[[bytes], None] | None = None, keep: bool = True):
+    With `limit`, only the last `limit` bytes are kept and the pipe is read in chunks, not lines, so
+    an untrusted child cannot make us hold unbounded output (not even one endless line).
+    """
+
+    def __init__(self, pipe, on_line: Callable[[bytes], None] | None = None, keep: bool = True,
+                 limit: int | None = None):
         super().__init__(daemon=True)
-        self.pipe, self.on_line, self.keep = pipe, on_line, keep
+        self.pipe, self.on_line, self.keep, self.limit = pipe, on_line, keep, limit
         self.chunks: list[bytes] = []
+        self.total = 0
+
+    @property
+    def truncated(self) -> bool:
+        return self.limit is not None and self.total > self.limit
+
+    def _run_bounded(self) -> None:
+        tail = b""
+        for chunk in iter(lambda: self.pipe.read1(CHUNK), b""):
+            self.total += len(chunk)
+            tail = (tail + chunk)[-self.limit:]
+            self.chunks = [tail]
+        self.pipe.close()
 
     def run(self) -> None:
+        if self.limit is not None:
+            self._run_bounded()
+            return
         for line in iter(self.pipe.readline, b""):
             if self.on_line:
                 self.on_line(line)
@@ -261,14 +283,18 @@ def run(
     on_stdout_line: Callable[[bytes], None] | None = None,
     keep_stdout: bool = True,
     cwd: str | None = None,
+    max_output: int | None = None,
 ) -> Completed:
     """Run argv to completion, capturing stdout (bytes) and stderr (text, secrets scrubbed).
-    Bounded by timeout and the thread's job deadline; Interrupted when cancelled before the start."""
+    Bounded by timeout and the thread's job deadline; Interrupted when cancelled before the start.
+    `max_output` keeps only the last that many bytes of each stream (untrusted children);
+    `Completed.truncated` says whether more was written."""
     env = env or Environment()
     start = time.monotonic()
     deadline = _end(start, timeout)
     proc = _spawn(argv, env, subprocess.DEVNULL, subprocess.PIPE, cwd, cancel=cancel)
-    out, err = _Drain(proc.stdout, on_stdout_line, keep_stdout), _Drain(proc.stderr)
+    out = _Drain(proc.stdout, on_stdout_line, keep_stdout, limit=max_output)
+    err = _Drain(proc.stderr, limit=max_output)
     out.start(), err.start()
     timed_out, cancelled = _wait([proc], deadline, cancel)
     return Completed(
@@ -276,7 +302,38 @@ def run(
         stderr=env.scrub(err.data().decode("utf-8", "replace")),
         duration=time.monotonic() - start, timed_out=timed_out, cancelled=cancelled,
         limit=None if deadline is None else round(deadline - start, 1),
+        truncated=out.truncated or err.truncated,
     )
+
+
+class Background:
+    """A child left running (a throw-away database server): `alive()`, then `stop()` it."""
+
+    def __init__(self, argv: list[str], proc: subprocess.Popen, out: _Drain, err: _Drain, env: Environment):
+        self.argv, self.proc, self._out, self._err, self._env = list(argv), proc, out, err, env
+        self.started = time.monotonic()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, grace: float = 2.0) -> Completed:
+        """Kill the child's process group (SIGINT, SIGTERM, SIGKILL); what it wrote, bounded."""
+        kill_group(self.proc, grace=grace)
+        return Completed(
+            argv=self.argv, returncode=self.proc.wait(), stdout=self._out.data(),
+            stderr=self._env.scrub(self._err.data().decode("utf-8", "replace")),
+            duration=time.monotonic() - self.started, truncated=self._out.truncated or self._err.truncated,
+        )
+
+
+def start(argv: list[str], env: Environment | None = None, *, cwd: str | None = None,
+          cancel: Cancel | None = None, max_output: int = 1 << 16) -> Background:
+    """Start argv and return at once; the caller must `stop()` it. Output is bounded to max_output."""
+    env = env or Environment()
+    proc = _spawn(argv, env, subprocess.DEVNULL, subprocess.PIPE, cwd, cancel=cancel)
+    out, err = _Drain(proc.stdout, limit=max_output), _Drain(proc.stderr, limit=max_output)
+    out.start(), err.start()
+    return Background(argv, proc, out, err, env)
 
 
 @dataclass
