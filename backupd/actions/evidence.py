@@ -84,7 +84,7 @@ def export(cfg, policy_set, out: Path, since: str | None = None, until: str | No
     lines, first_prev = _slice(all_lines, since_s, until_s)
     records = [record_format.parse(l) for l in lines if _parses(l)]
     report = evidence_report.build(cfg, policy_set, records, now, cfg.host,
-                                   evidence_report.inventory(cfg, policy_set, cfg.host))
+                                   evidence_report.inventory(cfg, policy_set, cfg.backup_hosts()))
     fp = keys.fingerprint(key.public_key())
     report["period"] = {"since": since_s, "until": until_s}
     report["ledger"] = {"records": len(lines), "first_seq": records[0]["seq"] if records else None,

@@ -21,7 +21,7 @@ AGE_BUCKETS = (("<=1d", timedelta(days=1)), ("<=7d", timedelta(days=7)), ("<=30d
                ("<=90d", timedelta(days=90)), ("<=365d", timedelta(days=365)), (">365d", timedelta.max))
 
 
-def inventory(cfg, policy_set, host: str) -> dict[tuple[str, str], dict]:
+def inventory(cfg, policy_set, host: str | list[str]) -> dict[tuple[str, str], dict]:
     """(target, destination) -> {snapshots: [(id, time)], error}; one restic call per destination."""
     out: dict[tuple[str, str], dict] = {}
     for name, dest in policy_set.destinations.items():
