@@ -1,9 +1,12 @@
 """Change analytics at backup time: does this generation look like ransomware or mass deletion?
 
-Ransomware produces backups that "succeed" and hold encrypted files. Each backup is compared
-with the previous generation (the hash cache remembers it, so no repository read is needed):
-files added, changed, removed, and the byte entropy of a sample of changed files. A target's own
-history is the baseline, so a target that normally rewrites compressed data is not flagged.
+Ransomware produces backups that "succeed" and hold encrypted files. Each backup is compared with the
+target's last CLEAN generation (backupd.baseline; never with a flagged one, so the generations after an
+attack stay flagged while the encrypted files are still there): files added, changed, removed, and the
+byte entropy of a sample of changed files. The same test runs against an older clean generation (the
+drift anchor), so encryption that creeps below the per-step thresholds is caught as cumulative drift.
+The target's own clean history is the baseline of what is usual, so a target that normally rewrites
+compressed data is not flagged, and flagged generations never shift that baseline.
 """
 
 from __future__ import annotations
@@ -110,31 +113,68 @@ def _usual(baseline: list[dict], key: str) -> float:
     return statistics.median(values) if values else 0.0
 
 
-def judge(change: Change, baseline: list[dict]) -> Change:
-    """Set flags on change, given the target's earlier Change records (oldest first)."""
+def clean_history(records: list[dict]) -> list[dict]:
+    """The Change records of generations that were not flagged: the only ones that say what is usual."""
+    return [r for r in records if not r.get("suspicious") and not r.get("flags")]
+
+
+def _rewrite_share(record: dict) -> float:
+    return (record["changed"] + record.get("renamed_extensions", 0)) / max(record["previous_files"], 1)
+
+
+def _encrypted(change: Change, baseline: list[dict]) -> bool:
+    """Many files rewritten with high-entropy content, which this target does not usually do."""
+    touched = change.changed + change.renamed_extensions
+    usual_rewrite = _usual([{"share": _rewrite_share(b)} for b in baseline if b.get("previous_files")], "share")
+    usual_entropy = _usual(baseline, "high_entropy_share")
+    return (touched >= MIN_REWRITES and touched / max(change.previous_files, 1) >= REWRITE_SHARE
+            and change.high_entropy_share >= 0.6
+            and not (usual_rewrite >= REWRITE_SHARE and usual_entropy >= 0.6))
+
+
+def judge(change: Change, baseline: list[dict], since: str = "") -> Change:
+    """Set flags on change, given the target's earlier clean Change records (oldest first).
+    `since` names the reference when it is not the last clean generation (drift)."""
     prev = max(change.previous_files, 1)
     touched = change.changed + change.renamed_extensions
-    rewrite_share = touched / prev
-    usual_rewrite = _usual([{"share": (b["changed"] + b.get("renamed_extensions", 0)) / max(b["previous_files"], 1)}
-                            for b in baseline if b.get("previous_files")], "share")
-    usual_entropy = _usual(baseline, "high_entropy_share")
-    if (touched >= MIN_REWRITES and rewrite_share >= REWRITE_SHARE and change.high_entropy_share >= 0.6
-            and not (usual_rewrite >= REWRITE_SHARE and usual_entropy >= 0.6)):
-        change.flags.append(f"mass encryption suspected: {touched} of {change.previous_files} files rewritten, "
-                            f"{change.high_entropy_share:.0%} of sampled changes look encrypted "
+    lead = f"{since}: " if since else ""
+    if _encrypted(change, baseline):
+        change.flags.append(f"{lead}mass encryption suspected: {touched} of {change.previous_files} files "
+                            f"rewritten, {change.high_entropy_share:.0%} of sampled changes look encrypted "
                             f"(mean entropy {change.mean_entropy:.2f} bits/byte)")
     if change.renamed_extensions >= MIN_FILES:
-        change.flags.append(f"{change.renamed_extensions} files renamed with a new extension")
-    if change.removed >= MIN_FILES and change.removed / prev >= DELETE_SHARE:
+        change.flags.append(f"{lead}{change.renamed_extensions} files renamed with a new extension")
+    if not since and change.removed >= MIN_FILES and change.removed / prev >= DELETE_SHARE:
         change.flags.append(f"mass deletion: {change.removed} of {change.previous_files} files removed")
     return change
 
 
-def judge_dump(rows: dict[str, int], previous_rows: dict[str, int]) -> Change:
-    """A database dump is suspicious when a table lost at least half of its rows (or vanished)."""
-    change = Change(previous_files=len(previous_rows))
-    for table, before in previous_rows.items():
+def judge_drift(drift: Change, baseline: list[dict], anchor_time: str) -> list[str]:
+    """Flags of the cumulative change since the drift anchor, judged against the usual drift of clean
+    generations (each clean record carries its own `drift`)."""
+    usual = [b["drift"] for b in baseline if isinstance(b.get("drift"), dict)]
+    return judge(drift, usual, since=f"cumulative change since the clean generation of {anchor_time}").flags
+
+
+def judge_dump(rows: dict[str, int], reference_rows: dict[str, int], allowance: dict[str, float] | None = None,
+               since: str = "") -> Change:
+    """A dump is suspicious when a table lost more of its rows than its allowance (share of rows; tables
+    that only grow have 0) against a clean reference generation, or vanished.
+
+    allowance: {table: share, "default": share}; without an entry a table may lose ROW_LOSS, and only
+    tables of MIN_FILES rows or more are judged (a handful of rows is ordinary churn)."""
+    allowance = allowance or {}
+    change = Change(previous_files=len(reference_rows))
+    lead = f"{since}: " if since else ""
+    for table, before in sorted(reference_rows.items()):
         after = rows.get(table, 0)
-        if before >= MIN_FILES and after <= before * (1 - ROW_LOSS):
-            change.flags.append(f"mass deletion: table {table} fell from {before} to {after} rows")
+        key = table if table in allowance else table.rsplit(".", 1)[-1]  # public.events or events
+        explicit = key in allowance
+        share = allowance.get(key, allowance.get("default", ROW_LOSS))
+        if before <= 0 or (not explicit and before < MIN_FILES):
+            continue
+        lost = (before - after) / before
+        if (table not in rows) or lost > share + 1e-12:
+            change.flags.append(f"{lead}mass deletion: table {table} fell from {before} to {after} rows "
+                                f"({lost:.1%} lost, allowance {share:.0%})")
     return change

@@ -122,6 +122,20 @@ def restore(target_name, to_dir, snapshot_id, before, destination, force, config
 
 
 @main.command()
+@click.option("--target", "target_name", required=True, help="Target whose generation is accepted.")
+@click.option("--snapshot", "snapshot_id", required=True, help="Snapshot id of the flagged generation.")
+@click.option("--reason", required=True, help="Why the change is legitimate (kept as evidence).")
+@common
+def accept(target_name, snapshot_id, reason, config_path, as_json):
+    """Accept a generation flagged suspect as a legitimate change: the new clean reference."""
+    from backupd.actions import accept as action
+    from backupd.actions import report
+
+    cfg = load_config(config_path, writes="accept")
+    return report.accept_result(action.run(cfg, load_policies(cfg), target_name, snapshot_id, reason), as_json)
+
+
+@main.command()
 @common
 def status(config_path, as_json):
     """Per target: backup age vs RPO, verified RPO, last drill vs RTO, WORM state, check coverage."""

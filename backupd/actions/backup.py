@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from backupd import analytics, evidence, execute, manifest
+from backupd import analytics, appendonly, baseline, evidence, execute, manifest
 from backupd.actions import copy as copy_action
 from backupd.actions.common import Retry, ensure_repository, policy_of, repository
 from backupd.config import Config
@@ -83,7 +83,17 @@ def _dump_argv(target) -> tuple[list[str], StreamFacts]:
     return list(dump.command), StreamFacts()
 
 
-def _backup_dump(repo, target, tags, host, staging: Path, previous_rows: dict, cancel) -> tuple:
+def _judge_rows(target, rows: dict, reference: dict) -> dict:
+    """Table row counts against the last clean generation and against the drift anchor."""
+    allowance = dict(target.sources.dump.row_loss_allowance)
+    change = analytics.judge_dump(rows, reference.get("rows") or {}, allowance)
+    if reference.get("anchor_rows"):
+        since = f"since the clean generation of {reference.get('anchor_time', '?')}"
+        change.flags += analytics.judge_dump(rows, reference["anchor_rows"], allowance, since).flags
+    return change.to_dict()
+
+
+def _backup_dump(repo, target, tags, host, staging: Path, reference: dict, cancel) -> tuple:
     argv, tap = _dump_argv(target)
     filename = target.sources.dump.filename
     summary, pipe = restic_backup.backup_stream(
@@ -96,8 +106,8 @@ def _backup_dump(repo, target, tags, host, staging: Path, previous_rows: dict, c
         raise DumpFailed(f"dump command {argv[0]} {why}; no snapshot was written"
                          + (f": {' | '.join(tail)}" if tail else ""))
     facts = {"files": 1, **tap.facts()}
-    if "rows" in facts and previous_rows:
-        facts["change"] = analytics.judge_dump(facts["rows"], previous_rows).to_dict()
+    if "rows" in facts and reference.get("rows"):
+        facts["change"] = _judge_rows(target, facts["rows"], reference)
     entry = manifest.Entry(path="/" + filename, size=tap.bytes, mode="", sha256=tap.sha.hexdigest(),
                            mtime_ns=0, type="stdin")
     doc = manifest.document(target.name, host, [entry], facts, snapshot=summary.snapshot_id,
@@ -114,9 +124,17 @@ class DumpFailed(BackupdError):
     """The dump command failed; nothing was committed."""
 
 
-def _previous_rows(state: State, target: str) -> dict:
-    last = state.history("backup", target, limit=1)
-    return last[0].get("facts", {}).get("rows", {}) if last else {}
+def _row_reference(cfg: Config, state: State, target: str) -> dict:
+    """Row counts of the last clean generation (else of the previous one) and of the drift anchor."""
+    ref, anchor = baseline.last_clean(cfg.state_dir, target), baseline.anchor(cfg.state_dir, target)
+    if ref is not None and isinstance(ref.get("rows"), dict):
+        out = {"rows": ref["rows"]}
+    else:
+        last = state.history("backup", target, limit=1)
+        out = {"rows": last[0].get("facts", {}).get("rows", {}) if last else {}}
+    if anchor is not None and isinstance(anchor.get("rows"), dict):
+        out.update(anchor_rows=anchor["rows"], anchor_time=anchor.get("time", "?"))
+    return out
 
 
 def _one(cfg: Config, state: State, target, dest_name: str, dest, policy: str, entries, facts,
@@ -133,8 +151,8 @@ def _one(cfg: Config, state: State, target, dest_name: str, dest, policy: str, e
         result.engine = restic_feature.describe(repo.restic_binary)
         retry.run(lambda: ensure_repository(repo, cfg.state_dir), f"open {dest_name}")
         if target.sources.dump is not None:
-            rows = _previous_rows(state, target.name)
-            run = lambda: _backup_dump(repo, target, tags, cfg.host, staging, rows, cancel)  # noqa: E731
+            reference = _row_reference(cfg, state, target.name)
+            run = lambda: _backup_dump(repo, target, tags, cfg.host, staging, reference, cancel)  # noqa: E731
         else:
             step = (lambda done: progress(target.name, dest_name, done)) if progress else None
             run = lambda: _backup_paths(repo, target, tags, cfg.host, staging, entries, facts, cancel, step)  # noqa: E731
@@ -179,20 +197,66 @@ def _mark_incomplete(repo, target, tags, host) -> None:
         pass  # the failure is already reported; an untagged partial snapshot stays visible in status
 
 
+def _reference(cfg: Config, target, cache) -> tuple[dict, dict | None]:
+    """(file map of the last clean generation, that generation's baseline record or None). Before any
+    clean generation was recorded, the previous generation (the hash cache) is the reference."""
+    ref = baseline.last_clean(cfg.state_dir, target.name)
+    if ref is not None and isinstance(ref.get("files"), dict):
+        return ref["files"], ref
+    return {path: [sig[4], sig[0]] for path, sig in cache.old.items()}, None
+
+
+def _clean_changes(state: State, target: str) -> list[dict]:
+    """Change records of the target's recent clean generations: what is usual for it."""
+    records = [h["facts"]["change"] for h in state.history("backup", target, limit=4 * analytics.BASELINE_GENERATIONS)
+               if isinstance(h.get("facts", {}).get("change"), dict)]
+    return analytics.clean_history(records)
+
+
+def _judge_files(cfg: Config, state: State, target, files, reference: dict) -> dict:
+    """The change against the last clean generation, and the cumulative drift since the anchor."""
+    current = {e.path: (e.sha256, e.size) for e in files}
+    usual = _clean_changes(state, target.name)
+    change = analytics.judge(analytics.compare({p: sig[0] for p, sig in reference.items()}, current), usual)
+    anchor = baseline.anchor(cfg.state_dir, target.name)
+    if anchor and isinstance(anchor.get("files"), dict):
+        drift = analytics.compare({p: sig[0] for p, sig in anchor["files"].items()}, current)
+        change.flags += analytics.judge_drift(drift, usual, anchor.get("time", "?"))
+        out = change.to_dict()
+        out["drift"] = {k: v for k, v in drift.to_dict().items() if k not in ("flags", "suspicious")}
+        return out
+    return change.to_dict()
+
+
+def _check_append_only(target, files, reference: dict, ref: dict | None, facts: dict) -> dict:
+    """Append-only sources: problems against the last clean generation become flags; returns the block
+    digests of the current files for the next check."""
+    current = {e.path: [e.sha256, e.size] for e in files}
+    ref_blocks = (ref or {}).get("blocks") or {}
+    problems = appendonly.check(reference, ref_blocks, current) if reference else []
+    facts["append_only"] = {"checked": len(reference), "problems": appendonly.to_dicts(problems[:MAX_LISTED])}
+    if problems:
+        change = facts.setdefault("change", analytics.Change().to_dict())
+        change["flags"] = change.get("flags", []) + [p.flag() for p in problems[:MAX_LISTED]]
+        change["suspicious"] = True
+    return appendonly.blocks_for(current, reference, ref_blocks)
+
+
 def _file_facts(cfg: Config, state: State, target):
-    """Manifest entries and facts of a paths target, hashing only what changed since last time,
-    with the change against the previous generation judged for ransomware-like patterns."""
+    """Manifest entries and facts of a paths target, hashing only what changed since last time, with the
+    change against the last clean generation judged for ransomware-like patterns and, for append-only
+    targets, edited logs. Returns (entries, facts, cache, clean-generation candidate)."""
     cache = manifest.HashCache(cfg.state_dir / "hashcache" / f"{target.name}.json")
     entries = manifest.build(list(target.sources.paths), list(target.sources.excludes), cache)
     files = [e for e in entries if e.type == "file"]
     facts = {"files": len(files), "bytes": sum(e.size for e in files)}
-    previous = {path: sig[4] for path, sig in cache.old.items()}
-    if previous:
-        change = analytics.compare(previous, {e.path: (e.sha256, e.size) for e in files})
-        baseline = [h["facts"]["change"] for h in state.history("backup", target.name)
-                    if "change" in h.get("facts", {})]
-        facts["change"] = analytics.judge(change, baseline).to_dict()
-    return entries, facts, cache
+    reference, ref = _reference(cfg, target, cache)
+    if reference:
+        facts["change"] = _judge_files(cfg, state, target, files, reference)
+    candidate = {"files": baseline.file_map(files)}
+    if target.is_append_only:
+        candidate["blocks"] = _check_append_only(target, files, reference, ref, facts)
+    return entries, facts, cache, candidate
 
 
 def _copy_result(cfg: Config, policy_set, target, source: str, dest: str) -> Result:
@@ -226,9 +290,9 @@ def _note_moved(cfg: Config, policy_set, target, results: list[Result], entries)
 
 def backup_target(cfg: Config, state: State, policy_set, target, cancel=None, progress=None) -> list[Result]:
     """Back up one target to its primary destinations, then fill its copy destinations."""
-    entries, facts, cache = ([], {}, None)
+    entries, facts, cache, candidate = ([], {}, None, {})
     if target.sources.paths is not None:
-        entries, facts, cache = _file_facts(cfg, state, target)
+        entries, facts, cache, candidate = _file_facts(cfg, state, target)
     copies = dict((dst, src) for src, dst in copy_action.pairs(policy_set, target))
     results = [_one(cfg, state, target, name, policy_set.destinations[name], policy_of(policy_set, target.name),
                     entries, facts, cancel, progress)
@@ -237,10 +301,23 @@ def backup_target(cfg: Config, state: State, policy_set, target, cancel=None, pr
     if cache is not None and ok:
         _note_moved(cfg, policy_set, target, results, entries)
         cache.save()
+    _remember_clean(cfg, target, results, candidate)
     for dst, src in copies.items():
         results.append(_copy_result(cfg, policy_set, target, src, dst) if src in ok else
                        Result(target.name, dst, target.category, error=f"not copied: the backup to {src} failed"))
     return results
+
+
+def _remember_clean(cfg: Config, target, results: list[Result], candidate: dict) -> None:
+    """A generation written and judged clean everywhere becomes the reference for the next ones; a flagged
+    one never does (it stays suspect until `backupd accept`)."""
+    done = [r for r in results if r.status == "ok"]
+    if not done or any(r.facts.get("change", {}).get("suspicious") for r in done):
+        return
+    generation = {**candidate, "snapshots": {r.destination: r.snapshot_id for r in done}}
+    if "rows" in done[0].facts:
+        generation["rows"] = done[0].facts["rows"]
+    baseline.record_clean(cfg.state_dir, target.name, generation)
 
 
 def run(cfg: Config, policy_set, target_name: str | None = None,

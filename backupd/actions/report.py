@@ -99,6 +99,17 @@ def restore_result(result: dict, as_json: bool) -> int:
     return code
 
 
+def accept_result(result: dict, as_json: bool) -> int:
+    if as_json:
+        output.emit_json({"ok": True, "exit_code": EXIT_OK, **result})
+        return EXIT_OK
+    where = ", ".join(f"{d} {sid[:8]}" for d, sid in result["snapshots"].items())
+    state = "was flagged suspect" if result["was_flagged"] else "was not flagged"
+    output.note(f"accepted {result['target']} ({where}; it {state}) by {result['operator']}: {result['reason']}")
+    output.note("later generations are judged against this one; the acceptance is recorded as evidence")
+    return EXIT_OK
+
+
 #: rich styles of the status table's state and drill cells (dropped by rich when not a terminal).
 STATE_STYLES = {"ok": "green", "pass": "green", "warn": "yellow", "stale": "yellow", "finding": "bold red",
                 "failed": "bold red", "fail": "bold red", "never": "red", "unavailable": "magenta"}

@@ -55,6 +55,26 @@ Duration = Annotated[
 ]
 
 
+def _share(value: object) -> object:
+    """'10%' -> 0.1; numbers pass through (validated as 0..1 by the field)."""
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            return float(value.strip()[:-1]) / 100
+        except ValueError:
+            raise ValueError(f"{value!r} is not a percentage such as 10%") from None
+    return value
+
+
+Share = Annotated[
+    float,
+    BeforeValidator(_share),
+    Field(ge=0, le=1),
+    WithJsonSchema({"anyOf": [{"type": "number", "minimum": 0, "maximum": 1},
+                              {"type": "string", "pattern": r"^\d+(\.\d+)?%$"}],
+                    "description": "a share: 0.1 or 10%"}),
+]
+
+
 def check_name(value: str, what: str = "name") -> str:
     """Return ``value`` if it is a safe name (file/key component); else raise ValueError saying why."""
     if not value or len(value) > NAME_MAX:
@@ -151,12 +171,17 @@ class S3Destination(_Destination):
     auditor_credentials_file: Path | None = Field(
         default=None, description="read-only keys for backupd audit storage; default: credentials_file"
     )
+    canary_credentials_file: Path | None = Field(
+        default=None, description="keys of the canary identity, allowed to delete object versions only under "
+        ".backupd-canary/ (deploy/iam/canary.json): the audit's delete canary; without it the lock is unproven"
+    )
     lock_extension: Duration | None = Field(
         default=None, description="extend-locks keeps retain-until >= now + this; default: longest min_history"
     )
 
     _cred = field_validator(
-        "credentials_file", "maintainer_credentials_file", "auditor_credentials_file", mode="after"
+        "credentials_file", "maintainer_credentials_file", "auditor_credentials_file", "canary_credentials_file",
+        mode="after",
     )(lambda v, info: v if v is None else _resolve_secret(v, info))
 
     @field_validator("endpoint")
@@ -185,6 +210,8 @@ class S3Destination(_Destination):
 
     @property
     def secret_files(self) -> dict[str, Path]:
+        # canary_credentials_file is not here: only the storage audit uses it and reports a missing one as a
+        # finding, so a missing canary key never stops backups (lint errors do).
         files = {"credentials_file": self.credentials_file, "password_file": self.password_file}
         for key in ("maintainer_credentials_file", "auditor_credentials_file"):
             if getattr(self, key) is not None:
@@ -221,6 +248,12 @@ class DumpSource(_Model):
     command: list[str] | None = Field(default=None, min_length=1, description="argv, no shell")
     filename: str | None = Field(
         default=None, description="name inside the snapshot; default <database>.sql or <target>.dump"
+    )
+    row_loss_allowance: dict[str, Share] = Field(
+        default_factory=dict,
+        description="share of a table's rows one generation may lose against the last clean one before the "
+                    "generation is flagged suspect (0 for tables that only grow, e.g. event history); "
+                    "key 'default' for the other tables (default 0.5)",
     )
 
     _argv_safe = field_validator("database", "host", "user")(_no_option)
@@ -304,6 +337,10 @@ class Target(_Model):
     retention: Retention = Field(default_factory=Retention)
     destinations: list[str] = Field(min_length=1)
     drill: str | None = Field(default=None, description="restore_tests/ spec reference")
+    append_only: bool | None = Field(
+        default=None, description="files only grow (or rotate): previously backed-up bytes must still be each "
+                                  "file's prefix, checked at every backup; default true for category logs"
+    )
 
     _name = field_validator("name")(lambda v: check_name(v, "target name"))
 
@@ -326,6 +363,11 @@ class Target(_Model):
         if dump is not None and dump.filename is None:
             dump.filename = f"{self.name}.dump"
         return self
+
+    @property
+    def is_append_only(self) -> bool:
+        """Logs (unless append_only: false) and targets marked append_only: true."""
+        return self.append_only if self.append_only is not None else self.category == "logs"
 
     @property
     def rpo(self) -> timedelta:

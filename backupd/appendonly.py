@@ -1,0 +1,182 @@
+"""Append-only sources (logs) checked at backup time: what was backed up before must still be there.
+
+For every file of the last clean generation, its bytes then (size and SHA-256 from that manifest) must
+still be the prefix of a file now: the same file grown, or its rotated successor (app.log -> app.log.1,
+app.log-20261127, app.log.1.gz), found by name AND confirmed by content, never by name alone. A file
+edited in the middle, shortened or replaced is a finding that names the file and the first changed
+offset (from per-block digests kept with the clean generation). Old rotated files that disappear are
+the oldest generation expiring; a live log that vanishes with nothing continuing it is a finding.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import re
+from dataclasses import asdict, dataclass
+
+BLOCK = 4096          # granularity of the first-changed-offset report
+DIGEST_HEX = 16       # 64-bit BLAKE2b per block: locates a change; SHA-256 of the prefix proves it
+_ROTATED = re.compile(r"(\.\d+|[-_.]\d{8}(\d{2,6})?)(\.gz)?$|\.gz$")
+_NUMBERED = re.compile(r"^(.*)\.(\d+)((?:\.gz)?)$")
+
+
+@dataclass
+class Problem:
+    path: str
+    kind: str           # edited | shortened | removed
+    offset: int | None  # first changed byte (block-aligned), None when unknown
+    detail: str
+
+    def flag(self) -> str:
+        where = f" at offset {self.offset}" if self.offset is not None else ""
+        return f"append-only file {self.path} {self.kind}{where}: {self.detail}"
+
+
+def is_rotated_name(path: str) -> bool:
+    """app.log.3, app.log-20261127, app.log.1.gz: names logrotate gives to older generations."""
+    return bool(_ROTATED.search(os.path.basename(path)))
+
+
+def family(path: str) -> str:
+    """The live name a rotated file belongs to (app.log.2.gz -> app.log)."""
+    name = path
+    while True:
+        stripped = _ROTATED.sub("", name)
+        if stripped == name or not os.path.basename(stripped):
+            return name
+        name = stripped
+
+
+def successor(path: str) -> str:
+    """The name a file gets at its next numbered rotation: app.log -> app.log.1, app.log.3 -> app.log.4."""
+    match = _NUMBERED.match(path)
+    return f"{match.group(1)}.{int(match.group(2)) + 1}{match.group(3)}" if match else f"{path}.1"
+
+
+def _open(path: str):
+    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
+
+
+def scan(path: str, prefix_size: int = 0, limit: int | None = None) -> tuple[str, str | None]:
+    """(block digests of the first `limit` bytes, SHA-256 of the first prefix_size bytes or None when the
+    file is shorter) in one read. Block digests are of the stored bytes (compressed for .gz)."""
+    blocks, sha, seen = [], hashlib.sha256(), 0
+    with open(path, "rb") as handle:
+        while limit is None or seen < limit:
+            chunk = handle.read(BLOCK if limit is None else min(BLOCK, limit - seen))
+            if not chunk:
+                break
+            blocks.append(hashlib.blake2b(chunk, digest_size=DIGEST_HEX // 2).hexdigest())
+            if seen < prefix_size:
+                sha.update(chunk[:prefix_size - seen])
+            seen += len(chunk)
+    return "".join(blocks), (sha.hexdigest() if seen >= prefix_size else None)
+
+
+def prefix_sha(path: str, size: int) -> str | None:
+    """SHA-256 of the first `size` content bytes (decompressed for .gz); None when shorter or unreadable."""
+    digest, left = hashlib.sha256(), size
+    try:
+        with _open(path) as handle:
+            while left > 0:
+                chunk = handle.read(min(left, 1 << 20))
+                if not chunk:
+                    return None
+                digest.update(chunk)
+                left -= len(chunk)
+    except (OSError, EOFError, gzip.BadGzipFile):
+        return None
+    return digest.hexdigest()
+
+
+def first_difference(old_blocks: str, path: str, old_size: int) -> int | None:
+    """Block-aligned offset of the first byte that differs from the old generation's blocks."""
+    if not old_blocks:
+        return None
+    now, _ = scan(path, 0, old_size)
+    step = DIGEST_HEX
+    for i in range(0, len(old_blocks), step):
+        if old_blocks[i:i + step] != now[i:i + step]:
+            return (i // step) * BLOCK
+    return min(len(now) // step * BLOCK, old_size)
+
+
+class Checker:
+    """Checks one target's current files against its last clean generation."""
+
+    def __init__(self, reference: dict[str, list], ref_blocks: dict[str, str], current: dict[str, list]):
+        self.ref, self.ref_blocks, self.current = reference, ref_blocks, current  # path -> [sha256, size]
+        self.current_shas = {sig[0] for sig in current.values()}
+        self.ref_shas = {sig[0]: path for path, sig in reference.items()}
+        self.families: dict[str, list[str]] = {}
+        for path in current:
+            self.families.setdefault(family(path), []).append(path)
+
+    def continued_by(self, path: str) -> str | None:
+        """The current file that starts with the old content of path, if any."""
+        sha, size = self.ref[path]
+        if self.current.get(path, [None])[0] == sha:
+            return path
+        names = [path, successor(path)] + sorted(self.families.get(family(path), []))
+        for name in dict.fromkeys(names):
+            sig = self.current.get(name)
+            if sig is None or (sig[1] < size and not name.endswith(".gz")):
+                continue
+            if sig[0] == sha or prefix_sha(name, size) == sha:
+                return name
+        return None
+
+    def shifted(self, path: str) -> bool:
+        """The file now at path holds another old file's content (rotation moved it here)."""
+        sig = self.current.get(path)
+        if sig is None:
+            return False
+        other = self.ref_shas.get(sig[0])
+        if other is not None and other != path:
+            return True
+        return any(self.continued_by(p) == path for p in self.ref if p != path and family(p) == family(path))
+
+    def problem(self, path: str) -> Problem | None:
+        sha, size = self.ref[path]
+        if size == 0 or sha in self.current_shas or self.continued_by(path):
+            return None
+        rotated = is_rotated_name(path)
+        if path not in self.current:
+            if rotated:
+                return None  # the oldest rotated generation expired
+            return Problem(path, "removed", None, "gone, and no file continues its backed-up content")
+        if rotated and self.shifted(path):
+            return None  # rotation moved a newer generation onto this name; the old one expired
+        now = self.current[path][1]
+        offset = first_difference(self.ref_blocks.get(path, ""), path, size)
+        if now < size:
+            return Problem(path, "shortened", offset if offset is not None else now,
+                           f"{size} bytes when last backed up clean, {now} bytes now")
+        return Problem(path, "edited", offset, f"its first {size} bytes (backed up clean) were changed")
+
+
+def check(reference: dict[str, list], ref_blocks: dict[str, str], current: dict[str, list]) -> list[Problem]:
+    """Problems of every file of the reference generation; `current` maps path -> [sha256, size]."""
+    checker = Checker(reference, ref_blocks, current)
+    return [p for p in (checker.problem(path) for path in sorted(reference)) if p is not None]
+
+
+def blocks_for(current: dict[str, list], reference: dict[str, list], ref_blocks: dict[str, str]) -> dict[str, str]:
+    """Block digests of every current file (reused where the content is unchanged), for the next check."""
+    by_sha = {sig[0]: ref_blocks[path] for path, sig in reference.items() if path in ref_blocks}
+    out = {}
+    for path, (sha, size) in current.items():
+        if sha in by_sha:
+            out[path] = by_sha[sha]
+            continue
+        try:
+            out[path], _ = scan(path, 0, size)
+        except OSError:
+            continue
+    return out
+
+
+def to_dicts(problems: list[Problem]) -> list[dict]:
+    return [asdict(p) for p in problems]
