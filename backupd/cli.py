@@ -7,13 +7,14 @@ Exit codes: 0 success, 1 finding, 2 usage/configuration, 3 dependency unavailabl
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
 import click
 
 from backupd.commands import daemon, drill, evidence, incident, runbook, storage
-from backupd import output
+from backupd import output, statedir
 from backupd.commands.common import common, load_config, load_policies
 
 
@@ -21,6 +22,7 @@ from backupd.commands.common import common, load_config, load_policies
 @click.version_option(package_name="backupd")
 def main() -> None:
     """backupd: keeps a port TOS recoverable with restic and Object-Lock storage, and proves it."""
+    os.umask(statedir.UMASK)  # everything backupd and its children create is private (state, manifests, caches)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
 

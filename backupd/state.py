@@ -30,6 +30,7 @@ class State:
     def __init__(self, state_dir: Path):
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = state_dir / "state.sqlite"
+        self.path.touch(mode=0o600, exist_ok=True)  # SQLite gives its -wal/-shm files the same mode
         with closing(self._connect()) as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
