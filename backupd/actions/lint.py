@@ -60,14 +60,14 @@ def run(files: tuple[Path, ...], config_path: Path | None, *, strict: bool, as_j
     code = EXIT_OK
     if result.unreadable:
         code = EXIT_CONFIG
-    elif result.errors or (strict and result.warnings):
+    elif result.errors or result.gaps or (strict and result.warnings):
         code = EXIT_FINDING
     if as_json:
         output.emit_json({
             "ok": code == EXIT_OK, "exit_code": code,
             "files": [str(p.path) for p in result.policies],
             "findings": [{"file": f.file, "line": f.line, "field": f.field, "severity": f.severity,
-                          "message": f.message} for f in result.findings],
+                          "gap": f.gap, "message": f.message} for f in result.findings],
         })
         return code
     for finding in result.findings:

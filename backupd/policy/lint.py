@@ -2,6 +2,9 @@
 
 ``lint_paths(paths, secrets_dir)`` -> ``LintResult`` (never raises for bad input);
 ``load_policy_set(paths, secrets_dir)`` -> ``PolicySet`` or ``ConfigError`` listing the error findings.
+Errors are what makes a backup impossible or unsafe (unknown destinations, unreadable secrets, no
+Object-Lock copy). Guideline gaps (a missing category, short history, a rare frequency, no RTO) are
+warnings marked ``gap``: `policy lint` exits 1 on them, backups and status run regardless.
 Each finding names file, line and field; see GUIDELINE.md for the rules' origin (M1-M3, 2.7.2).
 """
 
@@ -50,6 +53,11 @@ class LintResult:
     @property
     def warnings(self) -> list[LintFinding]:
         return [f for f in self.findings if f.severity == "warning"]
+
+    @property
+    def gaps(self) -> list[LintFinding]:
+        """Guideline gaps: warnings that `policy lint` counts as findings."""
+        return [f for f in self.findings if f.gap]
 
 
 @dataclass
@@ -145,6 +153,11 @@ def _finding(lp: LoadedPolicy, path: tuple, message: str, severity: str = "error
     return LintFinding(str(lp.path), lp.line_of(path), dotted(path), message, severity)  # type: ignore[arg-type]
 
 
+def _gap(lp: LoadedPolicy, path: tuple, message: str) -> LintFinding:
+    """A guideline gap: reported (lint exit 1, conformance), never a reason to stop backing up."""
+    return LintFinding(str(lp.path), lp.line_of(path), dotted(path), message, "warning", gap=True)
+
+
 def _check_destinations(valid: list[LoadedPolicy], held: frozenset[str] | None = None) -> list[LintFinding]:
     out: list[LintFinding] = []
     seen: dict[str, str] = {}
@@ -211,11 +224,11 @@ def _check_target(lp: LoadedPolicy, i: int, target: Target, destinations: dict, 
     else:
         seen[target.name] = f"{lp.path}:{lp.line_of(here + ('name',))}"
     if target.frequency > YEAR:
-        out.append(_finding(lp, here + ("frequency",), f"every {fmt(target.frequency)} is rarer than the "
-                            "guideline floor of once a year; use 1y or less"))
+        out.append(_gap(lp, here + ("frequency",), f"every {fmt(target.frequency)} is rarer than the "
+                        "guideline floor of once a year; use 1y or less"))
     if target.category == "container_data" and target.rto is None:
-        out.append(_finding(lp, here + ("rto",), "container_data needs 'rto': the allowable cargo-handling "
-                            "downtime that drills are judged against"))
+        out.append(_gap(lp, here + ("rto",), "container_data needs 'rto': the allowable cargo-handling "
+                        "downtime that drills are judged against"))
     out += _check_retention(lp, here + ("retention",), target)
     out += _check_target_destinations(lp, here, target, destinations)
     return out
@@ -242,16 +255,16 @@ def _check_retention(lp: LoadedPolicy, here: tuple, target: Target) -> list[Lint
     out: list[LintFinding] = []
     minimum = target.retention.min_history
     if minimum < MIN_HISTORY_ERROR:
-        out.append(_finding(lp, here + ("min_history",), f"{fmt(minimum)} is shorter than 3w; malware can lie "
-                            "dormant for weeks, keep generations from several weeks back (6w recommended)"))
+        out.append(_gap(lp, here + ("min_history",), f"{fmt(minimum)} is shorter than 3w; malware can lie "
+                        "dormant for weeks, keep generations from several weeks back (6w recommended)"))
     elif minimum < MIN_HISTORY_WARN:
         out.append(_finding(lp, here + ("min_history",), f"{fmt(minimum)} is shorter than the recommended 6w "
                             "(malware can lie dormant for weeks)", "warning"))
     reach = retention_reach(target)
-    if reach < minimum:
-        out.append(_finding(lp, here, f"keep rules reach back only {fmt(reach)} at frequency "
-                            f"{fmt(target.frequency)}, less than min_history {fmt(minimum)}; "
-                            f"e.g. set {_suggest_keep(minimum, target.frequency)}"))
+    if reach < minimum:  # forget's --keep-within min_history still keeps min_history: a gap, not a danger
+        out.append(_gap(lp, here, f"keep rules reach back only {fmt(reach)} at frequency "
+                        f"{fmt(target.frequency)}, less than min_history {fmt(minimum)}; "
+                        f"e.g. set {_suggest_keep(minimum, target.frequency)}"))
     return out
 
 
@@ -289,8 +302,8 @@ def _check_coverage(valid: list[LoadedPolicy]) -> list[LintFinding]:
     present = {t.category for t in targets}
     for category in REQUIRED_CATEGORIES:
         if category not in present:
-            out.append(_finding(anchor, at, f"no target with category {category} (guideline 2.7.2 requires "
-                                "system programs, container data and system logs)"))
+            out.append(_gap(anchor, at, f"no target with category {category} (guideline 2.7.2 requires "
+                            "system programs, container data and system logs)"))
     if not any(t.category == "system_program" and t.environment in ("development", "evaluation") for t in targets):
         out.append(_finding(anchor, at, "no system_program target for a development or evaluation environment "
                             "(guideline 2.7.2: system programs including dev/eval environments)", "warning"))

@@ -54,6 +54,9 @@ class LintFinding:
     field: str
     message: str
     severity: Severity = "error"
+    #: A guideline gap (a missing category, short history): a warning that `policy lint` still counts
+    #: (exit 1), but never a reason to stop backing up.
+    gap: bool = False
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}: {self.field}: {self.severity}: {self.message}"

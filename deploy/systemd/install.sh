@@ -1,18 +1,62 @@
 #!/usr/bin/env bash
 # Install backupd's systemd units, users and directories. Idempotent; run as root.
-#   deploy/systemd/install.sh [--enable]
+#   deploy/systemd/install.sh [--enable] [--verifier]
 # Secrets are not created here: put restic-password and s3-writer.env into /etc/backupd/secrets
 # (mode 0600, root) and s3-maintainer.env into /etc/backupd/maintenance-secrets yourself.
+# --verifier installs only the verifier (a second host): user backupd-verifier, /etc/backupd/verifier.yaml,
+# backupd-verifier.service/.timer; its secrets (restic-password, s3-auditor.env, s3-verifier.env,
+# s3-canary.env) go into /etc/backupd/verifier-secrets, never the writer's or the maintainer's keys.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
+enable=no verifier=no
+for arg in "$@"; do
+  case "$arg" in
+    --enable) enable=yes ;;
+    --verifier) verifier=yes ;;
+    *) echo "install.sh: unknown option $arg (use --enable, --verifier)" >&2; exit 2 ;;
+  esac
+done
 [ "$(id -u)" = 0 ] || { echo "install.sh: run as root" >&2; exit 2; }
 command -v backupd >/dev/null || [ -x /usr/local/bin/backupd ] || {
   echo "install.sh: backupd is not installed (pip install . into a venv, link it to /usr/local/bin/backupd)" >&2; exit 3; }
 
-for user in backupd backupd-maint; do
-  id "$user" >/dev/null 2>&1 || useradd --system --home-dir /nonexistent --shell /usr/sbin/nologin "$user"
-done
+add_user() { id "$1" >/dev/null 2>&1 || useradd --system --home-dir /nonexistent --shell /usr/sbin/nologin "$1"; }
 install -d -m 0755 -o root -g root /etc/backupd /etc/backupd/policies
+
+if [ "$verifier" = yes ]; then
+  add_user backupd-verifier
+  install -d -m 0700 -o root -g root /etc/backupd/verifier-secrets
+  install -d -m 0700 -o backupd-verifier -g backupd-verifier /var/lib/backupd-verifier
+  if [ ! -e /etc/backupd/verifier.yaml ]; then
+    cat >/etc/backupd/verifier.yaml <<CONF
+# The verifier: drills, check slices and storage audits with read-only keys (docs/operator-guide.md).
+role: verifier
+policies: [/etc/backupd/policies/*.yaml]   # copies of the backup host's policies
+state_dir: /var/lib/backupd-verifier        # its own state, ledger and Ed25519 signing key
+secrets_dir: /run/credentials/backupd-verifier.service
+host: $(hostname)                          # its evidence goes to evidence/<host>/ in the mirror
+# hosts: [tos-01]                           # backup hosts whose snapshots it reads (default: policy site.host)
+# evidence: {mirror: worm-primary, credentials_file: s3-verifier.env}
+CONF
+    chmod 0644 /etc/backupd/verifier.yaml
+  fi
+  install -m 0644 "$here"/backupd-verifier.service "$here"/backupd-verifier.timer /etc/systemd/system/
+  command -v systemd-analyze >/dev/null && systemd-analyze verify /etc/systemd/system/backupd-verifier.service \
+    /etc/systemd/system/backupd-verifier.timer
+  if [ -d /run/systemd/system ]; then
+    systemctl daemon-reload
+    if [ "$enable" = yes ]; then systemctl enable --now backupd-verifier.timer; fi
+  fi
+  echo "install.sh: verifier installed; put the policies in /etc/backupd/policies and restic-password," \
+       "s3-auditor.env, s3-verifier.env and s3-canary.env in /etc/backupd/verifier-secrets, run" \
+       "'runuser -u backupd-verifier -- backupd evidence key --config /etc/backupd/verifier.yaml', publish the key," \
+       "then: systemctl enable --now backupd-verifier.timer" >&2
+  exit 0
+fi
+
+for user in backupd backupd-maint; do
+  add_user "$user"
+done
 install -d -m 0700 -o root -g root /etc/backupd/secrets /etc/backupd/maintenance-secrets
 install -d -m 0700 -o backupd -g backupd /var/lib/backupd
 install -d -m 0700 -o backupd-maint -g backupd-maint /var/lib/backupd-maintenance
@@ -39,7 +83,7 @@ command -v systemd-analyze >/dev/null && systemd-analyze verify /etc/systemd/sys
   /etc/systemd/system/backupd-maintenance.timer
 if [ -d /run/systemd/system ]; then
   systemctl daemon-reload
-  if [ "${1:-}" = "--enable" ]; then
+  if [ "$enable" = yes ]; then
     systemctl enable --now backupd.service backupd-maintenance.timer
   fi
 fi

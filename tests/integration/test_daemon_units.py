@@ -10,7 +10,8 @@ import pytest
 from tests.integration.conftest import ROOT
 
 pytestmark = pytest.mark.integration
-UNITS = ("backupd.service", "backupd-maintenance.service", "backupd-maintenance.timer")
+UNITS = ("backupd.service", "backupd-maintenance.service", "backupd-maintenance.timer",
+         "backupd-verifier.service", "backupd-verifier.timer")
 
 
 def test_units_verify(tmp_path):
@@ -28,3 +29,14 @@ def test_units_verify(tmp_path):
     for line in ("Type=notify", "WatchdogSec=", "ProtectSystem=strict", "NoNewPrivileges=yes", "User=backupd",
                  "CapabilityBoundingSet=CAP_DAC_READ_SEARCH", "LoadCredential=", "TimeoutStopSec="):
         assert line in service
+
+
+def test_the_verifier_unit_holds_no_writer_or_maintainer_keys():
+    unit = (ROOT / "deploy" / "systemd" / "backupd-verifier.service").read_text()
+    assert "User=backupd-verifier" in unit and "Environment=BACKUPD_CONFIG=/etc/backupd/verifier.yaml" in unit
+    creds = {ln.split("=", 1)[1].split(":", 1)[0] for ln in unit.splitlines() if ln.startswith("LoadCredential=")}
+    assert creds == {"restic-password", "s3-auditor.env", "s3-verifier.env", "s3-canary.env"}
+    assert "/etc/backupd/secrets/" not in unit and "maintenance-secrets" not in unit
+    for line in ("ProtectSystem=strict", "NoNewPrivileges=yes", "CapabilityBoundingSet=\n",
+                 "ReadWritePaths=/var/lib/backupd-verifier", "backupd drill", "backupd check", "backupd audit storage"):
+        assert line in unit, line
