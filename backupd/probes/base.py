@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from backupd import execute
+from backupd.sandbox import Jail
 
 
 @dataclass
@@ -27,12 +28,23 @@ class ProbeContext:
     rpo: timedelta
     previous: Callable[[], dict | None]
     cancel: execute.Cancel | None = None
-    #: gives the database user the listed sandbox paths (a no-op unless we run as root)
+    #: gives the sandbox uid the listed sandbox paths (a no-op unless we run as root)
     grant: Callable[..., None] = lambda *paths: None
+    #: where probe processes run (backupd.sandbox); built from the sandbox paths when not given
+    jail: Jail | None = None
 
     def local(self, path: str) -> Path:
         """Where a snapshot path lies in the sandbox."""
         return self.restore_dir / path.lstrip("/")
+
+    def confine(self) -> Jail:
+        """The jail every probe process runs in: the restored tree read-only, `sandbox/work` writable."""
+        if self.jail is None:
+            work = self.sandbox / "work"
+            work.mkdir(mode=0o700, exist_ok=True)
+            self.jail = Jail(readonly=(self.restore_dir,), writable=(work,), root=self.sandbox,
+                             cancel=self.cancel)
+        return self.jail
 
 
 @dataclass
