@@ -1,18 +1,19 @@
 """PostgreSQL probe: load the restored plain dump into a throw-away cluster inside the sandbox (unix
 socket only, `listen_addresses = ''`), compare row counts with the facts counted at backup time, run the
-spec's SQL checks, and stop the cluster. PostgreSQL refuses to run as root: when we are root, every
-server and client program runs as the `postgres` user through `runuser`."""
+spec's SQL checks, and stop the cluster. The dump is untrusted, and so are the server processes it
+feeds: initdb, postgres and psql run confined (backupd.sandbox: an unprivileged uid, no network, no
+capabilities, the restored tree read-only, only `pg/` writable, the socket in `pg/sock`); stopping the
+server kills its whole PID namespace."""
 
 from __future__ import annotations
 
 import glob
-import os
-import signal
 from pathlib import Path
 
 from backupd import execute
 from backupd.errors import DependencyError, Finding
 from backupd.probes.base import ProbeContext, ProbeResult
+from backupd.sandbox import Jail
 
 OS_USER = "postgres"
 PORT = 5432  # only names the socket file: the socket directory is private to this sandbox
@@ -63,12 +64,12 @@ def compare_rows(expected: dict[str, int], found: dict[str, int]) -> list[str]:
 
 
 class Cluster:
-    """A throw-away cluster under `base` (which the server user can reach)."""
+    """A throw-away cluster under `base`, every process of it confined by `jail` (base writable)."""
 
-    def __init__(self, base: Path, cancel: execute.Cancel | None):
-        self.base, self.cancel = base, cancel
+    def __init__(self, base: Path, jail: Jail):
+        self.base, self.jail = base, jail
         self.bin = bindir()
-        self.as_root = os.geteuid() == 0
+        self.server = None
         self.started = False
 
     @property
@@ -80,9 +81,7 @@ class Cluster:
         return self.base / "sock"
 
     def _run(self, argv: list[str], what: str, timeout: float, check: bool = True) -> execute.Completed:
-        if self.as_root:
-            argv = ["runuser", "-u", OS_USER, "--", *argv]
-        done = execute.run(argv, timeout=timeout, cancel=self.cancel, cwd=str(self.base))
+        done = self.jail.run(argv, timeout=timeout, cwd=str(self.base), writable=(self.base,))
         if check and (done.returncode != 0 or done.timed_out):
             why = "timed out" if done.timed_out else f"exited with {done.returncode}"
             raise Finding(f"{what} {why}: {done.stderr.strip()[-500:]}")
@@ -96,23 +95,28 @@ class Cluster:
         with open(self.data / "postgresql.conf", "a", encoding="utf-8") as conf:
             conf.write(CONF.format(sock=self.sock))
         self.started = True
-        self._run([str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.base / "server.log"),
-                   "-w", "-t", "120", "start"], "pg_ctl start", 150)
+        # the postmaster runs in the foreground of its own sandbox: pg_ctl would daemonise it into a
+        # PID namespace that ends with pg_ctl
+        self.server = self.jail.start([str(self.bin / "postgres"), "-D", str(self.data)],
+                                      cwd=str(self.base), writable=(self.base,))
+        if not self.server.wait_for(self._ready, 150):
+            done = self.stop()
+            raise Finding(f"postgres did not start: {done.stderr.strip()[-500:] if done else ''}")
 
-    def stop(self) -> None:
-        """Stop immediately (the data is thrown away); kill the postmaster if pg_ctl cannot."""
-        if not self.started:
-            return
+    def _ready(self) -> bool:
+        """The postmaster says it accepts connections (line 8 of postmaster.pid, as pg_ctl -w reads it)."""
+        try:
+            lines = (self.data / "postmaster.pid").read_text().splitlines()
+        except OSError:
+            return False
+        return len(lines) >= 8 and lines[7].strip() == "ready"
+
+    def stop(self) -> execute.Completed | None:
+        """Kill the server's sandbox and with it every process of the cluster (the data is thrown away)."""
+        if not self.started or self.server is None:
+            return None
         self.started = False
-        argv = [str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "-t", "30", "stop"]
-        if self.as_root:
-            argv = ["runuser", "-u", OS_USER, "--", *argv]
-        done = execute.run(argv, timeout=60, cwd=str(self.base))  # no cancel: stopping must finish
-        if done.returncode != 0:
-            try:
-                os.kill(int((self.data / "postmaster.pid").read_text().split()[0]), signal.SIGKILL)
-            except (OSError, ValueError, IndexError):
-                pass
+        return self.server.stop()
 
     def psql(self, *args: str, db: str = DATABASE, timeout: float = 600) -> str:
         argv = [str(self.bin / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-h", str(self.sock),
@@ -159,7 +163,7 @@ def run(probe, ctx: ProbeContext, result: ProbeResult) -> None:
     base.mkdir(mode=0o700)
     (base / "sock").mkdir(mode=0o700)
     ctx.grant(base, base / "sock", dump)
-    cluster = Cluster(base, ctx.cancel)
+    cluster = Cluster(base, ctx.confine())
     try:
         cluster.start()
         cluster.psql("-c", f'CREATE DATABASE "{DATABASE}"', db="postgres")

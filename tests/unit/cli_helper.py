@@ -10,7 +10,7 @@ from backupd.cli import main
 def cli(*args):
     result = CliRunner().invoke(main, [*args, "--json"])
     assert "Traceback" not in result.output, result.output
-    return result.exit_code, json.loads(result.output)
+    return result.exit_code, json.loads(result.stdout)  # stderr may carry warnings
 
 
 def write_secrets(folder):
