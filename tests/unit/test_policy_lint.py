@@ -95,7 +95,8 @@ def test_example_policy_directory_argument(tmp_path, secrets):
 def test_missing_required_category(tmp_path, secrets, category):
     data = policy(targets=[t for t in CLEAN["targets"] if t["category"] != category])
     result = lint(tmp_path, secrets, data)
-    assert has(result, "targets", f"no target with category {category}")
+    assert has(result, "targets", f"no target with category {category}", "warning")
+    assert result.gaps and not result.errors  # reported (lint exit 1), but backups still run
     assert len([m for m in messages(result) if "no target with category" in m[1]]) == 1
 
 
@@ -107,21 +108,21 @@ def test_required_categories_across_files(tmp_path, secrets):
 
 def test_missing_categories_one_finding_each(tmp_path, secrets):
     result = lint(tmp_path, secrets, policy(targets=[target("docs", "documentation")]))
-    assert len([m for m in messages(result, "error") if "no target with category" in m[1]]) == 3
+    assert len([m for m in messages(result, "warning") if "no target with category" in m[1]]) == 3
 
 
 def test_frequency_rarer_than_yearly(tmp_path, secrets):
     data = policy()
     data["targets"][1].update(frequency="2y", retention={"keep_yearly": 3})
     result = lint(tmp_path, secrets, data)
-    assert has(result, "targets[1].frequency", "once a year")
+    assert has(result, "targets[1].frequency", "once a year", "warning")
     data["targets"][1]["frequency"] = "1y"
     assert not any("once a year" in m for _, m in messages(lint(tmp_path, secrets, data)))
 
 
 @pytest.mark.parametrize(
     ("min_history", "severity"),
-    [("2w", "error"), ("20d", "error"), ("3w", "warning"), ("5w", "warning"), ("6w", None), ("10w", None)],
+    [("2w", "warning"), ("20d", "warning"), ("3w", "warning"), ("5w", "warning"), ("6w", None), ("10w", None)],
 )
 def test_min_history(tmp_path, secrets, min_history, severity):
     data = policy()
@@ -144,18 +145,18 @@ def test_retention_reach_counts_frequency(tmp_path, secrets):
     data = policy()
     # weekly backups: keep_daily 14 keeps 14 weekly snapshots = 14 weeks
     data["targets"][1].update(frequency="1w", retention={"keep_daily": 14})
-    assert not has(lint(tmp_path, secrets, data), "targets[1].retention", "reach back")
+    assert not has(lint(tmp_path, secrets, data), "targets[1].retention", "reach back", "warning")
     # keep_last at daily frequency: 42 x 1d = 6w reaches exactly
     data["targets"][1].update(frequency="1d", retention={"keep_last": 42})
-    assert not has(lint(tmp_path, secrets, data), "targets[1].retention", "reach back")
+    assert not has(lint(tmp_path, secrets, data), "targets[1].retention", "reach back", "warning")
     data["targets"][1].update(retention={"keep_last": 41})
-    assert has(lint(tmp_path, secrets, data), "targets[1].retention", "reach back only 41d")
+    assert has(lint(tmp_path, secrets, data), "targets[1].retention", "reach back only 41d", "warning")
 
 
 def test_retention_all_zero(tmp_path, secrets):
     data = policy()
     data["targets"][2]["retention"] = {}
-    assert has(lint(tmp_path, secrets, data), "targets[2].retention", "reach back only 0s")
+    assert has(lint(tmp_path, secrets, data), "targets[2].retention", "reach back only 0s", "warning")
 
 
 def test_dev_or_eval_system_program_warning(tmp_path, secrets):
@@ -298,7 +299,7 @@ def test_str_format(tmp_path, secrets):
     data["targets"][0]["frequency"] = "2y"
     finding = next(f for f in lint(tmp_path, secrets, data).findings if f.field == "targets[0].frequency")
     line = data_line(tmp_path / "p0.yaml", '"frequency": "2y"')
-    assert str(finding).startswith(f"{tmp_path / 'p0.yaml'}:{line}: targets[0].frequency: error: every 2y")
+    assert str(finding).startswith(f"{tmp_path / 'p0.yaml'}:{line}: targets[0].frequency: warning: every 2y")
 
 
 def test_unreadable_and_missing_paths(tmp_path, secrets):
@@ -309,9 +310,9 @@ def test_unreadable_and_missing_paths(tmp_path, secrets):
 
 def test_load_policy_set_raises_config_error(tmp_path, secrets):
     data = policy()
-    data["targets"][0]["frequency"] = "2y"
+    data["targets"][0]["destinations"] = ["nowhere"]
     lint(tmp_path, secrets, data)
-    with pytest.raises(ConfigError, match=r"p0.yaml:\d+: targets\[0\].frequency: error") as info:
+    with pytest.raises(ConfigError, match=r"p0.yaml:\d+: targets\[0\].destinations\[0\]: error") as info:
         load_policy_set([tmp_path / "p0.yaml"], secrets, env={})
     assert info.value.exit_code == 2
 
@@ -326,3 +327,26 @@ def test_policy_set_accessors(tmp_path, secrets):
     assert policy_set.target("db").rto is not None
     with pytest.raises(ConfigError, match="no target named 'nope'; known: db, prog-prod"):
         policy_set.target("nope")
+
+
+def test_guideline_gaps_never_block_the_policy_set(tmp_path, secrets):
+    data = policy(targets=[target("docs", "documentation", frequency="2y", retention={"keep_yearly": 1,
+                                                                                      "min_history": "1w"})])
+    result = lint(tmp_path, secrets, data)
+    assert not result.errors and len(result.gaps) == 5  # 3 categories, frequency, min_history
+    policy_set = load_policy_set([tmp_path / "p0.yaml"], secrets, env={})
+    assert [t.name for t in policy_set.targets] == ["docs"] and len(policy_set.warnings) >= 5
+
+
+def test_without_a_logs_target_status_runs_and_lint_still_exits_1(tmp_path, secrets):
+    from tests.unit.cli_helper import cli
+
+    data = policy(targets=[t for t in CLEAN["targets"] if t["category"] != "logs"])
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "p.yaml").write_text(json.dumps(data))
+    config = tmp_path / "backupd.yaml"
+    config.write_text(f"policies: [policies/*.yaml]\nstate_dir: state\nsecrets_dir: '{secrets}'\nhost: h\n")
+    code, doc = cli("status", "--config", str(config))
+    assert code == 1 and {t["status"] for t in doc["targets"]} == {"never"}  # runs; never backed up
+    code, doc = cli("policy", "lint", "--config", str(config))
+    assert code == 1 and any(f["gap"] and "category logs" in f["message"] for f in doc["findings"])
