@@ -1,0 +1,273 @@
+"""Runs untrusted processes confined: restored programs, custom probe commands and the throw-away
+PostgreSQL cluster of a drill (a program in a snapshot may be a trojan).
+
+Each process gets fresh user, mount, PID, network, IPC and UTS namespaces (bubblewrap), runs as an
+unprivileged uid (`UID` when backupd is root, else backupd's own uid mapped to nobody) with no
+capabilities (bounding, ambient, inheritable all empty) and no_new_privs, without network (only its
+own loopback) and without creating further user namespaces. Its mount view is an allow-list: /usr and
+the /bin, /lib* links, the few /etc files programs need (passwd, group, ld.so, alternatives, time
+zone), a private /tmp, /dev and /dev/shm, /proc of its own PID namespace, the restored tree
+read-only and only the given sandbox directories writable. Nothing else of the host exists in it:
+not /etc/backupd, state_dir, secrets_dir, $CREDENTIALS_DIRECTORY, the evidence key or the S3 keys.
+
+Limits: wall time (the caller's timeout), RLIMIT_AS, RLIMIT_NPROC (counted in the sandbox's own user
+namespace), RLIMIT_FSIZE, no core files, a size-capped /tmp. Killing the sandbox kills its PID
+namespace's init, which takes every process in it along (setsid ones included). Output is untrusted:
+only its tail is kept, secrets and control characters are scrubbed before anyone sees it.
+
+`drill/sandbox.py` makes a drill's private directory; this module runs processes inside it, and only
+through `backupd.execute`.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from backupd import execute
+from backupd.errors import DependencyError
+
+#: The host uid/gid sandboxed processes run as when backupd is root: unnamed and unused (Debian keeps
+#: 65000-65533 out of every allocation), so RLIMIT_NPROC and file ownership concern the sandbox alone.
+UID = 65530
+#: The uid/gid a process sees inside the sandbox (nobody, so programs find a passwd entry).
+INNER_ID = 65534
+BWRAP, SETPRIV, PRLIMIT = "bwrap", "setpriv", "/usr/bin/prlimit"
+NAMESPACES = ("--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
+              "--unshare-cgroup-try")
+#: Top-level system directories shown read-only (or as the symlinks they are on merged-/usr systems).
+SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
+#: The only /etc entries shown: what the dynamic linker, user lookups and time zones need.
+ETC_FILES = ("passwd", "group", "nsswitch.conf", "ld.so.cache", "ld.so.conf", "ld.so.conf.d",
+             "alternatives", "localtime", "timezone")
+ENVIRONMENT = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "TMPDIR": "/tmp", "LANG": "C.UTF-8"}
+_CONTROL = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]")  # keeps tab and newline
+MIN_SECRET = 4
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-process memory (RLIMIT_AS), processes in the sandbox (RLIMIT_NPROC), largest file written
+    (RLIMIT_FSIZE), size of the private /tmp and bytes of each output stream kept."""
+
+    memory: int = 2 << 30
+    processes: int = 256
+    file_size: int = 20 << 30
+    tmp: int = 256 << 20
+    output: int = 64 << 10
+
+
+def default_uid() -> int | None:
+    """UID when we are root (we can and must drop to it), else None (keep our uid, mapped to nobody)."""
+    return UID if os.geteuid() == 0 else None
+
+
+def drop_privileges(uid: int | None) -> list[str]:
+    """setpriv prefix: clear inheritable and ambient capabilities (bwrap refuses to start with any)
+    and set no_new_privs; as root also switch to `uid` without groups and empty the bounding set."""
+    argv = [SETPRIV]
+    if uid is not None:
+        argv += [f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--bounding-set=-all"]
+    return argv + ["--inh-caps=-all", "--ambient-caps=-all", "--no-new-privs", "--"]
+
+
+def system_view(root: str = "/") -> list[str]:
+    """bwrap arguments for the read-only system part of the mount view (the allow-list)."""
+    args: list[str] = []
+    entries = [(name, "/" + name) for name in SYSTEM_DIRS] + [(f"etc/{n}", f"/etc/{n}") for n in ETC_FILES]
+    for rel, dest in entries:
+        host = os.path.join(root, rel)
+        if os.path.islink(host):
+            args += ["--symlink", os.readlink(host), dest]
+        elif os.path.exists(host):
+            args += ["--ro-bind", host, dest]
+    return args
+
+
+def reachable(path: Path, uid: int | None) -> bool:
+    """True when `uid` (no groups) can traverse every directory down to path; always for None."""
+    if uid is None:
+        return True
+    for item in [Path(path), *Path(path).parents]:
+        try:
+            st = item.stat()
+        except OSError:
+            return False
+        if not (st.st_mode & 0o001 or (st.st_uid == uid and st.st_mode & 0o100)):
+            return False
+    return True
+
+
+def secret_forms(secrets) -> list[bytes]:
+    """Each secret as written, base64- and hex-encoded, longest first (so no fragment survives)."""
+    forms: set[bytes] = set()
+    for secret in secrets:
+        raw = secret.encode() if isinstance(secret, str) else bytes(secret)
+        if len(raw) >= MIN_SECRET:
+            forms |= {raw, base64.b64encode(raw).rstrip(b"="), raw.hex().encode()}
+    return sorted(forms, key=len, reverse=True)
+
+
+def scrub(data: bytes, secrets) -> bytes:
+    """Untrusted output made safe to show: secrets replaced by [REDACTED], control characters dropped."""
+    for form in secret_forms(secrets):
+        data = data.replace(form, b"[REDACTED]")
+    return _CONTROL.sub(b"", data)
+
+
+def bound(data: bytes, limit: int) -> bytes:
+    """The last `limit` bytes, marked when cut."""
+    return data if len(data) <= limit else b"[...]" + data[-limit:]
+
+
+def secrets_in(*places) -> tuple[str, ...]:
+    """Values to scrub from the files at `places` (files, or the regular files of directories, e.g.
+    secrets_dir, $CREDENTIALS_DIRECTORY, the key directory): every line and every KEY=VALUE value."""
+    found: set[str] = set()
+    for place in places:
+        if not place:
+            continue
+        place = Path(place)
+        files = sorted(p for p in place.iterdir() if p.is_file()) if place.is_dir() else [place]
+        for path in files:
+            try:
+                text = path.read_bytes()[:1 << 16].decode("utf-8", "replace")
+            except OSError:
+                continue
+            for line in text.splitlines():
+                line = line.strip()
+                if not line or line.startswith("-----"):
+                    continue
+                found.add(line)
+                found.add(line.partition("=")[2].strip().strip("'\""))
+    return tuple(sorted(s for s in found if len(s) >= MIN_SECRET))
+
+
+def limit_reached(done: execute.Completed, limits: Limits) -> str | None:
+    """Which sandbox limit a failed process most likely hit, from its exit and output, else None."""
+    text = done.stderr + done.stdout[-4096:].decode("utf-8", "replace")
+    if done.returncode in (128 + 25, -25) or "File too large" in text:
+        return f"file size limit ({limits.file_size} bytes) reached"
+    if re.search(r"[Cc]annot fork|fork: .*(Resource temporarily unavailable|retry)", text):
+        return f"process limit ({limits.processes}) reached"
+    if re.search(r"Cannot allocate memory|out of memory|MemoryError|std::bad_alloc", text):
+        return f"memory limit ({limits.memory} bytes per process) reached"
+    return None
+
+
+@dataclass
+class Jail:
+    """Where and how probe processes run: `readonly` and `writable` host paths appear at the same
+    paths inside; `root` is the drill's private directory (made traversable for the sandbox uid)."""
+
+    readonly: tuple[Path, ...] = ()
+    writable: tuple[Path, ...] = ()
+    root: Path | None = None
+    limits: Limits = field(default_factory=Limits)
+    secrets: tuple[str, ...] = ()
+    cancel: execute.Cancel | None = None
+    uid: int | None = field(default_factory=default_uid)
+    _handed: set = field(default_factory=set, repr=False)
+
+    def argv(self, command: list[str], *, cwd: str | None = None, writable=None) -> list[str]:
+        """The full argv: privilege drop, namespaces, mount view, limits, then the command."""
+        writable = self.writable if writable is None else tuple(writable)
+        lim = self.limits
+        argv = drop_privileges(self.uid) + [BWRAP, *NAMESPACES, "--uid", str(INNER_ID), "--gid", str(INNER_ID),
+                                            "--disable-userns", "--die-with-parent", "--new-session",
+                                            "--hostname", "sandbox", "--clearenv"]
+        for name, value in ENVIRONMENT.items():
+            argv += ["--setenv", name, value]
+        argv += system_view()
+        argv += ["--proc", "/proc", "--dev", "/dev", "--size", str(lim.tmp), "--tmpfs", "/dev/shm",
+                 "--size", str(lim.tmp), "--tmpfs", "/tmp"]
+        for path in self.readonly:
+            argv += ["--ro-bind", str(path), str(path)]
+        for path in writable:
+            argv += ["--bind", str(path), str(path)]
+        argv += ["--chdir", cwd or (str(writable[0]) if writable else "/tmp")]
+        return argv + ["--", PRLIMIT, f"--as={lim.memory}", f"--nproc={lim.processes}",
+                       f"--fsize={lim.file_size}", "--core=0", "--", *command]
+
+    def hand_over(self, *paths) -> None:
+        """As root: give the sandbox uid the given trees (recursively, symlinks not followed) and make
+        the directories between them and `root` traversable. A no-op when we are not root."""
+        if self.uid is None:
+            return
+        for top in map(Path, paths):
+            if top in self._handed or not top.exists():
+                continue
+            self._handed.add(top)
+            _chown_tree(top, self.uid)
+            for parent in top.parents:
+                if self.root is None or not (parent == self.root or self.root in parent.parents):
+                    break
+                os.chmod(parent, os.stat(parent).st_mode & 0o7777 | 0o111)
+
+    def _prepare(self, writable) -> tuple:
+        if shutil.which(BWRAP) is None:
+            raise DependencyError("bwrap not found: probes run only in a sandbox; install the Debian package "
+                                  "bubblewrap (scripts/setup.sh does)")
+        writable = self.writable if writable is None else tuple(writable)
+        self.hand_over(*self.readonly, *writable)
+        return writable
+
+    def run(self, command: list[str], *, timeout: float, cwd: str | None = None,
+            writable=None) -> execute.Completed:
+        """Run command confined to the end or its timeout; output bounded and scrubbed."""
+        writable = self._prepare(writable)
+        done = execute.run(self.argv(command, cwd=cwd, writable=writable), timeout=timeout,
+                           cancel=self.cancel, max_output=self.limits.output)
+        return self._clean(done, command)
+
+    def start(self, command: list[str], *, cwd: str | None = None, writable=None) -> Server:
+        """Start a long-running command confined (a database server); `stop()` it when done."""
+        writable = self._prepare(writable)
+        child = execute.start(self.argv(command, cwd=cwd, writable=writable), cancel=self.cancel,
+                              max_output=self.limits.output)
+        return Server(self, command, child)
+
+    def _clean(self, done: execute.Completed, command: list[str]) -> execute.Completed:
+        done.argv = list(command)  # what the probe ran; the sandbox wrapping is always the same
+        done.stdout = scrub(done.stdout, self.secrets)
+        done.stderr = scrub(done.stderr.encode("utf-8", "replace"), self.secrets).decode("utf-8", "replace")
+        return done
+
+
+class Server:
+    """A confined long-running process: `alive()`, `stop()` (kills its whole PID namespace)."""
+
+    def __init__(self, jail: Jail, command: list[str], child: execute.Background):
+        self.jail, self.command, self.child = jail, command, child
+
+    def alive(self) -> bool:
+        return self.child.alive()
+
+    def wait_for(self, ready, seconds: float, poll: float = 0.1) -> bool:
+        """Poll `ready()` until true (True), the server died, was cancelled or time ran out (False)."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end and self.alive():
+            if ready():
+                return True
+            if self.jail.cancel is not None and self.jail.cancel.wait(poll):
+                return False
+            if self.jail.cancel is None:
+                time.sleep(poll)
+        return bool(ready())
+
+    def stop(self) -> execute.Completed:
+        return self.jail._clean(self.child.stop(), self.command)
+
+
+def _chown_tree(top: Path, uid: int) -> None:
+    os.lchown(top, uid, uid)
+    if top.is_symlink() or not top.is_dir():
+        return
+    for folder, dirs, files in os.walk(top):
+        for name in dirs + files:
+            os.lchown(os.path.join(folder, name), uid, uid)
