@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from backupd.policy.durations import parse_duration
+from backupd.policy.schema import REQUIRED_CATEGORIES
 
 MET, NOT_MET, NONE = "met", "not met", "not evidenced"
 SEVERAL_WEEKS = timedelta(weeks=2)
@@ -31,10 +32,12 @@ def _m1(targets, now) -> dict:
     seqs = [t["backups"]["last_ok"]["seq"] for t in targets if t["backups"]["last_ok"]]
     if not targets:
         return _item("M1", "Backup targets and frequency", "バックアップ対象と頻度", NONE, "no targets")
-    status = MET if not late else NOT_MET
-    return _item("M1", "Backup targets and frequency", "バックアップ対象と頻度", status,
-                 "every target backed up within twice its frequency" if not late
-                 else f"no recent successful backup: {', '.join(late)}", seqs)
+    # a category the guideline requires but no target covers is a gap here, never a reason to stop backups
+    missing = [c for c in REQUIRED_CATEGORIES if c not in {t["category"] for t in targets}]
+    gaps = ([f"no recent successful backup: {', '.join(late)}"] if late else []) + \
+        ([f"no target of required category: {', '.join(missing)}"] if missing else [])
+    return _item("M1", "Backup targets and frequency", "バックアップ対象と頻度", NOT_MET if gaps else MET,
+                 "; ".join(gaps) or "every target backed up within twice its frequency", seqs)
 
 
 def _m2(targets) -> dict:
