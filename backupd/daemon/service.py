@@ -1,11 +1,20 @@
-"""The daemon's main loop: start due backups within the limits, persist outcomes, react to signals,
-keep systemd, metrics and alerts up to date. Backups run in worker threads; the main thread only
-schedules, so SIGTERM and SIGHUP are handled within one bounded sleep."""
+"""The daemon's main loop: start due jobs within the limits, persist outcomes, react to signals, keep
+systemd, metrics and alerts up to date.
+
+READY=1 is sent after local work only (state, policies, metrics socket): everything that talks to
+storage (lock sweeps, evidence mirror pushes, restic) runs in worker threads afterwards, so a storage
+outage never delays the start. Each job probes its S3 destinations first and leaves out those that do
+not answer; the outage alerts once and resolves once. Between events the main thread sleeps until the
+next due job, the next RPO boundary or the watchdog, whichever is first: no polling while idle.
+Alerts are delivered from the outbox by their own thread (backupd.notify)."""
 
 from __future__ import annotations
 
+import queue
+import sqlite3
 import threading
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 
 from backupd import evidence, execute
@@ -14,6 +23,7 @@ from backupd.actions import status as status_action
 from backupd.actions.common import repository
 from backupd.daemon import locks as daemon_locks
 from backupd.daemon import log
+from backupd.daemon import reach
 from backupd.daemon import schedule
 from backupd.daemon.jobs import Job, JobStore
 from backupd.daemon.sdnotify import Notifier
@@ -21,9 +31,10 @@ from backupd.daemon.signals import Signals
 from backupd.engine.exitcodes import RepositoryMissing
 from backupd.errors import BackupdError
 from backupd.notify import Alerts, Message
+from backupd.state import State
 
-TICK = 1.0            # longest sleep: signals, finished jobs and the watchdog are seen within it
-HEALTH_EVERY = 5.0    # seconds between status/metrics/alert evaluations while idle
+LONGEST_SLEEP = 3600.0  # an upper bound only: signals and finished jobs wake the loop at once
+HEALTH_EVERY = 300.0    # when the loop wakes anyway (e.g. the watchdog), re-evaluate if older than this
 
 
 @dataclass
@@ -33,8 +44,10 @@ class Running:
     cancel: execute.Cancel
     thread: threading.Thread | None = None
     started: float = 0.0
-    outcome: str | None = None        # ok | failed | cancelled, set by the worker
+    outcome: str | None = None        # ok | failed | cancelled, set by the worker before it wakes the loop
     errors: list[str] = field(default_factory=list)
+    unreachable: dict[str, str] = field(default_factory=dict)   # destination -> why (probe or restic)
+    reachable: set[str] = field(default_factory=set)            # destinations that answered
 
 
 class Service:
@@ -52,10 +65,18 @@ class Service:
         self.jobs: dict[str, Job] = {}
         self.running: dict[str, Running] = {}
         self.started_at = time.time()
+        self.ready_seconds: float | None = None
         self.alerts = Alerts(cfg.state_dir, notify_settings, log.event)
+        self.metrics = None
         self.metrics_server = None
         self.failures = 0
+        self.down: dict[str, str] = {}      # destination -> why it is unreachable
+        self.reachable: set[str] = set()    # destinations that answered since the start
+        self._swept: set[str] = set()       # destinations whose stale locks were swept this run
+        self._side: queue.Queue = queue.Queue()
+        self._side_thread: threading.Thread | None = None
         self._last_health = 0.0
+        self._next_health: float | None = None
         self._status_text = ""
         self._last_watchdog = 0.0
 
@@ -63,14 +84,18 @@ class Service:
     def run(self) -> int:
         """Serve until SIGTERM (or, with once, until the jobs due at start are done)."""
         self._reconcile()
-        self._sweep_locks()
         self._start_metrics()
+        if not self.once:
+            self.alerts.start()
         targets = [t.name for t in self.policy_set.targets]
-        once_jobs = {j.job for j in schedule.due_in_order(self.jobs, time.time())} if self.once else set()
-        log.event("daemon_start", targets=len(targets), concurrency=self.settings.concurrency,
-                  once=self.once, overdue=[j.target for j in schedule.due_in_order(self.jobs, time.time())])
-        evidence.record(self.cfg, "daemon", {"event": "start", "targets": targets, "once": self.once})
+        overdue = schedule.due_in_order(self.jobs, time.time())
+        once_jobs = {j.job for j in overdue} if self.once else set()
         self.sd.ready(f"scheduling {len(targets)} targets")
+        self.ready_seconds = round(time.time() - self.started_at, 3)
+        log.event("daemon_start", targets=len(targets), concurrency=self.settings.concurrency,
+                  once=self.once, overdue=[j.target for j in overdue], ready_seconds=self.ready_seconds)
+        self._start_side()
+        self._side_record({"event": "start", "targets": targets, "once": self.once})
         while not self.signals.stop.is_set():
             if self.signals.reload.is_set():
                 self.signals.reload.clear()
@@ -78,14 +103,25 @@ class Service:
             finished = self._reap()
             self._start_due(once_jobs if self.once else None)
             now = time.time()
-            if finished or now - self._last_health >= HEALTH_EVERY:
+            if finished or self._health_due(now):
                 self._health(now)
             self._ping()
             if self.once and not self.running and not (once_jobs & self._due_names()):
                 break
-            wake = schedule.next_wake(self.jobs)
-            self.signals.sleep(min(TICK, max(0.05, (wake or now + TICK) - now)))
+            self.signals.sleep(self._sleep_seconds(time.time()))
         return self._shutdown()
+
+    def _sleep_seconds(self, now: float) -> float:
+        """Until the next due job, RPO boundary or watchdog ping (jobs and signals wake us earlier)."""
+        wakes = [schedule.next_wake(self.jobs), self._next_health]
+        if self.sd.watchdog_interval:
+            wakes.append(self._last_watchdog + self.sd.watchdog_interval)
+        soonest = min((w for w in wakes if w is not None), default=now + LONGEST_SLEEP)
+        return min(LONGEST_SLEEP, max(0.0, soonest - now))
+
+    def _health_due(self, now: float) -> bool:
+        return (not self._last_health or now - self._last_health >= HEALTH_EVERY
+                or (self._next_health is not None and now >= self._next_health))
 
     def _shutdown(self) -> int:
         stopping = self.signals.stop.is_set()
@@ -97,13 +133,16 @@ class Service:
         deadline = time.monotonic() + self.settings.stop_timeout_seconds
         for run in list(self.running.values()):
             run.thread.join(max(0.0, deadline - time.monotonic()))
+        cancelled = {d for run in self.running.values() for d in self._destinations_of(run.job)}
         self._reap()
         left = sorted(self.running)
         if not left:
-            self._sweep_locks()  # locks of the backups we just cancelled
+            self._sweep_after_cancel(cancelled)  # locks of the jobs we just cancelled
         if left:
             log.event("daemon_stop_timeout", level="error", jobs=left)
         self._health(time.time())
+        self._stop_side(max(1.0, deadline - time.monotonic()))
+        self.alerts.stop(timeout=5.0)
         if self.metrics_server:
             self.metrics_server.stop()
         log.event("daemon_stop", signal=stopping, unfinished=left)
@@ -117,13 +156,39 @@ class Service:
             new = self.load_policies()
         except BackupdError as exc:
             log.event("reload_rejected", level="error", reason=str(exc)[:2000])
-            evidence.record(self.cfg, "daemon", {"event": "reload_rejected", "reason": str(exc)[:2000]})
+            self._side_record({"event": "reload_rejected", "reason": str(exc)[:2000]})
         else:
             self.policy_set = new
             self._reconcile()
+            self._last_health = 0.0  # new targets: evaluate at once
             log.event("reload_ok", targets=[t.name for t in new.targets])
-            evidence.record(self.cfg, "daemon", {"event": "reload", "targets": [t.name for t in new.targets]})
+            self._side_record({"event": "reload", "targets": [t.name for t in new.targets]})
         self.sd.send("READY=1", f"STATUS={self._status_text or 'reloaded'}")
+
+    # ---- side work: evidence records that may push to the WORM mirror ----------------------
+    def _start_side(self) -> None:
+        self._side_thread = threading.Thread(target=self._side_loop, name="evidence-side", daemon=True)
+        self._side_thread.start()
+
+    def _side_loop(self) -> None:
+        """Blocks on the queue (no polling); None ends it."""
+        while (data := self._side.get()) is not None:
+            try:
+                evidence.record(self.cfg, "daemon", data)
+            except Exception as exc:  # the ledger is local; a failure here is logged, never fatal
+                log.event("evidence_record_failed", level="error", error=f"{exc.__class__.__name__}: {exc}"[:300])
+
+    def _side_record(self, data: dict) -> None:
+        """A daemon evidence record, written (and mirrored) off the main thread."""
+        if self._side_thread is None:
+            evidence.record(self.cfg, "daemon", data)
+        else:
+            self._side.put(data)
+
+    def _stop_side(self, timeout: float) -> None:
+        if self._side_thread is not None:
+            self._side.put(None)
+            self._side_thread.join(timeout)
 
     # ---- scheduling ------------------------------------------------------------------------
     def _reconcile(self) -> None:
@@ -150,24 +215,29 @@ class Service:
     def _due_names(self) -> set[str]:
         return {j.job for j in schedule.due_in_order(self.jobs, time.time())}
 
+    def _destinations_of(self, job: Job) -> list[str]:
+        """Destinations a job touches: its target's, or every target's for checks and audits."""
+        if job.target == schedule.ALL:
+            return sorted({d for t in self.policy_set.targets for d in t.destinations})
+        try:
+            return list(self.policy_set.target(job.target).destinations)
+        except BackupdError:
+            return []
+
     def _job_repos(self, job: Job) -> set[str]:
         """Repositories a job touches: a target's for backups and drills, every one for checks.
         Audits talk to S3 directly and run no restic."""
-        kind = schedule.kind_of(job)
-        if kind == "audit":
+        if schedule.kind_of(job) == "audit":
             return set()
-        if job.target == schedule.ALL:
-            return set().union(*(self._repo_keys(t) for t in self.policy_set.targets))
-        return self._repo_keys(self.policy_set.target(job.target))
+        return set().union(*(self._repo_keys([d]) for d in self._destinations_of(job)))
 
-    def _repo_keys(self, target) -> set[str]:
-        """Which repositories a target's backup touches (URL; the destination name as a fallback)."""
+    def _repo_keys(self, names) -> set[str]:
+        """Repository keys of destinations (URL; the destination name as a fallback)."""
         keys = set()
-        for name in target.destinations:
-            dest = self.policy_set.destinations[name]
+        for name in names:
             try:
-                keys.add(repository(self.cfg, name, dest).url)
-            except BackupdError:
+                keys.add(repository(self.cfg, name, self.policy_set.destinations[name]).url)
+            except (BackupdError, KeyError):
                 keys.add(f"destination:{name}")
         return keys
 
@@ -194,24 +264,55 @@ class Service:
         run.thread.start()
 
     def _work(self, run: Running, policy_set) -> None:
-        """Worker thread: run one job (backup, drill, check or audit)."""
-        if schedule.kind_of(run.job) != "backup":
-            return self._work_other(run, policy_set)
+        """Worker thread: probe the storage, sweep stale locks once, run one job."""
         try:
-            results = backup_action.run(self.cfg, policy_set, run.job.target, cancel=run.cancel)
-            run.errors = [f"{r.destination}: {r.error}" for r in results if r.status != "ok"]
-            if run.cancel.is_set():
-                run.outcome = "cancelled"
+            view = self._prepare(run, policy_set)
+            if view is None:
+                run.outcome = "failed"
+            elif schedule.kind_of(run.job) == "backup":
+                self._work_backup(run, view)
             else:
-                run.outcome = "ok" if results and all(r.status == "ok" for r in results) else "failed"
-                for r in results:
-                    if r.error and "is locked" in r.error:
-                        self._triage_lock(policy_set, r.destination)
+                self._work_other(run, view)
         except Exception as exc:  # one broken target must not take the daemon down
             run.outcome = "cancelled" if run.cancel.is_set() else "failed"
             run.errors = [f"{exc.__class__.__name__}: {str(exc)[:300]}"]
         finally:
+            run.outcome = run.outcome or "failed"
             self.signals.wake.set()
+
+    def _prepare(self, run: Running, policy_set):
+        """Probe the job's S3 destinations; sweep each reachable one's stale locks the first time.
+        Returns the policy set without the unreachable destinations, or None when none is left."""
+        names = [d for d in self._destinations_of(run.job) if d in policy_set.destinations]
+        for name in names:
+            why = reach.probe(policy_set.destinations[name])
+            if why:
+                run.unreachable[name] = why
+                continue
+            run.reachable.add(name)
+            if name not in self._swept and schedule.kind_of(run.job) != "audit":
+                self._sweep(policy_set, name)
+        if names and not run.reachable:
+            run.errors = [f"{d}: {why}" for d, why in sorted(run.unreachable.items())]
+            return None
+        return reach.without(policy_set, set(run.unreachable))
+
+    def _work_backup(self, run: Running, policy_set) -> None:
+        results = backup_action.run(self.cfg, policy_set, run.job.target, cancel=run.cancel)
+        run.errors = [f"{r.destination}: {r.error}" for r in results if r.status != "ok"]
+        run.errors += [f"{d}: skipped, {why}" for d, why in sorted(run.unreachable.items())]
+        for r in results:
+            if r.status == "unavailable":
+                run.unreachable[r.destination] = (r.error or "unavailable")[:300]
+                run.reachable.discard(r.destination)
+        if run.cancel.is_set():
+            run.outcome = "cancelled"
+            return
+        good = results and all(r.status == "ok" for r in results) and not run.unreachable
+        run.outcome = "ok" if good else "failed"
+        for r in results:
+            if r.error and "is locked" in r.error:
+                self._triage_lock(policy_set, r.destination)
 
     def _work_other(self, run: Running, policy_set) -> None:
         """Drills, checks and audits: their actions record state and evidence; status alerts on them."""
@@ -220,33 +321,36 @@ class Service:
         from backupd.actions import drill as drill_action
 
         kind = schedule.kind_of(run.job)
-        try:
-            if kind.startswith("drill-"):
-                results = drill_action.run(self.cfg, policy_set, run.job.target, full=kind == "drill-full",
-                                           cancel=run.cancel)
-            elif kind == "check":
-                results = check_action.run(self.cfg, policy_set)
-            else:
-                results = audit_action.run(self.cfg, policy_set)
-            bad = [r for r in results if r.get("status") not in ("ok", "skipped")]
-            run.errors = [f"{r.get('target') or r.get('destination')}: "
-                          f"{r.get('reason') or r.get('error') or r.get('status')}" for r in bad]
-            run.outcome = "cancelled" if run.cancel.is_set() else ("failed" if bad else "ok")
-        except Exception as exc:  # a broken drill must not take the daemon down
-            run.outcome = "cancelled" if run.cancel.is_set() else "failed"
-            run.errors = [f"{exc.__class__.__name__}: {str(exc)[:300]}"]
-        finally:
-            self.signals.wake.set()
+        if kind.startswith("drill-"):
+            results = drill_action.run(self.cfg, policy_set, run.job.target, full=kind == "drill-full",
+                                       cancel=run.cancel)
+        elif kind == "check":
+            results = check_action.run(self.cfg, policy_set)
+        else:
+            results = audit_action.run(self.cfg, policy_set)
+        bad = [r for r in results if r.get("status") not in ("ok", "skipped")]
+        run.errors = [f"{r.get('target') or r.get('destination')}: "
+                      f"{r.get('reason') or r.get('error') or r.get('status')}" for r in bad]
+        run.errors += [f"{d}: skipped, {why}" for d, why in sorted(run.unreachable.items())]
+        run.outcome = "cancelled" if run.cancel.is_set() else ("failed" if bad or run.unreachable else "ok")
 
-    def _sweep_locks(self) -> None:
-        """At start and after cancelling: one pass over every repository, no waiting."""
-        for name in sorted({d for t in self.policy_set.targets for d in t.destinations}):
-            try:
-                self._triage_lock(self.policy_set, name, wait=0.0, quiet=True)
-            except RepositoryMissing:
-                pass  # not initialised yet: nothing can be locked
-            except BackupdError as exc:
-                log.event("lock_sweep_failed", level="warning", destination=name, error=str(exc)[:300])
+    def _sweep(self, policy_set, name: str) -> None:
+        """Remove provably stale locks of one repository, once per run, before our first job on it."""
+        try:
+            self._triage_lock(policy_set, name, wait=0.0, quiet=True)
+        except RepositoryMissing:
+            pass  # not initialised yet: nothing can be locked
+        except BackupdError as exc:
+            log.event("lock_sweep_failed", level="warning", destination=name, error=str(exc)[:300])
+            return
+        self._swept.add(name)
+
+    def _sweep_after_cancel(self, names: set[str]) -> None:
+        """After cancelling jobs at stop: one pass over their reachable repositories, no waiting."""
+        for name in sorted(names):
+            dest = self.policy_set.destinations.get(name)
+            if dest is not None and name not in self.down and not reach.probe(dest):
+                self._sweep(self.policy_set, name)
 
     def _triage_lock(self, policy_set, dest_name: str, wait: float | None = None, quiet: bool = False) -> None:
         """Our backup met a lock: remove it only if provably stale, else wait (bounded) and report."""
@@ -260,10 +364,13 @@ class Service:
         evidence.record(self.cfg, "daemon", {"event": f"lock_{res.outcome}", **data})
 
     def _reap(self) -> bool:
-        """Persist the outcome of finished workers; True when any finished."""
-        done = [name for name, run in self.running.items() if not run.thread.is_alive()]
+        """Persist the outcome of finished workers; True when any finished. A worker counts as
+        finished once it set its outcome (it may still be returning from its thread)."""
+        done = [name for name, run in self.running.items()
+                if run.outcome is not None or not run.thread.is_alive()]
         for name in done:
             run = self.running.pop(name)
+            run.thread.join(5.0)
             job, now = run.job, time.time()
             job.last_finished, job.last_status = now, run.outcome or "failed"
             if run.outcome in ("ok", "failed"):
@@ -274,9 +381,30 @@ class Service:
             log.event("job_end", level="info" if run.outcome == "ok" else "error", job=job.job,
                       target=job.target, outcome=run.outcome, seconds=round(now - run.started, 1),
                       errors=run.errors[:5], next_due=round(job.next_due, 1))
+            self._track_outages(run, now)
             if run.outcome in ("ok", "failed") and schedule.kind_of(job) == "backup":
                 self._alert_backup(job.target, run.outcome == "failed", run.errors, now)
         return bool(done)
+
+    def _track_outages(self, run: Running, now: float) -> None:
+        """A destination that did not answer opens an outage alert; the next one that answers ends it."""
+        if run.outcome == "cancelled":
+            return
+        for name, why in sorted(run.unreachable.items()):
+            if name not in self.down:
+                log.event("storage_outage", level="error", destination=name, reason=why)
+            self.down[name] = why
+            self.alerts.update(f"storage_outage:{name}", True, Message(
+                "storage_outage", "firing", name, self.cfg.host or "",
+                f"destination {name} unreachable: {why}; backups to it are skipped and retried", {"reason": why},
+                now))
+        for name in sorted(run.reachable - set(run.unreachable)):
+            self.reachable.add(name)
+            if self.down.pop(name, None) is not None:
+                log.event("storage_outage_end", destination=name)
+            self.alerts.update(f"storage_outage:{name}", False, Message(
+                "storage_outage", "resolved", name, self.cfg.host or "", f"destination {name} reachable again",
+                {}, now))
 
     # ---- health: status text, metrics, alerts ----------------------------------------------
     def _alert_backup(self, target: str, failed: bool, errors: list[str], now: float) -> None:
@@ -286,21 +414,29 @@ class Service:
             {"errors": errors[:5]}, now))
 
     def _health(self, now: float) -> None:
+        """Status rows -> RPO and condition alerts, metrics, systemd status; and when the next RPO
+        boundary falls, so the loop wakes for it instead of polling."""
         self._last_health = now
         rows = status_action.run(self.cfg, self.policy_set)
+        suspects = suspect_generations(self.cfg.state_dir)
         grace = self.notify_settings.rpo_grace_seconds
+        boundaries = []
         for row in rows:
             job = self.jobs.get(schedule.job_name(row["target"]))
             row["next_due"] = job.next_due if job else None
+            row["suspect_generations"] = suspects.get(row["target"], 0)
             rpo = row["rpo_seconds"]
-            age = row["age_seconds"] if row["age_seconds"] is not None else now - self.started_at
-            breached = age > rpo + grace
+            since = row["last_success_time"] if row["age_seconds"] is not None else self.started_at
+            breached = now - since > rpo + grace
+            if not breached:
+                boundaries.append(since + rpo + grace + 1.0)
             summary = (f"{row['target']}: last good backup {row['age'] or 'never'} ago exceeds RPO {row['rpo']}"
                        if breached else f"{row['target']}: back within RPO {row['rpo']}")
             self.alerts.update(f"rpo_breach:{row['target']}", breached, Message(
                 "rpo_breach", "firing" if breached else "resolved", row["target"], self.cfg.host or "",
                 summary, {"age_seconds": row["age_seconds"], "rpo_seconds": rpo, "status": row["status"]}, now))
             self._alert_conditions(row, now)
+        self._next_health = min(boundaries, default=None)
         self._publish_metrics(rows)
         self._update_status(rows, now)
 
@@ -324,24 +460,29 @@ class Service:
                 kind, "firing" if firing else "resolved", row["target"], self.cfg.host or "", summary, {}, now))
 
     def _start_metrics(self) -> None:
-        if self.metrics_settings.listen:
-            from backupd.metrics import Server
-
-            self.metrics_server = Server(*self.metrics_settings.listen).start()
-            log.event("metrics_listen", address=f"{self.metrics_settings.listen[0]}:{self.metrics_server.port}")
-
-    def _publish_metrics(self, rows: list[dict]) -> None:
-        if not (self.metrics_server or self.metrics_settings.textfile):
+        if not (self.metrics_settings.listen or self.metrics_settings.textfile):
             return
         from backupd import metrics
 
-        text = metrics.render(rows, {"backupd_daemon_running_jobs": len(self.running),
-                                     "backupd_daemon_start_timestamp_seconds": self.started_at})
-        if self.metrics_server:
-            self.metrics_server.update(text)
+        self.metrics = metrics.Metrics()
+        self._registry = metrics.registry(self.metrics)
+        if self.metrics_settings.listen:
+            self.metrics_server = metrics.Server(*self.metrics_settings.listen, self._registry).start()
+            log.event("metrics_listen", address=f"{self.metrics_settings.listen[0]}:{self.metrics_server.port}")
+
+    def _publish_metrics(self, rows: list[dict]) -> None:
+        if self.metrics is None:
+            return
+        from backupd import metrics
+
+        names = {d for t in self.policy_set.targets for d in t.destinations}
+        self.metrics.update(rows, {
+            "running_jobs": lambda: len(self.running), "outbox": self.alerts.depth,
+            "start_time": self.started_at, "ready_seconds": self.ready_seconds,
+            "reachable": {d: d not in self.down for d in names if d in self.down or d in self.reachable}})
         if self.metrics_settings.textfile:
             try:
-                metrics.write_textfile(self.metrics_settings.textfile, text)
+                metrics.write_textfile(self.metrics_settings.textfile, self._registry)
             except OSError as exc:
                 log.event("metrics_textfile_failed", level="error", error=exc.strerror)
 
@@ -355,7 +496,16 @@ class Service:
             self.sd.status(text)
 
     def _ping(self) -> None:
+        """WATCHDOG=1 every WatchdogSec/2 (the loop wakes for it)."""
         interval = self.sd.watchdog_interval
-        if interval and time.monotonic() - self._last_watchdog >= min(interval, 10.0):
-            self._last_watchdog = time.monotonic()
+        if interval and time.time() - self._last_watchdog >= interval * 0.95:
+            self._last_watchdog = time.time()
             self.sd.watchdog()
+
+
+def suspect_generations(state_dir) -> dict[str, int]:
+    """target -> successful backups whose change was judged suspect (ransomware-like)."""
+    with closing(sqlite3.connect(State(state_dir).path, timeout=30)) as db:
+        rows = db.execute("SELECT target, COUNT(*) FROM runs WHERE job='backup' AND status='ok'"
+                          " AND json_extract(detail, '$.facts.change.suspicious') = 1 GROUP BY target").fetchall()
+    return dict(rows)

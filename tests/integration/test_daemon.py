@@ -1,14 +1,21 @@
 """`backupd daemon` on real restic + SeaweedFS: on-time runs, catch-up in RPO order, SIGTERM and
-kill -9 mid-backup leave a consistent repository, alerts reach a webhook and an SMTP server once."""
+kill -9 mid-backup leave a consistent repository, alerts reach a webhook and an SMTP server once; with
+its S3 storage down the daemon is READY at once, keeps backing up to a local destination, alerts on the
+outage and resolves it, and its live metrics pass promtool."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import socket
+import socketserver
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -41,10 +48,12 @@ def paths_target(name: str, path: Path, freq: str) -> str:
 class Daemon:
     """`backupd daemon` as a child process; its structured stderr lands in a file."""
 
-    def __init__(self, setup, *extra: str):
+    def __init__(self, setup, *extra: str, notify_socket: str | None = None):
         self.log = setup.dir / f"daemon-{time.monotonic_ns()}.log"
         env = {**os.environ, **setup.stack.env, "PYTHONPATH": str(ROOT)}
         env.pop("NOTIFY_SOCKET", None)
+        if notify_socket:
+            env["NOTIFY_SOCKET"] = notify_socket
         with open(self.log, "w") as err:
             self.proc = subprocess.Popen([sys.executable, "-m", "backupd", "daemon", "--config",
                                           str(setup.config), *extra], env=env, cwd=ROOT,
@@ -259,3 +268,127 @@ def test_the_daemon_schedules_drills_from_the_restore_tests(policy, tmp_path):
         assert ends and ends[0]["outcome"] == "ok"
     finally:
         assert daemon.stop() == 0
+
+
+class NotifySocket:
+    """systemd's side of sd_notify: a datagram socket that keeps every message with its arrival time."""
+
+    def __init__(self, path: Path):
+        self.path, self.messages = path, []
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        while True:
+            try:
+                data = self.sock.recv(4096)
+            except OSError:
+                return
+            self.messages.append((time.monotonic(), data.decode()))
+
+    def first(self, field: str) -> float | None:
+        return next((t for t, m in self.messages if field in m.splitlines()), None)
+
+    def close(self):
+        self.sock.close()
+
+
+class Forwarder:
+    """The S3 endpoint "coming back": a TCP forwarder on the port the policy names, to the real one."""
+
+    def __init__(self, port: int, target: tuple[str, int]):
+        class Pipe(socketserver.BaseRequestHandler):
+            def handle(self):
+                with socket.create_connection(target, timeout=30) as upstream:
+                    t = threading.Thread(target=self._copy, args=(upstream, self.request), daemon=True)
+                    t.start()
+                    self._copy(self.request, upstream)
+                    t.join(60)
+
+            @staticmethod
+            def _copy(src, dst):
+                try:
+                    while data := src.recv(65536):
+                        dst.sendall(data)
+                except OSError:
+                    pass
+                finally:
+                    try:
+                        dst.shutdown(socket.SHUT_WR)
+                    except OSError:
+                        pass
+
+        socketserver.ThreadingTCPServer.allow_reuse_address = True
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", port), Pipe)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _runs_to(setup, target: str, destination: str) -> int:
+    import sqlite3
+    from contextlib import closing
+
+    path = setup.dir / "state" / "state.sqlite"
+    if not path.exists():
+        return 0
+    with closing(sqlite3.connect(path)) as db:
+        return db.execute("SELECT COUNT(*) FROM runs WHERE job='backup' AND target=? AND destination=?"
+                          " AND status='ok'", (target, destination)).fetchone()[0]
+
+
+def test_s3_down_ready_at_once_local_backups_on_time_outage_alerted_and_resolved(policy, stack, tmp_path):
+    hook = WebhookReceiver()
+    dead, metrics_port = _free_port(), _free_port()  # nothing listens on `dead`: the S3 storage is down
+    src, usb = tmp_path / "docs", tmp_path / "usb-repo"
+    src.mkdir()
+    (src / "manual.txt").write_text("berth plan\n")
+    target = paths_target("docs", src, "3s").replace("destinations: [worm]", "destinations: [worm, usb]")
+    setup = policy(target, f"daemon-outage-{tmp_path.name}", endpoint=f"http://127.0.0.1:{dead}",
+                   daemon="{retry_seconds: 2, jitter_seconds: 0}", notify=f"{{webhook: '{hook.url}'}}",
+                   metrics=f"{{listen: '127.0.0.1:{metrics_port}'}}")
+    (tmp_path / "policies" / "usb.yaml").write_text(
+        f"version: 1\ndestinations:\n  usb: {{kind: local, path: '{usb}', password_file: restic-password}}\n")
+    sd = NotifySocket(tmp_path / "notify.sock")
+    real = stack.env["BACKUPD_S3_ENDPOINT"].rsplit(":", 1)
+    forwarder = None
+    started = time.monotonic()
+    daemon = Daemon(setup, notify_socket=str(sd.path))
+    try:
+        ready = wait_for(lambda: sd.first("READY=1"), "READY=1", 30)
+        assert ready - started < 10, "READY must not wait for the storage"
+        wait_for(lambda: _runs_to(setup, "docs", "usb") >= 3, "three backups to the local destination")
+        assert _runs_to(setup, "docs", "worm") == 0
+        outage = lambda: [b["state"] for b in hook.bodies if b["kind"] == "storage_outage"]  # noqa: E731
+        wait_for(lambda: outage() == ["firing"], "the outage alert")
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as resp:
+            scrape = resp.read()
+        assert b'backupd_storage_reachable{destination="worm"} 0.0' in scrape
+        promtool = shutil.which("promtool")
+        if promtool:  # scripts/setup.sh installs it; the unit test insists on it in CI
+            done = subprocess.run([promtool, "check", "metrics"], input=scrape, capture_output=True, timeout=60)
+            assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()
+
+        forwarder = Forwarder(dead, (real[0].split("//")[-1], int(real[1])))  # the storage comes back
+        wait_for(lambda: outage() == ["firing", "resolved"], "the outage to resolve")
+        wait_for(lambda: _runs_to(setup, "docs", "worm") >= 1, "a backup to the S3 destination again")
+        assert daemon.stop() == 0
+    finally:
+        if daemon.proc.poll() is None:
+            daemon.proc.kill()
+        hook.close()
+        sd.close()
+        if forwarder:
+            forwarder.close()
+    assert outage() == ["firing", "resolved"]
+    assert daemon.events("storage_outage")[0]["destination"] == "worm"

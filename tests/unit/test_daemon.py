@@ -1,16 +1,14 @@
-"""Daemon building blocks without restic: scheduling, lock triage, sd_notify, settings, metrics."""
+"""Daemon building blocks without restic: scheduling, lock triage, sd_notify, settings."""
 
 from __future__ import annotations
 
 import random
 import socket
-import urllib.request
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
 import pytest
 
-from backupd import metrics
 from backupd.config import Config
 from backupd.daemon import locks, schedule, settings
 from backupd.daemon.jobs import Job, JobStore
@@ -133,28 +131,3 @@ def test_settings_validate_with_clear_errors(tmp_path):
             getattr(settings, section)(_cfg(tmp_path, **{section: bad}))
     m = settings.metrics(_cfg(tmp_path, metrics={"listen": "127.0.0.1:0"}))
     assert m.listen == ("127.0.0.1", 0)
-
-
-ROWS = [{"target": "tos-db", "status": "ok", "age_seconds": 120, "rpo_seconds": 3600.0,
-         "last_duration": 4.5, "last_success_time": NOW, "next_due": NOW + 3480},
-        {"target": 'we"ird', "status": "never", "age_seconds": None, "rpo_seconds": 60.0,
-         "last_duration": None, "last_success_time": None, "next_due": None}]
-
-
-def test_metrics_text_format_and_loopback_server(tmp_path):
-    text = metrics.render(ROWS, {"backupd_daemon_running_jobs": 1})
-    assert 'backupd_backup_age_seconds{target="tos-db"} 120' in text
-    assert 'backupd_backup_status{target="we\\"ird",status="never"} 1' in text
-    assert 'backupd_backup_last_success{target="we\\"ird"} 0' in text
-    assert "# TYPE backupd_backup_last_duration_seconds gauge" in text
-    server = metrics.Server("127.0.0.1", 0).start()
-    try:
-        server.update(text)
-        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5) as resp:
-            assert resp.read().decode() == text
-    finally:
-        server.stop()
-    metrics.write_textfile(tmp_path / "backupd.prom", text)
-    assert (tmp_path / "backupd.prom").read_text() == text
-    with pytest.raises(ConfigError, match="loopback"):
-        metrics.Server("0.0.0.0", 0)

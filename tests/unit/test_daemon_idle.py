@@ -1,0 +1,77 @@
+"""The idle daemon sleeps until something is due: the loop's timeout, the alert sender waking only for
+work, storage probes and the per-job view of the policy without unreachable destinations."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from types import SimpleNamespace
+
+from backupd.daemon import reach
+from backupd.daemon.jobs import Job
+from backupd.daemon.service import LONGEST_SLEEP, Service
+from backupd.daemon.settings import NotifySettings
+from backupd.notify import Alerts, Message
+
+NOW = 1_800_000_000.0
+
+
+def _svc(next_due: float, next_health=None, watchdog=None, last_ping=NOW):
+    return SimpleNamespace(jobs={"backup:a": Job("backup:a", "a", 86400, next_due)}, _next_health=next_health,
+                           sd=SimpleNamespace(watchdog_interval=watchdog), _last_watchdog=last_ping)
+
+
+def test_the_loop_sleeps_until_the_next_due_job_rpo_boundary_or_watchdog():
+    assert Service._sleep_seconds(_svc(NOW + 7200), NOW) == 3600.0 == LONGEST_SLEEP  # bounded, not polling
+    assert Service._sleep_seconds(_svc(NOW + 600), NOW) == 600.0
+    assert Service._sleep_seconds(_svc(NOW + 600, next_health=NOW + 90), NOW) == 90.0
+    assert Service._sleep_seconds(_svc(NOW + 600, watchdog=60.0, last_ping=NOW - 20), NOW) == 40.0
+    assert Service._sleep_seconds(_svc(NOW - 5), NOW) == 0.0  # overdue: no sleep at all
+
+
+def test_the_sender_thread_delivers_when_kicked(tmp_path):
+    got, ready = [], threading.Event()
+
+    def channel(m):
+        got.append(m.target)
+        ready.set()
+
+    alerts = Alerts(tmp_path, NotifySettings(rate_limit_per_hour=10), lambda *a, **k: None,
+                    send_to={"test": channel}).start()
+    try:
+        alerts.update("backup_failed:a", True, Message("backup_failed", "firing", "a", "h", "a failed", {},
+                                                        time.time()))
+        assert ready.wait(10) and got == ["a"]
+    finally:
+        alerts.stop(5)
+    assert not alerts.sender.is_alive() and alerts.depth() == (0, None)
+
+
+def test_probe_names_an_unreachable_s3_endpoint_and_skips_local_ones():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, not listening: connection refused
+        why = reach.probe(SimpleNamespace(kind="s3", endpoint=f"http://127.0.0.1:{port}"))
+    assert why and f"127.0.0.1:{port}" in why
+    assert reach.probe(SimpleNamespace(kind="local", path="/mnt/usb")) is None
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        assert reach.probe(SimpleNamespace(kind="s3", endpoint=f"http://127.0.0.1:{s.getsockname()[1]}")) is None
+
+
+def test_a_job_sees_the_policy_without_unreachable_destinations(tmp_path):
+    from backupd.policy.lint import PolicySet
+    from backupd.policy.loader import LoadedPolicy
+    from backupd.policy.schema import Policy
+
+    policy = Policy.model_validate({
+        "version": 1,
+        "destinations": {"usb": {"kind": "local", "path": "/mnt/usb", "password_file": "/x"}},
+        "targets": [{"name": "docs", "category": "documentation", "owner": "o", "sources": {"paths": ["/srv"]},
+                     "frequency": "1h", "destinations": ["worm", "usb"]}]})
+    ps = PolicySet([LoadedPolicy(tmp_path / "p.yaml", policy)])
+    view = reach.without(ps, {"worm"})
+    assert view.target("docs").destinations == ["usb"] and ps.target("docs").destinations == ["worm", "usb"]
+    assert reach.without(ps, set()) is ps
