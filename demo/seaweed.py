@@ -20,7 +20,7 @@ from botocore.config import Config
 
 from demo._util import GaveUp, Service, free_ports, log_tail, spawn, terminate, wait_until, write_secret
 
-IDENTITIES = ("admin", "writer", "maintainer", "auditor", "verifier")
+IDENTITIES = ("admin", "writer", "maintainer", "auditor", "verifier", "canary")
 #: The demo verifier's host name. Its own identity (`verifier`) may only read and add objects under
 #: evidence/<VERIFIER_HOST>/ (its ledger's WORM mirror); it reads backups with the auditor's keys.
 VERIFIER_HOST = "verifier-01"
@@ -32,6 +32,9 @@ _ACTIONS = {
 # `Write:bucket/*` matches object keys only, so SeaweedFS refuses writer and maintainer bucket-level Write calls
 # (PutBucketVersioning, Put/DeleteBucketLifecycle) while object PUT/DELETE (delete markers) still work.
 _OBJECT_ONLY = {"writer": ("Write", "Tagging"), "maintainer": ("Write", "Tagging")}
+#: The audit's delete canary may read and write (which includes deleting versions) under .backupd-canary/
+#: only, so when it is refused deleting a locked canary version, only Object Lock can have refused it.
+CANARY_PREFIX = ".backupd-canary/"
 _PORT_NAMES = ("master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc",
                "s3", "s3_grpc", "admin", "admin_grpc")
 START_TIMEOUT = 60.0
@@ -46,12 +49,18 @@ def weed_binary() -> str:
     return found
 
 
-def s3_config(keys: dict[str, tuple[str, str]], buckets: list[str]) -> dict:
-    """The `-s3.config` document: admin is global, the others are scoped to `buckets`."""
+def s3_config(keys: dict[str, tuple[str, str]], buckets: list[str],
+              extra: dict[str, list[str]] | None = None) -> dict:
+    """The `-s3.config` document: admin is global, the others are scoped to `buckets`; `extra` maps further
+    identity names to their literal actions (e.g. a badly scoped writer for negative tests)."""
     identities = []
     for name, (access, secret) in keys.items():
-        if name == "admin":
+        if name in (extra or {}):
+            actions = list(extra[name])
+        elif name == "admin":
             actions = ["Admin", "Read", "List", "Tagging", "Write"]
+        elif name == "canary":
+            actions = [f"{a}:{b}/{CANARY_PREFIX}*" for b in buckets for a in ("Read", "Write")]
         elif name == "verifier":
             actions = [f"{a}:{b}/evidence/{VERIFIER_HOST}/*" for b in buckets for a in ("Read", "Write")]
         else:
@@ -68,10 +77,12 @@ class SeaweedFS(Service):
     """One `weed mini` process: every listener on a dynamically chosen 127.0.0.1 port."""
 
     def __init__(self, workdir: Path, secrets_dir: Path | None = None,
-                 buckets: list[str] | tuple[str, ...] = ("backupd-tos",)):
+                 buckets: list[str] | tuple[str, ...] = ("backupd-tos",),
+                 extra_identities: dict[str, list[str]] | None = None):
         self.workdir = Path(workdir)
         self.secrets_dir = Path(secrets_dir) if secrets_dir else self.workdir / "secrets"
         self.buckets = list(buckets)
+        self.extra_identities = dict(extra_identities or {})
         self.ports: dict[str, int] = {}
         self.keys: dict[str, tuple[str, str]] = {}
         self.log = self.workdir / "weed.log"
@@ -120,13 +131,15 @@ class SeaweedFS(Service):
                 sock.unlink(missing_ok=True)
 
     def _write_identities(self) -> None:
-        for name in IDENTITIES:
+        """One `secrets_dir/s3-<name>.env` (0600) per identity, and the `-s3.config` file."""
+        for name in (*IDENTITIES, *self.extra_identities):
             access = "AK" + secrets.token_hex(9).upper()
             secret = secrets.token_urlsafe(30)
             self.keys[name] = (access, secret)
             write_secret(self.secrets_dir / f"s3-{name}.env",
                          f"AWS_ACCESS_KEY_ID={access}\nAWS_SECRET_ACCESS_KEY={secret}\n")
-        write_secret(self.workdir / "s3-identities.json", json.dumps(s3_config(self.keys, self.buckets), indent=1))
+        config = s3_config(self.keys, self.buckets, self.extra_identities)
+        write_secret(self.workdir / "s3-identities.json", json.dumps(config, indent=1))
 
     def _argv(self) -> list[str]:
         p, d = self.ports, self.workdir
@@ -167,7 +180,7 @@ class SeaweedFS(Service):
         return "Port allocation failed" in tail or "address already in use" in tail
 
     def client(self, identity: str = "admin", read_timeout: float = 30):
-        """A boto3 S3 client for `identity` (admin, writer, maintainer, auditor, verifier); path-style, no retries."""
+        """A boto3 S3 client for `identity` (see IDENTITIES, plus extra_identities); path-style, no retries."""
         access, secret = self.keys[identity]
         cfg = Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1},
                      connect_timeout=3, read_timeout=read_timeout)

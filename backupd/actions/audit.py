@@ -1,5 +1,7 @@
 """`backupd audit storage`: prove each S3 destination is WORM by configuration, readback and a
-delete canary, and that the daemon's own credentials cannot weaken it."""
+delete canary (run with the dedicated canary identity, `canary_credentials_file`), that no lifecycle
+rule can expire a backup version before min_history, and that the daemon's own credentials cannot
+weaken the bucket."""
 
 from __future__ import annotations
 
@@ -12,9 +14,9 @@ from botocore.exceptions import ClientError
 from backupd import evidence
 from backupd.actions.common import read_credentials
 from backupd.config import Config
-from backupd.errors import DependencyError
+from backupd.errors import ConfigError, DependencyError
 from backupd.policy.schema import S3Destination
-from backupd.storage import canary, client, lockconfig, readback
+from backupd.storage import canary, client, freeze, lockconfig, readback
 from backupd.storage.checks import Check
 
 
@@ -48,16 +50,45 @@ def _save_audit(cfg: Config, name: str, when: datetime) -> None:
     path.write_text(json.dumps(data, indent=1, sort_keys=True))
 
 
+def _canary(cfg: Config, dest: S3Destination) -> tuple[Check, dict | None]:
+    """The delete canary with the canary identity; without one, a finding (and no readback)."""
+    keys = getattr(dest, "canary_credentials_file", None)
+    if keys is None:
+        return Check("delete_canary", False, "no canary identity (canary_credentials_file): the canary cannot "
+                     "prove Object Lock, because the writer is denied version deletes by IAM anyway; create "
+                     "one from deploy/iam/canary.json"), None
+    try:
+        s3 = s3_client(dest, keys)
+    except ConfigError as exc:
+        return Check("delete_canary", False, f"canary identity unusable: {exc}"), None
+    return canary.delete_canary(s3, dest.bucket, canary.canary_key(cfg.host or "host"))
+
+
+def _writer_probes(cfg: Config, dest: S3Destination, auditor, probe_config) -> list[Check]:
+    if getattr(cfg, "verifier", False):
+        return [Check("writer_probes", False, "not run in the verifier role (it holds no writer keys); the "
+                      "backup host's weekly audit runs them", "warning")]
+    return canary.writer_probes(s3_client(dest), auditor, dest.bucket, probe_config)
+
+
+def _auditor(dest: S3Destination):
+    """Reads the bucket settings: the auditor's keys, else the writer's."""
+    if dest.auditor_credentials_file:
+        return s3_client(dest, dest.auditor_credentials_file)
+    return s3_client(dest)
+
+
 def _checks(cfg: Config, name: str, dest: S3Destination, required: timedelta, now: datetime) -> tuple[list, int]:
-    writer = s3_client(dest)
-    auditor = s3_client(dest, dest.auditor_credentials_file) if dest.auditor_credentials_file else writer
+    auditor = _auditor(dest)
     checks = [lockconfig.versioning_check(auditor, dest.bucket)]
     config = lockconfig.read_lock_config(auditor, dest.bucket)
-    canary_check, observed = canary.delete_canary(writer, dest.bucket, canary.canary_key(dest.path, cfg.host))
+    canary_check, observed = _canary(cfg, dest)
     checks += lockconfig.lock_checks(config, observed, dest.pilot, required)
     checks.append(canary_check)
+    checks.append(lockconfig.lifecycle_check(lockconfig.read_lifecycle(auditor, dest.bucket),
+                                             [dest.path, freeze.PREFIX], required))
     probe_config = lockconfig.config_from_observed(observed) if config == "denied" and observed else config
-    checks += canary.writer_probes(writer, dest.bucket, probe_config)
+    checks += _writer_probes(cfg, dest, auditor, probe_config)
     since = _last_audits(cfg).get(name)
     check, read = readback.readback(auditor, dest.bucket, dest.path,
                                     datetime.fromisoformat(since) if since else None, required, now)

@@ -1,8 +1,12 @@
 """Incident mode: freeze retention, preserve the compromised state, restore from a clean point,
 and keep a time-ordered timeline for the regulator and the police.
 
-While an incident is open, `forget` refuses to run on every destination (the guideline: preserve
-first; dormant malware means older generations may be the only clean ones).
+While an incident is open, `forget` and `prune` refuse to run on every destination (the guideline:
+preserve first; dormant malware means older generations may be the only clean ones). The open incident
+is also written as a locked marker to every Object-Lock bucket (storage/freeze.py), so every role that
+could forget or prune (the daemon, the maintenance unit with its own state_dir, any other config) sees
+it. The freeze fails closed: incident state that cannot be read (EACCES, malformed, storage down) is
+treated as an open incident. `extend-locks` stays allowed.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from botocore.exceptions import ClientError
+
 from backupd import evidence
 from backupd.actions import drill as drill_action
 from backupd.actions import restore as restore_action
@@ -20,7 +26,9 @@ from backupd.actions.common import ensure_repository, repository
 from backupd.config import Config
 from backupd.engine import backup as restic_backup
 from backupd.engine.repository import Repository
-from backupd.errors import ConfigError, Finding
+from backupd.errors import ConfigError, DependencyError, Finding
+from backupd.policy.schema import S3Destination
+from backupd.storage import client, freeze
 
 #: Restore order when a policy gives none: the data the terminal cannot work without comes first.
 CATEGORY_ORDER = ("container_data", "system_program", "control_system", "logs", "documentation")
@@ -41,20 +49,89 @@ def _dir(cfg: Config) -> Path:
 
 
 def current(cfg: Config) -> dict | None:
-    """The open incident, or None."""
-    path = _dir(cfg) / "current.json"
+    """The incident open on this host, or None. Finding when the state exists but cannot be read
+    (EACCES, malformed): never "no incident", since retention must stay frozen then."""
+    path = cfg.state_dir / "incident" / "current.json"
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
         return None
+    except (OSError, UnicodeDecodeError) as exc:
+        why = getattr(exc, "strerror", None) or exc.__class__.__name__
+        raise Finding(f"incident state {path} cannot be read ({why}); forget and prune stay frozen until "
+                      "it can") from None
+    try:
+        inc = json.loads(text)
+    except ValueError:
+        inc = None
+    if not isinstance(inc, dict) or not inc.get("id"):
+        raise Finding(f"incident state {path} is malformed; forget and prune stay frozen until it is repaired")
+    return inc
 
 
-def guard(cfg: Config, operation: str) -> None:
-    """Refuse a destructive operation (forget, prune) while an incident is open."""
-    open_incident = current(cfg)
+def worm_buckets(policy_set, names=None) -> dict[tuple[str, str], tuple[str, S3Destination]]:
+    """(endpoint, bucket) -> (destination name, destination) of the Object-Lock S3 destinations (of `names`)."""
+    out: dict[tuple[str, str], tuple[str, S3Destination]] = {}
+    for name, dest in policy_set.destinations.items():
+        if isinstance(dest, S3Destination) and dest.object_lock and (names is None or name in names):
+            out.setdefault((dest.endpoint, dest.bucket), (name, dest))
+    return out
+
+
+def guard(cfg: Config, operation: str, policy_set=None, destinations=None) -> None:
+    """Refuse a destructive operation (forget, prune) while an incident is open on this host or in any
+    WORM bucket of `destinations` (default: all); unreadable state refuses too (exit 1, 3 if unreachable)."""
+    try:
+        open_incident = current(cfg)
+    except Finding as exc:
+        raise Finding(f"{operation} refused: {exc}") from None
     if open_incident:
         raise Finding(f"{operation} refused: incident {open_incident['id']} is open since "
                       f"{open_incident['started']}; retention is frozen until `backupd incident end`")
+    if policy_set is not None:
+        for name, dest in worm_buckets(policy_set, destinations).values():
+            _guard_bucket(operation, name, dest)
+
+
+def _guard_bucket(operation: str, name: str, dest: S3Destination) -> None:
+    from backupd.actions.audit import s3_client
+
+    try:
+        with client.reachable(f"incident markers in bucket {dest.bucket} ({name})"):
+            found = freeze.open_incidents(s3_client(dest), dest.bucket)
+    except DependencyError as exc:
+        raise DependencyError(f"{operation} refused: {exc}; retention stays frozen until the incident markers "
+                              "can be read") from None
+    except freeze.Unreadable as exc:
+        raise Finding(f"{operation} refused: bucket {dest.bucket} ({name}): {exc}; retention stays frozen") from None
+    if found:
+        inc = found[0]
+        raise Finding(f"{operation} refused: incident {inc['id']} opened on host {inc.get('host')} at "
+                      f"{inc.get('started')} is open (marker {inc['key']} in bucket {dest.bucket}); retention "
+                      "is frozen until `backupd incident end` on that host")
+
+
+def _publish(cfg: Config, policy_set, marker: dict) -> list[dict]:
+    """Write `marker` (a new version) to every WORM bucket; one status per bucket, never raises for S3."""
+    from backupd.actions.audit import s3_client
+
+    out = []
+    for name, dest in worm_buckets(policy_set).values():
+        row = {"destination": name, "bucket": dest.bucket, "status": "failed"}
+        try:
+            with client.reachable(f"incident marker in bucket {dest.bucket}"):
+                row.update(freeze.write(s3_client(dest), dest.bucket, cfg.host or marker["host"], marker),
+                           status="written")
+        except (DependencyError, ConfigError) as exc:
+            row["error"] = str(exc)
+        except ClientError as exc:
+            row["error"] = f"S3 refused: {client.error_code(exc)}"
+        out.append(row)
+    return out
+
+
+def _unwritten(results: list[dict]) -> str:
+    return "; ".join(f"{r['destination']}: {r.get('error')}" for r in results if r["status"] != "written")
 
 
 def note(cfg: Config, event: str, data: dict | None = None) -> dict:
@@ -70,16 +147,27 @@ def note(cfg: Config, event: str, data: dict | None = None) -> dict:
 
 
 def start(cfg: Config, reason: str, policy_set=None) -> dict:
-    """Open an incident: retention frozen from now on, locks extended where this host may."""
-    if current(cfg):
-        raise ConfigError(f"incident {current(cfg)['id']} is already open")
-    inc = {"id": datetime.now(timezone.utc).strftime("INC-%Y%m%dT%H%M%SZ-") + secrets.token_hex(2),
-           "started": datetime.now(timezone.utc).isoformat(), "reason": reason, "host": cfg.host}
-    (_dir(cfg) / "current.json").write_text(json.dumps(inc))
-    note(cfg, "start", {"reason": reason, "retention": "forget and prune frozen on every destination"})
-    if policy_set is not None:
+    """Open an incident: retention frozen from now on (here and, by marker, in every WORM bucket), locks
+    extended where this host may. Run again while it is open, it re-publishes the open marker only.
+    DependencyError (exit 3) when a marker could not be written: the incident is open here regardless."""
+    inc = current(cfg)
+    again = inc is not None
+    if not again:
+        inc = {"id": datetime.now(timezone.utc).strftime("INC-%Y%m%dT%H%M%SZ-") + secrets.token_hex(2),
+               "started": datetime.now(timezone.utc).isoformat(), "reason": reason, "host": cfg.host}
+        (_dir(cfg) / "current.json").write_text(json.dumps(inc))
+        note(cfg, "start", {"reason": reason, "retention": "forget and prune frozen on every destination"})
+    if policy_set is None:
+        return inc
+    markers = _publish(cfg, policy_set, {**inc, "state": "open"})
+    note(cfg, "freeze_marker", {"state": "open", "markers": markers})
+    if not again:
         note(cfg, "extend_locks", {"destinations": _extend_locks(cfg, policy_set)})
-    return inc
+    if _unwritten(markers):
+        raise DependencyError(f"incident {inc['id']} is open on this host, but its freeze marker could not be "
+                              f"written ({_unwritten(markers)}): other roles do not see the freeze yet; run "
+                              "`backupd incident start` again when the storage answers")
+    return {**inc, "markers": markers, **({"republished": True} if again else {})}
 
 
 def _extend_locks(cfg: Config, policy_set) -> list[dict]:
@@ -100,11 +188,20 @@ def _extend_locks(cfg: Config, policy_set) -> list[dict]:
     return out
 
 
-def end(cfg: Config, summary: str) -> dict:
-    """Close the open incident."""
+def end(cfg: Config, summary: str, policy_set=None) -> dict:
+    """Close the open incident: a "closed" marker version in every WORM bucket first (never a delete); if
+    one cannot be written the incident stays open (DependencyError, exit 3) and `end` can be retried."""
     inc = current(cfg)
     if not inc:
         raise ConfigError("no incident is open")
+    if policy_set is not None:
+        closed = {**inc, "state": "closed", "ended": datetime.now(timezone.utc).isoformat(), "summary": summary}
+        markers = _publish(cfg, policy_set, closed)
+        note(cfg, "freeze_marker", {"state": "closed", "markers": markers})
+        if _unwritten(markers):
+            raise DependencyError(f"incident {inc['id']} stays open: the closed marker could not be written "
+                                  f"({_unwritten(markers)}); run `backupd incident end` again when the storage "
+                                  "answers")
     entry = note(cfg, "end", {"summary": summary})
     (_dir(cfg) / "current.json").unlink()
     (_dir(cfg) / f"{inc['id']}.json").write_text(json.dumps({**inc, "ended": entry["time"]}))

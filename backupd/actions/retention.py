@@ -63,9 +63,10 @@ def _one(cfg: Config, target: Target, dest_name: str, dest, dry_run: bool) -> di
 
 
 def run(cfg: Config, policy_set, target_name: str | None = None, dry_run: bool = False) -> list[dict]:
-    """Apply each target's retention on each destination."""
-    incident.guard(cfg, "forget")
+    """Apply each target's retention on each destination; refused while an incident is open (here or by
+    marker in a WORM bucket of those destinations) or its state cannot be read."""
     targets = [policy_set.target(target_name)] if target_name else list(policy_set.targets)
+    incident.guard(cfg, "forget", policy_set, {d for t in targets for d in t.destinations})
     results = [_one(cfg, t, d, policy_set.destinations[d], dry_run) for t in targets for d in t.destinations]
     for result in results:
         evidence.record(cfg, "forget", result)
@@ -88,11 +89,12 @@ def _prune_one(cfg: Config, policy_set, name: str, dest, dry_run: bool) -> dict:
 
 def prune(cfg: Config, policy_set, destination: str | None = None, dry_run: bool = False) -> list[dict]:
     """restic prune on each destination (the maintenance identity's job, never the backup path),
-    then extend the locks of what is still referenced, since prune repacks into new objects."""
-    incident.guard(cfg, "prune")
+    then extend the locks of what is still referenced, since prune repacks into new objects. Refused like
+    forget during an incident; extend-locks alone stays allowed."""
     names = [n for n in policy_set.destinations if destination in (None, n)]
     if destination and not names:
         raise ConfigError(f"no destination named {destination!r}")
+    incident.guard(cfg, "prune", policy_set, set(names))
     results = [_prune_one(cfg, policy_set, n, policy_set.destinations[n], dry_run) for n in names]
     for result in results:
         evidence.record(cfg, "prune", result)

@@ -26,12 +26,14 @@ def incident() -> None:
 @click.option("--reason", required=True, help="What was observed (goes into the timeline).")
 @common
 def start(reason, config_path, as_json):
-    """Open an incident: forget and prune refuse to run until it ends."""
+    """Open an incident: forget and prune refuse to run until it ends, on every host that reads the bucket."""
     from backupd.actions import incident as action
 
     cfg = load_config(config_path)
     inc = action.start(cfg, reason, load_policies(cfg))
-    _emit(inc, as_json, f"incident {inc['id']} open since {inc['started']}; retention frozen")
+    where = ", ".join(f"{m['bucket']}/{m['key']}" for m in inc.get("markers", []))
+    _emit(inc, as_json, f"incident {inc['id']} open since {inc['started']}; retention frozen"
+          + (f" (freeze marker: {where})" if where else " (no Object-Lock bucket: the freeze is local to this host)"))
 
 
 @incident.command("note")
@@ -106,12 +108,11 @@ def report_cmd(out, incident_id, config_path, as_json):
 @click.option("--summary", required=True, help="How it ended (goes into the timeline).")
 @common
 def end(summary, config_path, as_json):
-    """Close the incident; retention runs again."""
+    """Close the incident (a "closed" marker version in every WORM bucket); retention runs again."""
     from backupd.actions import incident as action
 
     cfg = load_config(config_path)
-    load_policies(cfg)
-    inc = action.end(cfg, summary)
+    inc = action.end(cfg, summary, load_policies(cfg))
     _emit(inc, as_json, f"incident {inc['id']} ended at {inc['ended']}")
 
 

@@ -10,9 +10,10 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 
 from backupd.engine.exitcodes import StorageUnavailable
 
-#: error codes that mean "this identity is not allowed", not "the storage is broken"
-DENIED = ("AccessDenied", "AccessDeniedByLock", "Forbidden", "403", "InvalidBucketState",
-          "ObjectLocked", "MethodNotAllowed", "NotImplemented")
+#: error codes that mean "this identity is not allowed" (by IAM or by a lock), not "the storage is broken"
+DENIED = ("AccessDenied", "AccessDeniedByLock", "Forbidden", "403", "InvalidBucketState", "ObjectLocked")
+#: error codes that mean "this server does not do that": never proof of a refusal
+UNSUPPORTED = ("NotImplemented", "MethodNotAllowed", "501", "405")
 
 
 def make(endpoint: str | None, region: str, keys: dict[str, str], *, timeout: float = 30):
@@ -29,10 +30,22 @@ def error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
+def error_message(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Message", ""))
+
+
+def _status(exc: ClientError):
+    return exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+
+
 def denied(exc: ClientError) -> bool:
     """True when the server refused the request for lack of permission or because of a lock."""
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    return error_code(exc) in DENIED or status == 403
+    return error_code(exc) in DENIED or _status(exc) == 403
+
+
+def unsupported(exc: ClientError) -> bool:
+    """True when the server does not implement the call (NotImplemented, MethodNotAllowed)."""
+    return error_code(exc) in UNSUPPORTED or _status(exc) in (405, 501)
 
 
 @contextlib.contextmanager

@@ -1,4 +1,5 @@
-"""Bucket settings that make a destination WORM: versioning, Object Lock, default retention."""
+"""Bucket settings that make a destination WORM: versioning, Object Lock, default retention, and no
+lifecycle rule that could expire a backup version before min_history."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from botocore.exceptions import ClientError
 
 from backupd.policy.durations import format_duration
 from backupd.storage.checks import Check, passed
-from backupd.storage.client import denied, error_code
+from backupd.storage.client import denied, error_code, unsupported
 
 DAY = timedelta(days=1)
 NO_LOCK = ("ObjectLockConfigurationNotFoundError", "ObjectLockConfigurationNotFound", "NoSuchObjectLockConfiguration")
+NO_LIFECYCLE = ("NoSuchLifecycleConfiguration",)
 
 
 def read_lock_config(s3, bucket: str) -> dict | None | str:
@@ -21,7 +23,7 @@ def read_lock_config(s3, bucket: str) -> dict | None | str:
     except ClientError as exc:
         if error_code(exc) in NO_LOCK:
             return None
-        if denied(exc):
+        if denied(exc) or unsupported(exc):
             return "denied"
         raise
 
@@ -66,7 +68,10 @@ def lock_checks(config, observed: dict | None, pilot: bool, required: timedelta)
     if config is None:
         return [Check("object_lock", False, "Object Lock is not enabled on the bucket: backups can be deleted")]
     if config == "denied":
-        if not observed or not observed.get("mode"):
+        if observed is None:
+            return [Check("object_lock", False, "lock configuration unreadable by the audit identity and no "
+                          "canary object read back (no canary identity): Object Lock is not proven")]
+        if not observed.get("mode"):
             return [Check("object_lock", False, "lock configuration unreadable and a fresh object carries no "
                           "lock: Object Lock is not in force")]
         src = "canary readback"
@@ -89,8 +94,58 @@ def observed_lock(head: dict) -> dict | None:
 
 
 
-
 def config_from_observed(observed: dict) -> dict:
     """The lock configuration a fresh object's readback implies (for a no-op write probe)."""
     days = round((observed["retain_until"] - observed["last_modified"]) / DAY)
     return {"ObjectLockEnabled": "Enabled", "Rule": {"DefaultRetention": {"Mode": observed["mode"], "Days": days}}}
+
+
+def read_lifecycle(s3, bucket: str) -> list | str:
+    """The bucket's lifecycle rules ([] when there are none); "denied" when we may not read them."""
+    try:
+        return s3.get_bucket_lifecycle_configuration(Bucket=bucket).get("Rules") or []
+    except ClientError as exc:
+        if error_code(exc) in NO_LIFECYCLE:
+            return []
+        if denied(exc) or unsupported(exc):
+            return "denied"
+        raise
+
+
+def _rule_prefix(rule: dict) -> str:
+    flt = rule.get("Filter") or {}
+    return flt.get("Prefix") or (flt.get("And") or {}).get("Prefix") or rule.get("Prefix") or ""
+
+
+def _early(rule: dict, required: timedelta) -> list[str]:
+    """What in one rule can remove or hide a version younger than `required`."""
+    out = []
+    expiration = rule.get("Expiration") or {}
+    if "Date" in expiration:
+        out.append(f"expires current versions on {expiration['Date']}")
+    if "Days" in expiration and int(expiration["Days"]) * DAY < required:
+        out.append(f"expires current versions after {expiration['Days']}d")
+    noncurrent = (rule.get("NoncurrentVersionExpiration") or {}).get("NoncurrentDays")
+    if noncurrent is not None and int(noncurrent) * DAY < required:
+        out.append(f"deletes noncurrent versions after {noncurrent}d")
+    return out
+
+
+def lifecycle_check(rules: list | str, prefixes: list[str], required: timedelta) -> Check:
+    """A finding when an enabled rule covering one of `prefixes` could expire a version before `required`."""
+    if rules == "denied":
+        return Check("lifecycle", False, "the audit identity may not read the lifecycle configuration: rules "
+                     "that expire backup versions cannot be ruled out (grant s3:GetLifecycleConfiguration to "
+                     "the auditor)", "warning")
+    keys = [p.strip("/") + "/" for p in prefixes]
+    risky = []
+    for rule in rules:
+        start = _rule_prefix(rule)
+        if rule.get("Status") != "Enabled" or not any(k.startswith(start) or start.startswith(k) for k in keys):
+            continue
+        risky += [f"rule {rule.get('ID') or '(no id)'} on '{start}' {what}" for what in _early(rule, required)]
+    if risky:
+        return Check("lifecycle", False, f"lifecycle can remove backup versions before min_history "
+                     f"{format_duration(required)}: " + "; ".join(risky))
+    return passed("lifecycle", f"{len(rules)} rule(s); none expires a version under "
+                  f"{', '.join(keys)} before {format_duration(required)}")
