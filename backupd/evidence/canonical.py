@@ -36,12 +36,23 @@ def is_secret_key(name: str) -> bool:
     return bool(_SECRET_KEY.search(name)) and not _NOT_SECRET_KEY.search(name)
 
 
+def text(value: str) -> str:
+    """A str that encodes as UTF-8: a file name that is not UTF-8 (undecodable bytes arrive as lone
+    surrogates, b'bad\\xff.txt' -> 'bad\\udcff.txt') becomes its bytes' text with backslash escapes
+    ('bad\\\\xff.txt'), as `ls -b` shows it."""
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def normalise(value, key: str = ""):
-    """Plain JSON data: secrets redacted, floats/datetimes/paths made unambiguous."""
+    """Plain JSON data: secrets redacted, floats/datetimes/paths made unambiguous, text valid UTF-8."""
     if key and is_secret_key(key) and value not in (None, "", [], {}):
         return REDACTED
     if isinstance(value, dict):
-        return {str(k): normalise(v, str(k)) for k, v in value.items()}
+        return {text(str(k)): normalise(v, str(k)) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
         items = [normalise(v) for v in value]
         return sorted(items, key=str) if isinstance(value, (set, frozenset)) else items
@@ -54,15 +65,16 @@ def normalise(value, key: str = ""):
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, PurePath):
-        return str(value)
-    text = str(value)
-    return REDACTED if _SECRET_VALUE.search(text) else text
+        return text(str(value))
+    plain = text(str(value))
+    return REDACTED if _SECRET_VALUE.search(plain) else plain
 
 
 def dumps(doc: dict) -> bytes:
     """Canonical bytes of an already normalised document."""
+    # backslashreplace: a lone surrogate that skipped normalise() becomes a JSON \\u escape, never a crash
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8")
+                      allow_nan=False).encode("utf-8", "backslashreplace")
 
 
 def sha256(data: bytes) -> str:
