@@ -74,3 +74,15 @@ def test_a_live_scrape_passes_promtool_and_the_textfile_matches(tmp_path):
     assert "backupd_backup_rpo_seconds" in (tmp_path / "backupd.prom").read_text()
     with pytest.raises(ConfigError, match="loopback"):
         metrics.Server("0.0.0.0", 0, reg)
+
+
+def test_the_grafana_dashboard_only_queries_exported_metrics():
+    import json
+    import re
+    from pathlib import Path
+
+    board = json.loads((Path(__file__).resolve().parents[2] / "deploy/grafana/backupd.json").read_text())
+    used = {name for panel in board["panels"] for t in panel["targets"]
+            for name in re.findall(r"\b(?:backupd|process)_[a-z_]+", t["expr"])}
+    text = metrics.render(_metrics())
+    assert used and all(name in text for name in used), sorted(n for n in used if n not in text)
