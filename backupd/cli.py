@@ -14,8 +14,8 @@ from pathlib import Path
 import click
 
 from backupd.commands import daemon, drill, evidence, incident, runbook, storage
-from backupd import output, statedir
-from backupd.commands.common import common, load_config, load_policies
+from backupd import execute, output, statedir
+from backupd.commands.common import common, load_config, load_policies, stopped
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -62,9 +62,10 @@ def backup(target_name, config_path, as_json):
 
     cfg = load_config(config_path, writes="backup")
     policy_set = load_policies(cfg)
-    with output.ProgressBars(enabled=None if not as_json else False) as bars:
-        results = action.run(cfg, policy_set, target_name, progress=bars.callback())
-    return report.backup_results(results, as_json)
+    with execute.cancel_on_signals() as stop, output.ProgressBars(enabled=None if not as_json else False) as bars:
+        results = action.run(cfg, policy_set, target_name, cancel=stop, progress=bars.callback())
+    code = report.backup_results(results, as_json)
+    return stopped(stop) or code
 
 
 @main.command()

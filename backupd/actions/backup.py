@@ -10,12 +10,12 @@ from pathlib import Path
 
 from backupd import analytics, appendonly, baseline, evidence, execute, manifest
 from backupd.actions import copy as copy_action
-from backupd.actions.common import Retry, ensure_repository, policy_of, repository
+from backupd.actions.common import Preflight, Retry, ensure_repository, policy_of, repository
 from backupd.config import Config
 from backupd.engine import backup as restic_backup
 from backupd.engine import feature as restic_feature
 from backupd.engine import tag as restic_tag
-from backupd.engine.exitcodes import SourceUnreadable
+from backupd.engine.exitcodes import RepositoryLocked, SourceUnreadable, StorageUnavailable
 from backupd.errors import BackupdError, ConfigError, DependencyError
 from backupd.sources import postgres
 from backupd.sources.stream import StreamFacts
@@ -101,7 +101,8 @@ def _backup_dump(repo, target, tags, host, staging: Path, reference: dict, cance
         cancel=cancel)
     if summary is None:
         prod = pipe.producer
-        why = "timed out" if prod.timed_out else f"exited with {prod.returncode}"
+        why = ("timed out: it stopped sending" if prod.timed_out else "was cancelled" if prod.cancelled
+               else f"exited with {prod.returncode}")
         tail = prod.stderr.strip().splitlines()[-3:]
         raise DumpFailed(f"dump command {argv[0]} {why}; no snapshot was written"
                          + (f": {' | '.join(tail)}" if tail else ""))
@@ -138,20 +139,23 @@ def _row_reference(cfg: Config, state: State, target: str) -> dict:
 
 
 def _one(cfg: Config, state: State, target, dest_name: str, dest, policy: str, entries, facts,
-         cancel, progress=None) -> Result:
+         cancel, progress=None, preflight: Preflight | None = None) -> Result:
     result = Result(target.name, dest_name, target.category)
     started, t0 = time.time(), time.monotonic()
     staging = cfg.state_dir / "manifests" / target.name
     tags = tags_for(target, cfg.host, policy)
     if facts.get("change", {}).get("suspicious"):
         tags["suspect"] = None
-    retry = Retry(cfg.retry_attempts, cfg.retry_wait_seconds)
+    retry = Retry(cfg.retry_attempts, cfg.retry_wait_seconds, cancel=cancel)
+    preflight = preflight or Preflight(cfg, cancel)
     try:
         repo = repository(cfg, dest_name, dest)
         result.engine = restic_feature.describe(repo.restic_binary)
         retry.run(lambda: ensure_repository(repo, cfg.state_dir), f"open {dest_name}")
         if target.sources.dump is not None:
+        preflight.require(dest_name, dest)  # one bounded probe per destination and run
             reference = _row_reference(cfg, state, target.name)
+        preflight.clear_locks(dest_name, repo, exclusive_only=True)  # stale ones go; a live prune/check: busy
             run = lambda: _backup_dump(repo, target, tags, cfg.host, staging, reference, cancel)  # noqa: E731
         else:
             step = (lambda done: progress(target.name, dest_name, done)) if progress else None
@@ -170,6 +174,10 @@ def _one(cfg: Config, state: State, target, dest_name: str, dest, policy: str, e
     except ConfigError as exc:  # wrong keys or password: exit 2 like every other command
         result.status, result.error = "misconfigured", str(exc)
     except BackupdError as exc:
+        if isinstance(exc, StorageUnavailable):  # every retry failed: later targets fail fast
+            preflight.mark_down(dest_name, str(exc))
+    except RepositoryLocked as exc:  # met a lock after our check: busy (exit 3), not a finding
+        result.status, result.error = "unavailable", f"repository busy: {exc}"
         result.error = str(exc)
     result.notes = retry.notes + result.notes
     result.duration = round(time.monotonic() - t0, 3)
@@ -288,14 +296,15 @@ def _note_moved(cfg: Config, policy_set, target, results: list[Result], entries)
                 r.notes.append(f"the list of files changed during the backup was not stored: {exc}")
 
 
-def backup_target(cfg: Config, state: State, policy_set, target, cancel=None, progress=None) -> list[Result]:
+def backup_target(cfg: Config, state: State, policy_set, target, cancel=None, progress=None,
+                  preflight: Preflight | None = None) -> list[Result]:
     """Back up one target to its primary destinations, then fill its copy destinations."""
     entries, facts, cache, candidate = ([], {}, None, {})
     if target.sources.paths is not None:
         entries, facts, cache, candidate = _file_facts(cfg, state, target)
     copies = dict((dst, src) for src, dst in copy_action.pairs(policy_set, target))
     results = [_one(cfg, state, target, name, policy_set.destinations[name], policy_of(policy_set, target.name),
-                    entries, facts, cancel, progress)
+                    entries, facts, cancel, progress, preflight)
                for name in target.destinations if name not in copies]
     ok = {r.destination for r in results if r.status == "ok"}
     if cache is not None and ok:
@@ -326,4 +335,11 @@ def run(cfg: Config, policy_set, target_name: str | None = None,
     progress(target, destination, fraction) is called as restic reports progress on file targets."""
     state = State(cfg.state_dir)
     targets = [policy_set.target(target_name)] if target_name else list(policy_set.targets)
-    return [r for target in targets for r in backup_target(cfg, state, policy_set, target, cancel, progress)]
+    preflight = Preflight(cfg, cancel)  # shared by the targets: a dead destination is probed once per run
+    results: list[Result] = []
+    for target in targets:
+        if cancel is not None and cancel.is_set():
+            break  # SIGTERM/SIGINT: what ran is recorded, nothing new starts
+        with execute.deadline(cfg.job_timeout_seconds):  # every child of this target ends by then
+            results += backup_target(cfg, state, policy_set, target, cancel, progress, preflight)
+    return results

@@ -12,17 +12,22 @@ import math
 import re
 import time
 
-from backupd import evidence, output
-from backupd.actions.common import repository
+from backupd import evidence, execute, output
+from backupd.actions.common import Preflight, repository
 from backupd.config import Config
 from backupd.engine import check as restic_check
+from backupd.engine import find as restic_find
+from backupd.engine import snapshots as restic_snapshots
 from backupd.engine import stats as restic_stats
+from backupd.engine.exitcodes import Busy, RepositoryLocked
 from backupd.errors import EXIT_DEPENDENCY, EXIT_FINDING, EXIT_OK, BackupdError, DependencyError
 from backupd.state import State
 
 MAX_SLICES = 256  # restic buckets packs by one byte of their id
 DAY = 86400.0
-_PACK_RE = re.compile(r"\b(?:pack|Pack ID)\s+([0-9a-f]{8,64})")
+_PACK_RE = re.compile(r"\b(?:pack|Pack ID)\s+([0-9a-f]{8,64})\b")
+_WANT_RE = re.compile(r"Pack ID does not match, want ([0-9a-f]{64})")
+MAX_PACKS = 20
 
 
 def slices(repo_bytes: int, daily_budget: int, days: int) -> tuple[int, bool]:
@@ -54,30 +59,71 @@ def _ledger(state: State, dest: str, url: str, n: int) -> dict[int, float]:
     return {int(k): float(t) for k, t in detail.get("read", {}).items()}
 
 
-def _one(cfg: Config, state: State, dest_name: str, dest, targets: list[str], days: int, budget: int) -> dict:
+def damaged_packs(output: str) -> list[str]:
+    """Pack ids restic check named as damaged (the expected id of a mismatch, never the hash it got)."""
+    return sorted(set(_PACK_RE.findall(output)) | set(_WANT_RE.findall(output)))[:MAX_PACKS]
+
+
+def attribute(repo, packs: list[str]) -> tuple[dict[str, list[str]], list[str]]:
+    """({target: [pack, ...]}, packs that could not be attributed) via `restic find --pack` and the
+    snapshots' target tags. A pack of trees, or one the index no longer lists, stays unattributed."""
+    targets_of = {s.id: s.tagmap.get("target") for s in restic_snapshots.list_snapshots(repo)}
+    hit: dict[str, list[str]] = {}
+    unknown: list[str] = []
+    for pack in packs:
+        try:
+            names = {targets_of.get(sid) for sid in restic_find.snapshots_of_pack(repo, pack)} - {None}
+        except BackupdError:
+            names = set()
+        for name in names:
+            hit.setdefault(name, []).append(pack)
+        if not names:
+            unknown.append(pack)
+    return hit, unknown
+
+
+def _damage(dest_name: str, k: int, n: int, targets: list[str], hit: dict, unknown: list[str],
+            packs: list[str]) -> str:
+    if not packs:
+        where = f"restic named no pack, so the damage could not be attributed: any of {', '.join(targets)}"
+    else:
+        where = ", ".join(sorted(hit)) or "none identified"
+        if unknown:
+            where += f" ({len(unknown)} damaged pack(s) could not be attributed to a target)"
+    return (f"slice {k}/{n} of {dest_name} failed: data of target(s) {where} may be damaged; "
+            "run `restic check --read-data` and restore from another copy")
+
+
+def _one(cfg: Config, state: State, dest_name: str, dest, targets: list[str], days: int, budget: int,
+         preflight: Preflight, cancel=None) -> dict:
     out = {"destination": dest_name, "targets": targets, "status": "failed"}
     started = time.time()
     try:
         repo = repository(cfg, dest_name, dest)
+        preflight.require(dest_name, dest)
+        # a killed restic's lock would make check fail: stale ones go, live ones are waited for, else busy
+        preflight.clear_locks(dest_name, repo, exclusive_only=False)
         size = restic_stats.raw_size(repo)
         n, within = slices(size, budget, days)
         read = _ledger(state, dest_name, repo.url, n)
         k = next_slice(read, n)
         out.update(repository_bytes=size, slice=f"{k}/{n}", n=n, k=k, within_budget=within)
-        result = restic_check.check(repo, read_data_subset=f"{k}/{n}")
+        result = restic_check.check(repo, read_data_subset=f"{k}/{n}", cancel=cancel)
         if result.ok:
             read[k] = time.time()
             out["status"] = "ok"
         else:
-            packs = sorted(set(_PACK_RE.findall(result.output)))[:20]
-            out.update(packs=packs, output=result.output[-2000:],
-                       error=f"slice {k}/{n} of {dest_name} failed: data of target(s) {', '.join(targets)} "
-                             "may be damaged; run `restic check --read-data` and restore from another copy")
+            packs = damaged_packs(result.output)
+            hit, unknown = attribute(repo, packs)
+            out.update(packs=packs, affected_targets=sorted(hit), unattributed_packs=unknown,
+                       output=result.output[-2000:], error=_damage(dest_name, k, n, targets, hit, unknown, packs))
         if not within:
             out["note"] = f"the daily budget cannot read the repository within {days} days; raise it"
         out["coverage"] = round(coverage(read, n, days, time.time()), 4)
         state.record("check", dest_name, dest_name, started, out["status"], None,
                      {"url": repo.url, "n": n, "k": k, "read": read, "coverage": out["coverage"]})
+    except (Busy, RepositoryLocked) as exc:  # someone else's live lock: not damage, try again later
+        out.update(status="busy", error=str(exc) if isinstance(exc, Busy) else f"repository busy: {exc}")
     except DependencyError as exc:
         out.update(status="unavailable", error=str(exc))
     except BackupdError as exc:
@@ -86,21 +132,29 @@ def _one(cfg: Config, state: State, dest_name: str, dest, targets: list[str], da
     return out
 
 
-def run(cfg: Config, policy_set, *, days: int = 30, daily_budget: int = 5 << 30) -> list[dict]:
-    """Check the next slice of every destination that holds a target."""
+def run(cfg: Config, policy_set, *, days: int = 30, daily_budget: int = 5 << 30,
+        cancel: execute.Cancel | None = None) -> list[dict]:
+    """Check the next slice of every destination that holds a target (each bounded by job_timeout_seconds)."""
     state = State(cfg.state_dir)
     used: dict[str, list[str]] = {}
     for target in policy_set.targets:
         for dest in target.destinations:
             used.setdefault(dest, []).append(target.name)
-    return [_one(cfg, state, name, policy_set.destinations[name], names, days, daily_budget)
-            for name, names in used.items()]
+    preflight = Preflight(cfg, cancel)
+    results = []
+    for name, names in used.items():
+        if cancel is not None and cancel.is_set():
+            break
+        with execute.deadline(cfg.job_timeout_seconds):
+            results.append(_one(cfg, state, name, policy_set.destinations[name], names, days, daily_budget,
+                                preflight, cancel))
+    return results
 
 
 def render(results: list[dict], as_json: bool) -> int:
     statuses = [r["status"] for r in results]
     code = EXIT_OK if all(s == "ok" for s in statuses) else \
-        EXIT_DEPENDENCY if "unavailable" in statuses and "failed" not in statuses else EXIT_FINDING
+        EXIT_FINDING if "failed" in statuses else EXIT_DEPENDENCY  # unavailable or busy
     if as_json:
         output.emit_json({"ok": code == EXIT_OK, "exit_code": code, "results": results})
         return code

@@ -1,12 +1,13 @@
-"""What actions share: turning policy destinations into engine repositories, retries."""
+"""What actions share: turning policy destinations into engine repositories, retries, the per-run
+pre-flight of each destination."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, TypeVar
 
+from backupd import execute
 from backupd.config import Config
 from backupd.engine import init as restic_init
 from backupd.engine.exitcodes import StorageUnavailable
@@ -46,7 +47,8 @@ def repository(cfg: Config, name: str, dest, credentials_file: Path | None = Non
         url = f"s3:{dest.endpoint.rstrip('/')}/{dest.bucket}/{dest.path}"
         keys = read_credentials(credentials_file or _credentials_of(cfg, name, dest))
         keys.setdefault("AWS_DEFAULT_REGION", dest.region)
-        return Repository(name, url, dest.password_file, keys, cache, cfg.restic, read_only=cfg.verifier)
+        return Repository(name, url, dest.password_file, keys, cache, cfg.restic, read_only=cfg.verifier,
+                          stuck_request_timeout=cfg.storage_timeout_seconds)
     return Repository(name, str(dest.path), dest.password_file, {}, cache, cfg.restic, read_only=cfg.verifier)
 
 
@@ -78,6 +80,7 @@ class Retry:
     attempts: int = 3
     wait: float = 10.0
     notes: list[str] = field(default_factory=list)
+    cancel: execute.Cancel | None = None  # a cancel (SIGTERM) ends the wait at once
 
     def run(self, fn: Callable[[], T], what: str) -> T:
         for attempt in range(1, self.attempts + 1):
@@ -85,10 +88,72 @@ class Retry:
                 return fn()
             except StorageUnavailable as exc:
                 self.notes.append(f"{what}: attempt {attempt}/{self.attempts}: {exc}")
-                if attempt == self.attempts:
-                    raise
-                time.sleep(self.wait * attempt)
+                pause = self.wait * attempt
+                left = execute.time_left()
+                if attempt == self.attempts or (left is not None and left <= pause):
+                    raise  # out of tries, or the job deadline would pass while waiting
+                if (self.cancel or execute.Cancel()).wait(pause):
+                    raise execute.Interrupted(f"{what}: cancelled while waiting to retry") from None
         raise AssertionError("unreachable")
+
+
+class Preflight:
+    """Per run: one bounded probe per S3 destination (a HEAD with storage_timeout_seconds, no retries)
+    before restic touches it. A destination that does not answer, or that failed every retry earlier in
+    the run, fails each later target at once with the same reason (exit 3) instead of costing every
+    target its own retries."""
+
+    def __init__(self, cfg: Config, cancel: execute.Cancel | None = None):
+        self.cfg, self.cancel = cfg, cancel
+        self.down: dict[str, str] = {}
+        self.probed: set[str] = set()
+        self.unlocked: set[str] = set()
+
+    def require(self, name: str, dest) -> None:
+        """StorageUnavailable when destination `name` is known down or does not answer its probe."""
+        if name not in self.probed and name not in self.down:
+            self.probed.add(name)
+            why = self._probe(name, dest)
+            if why:
+                self.down[name] = f"{name}: storage unreachable ({why}; pre-flight, not retried in this run)"
+        if name in self.down:
+            raise StorageUnavailable(self.down[name])
+
+    def mark_down(self, name: str, reason: str) -> None:
+        self.down.setdefault(name, reason)
+
+    def clear_locks(self, name: str, repo: Repository, *, exclusive_only: bool) -> None:
+        """Once per destination and run, before restic works on it: provably stale locks are removed
+        (recorded in evidence); live ones in the way (only exclusive ones, for a backup) are waited for
+        at most lock_wait_seconds, then Busy (exit 3)."""
+        if name in self.unlocked or repo.read_only:
+            return
+        from backupd import evidence
+        from backupd.actions import locks
+
+        res = locks.resolve(repo, wait_seconds=self.cfg.lock_wait_seconds,
+                            sleep=(self.cancel or execute.Cancel()).wait,
+                            blocking=(lambda lk: lk.exclusive) if exclusive_only else (lambda lk: True))
+        if res.removed:
+            evidence.record(self.cfg, "locks", {"destination": name, "event": "stale_removed",
+                                                "removed": res.removed})
+        if res.outcome == "locked":
+            raise res.busy(name)
+        self.unlocked.add(name)
+
+    def _probe(self, name: str, dest) -> str | None:
+        if dest.kind != "s3":
+            return None  # a local directory: restic reports a missing one itself, at once
+        from backupd.storage import probe  # boto3 is loaded only where S3 is used
+
+        keys = read_credentials(_credentials_of(self.cfg, name, dest))
+        timeout = self.cfg.storage_timeout_seconds
+        left = execute.time_left()
+        if left is not None:
+            timeout = max(1.0, min(timeout, left))
+        why = probe.head(dest.endpoint, dest.region, keys, dest.bucket, f"{str(dest.path).strip('/')}/config",
+                         timeout=timeout)
+        return f"{dest.endpoint}: {why}" if why else None
 
 
 def policy_of(policy_set, target_name: str) -> str:

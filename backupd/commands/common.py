@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import click
 
 from backupd import config as config_mod
 from backupd import output, statedir
-from backupd.errors import EXIT_FINDING, EXIT_OK, BackupdError, ConfigError
+from backupd.errors import EXIT_OK, BackupdError, ConfigError
 
 
 def common(fn):
@@ -27,11 +28,20 @@ def common(fn):
             code = fn(*args, **kwargs)
         except BackupdError as exc:
             _fail(str(exc), exc.exit_code, as_json)
-        except KeyboardInterrupt:
-            _fail("interrupted", EXIT_FINDING, as_json)
+        except KeyboardInterrupt:  # Ctrl-C: the shell's convention, 128 + SIGINT
+            _fail("interrupted", 128 + signal.SIGINT, as_json)
         sys.exit(code or EXIT_OK)
 
     return wrapper
+
+
+def stopped(cancel) -> int | None:
+    """128 + signal when a SIGTERM/SIGINT cancelled the command (execute.cancel_on_signals), else None."""
+    if cancel.signum is None:
+        return None
+    output.error(f"stopped by {signal.Signals(cancel.signum).name}: running children were stopped, "
+                 "what finished is recorded")
+    return 128 + cancel.signum
 
 
 def _fail(message: str, code: int, as_json: bool) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from backupd import output
-from backupd.commands.common import common, load_config, load_policies
+from backupd import execute, output
+from backupd.commands.common import common, load_config, load_policies, stopped
 
 
 def register(main: click.Group) -> None:
@@ -43,5 +43,7 @@ def register(main: click.Group) -> None:
         except ValueError as exc:
             raise ConfigError(f"--daily-budget: {exc}") from None
         cfg = load_config(config_path)
-        results = action.run(cfg, load_policies(cfg), days=days, daily_budget=budget)
-        return action.render(results, as_json)
+        with execute.cancel_on_signals() as stop:
+            results = action.run(cfg, load_policies(cfg), days=days, daily_budget=budget, cancel=stop)
+        code = action.render(results, as_json)
+        return stopped(stop) or code

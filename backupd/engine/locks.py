@@ -60,6 +60,8 @@ def list_locks(repo: Repository) -> list[Lock]:
     return [lk for lk in (read(repo, i) for i in list_ids(repo)) if lk is not None]
 
 
-def remove_stale(repo: Repository, timeout: float = 300) -> None:
-    """`restic unlock` without --remove-all: restic removes only locks it judges stale itself."""
-    command.run(repo, "unlock", what=f"unlock {repo.name}", json=False, timeout=timeout)
+def remove_stale(repo: Repository, timeout: float = 300, *, remove_all: bool = False) -> None:
+    """`restic unlock`: restic removes only locks it judges stale itself. remove_all only for a caller
+    that has proven every lock present stale (backupd.actions.locks)."""
+    args = ["--remove-all"] if remove_all else []
+    command.run(repo, "unlock", *args, what=f"unlock {repo.name}", json=False, timeout=timeout)

@@ -69,26 +69,52 @@ def _lock(host="h1", pid=999999, minutes=45, exclusive=False, user="root"):
     return Lock("a" * 64, datetime.now(timezone.utc) - timedelta(minutes=minutes), exclusive, host, pid, user)
 
 
+LIVE = 4242          # a live process that started before its lock
+REUSED = 4343        # a live process that started after the lock was written: the PID was reused
+
+
+def _alive(pid):
+    return pid in (LIVE, REUSED)
+
+
+def _started(pid):
+    return datetime.now(timezone.utc) - (timedelta(hours=2) if pid == LIVE else timedelta(seconds=1))
+
+
 @pytest.mark.parametrize("lock,ours,expect", [
-    (_lock(), False, "remove"),                      # this host, dead pid, old, nothing of ours
+    (_lock(), False, "remove"),                      # this host, dead pid, old
     (_lock(), True, "wait"),                         # one of our jobs runs on the repository
-    (_lock(minutes=5), False, "wait"),               # dead pid, fresh, another account's
-    (_lock(minutes=5, user="backupd"), False, "remove"),  # our own account's killed backup
-    (_lock(host="other"), False, "wait"),            # old lock of another host: never ours to remove
-    (_lock(host="other", minutes=5), False, "wait"),
+    (_lock(minutes=1), False, "remove"),             # this host, dead pid, fresh: a killed restic
+    (_lock(minutes=1, pid=LIVE), False, "wait"),     # this host, live holder
+    (_lock(minutes=1, pid=REUSED), False, "remove_all"),  # PID reused: restic keeps it, we prove it gone
+    (_lock(host="other"), False, "remove"),          # another host's lock older than restic's 30 min
+    (_lock(host="other", minutes=5), False, "wait"),  # another host's fresh lock: maybe alive
 ])
 def test_lock_triage_removes_only_provably_stale_locks(lock, ours, expect):
-    alive = lambda pid: pid != 999999  # noqa: E731
-    got = locks.decide([lock], hostname="h1", now=datetime.now(timezone.utc), ours_running=ours, alive=alive,
-                       user="backupd")
+    got = locks.decide([lock], hostname="h1", now=datetime.now(timezone.utc), ours_running=ours, alive=_alive,
+                       started=_started)
     assert got == expect
 
 
 def test_lock_triage_waits_when_unlock_would_also_remove_an_unproven_lock():
-    mixed = [_lock(), _lock(host="other")]
-    assert locks.decide(mixed, hostname="h1", now=datetime.now(timezone.utc), ours_running=False,
-                        alive=lambda pid: False) == "wait"
-    assert locks.decide([], hostname="h1", now=datetime.now(timezone.utc), ours_running=False) == "clear"
+    now = datetime.now(timezone.utc)
+    # restic unlock would remove the old one; the fresh one of another host blocks: unlock alone is fine
+    assert locks.decide([_lock(), _lock(host="other", minutes=5)], hostname="h1", now=now, ours_running=False,
+                        alive=_alive, started=_started) == "remove"
+    # a reused PID next to a live lock: --remove-all would take the live one too
+    assert locks.decide([_lock(minutes=1, pid=REUSED), _lock(host="other", minutes=5)], hostname="h1", now=now,
+                        ours_running=False, alive=_alive, started=_started) == "wait"
+    # ours running: restic would remove an old dead-PID lock we cannot vouch for
+    assert locks.decide([_lock()], hostname="h1", now=now, ours_running=True, alive=_alive) == "wait"
+    assert locks.decide([], hostname="h1", now=now, ours_running=False) == "clear"
+
+
+def test_pid_start_time_is_read_from_proc():
+    import os
+
+    born = locks.pid_started(os.getpid())
+    assert born is not None and born <= datetime.now(timezone.utc)
+    assert locks.pid_started(0) is None
 
 
 def test_parse_restic_lock_json():
