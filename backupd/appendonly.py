@@ -17,6 +17,7 @@ import re
 from dataclasses import asdict, dataclass
 
 BLOCK = 4096          # granularity of the first-changed-offset report
+HEAD_BYTES = 512       # the beginning recorded in each manifest (facts.heads)
 DIGEST_HEX = 16       # 64-bit BLAKE2b per block: locates a change; SHA-256 of the prefix proves it
 _ROTATED = re.compile(r"(\.\d+|[-_.]\d{8}(\d{2,6})?)(\.gz)?$|\.gz$")
 _NUMBERED = re.compile(r"^(.*)\.(\d+)((?:\.gz)?)$")
@@ -173,6 +174,21 @@ def blocks_for(current: dict[str, list], reference: dict[str, list], ref_blocks:
             continue
         try:
             out[path], _ = scan(path, 0, size)
+        except OSError:
+            continue
+    return out
+
+
+def heads(current: dict[str, list]) -> dict[str, str]:
+    """SHA-256 of the first HEAD_BYTES of every file at least that long: lets a drill tell a file that grew
+    or was edited (same beginning) from a new file that took its name at rotation."""
+    out = {}
+    for path, (_, size) in current.items():
+        if size < HEAD_BYTES:
+            continue
+        try:
+            with open(path, "rb") as handle:
+                out[path] = hashlib.sha256(handle.read(HEAD_BYTES)).hexdigest()
         except OSError:
             continue
     return out

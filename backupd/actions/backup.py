@@ -22,6 +22,8 @@ from backupd.sources.stream import StreamFacts
 from backupd.state import State
 
 MAX_LISTED = 50
+#: Facts kept in the manifest only (per-file detail; too large for state rows and evidence records).
+MANIFEST_ONLY = ("heads",)
 
 
 @dataclass
@@ -151,16 +153,17 @@ def _one(cfg: Config, state: State, target, dest_name: str, dest, policy: str, e
     try:
         repo = repository(cfg, dest_name, dest)
         result.engine = restic_feature.describe(repo.restic_binary)
-        retry.run(lambda: ensure_repository(repo, cfg.state_dir), f"open {dest_name}")
-        if target.sources.dump is not None:
         preflight.require(dest_name, dest)  # one bounded probe per destination and run
-            reference = _row_reference(cfg, state, target.name)
+        retry.run(lambda: ensure_repository(repo, cfg.state_dir), f"open {dest_name}")
         preflight.clear_locks(dest_name, repo, exclusive_only=True)  # stale ones go; a live prune/check: busy
+        if target.sources.dump is not None:
+            reference = _row_reference(cfg, state, target.name)
             run = lambda: _backup_dump(repo, target, tags, cfg.host, staging, reference, cancel)  # noqa: E731
         else:
             step = (lambda done: progress(target.name, dest_name, done)) if progress else None
             run = lambda: _backup_paths(repo, target, tags, cfg.host, staging, entries, facts, cancel, step)  # noqa: E731
-        summary, result.facts = retry.run(run, f"backup {target.name} to {dest_name}")
+        summary, written = retry.run(run, f"backup {target.name} to {dest_name}")
+        result.facts = {k: v for k, v in written.items() if k not in MANIFEST_ONLY}
         result.status, result.snapshot_id = "ok", summary.snapshot_id
         result.data_added = summary.data_added
         result.files, result.bytes = result.facts.get("files", 0), result.facts.get("bytes", 0)
@@ -171,13 +174,13 @@ def _one(cfg: Config, state: State, target, dest_name: str, dest, policy: str, e
             _mark_incomplete(repo, target, tags, cfg.host)
     except DependencyError as exc:
         result.status, result.error = "unavailable", str(exc)
-    except ConfigError as exc:  # wrong keys or password: exit 2 like every other command
-        result.status, result.error = "misconfigured", str(exc)
-    except BackupdError as exc:
         if isinstance(exc, StorageUnavailable):  # every retry failed: later targets fail fast
             preflight.mark_down(dest_name, str(exc))
     except RepositoryLocked as exc:  # met a lock after our check: busy (exit 3), not a finding
         result.status, result.error = "unavailable", f"repository busy: {exc}"
+    except ConfigError as exc:  # wrong keys or password: exit 2 like every other command
+        result.status, result.error = "misconfigured", str(exc)
+    except BackupdError as exc:
         result.error = str(exc)
     result.notes = retry.notes + result.notes
     result.duration = round(time.monotonic() - t0, 3)
@@ -243,6 +246,7 @@ def _check_append_only(target, files, reference: dict, ref: dict | None, facts: 
     ref_blocks = (ref or {}).get("blocks") or {}
     problems = appendonly.check(reference, ref_blocks, current) if reference else []
     facts["append_only"] = {"checked": len(reference), "problems": appendonly.to_dicts(problems[:MAX_LISTED])}
+    facts["heads"] = appendonly.heads(current)
     if problems:
         change = facts.setdefault("change", analytics.Change().to_dict())
         change["flags"] = change.get("flags", []) + [p.flag() for p in problems[:MAX_LISTED]]

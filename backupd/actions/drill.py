@@ -6,27 +6,28 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from functools import partial
 from pathlib import Path
 
-from backupd import evidence, execute, output, probes
+from backupd import evidence, execute, output, probes, sandbox
 from backupd.actions.common import repository
 from backupd.actions.snapshot_choice import choose, data_snapshots, flagged, load_manifest
 from backupd.config import Config
 from backupd.drill import sample, verdict
 from backupd.drill.phases import PhaseTimer
-from backupd.drill.sandbox import Sandbox, reachable_by, sigterm_cancels
+from backupd.drill.sandbox import Sandbox, sigterm_cancels
 from backupd.drill.spec import DrillSpec, spec_for
 from backupd.engine import restore as restic_restore
 from backupd.engine.exitcodes import Cancelled
 from backupd.errors import EXIT_CONFIG, EXIT_DEPENDENCY, EXIT_FINDING, EXIT_OK, BackupdError, ConfigError, \
     DependencyError
-from backupd.probes.postgres import OS_USER
+from backupd.evidence.keys import key_dir
 from backupd.state import State
 from backupd.verify import verify_tree
 
 PASSED = ("pass", "warn")
+MANIFEST_READERS = 4
 #: Longest sandbox parent that leaves room for the PostgreSQL socket path (107 bytes on Linux).
 SHORT_PARENT = 60
 
@@ -36,18 +37,38 @@ def _checkpoint(cancel: execute.Cancel) -> None:
         raise Cancelled("drill cancelled (SIGTERM); sandbox removed")
 
 
+def confined(spec: DrillSpec) -> bool:
+    """True when a probe of the spec starts processes (they run confined, as the sandbox uid)."""
+    return any(p.kind in ("postgres", "command") or (p.kind == "programs" and p.command) for p in spec.probes)
+
+
 def sandbox_parent(cfg: Config, spec: DrillSpec) -> Path:
-    """The spec's dir, else state_dir/sandbox. A PostgreSQL probe run as root needs a parent the
-    postgres user can traverse and a short socket path; otherwise the system temp dir is used."""
+    """The spec's dir, else state_dir/sandbox. Probe processes started as root run as the sandbox uid,
+    which must traverse the parent (and PostgreSQL needs a short socket path); otherwise the system temp
+    dir is used."""
     parent = spec.sandbox.dir or cfg.state_dir / "sandbox"
-    if os.geteuid() != 0 or not any(p.kind == "postgres" for p in spec.probes):
+    if os.geteuid() != 0 or not confined(spec):
         return parent
     for candidate in (parent, Path(tempfile.gettempdir()) / "backupd-sandbox"):
         candidate.mkdir(parents=True, exist_ok=True, mode=0o711)
         os.chmod(candidate, 0o711)  # traversable, not listable; each sandbox below is 0700
-        if len(str(candidate)) <= SHORT_PARENT and reachable_by(OS_USER, candidate):
+        if len(str(candidate)) <= SHORT_PARENT and sandbox.reachable(candidate, sandbox.UID):
             return candidate
     return candidate
+
+
+def probe_jail(cfg: Config, spec: DrillSpec, box: Sandbox, repo, cancel: execute.Cancel) -> sandbox.Jail:
+    """Where this drill's probe processes run: the restored tree read-only, `work/` writable, the spec's
+    limits; every secret this host holds is scrubbed from their output."""
+    work = box.path / "work"
+    work.mkdir(mode=0o700)
+    held = sandbox.secrets_in(cfg.secrets_dir, os.environ.get("CREDENTIALS_DIRECTORY"), key_dir(cfg.state_dir),
+                              repo.password_file)
+    keys = tuple(v for k, v in repo.s3_keys.items() if k != "AWS_DEFAULT_REGION")
+    limits = sandbox.Limits(memory=spec.sandbox.memory, processes=spec.sandbox.processes,
+                            file_size=spec.sandbox.max_bytes)
+    return sandbox.Jail(readonly=(box.restore_dir,), writable=(work,), root=box.path, limits=limits,
+                        secrets=held + keys, cancel=cancel)
 
 
 def required_paths(target, spec: DrillSpec) -> list[str]:
@@ -59,6 +80,13 @@ def required_paths(target, spec: DrillSpec) -> list[str]:
 def _previous_manifest(repo, snaps, snap, target: str, host: str | list[str]):
     older = [s for s in snaps if s.time < snap.time]
     return load_manifest(repo, older[-1], target, host) if older else None
+
+
+def _older_manifests(repo, snaps, snap, target: str, host: str | list[str]) -> list[dict]:
+    """Manifests of every retained generation older than snap, newest first (read a few at a time)."""
+    older = [s for s in reversed(snaps) if s.time < snap.time]
+    with ThreadPoolExecutor(max_workers=MANIFEST_READERS) as pool:
+        return list(pool.map(lambda s: load_manifest(repo, s, target, host), older))
 
 
 def _verified_since(state: State, target: str) -> float | None:
@@ -90,10 +118,12 @@ def _restore_and_probe(cfg, target, spec, kind, repo, snaps, snap, doc, timer, c
         if not check.ok:
             problems.append(f"{len(check.mismatched)} file(s) differ from the backup-time manifest, "
                             f"{len(check.missing)} missing")
+        jail = probe_jail(cfg, spec, box, repo, cancel)
         ctx = probes.ProbeContext(
             target=target, sandbox=box.path, restore_dir=box.restore_dir, manifest=doc, restored=chosen,
-            snapshot_time=snap.time, rpo=target.rpo, cancel=cancel, grant=partial(box.grant, OS_USER),
-            previous=lambda: _previous_manifest(repo, snaps, snap, target.name, cfg.backup_hosts()))
+            snapshot_time=snap.time, rpo=target.rpo, cancel=cancel, grant=jail.hand_over, jail=jail,
+            previous=lambda: _previous_manifest(repo, snaps, snap, target.name, cfg.backup_hosts()),
+            older=lambda: _older_manifests(repo, snaps, snap, target.name, cfg.backup_hosts()))
         with timer.phase("probes"):
             for probe in spec.probes:
                 _checkpoint(cancel)

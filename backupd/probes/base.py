@@ -28,10 +28,19 @@ class ProbeContext:
     rpo: timedelta
     previous: Callable[[], dict | None]
     cancel: execute.Cancel | None = None
+    #: manifests of every older retained generation, newest first (default: just previous())
+    older: Callable[[], list[dict]] | None = None
     #: gives the sandbox uid the listed sandbox paths (a no-op unless we run as root)
     grant: Callable[..., None] = lambda *paths: None
     #: where probe processes run (backupd.sandbox); built from the sandbox paths when not given
     jail: Jail | None = None
+
+    def older_manifests(self) -> list[dict]:
+        """Manifests of the older generations, newest first."""
+        if self.older is not None:
+            return self.older()
+        previous = self.previous()
+        return [previous] if previous is not None else []
 
     def local(self, path: str) -> Path:
         """Where a snapshot path lies in the sandbox."""

@@ -1,8 +1,16 @@
-"""Logs probe: every restored log file must continue the file of the previous generation.
+"""Logs probe: the restored logs still hold what EVERY older retained generation backed up.
 
-The previous snapshot's manifest holds each log's size and SHA-256 at that time. A log is intact when
-its restored copy (or, after rotation, its rotated successor `name.1` / `name.N+1`) starts with exactly
-those bytes. A log edited in the middle or truncated fails; logs gone since (dropped by rotation) are listed.
+Each older manifest lists each log's size and SHA-256 at that time. Walking from the drilled generation
+back to the oldest retained one, an older log is:
+- continued: some restored file of its rotation family (app.log, app.log.1, app.log-20261127, .gz) starts
+  with exactly those bytes (checked on the restored data, one pass per restored file);
+- carried: the next generation holds the same content (same SHA-256) under any name, whose verdict it
+  shares;
+- edited: the next generation's file at its name (or its rotated successor) is at least as long and is
+  itself continued, yet does not start with those bytes: the content was changed in between;
+- expired: nothing holds it any more (rotation dropped it);
+- undetermined: a sample drill left the file that would tell out.
+A log edited once is found by every later drill for as long as an older generation is retained.
 """
 
 from __future__ import annotations
@@ -10,90 +18,140 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import os
-import re
+from collections import defaultdict
 
+from backupd.appendonly import family, is_rotated_name, successor
 from backupd.probes.base import ProbeContext, ProbeResult
 
-_NUMBERED = re.compile(r"^(.*)\.(\d+)$")
 MAX_LISTED = 20
-
-
-def successor(path: str) -> str:
-    """The name a log gets at its next rotation: app.log -> app.log.1, app.log.3 -> app.log.4."""
-    match = _NUMBERED.match(path)
-    return f"{match.group(1)}.{int(match.group(2)) + 1}" if match else f"{path}.1"
+CHUNK = 1 << 20
 
 
 def predecessor(path: str) -> str | None:
     """The name whose content moves to path at a rotation: app.log.1 <- app.log, app.log.4 <- app.log.3."""
-    match = _NUMBERED.match(path)
-    if not match:
+    head, dot, number = path.rpartition(".")
+    if not dot or not number.isdigit():
         return None
-    return match.group(1) if match.group(2) == "1" else f"{match.group(1)}.{int(match.group(2)) - 1}"
+    return head if number == "1" else f"{head}.{int(number) - 1}"
 
 
-def prefix_sha256(path, size: int) -> str | None:
-    """SHA-256 of the first `size` bytes of path; None when the file is shorter."""
-    digest, left = hashlib.sha256(), size
-    with open(path, "rb") as handle:
-        while left > 0:
-            chunk = handle.read(min(left, 1 << 20))
-            if not chunk:
-                return None
-            digest.update(chunk)
-            left -= len(chunk)
-    return digest.hexdigest()
+def _open(local):
+    import gzip
+
+    return gzip.open(local, "rb") if str(local).endswith(".gz") else open(local, "rb")
 
 
-def continues(local, old: dict) -> bool:
-    """True when the file at `local` starts with the old generation's content."""
+def prefix_digests(local, sizes: set[int]) -> dict[int, str]:
+    """SHA-256 of the first n bytes of local (decompressed for .gz) for every n in sizes, in one read."""
+    want, out, digest, seen = sorted(s for s in sizes if s > 0), {}, hashlib.sha256(), 0
     try:
-        return prefix_sha256(local, old["size"]) == old["sha256"]
-    except OSError:
-        return False
-
-
-def compare(previous: list[dict], restored: dict[str, object], current: set[str], pattern: str) -> dict:
-    """Classify each previous log against restored files {snapshot path: local path}; `current` holds
-    every path of the drilled snapshot (restored or not).
-
-    Returns {"continued": n, "edited": [...], "gone": [...], "undetermined": n}.
-    """
-    out = {"continued": 0, "edited": [], "gone": [], "undetermined": 0}
-    before = {e["path"]: e for e in previous if e.get("type") == "file"}
-    for old in previous:
-        if old.get("type") != "file" or not fnmatch.fnmatch(os.path.basename(old["path"]), pattern):
-            continue
-        path, rotated = old["path"], successor(old["path"])
-        if any(continues(restored[p], old) for p in (path, rotated) if p in restored):
-            out["continued"] += 1
-        elif (path not in current and rotated not in current) or _shifted(path, before, restored):
-            out["gone"].append(path)  # dropped by rotation: its name now holds its predecessor
-        elif path not in restored or (rotated in current and rotated not in restored):
-            out["undetermined"] += 1  # a sample drill left the file or its rotated successor out
-        else:
-            out["edited"].append(path)
+        with _open(local) as handle:
+            for size in want:
+                while seen < size:
+                    chunk = handle.read(min(CHUNK, size - seen))
+                    if not chunk:
+                        return out
+                    digest.update(chunk)
+                    seen += len(chunk)
+                out[size] = digest.copy().hexdigest()
+    except (OSError, EOFError, ValueError):
+        pass
     return out
 
 
-def _shifted(path: str, before: dict[str, dict], restored: dict[str, object]) -> bool:
-    """True when the file now at path continues the previous generation's predecessor of path."""
-    older = before.get(predecessor(path) or "")
-    return older is not None and path in restored and continues(restored[path], older)
+def _heads(manifest: dict) -> dict[str, str]:
+    """{path: SHA-256 of its first HEAD_BYTES} recorded at backup time for append-only targets."""
+    heads = manifest.get("facts", {}).get("heads")
+    return heads if isinstance(heads, dict) else {}
+
+
+class Walk:
+    """Judges every older generation's logs against the restored files and the next generation."""
+
+    def __init__(self, drilled: dict, restored: dict[str, object], older: list[dict], pattern: str):
+        self.pattern, self.restored = pattern, restored
+        self.older = [self._logs(m.get("files", [])) for m in older]   # newest first
+        self.heads = [_heads(m) for m in older]
+        self.families: dict[str, list[str]] = defaultdict(list)
+        for path in restored:
+            self.families[family(path)].append(path)
+        sizes: dict[str, set[int]] = defaultdict(set)
+        for generation in self.older:
+            for e in generation.values():
+                for path in self.families.get(family(e["path"]), []):
+                    sizes[path].add(e["size"])
+        self.prefix = {path: prefix_digests(restored[path], wanted) for path, wanted in sizes.items()}
+        self.drilled, self.drilled_heads = self._logs(drilled.get("files", [])), _heads(drilled)
+
+    def _logs(self, files: list[dict]) -> dict[str, dict]:
+        return {e["path"]: e for e in files if e.get("type") == "file"
+                and fnmatch.fnmatch(os.path.basename(e["path"]), self.pattern)}
+
+    def _continued(self, e: dict) -> bool:
+        return any(self.prefix.get(p, {}).get(e["size"]) == e["sha256"] for p in self.families.get(family(e["path"]), []))
+
+    @staticmethod
+    def _successor_entry(e: dict, following: dict[str, dict], moved: set[str], heads: tuple) -> dict | None:
+        """The next generation's file that should hold e's content (grown), if e was not rotated away: the
+        same name or its rotated successor, not holding another old file's content, and beginning with the
+        same bytes where both generations recorded their first bytes (else it is a new file)."""
+        old_heads, next_heads = heads
+        for name in (e["path"], successor(e["path"])):
+            nxt = following.get(name)
+            if nxt is None or nxt["sha256"] in moved:
+                continue
+            old, new = old_heads.get(e["path"]), next_heads.get(name)
+            if old and new:
+                if old == new:
+                    return nxt  # the same file: grown, shortened or edited
+                continue
+            if nxt["size"] >= e["size"] or (name == e["path"] and not is_rotated_name(name)):
+                return nxt
+        return None
+
+    def judge(self) -> dict:
+        out = {"continued": 0, "edited": [], "expired": 0, "undetermined": 0, "generations": len(self.older)}
+        following, following_heads = self.drilled, self.drilled_heads
+        status = {p: ("continued" if p in self.restored else "undetermined") for p in following}
+        for generation, heads in zip(self.older, self.heads):
+            by_sha = {e["sha256"]: p for p, e in following.items()}
+            moved = {e["sha256"] for e in generation.values()}
+            current = {}
+            for path, e in generation.items():
+                current[path] = verdict = self._verdict(e, following, status, by_sha, moved,
+                                                        (heads, following_heads))
+                if verdict == "edited" and path not in out["edited"]:
+                    out["edited"].append(path)
+                elif verdict in ("continued", "expired", "undetermined"):
+                    out[verdict] += 1
+            following, status, following_heads = generation, current, heads
+        return out
+
+    def _verdict(self, e, following, status, by_sha, moved, heads) -> str:
+        if e["size"] == 0:
+            return "continued"
+        if e["sha256"] in by_sha:
+            return status[by_sha[e["sha256"]]]
+        if self._continued(e):
+            return "continued"
+        nxt = self._successor_entry(e, following, moved - {e["sha256"]}, heads)
+        if nxt is None:
+            return "expired"
+        later = status.get(nxt["path"], "expired")
+        return "edited" if later in ("continued", "edited") else later
 
 
 def run(probe, ctx: ProbeContext, result: ProbeResult) -> None:
-    previous = ctx.previous()
-    if previous is None:
+    older = ctx.older_manifests()
+    if not older:
         result.status = "skipped"
-        result.details["reason"] = "no previous generation to compare with"
+        result.details["reason"] = "no older generation to compare with"
         return
     restored = {e["path"]: ctx.local(e["path"]) for e in ctx.restored if e.get("type") == "file"}
-    current = {e["path"] for e in ctx.manifest.get("files", [])}
-    found = compare(previous.get("files", []), restored, current, probe.pattern)
+    found = Walk(ctx.manifest, restored, older, probe.pattern).judge()
     result.details.update(continued=found["continued"], edited=found["edited"][:MAX_LISTED],
-                          gone_since_previous=found["gone"][:MAX_LISTED], undetermined=found["undetermined"])
+                          expired=found["expired"], undetermined=found["undetermined"],
+                          generations_checked=found["generations"])
     if found["edited"]:
-        result.problems.append(f"{len(found['edited'])} log file(s) changed content that the previous "
-                               f"generation already held (edited or truncated): "
-                               + ", ".join(found["edited"][:5]))
+        result.problems.append(f"{len(found['edited'])} log file(s) no longer hold content that an older "
+                               f"generation backed up (edited or truncated): " + ", ".join(found["edited"][:5]))

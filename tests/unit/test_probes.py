@@ -54,7 +54,7 @@ def test_rotation_is_followed_and_dropped_generations_are_listed(tmp_path):
                {"/l/app.log": b"week2\n", "/l/app.log.1": b"week1\n", "/l/app.log.2": b"week0\n"})
     result = run(LogsProbe(kind="logs"), ctx)
     assert result.status == "ok", result.problems
-    assert result.details["continued"] == 2 and result.details["gone_since_previous"] == ["/l/app.log.2"]
+    assert result.details["continued"] == 2 and result.details["expired"] == 1
 
 
 def test_without_a_previous_generation_the_log_probe_is_skipped(tmp_path):
