@@ -28,7 +28,7 @@ from backupd.engine import locks as restic_locks
 from backupd.policy.lint import load_policy_set
 from backupd.state import State
 from tests.integration.conftest import ROOT
-from tests.unit.test_notify import SmtpReceiver, WebhookReceiver
+from tests.unit.test_notify import ReusableTCPServer, SmtpReceiver, WebhookReceiver
 
 pytestmark = pytest.mark.integration
 BOUND = 240  # seconds any wait below may take before the test fails
@@ -319,8 +319,7 @@ class Forwarder:
                     except OSError:
                         pass
 
-        socketserver.ThreadingTCPServer.allow_reuse_address = True
-        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", port), Pipe)
+        self.server = ReusableTCPServer(("127.0.0.1", port), Pipe)
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 

@@ -42,6 +42,11 @@ class WebhookReceiver:
         self.httpd.server_close()
 
 
+class ReusableTCPServer(socketserver.ThreadingTCPServer):
+    allow_reuse_address = True  # a test stops a server and starts one on the same port
+    daemon_threads = True
+
+
 class SmtpReceiver:
     """A minimal SMTP server: enough of RFC 5321 (and STARTTLS when given a TLS context) for smtplib
     to deliver; keeps each DATA. `port` reuses a port, so a test can stop and start "the same" server."""
@@ -84,8 +89,7 @@ class SmtpReceiver:
                     else:
                         self.reply("502 not implemented")
 
-        socketserver.ThreadingTCPServer.allow_reuse_address = True
-        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", port), Handler)
+        self.server = ReusableTCPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
