@@ -16,7 +16,7 @@ from backupd.actions.snapshot_choice import choose, data_snapshots, flagged, loa
 from backupd.config import Config
 from backupd.drill import sample, verdict
 from backupd.drill.phases import PhaseTimer
-from backupd.drill.sandbox import Sandbox, sigterm_cancels
+from backupd.drill.sandbox import Sandbox, private_dir, sigterm_cancels
 from backupd.drill.spec import DrillSpec, spec_for
 from backupd.engine import restore as restic_restore
 from backupd.engine.exitcodes import Cancelled
@@ -50,8 +50,10 @@ def sandbox_parent(cfg: Config, spec: DrillSpec) -> Path:
     if os.geteuid() != 0 or not confined(spec):
         return parent
     for candidate in (parent, Path(tempfile.gettempdir()) / "backupd-sandbox"):
-        candidate.mkdir(parents=True, exist_ok=True, mode=0o711)
-        os.chmod(candidate, 0o711)  # traversable, not listable; each sandbox below is 0700
+        candidate.parent.mkdir(parents=True, exist_ok=True)
+        # traversable, not listable (each sandbox below is 0700); in a shared /tmp the fixed name may be a
+        # planted symlink or another user's directory: never chmod through it, take a fresh private one
+        candidate = private_dir(candidate) or private_dir(Path(tempfile.mkdtemp(prefix="backupd-sandbox-")))
         if len(str(candidate)) <= SHORT_PARENT and sandbox.reachable(candidate, sandbox.UID):
             return candidate
     return candidate

@@ -41,14 +41,24 @@ def _remove(path: Path) -> None:
     shutil.rmtree(path, onerror=writable)
 
 
+def _owner(path: Path) -> int:
+    """The pid of the drill a sandbox belongs to, from its name (drill-<pid>-...: created in the same step
+    as the directory, so a concurrent drill never sees a sandbox without an owner); sandboxes of older
+    versions name it in OWNER_FILE. 0 when unknown."""
+    head = path.name[len(PREFIX):].split("-", 1)[0]
+    if head.isdigit() and "-" in path.name[len(PREFIX):]:
+        return int(head)
+    try:
+        return int((path / OWNER_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return 0
+
+
 def remove_stale(parent: Path) -> list[str]:
     """Remove sandboxes whose drill process is gone; returns their paths."""
     removed = []
     for path in parent.glob(PREFIX + "*"):
-        try:
-            pid = int((path / OWNER_FILE).read_text().strip())
-        except (OSError, ValueError):
-            pid = 0
+        pid = _owner(path)
         if not pid or not _alive(pid):
             _remove(path)
             removed.append(str(path))
@@ -61,6 +71,29 @@ def reachable_by(user: str, path: Path) -> bool:
         return True
     done = execute.run(["runuser", "-u", user, "--", "test", "-x", str(path)], timeout=30)
     return done.returncode == 0
+
+
+def private_dir(path: Path, mode: int = 0o711) -> Path | None:
+    """Create `path` or accept an existing one only when it is a real directory (not a symlink) owned by
+    this user, then set `mode` through the opened directory; None when something else is in the way
+    (another user's directory or a symlink planted in a shared /tmp)."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        if os.fstat(fd).st_uid != os.geteuid():
+            return None
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+    return Path(path)
 
 
 class Sandbox:
@@ -78,7 +111,7 @@ class Sandbox:
     def __enter__(self) -> Sandbox:
         self.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.stale_removed = remove_stale(self.parent)
-        self.path = Path(tempfile.mkdtemp(prefix=PREFIX, dir=self.parent))
+        self.path = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=self.parent))
         os.chmod(self.path, 0o700)
         (self.path / OWNER_FILE).write_text(f"{os.getpid()}\n")
         self.restore_dir.mkdir(mode=0o700)
