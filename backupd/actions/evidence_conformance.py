@@ -93,6 +93,28 @@ def _kind_item(id_, en, ja, records, kinds, what) -> dict:
                  else f"no {what} record in this period", seqs)
 
 
+def _separation(report: dict) -> dict:
+    """Drills attested by a separate verifier role (its own key in the keyring), not by the backup host."""
+    en, ja = "Separation of duties: drills attested by a verifier role", "職務分離: 検証役による復旧訓練の証明"
+    ring = report.get("keyring")
+    if not ring:
+        return _item("G5", en, ja, NONE, "no keyring given (--keyring / evidence.keyring): who attested the drills "
+                                          "cannot be told")
+    if not any(r["verifier"] for r in ring["roles"].values()):
+        return _item("G5", en, ja, NONE, "the keyring has no verifier role")
+    drills = [a for a in report.get("attestations", []) if a["kind"] == "drill"]
+    if not drills:
+        return _item("G5", en, ja, NONE, "no drill records in this period")
+    own = [a for a in drills if not a["verifier"]]
+    if own:
+        return _item("G5", en, ja, NOT_MET, f"{len(own)} drill record(s) signed by "
+                     f"{', '.join(sorted({a['role'] or a['kid'] for a in own}))}, not by a verifier key",
+                     [a["seq"] for a in own])
+    roles = sorted({a["role"] for a in drills})
+    return _item("G5", en, ja, MET, f"{len(drills)} drill record(s), every one signed by {', '.join(roles)}",
+                 [a["seq"] for a in drills])
+
+
 def evaluate(report: dict, records: list[dict], now: datetime, mirrored: bool) -> list[dict]:
     """The conformance items for report.json."""
     targets = report["targets"]
@@ -106,7 +128,8 @@ def evaluate(report: dict, records: list[dict], now: datetime, mirrored: bool) -
              _item("G4", "Log tamper protection (signed ledger, WORM mirror)", "ログの改ざん防止",
                    MET if mirrored else NOT_MET, "records are hash-chained, signed and mirrored to Object-Lock "
                    "storage" if mirrored else "records are signed but not mirrored to WORM storage "
-                   "(set evidence.mirror)")]
+                   "(set evidence.mirror)"),
+             _separation(report)]
     if report["specific_port"]:
         items += [_item("S1", "Incident procedures with periodic training", "インシデント対応手順と訓練", NONE,
                         "outside backupd; drills are supporting evidence", seqs),

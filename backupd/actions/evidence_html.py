@@ -42,8 +42,8 @@ def _target(t: dict) -> str:
              ("OK" if d["meets_min_history"] else "NG") + f" ({t['min_history']})",
              " ".join(f"{k}:{v}" for k, v in d["generations"].items()), d["error"] or ""]
             for d in t["destinations"]]
-    drills = [[d["seq"], d["time"], f"{d['status']} {d.get('verdict') or ''}", d.get("snapshot_id") or ""]
-              for d in t["drills"]]
+    drills = [[d["seq"], d["time"], f"{d['status']} {d.get('verdict') or ''}", d.get("snapshot_id") or "",
+               d.get("attested_by") or "-"] for d in t["drills"]]
     last = t["backups"]["last_ok"]
     return (f"<h3>{escape(t['name'])} <small>{escape(t['category'])} · RPO {escape(t['frequency'])}"
             f" · RTO {escape(t['rto'] or '-')} · {escape(t['owner'])}</small></h3>"
@@ -54,7 +54,8 @@ def _target(t: dict) -> str:
             + f"<p>{_t('バックアップ成功', 'backups ok')}: {t['backups']['ok']}, "
               f"{_t('失敗', 'failed')}: {t['backups']['failed']}, "
               f"{_t('最終成功', 'last ok')}: {escape(last['time'] if last else '-')}</p>"
-            + (_table([_t("記録番号", "seq"), _t("日時", "time"), _t("結果", "result"), _t("スナップショット", "snapshot")],
+            + (_table([_t("記録番号", "seq"), _t("日時", "time"), _t("結果", "result"), _t("スナップショット", "snapshot"),
+                       _t("署名した役割", "attested by")],
                       drills) if drills else f"<p>{_t('復旧訓練の記録なし', 'no drill records')}</p>"))
 
 

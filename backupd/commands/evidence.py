@@ -30,32 +30,79 @@ def register(main: click.Group) -> None:
 
     @group.command("verify")
     @click.argument("file", type=click.Path(path_type=Path))
-    @click.option("--public-key", type=click.Path(path_type=Path), default=None,
-                  help="Trusted Ed25519 public key (PEM); default: the one in the bundle / beside the ledger.")
+    @click.option("--public-key", "public_keys", type=click.Path(path_type=Path), multiple=True,
+                  help="Trusted Ed25519 public key (PEM), repeatable; default: the one in the bundle / beside the "
+                       "ledger / the host's first key in the mirror.")
+    @click.option("--keyring", type=click.Path(path_type=Path), default=None,
+                  help="Roles and their keys (YAML/JSON): which role signed each drill and audit; with a verifier "
+                       "role, drills signed by any other key are findings.")
+    @click.option("--mirror", "mirror_dest", default=None,
+                  help="Also compare with the WORM mirror in this policy destination (records, signed checkpoints).")
+    @click.option("--host", default=None, help="With --mirror: the host's evidence (default: the ledger's host).")
+    @click.option("--credentials", type=click.Path(path_type=Path), default=None,
+                  help="With --mirror: read-only S3 credentials (default: secrets_dir/s3-auditor.env).")
     @common
-    def verify(file, public_key, config_path, as_json):
+    def verify(file, public_keys, keyring, mirror_dest, host, credentials, config_path, as_json):
         """Verify an export bundle or ledger offline: exit 0 intact, 1 tampered or incomplete."""
-        from backupd.actions import evidence
+        from backupd.actions import evidence_verify
 
-        doc = evidence.verify(file, public_key)
+        if mirror_dest:
+            from backupd.actions import evidence
+
+            cfg = load_config(config_path)
+            doc = evidence.verify_against_mirror(cfg, load_policies(cfg), file, mirror_dest, host, credentials,
+                                                 list(public_keys), keyring)
+        else:
+            doc = evidence_verify.verify(file, list(public_keys), keyring)
         led = doc["ledger"]
         hosts = ", ".join(led["hosts"]) or "-"
         head = (f"{'INTACT' if doc['ok'] else 'NOT INTACT'}: {doc['file']} ({doc['type']}), records "
                 f"seq {led['first_seq']}..{led['last_seq']} ({led['records']}), hosts {hosts}, "
                 f"key {doc['key_fingerprint']} from {doc['key_source']}")
-        return _finish(doc, as_json, [head] + [f"  problem: {p}" for p in doc["problems"]])
+        lines = [head] + [f"  {a['kind']} #{a['seq']} {a['target'] or ''}: signed by role {a['role'] or 'unknown'} "
+                          f"(key {a['kid']})" for a in doc["attestations"]]
+        return _finish(doc, as_json, lines + [f"  problem: {p}" for p in doc["problems"]])
+
+    @group.command("rotate-key")
+    @click.option("--reason", default="", help="Why the key is rotated (recorded).")
+    @common
+    def rotate_key(reason, config_path, as_json):
+        """New evidence signing key, introduced by a key-rotation record signed by the old and the new key."""
+        from backupd.actions import evidence_keys
+
+        cfg = load_config(config_path)
+        load_policies(cfg)
+        doc = evidence_keys.rotate(cfg, reason)
+        return _finish(doc, as_json, [f"rotated the evidence signing key {doc['old_kid']} -> {doc['new_kid']} "
+                                      f"(key-rotation record seq {doc['seq']}); publish {doc['public_key']}"])
+
+    @group.command("acknowledge")
+    @click.option("--reason", required=True, help="What was found and how the ledger was restored (recorded).")
+    @common
+    def acknowledge(reason, config_path, as_json):
+        """After a head regression: check the restored ledger again and, when it is whole, record and reopen it."""
+        from backupd.actions import evidence_keys
+
+        cfg = load_config(config_path)
+        load_policies(cfg)
+        doc = evidence_keys.acknowledge(cfg, reason)
+        return _finish(doc, as_json, [f"ledger head regression acknowledged (record seq {doc['seq']}); appends "
+                                      f"resume" if doc["acknowledged"] else "no open ledger head regression"])
 
     @group.command("export")
     @click.option("--out", required=True, type=click.Path(path_type=Path), help="Bundle to write (.tar.gz).")
     @click.option("--since", default=None, help="ISO 8601 start (default: now - evidence.audit_period, 1y).")
     @click.option("--until", default=None, help="ISO 8601 end (default: now).")
+    @click.option("--keyring", type=click.Path(path_type=Path), default=None,
+                  help="Roles and their keys (default: evidence.keyring): the report shows which role signed each "
+                       "drill and audit and judges separation of duties.")
     @common
-    def export(out, since, until, config_path, as_json):
+    def export(out, since, until, keyring, config_path, as_json):
         """Export records, public key, inventory and reports (JSON, CSV, HTML ja/en) as one bundle."""
         from backupd.actions import evidence
 
         cfg = load_config(config_path)
-        doc = evidence.export(cfg, load_policies(cfg), out, since, until)
+        doc = evidence.export(cfg, load_policies(cfg), out, since, until, keyring)
         lines = [f"wrote {doc['out']}: records seq {doc['first_seq']}..{doc['last_seq']} ({doc['records']}), "
                  f"sha256 {doc['sha256']}, key {doc['key_fingerprint']}"]
         lines += [f"  {k}: {v}" for k, v in doc["conformance"].items()]
@@ -68,17 +115,20 @@ def register(main: click.Group) -> None:
     @click.option("--host", default=None, help="Only this host (default: every host in the bucket).")
     @click.option("--credentials", type=click.Path(path_type=Path), default=None,
                   help="Read-only S3 credentials file (default: secrets_dir/s3-auditor.env).")
+    @click.option("--keyring", type=click.Path(path_type=Path), default=None,
+                  help="Roles and their keys: show which role signed each drill and audit.")
     @common
-    def pull(destination, out_dir, host, credentials, config_path, as_json):
+    def pull(destination, out_dir, host, credentials, keyring, config_path, as_json):
         """Rebuild ledgers from the Object-Lock bucket with auditor credentials and verify them."""
         from backupd.actions import evidence
 
         cfg = load_config(config_path)
-        doc = evidence.pull(cfg, load_policies(cfg), destination, out_dir, host, credentials)
+        doc = evidence.pull(cfg, load_policies(cfg), destination, out_dir, host, credentials, keyring)
         lines = []
         for h in doc["hosts"]:
             lines.append(f"{h['host']}: {h['records']} records -> {h['ledger']} "
-                         f"({'intact' if h['ok'] else 'NOT INTACT'}, key {h['key_fingerprint']})")
+                         f"({'intact' if h['ok'] else 'NOT INTACT'}, key {h['key_fingerprint']}, "
+                         f"{h['checkpoints']} checkpoint(s), last at seq {h['last_checkpoint'] or '-'})")
             lines += [f"  problem: {p}" for p in h["problems"]]
         return _finish(doc, as_json, lines or [f"no evidence found in s3://{doc['bucket']}/evidence/"])
 

@@ -72,11 +72,22 @@ class BundleReport:
         return not self.problems and self.chain.ok
 
 
-def verify(members: dict[str, bytes], pinned=None) -> BundleReport:
-    """Manifest signature and hashes, then the ledger slice it declares."""
+def verify(members: dict[str, bytes], pinned=None, keyring=None) -> BundleReport:
+    """Manifest signature and hashes, then the ledger slice it declares.
+
+    pinned: a trusted public key or a list of them; keyring: roles (keyring.Keyring) whose keys are
+    trusted too. Without either, the bundle's own key is used (self-consistency only).
+    """
     problems: list[Problem] = []
-    key, source = _key(members, pinned, problems)
-    manifest = _manifest(members, key, problems)
+    pins = list(pinned) if isinstance(pinned, (list, tuple)) else ([pinned] if pinned is not None else [])
+    bundled = _bundled_key(members, problems)
+    if pins or keyring is not None:
+        trusted, source = pins, "keyring" if keyring is not None and not pins else "--public-key"
+    else:
+        trusted, source = ([bundled] if bundled else []), "bundle (pin it with --public-key for independent assurance)"
+        if bundled is None:
+            problems.append(Problem(None, f"{PUBLIC_KEY}: missing; pass --public-key"))
+    manifest, body, sig = _manifest(members, problems)
     for name, digest in (manifest.get("files") or {}).items():
         if name not in members:
             problems.append(Problem(None, f"{name}: listed in the manifest but missing from the bundle"))
@@ -85,43 +96,47 @@ def verify(members: dict[str, bytes], pinned=None) -> BundleReport:
     extra = set(members) - set(manifest.get("files") or {}) - {MANIFEST, SIGNATURE}
     problems += [Problem(None, f"{n}: not listed in the manifest (added)") for n in sorted(extra)]
     data = members.get(LEDGER, b"")
-    chain = verify_lines(split_lines(data), [key] if key else [], first_seq=int(manifest.get("first_seq") or 1),
+    chain = verify_lines(split_lines(data), trusted, first_seq=int(manifest.get("first_seq") or 1),
                          first_prev=str(manifest.get("first_prev") or record_format.GENESIS),
-                         torn_tail=bool(data) and not data.endswith(b"\n"))
+                         torn_tail=bool(data) and not data.endswith(b"\n"), keyring=keyring)
+    known = chain.trusted_keys or {keys.fingerprint(k): k for k in trusted}
+    if bundled is not None and (pins or keyring is not None) and keys.fingerprint(bundled) not in known:
+        problems.append(Problem(None, f"the bundle's public key {keys.fingerprint(bundled)} is not a trusted key "
+                                      f"({', '.join(sorted(known)) or 'none'})"))
+    if body is not None:
+        signer = known.get(str(manifest.get("key_fingerprint"))) or (
+            bundled if bundled is not None and keys.fingerprint(bundled) in known else None)
+        if signer is not None and not keys.valid(signer, sig, body):
+            problems.append(Problem(None, f"{MANIFEST}: signature does not verify (manifest changed or wrong key)"))
+        elif signer is None and known:
+            problems.append(Problem(None, f"{MANIFEST}: signed by key {manifest.get('key_fingerprint')}, which is "
+                                          f"not a trusted key"))
     if manifest and chain.last_seq != manifest.get("last_seq"):
         problems.append(Problem(manifest.get("last_seq"), f"the manifest declares records up to seq "
                                 f"{manifest.get('last_seq')} but the ledger ends at seq {chain.last_seq} (truncated)"))
     return BundleReport(chain, problems, manifest, source)
 
 
-def _key(members: dict[str, bytes], pinned, problems: list[Problem]):
-    bundled = None
-    if PUBLIC_KEY in members:
-        try:
-            bundled = keys.load_public(members[PUBLIC_KEY], PUBLIC_KEY)
-        except ConfigError as exc:
-            problems.append(Problem(None, str(exc)))
-    if pinned is not None:
-        if bundled is not None and keys.fingerprint(bundled) != keys.fingerprint(pinned):
-            problems.append(Problem(None, f"the bundle's public key {keys.fingerprint(bundled)} is not the trusted "
-                                          f"key {keys.fingerprint(pinned)}"))
-        return pinned, "--public-key"
-    if bundled is None:
-        problems.append(Problem(None, f"{PUBLIC_KEY}: missing; pass --public-key"))
-    return bundled, "bundle (pin it with --public-key for independent assurance)"
+def _bundled_key(members: dict[str, bytes], problems: list[Problem]):
+    if PUBLIC_KEY not in members:
+        return None
+    try:
+        return keys.load_public(members[PUBLIC_KEY], PUBLIC_KEY)
+    except ConfigError as exc:
+        problems.append(Problem(None, str(exc)))
+        return None
 
 
-def _manifest(members: dict[str, bytes], key, problems: list[Problem]) -> dict:
+def _manifest(members: dict[str, bytes], problems: list[Problem]) -> tuple[dict, bytes | None, bytes]:
+    """(manifest, its bytes, its signature); ({}, None, b"") when missing or damaged."""
     body = members.get(MANIFEST)
     if body is None:
         problems.append(Problem(None, f"{MANIFEST}: missing"))
-        return {}
+        return {}, None, b""
     try:
         sig = base64.b64decode(members.get(SIGNATURE, b"").strip(), validate=True)
         manifest = json.loads(body)
     except (binascii.Error, ValueError):
         problems.append(Problem(None, f"{MANIFEST} or {SIGNATURE} is damaged"))
-        return {}
-    if key is not None and not keys.valid(key, sig, body):
-        problems.append(Problem(None, f"{MANIFEST}: signature does not verify (manifest changed or wrong key)"))
-    return manifest if isinstance(manifest, dict) else {}
+        return {}, None, b""
+    return (manifest if isinstance(manifest, dict) else {}), body, sig

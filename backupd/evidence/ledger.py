@@ -40,7 +40,13 @@ class Ledger:
         self.path = self.dir / LEDGER_NAME
         self.index = Index(self.dir / "index.sqlite")
 
-    def append(self, host: str, kind: str, data: dict, private_key, before_write=None) -> dict:
+    def __enter__(self) -> "Ledger":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.index.close()
+
+    def append(self, host: str, kind: str, data, private_key, before_write=None) -> dict:
         """Sign and append one record; returns it as stored.
 
         Refuses (`LedgerRegression`) when the ledger lost records (guard.py). before_write(seq), when
@@ -53,7 +59,10 @@ class Ledger:
             seq, prev, end = self._head(handle, host, private_key)
             if before_write is not None:
                 before_write(seq + 1)
-            line = record_format.build(seq + 1, prev, host, kind, data, private_key)
+            when = canonical.utc_now()
+            if callable(data):  # data that depends on the record's place (the key-rotation proof)
+                data = data(seq + 1, prev, when)
+            line = record_format.build(seq + 1, prev, host, kind, data, private_key, when)
             self._write(handle, line)
             rec = record_format.parse(line)
             self.index.add(rec, end, len(line) + 1, record_format.line_hash(line))
@@ -180,23 +189,44 @@ def _tail(handle) -> tuple[bytes | None, int | None]:
     return (last or None), torn_at
 
 
-def record(cfg: Config, kind: str, data: dict) -> dict:
+def record(cfg: Config, kind: str, data, *, key=None) -> dict:
     """Append one signed event record for this host; returns it. Mirrors to WORM when configured.
 
     Raises LedgerRegression (a Finding, exit 1) and appends nothing when the ledger lost records.
+    data may be a callable(seq, prev, time) -> dict; key overrides the host's signing key.
     """
-    key = keys.load_or_create(cfg.state_dir)
-    ledger = Ledger(cfg.state_dir)
-    guard.refuse_if_open(ledger.dir)
+    guard.refuse_if_open(evidence_dir(cfg.state_dir))
+    if key is None:
+        if keys.pending_path(cfg.state_dir).exists():
+            _settle_rotation(cfg.state_dir)
+        key = keys.load_or_create(cfg.state_dir)
     from backupd.evidence import mirror  # boto3 is only imported when a mirror is configured
 
     remote = mirror.connect_if_configured(cfg)
     reachable = [remote is not None]
+    ledger = Ledger(cfg.state_dir)
+    try:
+        def probe(seq: int) -> None:
+            reachable[0] = reachable[0] and mirror.probe(remote, ledger.dir, seq)
 
-    def probe(seq: int) -> None:
-        reachable[0] = reachable[0] and mirror.probe(remote, ledger.dir, seq)
-
-    rec = ledger.append(cfg.host or socket.gethostname(), kind, data, key, probe if remote else None)
+        rec = ledger.append(cfg.host or socket.gethostname(), kind, data, key, probe if remote else None)
+    finally:
+        # closed here, not by the garbage collector: a connection collected in a forked child would
+        # drop the locks of the child's own connection to the same file (SQLite over POSIX locks)
+        ledger.index.close()
     if reachable[0]:
         mirror.push_and_checkpoint(cfg, remote, key)
     return rec
+
+
+def _settle_rotation(state_dir: Path) -> None:
+    """A rotation interrupted after its new key was written: finish it if its record is the ledger's last."""
+    pending = keys.pending_path(state_dir)
+    new_kid = keys.fingerprint(keys.load_private(pending).public_key())
+    with Ledger(state_dir) as ledger:
+        seq, _ = ledger.head()
+        last = record_format.parse(ledger.lines()[-1]) if seq else None
+    if last and last["kind"] == record_format.ROTATION and last["data"].get("new_kid") == new_kid:
+        keys.promote_pending(state_dir)
+    else:
+        pending.unlink()  # the record was never written: the rotation did not happen

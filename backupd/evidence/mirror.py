@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from backupd.errors import BackupdError, ConfigError, Finding
-from backupd.evidence import checkpoint, guard, keys, record_format, settings
+from backupd.evidence import canonical, checkpoint, guard, keys, record_format, settings
 from backupd.evidence.ledger import Ledger, evidence_dir, split_lines
 
 log = logging.getLogger(__name__)
@@ -146,8 +146,7 @@ def push_pending(state_dir: Path, dest, s3) -> int:
 
     LedgerRegression when the ledger lost records or the mirror holds other content for a seq.
     """
-    ledger = Ledger(state_dir)
-    with open(evidence_dir(state_dir) / ".mirror.lock", "a") as lock:
+    with Ledger(state_dir) as ledger, open(evidence_dir(state_dir) / ".mirror.lock", "a") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -175,7 +174,11 @@ def push_pending(state_dir: Path, dest, s3) -> int:
 
 def checkpoint_if_due(state_dir: Path, dest, s3, private_key, period: timedelta, force: bool = False) -> dict | None:
     """Push a signed checkpoint of the mirrored head when the last one is older than period."""
-    ledger = Ledger(state_dir)
+    with Ledger(state_dir) as ledger:
+        return _checkpoint(ledger, dest, s3, private_key, period, force)
+
+
+def _checkpoint(ledger: Ledger, dest, s3, private_key, period: timedelta, force: bool) -> dict | None:
     last = checkpoint.load_local(ledger.dir)
     age = checkpoint.age_seconds(last, datetime.now(timezone.utc))
     if not force and age is not None and age < period.total_seconds():
@@ -254,6 +257,7 @@ class PulledHost:
     ledger: Path | None = None
     public_key: Path | None = None
     problems: list[str] = field(default_factory=list)
+    checkpoints: list[dict] = field(default_factory=list)  # signed checkpoints (parsed, not yet verified)
 
 
 def pull(s3, bucket: str, out_dir: Path, host: str | None = None) -> list[PulledHost]:
@@ -275,6 +279,15 @@ def pull(s3, bucket: str, out_dir: Path, host: str | None = None) -> list[Pulled
             got.public_key = _write(out_dir / name / keys.PUB_NAME, body)
         elif len(parts) == 3 and parts[1] == "records":
             lines.setdefault(name, []).append((key, body))
+        elif len(parts) == 3 and parts[1] == "checkpoints":
+            try:
+                got.checkpoints.append(checkpoint.parse(body.strip()))
+            except ValueError as exc:
+                got.problems.append(f"{key}: damaged checkpoint ({exc})")
+    for got in hosts.values():
+        if got.checkpoints:
+            _write(out_dir / got.host / "checkpoints.jsonl",
+                   b"".join(canonical.dumps(c) + b"\n" for c in got.checkpoints))
     for name, items in lines.items():
         data = b"".join(body if body.endswith(b"\n") else body + b"\n" for _, body in items)
         hosts[name].ledger = _write(out_dir / name / "ledger.jsonl", data)

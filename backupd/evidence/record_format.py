@@ -52,3 +52,13 @@ def signature_ok(rec: dict, public_key) -> bool:
 
 def line_hash(line: bytes) -> str:
     return canonical.sha256(line)
+
+
+ROTATION = "key-rotation"
+ROTATION_PURPOSE = "backupd-evidence-key-rotation/1"
+
+
+def rotation_statement(seq: int, prev: str, host: str, time: str, old_kid: str, new_kid: str) -> bytes:
+    """What the new key signs in a key-rotation record: bound to its place in the chain (no replay)."""
+    return canonical.dumps({"purpose": ROTATION_PURPOSE, "seq": seq, "prev": prev, "host": host, "time": time,
+                            "old_kid": old_kid, "new_kid": new_kid})

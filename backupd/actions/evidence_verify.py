@@ -1,0 +1,77 @@
+"""`backupd evidence verify`: an export bundle or a raw ledger, offline or against the WORM mirror.
+
+Trust comes from pinned public keys (`--public-key`, repeatable), a keyring (roles and the kinds
+they may sign) or, against the mirror, the host's first key stored there. Against the mirror the
+ledger must also hold every mirrored record byte for byte and match every signed checkpoint: this
+is what detects a ledger cut off, rolled back or swapped for a re-signed one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from backupd.errors import ConfigError
+from backupd.evidence import bundle, keyring as keyring_mod, keys
+from backupd.evidence.ledger import split_lines
+from backupd.evidence.verify import Problem, check_checkpoints, verify_lines
+
+
+def verify(path: Path, public_keys=(), keyring: Path | None = None, mirror_copy=None,
+           checkpoints: list[dict] | None = None) -> dict:
+    """Verify path; mirror_copy (mirror.PulledHost) adds the comparison with the WORM mirror,
+    checkpoints (signed, from the mirror) must match the ledger at their seqs."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file")
+    ring = keyring_mod.load(keyring) if keyring else None
+    pinned = [keys.read_public(p) for p in public_keys]
+    if bundle.is_bundle(path):
+        rep = bundle.verify(bundle.read(path), pinned, ring)
+        doc = _doc(path, "bundle", rep.chain, rep.problems + rep.chain.problems, rep.key_source, pinned,
+                   rep.manifest.get("key_fingerprint"))
+        doc["manifest"] = {k: rep.manifest.get(k) for k in ("host", "first_seq", "last_seq", "created")}
+        return doc
+    source = "--public-key" if pinned else ("keyring" if ring else None)
+    if not pinned and mirror_copy is not None and mirror_copy.public_key:
+        pinned, source = [keys.read_public(mirror_copy.public_key)], "WORM mirror (the host's first key)"
+    if not pinned and ring is None:
+        beside = path.parent / keys.PUB_NAME
+        if not beside.is_file():
+            raise ConfigError(f"{path}: a raw ledger needs --public-key or --keyring (no {keys.PUB_NAME} beside it)")
+        pinned, source = [keys.read_public(beside)], str(beside)
+    data = path.read_bytes()
+    lines = split_lines(data)
+    chain = verify_lines(lines, pinned, torn_tail=bool(data) and not data.endswith(b"\n"), keyring=ring)
+    problems = list(chain.problems)
+    if mirror_copy is not None:
+        problems += compare_with_mirror(lines, mirror_copy, chain)
+    elif checkpoints:
+        problems += check_checkpoints(lines, checkpoints, chain, what="the mirrored ledger")
+    return _doc(path, "ledger", chain, problems, source, pinned, None)
+
+
+def compare_with_mirror(lines: list[bytes], got, chain) -> list[Problem]:
+    """The ledger against the mirror's records and checkpoints (got: mirror.PulledHost)."""
+    problems = [Problem(None, f"WORM mirror: {p}") for p in got.problems]
+    mirrored = split_lines(got.ledger.read_bytes()) if got.ledger else []
+    differ = [i for i in range(min(len(lines), len(mirrored))) if lines[i] != mirrored[i]]
+    if differ:
+        problems.append(Problem(differ[0] + 1, f"differs from the WORM mirror's copy ({len(differ)} record(s) "
+                                               f"differ): the ledger was replaced, edited or re-signed"))
+    if len(lines) < len(mirrored):
+        problems.append(Problem(len(lines) + 1, f"the ledger ends at seq {len(lines)} but the WORM mirror holds "
+                                                f"records up to seq {len(mirrored)}: records were cut off or the "
+                                                f"ledger was rolled back"))
+    problems += check_checkpoints(lines, got.checkpoints, chain)
+    return problems
+
+
+def _doc(path: Path, kind: str, chain, problems: list, source, pinned: list, fingerprint) -> dict:
+    fp = keys.fingerprint(pinned[0]) if pinned else fingerprint
+    ledger = chain.to_dict()
+    extra = [p for p in problems if p not in chain.problems]
+    if extra:  # bundle and mirror findings join the chain's, the earliest named record first
+        ledger["problems"] += [{"seq": p.seq, "message": p.message} for p in extra]
+        ledger["first_bad_seq"] = min((p.seq for p in problems if p.seq is not None), default=None)
+    return {"ok": not problems and chain.ok, "file": str(path), "type": kind, "key_source": source,
+            "key_fingerprint": fp, "problems": [str(p) for p in problems], "ledger": ledger,
+            "attestations": chain.attestations}
