@@ -130,3 +130,21 @@ def test_evidence_key_creates_the_verifier_signing_key(tmp_path):
     assert code == 0 and doc["role"] == "verifier" and len(doc["key_fingerprint"]) == 16
     assert Path(doc["public_key"]) == tmp_path / "vstate" / "keys" / "evidence-ed25519.pub"
     assert (tmp_path / "vstate" / "keys" / "evidence-ed25519.key").stat().st_mode & 0o077 == 0
+
+
+def test_snapshots_of_several_backup_hosts_are_listed_with_one_host_flag_each(monkeypatch):
+    from backupd.engine import snapshots
+    from backupd.execute import Completed
+
+    seen = []
+
+    def fake_run(repo, sub, *args, **kwargs):
+        seen.append(command.argv(repo, sub, *args))
+        return Completed(argv=[], returncode=0, stdout=b"[]")
+
+    monkeypatch.setattr(snapshots.command, "run", fake_run)
+    snapshots.list_snapshots(_repo(True), tags=["backupd"], host=["tos-01", "tos-02", ""])
+    snapshots.list_snapshots(_repo(False), host="")
+    assert seen[0] == ["restic", "snapshots", "--no-lock", "--json", "--host", "tos-01", "--host", "tos-02",
+                       "--tag", "backupd"]
+    assert "--host" not in seen[1]
