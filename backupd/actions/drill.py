@@ -184,7 +184,7 @@ def _drill(cfg: Config, state: State, policy_set, target, full: bool, snapshot_i
             bad = flagged(repo, snaps, target.name, cfg.backup_hosts())
             snap, report["explanation"] = choose(snaps, snapshot_id, None, bad)
             doc = load_manifest(repo, snap, target.name, cfg.backup_hosts())
-        report.update(snapshot_id=snap.id, snapshot_time=snap.time.isoformat())
+        report.update(snapshot_id=snap.id, snapshot_time=snap.time.isoformat(), snapshot_host=snap.host)
         report["judgement"] = _judgement(snap, bad, doc)
         problems = _restore_and_probe(cfg, target, spec, kind, repo, snaps, snap, doc, timer, cancel, report)
         _judge(report, timer, target, doc, kind, problems)

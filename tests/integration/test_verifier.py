@@ -76,6 +76,7 @@ def test_a_verifier_with_read_only_keys_drills_both_targets_and_signs_with_its_o
         assert run.code == 0, run.stdout + run.stderr
         (drill,) = run.doc["drills"]
         assert drill["verdict"] == "PASS" and drill["verification"]["ok"], drill
+        assert drill["snapshot_host"] == "it-host"  # the backup host's snapshot, found by `hosts`
         assert all(p["status"] == "ok" for p in drill["probes"]), drill["probes"]
     run = verifier.cli("check", "--json")
     assert run.code == 0, run.stdout + run.stderr
