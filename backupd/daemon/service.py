@@ -30,10 +30,12 @@ from backupd.daemon.sdnotify import Notifier
 from backupd.daemon.signals import Signals
 from backupd.engine.exitcodes import RepositoryMissing
 from backupd.errors import BackupdError
+from backupd.evidence.guard import LedgerRegression
 from backupd.notify import Alerts, Message
 from backupd.state import State
 
 LONGEST_SLEEP = 3600.0  # an upper bound only: signals and finished jobs wake the loop at once
+CHECKPOINT_RECHECK = 300.0  # after queueing a checkpoint push: when to look again
 HEALTH_EVERY = 300.0    # when the loop wakes anyway (e.g. the watchdog), re-evaluate if older than this
 
 
@@ -77,6 +79,7 @@ class Service:
         self._side_thread: threading.Thread | None = None
         self._last_health = 0.0
         self._next_health: float | None = None
+        self._next_checkpoint: float | None = None  # when the evidence mirror wants its next signed checkpoint
         self._status_text = ""
         self._last_watchdog = 0.0
 
@@ -113,7 +116,7 @@ class Service:
 
     def _sleep_seconds(self, now: float) -> float:
         """Until the next due job, RPO boundary or watchdog ping (jobs and signals wake us earlier)."""
-        wakes = [schedule.next_wake(self.jobs), self._next_health]
+        wakes = [schedule.next_wake(self.jobs), self._next_health, self._next_checkpoint]
         if self.sd.watchdog_interval:
             wakes.append(self._last_watchdog + self.sd.watchdog_interval)
         soonest = min((w for w in wakes if w is not None), default=now + LONGEST_SLEEP)
@@ -121,7 +124,8 @@ class Service:
 
     def _health_due(self, now: float) -> bool:
         return (not self._last_health or now - self._last_health >= HEALTH_EVERY
-                or (self._next_health is not None and now >= self._next_health))
+                or (self._next_health is not None and now >= self._next_health)
+                or (self._next_checkpoint is not None and now >= self._next_checkpoint))
 
     def _shutdown(self) -> int:
         stopping = self.signals.stop.is_set()
@@ -174,9 +178,12 @@ class Service:
         """Blocks on the queue (no polling); None ends it."""
         while (data := self._side.get()) is not None:
             try:
-                evidence.record(self.cfg, "daemon", data)
+                data() if callable(data) else evidence.record(self.cfg, "daemon", data)
             except Exception as exc:  # the ledger is local; a failure here is logged, never fatal
                 log.event("evidence_record_failed", level="error", error=f"{exc.__class__.__name__}: {exc}"[:300])
+                if isinstance(exc, LedgerRegression):  # alert now, not at the next health round
+                    self._last_health = 0.0
+                    self.signals.wake.set()
 
     def _side_record(self, data: dict) -> None:
         """A daemon evidence record, written (and mirrored) off the main thread."""
@@ -437,8 +444,26 @@ class Service:
                 summary, {"age_seconds": row["age_seconds"], "rpo_seconds": rpo, "status": row["status"]}, now))
             self._alert_conditions(row, now)
         self._next_health = min(boundaries, default=None)
+        self._evidence_health(now)
         self._publish_metrics(rows)
         self._update_status(rows, now)
+
+    def _evidence_health(self, now: float) -> None:
+        """Alert on a ledger head regression; push a signed checkpoint to the mirror when due (side thread)."""
+        from backupd.evidence import guard, mirror
+        from backupd.evidence.ledger import evidence_dir
+
+        found = guard.open_finding(evidence_dir(self.cfg.state_dir))
+        summary = ("evidence ledger head regression: " + "; ".join(map(str, found.get("reasons") or []))[:1000]
+                   if found else "evidence ledger head regression acknowledged; appends resumed")
+        self.alerts.update("evidence_regression", bool(found), Message(
+            "evidence_regression", "firing" if found else "resolved", "evidence", self.cfg.host or "", summary,
+            {"found": found.get("time"), "source": found.get("source")} if found else {}, now))
+        due = None if found else mirror.checkpoint_due(self.cfg)
+        if due is not None and due <= 0 and self._side_thread is not None:
+            self._side.put(lambda: mirror.push_if_configured(self.cfg))
+            due = CHECKPOINT_RECHECK  # by then pushed (the next is a period away) or the mirror was down: retry
+        self._next_checkpoint = now + due if due is not None else None
 
     #: (kind, is it firing for a status row, what the alert says)
     CONDITIONS = (
