@@ -98,3 +98,41 @@ def test_no_repository_is_named(policy, stack, tmp_path):
     setup = policy(TARGET.format(src=_source(tmp_path)), f"t-norepo-{uuid.uuid4().hex[:8]}")
     run = setup.cli("restore", "--target", "docs", "--to", str(tmp_path / "r"), "--json")
     assert run.code == 1 and "no repository" in _message(run), run.stdout
+
+
+def test_state_dir_is_private_after_a_backup(backed_up):
+    state = backed_up.dir / "state"
+    loose = []
+    for root, dirs, files in os.walk(state):
+        for name in dirs + files:
+            path = Path(root) / name
+            mode = os.lstat(path).st_mode
+            if not stat.S_ISLNK(mode) and stat.S_IMODE(mode) & 0o077:
+                loose.append(f"{path.relative_to(state)} {stat.S_IMODE(mode):04o}")
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    assert (state / "state.sqlite").exists() and list((state / "manifests").rglob("*"))
+    assert loose == []
+
+
+def test_non_utf8_file_name_through_backup_restore_drill_and_evidence(policy, tmp_path):
+    src = _source(tmp_path)
+    bad = os.path.join(os.fsencode(src), b"bad\xff.txt")
+    with open(bad, "wb") as handle:
+        handle.write(b"not utf-8 named\n")
+    setup = policy(TARGET.format(src=src), f"t-names-{uuid.uuid4().hex[:8]}")
+    run = setup.cli("backup", "--target", "docs", "--json")
+    assert run.code == 0, run.stdout + run.stderr
+    out = tmp_path / "restored"
+    run = setup.cli("restore", "--target", "docs", "--to", str(out), "--json")
+    assert run.code == 0, run.stdout + run.stderr
+    found = [os.fsencode(p) for p in out.rglob("*") if os.fsencode(p.name) == b"bad\xff.txt"]
+    assert found and open(found[0], "rb").read() == b"not utf-8 named\n"
+    run = setup.cli("drill", "--target", "docs", "--full", "--json")
+    assert run.code == 0, run.stdout + run.stderr
+    (drill,) = run.doc["drills"]
+    assert drill["verification"]["ok"] and drill["verification"]["verified"] == drill["files_restored"] == 3
+    bundle = tmp_path / "evidence.tar.gz"
+    run = setup.cli("evidence", "export", "--out", str(bundle), "--json")
+    assert run.code == 0, run.stdout + run.stderr
+    run = setup.cli("evidence", "verify", str(bundle), "--json")
+    assert run.code == 0, run.stdout + run.stderr
