@@ -78,7 +78,7 @@ def drop_privileges(uid: int | None) -> list[str]:
 
 def system_view(root: str = "/") -> list[str]:
     """bwrap arguments for the read-only system part of the mount view (the allow-list)."""
-    args: list[str] = []
+    args: list[str] = ["--perms", "0755", "--dir", "/etc"]
     entries = [(name, "/" + name) for name in SYSTEM_DIRS] + [(f"etc/{n}", f"/etc/{n}") for n in ETC_FILES]
     for rel, dest in entries:
         host = os.path.join(root, rel)
@@ -101,6 +101,28 @@ def reachable(path: Path, uid: int | None) -> bool:
         if not (st.st_mode & 0o001 or (st.st_uid == uid and st.st_mode & 0o100)):
             return False
     return True
+
+
+def binds(readonly, writable) -> list[str]:
+    """bwrap arguments showing `readonly` and `writable` host paths at the same paths: their missing
+    ancestors as plain 0755 directories (the host's modes of those do not matter), then the binds,
+    outer before inner (a writable work dir may lie inside the read-only tree)."""
+    mounts = [("--ro-bind", Path(p)) for p in readonly] + [("--bind", Path(p)) for p in writable]
+    mounts.sort(key=lambda m: len(m[1].parts))
+    tops = {m[1] for m in mounts}
+    system = {Path("/"), Path("/tmp")} | {Path("/" + d) for d in SYSTEM_DIRS}
+    dirs: list[Path] = []
+    for _, path in mounts:
+        for parent in reversed(path.parents):
+            inside = parent in tops or any(t in parent.parents for t in tops)
+            if parent not in system and not inside and parent not in dirs:
+                dirs.append(parent)
+    args: list[str] = []
+    for folder in dirs:
+        args += ["--perms", "0755", "--dir", str(folder)]
+    for flag, path in mounts:
+        args += [flag, str(path), str(path)]
+    return args
 
 
 def secret_forms(secrets) -> list[bytes]:
@@ -163,7 +185,7 @@ def limit_reached(done: execute.Completed, limits: Limits) -> str | None:
 @dataclass
 class Jail:
     """Where and how probe processes run: `readonly` and `writable` host paths appear at the same
-    paths inside; `root` is the drill's private directory (made traversable for the sandbox uid)."""
+    paths inside; `root` is the drill's private directory, the only place `hand_over` changes."""
 
     readonly: tuple[Path, ...] = ()
     writable: tuple[Path, ...] = ()
@@ -175,39 +197,44 @@ class Jail:
     _handed: set = field(default_factory=set, repr=False)
 
     def argv(self, command: list[str], *, cwd: str | None = None, writable=None) -> list[str]:
-        """The full argv: privilege drop, namespaces, mount view, limits, then the command."""
+        """The full argv: privilege drop, namespaces, mount view, limits, then the command.
+
+        Not root: one bwrap builds the view while it creates the namespaces. Root: an outer bwrap (still
+        root, a mount namespace only) builds the view, so the paths may lie below directories only root
+        can traverse; it then drops to UID and the inner bwrap creates the namespaces inside that view.
+        """
         writable = self.writable if writable is None else tuple(writable)
         lim = self.limits
-        argv = drop_privileges(self.uid) + [BWRAP, *NAMESPACES, "--uid", str(INNER_ID), "--gid", str(INNER_ID),
-                                            "--disable-userns", "--die-with-parent", "--new-session",
-                                            "--hostname", "sandbox", "--clearenv"]
+        inner = [BWRAP, *NAMESPACES, "--uid", str(INNER_ID), "--gid", str(INNER_ID), "--disable-userns",
+                 "--die-with-parent", "--new-session", "--hostname", "sandbox", "--clearenv"]
         for name, value in ENVIRONMENT.items():
-            argv += ["--setenv", name, value]
-        argv += system_view()
-        argv += ["--proc", "/proc", "--dev", "/dev", "--size", str(lim.tmp), "--tmpfs", "/dev/shm",
-                 "--size", str(lim.tmp), "--tmpfs", "/tmp"]
-        for path in self.readonly:
-            argv += ["--ro-bind", str(path), str(path)]
-        for path in writable:
-            argv += ["--bind", str(path), str(path)]
-        argv += ["--chdir", cwd or (str(writable[0]) if writable else "/tmp")]
-        return argv + ["--", PRLIMIT, f"--as={lim.memory}", f"--nproc={lim.processes}",
-                       f"--fsize={lim.file_size}", "--core=0", "--", *command]
+            inner += ["--setenv", name, value]
+        view = system_view() + ["--perms", "1777", "--size", str(lim.tmp), "--tmpfs", "/tmp"] \
+            + binds(self.readonly, writable)
+        fresh = ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(lim.tmp), "--tmpfs", "/dev/shm"]
+        tail = ["--chdir", cwd or (str(writable[0]) if writable else "/tmp"), "--", PRLIMIT,
+                f"--as={lim.memory}", f"--nproc={lim.processes}", f"--fsize={lim.file_size}", "--core=0",
+                "--", *command]
+        if self.uid is None:
+            return drop_privileges(None) + inner + view + fresh + tail
+        # the host /proc only lets the inner bwrap mount a fresh one (the kernel wants a fully visible
+        # proc to exist first); the fresh one covers it and the sandbox cannot unmount it
+        outer = [BWRAP, "--die-with-parent", *view, "--bind", "/proc", "/proc", "--dev", "/dev", "--",
+                 *drop_privileges(self.uid)]
+        return outer + inner + ["--bind", "/", "/"] + fresh + tail
 
     def hand_over(self, *paths) -> None:
-        """As root: give the sandbox uid the given trees (recursively, symlinks not followed) and make
-        the directories between them and `root` traversable. A no-op when we are not root."""
+        """As root: give the sandbox uid the given trees (recursively, symlinks not followed), so it can
+        read the restored files and write its work directories. A no-op when we are not root."""
         if self.uid is None:
             return
         for top in map(Path, paths):
+            if self.root is not None and top != self.root and self.root not in top.parents:
+                raise ValueError(f"{top} lies outside the sandbox {self.root}")
             if top in self._handed or not top.exists():
                 continue
             self._handed.add(top)
             _chown_tree(top, self.uid)
-            for parent in top.parents:
-                if self.root is None or not (parent == self.root or self.root in parent.parents):
-                    break
-                os.chmod(parent, os.stat(parent).st_mode & 0o7777 | 0o111)
 
     def _prepare(self, writable) -> tuple:
         if shutil.which(BWRAP) is None:

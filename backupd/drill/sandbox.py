@@ -65,14 +65,6 @@ def remove_stale(parent: Path) -> list[str]:
     return removed
 
 
-def reachable_by(user: str, path: Path) -> bool:
-    """True when `user` can traverse every directory down to path (checked as that user)."""
-    if os.geteuid() != 0:
-        return True
-    done = execute.run(["runuser", "-u", user, "--", "test", "-x", str(path)], timeout=30)
-    return done.returncode == 0
-
-
 def private_dir(path: Path, mode: int = 0o711) -> Path | None:
     """Create `path` or accept an existing one only when it is a real directory (not a symlink) owned by
     this user, then set `mode` through the opened directory; None when something else is in the way

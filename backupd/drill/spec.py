@@ -51,10 +51,14 @@ class Schedule(_Model):
 
 
 class Sandbox(_Model):
-    """Where the drill restores (default state_dir/sandbox) and how much it may write there."""
+    """Where the drill restores (default state_dir/sandbox) and how much it may write there; the limits
+    of every probe process (each runs confined, see docs/drills.md): memory per process (RLIMIT_AS),
+    processes at once, largest file it may write (max_bytes)."""
 
     dir: Path | None = None
     max_bytes: Size = Field(default=parse_size("20GiB"))
+    memory: Size = Field(default=parse_size("2GiB"), ge=64 << 20)
+    processes: int = Field(default=256, ge=4, le=65536)
 
     @field_validator("dir")
     @classmethod
