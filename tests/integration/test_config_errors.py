@@ -136,3 +136,19 @@ def test_non_utf8_file_name_through_backup_restore_drill_and_evidence(policy, tm
     assert run.code == 0, run.stdout + run.stderr
     run = setup.cli("evidence", "verify", str(bundle), "--json")
     assert run.code == 0, run.stdout + run.stderr
+
+
+def test_policy_without_logs_target_still_backs_up_with_a_warning(stack, tmp_path):
+    from tests.integration.conftest import POLICY_HEAD, make_setup
+
+    pdir = tmp_path / "policies"
+    pdir.mkdir()
+    head = POLICY_HEAD.format(endpoint=stack.env["BACKUPD_S3_ENDPOINT"], repo_path=f"t-gap-{uuid.uuid4().hex[:8]}")
+    (pdir / "gap.yaml").write_text(head + TARGET.format(src=_source(tmp_path)))  # no logs, programs or data
+    setup = make_setup(stack, tmp_path / "work", pdir)
+    run = setup.cli("backup", "--json")
+    assert run.code == 0, run.stdout + run.stderr
+    assert run.doc["results"][0]["status"] == "ok"
+    assert "guideline gap" in run.stderr and "no target with category logs" in run.stderr
+    assert setup.cli("status", "--json").code == 0
+    assert setup.cli("policy", "lint", "--json").code == 1
