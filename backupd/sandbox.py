@@ -206,7 +206,8 @@ class Jail:
         writable = self.writable if writable is None else tuple(writable)
         lim = self.limits
         inner = [BWRAP, *NAMESPACES, "--uid", str(INNER_ID), "--gid", str(INNER_ID), "--disable-userns",
-                 "--die-with-parent", "--new-session", "--hostname", "sandbox", "--clearenv"]
+                 "--die-with-parent", "--new-session", "--clearenv"]  # no --hostname: systemd's
+        # ProtectHostname= forbids sethostname even in a new UTS namespace
         for name, value in ENVIRONMENT.items():
             inner += ["--setenv", name, value]
         view = system_view() + ["--perms", "1777", "--size", str(lim.tmp), "--tmpfs", "/tmp"] \

@@ -10,6 +10,7 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v pg_dump >/dev/null || need_apt+=(postgresql-client)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 command -v runuser >/dev/null || need_apt+=(util-linux)
+command -v bwrap >/dev/null || need_apt+=(bubblewrap)  # the sandbox every drill probe process runs in
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 command -v chromium >/dev/null || need_apt+=(chromium)
 dpkg -s fonts-noto-cjk >/dev/null 2>&1 || need_apt+=(fonts-noto-cjk)  # Japanese glyphs in rendered reports
