@@ -17,10 +17,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from backupd.errors import ConfigError
+from backupd import config_schema
 from backupd.policy.durations import parse_duration
-
-KEYS = {"mirror", "audit_period", "credentials_file", "checkpoint_period", "keyring"}
 
 
 @dataclass
@@ -33,23 +31,13 @@ class EvidenceSettings:
 
 
 def of(cfg) -> EvidenceSettings:
-    """Validated settings from cfg.evidence; ConfigError naming the bad key."""
-    raw = getattr(cfg, "evidence", None) or {}
-    unknown = set(raw) - KEYS
-    if unknown:
-        raise ConfigError(f"evidence: unknown key(s): {', '.join(sorted(map(str, unknown)))}")
-    out = EvidenceSettings()
-    if raw.get("mirror") is not None:
-        out.mirror = str(raw["mirror"])
-    if raw.get("credentials_file") is not None:
-        out.credentials_file = Path(getattr(cfg, "secrets_dir", ".")) / str(raw["credentials_file"])
-    if raw.get("keyring") is not None:
+    """Typed settings from cfg.evidence; ConfigError naming the bad field (schema: backupd.config_schema)."""
+    raw = config_schema.section("evidence", getattr(cfg, "evidence", None) or {})
+    out = EvidenceSettings(mirror=raw.mirror, audit_period=parse_duration(raw.audit_period),
+                           checkpoint_period=parse_duration(raw.checkpoint_period))
+    if raw.credentials_file is not None:
+        out.credentials_file = Path(getattr(cfg, "secrets_dir", ".")) / raw.credentials_file
+    if raw.keyring is not None:
         base = Path(cfg.path).parent if getattr(cfg, "path", None) else Path(".")
-        out.keyring = base / str(raw["keyring"])
-    for name in ("audit_period", "checkpoint_period"):
-        if raw.get(name) is not None:
-            try:
-                setattr(out, name, parse_duration(raw[name]))
-            except ValueError as exc:
-                raise ConfigError(f"evidence.{name}: {exc}") from None
+        out.keyring = base / raw.keyring
     return out
