@@ -80,6 +80,7 @@ class SmtpSection(_Section):
     starttls: bool = False
     credentials_file: Text | None = None
     timeout_seconds: Annotated[float, Field(ge=1, le=3600)] = 20.0
+    ca_file: Text | None = None  # STARTTLS verifies against this CA (default: system CAs); relative -> secrets_dir
 
 
 class NotifySection(_Section):

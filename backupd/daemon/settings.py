@@ -86,7 +86,8 @@ def _smtp(cfg: Config, data: config_schema.SmtpSection) -> SmtpSettings:
         host=data.host, port=data.port, sender=data.sender or f"backupd@{cfg.host or 'localhost'}", to=list(data.to),
         starttls=data.starttls,
         credentials_file=(cfg.secrets_dir / data.credentials_file) if data.credentials_file else None,
-        timeout_seconds=data.timeout_seconds)
+        timeout_seconds=data.timeout_seconds,
+        ca_file=(cfg.secrets_dir / data.ca_file) if data.ca_file else None)
 
 
 def notify(cfg: Config) -> NotifySettings:

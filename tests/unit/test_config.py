@@ -90,3 +90,8 @@ def test_valid_file_resolves_relative_paths(make, tmp_path):
 def test_missing_file_names_the_way_out(tmp_path):
     code, doc = cli("status", "--config", str(tmp_path / "nope.yaml"))
     assert code == 2 and "config file not found" in doc["error"]
+
+
+def test_smtp_ca_file_reaches_the_settings(make, tmp_path):
+    cfg = config.load(make("notify: {smtp: {host: mail, to: ops@example.jp, starttls: true, ca_file: /etc/ca.pem}}\n"))
+    assert str(settings.notify(cfg).smtp.ca_file) == "/etc/ca.pem"
