@@ -1,0 +1,154 @@
+"""The probe sandbox (backupd.sandbox): the argv it builds, output bounding and scrubbing, secrets."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+
+from backupd import execute, sandbox
+from backupd.sandbox import Jail, Limits
+
+RESTORE, WORK = Path("/var/lib/backupd/sandbox/drill-1/restore"), Path("/var/lib/backupd/sandbox/drill-1/work")
+FORBIDDEN = ("/etc/backupd", "/var/lib/backupd/keys", "/var/lib/backupd/state", "/run/credentials", "secrets")
+
+
+def _jail(uid) -> Jail:
+    return Jail(readonly=(RESTORE,), writable=(WORK,), root=RESTORE.parent, uid=uid,
+                limits=Limits(memory=1 << 30, processes=64, file_size=1 << 20, tmp=1 << 20))
+
+
+def _pairs(argv: list[str], flag: str) -> list[str]:
+    return [argv[i + 1] for i, a in enumerate(argv) if a == flag]
+
+
+def test_as_root_an_outer_bwrap_builds_the_view_then_drops_to_the_sandbox_uid():
+    argv = _jail(sandbox.UID).argv(["bin/tos-server", "--version"], cwd=str(RESTORE))
+    assert argv[0] == "bwrap" and "--unshare-user" not in argv[:argv.index("setpriv")]
+    drop = argv[argv.index("setpriv"):argv.index("--", argv.index("setpriv")) + 1]
+    assert drop == ["setpriv", f"--reuid={sandbox.UID}", f"--regid={sandbox.UID}", "--clear-groups",
+                    "--bounding-set=-all", "--inh-caps=-all", "--ambient-caps=-all", "--no-new-privs", "--"]
+    inner = argv[argv.index("bwrap", 1):]
+    for flag in (*sandbox.NAMESPACES, "--disable-userns", "--die-with-parent", "--new-session", "--clearenv"):
+        assert flag in inner, flag
+    assert inner[inner.index("--uid") + 1] == inner[inner.index("--gid") + 1] == "65534"
+    assert ["--bind", "/", "/", "--proc", "/proc", "--dev", "/dev"] == inner[inner.index("--bind"):][:7]
+    assert "--share-net" not in argv
+
+
+def test_not_root_one_bwrap_and_the_capabilities_dropped_first():
+    argv = _jail(None).argv(["x"])
+    assert argv[:5] == ["setpriv", "--inh-caps=-all", "--ambient-caps=-all", "--no-new-privs", "--"]
+    assert argv[5] == "bwrap" and argv.count("bwrap") == 1 and "--reuid" not in " ".join(argv)
+    assert _pairs(argv, "--proc") == ["/proc"]
+
+
+@pytest.mark.parametrize("uid", [sandbox.UID, None])
+def test_the_mount_view_is_an_allow_list(uid):
+    argv = _jail(uid).argv(["x"])
+    assert _pairs(argv, "--ro-bind").count(str(RESTORE)) == 1 and _pairs(argv, "--bind").count(str(WORK)) == 1
+    assert str(WORK) not in _pairs(argv, "--ro-bind") and str(RESTORE) not in _pairs(argv, "--bind")
+    # as root the inner bwrap re-binds the outer view ("/") and covers the outer's /proc with its own
+    inner_only = {"/", "/proc"} if uid is not None else set()
+    assert uid is None or argv.index("/proc") < argv.index("setpriv") < len(argv) - argv[::-1].index("--proc")
+    shown = [a for a in _pairs(argv, "--ro-bind") + _pairs(argv, "--bind") if a not in inner_only]
+    for path in shown:
+        assert path.startswith(("/usr", "/bin", "/sbin", "/lib", "/etc/")) or path in (str(RESTORE), str(WORK)), path
+    etc = [p for p in shown if p.startswith("/etc/")]
+    assert etc and all(p.removeprefix("/etc/") in sandbox.ETC_FILES for p in etc)
+    joined = " ".join(argv)
+    for secret_place in FORBIDDEN:
+        assert secret_place not in joined
+    tmpfs = [argv[i - 3:i + 2] for i, a in enumerate(argv) if a == "--tmpfs"]
+    assert ["--perms", "1777", "--size", str(1 << 20), "--tmpfs", "/tmp"] in \
+        [argv[i - 4:i + 2] for i, a in enumerate(argv) if a == "--tmpfs"], tmpfs
+
+
+def test_limits_wrap_the_command():
+    argv = _jail(None).argv(["bin/tos-server", "--version"], cwd="/x")
+    assert argv[argv.index("--chdir") + 1] == "/x"
+    tail = argv[argv.index(sandbox.PRLIMIT):]
+    assert tail == [sandbox.PRLIMIT, f"--as={1 << 30}", "--nproc=64", f"--fsize={1 << 20}", "--core=0", "--",
+                    "bin/tos-server", "--version"]
+
+
+def test_binds_create_missing_parents_and_put_nested_writable_dirs_after_their_parent():
+    args = sandbox.binds([Path("/srv/box/restore")], [Path("/srv/box/restore/work")])
+    assert args == ["--perms", "0755", "--dir", "/srv", "--perms", "0755", "--dir", "/srv/box",
+                    "--ro-bind", "/srv/box/restore", "/srv/box/restore",
+                    "--bind", "/srv/box/restore/work", "/srv/box/restore/work"]
+
+
+def test_system_view_keeps_merged_usr_links_and_only_listed_etc_files(tmp_path):
+    (tmp_path / "usr" / "bin").mkdir(parents=True)
+    (tmp_path / "bin").symlink_to("usr/bin")
+    (tmp_path / "etc").mkdir()
+    for name in ("passwd", "shadow", "backupd"):
+        (tmp_path / "etc" / name).write_text("x")
+    args = sandbox.system_view(str(tmp_path))
+    assert ["--symlink", "usr/bin", "/bin"] == args[args.index("--symlink"):][:3]
+    assert "/etc/passwd" in args and "/etc/shadow" not in args and "/etc/backupd" not in args
+
+
+def test_scrub_removes_secrets_in_plain_base64_and_hex_and_control_characters():
+    secret = "s3cr3t-Passw0rd"
+    text = (f"a {secret} b {base64.b64encode(secret.encode()).decode()} c {secret.encode().hex()} "
+            "\x1b[31mred\x07\r\n").encode()
+    out = sandbox.scrub(text, [secret, "abc"])
+    assert secret.encode() not in out and out.count(b"[REDACTED]") == 3
+    assert b"\x1b" not in out and b"\x07" not in out and b"\r" not in out and out.endswith(b"red\n")
+    assert sandbox.scrub(b"abc", ["abc"]) == b"abc"  # too short to be a secret worth scrubbing
+
+
+def test_bound_keeps_the_tail_and_marks_the_cut():
+    assert sandbox.bound(b"12345", 10) == b"12345"
+    assert sandbox.bound(b"0123456789", 4) == b"[...]6789"
+
+
+def test_secrets_in_reads_every_line_and_value_of_the_secret_files(tmp_path):
+    (tmp_path / "s3-writer.env").write_text("AWS_ACCESS_KEY_ID=AKIDWRITER\nAWS_SECRET_ACCESS_KEY='wJalrXUtnFEMI'\n")
+    (tmp_path / "restic-password").write_text("correct horse battery\n")
+    key = tmp_path / "keys"
+    key.mkdir()
+    (key / "evidence-ed25519.key").write_text("-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIQ\n"
+                                              "-----END PRIVATE KEY-----\n")
+    found = sandbox.secrets_in(tmp_path, key, None, tmp_path / "missing")
+    for value in ("AKIDWRITER", "wJalrXUtnFEMI", "correct horse battery", "MC4CAQAwBQYDK2VwBCIEIQ"):
+        assert value in found
+    assert not any(v.startswith("-----") for v in found)
+
+
+def test_bounded_capture_holds_only_the_tail_even_of_one_endless_line():
+    done = execute.run(["sh", "-c", "head -c 3000000 /dev/zero | tr '\\0' x; echo END"], timeout=60,
+                       max_output=1000)
+    assert len(done.stdout) == 1000 and done.stdout.endswith(b"xEND\n") and done.truncated
+
+
+def test_limit_hints_name_the_limit_broken():
+    lim = Limits(processes=32)
+    fork = execute.Completed(argv=["x"], returncode=2, stderr="sh: 0: Cannot fork\n")
+    assert "process limit (32)" in sandbox.limit_reached(fork, lim)
+    big = execute.Completed(argv=["x"], returncode=153)
+    assert "file size limit" in sandbox.limit_reached(big, lim)
+    assert sandbox.limit_reached(execute.Completed(argv=["x"], returncode=1, stderr="no"), lim) is None
+
+
+def test_hand_over_never_touches_a_path_outside_the_sandbox(tmp_path):
+    jail = Jail(readonly=(tmp_path / "box" / "restore",), root=tmp_path / "box", uid=sandbox.UID)
+    with pytest.raises(ValueError):
+        jail.hand_over(tmp_path / "elsewhere")
+
+
+def test_a_confined_run_is_bounded_and_scrubbed(tmp_path):
+    box = tmp_path / "box"
+    (box / "restore").mkdir(parents=True)
+    (box / "work").mkdir()
+    jail = Jail(readonly=(box / "restore",), writable=(box / "work",), root=box, secrets=("hunter2-password",),
+                limits=Limits(output=4096))
+    done = jail.run(["sh", "-c", "head -c 100000 /dev/zero | tr '\\0' y; echo; echo hunter2-password; "
+                     "grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status; id -u"], timeout=60)
+    out = done.stdout.decode()
+    assert done.returncode == 0 and done.truncated and len(done.stdout) <= 4096
+    assert "hunter2" not in out and "[REDACTED]" in out and "CapEff:\t0000000000000000" in out and "CapBnd:\t0000000000000000" in out
+    assert "NoNewPrivs:\t1" in out and out.rstrip().endswith("65534")
