@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from demo import tos_data, tos_files
+from tests.integration.conftest import make_setup
 
 pytestmark = pytest.mark.integration
 
@@ -127,3 +128,40 @@ def test_incident_mode_freezes_retention_preserves_and_reports(policy, tmp_path)
     assert setup.cli("forget").code == 0
     run = setup.cli("prune", "--json")
     assert run.code == 0 and run.doc["results"][0]["status"] == "ok", run.stdout
+
+
+def test_an_incident_freezes_forget_and_prune_of_every_config_on_the_bucket(policy, stack, tmp_path):
+    """Opened with the daemon's config; a maintenance config (own state_dir and host, maintainer keys,
+    same bucket) reads the locked marker from the bucket and refuses forget and prune; extend-locks runs."""
+    root = tmp_path / "plc"
+    root.mkdir()
+    (root / "crane-02.cfg").write_text("max_load=40t\n")
+    main = policy(_tree_policy(root), "t-incident-freeze")
+    assert main.cli("backup").code == 0
+    text = (tmp_path / "policies" / "test.yaml").read_text().replace(
+        "credentials_file: s3-writer.env",
+        "credentials_file: s3-maintainer.env\n    maintainer_credentials_file: s3-maintainer.env")
+    (tmp_path / "maint-policies").mkdir()
+    (tmp_path / "maint-policies" / "test.yaml").write_text(text)
+    maint = make_setup(stack, tmp_path / "maint", tmp_path / "maint-policies")
+    maint.config.write_text(maint.config.read_text().replace("host: it-host", "host: maint-01"))
+    started = main.cli("incident", "start", "--reason", "ransom note on gate PCs", "--json")
+    assert started.code == 0, started.stdout
+    ident = started.doc["id"]
+    try:
+        (marker,) = started.doc["markers"]
+        assert marker["status"] == "written" and marker["retain_until"]  # locked by the bucket's default
+        assert not (tmp_path / "maint" / "state" / "incident").exists()  # nothing local on the other role
+        for command in ("forget", "prune"):
+            run = maint.cli(command, "--json")
+            assert run.code == 1 and f"{command} refused" in run.doc["error"], run.stdout
+            assert ident in run.doc["error"] and ".backupd-incident/it-host.json" in run.doc["error"]
+        assert maint.cli("extend-locks", "--json").code == 0  # lengthening locks stays allowed
+    finally:
+        ended = main.cli("incident", "end", "--summary", "restored", "--json")
+    assert ended.code == 0, ended.stdout
+    versions = stack.seaweed.client("admin").list_object_versions(
+        Bucket=stack.bucket, Prefix=".backupd-incident/it-host.json")
+    assert not versions.get("DeleteMarkers")  # closing wrote a new version, never a delete
+    assert maint.cli("forget").code == 0
+    assert maint.cli("prune").code == 0

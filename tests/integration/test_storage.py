@@ -22,13 +22,16 @@ from demo.seaweed import SeaweedFS  # noqa: E402
 
 pytestmark = pytest.mark.integration
 BUCKETS = ["worm-ok", "worm-short", "plain-b"]
+#: A writer granted `Write:<bucket>` (bucket level) instead of `Write:<bucket>/*`: it may change versioning
+#: and lifecycle, which the audit must report as a finding.
+WIDE_WRITER = {"wide-writer": [f"{a}:{b}" for b in BUCKETS for a in ("Read", "List", "Write", "Tagging")]}
 
 
 @pytest.fixture(scope="module")
 def sw(tmp_path_factory):
     """Own SeaweedFS: a 42-day COMPLIANCE bucket, a 1-day one, and a versioned bucket without lock."""
     base = tmp_path_factory.mktemp("sw")
-    with SeaweedFS(base / "weed", secrets_dir=base / "secrets", buckets=BUCKETS) as s:
+    with SeaweedFS(base / "weed", secrets_dir=base / "secrets", buckets=BUCKETS, extra_identities=WIDE_WRITER) as s:
         s.create_locked_bucket("worm-ok", days=42)
         s.create_locked_bucket("worm-short", days=1)
         s.create_plain_bucket("plain-b")
@@ -50,7 +53,8 @@ def _dest(sw, bucket: str, path: str, **extra) -> str:
     s = sw.secrets_dir
     lines = ["kind: s3", f"endpoint: {sw.endpoint}", f"bucket: {bucket}", f"path: {path}", "object_lock: true",
              f"credentials_file: {s / 's3-writer.env'}", f"auditor_credentials_file: {s / 's3-auditor.env'}",
-             f"maintainer_credentials_file: {s / 's3-maintainer.env'}"]
+             f"maintainer_credentials_file: {s / 's3-maintainer.env'}",
+             f"canary_credentials_file: {s / 's3-canary.env'}"]
     lines += [f"{k}: {v}" for k, v in extra.items()]
     return "{" + ", ".join(lines) + "}"
 
@@ -105,11 +109,13 @@ def test_audit_clean_compliance_bucket_and_delete_canary_refused(sw, data, tmp_p
     done = env.cli("audit", "storage", "--json")
     assert done.returncode == 0, done.stdout
     checks, entry = _checks(json.loads(done.stdout), "worm")
-    assert checks["delete_canary"]["ok"] and "refused" in checks["delete_canary"]["detail"]
-    assert checks["lock_mode"]["ok"] and checks["default_retention"]["ok"]
+    # the canary identity may delete versions under .backupd-canary/ (it removed its delete marker), so
+    # the refusal on the locked version is Object Lock's, not IAM's
+    assert checks["delete_canary"]["ok"] and "Object Lock's" in checks["delete_canary"]["detail"]
+    assert checks["lock_mode"]["ok"] and checks["default_retention"]["ok"] and checks["lifecycle"]["ok"]
     assert checks["retention_readback"]["ok"] and entry["objects_read_back"] > 0
     assert checks["writer_lock_config"]["ok"], checks["writer_lock_config"]
-    for name in ("writer_versioning", "writer_lifecycle"):  # `Write:<bucket>/*`: object-level only
+    for name in ("writer_versioning", "writer_lifecycle", "writer_bucket_policy"):  # `Write:<bucket>/*`
         assert checks[name]["ok"] and "AccessDenied" in checks[name]["detail"], checks[name]
     state = b"".join(f.read_bytes() for f in (tmp_path / "state").rglob("*") if f.is_file())
     assert b"storage_audit" in state and sw.keys["writer"][1].encode() not in state
@@ -124,10 +130,47 @@ def test_audit_finds_missing_lock_and_short_retention(sw, data, tmp_path):
     short, entry = _checks(doc, "short")
     assert entry["status"] == "finding" and not short["default_retention"]["ok"]
     plain, entry = _checks(doc, "plain")
-    assert entry["status"] == "finding"
+    assert entry["status"] == "finding"  # versioned, no lock: the canary identity deletes its version freely
     assert not plain["delete_canary"]["ok"] and "NOT WORM" in plain["delete_canary"]["detail"]
     assert not plain["object_lock"]["ok"]
     assert _checks(doc, "worm")[1]["status"] == "ok"
+
+
+def test_audit_without_canary_identity_cannot_prove_the_lock(sw, data, tmp_path):
+    canary = f", canary_credentials_file: {sw.secrets_dir / 's3-canary.env'}"
+    dest = _dest(sw, "worm-ok", "audit-nocanary").replace(canary, "")
+    env = _env(sw, data, tmp_path, worm=dest)
+    done = env.cli("audit", "storage", "--json")
+    assert done.returncode == 1, done.stdout
+    checks, entry = _checks(json.loads(done.stdout), "worm")
+    assert entry["status"] == "finding" and "cannot prove Object Lock" in checks["delete_canary"]["detail"]
+
+
+def test_audit_finds_a_bucket_level_writer_grant(sw, data, tmp_path):
+    dest = _dest(sw, "worm-ok", "audit-wide").replace("s3-writer.env", "s3-wide-writer.env")
+    env = _env(sw, data, tmp_path, worm=dest)
+    done = env.cli("audit", "storage", "--json")
+    assert done.returncode == 1, done.stdout
+    checks, entry = _checks(json.loads(done.stdout), "worm")
+    assert checks["delete_canary"]["ok"], checks["delete_canary"]  # the lock itself is fine ...
+    for name in ("writer_versioning", "writer_lifecycle"):  # ... but the writer may reconfigure the bucket
+        assert not checks[name]["ok"] and checks[name]["severity"] == "error", checks[name]
+    assert sw.client("admin").get_bucket_versioning(Bucket="worm-ok")["Status"] == "Enabled"  # probes are no-ops
+
+
+def test_audit_finds_a_lifecycle_rule_that_expires_backups_early(sw, data, tmp_path):
+    admin = sw.client("admin")
+    admin.put_bucket_lifecycle_configuration(Bucket="worm-short", LifecycleConfiguration={"Rules": [
+        {"ID": "purge", "Status": "Enabled", "Filter": {"Prefix": "audit-lc/"}, "Expiration": {"Days": 7}}]})
+    try:
+        env = _env(sw, data, tmp_path, worm=_dest(sw, "worm-short", "audit-lc"))
+        done = env.cli("audit", "storage", "--json")
+    finally:
+        admin.delete_bucket_lifecycle(Bucket="worm-short")
+    assert done.returncode == 1, done.stdout
+    checks, _ = _checks(json.loads(done.stdout), "worm")
+    assert not checks["lifecycle"]["ok"] and "rule purge on 'audit-lc/' expires current versions after 7d" \
+        in checks["lifecycle"]["detail"]
 
 
 def test_audit_unreachable_storage_exits_3(sw, data, tmp_path):
