@@ -19,6 +19,7 @@ NOW = 1_800_000_000.0
 
 def _svc(next_due: float, next_health=None, watchdog=None, last_ping=NOW):
     return SimpleNamespace(jobs={"backup:a": Job("backup:a", "a", 86400, next_due)}, _next_health=next_health,
+                           _next_checkpoint=None,
                            sd=SimpleNamespace(watchdog_interval=watchdog), _last_watchdog=last_ping)
 
 
