@@ -36,7 +36,7 @@ TARGETS = """  - name: v-programs
     drill: tos-db
 """
 REPO = "t-verifier"
-VERIFIER_SECRETS = ("s3-auditor.env", "s3-verifier.env", "restic-password")
+VERIFIER_SECRETS = ("s3-auditor.env", "s3-verifier.env", "s3-canary.env", "restic-password")
 
 
 @pytest.fixture
@@ -48,7 +48,8 @@ def pair(policy, stack, tmp_path):
     policy_file = tmp_path / "policies" / "test.yaml"
     text = policy_file.read_text().replace(
         "    credentials_file: s3-writer.env\n",
-        "    credentials_file: s3-writer.env\n    auditor_credentials_file: s3-auditor.env\n")
+        "    credentials_file: s3-writer.env\n    auditor_credentials_file: s3-auditor.env\n"
+        "    canary_credentials_file: s3-canary.env\n")
     policy_file.write_text(text)
     for target in ("v-programs", "v-tos-db"):
         run = main.cli("backup", "--target", target, "--json")
@@ -80,6 +81,14 @@ def test_a_verifier_with_read_only_keys_drills_both_targets_and_signs_with_its_o
         assert all(p["status"] == "ok" for p in drill["probes"]), drill["probes"]
     run = verifier.cli("check", "--json")
     assert run.code == 0, run.stdout + run.stderr
+    # The storage audit with read-only keys and the canary identity: the lock is proven; the stack's
+    # 1-day default retention is shorter than min_history (6w), which it must report.
+    run = verifier.cli("audit", "storage", "--json")
+    checks = {c["name"]: c for c in run.doc["destinations"][0]["checks"]}
+    assert all(checks[n]["ok"] for n in ("versioning", "object_lock", "lock_mode", "delete_canary")), checks
+    assert checks["writer_probes"]["severity"] == "warning"  # it holds no writer keys to probe with
+    failed = {n for n, c in checks.items() if not c["ok"] and c["severity"] == "error"}
+    assert run.code == 1 and failed == {"default_retention", "retention_readback"}, checks
 
     # Its ledger verifies under the verifier's own public key, and not under the backup host's.
     ledger = verifier.dir / "state" / "evidence" / "ledger.jsonl"
