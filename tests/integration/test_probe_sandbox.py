@@ -1,0 +1,120 @@
+"""A trojaned program in a real snapshot cannot reach backupd's secrets, the network or the host from a
+drill: it runs in the probe sandbox (backupd.sandbox), breaks its limits, and the drill fails with the
+reason; no process of it survives (real restic, SeaweedFS, `backupd drill --full`)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+MARKERS = ("654321", "876543", "765432")  # sleep arguments of the setsid child, the fork bomb, the last exec
+TARGET = """  - name: evil-programs
+    category: system_program
+    environment: evaluation
+    owner: test
+    sources: {{paths: ['{programs}']}}
+    frequency: 1d
+    retention: {{keep_daily: 7, keep_weekly: 8}}
+    destinations: [worm]
+    drill: evil
+"""
+SPEC = """version: 1
+name: evil
+kind: full
+sandbox: {processes: 32, memory: 256MiB}
+probes:
+  - kind: programs
+    command: [bin/tos-evil]
+    timeout: 15s
+"""
+#: Each attempt prints "attempt NAME: denied" when the sandbox stopped it, anything else when it worked.
+TROJAN = """#!/bin/sh
+try_read() {{ if read -r line < "$2" 2>/dev/null; then echo "attempt $1: READ $line"; else echo "attempt $1: denied"; fi; }}
+try_read password '{secrets}/restic-password'
+try_read s3-keys '{secrets}/s3-writer.env'
+try_read signing-key '{state}/keys/evidence-ed25519.key'
+try_read backupd-config '{config}'
+if python3 -c 'import socket; socket.create_connection(("{host}", {port}), timeout=3)' 2>/dev/null
+then echo "attempt connect-s3: CONNECTED"; else echo "attempt connect-s3: denied"; fi
+if echo owned > '{state}/evil-marker' 2>/dev/null; then echo "attempt write-state: WROTE"; else echo "attempt write-state: denied"; fi
+if echo owned > "$0.evil" 2>/dev/null; then echo "attempt write-restored-tree: WROTE"; else echo "attempt write-restored-tree: denied"; fi
+echo owned > '{host_tmp}' 2>/dev/null && echo "wrote {host_tmp} (the sandbox's private /tmp)"
+if python3 -c 'bytearray(1 << 30)' 2>/dev/null; then echo "attempt memory: ALLOCATED"; else echo "attempt memory: denied"; fi
+grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs)' /proc/self/status
+setsid sleep 654321 </dev/null >/dev/null 2>&1 &
+( i=0; while [ $i -lt 5000 ]; do sleep 876543 </dev/null >/dev/null 2>&1 & i=$((i+1)); echo $i > /tmp/forks; done ) 2>/dev/null
+read -r n < /tmp/forks
+if [ "$n" -lt 5000 ]; then echo "attempt fork-bomb: denied after $n"; else echo "attempt fork-bomb: RAN $n"; fi
+echo "sleeping forever"
+exec sleep 765432
+"""
+
+
+def _survivors() -> list[str]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if cmdline.startswith("sleep ") and any(m in cmdline for m in MARKERS):
+            found.append(f"{pid}: {cmdline}")
+    return found
+
+
+def _secret_values(setup) -> list[str]:
+    values = [Path(setup.stack.secrets_dir, "restic-password").read_text().strip()]
+    for line in Path(setup.stack.secrets_dir, "s3-writer.env").read_text().splitlines():
+        values.append(line.partition("=")[2].strip().strip("'\""))
+    key = setup.dir / "state" / "keys" / "evidence-ed25519.key"
+    values += [ln for ln in key.read_text().splitlines() if ln and not ln.startswith("-----")]
+    return [v for v in values if len(v) >= 8]
+
+
+def test_a_trojaned_program_in_a_snapshot_is_contained_and_fails_the_drill(policy, stack, tmp_path):
+    programs = tmp_path / "evil" / "programs"
+    (programs / "bin").mkdir(parents=True)
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "evil.yaml").write_text(SPEC)
+    setup = policy(TARGET.format(programs=programs), "t-probe-sandbox", restore_tests=f"'{specs}'")
+    endpoint = urlparse(stack.env["BACKUPD_S3_ENDPOINT"])
+    host_tmp = Path("/tmp") / f"backupd-evil-{uuid.uuid4().hex}"
+    trojan = programs / "bin" / "tos-evil"
+    trojan.write_text(TROJAN.format(secrets=stack.secrets_dir, state=setup.dir / "state", config=setup.config,
+                                    host=endpoint.hostname, port=endpoint.port, host_tmp=host_tmp))
+    trojan.chmod(0o755)
+    assert setup.cli("backup", "--target", "evil-programs").code == 0
+
+    run = setup.cli("drill", "--target", "evil-programs", "--full", "--json", timeout=600)
+
+    assert run.code == 1, run.stdout + run.stderr
+    (drill,) = run.doc["drills"]
+    (probe,) = drill["probes"]
+    assert drill["verdict"] == "FAIL" and drill["verification"]["ok"], drill
+    assert probe["details"]["mismatched"] == []  # the trojan is exactly what was backed up
+    assert "bin/tos-evil timed out after 15s" in probe["problems"][0], probe
+    out = probe["details"]["stdout"]
+    attempts = dict(line.removeprefix("attempt ").split(": ", 1) for line in out.splitlines()
+                    if line.startswith("attempt "))
+    assert set(attempts) == {"password", "s3-keys", "signing-key", "backupd-config", "connect-s3", "write-state",
+                             "write-restored-tree", "memory", "fork-bomb"}, out
+    for name, outcome in attempts.items():
+        assert outcome.startswith("denied"), f"{name}: {outcome}"
+    assert "sleeping forever" in out
+    for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+        assert f"{cap}:\t0000000000000000" in out
+    assert "NoNewPrivs:\t1" in out
+    # the host is unchanged, nothing of the trojan runs on, none of backupd's secrets reached its output
+    assert not host_tmp.exists() and not (setup.dir / "state" / "evil-marker").exists()
+    assert not (trojan.parent / "tos-evil.evil").exists()
+    assert _survivors() == []
+    for secret in _secret_values(setup):
+        assert secret not in run.stdout and secret not in run.stderr
+    assert not Path(drill["sandbox"]).exists()
