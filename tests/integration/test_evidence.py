@@ -82,3 +82,69 @@ def test_export_holds_the_real_snapshot_inventory_and_verifies(mirrored, tmp_pat
     target = next(t for t in report["targets"] if t["name"] == "ev-logs")
     worm = target["destinations"][0]
     assert worm["error"] is None and worm["count"] == 2 and target["backups"]["ok"] == 2
+
+
+def _verify_against_mirror(setup, stack, ledger):
+    return setup.cli("evidence", "verify", str(ledger), "--mirror", "worm", "--json",
+                     "--credentials", str(stack.secrets_dir / "s3-auditor.env"))
+
+
+def test_truncated_ledger_is_caught_by_the_mirror_and_refuses_the_next_backup_record(mirrored, stack):
+    setup, host = mirrored
+    ledger = setup.dir / "state" / "evidence" / "ledger.jsonl"
+    run = _verify_against_mirror(setup, stack, ledger)
+    assert run.code == 0 and run.doc["ok"] and run.doc["mirror"]["last_checkpoint"] >= 1, run.stdout + run.stderr
+    whole = ledger.read_bytes()
+    ledger.write_bytes(whole.split(b"\n", 1)[0] + b"\n")  # seq 2 cut off: the file alone still verifies
+    run = _verify_against_mirror(setup, stack, ledger)
+    assert run.code == 1 and run.doc["ledger"]["first_bad_seq"] == 2
+    assert any("WORM mirror holds records up to seq 2" in p for p in run.doc["problems"])
+    run = setup.cli("backup", "--target", "ev-logs", "--json")
+    assert run.code == 1 and "head regression" in run.stdout + run.stderr
+    assert ledger.read_bytes().count(b"\n") == 1  # refused: seq 2 was not reused
+    assert json.loads((setup.dir / "state" / "evidence" / "regression.json").read_text())["reasons"]
+    ledger.write_bytes(whole)  # restored from the mirror: acknowledged, recorded, appends resume
+    run = setup.cli("evidence", "acknowledge", "--reason", "restored from the mirror", "--json")
+    assert run.code == 0 and run.doc["acknowledged"] and run.doc["seq"] == 3, run.stdout + run.stderr
+
+
+def test_swapped_in_resigned_ledger_is_caught_by_pull_and_verify_against_the_mirror(mirrored, stack, tmp_path):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from backupd.evidence import record_format
+
+    setup, host = mirrored
+    state = setup.dir / "state"
+    ledger = state / "evidence" / "ledger.jsonl"
+    other, out, prev = Ed25519PrivateKey.generate(), [], record_format.GENESIS
+    for line in ledger.read_bytes().split(b"\n")[:-1]:
+        rec = record_format.parse(line)
+        new = record_format.build(rec["seq"], prev, rec["host"], rec["kind"], {**rec["data"], "status": "failed"},
+                                  other, rec["time"])
+        out.append(new)
+        prev = record_format.line_hash(new)
+    ledger.write_bytes(b"".join(l + b"\n" for l in out))
+    (state / "keys" / keys.KEY_NAME).unlink()
+    keys.write_private(state / "keys" / keys.KEY_NAME, other)
+    (state / "keys" / keys.PUB_NAME).write_bytes(keys.public_pem(other.public_key()))
+    run = _verify_against_mirror(setup, stack, ledger)
+    assert run.code == 1 and run.doc["ledger"]["first_bad_seq"] == 1
+    assert any("differs from the WORM mirror" in p for p in run.doc["problems"])
+    run = setup.cli("backup", "--target", "ev-logs", "--json")  # the next append is refused
+    assert run.code == 1 and "ledger replaced" in run.stdout + run.stderr
+    run = setup.cli("evidence", "pull", "--destination", "worm", "--out", str(tmp_path / "p"), "--host", host,
+                    "--json", "--credentials", str(stack.secrets_dir / "s3-auditor.env"))
+    assert run.code == 0 and run.doc["hosts"][0]["checkpoints"] >= 1  # the mirror still holds the true ledger
+
+
+def test_key_rotation_is_mirrored_and_verifies_from_the_first_key(mirrored, stack, tmp_path):
+    setup, host = mirrored
+    run = setup.cli("evidence", "rotate-key", "--reason", "test", "--json")
+    assert run.code == 0, run.stdout + run.stderr
+    run = setup.cli("backup", "--target", "ev-logs", "--json")
+    assert run.code == 0, run.stdout + run.stderr
+    run = setup.cli("evidence", "pull", "--destination", "worm", "--out", str(tmp_path / "p"), "--host", host,
+                    "--json", "--credentials", str(stack.secrets_dir / "s3-auditor.env"))
+    [got] = run.doc["hosts"]
+    assert run.code == 0 and got["records"] == 4, run.stdout  # anchored at the first key, rotation accepted
+    assert got["last_checkpoint"] == 3  # the rotation pushed a checkpoint signed by the new key
