@@ -41,6 +41,8 @@ def _listen(value: str) -> str:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:9187")
+    if host.strip("[]") not in ("", "127.0.0.1", "::1", "localhost"):
+        raise ValueError(f"{host} is not a loopback address; expose metrics through a proxy or the textfile collector")
     return value
 
 

@@ -39,6 +39,7 @@ BAD = [
     ("notify: {webhook: ftp://x}\n", 3, "notify.webhook", "http:// or https://"),
     ("metrics:\n  listen: nope\n", 4, "metrics.listen", "HOST:PORT"),
     ("metrics: 5\n", 3, "metrics", "must be a mapping"),
+    ("metrics: {listen: '0.0.0.0:9187'}\n", 3, "metrics.listen", "not a loopback address"),
     ("evidence: {audit_period: 3x}\n", 3, "evidence.audit_period", "invalid duration"),
     ("host: ../etc\n", 3, "host", "path separators"),
     ("a: &anchor 1\n", 3, "(file)", "anchors"),
