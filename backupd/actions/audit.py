@@ -61,7 +61,11 @@ def _canary(cfg: Config, dest: S3Destination) -> tuple[Check, dict | None]:
         s3 = s3_client(dest, keys)
     except ConfigError as exc:
         return Check("delete_canary", False, f"canary identity unusable: {exc}"), None
-    return canary.delete_canary(s3, dest.bucket, canary.canary_key(cfg.host or "host"))
+    try:
+        return canary.delete_canary(s3, dest.bucket, canary.canary_key(cfg.host or "host"))
+    except ClientError as exc:  # e.g. no PutObject grant: the other checks still run
+        return Check("delete_canary", False, f"the canary identity was refused ({client.error_code(exc)}) "
+                     f"writing or reading under {canary.CANARY_PREFIX}: fix its grant (deploy/iam/canary.json)"), None
 
 
 def _writer_probes(cfg: Config, dest: S3Destination, auditor, probe_config) -> list[Check]:

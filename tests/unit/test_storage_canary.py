@@ -163,3 +163,22 @@ def test_read_lifecycle_distinguishes_none_from_denied(s3):
          "NoncurrentVersionExpiration": {"NoncurrentDays": 3}}]})
     rules = lockconfig.read_lifecycle(s3, "plain")
     assert not lockconfig.lifecycle_check(rules, ["restic"], SIX_WEEKS).ok
+
+
+def test_the_audit_reports_a_missing_or_refused_canary_identity_and_goes_on(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    from backupd.actions import audit
+
+    cfg = SimpleNamespace(host="h1")
+    check, observed = audit._canary(cfg, SimpleNamespace(canary_credentials_file=None, bucket="b"))
+    assert not check.ok and check.severity == "error" and "cannot prove Object Lock" in check.detail
+    assert observed is None
+
+    class Refusing:
+        def put_object(self, **kw):
+            raise _error("AccessDenied", 403)
+
+    monkeypatch.setattr(audit, "s3_client", lambda dest, keys=None: Refusing())
+    check, _ = audit._canary(cfg, SimpleNamespace(canary_credentials_file=tmp_path / "k", bucket="b"))
+    assert not check.ok and "canary identity was refused (AccessDenied)" in check.detail
