@@ -190,7 +190,8 @@ def pull_hosts(cfg, policy_set, destination: str, out_dir: Path, host: str | Non
 
 
 def sync(cfg) -> dict:
-    """Push pending records to the WORM mirror now (the daemon and every record() also do this)."""
+    """Push pending records (and a signed checkpoint when due) to the WORM mirror now (the daemon and every
+    record() also do this). LedgerRegression when the ledger lost records or the mirror refuses one."""
     opts = settings.of(cfg)
     name = opts.mirror
     if not name:
@@ -198,7 +199,10 @@ def sync(cfg) -> dict:
     dest = mirror.destination(cfg, name)
     creds = read_credentials(mirror.credentials_of(cfg, opts, dest))
     try:
-        pushed = mirror.push_pending(cfg.state_dir, dest, mirror.client(dest, creds))
+        s3 = mirror.client(dest, creds)
+        pushed = mirror.push_pending(cfg.state_dir, dest, s3)
+        mirror.checkpoint_if_due(cfg.state_dir, dest, s3, keys.load_or_create(cfg.state_dir),
+                                 opts.checkpoint_period)
     except (BotoCoreError, ClientError) as exc:
         raise DependencyError(f"cannot write to s3://{dest.bucket}/{mirror.PREFIX}: {exc.__class__.__name__}") from None
     pending = len(Ledger(cfg.state_dir).index.unmirrored())
