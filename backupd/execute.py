@@ -339,12 +339,14 @@ def start(argv: list[str], env: Environment | None = None, *, cwd: str | None = 
 @dataclass
 class PipelineResult:
     """Outcome of producer | consumer: both children's results. `stalled` names the side that held
-    the pipeline up when it timed out: "producer" (sent nothing) or "consumer" (stopped reading)."""
+    the pipeline up when it timed out: "producer" (sent nothing) or "consumer" (stopped reading).
+    `broken`: the consumer ended before end-of-input (it died, or stopped reading and exited)."""
 
     producer: Completed
     consumer: Completed
     bytes: int
     stalled: str | None = None
+    broken: bool = False
 
 
 def run_pipeline(
@@ -386,8 +388,9 @@ def run_pipeline(
     guard.join()
     timed_out, cancelled = timed_out or guard.timed_out, cancelled or guard.cancelled
     stalled = guard.stalled or ("producer" if timed_out else None)
+    broken = pump.broken or guard.consumer_ended
     prod_rc = prod.wait()
-    if prod_rc != 0 or pump.broken or timed_out or cancelled:
+    if prod_rc != 0 or broken or timed_out or cancelled:
         kill_group(cons, grace=2.0)
     else:
         _close(cons.stdin)
@@ -404,7 +407,7 @@ def run_pipeline(
         consumer=Completed(list(consumer), cons_rc, drains[0].data(),
                            consumer_env.scrub(drains[1].data().decode("utf-8", "replace")),
                            end, timed_out, cancelled, limit),
-        bytes=pump.total, stalled=stalled if timed_out else None,
+        bytes=pump.total, stalled=stalled if timed_out else None, broken=broken,
     )
 
 
@@ -416,11 +419,17 @@ class _Watchdog(threading.Thread):
         super().__init__(daemon=True)
         self.procs, self.deadline, self.cancel, self.pump = procs, deadline, cancel, pump
         self.stop = threading.Event()
-        self.timed_out = self.cancelled = False
+        self.timed_out = self.cancelled = self.consumer_ended = False
         self.stalled: str | None = None
 
     def run(self) -> None:
+        cons, prod = self.procs
         while not self.stop.wait(0.1):
+            if cons.poll() is not None and self.pump.state != "done":
+                # the consumer died while the pump waits on a silent producer: nobody else would notice
+                self.consumer_ended = True
+                kill_groups([prod], grace=2.0)
+                return
             if self.cancel is not None and self.cancel.is_set():
                 self.cancelled = True
             elif self.deadline is not None and time.monotonic() > self.deadline:
@@ -453,6 +462,7 @@ class _Pump:
             self.state = "write"
             try:
                 self.cons.stdin.write(chunk)
+                self.cons.stdin.flush()  # a trickle must reach the consumer now, not at 8 KiB
             except (BrokenPipeError, OSError, ValueError):
                 self.broken, self.state = True, "done"
                 kill_group(self.prod, grace=2.0)

@@ -134,6 +134,10 @@ def backup_stream(repo: Repository, producer: list[str], producer_env: execute.E
         timeout=timeout, cancel=cancel,
     )
     prod = result.producer
+    if result.broken and not (prod.timed_out or prod.cancelled):  # restic ended before the dump did
+        exitcodes.classify(result.consumer, f"backup of {filename} to {repo.name}", version)
+        raise exitcodes.ResticError(f"backup of {filename} to {repo.name}: restic stopped before the end of "
+                                    "the dump; no snapshot was written")
     if result.stalled == "consumer":
         raise exitcodes.TimedOut(f"backup of {filename} to {repo.name}: restic stopped reading the dump "
                                  f"(storage stalled?) and was stopped after {result.consumer.limit or 0:.0f} s; "

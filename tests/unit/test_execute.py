@@ -213,3 +213,14 @@ def test_cancel_wakes_a_sleeping_waiter_at_once():
     threading.Timer(0.2, cancel.set).start()
     t0 = time.monotonic()
     assert cancel.wait(30) and time.monotonic() - t0 < NO_HANG
+
+
+def test_pipeline_notices_a_consumer_that_died_while_the_producer_is_silent(tmp_path):
+    import time
+
+    t0 = time.monotonic()
+    res = execute.run_pipeline([PY, "-c", "import sys,time; sys.stdout.write('x'); sys.stdout.flush(); time.sleep(60)"],
+                               [PY, "-c", "import os,sys; sys.stdin.read(1); os._exit(9)"],
+                               producer_env=execute.Environment(), consumer_env=execute.Environment())
+    assert time.monotonic() - t0 < NO_HANG * 3
+    assert res.broken and res.consumer.returncode == 9 and res.producer.returncode != 0
