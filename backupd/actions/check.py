@@ -20,7 +20,8 @@ from backupd.engine import find as restic_find
 from backupd.engine import snapshots as restic_snapshots
 from backupd.engine import stats as restic_stats
 from backupd.engine.exitcodes import Busy, RepositoryLocked
-from backupd.errors import EXIT_DEPENDENCY, EXIT_FINDING, EXIT_OK, BackupdError, DependencyError
+from backupd.errors import EXIT_CONFIG, EXIT_DEPENDENCY, EXIT_FINDING, EXIT_OK, BackupdError, ConfigError, \
+    DependencyError
 from backupd.state import State
 
 MAX_SLICES = 256  # restic buckets packs by one byte of their id
@@ -126,6 +127,8 @@ def _one(cfg: Config, state: State, dest_name: str, dest, targets: list[str], da
         out.update(status="busy", error=str(exc) if isinstance(exc, Busy) else f"repository busy: {exc}")
     except DependencyError as exc:
         out.update(status="unavailable", error=str(exc))
+    except ConfigError as exc:  # wrong keys or password: exit 2 like backup, restore and drill
+        out.update(status="misconfigured", error=str(exc))
     except BackupdError as exc:
         out["error"] = str(exc)
     evidence.record(cfg, "check", out)
@@ -153,7 +156,7 @@ def run(cfg: Config, policy_set, *, days: int = 30, daily_budget: int = 5 << 30,
 
 def render(results: list[dict], as_json: bool) -> int:
     statuses = [r["status"] for r in results]
-    code = EXIT_OK if all(s == "ok" for s in statuses) else \
+    code = EXIT_OK if all(s == "ok" for s in statuses) else EXIT_CONFIG if "misconfigured" in statuses else \
         EXIT_FINDING if "failed" in statuses else EXIT_DEPENDENCY  # unavailable or busy
     if as_json:
         output.emit_json({"ok": code == EXIT_OK, "exit_code": code, "results": results})

@@ -10,7 +10,7 @@ from backupd.actions.common import Retry, repository
 from backupd.config import Config
 from backupd.engine import copy as restic_copy
 from backupd.engine import init as restic_init
-from backupd.errors import BackupdError, DependencyError
+from backupd.errors import BackupdError, ConfigError, DependencyError
 
 
 def pairs(policy_set, target) -> list[tuple[str, str]]:
@@ -44,6 +44,8 @@ def copy_target(cfg: Config, policy_set, target, source: str, dest: str) -> dict
         out["status"] = "ok"
     except DependencyError as exc:
         out.update(status="unavailable", error=str(exc))
+    except ConfigError as exc:  # wrong keys or password: exit 2
+        out.update(status="misconfigured", error=str(exc))
     except BackupdError as exc:
         out["error"] = str(exc)
     out["duration"] = round(time.monotonic() - t0, 3)

@@ -69,6 +69,7 @@ def _three(setup, tmp_path: Path) -> dict:
     out["restore"] = setup.cli("restore", "--target", "docs", "--to", str(tmp_path / f"r-{uuid.uuid4().hex[:6]}"),
                                "--json")
     out["drill"] = setup.cli("drill", "--target", "docs", "--json")
+    out["check"] = setup.cli("check", "--json")
     return out
 
 
