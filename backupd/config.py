@@ -118,6 +118,8 @@ def load(path: Path | None = None) -> Config:
         problem = _not_a_directory(getattr(cfg, key)) if getattr(cfg, key) is not None else None
         if problem and key in data:
             lines.add((key,), problem)
+    if model.hosts and model.role != "verifier":
+        lines.add(("hosts",), "hosts is only used with role: verifier (a backup host reads its own snapshots)")
     if lines.findings:
         config_schema.raise_findings(lines)
     cfg.host = model.host
@@ -126,17 +128,8 @@ def load(path: Path | None = None) -> Config:
     cfg.job_timeout_seconds = float(model.job_timeout_seconds)
     cfg.storage_timeout_seconds = float(model.storage_timeout_seconds)
     cfg.lock_wait_seconds = float(model.lock_wait_seconds)
-    _role(cfg, path, model)
+    cfg.role, cfg.hosts = model.role, list(model.hosts or [])
     for key in SECTIONS:
         if data.get(key) is not None:
             setattr(cfg, key, dict(data[key]))
     return cfg
-
-
-
-def _role(cfg: Config, path: Path, model) -> None:
-    """role and hosts (their form is checked by the schema); hosts only make sense for a verifier."""
-    cfg.role = model.role
-    if model.hosts and not cfg.verifier:
-        raise ConfigError(f"{path}: hosts is only used with role: verifier (a backup host reads its own snapshots)")
-    cfg.hosts = list(model.hosts or [])

@@ -43,6 +43,7 @@ BAD = [
     ("evidence: {audit_period: 3x}\n", 3, "evidence.audit_period", "invalid duration"),
     ("host: ../etc\n", 3, "host", "path separators"),
     ("a: &anchor 1\n", 3, "(file)", "anchors"),
+    ("\nhosts: [tos-01]\n", 4, "hosts", "only used with role: verifier"),
 ]
 
 
