@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         failures += cli(stack, config, "drill", "--full") != 0
         step("integrity: the next restic check --read-data-subset slice, with coverage ledger")
         failures += cli(stack, config, "check") != 0
-        step("storage audit: versioning, Object Lock COMPLIANCE, retention >= min_history, delete canary")
+        step("storage audit: versioning, Object Lock COMPLIANCE, retention >= min_history, lifecycle, a delete "
+             "canary run with the canary identity (its refusal proven to be Object Lock's), writer probes")
         failures += cli(stack, config, "audit", "storage") != 0
         step("evidence for auditors: export a signed bundle, verify it offline")
         bundle = args.workdir / "evidence.tar.gz"
