@@ -80,7 +80,8 @@ class Config:
         """The policy files the globs name, sorted; ConfigError when there are none."""
         found = sorted({Path(p) for pattern in self.policies for p in glob.glob(pattern)})
         if not found:
-            raise ConfigError(f"no policy files match {', '.join(self.policies)}")
+            where = f"{self.path}: policies: " if self.path else ""
+            raise ConfigError(f"{where}no policy files match {', '.join(self.policies)}")
         return found
 
 
