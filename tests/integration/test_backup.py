@@ -188,7 +188,7 @@ def test_secrets_never_reach_argv_or_logs(policy, stack, tmp_path):
         assert s3_secret not in text, f"S3 secret leaked into {where}"
 
 
-def test_storage_outage_is_retried_and_reported(policy, tmp_path):
+def test_storage_outage_is_found_by_the_pre_flight_and_reported(policy, tmp_path):
     import socket
 
     with socket.socket() as s:
@@ -206,7 +206,7 @@ def test_storage_outage_is_retried_and_reported(policy, tmp_path):
     assert run.code == 3
     (result,) = run.doc["results"]
     assert result["status"] == "unavailable" and "unreachable" in result["error"]
-    assert len(result["notes"]) == 2 and "attempt 2/2" in result["notes"][1]
+    assert "pre-flight" in result["error"] and not result["notes"]  # one probe, no restic retries
 
 
 def test_forget_is_guarded_against_planted_future_snapshots(policy, stack, tmp_path):
