@@ -334,7 +334,7 @@ class Service:
             results = drill_action.run(self.cfg, policy_set, run.job.target, full=kind == "drill-full",
                                        cancel=run.cancel)
         elif kind == "check":
-            results = check_action.run(self.cfg, policy_set)
+            results = check_action.run(self.cfg, policy_set, cancel=run.cancel)
         else:
             results = audit_action.run(self.cfg, policy_set)
         bad = [r for r in results if r.get("status") not in ("ok", "skipped")]
