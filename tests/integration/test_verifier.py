@@ -98,6 +98,13 @@ def test_a_verifier_with_read_only_keys_drills_both_targets_and_signs_with_its_o
     assert run.doc["ledger"]["hosts"] == [VERIFIER_HOST] and run.doc["ledger"]["records"] >= 3
     host_key = main.dir / "state" / "keys" / "evidence-ed25519.pub"
     assert verifier.cli("evidence", "verify", str(ledger), "--public-key", str(host_key)).code == 1
+    keyring = verifier.dir / "keyring.yaml"  # the auditors' view: who may attest what
+    keyring.write_text(f"roles:\n  backup-host: {{public_key: '{host_key}'}}\n"
+                       f"  verifier: {{public_key: '{own_key}', kinds: [drill, check, storage_audit]}}\n")
+    run_ring = verifier.cli("evidence", "verify", str(ledger), "--keyring", str(keyring), "--json")
+    assert run_ring.code == 0, run_ring.stdout + run_ring.stderr
+    drills = [a for a in run_ring.doc["attestations"] if a["kind"] == "drill"]
+    assert len(drills) == 2 and {a["role"] for a in drills} == {"verifier"}, run_ring.doc["attestations"]
 
     # Mirrored to WORM under its own prefix with its evidence-only keys; auditors pull it back intact.
     listed = stack.seaweed.client("admin").list_objects_v2(
