@@ -2,8 +2,9 @@
 
 It holds job history, manifests (every backed-up path and hash), the hash cache, restic's cache and the
 evidence signing key. ``ensure_private(state_dir)`` runs at every command's start: it creates the
-directory 0700, refuses one owned by another user (exit 2), and tightens a directory found open to group
-or others, or not yet migrated, with everything below it. Returns what it changed, for a warning.
+directory 0700, refuses one owned by another user (exit 2; root is warned instead, since incident restores
+run as root on the service's state), and tightens a directory found open to group or others, or not yet
+migrated, with everything below it. Returns warnings: what it changed, or whose directory root is using.
 """
 
 from __future__ import annotations
@@ -29,20 +30,24 @@ def ensure_private(state_dir: Path) -> list[str]:
         raise ConfigError(f"state_dir {state_dir}: cannot create or open it ({exc.strerror or exc})") from None
     if not stat.S_ISDIR(st.st_mode):
         raise ConfigError(f"state_dir {state_dir}: not a directory")
+    notes = []
     if st.st_uid != os.geteuid():
-        raise ConfigError(f"state_dir {state_dir} belongs to uid {st.st_uid}, not to this user (uid {os.geteuid()}); "
-                          "run backupd as the owner of its state, or chown it")
+        if os.geteuid() != 0:
+            raise ConfigError(f"state_dir {state_dir} belongs to uid {st.st_uid}, not to this user "
+                              f"(uid {os.geteuid()}); run backupd as the owner of its state, or chown it")
+        notes.append(f"state_dir {state_dir} belongs to uid {st.st_uid}; files root creates there stay root's "
+                     "and the service cannot write them: prefer runuser -u <that user> -- backupd ...")
     loose = stat.S_IMODE(st.st_mode) & 0o077
     if not loose and (state_dir / MARKER).exists():
-        return []
+        return notes
     changed = _tighten(state_dir)
     try:
         (state_dir / MARKER).touch(mode=0o600)
     except OSError as exc:
         raise ConfigError(f"state_dir {state_dir}: not writable ({exc.strerror or exc})") from None
     if not loose and not changed:
-        return []
-    return [f"state_dir {state_dir} was readable by group or others (mode {stat.S_IMODE(st.st_mode):04o}, "
+        return notes
+    return notes + [f"state_dir {state_dir} was readable by group or others (mode {stat.S_IMODE(st.st_mode):04o}, "
             f"{changed} item(s) inside); made it private: 0700 directories, 0600 files"]
 
 

@@ -59,10 +59,19 @@ def test_state_file_is_private_without_the_cli_umask(tmp_path):
     assert _mode(tmp_path / "lib" / "state.sqlite") == 0o600
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to hand the directory to another user")
-def test_state_dir_of_another_user_is_refused(tmp_path):
+def test_state_dir_of_another_user_is_refused(tmp_path, monkeypatch):
     state = tmp_path / "theirs"
     state.mkdir(mode=0o700)
-    os.chown(state, 65534, 65534)
+    monkeypatch.setattr(statedir.os, "geteuid", lambda: os.getuid() + 4242)
     result = CliRunner().invoke(main, ["status", "--config", str(_config(tmp_path, state)), "--json"])
-    assert result.exit_code == 2 and "belongs to uid 65534" in result.stdout
+    assert result.exit_code == 2 and "belongs to uid" in result.stdout and "not to this user" in result.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to hand the directory to another user")
+def test_root_on_the_services_state_dir_is_warned_not_refused(tmp_path):
+    state = tmp_path / "service"
+    state.mkdir(mode=0o700)
+    os.chown(state, 65534, 65534)
+    (state / statedir.MARKER).touch()
+    notes = statedir.ensure_private(state)
+    assert len(notes) == 1 and "belongs to uid 65534" in notes[0] and "runuser" in notes[0]
