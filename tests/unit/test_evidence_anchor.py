@@ -197,3 +197,23 @@ def test_signing_key_readable_by_others_is_refused(tmp_path):
     key.chmod(0o640)
     with pytest.raises(Exception, match="chmod 600"):
         record(cfg, "backup", {})
+
+
+def test_pull_reports_checkpoints_that_do_not_match_the_mirrored_records(host, s3, tmp_path, monkeypatch):
+    from backupd.actions import evidence as action
+
+    cfg, _ = host
+    key = keys.load_or_create(cfg.state_dir)
+    forked = checkpoint.build("tos-01", 3, "f" * 64, key)  # signed by the host key, but another head
+    s3.put_object(Bucket=BUCKET, Key=checkpoint.object_key(mirror.PREFIX, "tos-01", checkpoint.parse(forked)),
+                  Body=forked + b"\n")
+    ahead = checkpoint.build("tos-01", 9, "0" * 64, key)  # a head the mirrored records never reached
+    s3.put_object(Bucket=BUCKET, Key=checkpoint.object_key(mirror.PREFIX, "tos-01", checkpoint.parse(ahead)),
+                  Body=ahead + b"\n")
+    monkeypatch.setattr(action, "pull_hosts", lambda *a, **k: mirror.pull(s3, BUCKET, tmp_path / "p", "tos-01"))
+    monkeypatch.setattr(action, "pulled_bucket", lambda *a: BUCKET)
+    doc = action.pull(cfg, None, "worm", tmp_path / "p", "tos-01")
+    [got] = doc["hosts"]
+    assert not doc["ok"] and got["checkpoints"] == 3 and got["last_checkpoint"] == 9
+    assert any("record 3 differs from the signed checkpoint" in p for p in got["problems"])
+    assert any("checkpoint of seq 9" in p and "ends at seq 5" in p for p in got["problems"])

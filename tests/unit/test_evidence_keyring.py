@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from backupd.actions import evidence_verify
 from backupd.cli import main
 from backupd.config import Config
-from backupd.evidence import keys, record, record_format
+from backupd.evidence import keyring, keys, record, record_format
 from backupd.evidence.ledger import Ledger
 from backupd.evidence.rotation import rotate
 from backupd.evidence.verify import verify_lines
@@ -199,3 +199,26 @@ def test_export_names_the_attesting_role_and_judges_separation_of_duties(roles, 
     doc = action.export(host, policy_set, tmp_path / "h.tar.gz", keyring=ring)
     assert doc["conformance"]["G5"] == "not met" and not doc["ok"]
     assert evidence_verify.verify(out, [_pub(verifier)])["ok"]
+
+
+def test_rotated_key_keeps_its_role_and_export_verifies_from_the_first_key(rotated, tmp_path, monkeypatch):
+    from backupd.actions import evidence as action
+    from backupd.actions import evidence_report
+
+    cfg, first, second = rotated
+    record(cfg, "drill", {"target": "tos-db", "status": "pass"})
+    first_pem = tmp_path / "first.pub"
+    first_pem.write_bytes(keys.public_pem(first))
+    ring = tmp_path / "ring.yaml"
+    ring.write_text(f"backup-host: {{public_key: {first_pem}, kinds: ['*']}}\n")  # the roles: wrapper is optional
+    report = verify_lines(_lines(cfg), [], keyring=keyring.load(ring))
+    assert report.ok, report.problems
+    assert report.attestations[-1]["role"] == "backup-host" and report.attestations[-1]["kid"] == \
+        keys.fingerprint(second)
+    monkeypatch.setattr(evidence_report, "inventory", lambda *a, **k: {})
+    policy_set = type("P", (), {"targets": [], "destinations": {},
+                                "site": type("S", (), {"name": "s", "port": "other", "specific_port": False})()})()
+    out = tmp_path / "e.tar.gz"
+    assert action.export(cfg, policy_set, out)["ok"]
+    doc = evidence_verify.verify(out, [first_pem])  # the bundle holds the new key; the chain links it to the first
+    assert doc["ok"], doc["problems"]
