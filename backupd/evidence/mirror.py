@@ -2,7 +2,11 @@
 
 The bucket's default COMPLIANCE retention locks each object; the writer identity cannot delete it and an
 overwrite only adds a newer version, which `pull` reports (it always uses the oldest version). The host's
-public key is stored once as `evidence/<host>/evidence-ed25519.pub`, pinning it for auditors.
+first public key is stored once as `evidence/<host>/evidence-ed25519.pub`, pinning it for auditors; every
+key as `keys/<kid>.pub`; signed checkpoints as `checkpoints/<seq>-<time>.json` (checkpoint.py).
+
+The mirror anchors the ledger: `probe` refuses an append whose seq the mirror already holds, and an
+upload that meets an object with other content is a head regression (guard.py), never a warning.
 """
 
 from __future__ import annotations
