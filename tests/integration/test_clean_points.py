@@ -92,12 +92,12 @@ def test_drill_of_a_suspect_snapshot_exits_1_until_it_is_accepted(policy, tmp_pa
     drill = run.doc["drills"][0]
     assert drill["verdict"] == "SUSPECT" and drill["judgement"]["suspect"]
     default = setup.cli("drill", "--target", "tree", "--full", "--json").doc["drills"][0]
-    assert default["snapshot_id"] == clean["snapshot_id"] and default["verdict"] == "PASS"
+    assert default["snapshot_id"].startswith(clean["snapshot_id"]) and default["verdict"] == "PASS"
 
     run = setup.cli("accept", "--target", "tree", "--snapshot", bad["snapshot_id"][:8],
                     "--reason", "planned migration to encrypted archive format", "--json")
     assert run.code == 0, run.stdout + run.stderr
-    assert run.doc["was_flagged"] and run.doc["snapshots"]["worm"] == bad["snapshot_id"]
+    assert run.doc["was_flagged"] and run.doc["snapshots"]["worm"].startswith(bad["snapshot_id"])
     after = setup.cli("drill", "--target", "tree", "--full", "--snapshot", bad["snapshot_id"], "--json")
     assert after.code == 0 and after.doc["drills"][0]["verdict"] == "PASS"
     assert not _suspect(_backup(setup, "tree")), "the accepted generation is the new reference"
