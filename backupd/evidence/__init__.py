@@ -2,7 +2,9 @@
 
 `record(cfg, kind, data)` is the one call actions make. Records never hold secrets (see canonical.py).
 Modules: canonical (bytes + scrubbing), keys (Ed25519), record_format (one line), ledger (append, lock,
-fsync), index (SQLite WAL), verify (offline chain check), bundle (export format), mirror (WORM objects).
+fsync), index (SQLite WAL), guard (head regressions), verify (offline chain check, key continuity, roles),
+keyring (roles -> keys and kinds), rotation (key-rotation records), checkpoint (signed heads), bundle
+(export format), mirror (WORM objects, the anchor).
 """
 
 from __future__ import annotations
