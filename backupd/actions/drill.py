@@ -15,6 +15,7 @@ from backupd.actions.common import repository
 from backupd.actions.snapshot_choice import choose, data_snapshots, flagged, load_manifest
 from backupd.config import Config
 from backupd.drill import sample, verdict
+from backupd.drill.due import due_kind
 from backupd.drill.phases import PhaseTimer
 from backupd.drill.sandbox import Sandbox, private_dir, sigterm_cancels
 from backupd.drill.spec import DrillSpec, spec_for
@@ -219,13 +220,19 @@ def _record(cfg: Config, state: State, report: dict, started: float, snap) -> No
 
 
 def run(cfg: Config, policy_set, target_name: str | None = None, *, full: bool = False,
-        snapshot_id: str | None = None, cancel: execute.Cancel | None = None) -> list[dict]:
-    """Drill one target (or every target); one report per target."""
+        snapshot_id: str | None = None, cancel: execute.Cancel | None = None, due: bool = False) -> list[dict]:
+    """Drill one target (or every target); one report per target. With `due`, only the targets whose
+    spec schedule wants a drill now, each with the kind that is due (see backupd.drill.due)."""
     cancel = cancel or execute.Cancel()
     targets = [policy_set.target(target_name)] if target_name else list(policy_set.targets)
     state = State(cfg.state_dir)
+    plan = [(t, full) for t in targets]
+    if due:
+        now = time.time()
+        kinds = [(t, due_kind(spec_for(cfg, t).schedule, state.runs("drill", t.name), now)) for t in targets]
+        plan = [(t, kind == "full") for t, kind in kinds if kind]
     with sigterm_cancels(cancel):
-        return [_drill(cfg, state, policy_set, t, full, snapshot_id, cancel) for t in targets]
+        return [_drill(cfg, state, policy_set, t, as_full, snapshot_id, cancel) for t, as_full in plan]
 
 
 def exit_code(reports: list[dict]) -> int:

@@ -15,15 +15,20 @@ def register(main: click.Group) -> None:
     @click.option("--target", "target_name", default=None, help="Drill only this target.")
     @click.option("--full", is_flag=True, help="Restore everything (default: the spec's kind, usually a sample).")
     @click.option("--snapshot", "snapshot_id", default=None, help="Snapshot id (default: newest complete).")
+    @click.option("--due", is_flag=True, help="Only drills the restore_tests schedules want now (a full one "
+                  "when its period passed without a passed full drill, else a sample); for timers.")
     @common
-    def drill(target_name, full, snapshot_id, config_path, as_json):
+    def drill(target_name, full, snapshot_id, due, config_path, as_json):
         """Restore into a sandbox, verify against the manifest, probe, judge against the RTO."""
         from backupd.actions import drill as action
+        from backupd.errors import ConfigError
 
+        if due and (full or snapshot_id):
+            raise ConfigError("--due chooses the kind and the snapshot itself; drop --full/--snapshot")
         cfg = load_config(config_path)
         policy_set = load_policies(cfg)
         with output.busy("restore drill running (restore, verify, probes)", enabled=not as_json):
-            reports = action.run(cfg, policy_set, target_name, full=full, snapshot_id=snapshot_id)
+            reports = action.run(cfg, policy_set, target_name, full=full, snapshot_id=snapshot_id, due=due)
         return action.render(reports, as_json)
 
     @main.command()

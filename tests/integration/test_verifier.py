@@ -79,6 +79,9 @@ def test_a_verifier_with_read_only_keys_drills_both_targets_and_signs_with_its_o
         assert drill["verdict"] == "PASS" and drill["verification"]["ok"], drill
         assert drill["snapshot_host"] == "it-host"  # the backup host's snapshot, found by `hosts`
         assert all(p["status"] == "ok" for p in drill["probes"]), drill["probes"]
+    for target in ("v-programs", "v-tos-db"):  # the full drills just passed: nothing is due
+        run = verifier.cli("drill", "--due", "--target", target, "--json")
+        assert run.code == 0 and run.doc["drills"] == [], run.stdout + run.stderr
     run = verifier.cli("check", "--json")
     assert run.code == 0, run.stdout + run.stderr
     # The storage audit with read-only keys and the canary identity: the lock is proven; the stack's
