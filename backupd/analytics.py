@@ -149,6 +149,12 @@ def judge(change: Change, baseline: list[dict], since: str = "") -> Change:
     return change
 
 
+def implicated(record: dict) -> bool:
+    """A step that rewrote files with high-entropy content: part of a slow encryption once drift is flagged."""
+    touched = record.get("changed", 0) + record.get("renamed_extensions", 0)
+    return touched >= MIN_REWRITES and record.get("high_entropy_share", 0) >= 0.6
+
+
 def judge_drift(drift: Change, baseline: list[dict], anchor_time: str) -> list[str]:
     """Flags of the cumulative change since the drift anchor, judged against the usual drift of clean
     generations (each clean record carries its own `drift`)."""

@@ -76,6 +76,19 @@ def reset(state_dir: Path, target: str, generation: dict) -> None:
     record_clean(state_dir, target, generation)
 
 
+def retract_since_anchor(state_dir: Path, target: str, implicated) -> list[dict]:
+    """Drop the kept generations after the anchor for which implicated(generation) is true, and every one
+    after the first of them (cumulative drift showed they were not clean); returns the dropped ones."""
+    kept = _generations(state_dir, target)
+    docs = [(path, _read(path) or {}) for path in kept[1:]]
+    first = next((i for i, (_, doc) in enumerate(docs) if implicated(doc)), None)
+    if first is None:
+        return []
+    for path, _ in docs[first:]:
+        path.unlink(missing_ok=True)
+    return [doc for _, doc in docs[first:]]
+
+
 def file_map(entries) -> dict[str, list]:
     """{path: [sha256, size]} of the regular files among manifest entries (objects or dicts)."""
     out = {}

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from backupd import analytics, appendonly, baseline, evidence, execute, manifest
 from backupd.actions import copy as copy_action
+from backupd.actions import judgement
 from backupd.actions.common import Preflight, Retry, ensure_repository, policy_of, repository
 from backupd.config import Config
 from backupd.engine import backup as restic_backup
@@ -232,8 +233,9 @@ def _judge_files(cfg: Config, state: State, target, files, reference: dict) -> d
     anchor = baseline.anchor(cfg.state_dir, target.name)
     if anchor and isinstance(anchor.get("files"), dict):
         drift = analytics.compare({p: sig[0] for p, sig in anchor["files"].items()}, current)
-        change.flags += analytics.judge_drift(drift, usual, anchor.get("time", "?"))
-        out = change.to_dict()
+        drift_flags = analytics.judge_drift(drift, usual, anchor.get("time", "?"))
+        change.flags += drift_flags
+        out = {**change.to_dict(), "drift_flagged": bool(drift_flags)}
         out["drift"] = {k: v for k, v in drift.to_dict().items() if k not in ("flags", "suspicious")}
         return out
     return change.to_dict()
@@ -266,6 +268,8 @@ def _file_facts(cfg: Config, state: State, target):
     if reference:
         facts["change"] = _judge_files(cfg, state, target, files, reference)
     candidate = {"files": baseline.file_map(files)}
+    if "change" in facts:
+        candidate["change"] = {k: v for k, v in facts["change"].items() if k != "drift"}
     if target.is_append_only:
         candidate["blocks"] = _check_append_only(target, files, reference, ref, facts)
     return entries, facts, cache, candidate
@@ -315,6 +319,10 @@ def backup_target(cfg: Config, state: State, policy_set, target, cancel=None, pr
         _note_moved(cfg, policy_set, target, results, entries)
         cache.save()
     _remember_clean(cfg, target, results, candidate)
+    if facts.get("change", {}).get("drift_flagged") and ok:
+        notes = judgement.retract_drifted(cfg, policy_set, target, facts["change"]["flags"])
+        for r in results:
+            r.notes += notes
     for dst, src in copies.items():
         results.append(_copy_result(cfg, policy_set, target, src, dst) if src in ok else
                        Result(target.name, dst, target.category, error=f"not copied: the backup to {src} failed"))

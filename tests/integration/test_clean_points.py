@@ -109,6 +109,7 @@ def test_slow_encryption_of_ten_percent_per_generation_is_flagged_by_the_third(p
     setup = policy(_target("tree", root), "t-clean-slow")
     for _ in range(3):
         assert not _suspect(_backup(setup, "tree"))
+    before = _hashes(root)
     victims = sorted(root.rglob("*.csv"))
     random.Random(5).shuffle(victims)
     results = []
@@ -119,6 +120,10 @@ def test_slow_encryption_of_ten_percent_per_generation_is_flagged_by_the_third(p
     assert first_flag is not None and first_flag <= 2, [r["facts"].get("change") for r in results]
     assert all(_suspect(r) for r in results[first_flag:])
     assert any("cumulative" in f for r in results for f in r["facts"]["change"]["flags"])
+    out = tmp_path / "restored"
+    run = setup.cli("restore", "--target", "tree", "--to", str(out), "--json")
+    assert run.code == 0, run.stdout
+    assert _hashes(out / str(root).lstrip("/")) == before, "the generations that carried the drift are skipped"
 
 
 def test_a_log_edited_in_the_middle_is_flagged_at_backup_and_found_by_a_drill_two_generations_later(
