@@ -29,7 +29,7 @@ def start(reason, config_path, as_json):
     """Open an incident: forget and prune refuse to run until it ends, on every host that reads the bucket."""
     from backupd.actions import incident as action
 
-    cfg = load_config(config_path)
+    cfg = load_config(config_path, writes="incident start")
     inc = action.start(cfg, reason, load_policies(cfg))
     where = ", ".join(f"{m['bucket']}/{m['key']}" for m in inc.get("markers", []))
     _emit(inc, as_json, f"incident {inc['id']} open since {inc['started']}; retention frozen"
@@ -111,7 +111,7 @@ def end(summary, config_path, as_json):
     """Close the incident (a "closed" marker version in every WORM bucket); retention runs again."""
     from backupd.actions import incident as action
 
-    cfg = load_config(config_path)
+    cfg = load_config(config_path, writes="incident end")
     inc = action.end(cfg, summary, load_policies(cfg))
     _emit(inc, as_json, f"incident {inc['id']} ended at {inc['ended']}")
 

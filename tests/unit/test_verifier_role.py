@@ -65,7 +65,9 @@ def _config(tmp_path: Path, extra: str = "role: verifier\n") -> Path:
 
 
 @pytest.mark.parametrize("argv", [["backup"], ["forget"], ["prune"], ["copy"], ["extend-locks"], ["daemon", "--once"],
-                                  ["keys", "rotate"], ["incident", "preserve", "--path", "/x"]])
+                                  ["keys", "rotate"], ["incident", "preserve", "--path", "/x"],
+                                  ["incident", "start", "--reason", "x"], ["incident", "end", "--summary", "x"],
+                                  ["accept", "--target", "db", "--snapshot", "abc", "--reason", "ok"]])
 def test_writing_commands_refuse_in_the_verifier_role_with_exit_2(tmp_path, argv):
     _write_policy(tmp_path)
     code, doc = cli(*argv, "--config", str(_config(tmp_path)))
