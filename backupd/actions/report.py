@@ -112,6 +112,7 @@ def accept_result(result: dict, as_json: bool) -> int:
 
 #: rich styles of the status table's state and drill cells (dropped by rich when not a terminal).
 STATE_STYLES = {"ok": "green", "pass": "green", "warn": "yellow", "stale": "yellow", "finding": "bold red",
+                "suspect": "bold red", "drill failed": "bold red", "check failed": "bold red",
                 "failed": "bold red", "fail": "bold red", "never": "red", "unavailable": "magenta"}
 
 
@@ -123,8 +124,15 @@ def _styled(text: str, key: str | None) -> str:
 def _drill_cell(r: dict) -> str:
     if not r.get("drill_status"):
         return "never"
-    ready = f" {r['drill_ready_seconds']:.0f}s" if r.get("drill_ready_seconds") is not None else ""
-    return _styled(f"{r['drill_verdict'] or r['drill_status']}{ready}/{r.get('rto') or '-'}", r["drill_status"])
+    seconds, budget = r.get("drill_ready_seconds"), r.get("rto_seconds")
+    ready = f" {_seconds(seconds)}" if seconds is not None else ""
+    share = f" ({seconds / budget:.0%})" if seconds is not None and budget else ""
+    return _styled(f"{r['drill_verdict'] or r['drill_status']}{ready}/{r.get('rto') or '-'}{share}", r["drill_status"])
+
+
+def _seconds(value: float) -> str:
+    """Enough precision that a WARN close to the RTO never reads like a pass (2.45s, 41.3s, 5400s)."""
+    return f"{value:.2f}s" if value < 10 else f"{value:.1f}s" if value < 100 else f"{value:.0f}s"
 
 
 def status_rows(rows: list[dict], as_json: bool) -> int:
@@ -139,5 +147,9 @@ def status_rows(rows: list[dict], as_json: bool) -> int:
                  [[escape(r["target"]), r["category"], r["last_snapshot"] or "-", r["age"] or "-", r["rpo"],
                    r["verified_rpo"] or "-", _drill_cell(r), _styled(r["immutability"], r["immutability"]),
                    f"{r['check_coverage']:.0%}" if r["check_coverage"] is not None else "-",
-                   r["next_due_in"] or "-", _styled(r["status"], r["status"])] for r in rows])
+                   r["next_due_in"] or "-", _styled(r.get("state", r["status"]), r.get("state", r["status"]))]
+                  for r in rows])
+    for r in rows:
+        for reason in r.get("state_reasons", []):
+            output.note(f"{r['target']}: {reason}")
     return code

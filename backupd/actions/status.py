@@ -135,8 +135,43 @@ def _coverage(state: State, target) -> dict:
     return {"check_coverage": lowest, "check_coverage_by_destination": per}
 
 
+#: The state column: the worst of what is wrong with a target, by severity.
+SEVERITY = {"ok": 0, "warn": 1, "stale": 2, "finding": 3, "check failed": 3, "drill failed": 4, "suspect": 4,
+            "failed": 5, "never": 5}
+
+
+def _suspect(state: State, target) -> bool:
+    """The newest generation was flagged suspect (a later clean one, or `accept`, clears it)."""
+    last = state.history("backup", target.name, limit=1)
+    return bool(last and (last[0].get("facts", {}).get("change") or {}).get("suspicious"))
+
+
+def _checks_failed(state: State, target) -> list[str]:
+    return [d for d in target.destinations if (state.last("check", d) or {}).get("status") == "failed"]
+
+
+def overall(row: dict, suspect: bool, checks_failed: list[str]) -> tuple[str, list[str]]:
+    """(state, reasons): the worst of backup age, newest generation's judgement, last drill verdict,
+    check slices and storage audit."""
+    reasons = [] if row["status"] == "ok" else [f"backup {row['status']}"]
+    if suspect:
+        reasons.append("suspect: the newest generation was flagged (see backupd backup output; accept or restore)")
+    verdict = (row.get("drill_verdict") or "").upper()
+    if row.get("drill_status") in ("fail", "suspect"):
+        reasons.append(f"drill failed: last drill {verdict or row['drill_status'].upper()}")
+    elif verdict == "WARN":
+        reasons.append("warn: last drill needed >= 80% of the RTO")
+    reasons += [f"check failed: last check slice of {d} failed" for d in checks_failed]
+    if row.get("immutability") == "finding":
+        reasons.append(f"finding: storage audit {row['immutability']}")
+    labels = [r.split(":")[0] if ":" in r else r.replace("backup ", "") for r in reasons]
+    worst = max(labels, key=lambda label: SEVERITY.get(label, 3), default="ok")
+    return worst, reasons
+
+
 def run(cfg: Config, policy_set) -> list[dict]:
-    """One row per target; status ok, stale (older than the RPO), failed (last run failed) or never."""
+    """One row per target: status (of backups: ok, stale, failed or never) and state, the worst of
+    everything status shows (backup, judgement, drill, check, audit) with its reasons."""
     state = State(cfg.state_dir)
     jobs = JobStore(cfg.state_dir).all()
     audits = _audits(cfg.state_dir)
@@ -148,10 +183,11 @@ def run(cfg: Config, policy_set) -> list[dict]:
                **_immutability(target, policy_set.destinations, audits), **_coverage(state, target),
                "next_due": job.next_due if job else None, "log_silent": _log_silent(state, target)}
         row["next_due_in"] = (("now" if job.next_due <= now else _age(job.next_due - now)) if job else None)
+        row["state"], row["state_reasons"] = overall(row, _suspect(state, target), _checks_failed(state, target))
         rows.append(row)
     return rows
 
 
 def needs_attention(row: dict) -> bool:
-    """True when the target's backup is stale, failed or missing, or its last drill failed."""
-    return row["status"] != "ok" or row.get("drill_status") == "fail"
+    """True when anything but a drill WARN is wrong with the target (see overall)."""
+    return row.get("state", row["status"]) not in ("ok", "warn")

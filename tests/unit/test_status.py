@@ -143,3 +143,36 @@ def test_table_is_plain_when_piped_and_coloured_in_a_terminal(cfg):
     assert "\x1b[" not in piped and "[green]" not in piped and "never" in piped and "ok" in piped
     tty = _table(rows, Console(file=io.StringIO(), width=200, force_terminal=True, color_system="standard"))
     assert "\x1b[32mok" in tty and "\x1b[31mnever" in tty
+
+
+def test_state_is_the_worst_of_backup_judgement_drill_check_and_audit(cfg, capsys):
+    state, now = State(cfg.state_dir), time.time()
+    state.record("backup", "tos-db", "worm", now - 60, "ok", "abc", {})
+    state.record("backup", "tos-db", "usb", now - 60, "ok", "abd", {})
+    assert _rows(cfg)["tos-db"]["state"] == "ok"
+    state.record("drill", "tos-db", "worm", now - 50, "fail", "abc", {"verdict": "FAIL"})
+    row = _rows(cfg)["tos-db"]
+    assert row["status"] == "ok" and row["state"] == "drill failed"
+    assert _json([row], capsys)[0] == 1
+    state.record("drill", "tos-db", "worm", now - 40, "pass", "abc", {"verdict": "PASS"})
+    state.record("check", "usb", "usb", now - 30, "failed", None, {})
+    assert _rows(cfg)["tos-db"]["state"] == "check failed"
+    state.record("check", "usb", "usb", now - 20, "ok", None, {})
+    _audit(cfg, worm="finding")
+    assert _rows(cfg)["tos-db"]["state"] == "finding"
+    _audit(cfg, worm="ok")
+    state.record("backup", "tos-db", "worm", now - 10, "ok", "abe",
+                 {"facts": {"change": {"suspicious": True, "flags": ["mass encryption suspected"]}}})
+    row = _rows(cfg)["tos-db"]
+    assert row["state"] == "suspect" and any("suspect" in r for r in row["state_reasons"])
+
+
+def test_a_drill_warn_close_to_the_rto_never_reads_like_a_pass(cfg):
+    state, now = State(cfg.state_dir), time.time()
+    state.record("backup", "tos-db", "worm", now - 60, "ok", "abc", {})
+    state.record("drill", "tos-db", "worm", now - 50, "warn", "abc",
+                 {"verdict": "WARN", "service_ready_seconds": 2.45})
+    row = _rows(cfg)["tos-db"]
+    row["rto_seconds"], row["rto"] = 3.0, "3s"
+    table = _table([row], Console(file=io.StringIO(), width=250))
+    assert "WARN 2.45s/3s (82%)" in table and row["state"] == "warn"
