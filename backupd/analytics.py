@@ -15,7 +15,7 @@ import math
 import os
 import statistics
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 SAMPLE_FILES = 64
 SAMPLE_BYTES = 64 * 1024
@@ -159,7 +159,8 @@ def judge_drift(drift: Change, baseline: list[dict], anchor_time: str) -> list[s
     """Flags of the cumulative change since the drift anchor, judged against the usual drift of clean
     generations (each clean record carries its own `drift`)."""
     usual = [b["drift"] for b in baseline if isinstance(b.get("drift"), dict)]
-    return judge(drift, usual, since=f"cumulative change since the clean generation of {anchor_time}").flags
+    since = f"cumulative change since the clean generation of {anchor_time}"
+    return judge(replace(drift, flags=[]), usual, since=since).flags
 
 
 def judge_dump(rows: dict[str, int], reference_rows: dict[str, int], allowance: dict[str, float] | None = None,

@@ -89,12 +89,23 @@ class SqlCheck(_Model):
     enabled: bool = True
 
 
+class TableExpectation(_Model):
+    """What a restored table must hold, beyond equalling its backup-time count."""
+
+    min_rows: int | None = Field(default=None, ge=0)
+    max_rows: int | None = Field(default=None, ge=0)
+    only_grows: bool = Field(default=False, description="never fewer rows than the previous generation had")
+
+
 class PostgresProbe(_Model):
     """Load the restored plain dump into a throw-away cluster and compare it with the backup-time facts."""
 
     kind: Literal["postgres"]
     dump: str | None = Field(default=None, description="file name in the snapshot; default: the dump's")
     row_counts: bool = Field(default=True, description="every table's rows equal the backup-time count")
+    tables: dict[str, TableExpectation] = Field(
+        default_factory=dict, description="per-table expectations: name or schema.name -> min_rows, max_rows, "
+                                          "only_grows")
     checks: list[SqlCheck] = Field(default_factory=list)
     timeout: Duration = Field(default=timedelta(hours=1))
 

@@ -63,6 +63,34 @@ def compare_rows(expected: dict[str, int], found: dict[str, int]) -> list[str]:
             for t, n in sorted(expected.items()) if found.get(t) != n]
 
 
+def _count(found: dict[str, int], name: str) -> tuple[str, int | None]:
+    """The restored count of a table named name or schema.name."""
+    for table in (name, f"public.{name}"):
+        if table in found:
+            return table, found[table]
+    return name, None
+
+
+def expectation_problems(tables: dict, found: dict[str, int], previous_rows: dict[str, int]) -> list[str]:
+    """Problems against the drill spec's per-table expectations; only_grows compares with the previous
+    generation's backup-time count (a table that lost rows since is what an attacker's DELETE leaves)."""
+    problems = []
+    for name, want in sorted(tables.items()):
+        table, rows = _count(found, name)
+        if rows is None:
+            problems.append(f"{name}: expected by the drill spec but not restored")
+            continue
+        if want.min_rows is not None and rows < want.min_rows:
+            problems.append(f"{table}: {rows} row(s), the drill spec expects at least {want.min_rows}")
+        if want.max_rows is not None and rows > want.max_rows:
+            problems.append(f"{table}: {rows} row(s), the drill spec expects at most {want.max_rows}")
+        before = previous_rows.get(table)
+        if want.only_grows and before is not None and rows < before:
+            problems.append(f"{table}: {rows} row(s), fewer than the {before} of the previous generation "
+                            "(the drill spec says it only grows)")
+    return problems
+
+
 class Cluster:
     """A throw-away cluster under `base`, every process of it confined by `jail` (base writable)."""
 
@@ -178,6 +206,9 @@ def run(probe, ctx: ProbeContext, result: ProbeResult) -> None:
                 found = {tables[int(i)]: int(n) for i, n in (ln.split("|") for ln in lines if "|" in ln)}
                 result.details["rows"] = found
                 result.problems += compare_rows(expected, found)
+                if probe.tables:
+                    previous = (ctx.previous() or {}).get("facts", {}).get("rows") or {}
+                    result.problems += expectation_problems(probe.tables, found, previous)
         checks = [c for c in probe.checks if c.enabled]
         for check in checks:
             problem = _check(cluster, check, ctx)

@@ -78,3 +78,29 @@ def test_command_probe_checks_exit_output_and_timeout(tmp_path):
     assert bad.status == "failed" and "exited with 4" in bad.problems[0]
     slow = run(CommandProbe(kind="command", command=["sleep", "5"], timeout=1), ctx)
     assert slow.status == "failed" and "timed out" in slow.problems[0]
+
+
+def test_table_expectations_of_the_drill_spec():
+    from backupd.drill.spec import TableExpectation
+
+    tables = {"container_events": TableExpectation(only_grows=True), "public.containers": TableExpectation(min_rows=5),
+              "missing": TableExpectation(min_rows=0)}
+    found = {"public.container_events": 90, "public.containers": 4}
+    problems = postgres.expectation_problems(tables, found, {"public.container_events": 100})
+    assert any("container_events: 90 row(s), fewer than the 100" in p for p in problems)
+    assert any("public.containers: 4 row(s), the drill spec expects at least 5" in p for p in problems)
+    assert any(p.startswith("missing:") for p in problems)
+    assert postgres.expectation_problems(tables, {**found, "public.containers": 5, "missing": 1},
+                                         {"public.container_events": 90}) == []
+
+
+def test_a_log_edited_in_an_older_generation_is_found_through_every_generation(tmp_path):
+    """Three generations: the edit happened between the oldest and the middle one; the drill of the
+    newest still finds it, although the newest continues the middle one."""
+    oldest = {"/l/app.log": b"a\nb\nc\n"}
+    middle = {"/l/app.log": b"a\nX\nc\nd\n"}
+    ctx = _ctx(tmp_path, {"/l/app.log": b"a\nX\nc\nd\ne\n"}, middle)
+    ctx.older = lambda: [{"files": [_entry(p, d) for p, d in g.items()]} for g in (middle, oldest)]
+    result = run(LogsProbe(kind="logs"), ctx)
+    assert result.status == "failed" and result.details["edited"] == ["/l/app.log"]
+    assert result.details["generations_checked"] == 2
