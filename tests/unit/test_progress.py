@@ -7,10 +7,13 @@ from pathlib import Path
 from rich.console import Console
 
 from backupd import output
-from backupd.engine import backup
+from backupd.engine import backup, feature
 from backupd.engine.repository import Repository
 
 FAKE_RESTIC = """import json, sys
+if sys.argv[1:2] == ["version"]:  # every restic call passes the version gate first
+    print("restic 0.14.0 compiled with go1.19.8 on linux/amd64")
+    sys.exit(0)
 for p in (0.0, 0.25, 0.5, 1.0):
     print(json.dumps({"message_type": "status", "percent_done": p}), flush=True)
 print(json.dumps({"message_type": "summary", "snapshot_id": "abcd1234", "files_new": 3}))
@@ -22,6 +25,7 @@ def test_status_lines_feed_the_progress_callback(tmp_path):
     fake.write_text(f"#!{sys.executable}\n{FAKE_RESTIC}")
     fake.chmod(0o755)
     repo = Repository("r", str(tmp_path / "repo"), Path("/nonexistent"), restic_binary=str(fake))
+    feature.detect.cache_clear()
     seen = []
     summary = backup.backup_paths(repo, [str(tmp_path)], excludes=[], tags=[], host="h", on_progress=seen.append)
     assert seen == [0.0, 0.25, 0.5, 1.0] and summary.snapshot_id == "abcd1234"
