@@ -153,3 +153,35 @@ def test_policy_without_logs_target_still_backs_up_with_a_warning(stack, tmp_pat
     assert "guideline gap" in run.stderr and "no target with category logs" in run.stderr
     assert setup.cli("status", "--json").code == 0
     assert setup.cli("policy", "lint", "--json").code == 1
+
+
+LOGS = """  - name: applogs
+    category: logs
+    source: server
+    owner: test
+    sources: {{paths: ['{src}']}}
+    frequency: 1d
+    retention: {{keep_daily: 7, keep_weekly: 8}}
+    destinations: [worm]
+"""
+
+
+def test_edited_log_with_a_non_utf8_name_is_reported_in_evidence(policy, tmp_path):
+    src = tmp_path / "logs"
+    src.mkdir()
+    bad = os.path.join(os.fsencode(src), b"bad\xff.log")
+    with open(bad, "wb") as handle:
+        handle.write(b"line one\n" * 600)
+    setup = policy(LOGS.format(src=src), f"t-logname-{uuid.uuid4().hex[:8]}")
+    assert setup.cli("backup", "--target", "applogs", "--json").code == 0
+    with open(bad, "r+b") as handle:  # edited in the middle: an append-only finding that names the file
+        handle.seek(100)
+        handle.write(b"FORGED")
+    run = setup.cli("backup", "--target", "applogs", "--json")
+    (result,) = run.doc["results"]
+    problems = result["facts"]["append_only"]["problems"]
+    assert [p["kind"] for p in problems] == ["edited"], result
+    bundle = tmp_path / "evidence.tar.gz"
+    assert setup.cli("evidence", "export", "--out", str(bundle), "--json").code == 0
+    run = setup.cli("evidence", "verify", str(bundle), "--json")
+    assert run.code == 0, run.stdout + run.stderr
