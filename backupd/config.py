@@ -14,6 +14,11 @@ lock_wait_seconds: 60                      # backup/check: wait this long for a 
 role: backup                               # or verifier: read-only keys, never writes
 hosts: [tos-01]                            # verifier only: backup hosts whose snapshots it reads
 ```
+
+`load(path)` -> `Config`. Every key and section is validated by backupd.config_schema (types, ranges, unknown
+keys) and every problem is reported as `file:line: field: message` in one ConfigError (exit 2). A new
+top-level key goes into KEYS, the `ConfigFile` model and `Config`; a new section into SECTIONS and
+`config_schema.SECTION_MODELS`.
 """
 
 from __future__ import annotations
