@@ -1,12 +1,15 @@
 """False positives of the ransomware detector on normal daily change of the demo terminal.
 
-    python -m bench.false_positives [--days 14] [--containers 20000] [--json]
+    python -m bench.false_positives [--days 30] [--containers 20000] [--json]
 
 Brings up the local stack, backs up the shipped example policy once, then for each day applies
 the demo terminal's normal daily change (new container events and gate transactions in the TOS
-database, appended and rotated logs, touched configs) and backs up again, counting generations
-flagged as suspect. A last day overwrites 80 % of the exports and programs with random bytes, which
-must be flagged (the detector's true positive in the same run).
+database, the nightly purge of gate transactions older than 90 days, appended and rotated logs,
+touched configs, a program release every week) and backs up again, counting generations flagged as
+suspect (false positives). The attack day then overwrites 80 % of the exports and programs with
+random bytes, edits a server log in the middle and deletes 10 % of the container history: every
+attacked target must be flagged (detections), and a second backup of the unchanged attacked state
+must stay flagged (judged against the last clean generation).
 """
 
 from __future__ import annotations
@@ -45,6 +48,23 @@ def encrypt(root: Path, share: float = 0.8) -> int:
     return len(victims)
 
 
+def edit_log(root: Path) -> str:
+    """The attacker's edit in the middle of the biggest server log (same size: a covered-up line)."""
+    victim = max((p for p in (root / "logs" / "server").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 16] = b"#" * 16
+    victim.write_bytes(bytes(data))
+    return str(victim)
+
+
+ATTACKED = ("tos-db", "tos-exports", "tos-programs-production", "tos-programs-development",
+            "tos-programs-evaluation", "tos-server-logs")
+
+
+def _suspects(results: list[dict]) -> list[str]:
+    return sorted(r["target"] for r in results if r["facts"].get("change", {}).get("suspicious"))
+
+
 def run(days: int, containers: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="backupd-fp-") as tmp, \
             LocalStack(Path(tmp), containers=containers, lock_days=84, tree_scale=0.5) as stack:
@@ -59,16 +79,21 @@ def run(days: int, containers: int) -> dict:
                 if r["facts"].get("change", {}).get("suspicious"):
                     flagged.append({"day": day, "target": r["target"], "flags": r["facts"]["change"]["flags"]})
         victims = encrypt(stack.tos_root)
-        attacked = backup(stack, config)
-        caught = sorted(r["target"] for r in attacked if r["facts"].get("change", {}).get("suspicious"))
+        log = edit_log(stack.tos_root)
+        stack.postgres.psql("DELETE FROM container_events WHERE id % 10 = 0;", db="tos")
+        caught = _suspects(backup(stack, config))
+        still = _suspects(backup(stack, config))
+    detected = [t for t in ATTACKED if t in caught]
     return {"days": days, "generations": normal, "false_positives": len(flagged), "flagged": flagged,
             "false_positive_rate": round(len(flagged) / max(normal, 1), 4),
-            "attack": {"files_encrypted": victims, "targets_flagged": caught}}
+            "attack": {"files_encrypted": victims, "log_edited": log, "attacked_targets": list(ATTACKED),
+                       "targets_flagged": caught, "detections": len(detected),
+                       "flagged_again_next_backup": still}}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--days", type=int, default=14)
+    parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--containers", type=int, default=20_000)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
@@ -80,9 +105,13 @@ def main(argv: list[str] | None = None) -> int:
               f"{doc['false_positives']} flagged (false-positive rate {doc['false_positive_rate']:.2%})")
         for f in doc["flagged"]:
             print(f"  day {f['day']} {f['target']}: {'; '.join(f['flags'])}")
-        print(f"attack day: {doc['attack']['files_encrypted']} files encrypted; flagged targets: "
-              f"{', '.join(doc['attack']['targets_flagged']) or 'NONE'}")
-    return 0 if doc["attack"]["targets_flagged"] else 1
+        attack = doc["attack"]
+        print(f"attack day: {attack['files_encrypted']} files encrypted, a server log edited, 10 % of the "
+              f"container history deleted: {attack['detections']} of {len(attack['attacked_targets'])} attacked "
+              f"targets flagged ({', '.join(attack['targets_flagged']) or 'NONE'})")
+        print(f"next backup, nothing restored: flagged {', '.join(attack['flagged_again_next_backup']) or 'NONE'}")
+    ok = doc["attack"]["detections"] == len(ATTACKED) and not doc["false_positives"]
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

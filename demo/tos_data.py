@@ -14,6 +14,7 @@ from demo.postgres import PostgresCluster
 
 BASE = datetime(2026, 1, 1, tzinfo=timezone.utc)
 HISTORY_DAYS = 90
+PURGE_DAYS = 90  # gate transactions older than this are purged every night (advance_day)
 TABLES = ("vessels", "vessel_calls", "containers", "container_events", "yard_inventory", "gate_transactions")
 OWNERS = ("MSK", "MSC", "CMA", "COS", "HLC", "ONE", "EMC", "YML", "HMM", "ZIM", "OOL", "TGH")
 SIZE_TYPES = ("22G1", "42G1", "45G1", "22R1", "45R1", "22U1", "22T1", "42P1")
@@ -209,6 +210,8 @@ def advance_day(cluster: PostgresCluster, dbname: str = "tos", day: int = 1, see
         _moves_and_departures(conn, b, moved, leaving, call, today)
         for table in TABLES:
             _copy(conn, table, b.rows[table])
+        # the nightly housekeeping job: gate transactions are kept for PURGE_DAYS
+        conn.execute("DELETE FROM gate_transactions WHERE txn_time < %s", (today - timedelta(days=PURGE_DAYS),))
     return row_counts(cluster, dbname)
 
 

@@ -164,8 +164,12 @@ def _export(root: Path, rng: random.Random, rows: int, stamp: datetime) -> None:
     _write(root, "exports/containers-master.csv", "\n".join(lines) + "\n", stamp)
 
 
+UPDATE_EVERY_DAYS = 7  # a program release in the evaluation, then the development environment
+
+
 def advance_day(root: Path, day: int, seed: int = 7) -> dict[str, str]:
-    """Day `day` (1, 2, ...): append to every log (rotating big ones), touch a few configs; return new hashes."""
+    """Day `day` (1, 2, ...): append to every log (rotating big ones), touch a few configs, a program
+    release every UPDATE_EVERY_DAYS; return new hashes."""
     root = Path(root)
     rng = random.Random(seed * 1_000_003 + day)
     start = _day_start(day - 1)
@@ -178,7 +182,25 @@ def advance_day(root: Path, day: int, seed: int = 7) -> dict[str, str]:
         _write(root, "programs/development/etc/tos.ini", _tos_ini("development", ENVIRONMENTS["development"],
                100 + day), start + timedelta(hours=10))
     _export(root, rng, 5000 + 20 * day, start + timedelta(hours=23))
+    if day % UPDATE_EVERY_DAYS == 0:
+        _update_programs(root, rng, "evaluation" if day % (2 * UPDATE_EVERY_DAYS) else "development", day,
+                         start + timedelta(hours=14))
     return tree_hashes(root)
+
+
+def _code_bytes(rng: random.Random, size: int) -> bytes:
+    """Bytes with the entropy of compiled code (about 6 bits per byte), not of encrypted data."""
+    alphabet = bytes(rng.sample(range(256), 64))
+    return b"\x7fELF" + bytes(rng.choice(alphabet) for _ in range(size))
+
+
+def _update_programs(root: Path, rng: random.Random, env: str, day: int, when: datetime) -> None:
+    """A vendor release: new binaries and a version bump in one environment."""
+    base = f"programs/{env}"
+    for rel in ("lib/libyard-planner.so.2", "lib/libgate-ocr.so.1", "bin/tos-gate"):
+        size = max(64, (root / base / rel).stat().st_size - 4)
+        _write(root, f"{base}/{rel}", _code_bytes(rng, min(size, 200_000)), when, 0o755)
+    _write(root, f"{base}/share/schema-version.txt", f"4.{day}.0\n", when)
 
 
 def _touch_crane(root: Path, crane: str, rng: random.Random, when: datetime) -> None:
