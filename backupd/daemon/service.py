@@ -471,7 +471,10 @@ class Service:
 
     #: (kind, is it firing for a status row, what the alert says)
     CONDITIONS = (
-        ("drill", lambda r: r.get("drill_status") in ("warn", "fail"),
+        ("suspect_generation", lambda r: r.get("state") == "suspect",
+         lambda r: f"{r['target']}: the newest generation was flagged suspect (ransomware-like change, an edited "
+                   "log or lost rows); it stays flagged until the sources are restored or `backupd accept`"),
+        ("drill", lambda r: r.get("drill_status") in ("warn", "fail", "suspect"),
          lambda r: f"{r['target']}: last restore drill {r.get('drill_verdict')} "
                    f"(ready {r.get('drill_ready_seconds')}s, RTO {r.get('rto') or 'unset'})"),
         ("storage_audit", lambda r: r.get("immutability") == "finding",
