@@ -151,8 +151,8 @@ class Preflight:
         left = execute.time_left()
         if left is not None:
             timeout = max(1.0, min(timeout, left))
-        why = probe.head(dest.endpoint, dest.region, keys, dest.bucket, f"{str(dest.path).strip('/')}/config",
-                         timeout=timeout)
+        key = "/".join(p for p in (str(dest.path or "").strip("/"), "config") if p)  # the repository's config
+        why = probe.head(dest.endpoint, dest.region, keys, dest.bucket, key, timeout=timeout)
         return f"{dest.endpoint}: {why}" if why else None
 
 

@@ -175,3 +175,39 @@ def test_a_failed_slice_names_only_the_targets_of_damaged_packs(monkeypatch):
     assert hit == {"tos-db": ["aaaa"]} and unknown == ["bbbb"]
     text = check_action._damage("worm", 1, 3, ["tos-db", "logs", "docs"], hit, unknown, ["aaaa", "bbbb"])
     assert "tos-db" in text and "logs" not in text and "could not be attributed" in text
+
+
+def _lk(lock_id: str, pid: int, minutes: float = 1, host: str | None = None):
+    from datetime import datetime, timedelta, timezone
+
+    from backupd.engine.locks import Lock
+
+    return Lock(lock_id * 64, datetime.now(timezone.utc) - timedelta(minutes=minutes), False,
+                host or socket.gethostname(), pid, "backupd")
+
+
+def test_resolve_removes_a_killed_restics_lock_and_reports_a_live_one_as_busy(monkeypatch):
+    import os
+
+    from backupd.actions import locks
+    from backupd.engine import locks as restic_locks
+
+    dead = 2 ** 22 + 12345  # above pid_max on common systems: never alive
+    present = [_lk("a", dead)]
+    calls = []
+    monkeypatch.setattr(restic_locks, "list_locks", lambda repo: list(present))
+    monkeypatch.setattr(restic_locks, "list_ids", lambda repo: [lk.id for lk in present])
+
+    def unlock(repo, remove_all=False):
+        calls.append(remove_all)
+        present.clear()
+
+    monkeypatch.setattr(restic_locks, "remove_stale", unlock)
+    res = locks.resolve(REPO, wait_seconds=0)
+    assert res.outcome == "removed" and res.removed[0]["pid"] == dead and calls == [False]
+
+    present[:] = [_lk("b", os.getpid(), minutes=0)]  # a live holder on this host: waited for, then busy
+    res = locks.resolve(REPO, wait_seconds=0.2, sleep=lambda s: time.sleep(min(s, 0.05)) or False)
+    assert res.outcome == "locked" and calls == [False]
+    err = res.busy("worm")
+    assert err.exit_code == 3 and "busy" in str(err) and str(os.getpid()) in str(err)
