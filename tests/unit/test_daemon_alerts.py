@@ -40,3 +40,16 @@ def test_conditions_alert_once_and_resolve_once(tmp_path):
     row.update(drill_status="pass", immutability="ok")
     Service._alert_conditions(fake, row, time.time())
     assert sorted((m.kind, m.state) for m in sent[2:]) == [("drill", "resolved"), ("storage_audit", "resolved")]
+
+
+def test_a_suspect_newest_generation_alerts_until_a_clean_one_follows(tmp_path):
+    sent = []
+    fake = SimpleNamespace(cfg=Config(path=None, host="h"), CONDITIONS=Service.CONDITIONS,
+                           alerts=Alerts(tmp_path, SimpleNamespace(rate_limit_per_hour=100), lambda *a, **k: None,
+                                         send_to={"test": sent.append}))
+    row = {"target": "logs", "state": "suspect", "drill_status": None, "immutability": "ok", "log_silent": None}
+    for _ in range(2):
+        Service._alert_conditions(fake, row, time.time())
+    assert [(m.kind, m.state) for m in sent] == [("suspect_generation", "firing")]
+    Service._alert_conditions(fake, {**row, "state": "ok"}, time.time())
+    assert [(m.kind, m.state) for m in sent[1:]] == [("suspect_generation", "resolved")]
