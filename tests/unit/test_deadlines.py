@@ -211,3 +211,17 @@ def test_resolve_removes_a_killed_restics_lock_and_reports_a_live_one_as_busy(mo
     assert res.outcome == "locked" and calls == [False]
     err = res.busy("worm")
     assert err.exit_code == 3 and "busy" in str(err) and str(os.getpid()) in str(err)
+
+
+def test_ctrl_c_exits_130():
+    import click
+    from click.testing import CliRunner
+
+    from backupd.commands.common import common
+
+    @click.command()
+    @common
+    def interrupted(config_path, as_json):
+        raise KeyboardInterrupt
+
+    assert CliRunner().invoke(interrupted, []).exit_code == 130
