@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from demo import tos_data, tos_files
+from demo import tos_data, tos_files, verifier
 from demo.stack import LocalStack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,6 +101,15 @@ def main(argv: list[str] | None = None) -> int:
         failures += cli(stack, config, "evidence", "verify", str(bundle)) != 0
         step("status")
         failures += cli(stack, config, "status") != 0
+        step("a verifier on a second identity (only the auditor's read-only keys, the repository password "
+             "and its own signing key) drills the TOS database and the production programs, and may not back up")
+        vconfig = verifier.write_config(stack, ROOT / "policies", args.workdir / "verifier")
+        for target in ("tos-db", "tos-programs-production"):
+            failures += cli(stack, vconfig, "drill", "--full", "--target", target) != 0
+        failures += cli(stack, vconfig, "backup", "--target", "tos-db") != 2
+        vstate = args.workdir / "verifier" / "state"
+        failures += cli(stack, vconfig, "evidence", "verify", str(vstate / "evidence" / "ledger.jsonl"),
+                        "--public-key", str(vstate / "keys" / "evidence-ed25519.pub")) != 0
         step("immutability: the daemon's own S3 identity tries to delete a locked backup object")
         failures += not prove_worm(stack)
     if not args.keep:
