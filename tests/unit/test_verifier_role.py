@@ -150,3 +150,18 @@ def test_snapshots_of_several_backup_hosts_are_listed_with_one_host_flag_each(mo
     assert seen[0] == ["restic", "snapshots", "--no-lock", "--json", "--host", "tos-01", "--host", "tos-02",
                        "--tag", "backupd"]
     assert "--host" not in seen[1]
+
+
+def test_the_verifier_mirrors_evidence_only_with_its_evidence_keys(tmp_path):
+    from types import SimpleNamespace
+
+    from backupd.evidence import mirror, settings
+
+    dest = SimpleNamespace(credentials_file=tmp_path / "s3-writer.env")
+    cfg = config.load(_config(tmp_path, "role: verifier\nevidence: {mirror: worm}\n"))
+    with pytest.raises(ConfigError, match="role verifier: set evidence.credentials_file"):
+        mirror.credentials_of(cfg, settings.of(cfg), dest)  # never falls back to the writer's keys
+    cfg = config.load(_config(tmp_path, "role: verifier\nevidence: {mirror: worm, credentials_file: ev.env}\n"))
+    assert mirror.credentials_of(cfg, settings.of(cfg), dest) == tmp_path / "secrets" / "ev.env"
+    backup = config.load(_config(tmp_path, "evidence: {mirror: worm}\n"))
+    assert mirror.credentials_of(backup, settings.of(backup), dest) == dest.credentials_file
