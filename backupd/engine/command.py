@@ -10,8 +10,9 @@ from backupd.engine.repository import Repository
 from backupd.errors import ConfigError
 
 DEFAULT_TIMEOUT = 6 * 3600.0
-#: Subcommands that only read the repository; with --no-lock they need no write access (restic 0.14+:
-#: check, restore, dump, snapshots, stats, cat, list, ls all accept the global --no-lock).
+#: Subcommands that only read the repository; with --no-lock they need no write access. restic 0.14
+#: accepts the global --no-lock on all of them (without it, 0.14's check even takes an exclusive lock);
+#: tests/integration/test_verifier.py runs them with read-only S3 keys and finds no lock object.
 READ_ONLY = frozenset({"snapshots", "restore", "dump", "check", "stats", "cat", "list", "ls", "find", "diff"})
 
 
