@@ -1,4 +1,4 @@
-"""Exceptions that carry the CLI exit code of the contract in DESIGN.md.
+"""Exceptions that carry the CLI exit code of the contract in docs/design.md.
 
 0 success, 1 a finding (check/verification/drill failed), 2 usage or configuration error,
 3 a dependency was unavailable (storage down, restic missing).

@@ -1,4 +1,4 @@
-"""Guideline conformance items (GUIDELINE.md) judged from the report and the records.
+"""Guideline conformance items (docs/guideline.md) judged from the report and the records.
 
 Each item: id, title (en, ja), status `met` | `not met` | `not evidenced`, why, and the record seqs that
 support it. backupd never claims compliance; it shows what the evidence does and does not support.

@@ -5,7 +5,7 @@
 Errors are what makes a backup impossible or unsafe (unknown destinations, unreadable secrets, no
 Object-Lock copy). Guideline gaps (a missing category, short history, a rare frequency, no RTO) are
 warnings marked ``gap``: `policy lint` exits 1 on them, backups and status run regardless.
-Each finding names file, line and field; see GUIDELINE.md for the rules' origin (M1-M3, 2.7.2).
+Each finding names file, line and field; see docs/guideline.md for the rules' origin (M1-M3, 2.7.2).
 """
 
 from __future__ import annotations

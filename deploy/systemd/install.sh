@@ -22,6 +22,10 @@ command -v backupd >/dev/null || [ -x /usr/local/bin/backupd ] || {
 
 add_user() { id "$1" >/dev/null 2>&1 || useradd --system --home-dir /nonexistent --shell /usr/sbin/nologin "$1"; }
 install -d -m 0755 -o root -g root /etc/backupd /etc/backupd/policies
+# the units' Documentation= points here
+docs="$here/../../docs"
+install -d -m 0755 -o root -g root /usr/share/doc/backupd
+install -m 0644 "$docs"/*.md /usr/share/doc/backupd/
 
 if [ "$verifier" = yes ]; then
   add_user backupd-verifier
