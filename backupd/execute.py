@@ -173,13 +173,13 @@ def _die_with_parent(parent: int) -> Callable[[], None]:
 
 
 def _spawn(argv: list[str], env: Environment, stdin, stdout, cwd=None, *,
-           cancel: Cancel | None = None) -> subprocess.Popen:
+           cancel: Cancel | None = None, pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
     if cancel is not None and cancel.is_set():
         raise Interrupted(f"{os.path.basename(argv[0])}: not started, cancelled")
     try:
         return subprocess.Popen(
             argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, env=env.build(),
-            cwd=cwd, start_new_session=True, preexec_fn=_die_with_parent(os.getpid()),
+            cwd=cwd, start_new_session=True, preexec_fn=_die_with_parent(os.getpid()), pass_fds=pass_fds,
         )
     except FileNotFoundError:
         raise DependencyError(f"{argv[0]}: program not found; install it or fix its path") from None
@@ -284,15 +284,16 @@ def run(
     keep_stdout: bool = True,
     cwd: str | None = None,
     max_output: int | None = None,
+    pass_fds: tuple[int, ...] = (),
 ) -> Completed:
     """Run argv to completion, capturing stdout (bytes) and stderr (text, secrets scrubbed).
     Bounded by timeout and the thread's job deadline; Interrupted when cancelled before the start.
     `max_output` keeps only the last that many bytes of each stream (untrusted children);
-    `Completed.truncated` says whether more was written."""
+    `Completed.truncated` says whether more was written. `pass_fds` stay open in the child."""
     env = env or Environment()
     start = time.monotonic()
     deadline = _end(start, timeout)
-    proc = _spawn(argv, env, subprocess.DEVNULL, subprocess.PIPE, cwd, cancel=cancel)
+    proc = _spawn(argv, env, subprocess.DEVNULL, subprocess.PIPE, cwd, cancel=cancel, pass_fds=pass_fds)
     out = _Drain(proc.stdout, on_stdout_line, keep_stdout, limit=max_output)
     err = _Drain(proc.stderr, limit=max_output)
     out.start(), err.start()
@@ -327,10 +328,10 @@ class Background:
 
 
 def start(argv: list[str], env: Environment | None = None, *, cwd: str | None = None,
-          cancel: Cancel | None = None, max_output: int = 1 << 16) -> Background:
+          cancel: Cancel | None = None, max_output: int = 1 << 16, pass_fds: tuple[int, ...] = ()) -> Background:
     """Start argv and return at once; the caller must `stop()` it. Output is bounded to max_output."""
     env = env or Environment()
-    proc = _spawn(argv, env, subprocess.DEVNULL, subprocess.PIPE, cwd, cancel=cancel)
+    proc = _spawn(argv, env, subprocess.DEVNULL, subprocess.PIPE, cwd, cancel=cancel, pass_fds=pass_fds)
     out, err = _Drain(proc.stdout, limit=max_output), _Drain(proc.stderr, limit=max_output)
     out.start(), err.start()
     return Background(argv, proc, out, err, env)

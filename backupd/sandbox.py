@@ -22,9 +22,12 @@ through `backupd.execute`.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
+import select
 import shutil
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +51,8 @@ ETC_FILES = ("passwd", "group", "nsswitch.conf", "ld.so.cache", "ld.so.conf", "l
 ENVIRONMENT = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "TMPDIR": "/tmp", "LANG": "C.UTF-8"}
 _CONTROL = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]")  # keeps tab and newline
 MIN_SECRET = 4
+#: How long the end of a killed sandbox may take before its PID-namespace init is killed directly.
+END_WAIT = 10.0
 
 
 @dataclass(frozen=True)
@@ -196,12 +201,14 @@ class Jail:
     uid: int | None = field(default_factory=default_uid)
     _handed: set = field(default_factory=set, repr=False)
 
-    def argv(self, command: list[str], *, cwd: str | None = None, writable=None) -> list[str]:
+    def argv(self, command: list[str], *, cwd: str | None = None, writable=None,
+             info_fd: int | None = None) -> list[str]:
         """The full argv: privilege drop, namespaces, mount view, limits, then the command.
 
         Not root: one bwrap builds the view while it creates the namespaces. Root: an outer bwrap (still
         root, a mount namespace only) builds the view, so the paths may lie below directories only root
         can traverse; it then drops to UID and the inner bwrap creates the namespaces inside that view.
+        `info_fd` receives the inner bwrap's JSON (the PID namespace's init and the namespaces).
         """
         writable = self.writable if writable is None else tuple(writable)
         lim = self.limits
@@ -210,6 +217,8 @@ class Jail:
         # ProtectHostname= forbids sethostname even in a new UTS namespace
         for name, value in ENVIRONMENT.items():
             inner += ["--setenv", name, value]
+        if info_fd is not None:
+            inner += ["--info-fd", str(info_fd)]
         view = system_view() + ["--perms", "1777", "--size", str(lim.tmp), "--tmpfs", "/tmp"] \
             + binds(self.readonly, writable)
         fresh = ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(lim.tmp), "--tmpfs", "/dev/shm"]
@@ -249,16 +258,26 @@ class Jail:
             writable=None) -> execute.Completed:
         """Run command confined to the end or its timeout; output bounded and scrubbed."""
         writable = self._prepare(writable)
-        done = execute.run(self.argv(command, cwd=cwd, writable=writable), timeout=timeout,
-                           cancel=self.cancel, max_output=self.limits.output)
+        info, write_end = os.pipe()
+        try:
+            done = execute.run(self.argv(command, cwd=cwd, writable=writable, info_fd=write_end),
+                               timeout=timeout, cancel=self.cancel, max_output=self.limits.output,
+                               pass_fds=(write_end,))
+        finally:
+            os.close(write_end)
+        await_end(info)
         return self._clean(done, command)
 
     def start(self, command: list[str], *, cwd: str | None = None, writable=None) -> Server:
         """Start a long-running command confined (a database server); `stop()` it when done."""
         writable = self._prepare(writable)
-        child = execute.start(self.argv(command, cwd=cwd, writable=writable), cancel=self.cancel,
-                              max_output=self.limits.output)
-        return Server(self, command, child)
+        info, write_end = os.pipe()
+        try:
+            child = execute.start(self.argv(command, cwd=cwd, writable=writable, info_fd=write_end),
+                                  cancel=self.cancel, max_output=self.limits.output, pass_fds=(write_end,))
+        finally:
+            os.close(write_end)
+        return Server(self, command, child, info)
 
     def _clean(self, done: execute.Completed, command: list[str]) -> execute.Completed:
         done.argv = list(command)  # what the probe ran; the sandbox wrapping is always the same
@@ -270,8 +289,8 @@ class Jail:
 class Server:
     """A confined long-running process: `alive()`, `stop()` (kills its whole PID namespace)."""
 
-    def __init__(self, jail: Jail, command: list[str], child: execute.Background):
-        self.jail, self.command, self.child = jail, command, child
+    def __init__(self, jail: Jail, command: list[str], child: execute.Background, info: int):
+        self.jail, self.command, self.child, self.info = jail, command, child, info
 
     def alive(self) -> bool:
         return self.child.alive()
@@ -289,7 +308,43 @@ class Server:
         return bool(ready())
 
     def stop(self) -> execute.Completed:
-        return self.jail._clean(self.child.stop(), self.command)
+        done = self.child.stop()
+        await_end(self.info)
+        return self.jail._clean(done, self.command)
+
+
+def await_end(info: int, seconds: float = END_WAIT) -> bool:
+    """After bwrap returned: wait until its PID namespace is empty, so no process of a probe outlives
+    it (not even one in its own session). Reads bwrap's --info-fd JSON from the pipe `info` (closed
+    here) and waits on the namespace's init, which the kernel lets exit only after every other process
+    in it; an init still there after `seconds` is killed (checked to be that namespace's). True when
+    the namespace is gone or was never made."""
+    try:
+        os.set_blocking(info, False)
+        doc = json.loads(os.read(info, 1 << 16).split(b"}")[0] + b"}")  # bwrap's own first object
+        pid, namespace = int(doc["child-pid"]), int(doc["pid-namespace"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return True  # bwrap failed before it made the namespace
+    finally:
+        os.close(info)
+    try:
+        handle = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        if not select.select([handle], [], [], seconds)[0] and _pid_namespace(pid) == namespace:
+            signal.pidfd_send_signal(handle, signal.SIGKILL)
+            select.select([handle], [], [], seconds)
+        return bool(select.select([handle], [], [], 0)[0])
+    finally:
+        os.close(handle)
+
+
+def _pid_namespace(pid: int) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}/ns/pid").st_ino
+    except OSError:
+        return None
 
 
 def _chown_tree(top: Path, uid: int) -> None:

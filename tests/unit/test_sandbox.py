@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 from pathlib import Path
 
 import pytest
@@ -152,3 +153,23 @@ def test_a_confined_run_is_bounded_and_scrubbed(tmp_path):
     assert done.returncode == 0 and done.truncated and len(done.stdout) <= 4096
     assert "hunter2" not in out and "[REDACTED]" in out and "CapEff:\t0000000000000000" in out and "CapBnd:\t0000000000000000" in out
     assert "NoNewPrivs:\t1" in out and out.rstrip().endswith("65534")
+
+
+def _running(marker: str) -> list[str]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if marker in Path(f"/proc/{pid}/cmdline").read_bytes().decode("utf-8", "replace"):
+                found.append(pid)
+        except OSError:
+            pass
+    return found
+
+
+def test_when_a_run_returns_no_process_of_it_is_left_not_even_a_setsid_one(tmp_path):
+    box = tmp_path / "box"
+    (box / "work").mkdir(parents=True)
+    jail = Jail(writable=(box / "work",), root=box)
+    done = jail.run(["sh", "-c", "setsid sleep 543210 </dev/null >/dev/null 2>&1 & sleep 543211"], timeout=2)
+    assert done.timed_out
+    assert _running("54321") == []  # checked at once: run() returns only after the PID namespace is empty
