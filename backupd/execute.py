@@ -328,7 +328,8 @@ class Background:
 
 
 def start(argv: list[str], env: Environment | None = None, *, cwd: str | None = None,
-          cancel: Cancel | None = None, max_output: int = 1 << 16, pass_fds: tuple[int, ...] = ()) -> Background:
+          cancel: Cancel | None = None, max_output: int = 1 << 16,
+          pass_fds: tuple[int, ...] = ()) -> Background:
     """Start argv and return at once; the caller must `stop()` it. Output is bounded to max_output."""
     env = env or Environment()
     proc = _spawn(argv, env, subprocess.DEVNULL, subprocess.PIPE, cwd, cancel=cancel, pass_fds=pass_fds)

@@ -212,16 +212,17 @@ class Jail:
         """
         writable = self.writable if writable is None else tuple(writable)
         lim = self.limits
+        # no --hostname: systemd's ProtectHostname= forbids sethostname even in a new UTS namespace
         inner = [BWRAP, *NAMESPACES, "--uid", str(INNER_ID), "--gid", str(INNER_ID), "--disable-userns",
-                 "--die-with-parent", "--new-session", "--clearenv"]  # no --hostname: systemd's
-        # ProtectHostname= forbids sethostname even in a new UTS namespace
+                 "--die-with-parent", "--new-session", "--clearenv"]
         for name, value in ENVIRONMENT.items():
             inner += ["--setenv", name, value]
         if info_fd is not None:
             inner += ["--info-fd", str(info_fd)]
         view = system_view() + ["--perms", "1777", "--size", str(lim.tmp), "--tmpfs", "/tmp"] \
             + binds(self.readonly, writable)
-        fresh = ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(lim.tmp), "--tmpfs", "/dev/shm"]
+        fresh = ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(lim.tmp),
+                 "--tmpfs", "/dev/shm"]
         tail = ["--chdir", cwd or (str(writable[0]) if writable else "/tmp"), "--", PRLIMIT,
                 f"--as={lim.memory}", f"--nproc={lim.processes}", f"--fsize={lim.file_size}", "--core=0",
                 "--", *command]
@@ -263,6 +264,9 @@ class Jail:
             done = execute.run(self.argv(command, cwd=cwd, writable=writable, info_fd=write_end),
                                timeout=timeout, cancel=self.cancel, max_output=self.limits.output,
                                pass_fds=(write_end,))
+        except BaseException:
+            os.close(info)
+            raise
         finally:
             os.close(write_end)
         await_end(info)
@@ -275,6 +279,9 @@ class Jail:
         try:
             child = execute.start(self.argv(command, cwd=cwd, writable=writable, info_fd=write_end),
                                   cancel=self.cancel, max_output=self.limits.output, pass_fds=(write_end,))
+        except BaseException:
+            os.close(info)
+            raise
         finally:
             os.close(write_end)
         return Server(self, command, child, info)
