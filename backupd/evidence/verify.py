@@ -63,7 +63,7 @@ def verify_lines(lines: list[bytes], public_keys: list, *, first_seq: int = 1,
     """
     trust = _Trust(public_keys, keyring)
     report = ChainReport()
-    positions = _positions(lines)
+    positions = _Positions(lines)  # parsed only when a seq is out of place
     expected, prev = first_seq, first_prev
     for number, line in enumerate(lines, 1):
         if torn_tail and number == len(lines):
@@ -85,18 +85,24 @@ def verify_lines(lines: list[bytes], public_keys: list, *, first_seq: int = 1,
     return report
 
 
-def _positions(lines: list[bytes]) -> dict[int, int]:
-    """seq -> line number, read leniently (to tell a moved record from a deleted one)."""
-    out = {}
-    for number, line in enumerate(lines, 1):
-        try:
-            out.setdefault(int(record_format.parse(line)["seq"]), number)
-        except ValueError:
-            continue
-    return out
+class _Positions:
+    """seq -> line number, read leniently (to tell a moved record from a deleted one), built on first use."""
+
+    def __init__(self, lines: list[bytes]):
+        self.lines, self.map = lines, None
+
+    def get(self, seq: int) -> int | None:
+        if self.map is None:
+            self.map = {}
+            for number, line in enumerate(self.lines, 1):
+                try:
+                    self.map.setdefault(int(record_format.parse(line)["seq"]), number)
+                except ValueError:
+                    continue
+        return self.map.get(seq)
 
 
-def _check(rec: dict, expected: int, prev: str, trust: "_Trust", report: ChainReport, positions: dict) -> None:
+def _check(rec: dict, expected: int, prev: str, trust: "_Trust", report: ChainReport, positions: _Positions) -> None:
     seq = rec["seq"]
     if seq > expected:
         where = positions.get(expected)
