@@ -66,7 +66,7 @@ def compare_with_mirror(lines: list[bytes], got, chain) -> list[Problem]:
 
 
 def _doc(path: Path, kind: str, chain, problems: list, source, pinned: list, fingerprint) -> dict:
-    fp = keys.fingerprint(pinned[0]) if pinned else fingerprint
+    fp = keys.fingerprint(pinned[0]) if pinned else (fingerprint or (chain.epochs[-1]["kid"] if chain.epochs else None))
     ledger = chain.to_dict()
     extra = [p for p in problems if p not in chain.problems]
     if extra:  # bundle and mirror findings join the chain's, the earliest named record first
