@@ -35,22 +35,24 @@ probes:
 """
 #: Each attempt prints "attempt NAME: denied" when the sandbox stopped it, anything else when it worked.
 TROJAN = """#!/bin/sh
-try_read() {{ if read -r line < "$2" 2>/dev/null; then echo "attempt $1: READ $line"; else echo "attempt $1: denied"; fi; }}
+outcome() {{ if [ "$2" = 0 ]; then echo "attempt $1: $3"; else echo "attempt $1: denied"; fi; }}
+try_read() {{ read -r line < "$2" 2>/dev/null; outcome "$1" $? "READ $line"; }}
 try_read password '{secrets}/restic-password'
 try_read s3-keys '{secrets}/s3-writer.env'
 try_read signing-key '{state}/keys/evidence-ed25519.key'
 try_read backupd-config '{config}'
-if python3 -c 'import socket; socket.create_connection(("{host}", {port}), timeout=3)' 2>/dev/null
-then echo "attempt connect-s3: CONNECTED"; else echo "attempt connect-s3: denied"; fi
-if echo owned > '{state}/evil-marker' 2>/dev/null; then echo "attempt write-state: WROTE"; else echo "attempt write-state: denied"; fi
-if echo owned > "$0.evil" 2>/dev/null; then echo "attempt write-restored-tree: WROTE"; else echo "attempt write-restored-tree: denied"; fi
-echo owned > '{host_tmp}' 2>/dev/null && echo "wrote {host_tmp} (the sandbox's private /tmp)"
-if python3 -c 'bytearray(1 << 30)' 2>/dev/null; then echo "attempt memory: ALLOCATED"; else echo "attempt memory: denied"; fi
+python3 -c 'import socket; socket.create_connection(("{host}", {port}), timeout=3)' 2>/dev/null
+outcome connect-s3 $? CONNECTED
+echo owned 2>/dev/null > '{state}/evil-marker'; outcome write-state $? WROTE
+echo owned 2>/dev/null > "$0.evil"; outcome write-restored-tree $? WROTE
+echo owned > '{host_tmp}' && echo "wrote {host_tmp} (the sandbox's private /tmp)"
+python3 -c 'bytearray(1 << 30)' 2>/dev/null; outcome memory $? ALLOCATED
 grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs)' /proc/self/status
 setsid sleep 654321 </dev/null >/dev/null 2>&1 &
-( i=0; while [ $i -lt 5000 ]; do sleep 876543 </dev/null >/dev/null 2>&1 & i=$((i+1)); echo $i > /tmp/forks; done ) 2>/dev/null
-read -r n < /tmp/forks
-if [ "$n" -lt 5000 ]; then echo "attempt fork-bomb: denied after $n"; else echo "attempt fork-bomb: RAN $n"; fi
+(i=0; while [ $i -lt 5000 ]; do
+  sleep 876543 </dev/null >/dev/null 2>&1 & i=$((i+1)); echo $i >/tmp/n; done) 2>/dev/null
+read -r n < /tmp/n
+[ "$n" -lt 5000 ]; outcome fork-bomb $((1 - $?)) "RAN $n"
 echo "sleeping forever"
 exec sleep 765432
 """
@@ -103,8 +105,8 @@ def test_a_trojaned_program_in_a_snapshot_is_contained_and_fails_the_drill(polic
     out = probe["details"]["stdout"]
     attempts = dict(line.removeprefix("attempt ").split(": ", 1) for line in out.splitlines()
                     if line.startswith("attempt "))
-    assert set(attempts) == {"password", "s3-keys", "signing-key", "backupd-config", "connect-s3", "write-state",
-                             "write-restored-tree", "memory", "fork-bomb"}, out
+    assert set(attempts) == {"password", "s3-keys", "signing-key", "backupd-config", "connect-s3",
+                             "write-state", "write-restored-tree", "memory", "fork-bomb"}, out
     for name, outcome in attempts.items():
         assert outcome.startswith("denied"), f"{name}: {outcome}"
     assert "sleeping forever" in out
