@@ -109,10 +109,17 @@ def test_a_verifier_with_read_only_keys_drills_both_targets_and_signs_with_its_o
     drills = [a for a in run_ring.doc["attestations"] if a["kind"] == "drill"]
     assert len(drills) == 2 and {a["role"] for a in drills} == {"verifier"}, run_ring.doc["attestations"]
 
+    # Its export bundle (inventory read from the backup host's snapshots) verifies under its key.
+    bundle = verifier.dir / "verifier-evidence.tar.gz"
+    run_export = verifier.cli("evidence", "export", "--out", str(bundle), "--json")
+    assert run_export.code == 0, run_export.stdout + run_export.stderr
+    run_bundle = verifier.cli("evidence", "verify", str(bundle), "--public-key", str(own_key), "--json")
+    assert run_bundle.code == 0 and run_bundle.doc["type"] == "bundle", run_bundle.stdout + run_bundle.stderr
+
     # Mirrored to WORM under its own prefix with its evidence-only keys; auditors pull it back intact.
     listed = stack.seaweed.client("admin").list_objects_v2(
         Bucket=stack.bucket, Prefix=f"evidence/{VERIFIER_HOST}/records/")
-    assert listed.get("KeyCount") == run.doc["ledger"]["records"]
+    assert listed.get("KeyCount") == len(ledger.read_bytes().splitlines())  # the export's record too
     run = main.cli("evidence", "pull", "--destination", "worm", "--host", VERIFIER_HOST,
                    "--out", str(main.dir / "pulled"), "--json")
     assert run.code == 0 and run.doc["hosts"][0]["ok"], run.stdout + run.stderr
