@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -175,3 +180,43 @@ def test_when_a_run_returns_no_process_of_it_is_left_not_even_a_setsid_one(tmp_p
     done = jail.run(["sh", "-c", "setsid sleep 543210 </dev/null >/dev/null 2>&1 & sleep 543211"], timeout=2)
     assert done.timed_out
     assert _running("54321") == []  # checked at once: run() returns only after the PID namespace is empty
+
+
+SERVICE_RUN = """
+import json, sys
+from pathlib import Path
+from backupd.sandbox import Jail
+work = Path(sys.argv[1])
+def status():
+    lines = (ln.split(":", 1) for ln in open("/proc/self/status"))
+    return {k: v.strip() for k, v in lines if k.startswith("Cap")}
+done = Jail(writable=(work,), root=work.parent).run(
+    ["sh", "-c", "grep -E '^Cap' /proc/self/status; id -u; echo x > out && echo wrote"], timeout=60)
+print(json.dumps({"daemon": status(), "code": done.returncode, "out": done.stdout.decode(), "err": done.stderr}))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become an unprivileged service user")
+def test_as_the_service_user_with_its_ambient_capability_a_run_is_confined_without_it():
+    """The systemd unit runs backupd as a plain user with ambient CAP_DAC_READ_SEARCH and no_new_privs:
+    bwrap refuses to start with a capability, so the sandbox drops it first; the probe has none."""
+    box = Path(tempfile.mkdtemp(prefix="backupd-service-test-"))
+    try:
+        (box / "work").mkdir()
+        for path in (box, box / "work"):
+            os.chown(path, 65531, 65531)
+        root = Path(__file__).resolve().parents[2]
+        done = subprocess.run(
+            ["setpriv", "--reuid=65531", "--regid=65531", "--clear-groups", "--inh-caps=+dac_read_search",
+             "--ambient-caps=+dac_read_search", "--no-new-privs", "--", sys.executable, "-c", SERVICE_RUN,
+             str(box / "work")], env={"PATH": os.environ["PATH"], "PYTHONPATH": str(root)}, cwd=box,
+            capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        doc = json.loads(done.stdout)
+        assert doc["daemon"]["CapAmb"] == "0000000000000004"  # CAP_DAC_READ_SEARCH, as in the unit
+        assert doc["code"] == 0, doc
+        for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+            assert f"{cap}:\t0000000000000000" in doc["out"]
+        assert doc["out"].rstrip().endswith("65534\nwrote") and (box / "work" / "out").exists()
+    finally:
+        shutil.rmtree(box, ignore_errors=True)
