@@ -79,6 +79,9 @@ def load_policies(cfg):
         if not cfg.hosts:
             raise ConfigError(f"{cfg.path}: role verifier needs `hosts:` (the backup hosts whose snapshots it "
                               "reads) or site.host in the policy")
+        if cfg.host in cfg.hosts:  # its ledger would collide with the backup host's under evidence/<host>/
+            raise ConfigError(f"{cfg.path}: host: the verifier's own name must differ from the backup hosts it "
+                              f"verifies ({', '.join(cfg.hosts)}); set host: to this machine's name")
         return policy_set
     cfg.host = cfg.host or site_host or socket.gethostname()
     return policy_set

@@ -165,3 +165,9 @@ def test_the_verifier_mirrors_evidence_only_with_its_evidence_keys(tmp_path):
     assert mirror.credentials_of(cfg, settings.of(cfg), dest) == tmp_path / "secrets" / "ev.env"
     backup = config.load(_config(tmp_path, "evidence: {mirror: worm}\n"))
     assert mirror.credentials_of(backup, settings.of(backup), dest) == dest.credentials_file
+
+
+def test_a_verifier_named_like_the_host_it_verifies_is_a_config_error(tmp_path):
+    _write_policy(tmp_path, site_host="verifier-01")
+    code, doc = cli("drill", "--config", str(_config(tmp_path)))
+    assert code == 2 and "the verifier's own name must differ from the backup hosts" in doc["error"]
