@@ -18,7 +18,7 @@ import socket
 from pathlib import Path
 
 from backupd.config import Config
-from backupd.errors import Finding
+from backupd.errors import ConfigError, Finding
 from backupd.evidence import canonical, guard, keys, record_format
 from backupd.evidence.index import Index
 
@@ -39,6 +39,7 @@ class Ledger:
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = self.dir / LEDGER_NAME
         self.index = Index(self.dir / "index.sqlite")
+        self._last: dict | None = None  # the last record, as read under the append lock
 
     def __enter__(self) -> "Ledger":
         return self
@@ -57,6 +58,7 @@ class Ledger:
             fcntl.flock(handle, fcntl.LOCK_EX)
             guard.refuse_if_open(self.dir)
             seq, prev, end = self._head(handle, host, private_key)
+            private_key = self._signing_key(private_key)
             if before_write is not None:
                 before_write(seq + 1)
             when = canonical.utc_now()
@@ -67,6 +69,26 @@ class Ledger:
             rec = record_format.parse(line)
             self.index.add(rec, end, len(line) + 1, record_format.line_hash(line))
         return rec
+
+    def _signing_key(self, private_key):
+        """After a key-rotation record only its new key may sign: a process that loaded the old key just
+        before a concurrent `evidence rotate-key` switches to the new one (pending or promoted)."""
+        last = self._last
+        if not last or last["kind"] != record_format.ROTATION or not isinstance(last["data"], dict):
+            return private_key
+        new_kid = last["data"].get("new_kid")
+        if keys.fingerprint(private_key.public_key()) == new_kid:
+            return private_key
+        state_dir = self.dir.parent
+        for path in (keys.pending_path(state_dir), keys.key_dir(state_dir) / keys.KEY_NAME):
+            try:
+                key = keys.load_private(path)
+            except ConfigError:
+                continue
+            if keys.fingerprint(key.public_key()) == new_kid:
+                return key
+        raise Finding(f"{self.path}: record {last['seq']} rotated the signing key to {new_kid}, which is not in "
+                      f"{keys.key_dir(state_dir)}; restore that key (or rotate again from a key backup)")
 
     def check_head(self) -> None:
         """Raise LedgerRegression when the ledger lost records (under the append lock; nothing is written)."""
@@ -99,10 +121,11 @@ class Ledger:
         """(last seq, hash of the last line, end offset): head checked, a torn tail repaired."""
         last, torn_at = _tail(handle)
         end = handle.seek(0, os.SEEK_END)
-        seq, digest = 0, None
+        seq, digest, self._last = 0, None, None
         if last is not None:
             try:
-                seq, digest = record_format.parse(last)["seq"], record_format.line_hash(last)
+                self._last = record_format.parse(last)
+                seq, digest = self._last["seq"], record_format.line_hash(last)
             except ValueError as exc:
                 raise Finding(f"{self.path}: the last record is damaged ({exc}); run `backupd evidence verify "
                               f"{self.path}` and restore the ledger from the WORM mirror") from None

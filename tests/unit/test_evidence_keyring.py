@@ -222,3 +222,13 @@ def test_rotated_key_keeps_its_role_and_export_verifies_from_the_first_key(rotat
     assert action.export(cfg, policy_set, out)["ok"]
     doc = evidence_verify.verify(out, [first_pem])  # the bundle holds the new key; the chain links it to the first
     assert doc["ok"], doc["problems"]
+
+
+def test_a_process_holding_the_old_key_signs_with_the_new_one_after_a_concurrent_rotation(tmp_path):
+    cfg = _cfg(tmp_path)
+    record(cfg, "backup", {})
+    stale = keys.load_or_create(cfg.state_dir)  # loaded by another process just before the rotation
+    rotate(cfg)
+    rec = record(cfg, "backup", {"target": "late"}, key=stale)
+    assert rec["kid"] == keys.fingerprint(keys.read_public(_pub(cfg)))
+    assert verify_lines(_lines(cfg), [stale.public_key()]).ok
