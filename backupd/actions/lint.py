@@ -55,7 +55,7 @@ def run(files: tuple[Path, ...], config_path: Path | None, *, strict: bool, as_j
     """Lint files (or the config's policies); returns the exit code."""
     cfg = _config(config_path, need=not files)
     paths = list(files) if files else cfg.policy_files()
-    result = lint_paths(paths, cfg.secrets_dir)
+    result = lint_paths(paths, cfg.secrets_dir, held=cfg.secrets_held())
     result.findings += drill_findings(result, cfg.restore_tests or default_restore_tests(paths))
     code = EXIT_OK
     if result.unreadable:

@@ -171,3 +171,9 @@ def test_a_verifier_named_like_the_host_it_verifies_is_a_config_error(tmp_path):
     _write_policy(tmp_path, site_host="verifier-01")
     code, doc = cli("drill", "--config", str(_config(tmp_path)))
     assert code == 2 and "the verifier's own name must differ from the backup hosts" in doc["error"]
+
+
+def test_policy_lint_on_the_verifier_does_not_ask_for_writer_keys(tmp_path):
+    _write_policy(tmp_path, site_host="tos-01")
+    code, doc = cli("policy", "lint", "--config", str(_config(tmp_path)))
+    assert code in (0, 1) and "s3-writer.env" not in str(doc), doc  # 1: the small policy's guideline gaps
