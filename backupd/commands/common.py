@@ -55,11 +55,11 @@ def _fail(message: str, code: int, as_json: bool) -> None:
 def load_config(config_path: Path | None, writes: str | None = None):
     """The config; `writes` names a command that writes to storage, which the verifier role refuses (exit 2)."""
     cfg = config_mod.load(config_path)
-    for warning in statedir.ensure_private(cfg.state_dir):  # private state, checked before anything runs
-        output.note(f"warning: {warning}")
-    if writes and cfg.verifier:
+    if writes and cfg.verifier:  # refused before anything runs or is created
         raise ConfigError(f"{writes} refused: {cfg.path} has role: verifier (read-only keys); writing "
                           "commands run on the backup host with its own config")
+    for warning in statedir.ensure_private(cfg.state_dir):  # private state, checked before anything runs
+        output.note(f"warning: {warning}")
     return cfg
 
 
