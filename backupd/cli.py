@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from backupd.commands import daemon, drill, evidence, incident, runbook, storage
+from backupd.commands import daemon, drill, evidence, incident, runbook, setup, storage
 from backupd import execute, output, statedir
 from backupd.commands.common import common, load_config, load_policies, stopped
 
@@ -149,7 +149,7 @@ def status(config_path, as_json):
     return report.status_rows(action.run(cfg, load_policies(cfg)), as_json)
 
 
-for _group in (storage, drill, evidence, daemon, incident, runbook):
+for _group in (storage, drill, evidence, daemon, incident, runbook, setup):
     _group.register(main)
 
 if __name__ == "__main__":  # pragma: no cover

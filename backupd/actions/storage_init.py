@@ -1,0 +1,100 @@
+"""`backupd storage init`: one-time creation of the WORM bucket(s) with an administrator identity.
+
+Input: the administrator's credentials file and either the config's S3 destinations (retention: the longest
+min_history of the targets on each) or one explicit bucket. Output per bucket: created (with the settings),
+exists (already WORM: left as is) or finding (an existing bucket weaker than required: reported, never
+changed), plus the identity policies to install: AWS IAM (deploy/iam/*.json) and SeaweedFS
+(deploy/seaweedfs/s3-identities.example.json) with the bucket and prefix filled in.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from botocore.exceptions import ClientError
+
+from backupd import templates
+from backupd.actions.common import read_credentials
+from backupd.errors import ConfigError
+from backupd.policy.durations import format_duration
+from backupd.policy.lint import lint_paths
+from backupd.policy.schema import S3Destination
+from backupd.storage import bucket_setup, client, freeze
+
+IDENTITIES = ("writer", "maintainer", "auditor", "canary", "verifier")
+
+
+@dataclass
+class Bucket:
+    """One bucket to set up: where, and how long every version must stay."""
+
+    name: str  # the policy destination's name, or the bucket's
+    endpoint: str | None
+    bucket: str
+    region: str
+    path: str
+    required: timedelta
+
+
+def from_config(cfg, only: str | None) -> list[Bucket]:
+    """The S3 destinations of the config's policies (schema-valid is enough: secrets may not exist yet)."""
+    loaded = lint_paths(cfg.policy_files(), cfg.secrets_dir).policies
+    policies = [lp.policy for lp in loaded if lp.policy]
+    if not policies:
+        raise ConfigError("no valid policy file; run backupd policy lint")
+    found = []
+    for policy in policies:
+        for name, dest in policy.destinations.items():
+            if not isinstance(dest, S3Destination) or (only and name != only):
+                continue
+            spans = [t.retention.min_history for t in policy.targets if name in t.destinations]
+            found.append(Bucket(name, dest.endpoint, dest.bucket, dest.region, dest.path,
+                                max(spans, default=timedelta(0))))
+    if not found:
+        raise ConfigError(f"no S3 destination {only!r} in the policies" if only else "no S3 destination in the policies")
+    return found
+
+
+def identity_policies(bucket: str, prefix: str) -> dict:
+    """The identity policies of one bucket: {"aws_iam": {identity: policy}, "seaweedfs": s3-identities doc}."""
+    def fill(text: str) -> dict:
+        return json.loads(text.replace("@BUCKET@", bucket).replace("@PREFIX@", prefix.strip("/")))
+
+    iam = {name: fill(templates.path("deploy", "iam", f"{name}.json").read_text()) for name in IDENTITIES}
+    seaweed = fill(templates.path("deploy", "seaweedfs", "s3-identities.example.json").read_text())
+    return {"aws_iam": iam, "seaweedfs": seaweed}
+
+
+def _one(s3, target: Bucket) -> dict:
+    out = {"destination": target.name, "bucket": target.bucket, "endpoint": target.endpoint or "",
+           "retention": format_duration(target.required), "status": "created", "steps": [], "checks": []}
+    with client.reachable(f"bucket {target.bucket}"):
+        try:
+            if not bucket_setup.exists(s3, target.bucket):
+                out["steps"] = bucket_setup.create(s3, target.bucket, target.region, target.required)
+                return out
+            checks = bucket_setup.judge_existing(s3, target.bucket, [target.path, freeze.PREFIX], target.required)
+        except ClientError as exc:
+            return {**out, "status": "failed", "error": f"the storage refused {exc.operation_name}: "
+                    f"{client.error_code(exc)} {client.error_message(exc)}".strip()}
+    out["checks"] = [c.to_dict() for c in checks]
+    weak = [c for c in checks if not c.ok and c.severity == "error"]
+    out["status"] = "finding" if weak else "exists"
+    out["note"] = ("exists and is weaker than required; storage init never changes an existing bucket: "
+                   "create a new one (Object Lock must be enabled when a bucket is created)" if weak
+                   else "exists and is already WORM as required; left unchanged")
+    return out
+
+
+def run(targets: list[Bucket], admin_credentials: Path) -> dict:
+    """Set up every bucket; the identity policies come with each one."""
+    keys = read_credentials(admin_credentials)
+    results = []
+    for target in targets:
+        result = _one(client.make(target.endpoint, target.region, keys), target)
+        result["identity_policies"] = identity_policies(target.bucket, target.path)
+        results.append(result)
+    return {"destinations": results}
