@@ -107,18 +107,36 @@ def prune(destination, dry_run, config_path, as_json):
 
 @main.command()
 @click.option("--target", "target_name", required=True, help="Target to restore.")
-@click.option("--to", "to_dir", required=True, type=click.Path(path_type=Path), help="Directory to restore into.")
+@click.option("--to", "to_dir", default=None, type=click.Path(path_type=Path), help="Directory to restore into.")
+@click.option("--into-database", "into_database", default=None, metavar="NAME|DSN",
+              help="Load a pg_dump target into this existing, empty PostgreSQL database instead.")
+@click.option("--db-host", default=None, help="With --into-database NAME: host or socket directory.")
+@click.option("--db-port", default=None, type=int, help="With --into-database NAME: port.")
+@click.option("--db-user", default=None, help="With --into-database NAME: user.")
+@click.option("--jobs", default=None, type=click.IntRange(1, 64),
+              help="Parallel pg_restore jobs for a custom-format dump (default: CPU count).")
 @click.option("--snapshot", "snapshot_id", default=None, help="Snapshot id (default: newest complete).")
 @click.option("--before", default=None, help="Newest snapshot before this time (ISO 8601).")
 @click.option("--destination", default=None, help="Destination to restore from (default: first).")
-@click.option("--force", is_flag=True, help="Allow restoring into a non-empty directory.")
+@click.option("--force", is_flag=True, help="Allow restoring into a non-empty directory or database.")
 @common
-def restore(target_name, to_dir, snapshot_id, before, destination, force, config_path, as_json):
-    """Restore a target and verify every file against the backup-time manifest."""
+def restore(target_name, to_dir, into_database, db_host, db_port, db_user, jobs, snapshot_id, before,
+            destination, force, config_path, as_json):
+    """Restore a target and verify every file against the backup-time manifest (or load a database dump
+    into a database and compare its row counts)."""
     from backupd.actions import report
     from backupd.actions import restore as action
+    from backupd.actions import restore_database
+    from backupd.errors import ConfigError
 
+    if (to_dir is None) == (into_database is None):
+        raise ConfigError("give exactly one of --to DIR or --into-database NAME|DSN")
     cfg = load_config(config_path)
+    if into_database is not None:
+        database = restore_database.Database.parse(into_database, db_host, db_port, db_user)
+        result = restore_database.run(cfg, load_policies(cfg), target_name, database, snapshot_id=snapshot_id,
+                                      before=before, destination=destination, force=force, jobs=jobs)
+        return report.restore_database_result(result, as_json)
     result = action.run(cfg, load_policies(cfg), target_name, to_dir, snapshot_id=snapshot_id,
                         before=before, destination=destination, force=force)
     return report.restore_result(result, as_json)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -79,11 +80,26 @@ def _backup_paths(repo, target, tags, host, staging: Path, entries, facts, cance
     return summary, facts
 
 
-def _dump_argv(target) -> tuple[list[str], StreamFacts]:
+def _dump_argv(target, snapshot: str | None = None) -> tuple[list[str], StreamFacts]:
     dump = target.sources.dump
     if dump.kind == "pg_dump":
-        return postgres.dump_argv(dump.database, dump.host, dump.port, dump.user), postgres.DumpFacts()
+        argv = postgres.dump_argv(dump.database, dump.host, dump.port, dump.user, fmt=dump.format,
+                                  snapshot=snapshot)
+        return argv, postgres.DumpFacts() if dump.format == "plain" else StreamFacts()
     return list(dump.command), StreamFacts()
+
+
+@contextmanager
+def _pinned(target):
+    """For a custom-format pg_dump: the exported snapshot the dump and its row counts share (counting
+    runs while the dump streams); else None."""
+    dump = target.sources.dump
+    if dump.kind != "pg_dump" or dump.format != "custom":
+        yield None
+        return
+    with postgres.PinnedSnapshot(postgres.conninfo(dump.database, dump.host, dump.port, dump.user)) as pin:
+        pin.count()
+        yield pin
 
 
 def _judge_rows(target, rows: dict, reference: dict) -> dict:
@@ -97,11 +113,13 @@ def _judge_rows(target, rows: dict, reference: dict) -> dict:
 
 
 def _backup_dump(repo, target, tags, host, staging: Path, reference: dict, cancel) -> tuple:
-    argv, tap = _dump_argv(target)
     filename = target.sources.dump.filename
-    summary, pipe = restic_backup.backup_stream(
-        repo, argv, execute.Environment(), filename, tags=_tag_list(tags), host=host, tap=tap,
-        cancel=cancel)
+    with _pinned(target) as pin:
+        argv, tap = _dump_argv(target, pin.snapshot if pin else None)
+        summary, pipe = restic_backup.backup_stream(
+            repo, argv, execute.Environment(), filename, tags=_tag_list(tags), host=host, tap=tap,
+            cancel=cancel)
+        counted = pin.rows() if pin and summary is not None else None
     if summary is None:
         prod = pipe.producer
         why = ("timed out: it stopped sending" if prod.timed_out else "was cancelled" if prod.cancelled
@@ -110,6 +128,8 @@ def _backup_dump(repo, target, tags, host, staging: Path, reference: dict, cance
         raise DumpFailed(f"dump command {argv[0]} {why}; no snapshot was written"
                          + (f": {' | '.join(tail)}" if tail else ""))
     facts = {"files": 1, **tap.facts()}
+    if counted is not None:
+        facts.update(format="custom", rows=counted)
     if "rows" in facts and reference.get("rows"):
         facts["change"] = _judge_rows(target, facts["rows"], reference)
     entry = manifest.Entry(path="/" + filename, size=tap.bytes, mode="", sha256=tap.sha.hexdigest(),

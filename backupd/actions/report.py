@@ -99,6 +99,21 @@ def restore_result(result: dict, as_json: bool) -> int:
     return code
 
 
+def restore_database_result(result: dict, as_json: bool) -> int:
+    code = EXIT_OK if result["status"] == "ok" else EXIT_FINDING
+    if as_json:
+        output.emit_json({"ok": code == EXIT_OK, "exit_code": code, **result})
+        return code
+    output.note(result["explanation"])
+    phases = ", ".join(f"{k} {v:.1f}s" for k, v in result.get("phases", {}).items())
+    output.note(f"loaded {result['target']} snapshot {result['snapshot_id'][:8]} ({result['format']} dump, "
+                f"{result['jobs']} job(s)) into database {result['into_database']}: {len(result['rows'])} "
+                f"table(s) compared, {len(result['problems'])} problem(s) ({phases})")
+    for problem in result["problems"][:20]:
+        output.error(problem)
+    return code
+
+
 def accept_result(result: dict, as_json: bool) -> int:
     if as_json:
         output.emit_json({"ok": True, "exit_code": EXIT_OK, **result})

@@ -98,7 +98,8 @@ class TableExpectation(_Model):
 
 
 class PostgresProbe(_Model):
-    """Load the restored plain dump into a throw-away cluster and compare it with the backup-time facts."""
+    """Load the restored dump (plain: psql; custom: pg_restore -j) into a throw-away cluster and compare it
+    with the backup-time facts."""
 
     kind: Literal["postgres"]
     dump: str | None = Field(default=None, description="file name in the snapshot; default: the dump's")
@@ -108,6 +109,8 @@ class PostgresProbe(_Model):
                                           "only_grows")
     checks: list[SqlCheck] = Field(default_factory=list)
     timeout: Duration = Field(default=timedelta(hours=1))
+    jobs: int | None = Field(default=None, ge=1, le=64,
+                             description="parallel pg_restore jobs for a custom-format dump; default: CPU count")
 
 
 class LogsProbe(_Model):

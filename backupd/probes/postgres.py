@@ -1,7 +1,7 @@
-"""PostgreSQL probe: load the restored plain dump into a throw-away cluster inside the sandbox (unix
-socket only, `listen_addresses = ''`), compare row counts with the facts counted at backup time, run the
-spec's SQL checks, and stop the cluster. The dump is untrusted, and so are the server processes it
-feeds: initdb, postgres and psql run confined (backupd.sandbox: an unprivileged uid, no network, no
+"""PostgreSQL probe: load the restored dump (plain: psql; custom format: pg_restore -j) into a throw-away
+cluster inside the sandbox (unix socket only, `listen_addresses = ''`), compare row counts with the facts
+counted at backup time, run the spec's SQL checks, and stop the cluster. The dump is untrusted, and so are
+the server processes it feeds: initdb, postgres, psql and pg_restore run confined (backupd.sandbox: an unprivileged uid, no network, no
 capabilities, the restored tree read-only, only `pg/` writable, the socket in `pg/sock`); stopping the
 server kills its whole PID namespace."""
 
@@ -14,6 +14,7 @@ from backupd import execute
 from backupd.errors import DependencyError, Finding
 from backupd.probes.base import ProbeContext, ProbeResult
 from backupd.sandbox import Jail
+from backupd.sources import pgload
 
 OS_USER = "postgres"
 PORT = 5432  # only names the socket file: the socket directory is private to this sandbox
@@ -146,6 +147,18 @@ class Cluster:
         self.started = False
         return self.server.stop()
 
+    def load(self, dump: Path, jobs: int, timeout: float) -> None:
+        """Load the dump into DATABASE (pg_restore -j jobs for an archive, else psql); a Finding names
+        each statement that failed (a missing role or extension, a corrupt archive)."""
+        argv = pgload.load_argv(self.bin, dump, database=DATABASE, host=str(self.sock), port=PORT,
+                                user=OS_USER, jobs=jobs)
+        done = self._run(argv, "loading the dump", timeout, check=False)
+        if done.timed_out:
+            raise Finding(f"loading the dump timed out after {timeout:.0f}s")
+        if done.returncode != 0:
+            raise Finding(f"{Path(argv[0]).name} failed to load the dump: "
+                          + "; ".join(pgload.failures(done.stderr)))
+
     def psql(self, *args: str, db: str = DATABASE, timeout: float = 600) -> str:
         argv = [str(self.bin / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-h", str(self.sock),
                 "-p", str(PORT), "-U", OS_USER, "-d", db, *args]
@@ -195,7 +208,9 @@ def run(probe, ctx: ProbeContext, result: ProbeResult) -> None:
     try:
         cluster.start()
         cluster.psql("-c", f'CREATE DATABASE "{DATABASE}"', db="postgres")
-        cluster.psql("-f", str(dump), timeout=probe.timeout.total_seconds())
+        jobs = pgload.jobs_for(probe.jobs)
+        result.details.update(format="custom" if pgload.is_custom(dump) else "plain", jobs=jobs)
+        cluster.load(dump, jobs if result.details["format"] == "custom" else 1, probe.timeout.total_seconds())
         expected = ctx.manifest.get("facts", {}).get("rows", {})
         if probe.row_counts:
             if not expected:
