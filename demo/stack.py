@@ -27,6 +27,9 @@ from demo.tos_data import create_tos_database
 from demo.tos_files import generate_tree
 
 BUCKET = "backupd-tos"
+#: Bucket names the stack's S3 identities also cover but the stack does not create: `backupd storage init`
+#: creates them with the admin keys in tests (SeaweedFS grants per bucket name, read once at start).
+SPARE_BUCKETS = ("backupd-site", "backupd-unlocked")
 HOST = "demo-tos-01"
 
 
@@ -54,7 +57,8 @@ class LocalStack(Service):
         self.secrets_dir.mkdir(mode=0o700, exist_ok=True)
         self.state_dir.mkdir(mode=0o700, exist_ok=True)
         write_secret(self.secrets_dir / "restic-password", secrets.token_urlsafe(32) + "\n")
-        self.seaweed = SeaweedFS(self.workdir / "seaweedfs", secrets_dir=self.secrets_dir, buckets=[BUCKET])
+        self.seaweed = SeaweedFS(self.workdir / "seaweedfs", secrets_dir=self.secrets_dir,
+                                 buckets=[BUCKET, *SPARE_BUCKETS])
         self.postgres = PostgresCluster(self.workdir / "postgres")
         with ThreadPoolExecutor(max_workers=1) as pool:
             s3_ready = pool.submit(self._start_seaweed)
