@@ -54,7 +54,8 @@ def from_config(cfg, only: str | None) -> list[Bucket]:
             found.append(Bucket(name, dest.endpoint, dest.bucket, dest.region, dest.path,
                                 max(spans, default=timedelta(0))))
     if not found:
-        raise ConfigError(f"no S3 destination {only!r} in the policies" if only else "no S3 destination in the policies")
+        raise ConfigError(f"no S3 destination {only!r} in the policies" if only
+                          else "no S3 destination in the policies")
     return found
 
 

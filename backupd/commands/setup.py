@@ -15,13 +15,13 @@ from backupd.errors import EXIT_CONFIG, EXIT_DEPENDENCY, EXIT_FINDING, EXIT_OK, 
 _PATH = click.Path(path_type=Path)
 
 
-def _ask(value, prompt: str, yes: bool, default=None, **kw):
+def _ask(value, flag: str, prompt: str, yes: bool, default=None, **kw):
     """The flag's value; else a prompt (with --yes: the default, or a usage error when there is none)."""
     if value is not None:
         return value
     if yes:
         if default is None:
-            raise ConfigError(f"--{prompt.lower().split(' (')[0].replace(' ', '-')} is required with --yes")
+            raise ConfigError(f"{flag} is required with --yes")
         return default
     return click.prompt(prompt, default=default, err=True, **kw)
 
@@ -146,24 +146,30 @@ def _duration(parse, text: str):
         raise ConfigError(f"--retention: {exc}") from None
 
 
+def _answers(action, given: dict, yes: bool):
+    """The site's answers: flags first, then prompts (defaults shown), never a prompt with --yes."""
+    def ask(key, prompt, default=None, **kw):
+        return _ask(given[key], "--" + key.replace("_", "-"), prompt, yes, default, **kw)
+
+    config_dir = Path(ask("config_dir", "Configuration directory", Path("/etc/backupd"), type=_PATH))
+    answers = action.Answers(
+        site=ask("site", "Site (terminal name)"),
+        port=ask("port", "Port (keihin, nagoya, osaka, kobe, hakata, other)", "other"),
+        host=ask("host", "Host (this TOS host's name)", socket.gethostname()),
+        endpoint=ask("endpoint", "Endpoint (S3 URL)"),
+        bucket=ask("bucket", "Bucket (with Object Lock)"),
+        region=ask("region", "Region", "us-east-1"),
+        state_dir=Path(ask("state_dir", "State directory", Path("/var/lib/backupd"), type=_PATH)).absolute(),
+        secrets_dir=Path(ask("secrets_dir", "Secrets directory", config_dir / "secrets", type=_PATH)).absolute(),
+        config_dir=config_dir.absolute(), writer_credentials=given["writer_credentials"],
+        canary_credentials=given["canary_credentials"])
+    answers.check()
+    return answers
+
+
 def _init(action, given: dict, yes: bool, as_json: bool) -> int:
     """Ask what is missing, write the files, then keys, lint and escrow on the new config."""
-    config_dir = _ask(given["config_dir"], "Configuration directory", yes, Path("/etc/backupd"), type=_PATH)
-    answers = action.Answers(
-        site=_ask(given["site"], "Site (terminal name)", yes),
-        port=_ask(given["port"], "Port (keihin, nagoya, osaka, kobe, hakata, other)", yes, "other"),
-        host=_ask(given["host"], "Host (this TOS host's name)", yes, socket.gethostname()),
-        endpoint=_ask(given["endpoint"], "Endpoint (S3 URL)", yes),
-        bucket=_ask(given["bucket"], "Bucket (with Object Lock)", yes),
-        region=_ask(given["region"], "Region", yes, "us-east-1"),
-        state_dir=Path(_ask(given["state_dir"], "State directory", yes, Path("/var/lib/backupd"), type=_PATH)),
-        secrets_dir=Path(_ask(given["secrets_dir"], "Secrets directory", yes, Path(config_dir) / "secrets",
-                              type=_PATH)),
-        config_dir=Path(config_dir), writer_credentials=given["writer_credentials"],
-        canary_credentials=given["canary_credentials"])
-    for field in ("state_dir", "secrets_dir", "config_dir"):
-        setattr(answers, field, getattr(answers, field).absolute())
-    answers.check()
+    answers = _answers(action, given, yes)
     if not yes and not click.confirm(f"Write the configuration into {answers.config_dir}?", default=True, err=True):
         return EXIT_CONFIG
     files = action.write_files(answers)

@@ -119,3 +119,25 @@ def test_storage_init_leaves_an_existing_worm_bucket_and_reports_a_short_one(adm
     failed = [c["name"] for c in doc["destinations"][0]["checks"] if not c["ok"]]
     assert code == 1 and "default_retention" in failed and "lifecycle" in failed
     assert lockconfig.read_lock_config(s3, "worm-bucket")["Rule"]["DefaultRetention"]["Days"] == 42
+
+
+def test_init_asks_for_what_the_flags_do_not_give(tmp_path):
+    from click.testing import CliRunner
+
+    from backupd.cli import main
+
+    answers = "\n".join(["Prompted Terminal", "kobe", "tos-p", "https://s3.amazonaws.com", "backupd-site", "", "y"])
+    result = CliRunner().invoke(main, ["init", "--config-dir", str(tmp_path / "etc"), "--state-dir",
+                                       str(tmp_path / "state"), "--secrets-dir", str(tmp_path / "secrets")],
+                                input=answers + "\n")
+    assert "Traceback" not in result.output, result.output
+    policy = (tmp_path / "etc/policies/tos-p.yaml").read_text()
+    assert "name: Prompted Terminal" in policy and "port: kobe" in policy and "region: us-east-1" in policy
+    assert "next steps:" in result.output
+
+
+def test_init_with_yes_and_no_bucket_is_a_usage_error(tmp_path):
+    code, doc = cli("init", "--site", "T", "--endpoint", "https://s3.amazonaws.com",
+                    "--config-dir", str(tmp_path / "etc"), "--yes")
+    assert code == 2 and "--bucket is required with --yes" in doc["error"]
+    assert not (tmp_path / "etc").exists()
