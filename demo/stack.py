@@ -7,13 +7,17 @@ Usage::
         cfg = stack.write_config(Path("policies"))
         subprocess.run(["backupd", "--config", str(cfg), "backup"], env={**os.environ, **stack.env})
 
-Run `python -m demo.stack [WORKDIR] [--containers N]` to bring it up once and print startup timings.
+Run `python -m demo.stack [WORKDIR] [--containers N] [--cluster]` to bring it up once and print startup timings.
+`cluster=True` (`--cluster`) runs a distributed SeaweedFS instead of `weed mini` (demo/cluster.py: master,
+3 volume servers with replication 001, filer, S3 gateway), for tests that lose a storage node.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import secrets
+import shlex
+import signal
 import sys
 import tempfile
 import time
@@ -22,6 +26,7 @@ from pathlib import Path
 
 from demo._util import Service, write_secret
 from demo.postgres import PostgresCluster
+from demo.cluster import SeaweedCluster
 from demo.seaweed import SeaweedFS
 from demo.tos_data import create_tos_database
 from demo.tos_files import generate_tree
@@ -37,14 +42,15 @@ class LocalStack(Service):
     """SeaweedFS + PostgreSQL + TOS data under `workdir`; every process stops on exit (and at interpreter exit)."""
 
     def __init__(self, workdir: Path, containers: int = 100_000, lock_days: int = 1, seed: int = 7,
-                 tree_scale: float = 1.0):
+                 tree_scale: float = 1.0, cluster: bool = False):
         self.workdir = Path(workdir).resolve()
         self.containers, self.lock_days, self.seed, self.tree_scale = containers, lock_days, seed, tree_scale
+        self.cluster = cluster
         self.secrets_dir = self.workdir / "secrets"
         self.state_dir = self.workdir / "state"
         self.tos_root = self.workdir / "tos"
         self.bucket = BUCKET
-        self.seaweed: SeaweedFS | None = None
+        self.seaweed: SeaweedFS | SeaweedCluster | None = None
         self.postgres: PostgresCluster | None = None
         self.facts: dict[str, int] = {}
         self.tree: dict[str, str] = {}
@@ -57,8 +63,9 @@ class LocalStack(Service):
         self.secrets_dir.mkdir(mode=0o700, exist_ok=True)
         self.state_dir.mkdir(mode=0o700, exist_ok=True)
         write_secret(self.secrets_dir / "restic-password", secrets.token_urlsafe(32) + "\n")
-        self.seaweed = SeaweedFS(self.workdir / "seaweedfs", secrets_dir=self.secrets_dir,
-                                 buckets=[BUCKET, *SPARE_BUCKETS])
+        storage = SeaweedCluster if self.cluster else SeaweedFS
+        self.seaweed = storage(self.workdir / "seaweedfs", secrets_dir=self.secrets_dir,
+                               buckets=[BUCKET, *SPARE_BUCKETS])
         self.postgres = PostgresCluster(self.workdir / "postgres")
         with ThreadPoolExecutor(max_workers=1) as pool:
             s3_ready = pool.submit(self._start_seaweed)
@@ -104,16 +111,43 @@ class LocalStack(Service):
         return path
 
 
+def serve(stack: LocalStack) -> None:
+    """Print the shell environment that points backupd at the stack, then wait for Ctrl-C or SIGTERM."""
+    config = stack.write_config(Path(__file__).resolve().parents[1] / "policies")  # the shipped terminal policy
+    env = {**stack.env, "BACKUPD_CONFIG": str(config)}
+    print("# the stack is up; in another shell:")
+    print("\n".join(f"export {name}={shlex.quote(value)}" for name, value in env.items()))
+    print("# e.g. backupd policy lint && backupd backup && backupd drill && backupd audit storage", flush=True)
+    print("stack: serving until Ctrl-C or SIGTERM", file=sys.stderr, flush=True)
+
+    def stop(signum, _frame):
+        raise KeyboardInterrupt  # leaves the `with` block: every service is stopped
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        while True:
+            signal.pause()
+    except KeyboardInterrupt:
+        print("stack: stopping", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Start the stack once, print timings, endpoints and row counts, then stop it."""
+    """Start the stack once, print timings, endpoints and row counts, then stop it (with --serve: keep it up
+    until Ctrl-C or SIGTERM, printing the environment that points backupd at it)."""
     ap = argparse.ArgumentParser(prog="python -m demo.stack")
     ap.add_argument("workdir", nargs="?", type=Path)
     ap.add_argument("--containers", type=int, default=100_000)
+    ap.add_argument("--serve", action="store_true", help="keep the stack up until Ctrl-C or SIGTERM")
+    ap.add_argument("--cluster", action="store_true",
+                    help="distributed SeaweedFS (master, 3 volume servers, filer, S3 gateway) instead of weed mini")
     args = ap.parse_args(argv)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="backupd-stack-"))
-    with LocalStack(workdir, containers=args.containers) as stack:
+    with LocalStack(workdir, containers=args.containers, cluster=args.cluster) as stack:
         print(json.dumps({"workdir": str(workdir), "env": stack.env, "facts": stack.facts,
+                          "seaweedfs": "cluster" if args.cluster else "mini",
                           "timings_s": {k: round(v, 2) for k, v in stack.timings.items()}}, indent=2))
+        if args.serve:
+            serve(stack)
     return 0
 
 
