@@ -20,6 +20,12 @@ done
 command -v backupd >/dev/null || [ -x /usr/local/bin/backupd ] || {
   echo "install.sh: backupd is not installed (pip install . into a venv, link it to /usr/local/bin/backupd)" >&2; exit 3; }
 
+# drill probes run in bubblewrap sandboxes made by the unprivileged service users (user namespaces)
+command -v bwrap >/dev/null || echo "install.sh: warning: bwrap missing; drill probes will be unavailable" \
+  "until the Debian package bubblewrap is installed" >&2
+[ "$(cat /proc/sys/kernel/unprivileged_userns_clone 2>/dev/null || echo 1)" = 1 ] || echo "install.sh: warning:" \
+  "kernel.unprivileged_userns_clone=0; set it to 1 so the services can sandbox drill probes" >&2
+
 add_user() { id "$1" >/dev/null 2>&1 || useradd --system --home-dir /nonexistent --shell /usr/sbin/nologin "$1"; }
 install -d -m 0755 -o root -g root /etc/backupd /etc/backupd/policies
 # the units' Documentation= points here
