@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from html import escape
 
+from backupd.render import charts
+from backupd.render.html import CSS, t as _t, table as _table
+
+__all__ = ["CSS", "_t", "_table", "render"]  # runbook.py shares the page style
+
 STATUS_JA = {"met": "充足", "not met": "未充足", "not evidenced": "証跡なし"}
-CSS = """body{font-family:'Noto Sans CJK JP','Hiragino Sans',sans-serif;margin:2em;color:#222}
-h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:2px solid #335;margin-top:1.6em}
-table{border-collapse:collapse;margin:.5em 0;font-size:.9em}th,td{border:1px solid #999;padding:3px 7px}
-th{background:#eef}.met{background:#dfd}.not-met{background:#fdd}.not-evidenced{background:#ffd}
-.ok{color:#060}.bad{color:#a00}small{color:#555}"""
-
-
-def _t(ja: str, en: str) -> str:
-    return f"{escape(ja)} / {escape(en)}"
-
-
-def _table(head: list[str], rows: list[list[str]], raw: bool = False) -> str:
-    out = ["<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
-    for row in rows:
-        out.append("<tr>" + "".join(f"<td>{c if raw else escape(str(c))}</td>" for c in row) + "</tr>")
-    return "".join(out) + "</table>"
 
 
 def _conformance(items: list[dict]) -> str:
@@ -35,7 +25,18 @@ def _conformance(items: list[dict]) -> str:
                    _t("記録番号", "record seq")], rows, raw=True)
 
 
-def _target(t: dict) -> str:
+def _charts(t: dict, now: str) -> str:
+    """Restore points against the min_history window, and drill time-to-ready against the RTO."""
+    lanes = [(d["destination"], d["snapshots"]) for d in t["destinations"]]
+    out = charts.retention_chart(t["name"], lanes, timedelta(seconds=t.get("min_history_seconds") or 0),
+                                 charts.parse_time(now))
+    if t["drills"]:
+        out += charts.drill_chart(t["name"], [{**d, "ready_seconds": d.get("service_ready_seconds")}
+                                              for d in t["drills"]], t.get("rto_seconds"))
+    return out
+
+
+def _target(t: dict, now: str) -> str:
     rows = [[d["destination"], d["kind"] + (" (Object Lock)" if d["object_lock"] else ""), d["count"],
              d["oldest_restorable"] or "-", d["newest"] or "-",
              f"{d['oldest_age_days']} d" if d["oldest_age_days"] is not None else "-",
@@ -46,7 +47,7 @@ def _target(t: dict) -> str:
                d.get("attested_by") or "-"] for d in t["drills"]]
     last = t["backups"]["last_ok"]
     return (f"<h3>{escape(t['name'])} <small>{escape(t['category'])} · RPO {escape(t['frequency'])}"
-            f" · RTO {escape(t['rto'] or '-')} · {escape(t['owner'])}</small></h3>"
+            f" · RTO {escape(t['rto'] or '-')} · {escape(t['owner'])}</small></h3>" + _charts(t, now)
             + _table([_t("保管先", "destination"), _t("種別", "kind"), _t("世代数", "snapshots"),
                       _t("最古の復元点", "oldest restorable"), _t("最新", "newest"), _t("経過", "age"),
                       _t("最低保持期間", "min history"), _t("経過別世代", "generations by age"),
@@ -76,5 +77,5 @@ def render(report: dict) -> bytes:
             "<code>backupd evidence verify BUNDLE --public-key KEY</code>.</small></p>")
     body = (f"<h1>{_t('バックアップ証跡報告書', 'Backup evidence report')}</h1>{summary}{note}"
             f"<h2>{_t('ガイドライン項目', 'Guideline items')}</h2>{_conformance(report.get('conformance', []))}"
-            f"<h2>{_t('対象別の状況', 'Per target')}</h2>" + "".join(_target(t) for t in report["targets"]))
+            f"<h2>{_t('対象別の状況', 'Per target')}</h2>" + "".join(_target(t, report["generated"]) for t in report["targets"]))
     return (head + body + "</body></html>\n").encode("utf-8")

@@ -11,6 +11,7 @@ import io
 from datetime import datetime, timedelta
 
 from backupd.actions.common import repository
+from backupd.actions.snapshot_choice import flagged
 from backupd.engine import snapshots as restic_snapshots
 from backupd.errors import BackupdError
 from backupd.evidence.canonical import iso
@@ -22,18 +23,23 @@ AGE_BUCKETS = (("<=1d", timedelta(days=1)), ("<=7d", timedelta(days=7)), ("<=30d
 
 
 def inventory(cfg, policy_set, host: str | list[str]) -> dict[tuple[str, str], dict]:
-    """(target, destination) -> {snapshots: [(id, time)], error}; one restic call per destination."""
+    """(target, destination) -> {snapshots: [(id, time)], flagged: {id: why}, error}; one restic call per
+    destination (data snapshots and their companions, which say which generations are flagged suspect)."""
     out: dict[tuple[str, str], dict] = {}
     for name, dest in policy_set.destinations.items():
+        repo = None
         try:
-            snaps = restic_snapshots.list_snapshots(repository(cfg, name, dest), tags=["backupd"], host=host)
+            repo = repository(cfg, name, dest)
+            listing = restic_snapshots.list_snapshots(repo, host=host)
             error = None
         except BackupdError as exc:
-            snaps, error = [], str(exc)
+            listing, error = [], str(exc)
         for target in policy_set.targets:
             if name in target.destinations:
-                mine = [s for s in snaps if s.tagmap.get("target") == target.name and "incomplete" not in s.tags]
-                out[(target.name, name)] = {"snapshots": mine, "error": error}
+                own = [s for s in listing if s.tagmap.get("target") == target.name]
+                mine = [s for s in own if "backupd" in s.tags and "incomplete" not in s.tags]
+                out[(target.name, name)] = {"snapshots": mine, "error": error,
+                                            "flagged": flagged(repo, mine, target.name, host, own)}
     return out
 
 
@@ -51,7 +57,8 @@ def _destination_row(dest_name: str, dest, found: dict, min_history: timedelta, 
     oldest = min(times) if times else None
     return {"destination": dest_name, "kind": dest.kind, "object_lock": bool(getattr(dest, "object_lock", False)),
             "offline": bool(getattr(dest, "offline", False)), "error": found["error"],
-            "snapshots": [{"id": s.id, "short_id": s.short_id, "time": iso(s.time)} for s in snaps],
+            "snapshots": [{"id": s.id, "short_id": s.short_id, "time": iso(s.time),
+                           "suspect": s.id in found.get("flagged", {})} for s in snaps],
             "count": len(snaps), "generations": generations(times, now),
             "oldest_restorable": iso(oldest) if oldest else None,
             "newest": iso(max(times)) if times else None,
@@ -66,7 +73,8 @@ def _history(records: list[dict], kind: str, target: str) -> list[dict]:
         if rec["kind"] == kind and data.get("target") == target:
             status = data.get("status") or data.get("verdict") or ("ok" if data.get("ok") else "unknown")
             out.append({"seq": rec["seq"], "time": rec["time"], "status": str(status), "verdict": data.get("verdict"),
-                        "destination": data.get("destination"), "snapshot_id": data.get("snapshot_id")})
+                        "destination": data.get("destination"), "snapshot_id": data.get("snapshot_id"),
+                        "service_ready_seconds": data.get("service_ready_seconds")})
     return out
 
 
@@ -80,7 +88,9 @@ def build(cfg, policy_set, records: list[dict], now: datetime, host: str, found:
             "name": t.name, "category": t.category, "environment": t.environment, "source": t.source,
             "owner": t.owner, "frequency": format_duration(t.frequency),
             "rto": format_duration(t.rto) if t.rto else None,
+            "rto_seconds": t.rto.total_seconds() if t.rto else None,
             "min_history": format_duration(t.retention.min_history),
+            "min_history_seconds": t.retention.min_history.total_seconds(),
             "destinations": [_destination_row(d, dests[d], found[(t.name, d)], t.retention.min_history, now)
                              for d in t.destinations],
             "backups": {"ok": sum(b["status"] == "ok" for b in backups),
