@@ -11,8 +11,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from backupd import evidence, execute, output, probes, sandbox
+from backupd.actions import drill_report
 from backupd.actions.common import repository
-from backupd.actions.snapshot_choice import choose, data_snapshots, flagged, load_manifest
+from backupd.actions.snapshot_choice import choose, data_snapshots, flagged, load_manifest, target_listing
 from backupd.config import Config
 from backupd.drill import sample, verdict
 from backupd.drill.due import due_kind
@@ -80,16 +81,16 @@ def required_paths(target, spec: DrillSpec) -> list[str]:
     return [f"{home}/{p.command[0]}" for p in spec.probes if p.kind == "programs" and p.command]
 
 
-def _previous_manifest(repo, snaps, snap, target: str, host: str | list[str]):
+def _previous_manifest(repo, snaps, snap, target: str, host: str | list[str], listing=None):
     older = [s for s in snaps if s.time < snap.time]
-    return load_manifest(repo, older[-1], target, host) if older else None
+    return load_manifest(repo, older[-1], target, host, listing) if older else None
 
 
-def _older_manifests(repo, snaps, snap, target: str, host: str | list[str]) -> list[dict]:
+def _older_manifests(repo, snaps, snap, target: str, host: str | list[str], listing=None) -> list[dict]:
     """Manifests of every retained generation older than snap, newest first (read a few at a time)."""
     older = [s for s in reversed(snaps) if s.time < snap.time]
     with ThreadPoolExecutor(max_workers=MANIFEST_READERS) as pool:
-        return list(pool.map(lambda s: load_manifest(repo, s, target, host), older))
+        return list(pool.map(lambda s: load_manifest(repo, s, target, host, listing), older))
 
 
 def _verified_since(state: State, target: str) -> float | None:
@@ -100,7 +101,8 @@ def _verified_since(state: State, target: str) -> float | None:
     return max(times) if times else None
 
 
-def _restore_and_probe(cfg, target, spec, kind, repo, snaps, snap, doc, timer, cancel, report) -> list[str]:
+def _restore_and_probe(cfg, target, spec, kind, repo, snaps, snap, doc, timer, cancel, report,
+                       listing=None) -> list[str]:
     """Restore (all or a stratified sample), verify, probe; returns the problems found."""
     entries = doc.get("files", [])
     chosen = entries if kind == "full" else sample.choose(
@@ -125,8 +127,8 @@ def _restore_and_probe(cfg, target, spec, kind, repo, snaps, snap, doc, timer, c
         ctx = probes.ProbeContext(
             target=target, sandbox=box.path, restore_dir=box.restore_dir, manifest=doc, restored=chosen,
             snapshot_time=snap.time, rpo=target.rpo, cancel=cancel, grant=jail.hand_over, jail=jail,
-            previous=lambda: _previous_manifest(repo, snaps, snap, target.name, cfg.backup_hosts()),
-            older=lambda: _older_manifests(repo, snaps, snap, target.name, cfg.backup_hosts()))
+            previous=lambda: _previous_manifest(repo, snaps, snap, target.name, cfg.backup_hosts(), listing),
+            older=lambda: _older_manifests(repo, snaps, snap, target.name, cfg.backup_hosts(), listing))
         with timer.phase("probes"):
             for probe in spec.probes:
                 _checkpoint(cancel)
@@ -181,13 +183,16 @@ def _drill(cfg: Config, state: State, policy_set, target, full: bool, snapshot_i
     try:
         with timer.phase("select"):
             repo = repository(cfg, dest_name, policy_set.destinations[dest_name])
-            snaps = data_snapshots(repo, target.name, cfg.backup_hosts())
-            bad = flagged(repo, snaps, target.name, cfg.backup_hosts())
+            # one `restic snapshots` serves the choice, the flags and every manifest read
+            listing = target_listing(repo, target.name, cfg.backup_hosts())
+            snaps = data_snapshots(repo, target.name, cfg.backup_hosts(), listing)
+            bad = flagged(repo, snaps, target.name, cfg.backup_hosts(), listing)
             snap, report["explanation"] = choose(snaps, snapshot_id, None, bad)
-            doc = load_manifest(repo, snap, target.name, cfg.backup_hosts())
+            doc = load_manifest(repo, snap, target.name, cfg.backup_hosts(), listing)
         report.update(snapshot_id=snap.id, snapshot_time=snap.time.isoformat(), snapshot_host=snap.host)
         report["judgement"] = _judgement(snap, bad, doc)
-        problems = _restore_and_probe(cfg, target, spec, kind, repo, snaps, snap, doc, timer, cancel, report)
+        problems = _restore_and_probe(cfg, target, spec, kind, repo, snaps, snap, doc, timer, cancel, report,
+                                      listing)
         _judge(report, timer, target, doc, kind, problems)
         _suspect_verdict(report)
         if any(p["status"] == "unavailable" for p in report["probes"]):
@@ -232,7 +237,18 @@ def run(cfg: Config, policy_set, target_name: str | None = None, *, full: bool =
         kinds = [(t, due_kind(spec_for(cfg, t).schedule, state.runs("drill", t.name), now)) for t in targets]
         plan = [(t, kind == "full") for t, kind in kinds if kind]
     with sigterm_cancels(cancel):
-        return [_drill(cfg, state, policy_set, t, as_full, snapshot_id, cancel) for t, as_full in plan]
+        reports = [_drill(cfg, state, policy_set, t, as_full, snapshot_id, cancel) for t, as_full in plan]
+    if reports:
+        _refresh_report(cfg, policy_set)
+    return reports
+
+
+def _refresh_report(cfg: Config, policy_set) -> None:
+    """Rewrite state_dir/reports/drills.html; a report that cannot be written never fails a drill."""
+    try:
+        drill_report.write(cfg, policy_set)
+    except Exception as exc:  # noqa: BLE001 - the drill's outcome is recorded already and stands
+        output.note(f"drill report not updated: {exc}")
 
 
 def exit_code(reports: list[dict]) -> int:

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from backupd.actions.common import repository
-from backupd.actions.snapshot_choice import choose, data_snapshots, flagged, load_manifest
+from backupd.actions.snapshot_choice import choose, data_snapshots, flagged, load_manifest, target_listing
 from backupd.config import Config
 from backupd.engine import restore as restic_restore
 from backupd.errors import ConfigError
@@ -43,10 +43,11 @@ def run(cfg: Config, policy_set, target_name: str, to_dir: Path, *, snapshot_id=
     _check_target_dir(to_dir, force)
     repo = repository(cfg, dest_name, policy_set.destinations[dest_name])
     t0 = time.monotonic()
-    snaps = data_snapshots(repo, target.name, cfg.backup_hosts())
-    snap, why = choose(snaps, snapshot_id, before, flagged(repo, snaps, target.name, cfg.backup_hosts()),
+    listing = target_listing(repo, target.name, cfg.backup_hosts())  # one listing serves all three
+    snaps = data_snapshots(repo, target.name, cfg.backup_hosts(), listing)
+    snap, why = choose(snaps, snapshot_id, before, flagged(repo, snaps, target.name, cfg.backup_hosts(), listing),
                        drilled_snapshots(cfg, target.name))
-    doc = load_manifest(repo, snap, target.name, cfg.backup_hosts())
+    doc = load_manifest(repo, snap, target.name, cfg.backup_hosts(), listing)
     restic_restore.restore(repo, snap.id, to_dir)
     verification = verify_tree(to_dir, doc)
     return {"target": target.name, "destination": dest_name, "snapshot_id": snap.id,

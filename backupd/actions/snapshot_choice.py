@@ -17,10 +17,24 @@ ACCEPT_TAG = "backupd-accept"
 JUDGEMENT_TAG = "backupd-judgement"
 
 
-def data_snapshots(repo: Repository, target: str, host: str | list[str]) -> list[restic_snapshots.Snapshot]:
-    """Complete data snapshots of target on host, oldest first (partial ones are tagged incomplete)."""
-    snaps = restic_snapshots.list_snapshots(repo, tags=["backupd", f"target={target}"], host=host)
-    return [s for s in snaps if "incomplete" not in s.tags]
+def target_listing(repo: Repository, target: str, host: str | list[str]) -> list[restic_snapshots.Snapshot]:
+    """Every snapshot of target on host, data and companions (manifests, amendments, judgements,
+    acceptances), oldest first: one `restic snapshots` that the functions below can share."""
+    return restic_snapshots.list_snapshots(repo, tags=[f"target={target}"], host=host)
+
+
+def _companions(repo: Repository, target: str, host, listing) -> list[restic_snapshots.Snapshot]:
+    snaps = listing if listing is not None else target_listing(repo, target, host)
+    return [c for c in snaps if "backupd" not in c.tags]
+
+
+def data_snapshots(repo: Repository, target: str, host: str | list[str],
+                   listing: list | None = None) -> list[restic_snapshots.Snapshot]:
+    """Complete data snapshots of target on host, oldest first (partial ones are tagged incomplete);
+    from `listing` (target_listing) when given, else listed now."""
+    if listing is None:
+        listing = restic_snapshots.list_snapshots(repo, tags=["backupd", f"target={target}"], host=host)
+    return [s for s in listing if "backupd" in s.tags and "incomplete" not in s.tags]
 
 
 def parse_when(text: str) -> datetime:
@@ -34,11 +48,10 @@ def parse_when(text: str) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
-def flagged(repo: Repository, snaps, target: str, host: str | list[str]) -> dict[str, str]:
+def flagged(repo: Repository, snaps, target: str, host: str | list[str], listing: list | None = None) -> dict[str, str]:
     """snapshot id -> why it must not be chosen for a clean restore: flagged suspect at backup time (on the
     snapshot, its manifest companion, or a later judgement companion) and not accepted by an operator."""
-    companions = [c for c in restic_snapshots.list_snapshots(repo, tags=[f"target={target}"], host=host)
-                  if "backupd" not in c.tags]
+    companions = _companions(repo, target, host, listing)
     suspect_of = [c.tagmap.get("of", "-") for c in companions if "suspect" in c.tags]
     accepted_of = [c.tagmap.get("of", "-") for c in companions if ACCEPT_TAG in c.tags]
     return {s.id: "flagged as suspect at backup time" for s in snaps
@@ -87,12 +100,12 @@ def _read(repo: Repository, snap, path: str) -> dict:
         raise Finding(f"the manifest in snapshot {snap.short_id} is not valid JSON") from None
 
 
-def load_manifest(repo: Repository, snap, target: str, host: str | list[str]) -> dict:
+def load_manifest(repo: Repository, snap, target: str, host: str | list[str], listing: list | None = None) -> dict:
     """The manifest recorded when snap was taken (inside it, or in its companion snapshot), with
-    the files that changed while it was taken, from its amendment, if any."""
+    the files that changed while it was taken, from its amendment, if any. With `listing`
+    (target_listing) this is one `restic dump` (plus one per amendment), no listing."""
     inside = manifest_path(snap, target)
-    companions = [c for c in restic_snapshots.list_snapshots(repo, tags=[f"target={target}"], host=host)
-                  if snap.made_as(c.tagmap.get("of", "-"))]
+    companions = [c for c in _companions(repo, target, host, listing) if snap.made_as(c.tagmap.get("of", "-"))]
     if inside is None:
         holders = [c for c in companions if "backupd-manifest" in c.tags]
         if not holders:

@@ -1,9 +1,9 @@
 """PostgreSQL probe: load the restored dump (plain: psql; custom format: pg_restore -j) into a throw-away
 cluster inside the sandbox (unix socket only, `listen_addresses = ''`), compare row counts with the facts
 counted at backup time, run the spec's SQL checks, and stop the cluster. The dump is untrusted, and so are
-the server processes it feeds: initdb, postgres, psql and pg_restore run confined (backupd.sandbox: an unprivileged uid, no network, no
-capabilities, the restored tree read-only, only `pg/` writable, the socket in `pg/sock`); stopping the
-server kills its whole PID namespace."""
+the server processes it feeds: initdb, postgres, psql and pg_restore run confined (backupd.sandbox: an
+unprivileged uid, no network, no capabilities, the restored tree read-only, only `pg/` writable, the socket
+in `pg/sock`); stopping the server kills its whole PID namespace."""
 
 from __future__ import annotations
 
