@@ -16,6 +16,7 @@ from backupd.engine import snapshots as restic_snapshots
 from backupd.errors import BackupdError
 from backupd.evidence.canonical import iso
 from backupd.policy.durations import format_duration
+from backupd.render.charts import number
 
 #: Age buckets of "generations by age" (label, upper bound).
 AGE_BUCKETS = (("<=1d", timedelta(days=1)), ("<=7d", timedelta(days=7)), ("<=30d", timedelta(days=30)),
@@ -24,23 +25,32 @@ AGE_BUCKETS = (("<=1d", timedelta(days=1)), ("<=7d", timedelta(days=7)), ("<=30d
 
 def inventory(cfg, policy_set, host: str | list[str]) -> dict[tuple[str, str], dict]:
     """(target, destination) -> {snapshots: [(id, time)], flagged: {id: why}, error}; one restic call per
-    destination (data snapshots and their companions, which say which generations are flagged suspect)."""
+    destination, and one per target there with snapshots for its flags (companion snapshots)."""
     out: dict[tuple[str, str], dict] = {}
     for name, dest in policy_set.destinations.items():
-        repo = None
+        repo = None  # an unusable destination has no snapshots, so no flags to read
         try:
             repo = repository(cfg, name, dest)
-            listing = restic_snapshots.list_snapshots(repo, host=host)
+            snaps = restic_snapshots.list_snapshots(repo, tags=["backupd"], host=host)
             error = None
         except BackupdError as exc:
-            listing, error = [], str(exc)
+            snaps, error = [], str(exc)
         for target in policy_set.targets:
             if name in target.destinations:
-                own = [s for s in listing if s.tagmap.get("target") == target.name]
-                mine = [s for s in own if "backupd" in s.tags and "incomplete" not in s.tags]
-                out[(target.name, name)] = {"snapshots": mine, "error": error,
-                                            "flagged": flagged(repo, mine, target.name, host, own)}
+                mine = [s for s in snaps if s.tagmap.get("target") == target.name and "incomplete" not in s.tags]
+                out[(target.name, name)] = {"snapshots": mine, "error": error, "flagged": {}}
+                if mine:
+                    _flags(out[(target.name, name)], repo, target.name, host)
     return out
+
+
+def _flags(found: dict, repo, target: str, host) -> None:
+    """found["flagged"]: the generations flagged suspect and not accepted; when the companions cannot be
+    read, the error says so (the inventory itself stands)."""
+    try:
+        found["flagged"] = flagged(repo, found["snapshots"], target, host)
+    except BackupdError as exc:
+        found["error"] = f"suspect flags unreadable: {exc}"
 
 
 def generations(times: list[datetime], now: datetime) -> dict[str, int]:
@@ -74,7 +84,7 @@ def _history(records: list[dict], kind: str, target: str) -> list[dict]:
             status = data.get("status") or data.get("verdict") or ("ok" if data.get("ok") else "unknown")
             out.append({"seq": rec["seq"], "time": rec["time"], "status": str(status), "verdict": data.get("verdict"),
                         "destination": data.get("destination"), "snapshot_id": data.get("snapshot_id"),
-                        "service_ready_seconds": data.get("service_ready_seconds")})
+                        "service_ready_seconds": number(data.get("service_ready_seconds"))})
     return out
 
 

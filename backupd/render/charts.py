@@ -50,6 +50,16 @@ def parse_time(value: str | datetime) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
+def number(value) -> float | None:
+    """A number from evidence data, where non-integral floats are stored as their repr (canonical.py)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def colour(verdict: str | None) -> str:
     return VERDICT_COLOURS.get(str(verdict or "").upper(), OTHER_COLOUR)
 
@@ -219,7 +229,7 @@ def drill_chart(target: str, drills: list[dict], rto_seconds: float | None) -> s
     plot_top, plot_h = MARGIN_TOP + 8, 170
     axis_y = plot_top + plot_h
     height = axis_y + MARGIN_BOTTOM + 22
-    readies = [float(d["ready_seconds"]) for d in drills if d.get("ready_seconds") is not None]
+    readies = [r for r in (number(d.get("ready_seconds")) for d in drills) if r is not None]
     step, vtop = value_ticks(max([*readies, (rto_seconds or 0) * 1.1, 1.0]))
     values = ValueScale(vtop, axis_y, plot_top)
     times = [parse_time(d["time"]) for d in drills] or [datetime.now(timezone.utc)]
@@ -265,13 +275,13 @@ def _threshold(css: str, y: float, stroke: str, dash: str, text: str, scale: Tim
 def _drill_mark(scale: TimeScale, values: ValueScale, drill: dict) -> str:
     when = parse_time(drill["time"])
     x, verdict = scale.x(when), str(drill.get("verdict") or "?")
-    ready = drill.get("ready_seconds")
+    ready = number(drill.get("ready_seconds"))
     tip = f"#{drill.get('seq', '')} {when.isoformat()} {verdict}" + (
-        f" {seconds_label(float(ready))}" if ready is not None else " (no time measured)")
+        f" {seconds_label(ready)}" if ready is not None else " (no time measured)")
     data = f'data-time="{_a(when.isoformat())}" data-verdict="{_a(verdict)}" fill="{colour(verdict)}"'
     if ready is None:
         return (f'<circle class="drill-unmeasured" cx="{x}" cy="{values.bottom_px - 5}" r="4" {data} '
                 f'stroke="{OTHER_COLOUR}"><title>{_a(tip)}</title></circle>')
-    y = values.y(float(ready))
+    y = values.y(ready)
     return (f'<rect class="drill-bar" x="{round(x - 4, 2)}" y="{y}" width="8" '
             f'height="{round(values.bottom_px - y, 2)}" data-x="{x}" {data}><title>{_a(tip)}</title></rect>')
