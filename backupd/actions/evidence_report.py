@@ -11,7 +11,7 @@ import io
 from datetime import datetime, timedelta
 
 from backupd.actions.common import repository
-from backupd.actions.snapshot_choice import flagged
+from backupd.actions.snapshot_choice import data_snapshots, flagged
 from backupd.engine import snapshots as restic_snapshots
 from backupd.errors import BackupdError
 from backupd.evidence.canonical import iso
@@ -25,32 +25,23 @@ AGE_BUCKETS = (("<=1d", timedelta(days=1)), ("<=7d", timedelta(days=7)), ("<=30d
 
 def inventory(cfg, policy_set, host: str | list[str]) -> dict[tuple[str, str], dict]:
     """(target, destination) -> {snapshots: [(id, time)], flagged: {id: why}, error}; one restic call per
-    destination, and one per target there with snapshots for its flags (companion snapshots)."""
+    destination (data snapshots and the companions that flag or accept generations)."""
     out: dict[tuple[str, str], dict] = {}
     for name, dest in policy_set.destinations.items():
-        repo = None  # an unusable destination has no snapshots, so no flags to read
+        repo = None  # with the listing given, the functions below call no restic
         try:
             repo = repository(cfg, name, dest)
-            snaps = restic_snapshots.list_snapshots(repo, tags=["backupd"], host=host)
+            listing = restic_snapshots.list_snapshots(repo, host=host)
             error = None
         except BackupdError as exc:
-            snaps, error = [], str(exc)
+            listing, error = [], str(exc)
         for target in policy_set.targets:
             if name in target.destinations:
-                mine = [s for s in snaps if s.tagmap.get("target") == target.name and "incomplete" not in s.tags]
-                out[(target.name, name)] = {"snapshots": mine, "error": error, "flagged": {}}
-                if mine:
-                    _flags(out[(target.name, name)], repo, target.name, host)
+                own = [s for s in listing if s.tagmap.get("target") == target.name]
+                mine = data_snapshots(repo, target.name, host, own)
+                out[(target.name, name)] = {"snapshots": mine, "error": error,
+                                            "flagged": flagged(repo, mine, target.name, host, own)}
     return out
-
-
-def _flags(found: dict, repo, target: str, host) -> None:
-    """found["flagged"]: the generations flagged suspect and not accepted; when the companions cannot be
-    read, the error says so (the inventory itself stands)."""
-    try:
-        found["flagged"] = flagged(repo, found["snapshots"], target, host)
-    except BackupdError as exc:
-        found["error"] = f"suspect flags unreadable: {exc}"
 
 
 def generations(times: list[datetime], now: datetime) -> dict[str, int]:
