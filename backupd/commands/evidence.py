@@ -21,6 +21,20 @@ def _finish(doc: dict, as_json: bool, lines: list[str]) -> int:
     return code
 
 
+def _estate_lines(estate: dict) -> list[str]:
+    lines = [f"estate report: {estate['files']['html']} ({len(estate['hosts'])} host(s), "
+             f"{len(estate['sites'])} site(s))"]
+    for site, hosts in estate["sites"].items():
+        for name in hosts:
+            h = estate["hosts"][name]
+            c = h["conformance"]
+            lines.append(f"  {site} / {name}: {'verified' if h['verified'] else 'NOT VERIFIED'}, conformance "
+                         f"{c['met']} met, {c['not met']} not met, {c['not evidenced']} not evidenced; backups "
+                         f"{h['backups_ok']} ok, {h['backups_failed']} failed; {h['generations']} generation(s); "
+                         f"drills {h['drills_passed']}/{h['drills']} passed; {h['audits']} audit(s)")
+    return lines
+
+
 def register(main: click.Group) -> None:
     """Add this module's commands to main."""
 
@@ -41,8 +55,11 @@ def register(main: click.Group) -> None:
     @click.option("--host", default=None, help="With --mirror: the host's evidence (default: the ledger's host).")
     @click.option("--credentials", type=click.Path(path_type=Path), default=None,
                   help="With --mirror: read-only S3 credentials (default: secrets_dir/s3-auditor.env).")
+    @click.option("--all-signatures", is_flag=True,
+                  help="Check every record's signature (on all cores), not only those that authenticate the hash "
+                       "chain: the first record, the head, checkpoints, key rotations, records at a broken link.")
     @common
-    def verify(file, public_keys, keyring, mirror_dest, host, credentials, config_path, as_json):
+    def verify(file, public_keys, keyring, mirror_dest, host, credentials, all_signatures, config_path, as_json):
         """Verify an export bundle or ledger offline: exit 0 intact, 1 tampered or incomplete."""
         from backupd.actions import evidence_verify
 
@@ -51,14 +68,15 @@ def register(main: click.Group) -> None:
 
             cfg = load_config(config_path)
             doc = evidence.verify_against_mirror(cfg, load_policies(cfg), file, mirror_dest, host, credentials,
-                                                 list(public_keys), keyring)
+                                                 list(public_keys), keyring, all_signatures)
         else:
-            doc = evidence_verify.verify(file, list(public_keys), keyring)
+            doc = evidence_verify.verify(file, list(public_keys), keyring, all_signatures=all_signatures)
         led = doc["ledger"]
         hosts = ", ".join(led["hosts"]) or "-"
         head = (f"{'INTACT' if doc['ok'] else 'NOT INTACT'}: {doc['file']} ({doc['type']}), records "
                 f"seq {led['first_seq']}..{led['last_seq']} ({led['records']}), hosts {hosts}, "
-                f"key {doc['key_fingerprint']} from {doc['key_source']}")
+                f"key {doc['key_fingerprint']} from {doc['key_source']}, {led['signatures_checked']} "
+                f"signature(s) checked{' (all)' if all_signatures else ''}")
         lines = [head] + [f"  {a['kind']} #{a['seq']} {a['target'] or ''}: signed by role {a['role'] or 'unknown'} "
                           f"(key {a['kid']})" for a in doc["attestations"]]
         return _finish(doc, as_json, lines + [f"  problem: {p}" for p in doc["problems"]])
@@ -113,23 +131,35 @@ def register(main: click.Group) -> None:
     @click.option("--destination", required=True, help="Policy destination holding the WORM mirror.")
     @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Directory to write.")
     @click.option("--host", default=None, help="Only this host (default: every host in the bucket).")
+    @click.option("--all-hosts", is_flag=True,
+                  help="Every host, plus one estate report (estate.json/.csv/.html in --out): per site and host "
+                       "the conformance items, generations, drills and audits, judged from the signed records.")
     @click.option("--credentials", type=click.Path(path_type=Path), default=None,
                   help="Read-only S3 credentials file (default: secrets_dir/s3-auditor.env).")
     @click.option("--keyring", type=click.Path(path_type=Path), default=None,
                   help="Roles and their keys: show which role signed each drill and audit.")
     @common
-    def pull(destination, out_dir, host, credentials, keyring, config_path, as_json):
+    def pull(destination, out_dir, host, all_hosts, credentials, keyring, config_path, as_json):
         """Rebuild ledgers from the Object-Lock bucket with auditor credentials and verify them."""
         from backupd.actions import evidence
 
+        if all_hosts and host:
+            raise click.UsageError("--all-hosts and --host exclude each other")
         cfg = load_config(config_path)
-        doc = evidence.pull(cfg, load_policies(cfg), destination, out_dir, host, credentials, keyring)
+        policy_set = load_policies(cfg)
+        doc = evidence.pull(cfg, policy_set, destination, out_dir, host, credentials, keyring)
+        if all_hosts:
+            from backupd.actions import estate
+
+            doc["estate"] = estate.write(doc, policy_set, out_dir, keyring)
         lines = []
         for h in doc["hosts"]:
             lines.append(f"{h['host']}: {h['records']} records -> {h['ledger']} "
                          f"({'intact' if h['ok'] else 'NOT INTACT'}, key {h['key_fingerprint']}, "
                          f"{h['checkpoints']} checkpoint(s), last at seq {h['last_checkpoint'] or '-'})")
             lines += [f"  problem: {p}" for p in h["problems"]]
+        if doc.get("estate"):
+            lines += _estate_lines(doc["estate"])
         return _finish(doc, as_json, lines or [f"no evidence found in s3://{doc['bucket']}/evidence/"])
 
     @group.command("key")
