@@ -31,3 +31,4 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
   touch "$stamp"
 fi
+bash scripts/restic-next.sh  # Debian 13's restic 0.18 at .venv/bin/restic-0.18 (second integration run, test.sh)

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,23 @@ from demo.stack import LocalStack
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTAINERS = 5000
+
+
+def _select_restic() -> None:
+    """BACKUPD_TEST_RESTIC=PATH runs the whole suite with that restic binary (scripts/test.sh: restic 0.18):
+    a directory with a `restic` link to it goes first on PATH, which backupd and the tests inherit."""
+    chosen = os.environ.get("BACKUPD_TEST_RESTIC")
+    if not chosen:
+        return
+    binary = Path(chosen).resolve()
+    if not os.access(binary, os.X_OK):
+        raise pytest.UsageError(f"BACKUPD_TEST_RESTIC={chosen}: not an executable file")
+    folder = Path(tempfile.mkdtemp(prefix="backupd-restic-"))
+    (folder / "restic").symlink_to(binary)
+    os.environ["PATH"] = f"{folder}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+_select_restic()
 
 
 @pytest.fixture(scope="session")
