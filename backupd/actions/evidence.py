@@ -29,7 +29,8 @@ def verify(path: Path, public_key: Path | None = None) -> dict:
 
 
 def verify_against_mirror(cfg, policy_set, path: Path, destination: str, host: str | None,
-                          credentials: Path | None, public_keys: list, keyring: Path | None) -> dict:
+                          credentials: Path | None, public_keys: list, keyring: Path | None,
+                          all_signatures: bool = False) -> dict:
     """Verify a raw ledger and compare it with the host's records and checkpoints in the WORM mirror."""
     import tempfile
 
@@ -40,7 +41,7 @@ def verify_against_mirror(cfg, policy_set, path: Path, destination: str, host: s
     host = host or _ledger_host(path)
     with tempfile.TemporaryDirectory(prefix="backupd-mirror-") as tmp:
         [got] = pull_hosts(cfg, policy_set, destination, Path(tmp), host, credentials)
-        doc = evidence_verify.verify(path, public_keys, keyring, mirror_copy=got)
+        doc = evidence_verify.verify(path, public_keys, keyring, mirror_copy=got, all_signatures=all_signatures)
     doc["mirror"] = {"destination": destination, "host": host, "records": got.records,
                      "checkpoints": len(got.checkpoints),
                      "last_checkpoint": max((c["seq"] for c in got.checkpoints), default=None)}

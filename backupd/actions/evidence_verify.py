@@ -8,24 +8,27 @@ is what detects a ledger cut off, rolled back or swapped for a re-signed one.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 from backupd.errors import ConfigError
 from backupd.evidence import bundle, keyring as keyring_mod, keys
-from backupd.evidence.ledger import split_lines
+from backupd.evidence.ledger import LineFile
 from backupd.evidence.verify import Problem, check_checkpoints, verify_lines
 
 
 def verify(path: Path, public_keys=(), keyring: Path | None = None, mirror_copy=None,
-           checkpoints: list[dict] | None = None) -> dict:
+           checkpoints: list[dict] | None = None, all_signatures: bool = False) -> dict:
     """Verify path; mirror_copy (mirror.PulledHost) adds the comparison with the WORM mirror,
-    checkpoints (signed, from the mirror) must match the ledger at their seqs."""
+    checkpoints (signed, from the mirror) must match the ledger at their seqs. A raw ledger is
+    streamed from disk; all_signatures checks every record's signature (on all cores), not only the
+    ones that authenticate the chain (verify.py)."""
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
     ring = keyring_mod.load(keyring) if keyring else None
     pinned = [keys.read_public(p) for p in public_keys]
     if bundle.is_bundle(path):
-        rep = bundle.verify(bundle.read(path), pinned, ring)
+        rep = bundle.verify(bundle.read(path), pinned, ring, all_signatures=all_signatures)
         doc = _doc(path, "bundle", rep.chain, rep.problems + rep.chain.problems, rep.key_source, pinned,
                    rep.manifest.get("key_fingerprint"))
         doc["manifest"] = {k: rep.manifest.get(k) for k in ("host", "first_seq", "last_seq", "created")}
@@ -38,30 +41,38 @@ def verify(path: Path, public_keys=(), keyring: Path | None = None, mirror_copy=
         if not beside.is_file():
             raise ConfigError(f"{path}: a raw ledger needs --public-key or --keyring (no {keys.PUB_NAME} beside it)")
         pinned, source = [keys.read_public(beside)], str(beside)
-    data = path.read_bytes()
-    lines = split_lines(data)
-    chain = verify_lines(lines, pinned, torn_tail=bool(data) and not data.endswith(b"\n"), keyring=ring)
+    lines = LineFile(path)
+    cps = mirror_copy.checkpoints if mirror_copy is not None else (checkpoints or [])
+    chain = verify_lines(lines, pinned, keyring=ring, all_signatures=all_signatures,
+                         checkpoint_seqs={c["seq"] for c in cps})
     problems = list(chain.problems)
     if mirror_copy is not None:
         problems += compare_with_mirror(lines, mirror_copy, chain)
     elif checkpoints:
-        problems += check_checkpoints(lines, checkpoints, chain, what="the mirrored ledger")
+        problems += check_checkpoints(None, checkpoints, chain, what="the mirrored ledger")
     return _doc(path, "ledger", chain, problems, source, pinned, None)
 
 
-def compare_with_mirror(lines: list[bytes], got, chain) -> list[Problem]:
-    """The ledger against the mirror's records and checkpoints (got: mirror.PulledHost)."""
+def compare_with_mirror(lines, got, chain) -> list[Problem]:
+    """The ledger (a LineFile, after verify_lines) against the mirror's records and checkpoints
+    (got: mirror.PulledHost); both files are streamed side by side."""
     problems = [Problem(None, f"WORM mirror: {p}") for p in got.problems]
-    mirrored = split_lines(got.ledger.read_bytes()) if got.ledger else []
-    differ = [i for i in range(min(len(lines), len(mirrored))) if lines[i] != mirrored[i]]
+    mirrored = LineFile(got.ledger) if got.ledger else []
+    mine_n = theirs_n = differ = 0
+    first = None
+    for mine, copy in itertools.zip_longest(lines, mirrored):
+        mine_n += mine is not None
+        theirs_n += copy is not None
+        if mine is not None and copy is not None and mine != copy:
+            differ += 1
+            first = first or mine_n
     if differ:
-        problems.append(Problem(differ[0] + 1, f"differs from the WORM mirror's copy ({len(differ)} record(s) "
-                                               f"differ): the ledger was replaced, edited or re-signed"))
-    if len(lines) < len(mirrored):
-        problems.append(Problem(len(lines) + 1, f"the ledger ends at seq {len(lines)} but the WORM mirror holds "
-                                                f"records up to seq {len(mirrored)}: records were cut off or the "
-                                                f"ledger was rolled back"))
-    problems += check_checkpoints(lines, got.checkpoints, chain)
+        problems.append(Problem(first, f"differs from the WORM mirror's copy ({differ} record(s) differ): the "
+                                       f"ledger was replaced, edited or re-signed"))
+    if mine_n < theirs_n:
+        problems.append(Problem(mine_n + 1, f"the ledger ends at seq {mine_n} but the WORM mirror holds records up "
+                                            f"to seq {theirs_n}: records were cut off or the ledger was rolled back"))
+    problems += check_checkpoints(None, got.checkpoints, chain)
     return problems
 
 

@@ -72,7 +72,7 @@ class BundleReport:
         return not self.problems and self.chain.ok
 
 
-def verify(members: dict[str, bytes], pinned=None, keyring=None) -> BundleReport:
+def verify(members: dict[str, bytes], pinned=None, keyring=None, all_signatures: bool = False) -> BundleReport:
     """Manifest signature and hashes, then the ledger slice it declares.
 
     pinned: a trusted public key or a list of them; keyring: roles (keyring.Keyring) whose keys are
@@ -98,7 +98,8 @@ def verify(members: dict[str, bytes], pinned=None, keyring=None) -> BundleReport
     data = members.get(LEDGER, b"")
     chain = verify_lines(split_lines(data), trusted, first_seq=int(manifest.get("first_seq") or 1),
                          first_prev=str(manifest.get("first_prev") or record_format.GENESIS),
-                         torn_tail=bool(data) and not data.endswith(b"\n"), keyring=keyring)
+                         torn_tail=bool(data) and not data.endswith(b"\n"), keyring=keyring,
+                         all_signatures=all_signatures)
     known = chain.trusted_keys or {keys.fingerprint(k): k for k in trusted}
     if bundled is not None and (pins or keyring is not None) and keys.fingerprint(bundled) not in known:
         problems.append(Problem(None, f"the bundle's public key {keys.fingerprint(bundled)} is not a trusted key "

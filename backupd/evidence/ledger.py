@@ -191,6 +191,27 @@ def split_lines(data: bytes) -> list[bytes]:
     return parts
 
 
+class LineFile:
+    """A ledger file read line by line (never whole), re-iterable: verify streams it, twice at most.
+
+    Iterating yields the complete lines without their newline; a last line without one (a torn tail)
+    is not yielded but kept in `torn` after the iteration.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.torn: bytes | None = None
+
+    def __iter__(self):
+        self.torn = None
+        with open(self.path, "rb", buffering=1024 * 1024) as handle:
+            for line in handle:
+                if line[-1:] != b"\n":
+                    self.torn = line
+                    return
+                yield line[:-1]
+
+
 def _tail(handle) -> tuple[bytes | None, int | None]:
     """(last complete line, offset of a torn tail or None), reading backwards from the end."""
     end = handle.seek(0, os.SEEK_END)

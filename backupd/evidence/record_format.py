@@ -54,6 +54,41 @@ def line_hash(line: bytes) -> str:
     return canonical.sha256(line)
 
 
+def scan(line: bytes) -> tuple | None:
+    """(seq, kind, kid, host, prev, time) of a canonical line without parsing its data, or None.
+
+    Canonical JSON sorts the keys, so `data` comes first and the seven short fields end the line, each
+    after a `,"` that no string value can hold unescaped: splitting the last seven off is exact for a
+    line that `build` wrote. Values are bytes (seq an int). This is not a validation: a line it reads
+    wrongly no longer hashes to its successor's `prev`, and verify then parses it fully (see verify.py).
+    """
+    parts = line.rsplit(b',"', 7)
+    if len(parts) != 8 or not line.startswith(b'{"data":') or b"\\" in parts[1] or b"\\" in parts[3]:
+        return None  # an escaped host or kind: the full parser reads it
+    try:
+        seq = int(parts[5][5:])
+    except ValueError:
+        return None
+    return seq, parts[3][7:-1], parts[2][6:-1], parts[1][7:-1], parts[4][7:-1], parts[7][7:-2]
+
+
+def signed_parts(line: bytes) -> tuple[str, bytes, bytes] | None:
+    """(kid, signed bytes, signature) of a canonical line, without a JSON round-trip, or None.
+
+    The signed bytes are the canonical body: the line without its `,"sig":"..."` member (canonical
+    JSON of a mapping minus one key is the same text minus that member). A line that is not canonical
+    yields bytes its signature does not verify; the caller then parses it in full to say why.
+    """
+    parts = line.rsplit(b',"', 7)
+    if len(parts) != 8 or not parts[6].startswith(b'sig":"') or not parts[6].endswith(b'"'):
+        return None
+    try:
+        sig = base64.b64decode(parts[6][6:-1], validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return parts[2][6:-1].decode("ascii", "replace"), b',"'.join(parts[:6] + parts[7:]), sig
+
+
 ROTATION = "key-rotation"
 ROTATION_PURPOSE = "backupd-evidence-key-rotation/1"
 

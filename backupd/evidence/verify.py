@@ -1,15 +1,26 @@
 """Offline verification of a ledger: chain, order, signatures, truncation. Names the bad record.
 
-Input: the ledger's lines, the trusted public key(s) and optionally a keyring (roles). Output: a
-`ChainReport` listing every problem with the seq it concerns; `ok` only when there is none. Key
-changes are accepted only through key-rotation records (signed by the old key, carrying a proof by
-the new one); `check_checkpoints` compares a ledger with signed checkpoints from the WORM mirror.
+Input: the ledger's lines (a list, or a ledger.LineFile streamed from disk), the trusted public key(s)
+and optionally a keyring (roles). Output: a `ChainReport` listing every problem with the seq it
+concerns; `ok` only when there is none. Key changes are accepted only through key-rotation records
+(signed by the old key, carrying a proof by the new one); `check_checkpoints` compares a ledger with
+signed checkpoints from the WORM mirror.
+
+Which signatures are checked: every record's signature covers `prev`, the SHA-256 of the line before
+it, so one valid signature on record N authenticates the exact bytes of every record before it
+through the chain (docs/auditor-guide.md, "Why verify does not check every signature"). Verify hashes
+every line and checks every link, seq and key id without parsing the records' data
+(record_format.scan), and checks signatures where they matter: the first record, the head, the records
+at signed checkpoints, each key-rotation record and its neighbours, and the records on both sides of
+any broken link (so a changed record is named by its own bad signature). `all_signatures` checks
+every record in full (signatures.py, on all cores).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 from dataclasses import dataclass, field
 
 from backupd.errors import ConfigError
@@ -17,6 +28,8 @@ from backupd.evidence import keys, record_format
 
 #: Kinds whose signer the report shows ("which role attested each drill and audit").
 ATTESTED = ("drill", "check", "storage_audit")
+_ATTESTED_B = frozenset(k.encode() for k in ATTESTED)
+_ROTATION_B = record_format.ROTATION.encode()
 
 
 @dataclass
@@ -40,6 +53,9 @@ class ChainReport:
     epochs: list[dict] = field(default_factory=list)       # [{kid, from_seq}]: the ledger's keys in order
     attestations: list[dict] = field(default_factory=list)  # with a keyring: who signed drills, checks, audits
     trusted_keys: dict = field(default_factory=dict)        # kid -> public key (pinned or vouched by rotation)
+    line_count: int = 0                                     # complete lines read
+    line_hashes: dict = field(default_factory=dict)         # line number -> hash, at the checkpoints' seqs
+    signatures_checked: int = 0
 
     @property
     def ok(self) -> bool:
@@ -49,73 +65,190 @@ class ChainReport:
         return {"ok": self.ok, "records": self.records, "first_seq": self.first_seq, "last_seq": self.last_seq,
                 "hosts": self.hosts, "kinds": self.kinds, "head_sha256": self.head,
                 "problems": [{"seq": p.seq, "message": p.message} for p in self.problems], "keys": self.epochs,
-                "attestations": self.attestations,
+                "attestations": self.attestations, "signatures_checked": self.signatures_checked,
                 "first_bad_seq": next((p.seq for p in self.problems), None)}
 
 
-def verify_lines(lines: list[bytes], public_keys: list, *, first_seq: int = 1,
-                 first_prev: str = record_format.GENESIS, torn_tail: bool = False, keyring=None) -> ChainReport:
-    """Check lines (without newlines) against the trusted keys (and the roles of a keyring).
+def verify_lines(lines, public_keys: list, *, first_seq: int = 1, first_prev: str = record_format.GENESIS,
+                 torn_tail: bool = False, keyring=None, all_signatures: bool = False,
+                 checkpoint_seqs=()) -> ChainReport:
+    """Check lines (a list without newlines, or a ledger.LineFile) against the trusted keys and roles.
 
     first_seq/first_prev describe where a slice starts (an export may hold seq 40..90). torn_tail
-    says the last line had no newline: a record cut off by truncation. A ledger has one key at a
-    time; it may change only through a key-rotation record signed by the old and the new key.
+    says the last list item had no newline: a record cut off by truncation (a LineFile knows it
+    itself). checkpoint_seqs: seqs of signed checkpoints; their records' signatures are checked and
+    their line hashes kept for check_checkpoints. all_signatures: check every record's signature.
     """
     trust = _Trust(public_keys, keyring)
     report = ChainReport()
-    positions = _Positions(lines)  # parsed only when a seq is out of place
-    expected, prev = first_seq, first_prev
-    for number, line in enumerate(lines, 1):
-        if torn_tail and number == len(lines):
-            report.problems.append(Problem(expected, f"truncated: the record after seq {expected - 1} is cut off"))
-            break
-        try:
-            rec = record_format.parse(line)
-        except ValueError as exc:
-            report.problems.append(Problem(expected, f"line {number} is damaged: {exc}"))
-            expected, prev = expected + 1, record_format.line_hash(line)
-            continue
-        _check(rec, expected, prev, trust, report, positions)
-        _count(rec, report)
-        expected, prev = rec["seq"] + 1, record_format.line_hash(line)
-    report.head = prev if lines else None
-    if not lines:
+    torn = None
+    if isinstance(lines, list) and torn_tail and lines:
+        lines, torn = lines[:-1], lines[-1]
+    scan = _Scan(lines, first_seq, first_prev, trust, report, {s - first_seq + 1 for s in checkpoint_seqs})
+    scan.run()
+    torn = torn if torn is not None else getattr(lines, "torn", None)
+    if torn is not None:
+        report.problems.append(Problem(scan.expected, f"truncated: the record after seq {scan.expected - 1} is "
+                                                      f"cut off"))
+    report.head = scan.prev.decode("ascii") if scan.number or torn is not None else None
+    if not scan.number and torn is None:
         report.problems.append(Problem(None, "the ledger holds no records"))
+    trust.settle(report)
+    if all_signatures:
+        from backupd.evidence import signatures
+
+        found, report.signatures_checked = signatures.check_all(lines, trust.trusted_public(), scan.skip)
+        report.problems += found
+    else:
+        scan.check_kept()
     trust.finish(report)
     return report
 
 
-class _Positions:
-    """seq -> line number, read leniently (to tell a moved record from a deleted one), built on first use."""
+class _Scan:
+    """One streaming pass: line hashes, links, seqs, key ids, counts; the lines whose signature matters."""
 
-    def __init__(self, lines: list[bytes]):
-        self.lines, self.map = lines, None
+    def __init__(self, source, first_seq: int, first_prev: str, trust: "_Trust", report: ChainReport, want: set):
+        self.source, self.trust, self.report, self.want = source, trust, report, want
+        self.expected, self.prev = first_seq, first_prev.encode("ascii")
+        self.number = 0
+        self.kept: dict[int, tuple[int, bytes]] = {}  # line number -> (seq, line): signatures to check
+        self.skip: set[int] = set()  # line numbers already judged (damaged, wrong key): no signature check
+        self.positions: dict[int, int] | None = None
 
-    def get(self, seq: int) -> int | None:
-        if self.map is None:
-            self.map = {}
-            for number, line in enumerate(self.lines, 1):
-                try:
-                    self.map.setdefault(int(record_format.parse(line)["seq"]), number)
-                except ValueError:
-                    continue
-        return self.map.get(seq)
+    def run(self) -> None:
+        """The hot loop: one SHA-256 and one record_format.scan per line; anything unusual goes to _rare."""
+        sha256, scan, kept, want = hashlib.sha256, record_format.scan, self.kept, self.want
+        trust, ring = self.trust, self.trust.keyring is not None
+        kinds: dict[bytes, int] = {}
+        hosts: dict[bytes, None] = {}
+        expected, prev, number, last, last_seq, after = self.expected, self.prev, 0, None, 0, False
+        current, trusted = b"", False
+        for line in self.source:
+            number += 1
+            digest = sha256(line).hexdigest().encode("ascii")
+            fields = scan(line) or self._full_scan(line, number, expected)
+            if fields is None:  # damaged: named, its neighbours' signatures checked
+                self._keep_around(number, last_seq, last)
+                after, expected, prev, last, last_seq = True, expected + 1, digest, line, expected
+                continue
+            seq, kind, kid, host, link, _ = fields
+            if after:
+                kept[number], after = (seq, line), False
+            if seq != expected or link != prev:
+                self._broken(number, seq, expected, link, prev)
+                self._keep_around(number, last_seq, last)
+                kept[number], after = (seq, line), True
+            target = None
+            if kid != current or kind == _ROTATION_B or (ring and kind in _ATTESTED_B) or not trusted:
+                current, trusted, target = self._rare(line, number, seq, kind, kid)
+                if kind == _ROTATION_B:
+                    self._keep_around(number, last_seq, last)
+                    kept[number], after = (seq, line), True
+            if ring:
+                trust.signed.append((seq, kind, kid, target))
+            kinds[kind] = kinds.get(kind, 0) + 1
+            if host not in hosts:
+                hosts[host] = None
+            if number in want:
+                kept[number] = (seq, line)
+                self.report.line_hashes[number] = digest.decode("ascii")
+            if number == 1:
+                kept[1] = (seq, line)
+            if self.report.first_seq is None:
+                self.report.first_seq = seq
+            expected, prev, last, last_seq = seq + 1, digest, line, seq
+        if last is not None and number not in self.skip:
+            kept[number] = (last_seq, last)  # the head
+        self.number, self.expected, self.prev = number, expected, prev
+        rep = self.report
+        rep.records = sum(kinds.values())
+        rep.last_seq = last_seq if rep.records else None
+        rep.line_count = number
+        rep.kinds = {k.decode("utf-8", "replace"): n for k, n in kinds.items()}
+        rep.hosts = [h.decode("utf-8", "replace") for h in hosts]
 
+    def _full_scan(self, line: bytes, number: int, expected: int) -> tuple | None:
+        """Fields through the full parser (an escaped host or kind, or a damaged line: then None, named)."""
+        try:
+            rec = record_format.parse(line)
+        except ValueError as exc:
+            self.report.problems.append(Problem(expected, f"line {number} is damaged: {exc}"))
+            self.skip.add(number)
+            return None
+        return (rec["seq"], rec["kind"].encode(), rec["kid"].encode(), rec["host"].encode(), rec["prev"].encode(),
+                rec["time"].encode())
 
-def _check(rec: dict, expected: int, prev: str, trust: "_Trust", report: ChainReport, positions: _Positions) -> None:
-    seq = rec["seq"]
-    if seq > expected:
-        where = positions.get(expected)
-        why = f"out of order (it is on line {where})" if where else "missing (deleted)"
-        report.problems.append(Problem(expected, f"found seq {seq} where seq {expected} was expected: "
-                                                 f"record {expected} is {why}"))
-    elif seq < expected:
-        report.problems.append(Problem(seq, f"found seq {seq} where seq {expected} was expected: "
-                                            f"record {seq} is repeated, inserted or out of order"))
-    if rec["prev"] != prev:
-        report.problems.append(Problem(seq, "chain broken: prev does not match the SHA-256 of the record before it"
-                                            " (a record before it was changed, removed or inserted)"))
-    trust.check(rec, report)
+    def _keep_around(self, number: int, last_seq: int, last: bytes | None) -> None:
+        if last is not None and number - 1 not in self.skip:
+            self.kept[number - 1] = (last_seq, last)
+
+    def _broken(self, number: int, seq: int, expected: int, link: bytes, prev: bytes) -> None:
+        problems = self.report.problems
+        if seq > expected:
+            where = self._position(expected)
+            why = f"out of order (it is on line {where})" if where else "missing (deleted)"
+            problems.append(Problem(expected, f"found seq {seq} where seq {expected} was expected: "
+                                              f"record {expected} is {why}"))
+        elif seq < expected:
+            problems.append(Problem(seq, f"found seq {seq} where seq {expected} was expected: "
+                                         f"record {seq} is repeated, inserted or out of order"))
+        if link != prev:
+            problems.append(Problem(seq, "chain broken: prev does not match the SHA-256 of the record before it"
+                                         " (a record before it was changed, removed or inserted)"))
+
+    def _position(self, seq: int) -> int | None:
+        """The line holding seq, read leniently (to tell a moved record from a deleted one), mapped on first use."""
+        if self.positions is None:
+            self.positions = {}
+            for number, line in enumerate(self.source, 1):
+                fields = record_format.scan(line)
+                if fields is None:
+                    try:
+                        fields = (int(record_format.parse(line)["seq"]),)
+                    except ValueError:
+                        continue
+                self.positions.setdefault(fields[0], number)
+        return self.positions.get(seq)
+
+    def _rare(self, line: bytes, number: int, seq: int, kind: bytes, kid: bytes) -> tuple:
+        """Key change, rotation, untrusted key or a keyring's attested kind: the record through _Trust.
+
+        Returns the current kid and whether it is trusted (what the hot loop compares the next records
+        with) and the record's data.target (attested kinds)."""
+        rec = None
+        if kind == _ROTATION_B or (self.trust.keyring is not None and kind in _ATTESTED_B):
+            try:
+                rec = record_format.parse(line)
+            except ValueError as exc:
+                self.report.problems.append(Problem(seq, f"line {number} is damaged: {exc}"))
+                self.skip.add(number)
+        if not self.trust.check(seq, kind.decode("utf-8", "replace"), kid.decode("ascii", "replace"), rec,
+                                self.report):
+            self.skip.add(number)  # signed by a key that may not sign here: no signature to judge
+        now = self.trust.current
+        data = rec.get("data") if rec else None
+        target = data.get("target") if isinstance(data, dict) else None
+        return (now or "").encode("ascii", "replace"), now in self.trust.trusted, target
+
+    def check_kept(self) -> None:
+        """The signatures that matter (see the module docstring), each record parsed in full."""
+        for number in sorted(self.kept):
+            if number in self.skip:
+                continue
+            seq, line = self.kept[number]
+            try:
+                rec = record_format.parse(line)
+            except ValueError as exc:
+                self.report.problems.append(Problem(seq, f"line {number} is damaged: {exc}"))
+                continue
+            key = self.trust.keys.get(rec["kid"]) if rec["kid"] in self.trust.trusted else None
+            if key is None:
+                continue  # untrusted: named by _Trust.settle
+            self.report.signatures_checked += 1
+            if not record_format.signature_ok(rec, key):
+                self.report.problems.append(Problem(rec["seq"], "signature does not verify: the record was "
+                                                                "changed after signing"))
 
 
 class _Trust:
@@ -137,14 +270,11 @@ class _Trust:
         self.current: str | None = None
         self.retired: dict[str, int] = {}
         self.epochs: list[dict] = []
-        self.deferred: list[dict] = []
-        self.signed: list[tuple] = []  # (seq, kind, kid, target) when a keyring judges roles
+        self.deferred: list[tuple] = []  # (seq, kid) of records whose key is not trusted (yet)
+        self.signed: list[tuple] = []    # (seq, kind, kid, target) when a keyring judges roles
 
-    def check(self, rec: dict, report: ChainReport) -> None:
-        kid, seq = rec["kid"], rec["seq"]
-        if self.keyring is not None:
-            data = rec["data"] if isinstance(rec["data"], dict) else {}
-            self.signed.append((seq, rec["kind"], kid, data.get("target")))
+    def check(self, seq: int, kind: str, kid: str, rec: dict | None, report: ChainReport) -> bool:
+        """Key continuity of one record (rec: parsed, for a rotation); False when its key may not sign here."""
         if self.current is None:
             self.current = kid
             self.epochs.append({"kid": kid, "from_seq": seq})
@@ -155,15 +285,15 @@ class _Trust:
                 why = (f"but the ledger's key is {self.current}: a key change without a key-rotation record "
                        f"(re-signed or forged)")
             report.problems.append(Problem(seq, f"signed by key {kid}, {why}"))
-            return
-        if kid in self.trusted:
-            if not record_format.signature_ok(rec, self.keys[kid]):
-                report.problems.append(Problem(seq, "signature does not verify: the record was changed after "
-                                                    "signing"))
-        else:
-            self.deferred.append(rec)
-        if rec["kind"] == record_format.ROTATION:
+            return False
+        if kid not in self.trusted:
+            self.deferred.append((seq, kid))
+        if kind == record_format.ROTATION and rec is not None:
             self._rotate(rec, report)
+        return True
+
+    def trusted_public(self) -> dict:
+        return {kid: self.keys[kid] for kid in self.trusted if kid in self.keys}
 
     def _rotate(self, rec: dict, report: ChainReport) -> None:
         """A key-rotation record: signed by the current key, its data proves possession of the new key."""
@@ -202,27 +332,25 @@ class _Trust:
         ring = self.keyring
         return next((ring.role_of[k] for k in self.groups.get(kid, {kid}) if k in ring.role_of), None)
 
-    def finish(self, report: ChainReport) -> None:
-        before = len(report.problems)
-        for rec in self.deferred:
-            kid = rec["kid"]
+    def settle(self, report: ChainReport) -> None:
+        """Records whose key no pinned key vouches for, even through the rotations that came later."""
+        for seq, kid in self.deferred:
             if kid not in self.trusted:
-                report.problems.append(Problem(rec["seq"], f"signed by key {kid}, which is not the trusted key "
-                                                           f"({', '.join(sorted(self.pinned)) or 'none'})"))
-            elif not record_format.signature_ok(rec, self.keys[kid]):
-                report.problems.append(Problem(rec["seq"], "signature does not verify: the record was changed "
-                                                           "after signing"))
+                report.problems.append(Problem(seq, f"signed by key {kid}, which is not the trusted key "
+                                                    f"({', '.join(sorted(self.pinned)) or 'none'})"))
+
+    def finish(self, report: ChainReport) -> None:
         if self.keyring is not None:
             self._roles(report)
-        if len(report.problems) > before:  # deferred findings belong in seq order
-            report.problems.sort(key=lambda p: (p.seq is None, p.seq or 0))
+        report.problems.sort(key=lambda p: (p.seq is None, p.seq or 0))  # stable: in seq order, as found
         report.epochs = self.epochs
-        report.trusted_keys = {kid: self.keys[kid] for kid in self.trusted}
+        report.trusted_keys = self.trusted_public()
 
     def _roles(self, report: ChainReport) -> None:
         """Kinds each role may sign; drills attested by a verifier when the keyring has one."""
         ring = self.keyring
         for seq, kind, kid, target in self.signed:
+            kind, kid = kind.decode("utf-8", "replace"), kid.decode("ascii", "replace")
             name = self.role(kid)
             role = ring.roles.get(name) if name else None
             if role is not None and not role.may_sign(kind):
@@ -237,22 +365,15 @@ class _Trust:
                                             "verifier": bool(role and role.verifier)})
 
 
-def _count(rec: dict, report: ChainReport) -> None:
-    report.records += 1
-    report.first_seq = rec["seq"] if report.first_seq is None else report.first_seq
-    report.last_seq = rec["seq"]
-    if rec["host"] not in report.hosts:
-        report.hosts.append(rec["host"])
-    report.kinds[rec["kind"]] = report.kinds.get(rec["kind"], 0) + 1
-
-
-def check_checkpoints(lines: list[bytes], checkpoints: list[dict], report: ChainReport, first_seq: int = 1,
+def check_checkpoints(lines: list[bytes] | None, checkpoints: list[dict], report: ChainReport, first_seq: int = 1,
                       what: str = "the ledger") -> list[Problem]:
-    """Each signed checkpoint must verify under a trusted key and match the ledger's record at its seq."""
+    """Each signed checkpoint must verify under a trusted key and match the ledger's record at its seq.
+
+    lines None: the line hashes verify_lines kept (checkpoint_seqs) stand for the lines."""
     from backupd.evidence import checkpoint as cp_mod
 
     problems = []
-    last = first_seq + len(lines) - 1
+    last = first_seq + (report.line_count if lines is None else len(lines)) - 1
     for cp in sorted(checkpoints, key=lambda c: (c["seq"], c["time"])):
         key = report.trusted_keys.get(cp["kid"])
         label = f"checkpoint of seq {cp['seq']} at {cp['time']}"
@@ -262,7 +383,13 @@ def check_checkpoints(lines: list[bytes], checkpoints: list[dict], report: Chain
         elif cp["seq"] > last:
             problems.append(Problem(cp["seq"], f"{label}: {what} ends at seq {last}: records after it were cut "
                                                f"off or the ledger was rolled back"))
-        elif cp["seq"] >= first_seq and record_format.line_hash(lines[cp["seq"] - first_seq]) != cp["head"]:
+        elif cp["seq"] >= first_seq and _hash_at(lines, report, cp["seq"] - first_seq) != cp["head"]:
             problems.append(Problem(cp["seq"], f"{label}: record {cp['seq']} differs from the signed checkpoint "
                                                f"(the ledger was replaced or re-signed)"))
     return problems
+
+
+def _hash_at(lines: list[bytes] | None, report: ChainReport, index: int) -> str | None:
+    if lines is None:
+        return report.line_hashes.get(index + 1)
+    return record_format.line_hash(lines[index])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -10,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from backupd.cli import main
 from backupd.config import Config
-from backupd.evidence import keys, record, record_format
+from backupd.evidence import canonical, keys, record, record_format
 from backupd.evidence.ledger import Ledger
 
 
@@ -130,3 +131,96 @@ def test_not_a_key_is_a_usage_error(ledger, tmp_path):
     bad.write_text("nope")
     code, doc = verify(ledger[0], bad)
     assert code == 2 and "not a PEM public key" in doc["error"]
+
+
+# --- fast verify: the chain plus the signatures that matter; --all-signatures checks every one ---
+
+def _rechain(path, state_dir, bad_sig_at):
+    """Re-sign the ledger with its own key so that record bad_sig_at carries a wrong signature while every
+    link stays intact (records after it chain to its bytes as written): only its own signature tells."""
+    key = keys.load_or_create(state_dir)
+    prev, out = record_format.GENESIS, []
+    for line in lines_of(path):
+        rec = json.loads(line)
+        new = record_format.build(rec["seq"], prev, rec["host"], rec["kind"], rec["data"], key, rec["time"])
+        if rec["seq"] == bad_sig_at:
+            wrong = {**json.loads(new), "sig": base64.b64encode(key.sign(b"another message")).decode("ascii")}
+            new = canonical.dumps(wrong)
+        out.append(new)
+        prev = record_format.line_hash(new)
+    write_lines(path, out)
+
+
+def verify_all(path, key):
+    result = CliRunner().invoke(main, ["evidence", "verify", str(path), "--json", "--public-key", str(key),
+                                       "--all-signatures"])
+    assert "Traceback" not in result.output
+    return result.exit_code, json.loads(result.output)
+
+
+def test_wrong_signature_inside_an_intact_chain_is_caught_by_all_signatures(ledger, monkeypatch):
+    from backupd.evidence import signatures
+
+    path, key = ledger
+    _rechain(path, path.parent.parent, bad_sig_at=3)
+    code, doc = verify(path, key)
+    assert code == 0 and doc["ledger"]["signatures_checked"] == 2  # first and head: the chain covers record 3
+    monkeypatch.setattr(signatures, "CHUNK", 2)  # several chunks: the process pool runs
+    code, doc = verify_all(path, key)
+    assert code == 1 and doc["ledger"]["first_bad_seq"] == 3 and doc["ledger"]["signatures_checked"] == 6
+    assert doc["problems"] == ["record 3: signature does not verify: the record was changed after signing"]
+
+
+def test_wrong_signature_on_the_head_is_caught_by_default_verify(ledger):
+    path, key = ledger
+    _rechain(path, path.parent.parent, bad_sig_at=6)
+    code, doc = verify(path, key)
+    assert code == 1 and doc["problems"] == ["record 6: signature does not verify: the record was changed after "
+                                             "signing"]
+
+
+def test_wrong_signature_on_a_checkpointed_record_is_caught_by_default_verify(ledger):
+    from backupd.actions import evidence_verify
+    from backupd.evidence import checkpoint
+
+    path, key = ledger
+    _rechain(path, path.parent.parent, bad_sig_at=4)
+    private = keys.load_or_create(path.parent.parent)
+    cp = checkpoint.parse(checkpoint.build("tos-01", 4, record_format.line_hash(lines_of(path)[3]), private))
+    doc = evidence_verify.verify(path, [key], checkpoints=[cp])
+    assert not doc["ok"] and doc["ledger"]["first_bad_seq"] == 4
+    assert doc["problems"] == ["record 4: signature does not verify: the record was changed after signing"]
+
+
+def test_flipped_byte_in_the_head_names_it(ledger):
+    path, key = ledger
+    lines = lines_of(path)
+    lines[-1] = lines[-1].replace(b'"t6"', b'"t7"')
+    write_lines(path, lines)
+    code, doc = verify(path, key)
+    assert code == 1 and doc["problems"] == ["record 6: signature does not verify: the record was changed after "
+                                             "signing"]
+
+
+def test_all_signatures_names_the_tampered_record_like_default_verify(ledger, monkeypatch):
+    from backupd.evidence import signatures
+
+    path, key = ledger
+    data = bytearray(path.read_bytes())
+    data[data.index(b'"t4"') + 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    monkeypatch.setattr(signatures, "CHUNK", 2)
+    code, doc = verify_all(path, key)
+    assert code == 1 and doc["ledger"]["first_bad_seq"] == 4
+    assert doc["problems"][:2] == ["record 4: signature does not verify: the record was changed after signing",
+                                   "record 5: chain broken: prev does not match the SHA-256 of the record before it"
+                                   " (a record before it was changed, removed or inserted)"]
+
+
+def test_escaped_host_and_kind_are_read_by_the_full_parser(tmp_path):
+    cfg = Config(path=None, state_dir=tmp_path / "state", host='tos "01"')
+    for kind in ("backup", 'odd\\kind', "backup"):
+        record(cfg, kind, {"target": "t"})
+    path, key = Ledger(cfg.state_dir).path, cfg.state_dir / "keys" / keys.PUB_NAME
+    code, doc = verify(path, key)
+    assert code == 0 and doc["ledger"]["hosts"] == ['tos "01"'] and doc["ledger"]["kinds"]["odd\\kind"] == 1
