@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+from datetime import timedelta
 from pathlib import Path
 
 import click
@@ -140,10 +141,14 @@ def register(main: click.Group) -> None:
 
 
 def _duration(parse, text: str):
+    """--retention as a timedelta; at least 3w, the shortest min_history lint accepts (dormant malware)."""
     try:
-        return parse(text)
+        span = parse(text)
     except ValueError as exc:
         raise ConfigError(f"--retention: {exc}") from None
+    if span < timedelta(weeks=3):
+        raise ConfigError(f"--retention {text} is shorter than 3w: malware can lie dormant for weeks")
+    return span
 
 
 def _answers(action, given: dict, yes: bool):

@@ -141,3 +141,10 @@ def test_init_with_yes_and_no_bucket_is_a_usage_error(tmp_path):
                     "--config-dir", str(tmp_path / "etc"), "--yes")
     assert code == 2 and "--bucket is required with --yes" in doc["error"]
     assert not (tmp_path / "etc").exists()
+
+
+def test_storage_init_refuses_a_retention_shorter_than_three_weeks(admin_keys):
+    path, s3 = admin_keys
+    code, doc = cli("storage", "init", "--admin-credentials", str(path), "--bucket", "short-bucket", "--retention", "2w")
+    assert code == 2 and "shorter than 3w" in doc["error"]
+    assert "short-bucket" not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
