@@ -68,6 +68,7 @@ class Service:
         self.policy_set = load_policies()
         self.jobs: dict[str, Job] = {}
         self.running: dict[str, Running] = {}
+        self._launched: set[str] = set()
         self.started_at = time.time()
         self.ready_seconds: float | None = None
         self.alerts = Alerts(cfg.state_dir, notify_settings, log.event)
@@ -106,6 +107,8 @@ class Service:
                 self.signals.reload.clear()
                 self.reload()
             finished = self._reap()
+            if self.once:
+                once_jobs -= set(self.running) | self._launched  # --once: each job due at start runs once
             self._start_due(once_jobs if self.once else None)
             now = time.time()
             if finished or self._health_due(now):
@@ -269,6 +272,7 @@ class Service:
         run.thread = threading.Thread(target=self._work, args=(run, self.policy_set), daemon=True,
                                       name=job.job)
         self.running[job.job] = run
+        self._launched.add(job.job)
         log.event("job_start", job=job.job, target=job.target, overdue_seconds=round(run.started - job.next_due, 1))
         run.thread.start()
 

@@ -97,8 +97,11 @@ def _runs(setup, target, status):
     if not path.exists():
         return []
     with closing(sqlite3.connect(path)) as db:
-        return db.execute("SELECT id FROM runs WHERE job='backup' AND target=? AND status=?",
-                          (target, status)).fetchall()
+        try:
+            return db.execute("SELECT id FROM runs WHERE job='backup' AND target=? AND status=?",
+                              (target, status)).fetchall()
+        except sqlite3.OperationalError:
+            return []  # the daemon is still creating its tables
 
 
 def repo_of(setup):
@@ -198,7 +201,9 @@ def test_sigterm_and_kill9_mid_backup_leave_a_consistent_repository(policy, tmp_
 def test_rpo_breach_alerts_once_and_resolves_once(policy, tmp_path):
     hook, mail = WebhookReceiver(), SmtpReceiver()
     src = tmp_path / "late-src"  # missing at first: every backup of 'late' fails
-    notify = (f"{{webhook: '{hook.url}', smtp: {{host: 127.0.0.1, port: {mail.port}, "
+    # grace: a 3 s RPO is breached for real whenever one backup takes a second longer than the last
+    # on a loaded machine; the test is about one alert and one resolution per condition.
+    notify = (f"{{webhook: '{hook.url}', rpo_grace_seconds: 5, smtp: {{host: 127.0.0.1, port: {mail.port}, "
               f"from: backupd@it-host, to: [ops@example.jp]}}}}")
     setup = policy(paths_target("late", src, "3s"), f"daemon-alert-{tmp_path.name}",
                    daemon="{retry_seconds: 1, jitter_seconds: 0}", notify=notify)
@@ -236,10 +241,10 @@ def test_sighup_rejects_a_broken_policy_and_applies_a_fixed_one(policy, tmp_path
     daemon = Daemon(setup)
     try:
         wait_for(lambda: ok_runs(setup, "first"), "the first target's backup")
-        policy_file.write_text(good.replace("frequency: 1d", "frequency: 2y", 1))  # lint error
+        policy_file.write_text(good.replace("frequency: 1d", "frequency: 1d\n    bogus_field: 1", 1))  # lint error
         daemon.proc.send_signal(signal.SIGHUP)
         rejected = wait_for(lambda: daemon.events("reload_rejected"), "the broken policy to be rejected")
-        assert "2y" in rejected[0]["reason"] or "frequency" in rejected[0]["reason"]
+        assert "bogus_field" in rejected[0]["reason"]
         assert daemon.proc.poll() is None, "a bad reload must not stop the daemon"
         policy_file.write_text(good.replace("targets:\n", "targets:\n" + paths_target("later", later, "1d"), 1))
         daemon.proc.send_signal(signal.SIGHUP)
@@ -342,8 +347,11 @@ def _runs_to(setup, target: str, destination: str) -> int:
     if not path.exists():
         return 0
     with closing(sqlite3.connect(path)) as db:
-        return db.execute("SELECT COUNT(*) FROM runs WHERE job='backup' AND target=? AND destination=?"
-                          " AND status='ok'", (target, destination)).fetchone()[0]
+        try:
+            return db.execute("SELECT COUNT(*) FROM runs WHERE job='backup' AND target=? AND destination=?"
+                              " AND status='ok'", (target, destination)).fetchone()[0]
+        except sqlite3.OperationalError:
+            return 0  # the daemon is still creating its tables
 
 
 def test_s3_down_ready_at_once_local_backups_on_time_outage_alerted_and_resolved(policy, stack, tmp_path):

@@ -76,3 +76,35 @@ def test_a_job_sees_the_policy_without_unreachable_destinations(tmp_path):
     view = reach.without(ps, {"worm"})
     assert view.target("docs").destinations == ["usb"] and ps.target("docs").destinations == ["worm", "usb"]
     assert reach.without(ps, set()) is ps
+
+
+def test_a_signal_taken_by_another_thread_still_wakes_the_sleeping_loop():
+    import signal
+
+    from backupd.daemon.signals import Signals
+
+    old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    old_fd = signal.set_wakeup_fd(-1)
+    sig = Signals()
+    sig.install()
+    try:
+        # The kernel may hand a process signal to any thread; Python runs the handler in the main
+        # thread only. Send SIGHUP to a helper thread while the main thread sleeps.
+        helper = threading.Thread(target=lambda: (time.sleep(0.2),
+                                                  signal.pthread_kill(threading.get_ident(), signal.SIGHUP)))
+        helper.start()
+        t0 = time.monotonic()
+        sig.sleep(120)
+        woke_after = time.monotonic() - t0
+        helper.join()
+        for _ in range(100):  # the handler runs at the main thread's next bytecode boundary
+            if sig.reload.is_set():
+                break
+            time.sleep(0.01)
+        assert sig.reload.is_set() and woke_after < 60, "SIGHUP must end the idle sleep"
+        sig.wake.set()
+        sig.sleep(120)  # a worker's wake-up ends it as well
+    finally:
+        signal.set_wakeup_fd(old_fd)
+        for s, handler in old.items():
+            signal.signal(s, handler)
