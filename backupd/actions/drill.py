@@ -26,7 +26,7 @@ from backupd.errors import EXIT_CONFIG, EXIT_DEPENDENCY, EXIT_FINDING, EXIT_OK, 
     DependencyError
 from backupd.evidence.keys import key_dir
 from backupd.state import State
-from backupd.verify import verify_tree
+from backupd.verify import EarlyHasher, verify_tree
 
 PASSED = ("pass", "warn")
 MANIFEST_READERS = 4
@@ -113,13 +113,13 @@ def _restore_and_probe(cfg, target, spec, kind, repo, snaps, snap, doc, timer, c
         report["sandbox"] = str(box.path)
         box.reserve(report["bytes_restored"])
         _checkpoint(cancel)
-        with timer.phase("restore"):
+        with timer.phase("restore"), EarlyHasher(box.restore_dir, {**doc, "files": chosen}) as early:
             includes = None if len(chosen) == len(entries) else [e["path"] for e in chosen]
             restic_restore.restore(repo, snap.id, box.restore_dir, includes=includes, cancel=cancel)
         _checkpoint(cancel)
-        with timer.phase("verify"):
-            check = verify_tree(box.restore_dir, {**doc, "files": chosen})
-        report["verification"] = check.to_dict()
+        with timer.phase("verify"):  # what the restore left: files not hashed yet, every file's type and mode
+            check = verify_tree(box.restore_dir, {**doc, "files": chosen}, hashed=early.matched)
+        report["verification"] = {**check.to_dict(), "hashed_during_restore": len(early.matched)}
         if not check.ok:
             problems.append(f"{len(check.mismatched)} file(s) differ from the backup-time manifest, "
                             f"{len(check.missing)} missing")
