@@ -127,7 +127,9 @@ def _encrypted(change: Change, baseline: list[dict]) -> bool:
     touched = change.changed + change.renamed_extensions
     usual_rewrite = _usual([{"share": _rewrite_share(b)} for b in baseline if b.get("previous_files")], "share")
     usual_entropy = _usual(baseline, "high_entropy_share")
-    return (touched >= MIN_REWRITES and touched / max(change.previous_files, 1) >= REWRITE_SHARE
+    # a target of one or two files (an export) counts when all of them were rewritten
+    enough = touched >= min(MIN_REWRITES, max(change.previous_files, 1))
+    return (enough and touched / max(change.previous_files, 1) >= REWRITE_SHARE
             and change.high_entropy_share >= 0.6
             and not (usual_rewrite >= REWRITE_SHARE and usual_entropy >= 0.6))
 

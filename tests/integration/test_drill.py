@@ -131,12 +131,17 @@ def test_a_log_edited_in_the_middle_between_generations_fails_the_log_probe(poli
 
     text = log.read_text().replace("user=maint1000 ok", "user=maint1000 FAILED")  # hide a login
     log.write_text(text + "2026-01-03T00:00:00 vpn login user=maint10000 ok\n")
-    assert setup.cli("backup", "--target", "vpn-logs").code == 0
-    run = setup.cli("drill", "--target", "vpn-logs", "--full", "--json")
+    edited = setup.cli("backup", "--target", "vpn-logs", "--json")
+    assert edited.code == 0
+    (result,) = edited.doc["results"]
+    assert result["facts"]["change"]["suspicious"], "the edit is caught at backup time already"
+    run = setup.cli("drill", "--target", "vpn-logs", "--full", "--snapshot", result["snapshot_id"], "--json")
     assert run.code == 1, run.stdout + run.stderr
     (d,) = run.doc["drills"]
-    assert d["verdict"] == "FAIL" and d["verification"]["ok"]
+    assert d["verdict"] == "FAIL" and d["verification"]["ok"] and d["judgement"]["suspect"]
     assert d["probes"][0]["details"]["edited"] == [str(log)]
+    clean = setup.cli("drill", "--target", "vpn-logs", "--full", "--json")
+    assert clean.code == 0 and not clean.doc["drills"][0]["snapshot_id"].startswith(result["snapshot_id"])
 
 
 CHECK_TARGET = """  - name: cargo-plans
@@ -176,4 +181,6 @@ def test_a_garbage_pack_fails_its_check_slice_and_names_the_target(policy, stack
     code, res = outcomes[covering]
     assert code == 1 and res["status"] == "failed"
     assert "cargo-plans" in res["error"] and "cargo-plans" in res["targets"]
+    # only the target whose snapshots use the damaged pack is named, not every target of the destination
+    assert res["affected_targets"] == ["cargo-plans"] and "filler-logs" not in res["error"]
     assert all(c == 0 for k, (c, _) in outcomes.items() if k != covering)

@@ -76,3 +76,10 @@ def test_drift_is_judged_against_the_usual_drift_of_clean_generations():
     usual = {"previous_files": 100, "changed": 40, "high_entropy_share": 0.9}
     assert not analytics.judge_drift(drift, [{"drift": usual}] * 3, "T0")
     assert analytics.clean_history([{"flags": ["x"]}, {"flags": []}]) == [{"flags": []}]
+
+
+def test_a_one_file_target_rewritten_with_random_bytes_is_flagged_a_text_rewrite_is_not():
+    encrypted = analytics.Change(previous_files=1, changed=1, sampled=1, high_entropy_share=1.0)
+    assert analytics.judge(encrypted, []).suspicious
+    rewritten = analytics.Change(previous_files=1, changed=1, sampled=1, high_entropy_share=0.0)
+    assert not analytics.judge(rewritten, []).suspicious
