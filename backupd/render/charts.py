@@ -17,6 +17,7 @@ from datetime import datetime, timedelta, timezone
 from html import escape
 
 from backupd.drill.verdict import WARN_FRACTION
+from backupd.policy.durations import format_duration
 
 WIDTH = 760
 MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 120, 24, 28, 46
@@ -35,6 +36,7 @@ TIME_STEPS = (timedelta(hours=1), timedelta(hours=3), timedelta(hours=6), timede
               timedelta(days=2), timedelta(days=7), timedelta(days=14), timedelta(days=30), timedelta(days=91),
               timedelta(days=182), timedelta(days=365))
 MAX_TICKS = 8
+MIN_BAR = 3
 #: Tick steps a seconds axis may use.
 VALUE_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
 
@@ -113,8 +115,9 @@ def time_range(times: list[datetime], floor: timedelta = timedelta(hours=2)) -> 
 
 
 def _time_axis(scale: TimeScale, y: float) -> list[str]:
+    y = round(y)  # a whole pixel row, crisp: the axis keeps its exact colour when rasterised
     out = [f'<line class="time-axis" x1="{scale.left}" y1="{y}" x2="{scale.right}" y2="{y}" '
-           f'stroke="{AXIS_COLOUR}" stroke-width="1"/>']
+           f'stroke="{AXIS_COLOUR}" stroke-width="2" shape-rendering="crispEdges"/>']
     for tick in scale.ticks():
         x = scale.x(tick)
         out.append(f'<line class="tick" x1="{x}" y1="{y}" x2="{x}" y2="{y + 5}" stroke="{AXIS_COLOUR}"/>'
@@ -136,7 +139,7 @@ def _legend(items: list[tuple[str, str]], y: float) -> str:
     out, x = [], MARGIN_LEFT
     for swatch, text in items:
         out.append(f'<g transform="translate({x},{y})">{swatch}<text x="16" y="10" {FONT}>{_a(text)}</text></g>')
-        x += 26 + 6.5 * len(text)
+        x += round(26 + 6.5 * len(text))  # whole pixels: swatches keep their exact colour
     return "".join(out)
 
 
@@ -157,7 +160,7 @@ def retention_chart(target: str, lanes: list[tuple[str, list[dict]]], min_histor
             f'<rect class="min-history-window" x="{wx0}" y="{top}" width="{round(scale.x(now) - wx0, 2)}" '
             f'height="{axis_y - top}" fill="{WINDOW_FILL}" data-start="{_a((now - min_history).isoformat())}"/>',
             f'<text x="{wx0 + 4}" y="{top - 4}" {FONT} fill="{RTO_COLOUR}">'
-            f'{_a(f"min_history {seconds_label(min_history.total_seconds())}")}</text>',
+            f'{_a(f"min_history {duration_label(min_history.total_seconds())}")}</text>',
             f'<line class="now" x1="{scale.x(now)}" y1="{top}" x2="{scale.x(now)}" y2="{axis_y}" '
             f'stroke="{AXIS_COLOUR}" stroke-dasharray="2,2"/>']
     for i, (dest, points) in enumerate(lanes):
@@ -198,6 +201,13 @@ def value_ticks(highest: float) -> tuple[float, float]:
     """(step, top): a round tick step giving at most 6 ticks, and the axis top (a step multiple >= highest)."""
     step = next((s for s in VALUE_STEPS if highest / s <= 6), None) or 86400 * (highest // (86400 * 6) + 1)
     return step, step * -(-highest // step)
+
+
+def duration_label(seconds: float) -> str:
+    """A policy duration as the policy writes it (6w, 2h, 90m); else seconds_label."""
+    if seconds >= 1 and float(seconds).is_integer():
+        return format_duration(timedelta(seconds=seconds))
+    return seconds_label(seconds)
 
 
 def seconds_label(seconds: float) -> str:
@@ -248,7 +258,7 @@ def drill_chart(target: str, drills: list[dict], rto_seconds: float | None) -> s
         body.append(_drill_mark(scale, values, d))
     if rto_seconds:
         body += _threshold("rto-line", values.y(rto_seconds), RTO_COLOUR, "",
-                           f"RTO {seconds_label(rto_seconds)}", scale, scale.right - 2, "end")
+                           f"RTO {duration_label(rto_seconds)}", scale, scale.right - 2, "end")
         body += _threshold("warn-line", values.y(rto_seconds * WARN_FRACTION), WARN_LINE_COLOUR, "6,4",
                            f"{WARN_FRACTION:.0%} RTO (WARN)", scale, scale.left + 4, "start")
     else:
@@ -282,6 +292,8 @@ def _drill_mark(scale: TimeScale, values: ValueScale, drill: dict) -> str:
     if ready is None:
         return (f'<circle class="drill-unmeasured" cx="{x}" cy="{values.bottom_px - 5}" r="4" {data} '
                 f'stroke="{OTHER_COLOUR}"><title>{_a(tip)}</title></circle>')
-    y = values.y(ready)
+    # at least MIN_BAR px high: a drill far below its RTO stays visible
+    y = min(values.y(ready), values.bottom_px - MIN_BAR)
     return (f'<rect class="drill-bar" x="{round(x - 4, 2)}" y="{y}" width="8" '
-            f'height="{round(values.bottom_px - y, 2)}" data-x="{x}" {data}><title>{_a(tip)}</title></rect>')
+            f'height="{round(values.bottom_px - y, 2)}" data-x="{x}" data-y="{values.y(ready)}" {data}>'
+            f'<title>{_a(tip)}</title></rect>')

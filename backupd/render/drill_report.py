@@ -7,7 +7,7 @@ Input: the drill evidence records' data (what `backupd drill` records), grouped 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from html import escape
 
 from backupd.render import charts
@@ -21,6 +21,13 @@ LISTED = 100
 def _seconds(value) -> str:
     value = charts.number(value)
     return f"{value:.1f}s" if value is not None else "-"
+
+
+def _when(value) -> str:
+    try:
+        return charts.parse_time(value).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (TypeError, ValueError):
+        return str(value or "")
 
 
 def _probes(probes: list[dict]) -> str:
@@ -38,7 +45,7 @@ def _row(d: dict, rto: float | None) -> list[str]:
     share = f" ({ready / rto:.0%} RTO)" if rto and ready is not None else ""
     verdict = str(d.get("verdict") or "?")
     files = f"{d.get('files_restored', '-')}/{d.get('total_files', '-')}"
-    return [escape(f"#{d.get('seq', '')}"), escape(str(d.get("time", ""))), escape(str(d.get("kind", ""))),
+    return [escape(f"#{d.get('seq', '')}"), escape(_when(d.get("time"))), escape(str(d.get("kind", ""))),
             escape(str(d.get("snapshot_id") or "-")[:8]), escape(files),
             escape(" ".join(f"{p}:{_seconds(phases.get(p))}" for p in PHASES)),
             escape(_seconds(ready) + share + (" *" if d.get("projected_full_seconds") is not None else "")),
@@ -49,7 +56,7 @@ def _row(d: dict, rto: float | None) -> list[str]:
 
 def _target(target: dict) -> str:
     drills, rto = target["drills"], target.get("rto_seconds")
-    head = (f"<h2>{escape(target['name'])} <small>RTO {escape(charts.seconds_label(rto) if rto else '-')}"
+    head = (f"<h2>{escape(target['name'])} <small>RTO {escape(charts.duration_label(rto) if rto else '-')}"
             f" · {t('訓練回数', 'drills')}: {len(drills)}</small></h2>")
     if not drills:
         return head + f"<p>{t('復旧訓練の記録なし', 'no drill records')}</p>"
@@ -68,7 +75,7 @@ def render(host: str, generated: datetime, targets: list[dict]) -> bytes:
     head = (f"<!DOCTYPE html><html lang='ja'><head><meta charset='utf-8'><title>backupd drill report "
             f"{escape(host)}</title><style>{CSS}</style></head><body>")
     summary = table([t("項目", "field"), t("値", "value")], [
-        [t("ホスト", "host"), host], [t("作成日時", "generated"), generated.isoformat()],
+        [t("ホスト", "host"), host], [t("作成日時", "generated"), _when(generated)],
         [t("訓練記録", "drill records"), str(total)]])
     note = ("<p><small>* 抜き取り訓練は全量復旧の所要時間を推計しています。"
             " * a sample drill projects the time of a full restore. 判定 / verdict: PASS &lt; 80% RTO ≤ WARN ≤ RTO"

@@ -91,6 +91,16 @@ def test_drill_marks_are_coloured_by_verdict():
     assert len(set(got.values()) | {charts.RTO_COLOUR, charts.WARN_LINE_COLOUR}) == 6
 
 
+def test_a_drill_far_below_its_rto_still_shows_a_bar():
+    drills = [{"seq": 1, "time": NOW.isoformat(), "ready_seconds": 1.2, "verdict": "PASS"}]
+    svg = charts.drill_chart("db", drills, 7200)
+    root = parse(svg)
+    bar, baseline = one(root, "drill-bar"), float(one(root, "value-axis").get("y2"))
+    assert float(bar.get("height")) == charts.MIN_BAR
+    assert float(bar.get("data-y")) == pytest.approx(baseline, abs=0.1)  # its true value, for the record
+    assert "RTO 2h" in svg
+
+
 def test_no_rto_draws_no_rto_line_and_says_so():
     svg = charts.drill_chart("db", _drills()[:1], None)
     root = parse(svg)
