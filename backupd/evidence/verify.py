@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import json
 from dataclasses import dataclass, field
 
 from backupd.errors import ConfigError
@@ -117,8 +118,9 @@ class _Scan:
         self.positions: dict[int, int] | None = None
 
     def run(self) -> None:
-        """The hot loop: one SHA-256 and one record_format.scan per line; anything unusual goes to _rare."""
-        sha256, scan, kept, want = hashlib.sha256, record_format.scan, self.kept, self.want
+        """The hot loop: one SHA-256 and one split per line (record_format.scan, inlined); anything
+        unusual goes to the slow paths. kinds and hosts are counted as their raw JSON string bytes."""
+        sha256, kept, want, rep = hashlib.sha256, self.kept, self.want, self.report
         trust, ring = self.trust, self.trust.keyring is not None
         kinds: dict[bytes, int] = {}
         hosts: dict[bytes, None] = {}
@@ -126,25 +128,33 @@ class _Scan:
         current, trusted = b"", False
         for line in self.source:
             number += 1
-            digest = sha256(line).hexdigest().encode("ascii")
-            fields = scan(line) or self._full_scan(line, number, expected)
-            if fields is None:  # damaged: named, its neighbours' signatures checked
-                self._keep_around(number, last_seq, last)
-                after, expected, prev, last, last_seq = True, expected + 1, digest, line, expected
-                continue
-            seq, kind, kid, host, link, _ = fields
+            digest = sha256(line).hexdigest().encode()
+            parts = line.rsplit(b',"', 7)
+            try:
+                if len(parts) != 8:
+                    raise ValueError
+                seq, kind, kid, link = int(parts[5][5:]), parts[3][7:-1], parts[2][6:-1], parts[4][7:-1]
+                host = parts[1][7:-1]
+            except ValueError:
+                fields = self._full_scan(line, number, expected)
+                if fields is None:  # damaged: named; its neighbours' signatures are checked
+                    self._keep_around(number, last_seq, last)
+                    after, expected, prev, last, last_seq = True, expected + 1, digest, line, expected
+                    continue
+                seq, kind, kid, link, host = fields
             if after:
                 kept[number], after = (seq, line), False
             if seq != expected or link != prev:
                 self._broken(number, seq, expected, link, prev)
                 self._keep_around(number, last_seq, last)
                 kept[number], after = (seq, line), True
-            target = None
-            if kid != current or kind == _ROTATION_B or (ring and kind in _ATTESTED_B) or not trusted:
+            if kid != current or not trusted or kind == _ROTATION_B or (ring and kind in _ATTESTED_B):
                 current, trusted, target = self._rare(line, number, seq, kind, kid)
                 if kind == _ROTATION_B:
                     self._keep_around(number, last_seq, last)
                     kept[number], after = (seq, line), True
+            else:
+                target = None
             if ring:
                 trust.signed.append((seq, kind, kid, target))
             kinds[kind] = kinds.get(kind, 0) + 1
@@ -152,21 +162,18 @@ class _Scan:
                 hosts[host] = None
             if number in want:
                 kept[number] = (seq, line)
-                self.report.line_hashes[number] = digest.decode("ascii")
+                rep.line_hashes[number] = digest.decode()
             if number == 1:
-                kept[1] = (seq, line)
-            if self.report.first_seq is None:
-                self.report.first_seq = seq
+                kept[1], rep.first_seq = (seq, line), seq
             expected, prev, last, last_seq = seq + 1, digest, line, seq
         if last is not None and number not in self.skip:
             kept[number] = (last_seq, last)  # the head
         self.number, self.expected, self.prev = number, expected, prev
-        rep = self.report
         rep.records = sum(kinds.values())
         rep.last_seq = last_seq if rep.records else None
         rep.line_count = number
-        rep.kinds = {k.decode("utf-8", "replace"): n for k, n in kinds.items()}
-        rep.hosts = [h.decode("utf-8", "replace") for h in hosts]
+        rep.kinds = {_text(k): n for k, n in kinds.items()}
+        rep.hosts = list(dict.fromkeys(_text(h) for h in hosts))
 
     def _full_scan(self, line: bytes, number: int, expected: int) -> tuple | None:
         """Fields through the full parser (an escaped host or kind, or a damaged line: then None, named)."""
@@ -176,8 +183,7 @@ class _Scan:
             self.report.problems.append(Problem(expected, f"line {number} is damaged: {exc}"))
             self.skip.add(number)
             return None
-        return (rec["seq"], rec["kind"].encode(), rec["kid"].encode(), rec["host"].encode(), rec["prev"].encode(),
-                rec["time"].encode())
+        return rec["seq"], _raw(rec["kind"]), _raw(rec["kid"]), rec["prev"].encode(), _raw(rec["host"])
 
     def _keep_around(self, number: int, last_seq: int, last: bytes | None) -> None:
         if last is not None and number - 1 not in self.skip:
@@ -223,8 +229,7 @@ class _Scan:
             except ValueError as exc:
                 self.report.problems.append(Problem(seq, f"line {number} is damaged: {exc}"))
                 self.skip.add(number)
-        if not self.trust.check(seq, kind.decode("utf-8", "replace"), kid.decode("ascii", "replace"), rec,
-                                self.report):
+        if not self.trust.check(seq, _text(kind), _text(kid), rec, self.report):
             self.skip.add(number)  # signed by a key that may not sign here: no signature to judge
         now = self.trust.current
         data = rec.get("data") if rec else None
@@ -350,7 +355,7 @@ class _Trust:
         """Kinds each role may sign; drills attested by a verifier when the keyring has one."""
         ring = self.keyring
         for seq, kind, kid, target in self.signed:
-            kind, kid = kind.decode("utf-8", "replace"), kid.decode("ascii", "replace")
+            kind, kid = _text(kind), _text(kid)
             name = self.role(kid)
             role = ring.roles.get(name) if name else None
             if role is not None and not role.may_sign(kind):
@@ -363,6 +368,21 @@ class _Trust:
             if kind in ATTESTED:
                 report.attestations.append({"seq": seq, "kind": kind, "target": target, "kid": kid, "role": name,
                                             "verifier": bool(role and role.verifier)})
+
+
+def _raw(value) -> bytes:
+    """A string as the bytes between its quotes in canonical JSON (what the hot loop compares)."""
+    return json.dumps(str(value), ensure_ascii=False)[1:-1].encode("utf-8", "backslashreplace")
+
+
+def _text(raw: bytes) -> str:
+    """The string whose canonical JSON quotes hold raw (escapes undone)."""
+    if b"\\" not in raw:
+        return raw.decode("utf-8", "replace")
+    try:
+        return json.loads(b'"' + raw + b'"')
+    except ValueError:
+        return raw.decode("utf-8", "replace")
 
 
 def check_checkpoints(lines: list[bytes] | None, checkpoints: list[dict], report: ChainReport, first_seq: int = 1,
