@@ -1,0 +1,313 @@
+"""A full restore drill (`backupd drill --full`) against what an operator would otherwise run.
+
+    python -m bench.drill_vs_restic [--size-gb 1.0] [--rounds 3] [--containers 100000] [--workdir DIR] [--json]
+
+Files: the same snapshot of the deterministic data set (bench/dataset.py) in a SeaweedFS Object-Lock
+bucket, restored three ways per round, the order rotating across rounds and the page cache dropped
+before each: `backupd drill --target data --full` (restore, verify every file against the backup-time
+manifest, phases timed), `restic restore` followed by `sha256sum` of every restored file, and
+`restverify run` (PyPI restverify in a throw-away venv; it hashes a sample of about 200 files and
+compares the tree with the source). Ratios are drill / the other, median over rounds.
+
+Database: the TOS database (demo/tos_data.py, --containers) backed up as a plain dump and as a custom
+-format dump, each fully drilled to service-ready (restore, verify, load into a throw-away cluster,
+row counts): psql vs pg_restore -j2, alternating, median of --rounds; ratio custom / plain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.backup_vs_restic import FILLER, FILLERS, BenchError, _base_env, drop_caches, run_step
+from bench.dataset import generate
+
+ROOT = Path(__file__).resolve().parents[1]
+BUCKET = "bench"
+HOST = "bench-host"
+HEAD = """version: 1
+site: {{name: Benchmark Terminal, port: other}}
+destinations:
+  worm:
+    kind: s3
+    endpoint: {endpoint}
+    bucket: {bucket}
+    path: {repo_path}
+    object_lock: true
+    credentials_file: s3-writer.env
+    password_file: restic-password
+targets:
+"""
+DATA_TARGET = """  - name: data
+    category: container_data
+    owner: bench
+    sources: {{paths: ['{data}']}}
+    frequency: 1d
+    rto: 8h
+    retention: {{keep_daily: 7, keep_weekly: 8}}
+    destinations: [worm]
+    drill: files
+"""
+DB_TARGET = """  - name: tos-{fmt}
+    category: container_data
+    owner: bench
+    sources:
+      dump: {{kind: pg_dump, format: {fmt}, database: tos, host: '{host}', port: {port}, user: postgres}}
+    frequency: 1h
+    rto: 4h
+    retention: {{keep_hourly: 24, keep_daily: 7, keep_weekly: 8}}
+    destinations: [worm]
+    drill: tos-db
+"""
+FILES_SPEC = "version: 1\nname: files\nkind: full\nsandbox: {max_bytes: 64GiB}\n"
+DB_SPEC = """version: 1
+name: tos-db
+kind: full
+sandbox: {max_bytes: 64GiB}
+probes:
+  - kind: postgres
+    jobs: 2
+    row_counts: true
+"""
+
+
+class Setup:
+    """A backupd config (own state) with policies and specs in a run directory."""
+
+    def __init__(self, run_dir: Path, name: str, endpoint: str, secrets: Path, targets: str, fillers: Path):
+        self.dir = run_dir / name
+        (self.dir / "policies").mkdir(parents=True)
+        (self.dir / "specs").mkdir()
+        (self.dir / "specs" / "files.yaml").write_text(FILES_SPEC)
+        (self.dir / "specs" / "tos-db.yaml").write_text(DB_SPEC)
+        text = HEAD.format(endpoint=endpoint, bucket=BUCKET, repo_path=name) + targets
+        text += "".join(FILLER.format(name=n, category=c, extra=e, path=fillers) for n, c, e in FILLERS)
+        (self.dir / "policies" / "bench.yaml").write_text(text)
+        self.config = self.dir / "backupd.yaml"
+        self.config.write_text(f"policies: ['{self.dir / 'policies'}/*.yaml']\nstate_dir: '{self.dir / 'state'}'\n"
+                               f"secrets_dir: '{secrets}'\nhost: {HOST}\nretry_attempts: 1\n"
+                               f"restore_tests: '{self.dir / 'specs'}'\n")
+        self.log = self.dir / "steps.log"
+        self.env = {**_base_env(), "PYTHONPATH": str(ROOT)}
+
+    def cli(self, *args: str) -> tuple[float, dict]:
+        argv = [sys.executable, "-m", "backupd", *args, "--config", str(self.config), "--json"]
+        seconds, out = run_step(argv, self.env, f"backupd {' '.join(args)}", self.log)
+        return seconds, json.loads(out)
+
+    def drill(self, target: str) -> dict:
+        seconds, doc = self.cli("drill", "--target", target, "--full")
+        (d,) = doc["drills"]
+        if d["verdict"] != "PASS":
+            raise BenchError(f"drill of {target}: {d['verdict']}: {d.get('reason')}")
+        return {"seconds": seconds, "ready": d["service_ready_seconds"], "phases": d["phases"],
+                "files": d["files_restored"], "hashed_during_restore": d["verification"].get("hashed_during_restore")}
+
+
+def restverify_venv(workdir: Path, log) -> Path | None:
+    """restverify installed from PyPI into a throw-away venv; None (and why) when it cannot be."""
+    venv = workdir / "restverify-venv"
+    exe = venv / "bin" / "restverify"
+    if exe.exists():
+        return exe
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=300)
+        done = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "restverify"], capture_output=True,
+                              text=True, timeout=600)
+    except (OSError, subprocess.SubprocessError) as exc:
+        log(f"restverify not measured: venv failed: {exc}")
+        return None
+    if done.returncode != 0 or not exe.exists():
+        log(f"restverify not measured: pip install restverify failed: {done.stderr.strip()[-300:]}")
+        return None
+    return exe
+
+
+class Raw:
+    """The same repository read with plain restic (and restverify) with the writer identity."""
+
+    def __init__(self, run_dir: Path, seaweed, secrets: Path, repo_path: str, data: Path, restverify: Path | None):
+        self.dir, self.data, self.restverify = run_dir / "raw", data, restverify
+        self.dir.mkdir()
+        self.log = self.dir / "steps.log"
+        self.repo = f"s3:{seaweed.endpoint}/{BUCKET}/{repo_path}"
+        self.env = {**_base_env(), **seaweed.env_for("writer"), "RESTIC_REPOSITORY": self.repo,
+                    "RESTIC_PASSWORD_FILE": str(secrets / "restic-password"),
+                    "RESTIC_CACHE_DIR": str(self.dir / "cache"), "HOME": str(self.dir)}
+
+    def restore_and_hash(self, snapshot: str) -> dict:
+        target = self.dir / "restore"
+        shutil.rmtree(target, ignore_errors=True)
+        t0 = time.monotonic()
+        run_step(["restic", "restore", snapshot, "--target", str(target)], self.env, "restic restore", self.log)
+        restored = time.monotonic() - t0
+        sums = self.dir / "sha256sums"
+        script = f"find {target} -type f -print0 | xargs -0 -r sha256sum > {sums}"
+        run_step(["sh", "-c", script], self.env, "sha256sum", self.log)
+        seconds = time.monotonic() - t0
+        files = sum(1 for _ in open(sums, "rb"))
+        shutil.rmtree(target, ignore_errors=True)
+        return {"seconds": seconds, "restore": restored, "hash": seconds - restored, "files": files}
+
+    def restverify_run(self, snapshot: str) -> dict:
+        argv = [str(self.restverify), "run", "-r", self.repo, "--snapshot", snapshot[:8], "-s", str(self.data),
+                "--json", "--config", str(self.dir / "restverify.toml")]
+        t0 = time.monotonic()
+        done = subprocess.run(argv, env=self.env, cwd=self.dir, capture_output=True, timeout=1800)
+        seconds = time.monotonic() - t0
+        try:
+            doc = json.loads(done.stdout)
+        except ValueError:
+            doc = {"status": "error", "stderr": done.stderr.decode(errors="replace")[-300:]}
+        if doc.get("status") != "pass":
+            raise BenchError(f"restverify run: {doc.get('status')}: {json.dumps(doc)[:400]}")
+        return {"seconds": seconds, "status": doc["status"]}
+
+
+def _rotate(tools: list[str], n: int) -> list[str]:
+    return tools[n % len(tools):] + tools[:n % len(tools)]
+
+
+def files_bench(run_dir: Path, seaweed, secrets: Path, fillers: Path, data: Path, rounds: int, rv, log) -> dict:
+    setup = Setup(run_dir, "files", seaweed.endpoint, secrets, DATA_TARGET.format(data=data), fillers)
+    _, doc = setup.cli("backup", "--target", "data")
+    (result,) = doc["results"]
+    if result["status"] != "ok":
+        raise BenchError(f"backup of the data set: {result.get('error')}")
+    raw = Raw(run_dir, seaweed, secrets, "files", data, rv)
+    tools = ["drill", "restic", "restverify"] if rv else ["drill", "restic"]
+    samples = []
+    for n in range(rounds):
+        row = {}
+        for tool in _rotate(tools, n):
+            dropped = drop_caches()
+            row[tool] = (setup.drill("data") if tool == "drill" else raw.restore_and_hash(result["snapshot_id"])
+                         if tool == "restic" else raw.restverify_run(result["snapshot_id"]))
+            row[tool]["cache_dropped"] = dropped
+        row["order"] = _rotate(tools, n)
+        log(f"files round {n + 1}: " + "  ".join(f"{t} {row[t]['seconds']:.2f}s" for t in tools))
+        samples.append(row)
+    out = {"snapshot": result["snapshot_id"], "files": result["files"], "bytes": result["bytes"], "rounds": samples,
+           "median_seconds": {t: statistics.median(r[t]["seconds"] for r in samples) for t in tools}}
+    out["ratio"] = {f"drill/{t}": statistics.median(r["drill"]["seconds"] / r[t]["seconds"] for r in samples)
+                    for t in tools if t != "drill"}
+    out["restverify"] = "measured" if rv else "not installed (see log)"
+    return out
+
+
+def database_bench(run_dir: Path, seaweed, secrets: Path, fillers: Path, containers: int, rounds: int, log) -> dict:
+    from demo.postgres import PostgresCluster
+    from demo.tos_data import create_tos_database
+
+    with PostgresCluster(run_dir / "postgres") as pg:
+        t0 = time.monotonic()
+        rows = create_tos_database(pg, "tos", containers=containers)
+        log(f"TOS database: {sum(rows.values())} rows in {time.monotonic() - t0:.1f}s")
+        targets = "".join(DB_TARGET.format(fmt=f, host=pg.host, port=pg.port) for f in ("plain", "custom"))
+        setup = Setup(run_dir, "db", seaweed.endpoint, secrets, targets, fillers)
+        sizes = {}
+        for fmt in ("plain", "custom"):
+            _, doc = setup.cli("backup", "--target", f"tos-{fmt}")
+            (result,) = doc["results"]
+            if result["status"] != "ok":
+                raise BenchError(f"backup of tos-{fmt}: {result.get('error')}")
+            sizes[fmt] = result["bytes"]
+        samples = []
+        for n in range(rounds):
+            row = {}
+            for fmt in _rotate(["plain", "custom"], n):
+                drop_caches()
+                row[fmt] = setup.drill(f"tos-{fmt}")
+            log(f"database round {n + 1}: plain ready {row['plain']['ready']:.2f}s  custom ready "
+                f"{row['custom']['ready']:.2f}s")
+            samples.append(row)
+    ready = {f: statistics.median(r[f]["ready"] for r in samples) for f in ("plain", "custom")}
+    return {"rows": sum(rows.values()), "dump_bytes": sizes, "rounds": samples, "median_ready_seconds": ready,
+            "ratio_custom_over_plain": statistics.median(r["custom"]["ready"] / r["plain"]["ready"] for r in samples)}
+
+
+def benchmark(size_gb: float, rounds: int, containers: int, workdir: Path, log=print) -> dict:
+    from demo._util import write_secret
+    from demo.seaweed import SeaweedFS
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    dataset = generate(workdir / "data", size_gb)
+    log(f"data set: {dataset['files']} files, {dataset['bytes'] / 2**30:.2f} GiB at {workdir / 'data'}")
+    rv = restverify_venv(workdir, log)
+    run_dir = Path(tempfile.mkdtemp(prefix="drill-run-", dir=workdir))
+    secrets, fillers = run_dir / "secrets", run_dir / "filler"
+    fillers.mkdir()
+    (fillers / "README").write_text("filler target: only here so the policy lints clean\n")
+    write_secret(secrets / "restic-password", os.urandom(24).hex() + "\n")
+    try:
+        with SeaweedFS(run_dir / "seaweedfs", secrets_dir=secrets, buckets=[BUCKET]) as seaweed:
+            seaweed.create_locked_bucket(BUCKET, days=1)
+            files = files_bench(run_dir, seaweed, secrets, fillers, workdir / "data", rounds, rv, log)
+            database = database_bench(run_dir, seaweed, secrets, fillers, containers, rounds, log)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return {"dataset": dataset, "files": files, "database": database, "rounds": rounds,
+            "restic": subprocess.run(["restic", "version"], capture_output=True, text=True).stdout.strip(),
+            "cpus": os.cpu_count(), "total_seconds": round(time.monotonic() - t0, 1)}
+
+
+def print_report(doc: dict) -> None:
+    f, db = doc["files"], doc["database"]
+    print(f"files: {f['files']} files, {f['bytes'] / 2**30:.2f} GiB, snapshot {f['snapshot'][:8]}, "
+          f"{doc['rounds']} round(s), page cache dropped before each run")
+    for tool, seconds in f["median_seconds"].items():
+        print(f"  {tool:<11} median {seconds:7.2f}s")
+    for name, ratio in f["ratio"].items():
+        print(f"  ratio {name}: {ratio:.3f}")
+    if f["restverify"] != "measured":
+        print(f"  restverify: {f['restverify']}")
+    d = f["rounds"][-1]["drill"]
+    print(f"  last drill phases: {d['phases']}; hashed during the restore: {d['hashed_during_restore']}")
+    print(f"database: {db['rows']} rows; dump bytes plain {db['dump_bytes']['plain']}, "
+          f"custom {db['dump_bytes']['custom']}")
+    for fmt, seconds in db["median_ready_seconds"].items():
+        print(f"  {fmt:<7} full drill to service-ready median {seconds:7.2f}s")
+    print(f"  ratio custom (pg_restore -j2) / plain (psql): {db['ratio_custom_over_plain']:.3f}")
+    print(f"{doc['restic']}; {doc['cpus']} CPUs; total {doc['total_seconds']}s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.drill_vs_restic", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size-gb", type=float, default=1.0, help="file data set size in GiB (default 1.0)")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds, order rotating (default 3)")
+    ap.add_argument("--containers", type=int, default=100_000, help="TOS database size (default 100000)")
+    ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "backupd-bench",
+                    help="keeps the data set and the restverify venv for reuse")
+    ap.add_argument("--json", action="store_true", help="print one JSON document instead of the report")
+    args = ap.parse_args(argv)
+    if not 0.01 <= args.size_gb <= 64 or not 1 <= args.rounds <= 9 or not 100 <= args.containers <= 2_000_000:
+        ap.error("--size-gb within 0.01..64, --rounds within 1..9, --containers within 100..2000000")
+    if shutil.which("restic") is None:
+        print("restic not found on PATH", file=sys.stderr)
+        return 3
+    quiet = (lambda *_: None) if args.json else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    try:
+        doc = benchmark(args.size_gb, args.rounds, args.containers, args.workdir.resolve(), quiet)
+    except BenchError as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        return 1
+    except RuntimeError as exc:
+        print(f"benchmark could not start: {exc}", file=sys.stderr)
+        return 3
+    print(json.dumps(doc, indent=1) if args.json else "", end="")
+    if not args.json:
+        print_report(doc)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
