@@ -77,5 +77,6 @@ def render(report: dict) -> bytes:
             "<code>backupd evidence verify BUNDLE --public-key KEY</code>.</small></p>")
     body = (f"<h1>{_t('バックアップ証跡報告書', 'Backup evidence report')}</h1>{summary}{note}"
             f"<h2>{_t('ガイドライン項目', 'Guideline items')}</h2>{_conformance(report.get('conformance', []))}"
-            f"<h2>{_t('対象別の状況', 'Per target')}</h2>" + "".join(_target(t, report["generated"]) for t in report["targets"]))
+            f"<h2>{_t('対象別の状況', 'Per target')}</h2>"
+            + "".join(_target(t, report["generated"]) for t in report["targets"]))
     return (head + body + "</body></html>\n").encode("utf-8")
