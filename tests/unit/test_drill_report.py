@@ -23,7 +23,7 @@ def _drill_data(target, verdict, ready, **extra):
             "service_ready_seconds": ready, "rto_seconds": 7200, "files_restored": 10, "total_files": 40,
             "phases": {"select": 1.5, "restore": 20.0, "verify": 3.0, "probes": 4.5},
             "probes": [{"kind": "files", "status": "ok", "problems": []},
-                       {"kind": "postgres", "status": "failed", "problems": ["table berth has 0 rows"]}],
+                       {"kind": "postgres", "status": "failed", "problems": ["table berth has 0 rows", "<img src=x onerror=alert(1)>"]}],
             "reason": f"ready in {ready}s", **extra}
 
 
@@ -43,6 +43,7 @@ def test_report_lists_each_drill_with_phases_probes_verdict_and_a_chart(tmp_path
     assert "restore:20.0s" in html and "probes:4.5s" in html and "25% RTO" in html and "125% RTO" in html
     assert "postgres: failed" in html and "table berth has 0 rows" in html
     assert "over the RTO &lt;b&gt;" in html and "&lt;evil&gt;" in html and "<evil>" not in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html and "<img" not in html  # restored data quoted
     assert html.count('class="drill-bar"') == 2 and 'class="rto-line"' in html
     # newest first in the list
     assert html.index("#3") < html.index("#1")
