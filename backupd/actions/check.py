@@ -17,6 +17,7 @@ from backupd.actions.common import Preflight, repository
 from backupd.config import Config
 from backupd.engine import check as restic_check
 from backupd.engine import find as restic_find
+from backupd.engine import index as restic_index
 from backupd.engine import snapshots as restic_snapshots
 from backupd.engine import stats as restic_stats
 from backupd.engine.exitcodes import Busy, RepositoryLocked
@@ -66,17 +67,26 @@ def damaged_packs(output: str) -> list[str]:
 
 
 def attribute(repo, packs: list[str]) -> tuple[dict[str, list[str]], list[str]]:
-    """({target: [pack, ...]}, packs that could not be attributed) via `restic find --pack` and the
-    snapshots' target tags. A pack of trees, or one the index no longer lists, stays unattributed."""
+    """({target: [pack, ...]}, packs that could not be attributed): the blobs of each pack from the index,
+    the snapshots referencing them (`restic find --blob/--tree`), their `target` tags. A pack the index
+    no longer lists, or whose blobs no snapshot references, stays unattributed."""
     targets_of = {s.id: s.tagmap.get("target") for s in restic_snapshots.list_snapshots(repo)}
+    try:
+        blobs = restic_index.blobs_of_packs(repo, packs)
+    except BackupdError:
+        blobs = {}
     hit: dict[str, list[str]] = {}
     unknown: list[str] = []
     for pack in packs:
-        try:
-            names = {targets_of.get(sid) for sid in restic_find.snapshots_of_pack(repo, pack)} - {None}
-        except BackupdError:
-            names = set()
-        for name in names:
+        names: set = set()
+        for kind in ("data", "tree"):
+            ids = [b for t, b in blobs.get(pack, []) if t == kind]
+            try:
+                names |= {targets_of.get(sid) for sid in restic_find.snapshots_of_blobs(repo, kind, ids)}
+            except BackupdError:
+                pass
+        names.discard(None)
+        for name in sorted(names):
             hit.setdefault(name, []).append(pack)
         if not names:
             unknown.append(pack)

@@ -1,5 +1,6 @@
-"""restic find --pack: which snapshots reference the blobs of a pack (from the index, so it works
-while the pack's data is damaged)."""
+"""restic find --blob / --tree: the snapshots that reference given blobs. (restic 0.14's `find --pack`
+reads the pack itself, so it fails on exactly the packs a check found damaged; backupd.engine.index
+gives the blobs of a pack from the index instead.)"""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import json
 
 from backupd.engine import command
 from backupd.engine.repository import Repository
+
+MAX_BLOBS = 200  # per call: enough to name every file a pack touches, bounded argv
 
 
 def parse_snapshots(stdout: bytes) -> set[str]:
@@ -18,8 +21,11 @@ def parse_snapshots(stdout: bytes) -> set[str]:
     return {i["snapshot"] for i in items if isinstance(i, dict) and i.get("snapshot")}
 
 
-def snapshots_of_pack(repo: Repository, pack_id: str, timeout: float = 600) -> set[str]:
-    """Snapshots holding data blobs of the pack; empty when none is found (e.g. a pack of trees)."""
-    done = command.run(repo, "find", "--pack", pack_id, what=f"find pack {pack_id[:8]} in {repo.name}",
+def snapshots_of_blobs(repo: Repository, kind: str, blob_ids: list[str], timeout: float = 1800) -> set[str]:
+    """Snapshots holding any of the blobs; kind is "data" (--blob) or "tree" (--tree)."""
+    if not blob_ids:
+        return set()
+    flag = "--tree" if kind == "tree" else "--blob"
+    done = command.run(repo, "find", flag, *blob_ids[:MAX_BLOBS], what=f"find blobs in {repo.name}",
                        timeout=timeout)
     return parse_snapshots(done.stdout)

@@ -164,13 +164,25 @@ def test_damage_is_damage(monkeypatch):
     assert check_action.damaged_packs(res.output) == [want]  # the expected id, never the hash it got
 
 
+def test_index_parsing_finds_a_packs_blobs_by_full_or_short_id():
+    from backupd.engine import index
+
+    data = (b'{"packs":[{"id":"d5838763aa","blobs":[{"id":"e24c","type":"data"}]},'
+            b'{"id":"bf98fe43bb","blobs":[{"id":"9424","type":"tree"}]}]}')
+    assert index.parse_packs(data, ["d5838763", "bf98fe43bb", "0000"]) == {
+        "d5838763": [("data", "e24c")], "bf98fe43bb": [("tree", "9424")]}
+
+
 def test_a_failed_slice_names_only_the_targets_of_damaged_packs(monkeypatch):
-    from backupd.engine import find, snapshots
+    from backupd.engine import find, index, snapshots
 
     snaps = [SimpleNamespace(id="s-db", tagmap={"target": "tos-db"}),
              SimpleNamespace(id="s-logs", tagmap={"target": "logs"})]
     monkeypatch.setattr(snapshots, "list_snapshots", lambda repo, **kw: snaps)
-    monkeypatch.setattr(find, "snapshots_of_pack", lambda repo, pack: {"aaaa": {"s-db"}, "bbbb": set()}[pack])
+    # from the index: pack aaaa holds a data blob of the database dump; bbbb is not in any index
+    monkeypatch.setattr(index, "blobs_of_packs", lambda repo, packs: {"aaaa": [("data", "blob-db")]})
+    monkeypatch.setattr(find, "snapshots_of_blobs",
+                        lambda repo, kind, ids: {"s-db"} if "blob-db" in ids else set())
     hit, unknown = check_action.attribute(REPO, ["aaaa", "bbbb"])
     assert hit == {"tos-db": ["aaaa"]} and unknown == ["bbbb"]
     text = check_action._damage("worm", 1, 3, ["tos-db", "logs", "docs"], hit, unknown, ["aaaa", "bbbb"])
