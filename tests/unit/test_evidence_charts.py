@@ -3,11 +3,16 @@ per destination), and report.html draws them apart from clean restore points, wi
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
 from backupd.actions import evidence_html, evidence_report
+from backupd.config import Config
 from backupd.engine.snapshots import Snapshot
+from backupd.evidence import record
+from tests.unit.cli_helper import cli
+from tests.unit.test_evidence_export import members, setup  # noqa: F401 - setup is a fixture
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
 
@@ -65,3 +70,20 @@ def test_a_target_without_drills_shows_no_empty_drill_chart():
     target = {**_report({}), "drills": []}
     html = evidence_html._target(target, NOW.isoformat())
     assert html.count("<svg") == 1 and "no drill records" in html
+
+
+def test_exported_report_charts_each_drill_at_its_measured_time(setup):
+    """report.json keeps each drill's time to service-ready (evidence stores 1234.5 as '1234.5'), so
+    report.html draws a bar, not an unmeasured marker."""
+    tmp, config = setup
+    cfg = Config(path=None, state_dir=tmp / "state", host="tos-01")
+    record(cfg, "drill", {"target": "db", "status": "ok", "verdict": "PASS", "service_ready_seconds": 1234.5})
+    out = tmp / "evidence.tar.gz"
+    code, doc = cli("evidence", "export", "--out", str(out), "--config", str(config))
+    assert code == 0, doc
+    got = members(out)
+    report = json.loads(got["report.json"])
+    db = next(t for t in report["targets"] if t["name"] == "db")
+    assert [d["service_ready_seconds"] for d in db["drills"]] == [None, 1234.5] and db["rto_seconds"] == 4 * 3600
+    html = got["report.html"].decode()
+    assert html.count('class="drill-bar"') == 1 and html.count('class="drill-unmeasured"') == 1
