@@ -80,12 +80,24 @@ def _hashes(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def _wait_for_packs(stack: LocalStack, futures) -> None:
-    """Until a host has written a data pack (the backups are under way) or every backup ended; bounded."""
+def _stored(volume_dir: Path) -> int:
+    """Needle bytes in a volume server's .dat files (each starts with an 8-byte superblock)."""
+    return sum(max(p.stat().st_size - 8, 0) for p in volume_dir.glob("*.dat"))
+
+
+#: Kill the volume server once it holds this much (a data pack's replica, not only repository config).
+VICTIM_BYTES = 512 * 1024
+
+
+def _wait_for_packs(stack: LocalStack, futures, victim: int) -> None:
+    """Until a host has written a data pack (the backups are under way) and the victim volume server holds
+    VICTIM_BYTES, or every backup ended; bounded."""
     s3 = stack.seaweed.client("admin")
     for _ in range(600):
         keys = [o["Key"] for o in s3.list_objects_v2(Bucket=stack.bucket, Prefix="estate/").get("Contents", [])]
-        if any("/data/" in k for k in keys) or all(f.done() for f in futures):
+        if any("/data/" in k for k in keys) and _stored(stack.seaweed.workdir / f"volume{victim}") >= VICTIM_BYTES:
+            return
+        if all(f.done() for f in futures):
             return
         time.sleep(0.2)
 
@@ -105,10 +117,13 @@ def test_four_hosts_back_up_through_a_volume_server_loss_and_the_estate_verifies
     hosts = [Host(cluster, tmp_path, name) for name in HOSTS]
     with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
         futures = [pool.submit(h.cli, "backup", "--json") for h in hosts]
-        _wait_for_packs(cluster, futures)
+        _wait_for_packs(cluster, futures, victim=1)
         cluster.seaweed.kill_volume_server(1)
+        killed_at = time.time()
         first = [f.result() for f in futures]
     assert cluster.seaweed.volume_servers_alive() == [0, 2]
+    lost = _stored(cluster.seaweed.workdir / "volume1")
+    assert lost > 0  # the lost node held replicas: restores below must read them from the surviving copy
 
     observed = {}
     for host, run in zip(hosts, first):
@@ -116,7 +131,12 @@ def test_four_hosts_back_up_through_a_volume_server_loss_and_the_estate_verifies
             observed[host.name] = _clear_failure(run)
             retry = host.cli("backup", "--json")
             assert retry.code == 0, retry.stdout + retry.stderr
-    print("node loss:", json.dumps(observed, indent=1))  # shown with -s; the report quotes it
+    after = {h.name: _records_after(h, killed_at) for h in hosts}
+    print("node loss:", json.dumps({"failed": observed, "backup records after the kill": after,
+                                    "restic retries": {h.name: r.stderr.count("retrying")
+                                                       for h, r in zip(hosts, first)},
+                                    "bytes on the lost node": lost, "workdir": str(cluster.workdir)},
+                     indent=1))  # shown with -s
 
     for host in hosts:  # a backup on the degraded cluster; the runbook records the host's site
         run = host.cli("backup", "--target", "files", "--json")
@@ -162,6 +182,18 @@ def test_four_hosts_back_up_through_a_volume_server_loss_and_the_estate_verifies
     assert all(name in html for name in HOSTS)
     csv_hosts = {line.split(",")[1] for line in (out / "estate.csv").read_text().splitlines()[1:]}
     assert csv_hosts == set(HOSTS)
+
+
+def _records_after(host: Host, when: float) -> list[str]:
+    """`target status` of the host's backup records written after `when` (a Unix time)."""
+    from datetime import datetime
+
+    out = []
+    for line in (host.dir / "state" / "evidence" / "ledger.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if rec["kind"] == "backup" and datetime.fromisoformat(rec["time"].replace("Z", "+00:00")).timestamp() > when:
+            out.append(f"{rec['data']['target']} {rec['data']['status']}")
+    return out
 
 
 def _snapshots(host: Host) -> list[str]:
