@@ -5,7 +5,9 @@ Each function returns a plain dict for the command layer to print; `ok` False me
 
 from __future__ import annotations
 
+import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -16,10 +18,10 @@ from backupd.actions.snapshot_choice import parse_when
 from botocore.exceptions import BotoCoreError, ClientError
 
 from backupd.errors import ConfigError, DependencyError
-from backupd.evidence import bundle, keys, mirror, record_format, settings
+from backupd.evidence import bundle, keys, mirror, period, record_format, settings
 from backupd.evidence import keyring as keyring_mod
 from backupd.evidence.canonical import iso, sha256
-from backupd.evidence.ledger import Ledger, split_lines
+from backupd.evidence.ledger import Ledger, LineFile
 from backupd.evidence.verify import verify_lines
 
 
@@ -57,22 +59,6 @@ def _ledger_host(path: Path) -> str:
         raise ConfigError(f"{path}: cannot tell the host from its first record; pass --host") from None
 
 
-def _slice(lines: list[bytes], since: str, until: str) -> tuple[list[bytes], str]:
-    """The contiguous records whose time is in [since, until], and the hash they chain to."""
-    times = []
-    for line in lines:
-        try:
-            times.append(record_format.parse(line)["time"])
-        except ValueError:
-            times.append(None)  # damaged: kept inside the slice so verify names it
-    inside = [i for i, t in enumerate(times) if t is None or since <= t <= until]
-    if not inside:
-        return [], record_format.GENESIS
-    first, last = inside[0], inside[-1]
-    prev = record_format.line_hash(lines[first - 1]) if first else record_format.GENESIS
-    return lines[first:last + 1], prev
-
-
 def _when(text: str, option: str) -> datetime:
     try:
         return parse_when(text)
@@ -93,44 +79,60 @@ def export(cfg, policy_set, out: Path, since: str | None = None, until: str | No
         raise ConfigError(f"--out {out}: is a directory; give a file name such as evidence.tar.gz")
     key = keys.load_or_create(cfg.state_dir)
     ledger = Ledger(cfg.state_dir)
-    all_lines = ledger.lines()
     keyring = keyring or settings.of(cfg).keyring
     ring = keyring_mod.load(keyring) if keyring else None
-    whole = verify_lines(all_lines, [key.public_key()], keyring=ring)
-    lines, first_prev = _slice(all_lines, since_s, until_s)
-    records = [record_format.parse(l) for l in lines if _parses(l)]
-    report = evidence_report.build(cfg, policy_set, records, now, cfg.host,
-                                   evidence_report.inventory(cfg, policy_set, cfg.backup_hosts()))
+    part = period.read(ledger.path, since_s, until_s, evidence_report.RECORD_KINDS, evidence_report.DATA_FIELDS)
     fp = keys.fingerprint(key.public_key())
-    report["period"] = {"since": since_s, "until": until_s}
-    report["ledger"] = {"records": len(lines), "first_seq": records[0]["seq"] if records else None,
-                        "last_seq": records[-1]["seq"] if records else None, "key_fingerprint": fp,
-                        "chain_ok": whole.ok, "problems": [str(p) for p in whole.problems]}
-    mirrored = bool(settings.of(cfg).mirror) and not ledger.index.unmirrored()
-    _attest(report, records, whole, ring)
-    report["conformance"] = evidence_conformance.evaluate(report, records, now, mirrored)
-    files = {bundle.LEDGER: b"".join(l + b"\n" for l in lines),
-             bundle.PUBLIC_KEY: keys.public_pem(key.public_key()),
-             "report.json": json.dumps(report, indent=1, sort_keys=True, ensure_ascii=False).encode("utf-8"),
-             "report.csv": evidence_report.to_csv(report), "report.html": evidence_html.render(report)}
     meta = {"host": cfg.host, "created": iso(now), "since": since_s, "until": until_s, "key_fingerprint": fp,
-            "first_seq": report["ledger"]["first_seq"], "last_seq": report["ledger"]["last_seq"],
-            "first_prev": first_prev, "records": len(lines)}
-    bundle.write(out, files, meta, key)
-    digest = sha256(out.read_bytes())
+            "first_seq": part.first_seq, "last_seq": part.last_seq, "first_prev": part.first_prev,
+            "records": part.lines}
+    with bundle.Writer(out) as writer, ThreadPoolExecutor(1) as background:
+        writer.add(bundle.PUBLIC_KEY, keys.public_pem(key.public_key()))
+        # the slice is gzipped on the other core (zlib releases the GIL) while this one verifies the ledger
+        streamed = background.submit(writer.add_range, bundle.LEDGER, ledger.path, part.start, part.size)
+        whole = verify_lines(LineFile(ledger.path), [key.public_key()], keyring=ring)
+        report = _report(cfg, policy_set, part, whole, ring, now, meta, ledger)
+        streamed.result()
+        writer.add("report.csv", evidence_report.to_csv(report))
+        writer.add("report.html", evidence_html.render(report))
+        writer.add("report.json", json.dumps(report, indent=1, sort_keys=True, ensure_ascii=False).encode("utf-8"))
+        writer.finish(meta, key)
+    digest = _file_sha256(out)
     rec = evidence.record(cfg, "evidence-export", {"file": out.name, "sha256": digest, "since": since_s,
                                                    "until": until_s, "first_seq": meta["first_seq"],
                                                    "last_seq": meta["last_seq"]})
-    return {"ok": whole.ok, "out": str(out), "sha256": digest, "records": len(lines),
+    return {"ok": whole.ok, "out": str(out), "sha256": digest, "records": part.lines,
             "first_seq": meta["first_seq"], "last_seq": meta["last_seq"], "since": since_s, "until": until_s,
             "key_fingerprint": fp, "export_record_seq": rec["seq"], "ledger_problems": report["ledger"]["problems"],
             "conformance": {i["id"]: i["status"] for i in report["conformance"]}}
 
 
-def _attest(report: dict, records: list[dict], whole, ring) -> None:
+def _report(cfg, policy_set, part, whole, ring, now: datetime, meta: dict, ledger: Ledger) -> dict:
+    """report.json of the period: inventory, history, ledger state, attestations, conformance."""
+    report = evidence_report.build(cfg, policy_set, part.records, now, cfg.host,
+                                   evidence_report.inventory(cfg, policy_set, cfg.backup_hosts()))
+    report["period"] = {"since": meta["since"], "until": meta["until"]}
+    report["ledger"] = {"records": part.lines, "first_seq": part.first_seq, "last_seq": part.last_seq,
+                        "key_fingerprint": meta["key_fingerprint"], "chain_ok": whole.ok,
+                        "problems": [str(p) for p in whole.problems]}
+    mirrored = bool(settings.of(cfg).mirror) and not ledger.index.unmirrored()
+    _attest(report, part, whole, ring)
+    report["conformance"] = evidence_conformance.evaluate(report, part.records, now, mirrored)
+    return report
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _attest(report: dict, part, whole, ring) -> None:
     """Who signed each drill and audit of the period (report["attestations"], drills' attested_by)."""
-    seqs = {r["seq"] for r in records}
-    found = [a for a in whole.attestations if a["seq"] in seqs]
+    low, high = part.first_seq or 0, part.last_seq or -1
+    found = [a for a in whole.attestations if low <= a["seq"] <= high]
     by_seq = {a["seq"]: a for a in found}
     for target in report["targets"]:
         for drill in target["drills"]:
@@ -140,14 +142,6 @@ def _attest(report: dict, records: list[dict], whole, ring) -> None:
     report["keyring"] = None if ring is None else {
         "file": ring.path, "roles": {n: {"kinds": sorted(r.kinds) if r.kinds is not None else ["*"],
                                          "verifier": r.verifier, "keys": r.kids} for n, r in ring.roles.items()}}
-
-
-def _parses(line: bytes) -> bool:
-    try:
-        record_format.parse(line)
-        return True
-    except ValueError:
-        return False
 
 
 def pull(cfg, policy_set, destination: str, out_dir: Path, host: str | None = None,

@@ -18,6 +18,11 @@ from backupd.evidence.canonical import iso
 from backupd.policy.durations import format_duration
 from backupd.render.charts import number
 
+#: What build() and evidence_conformance read of the records: an export parses only records of these
+#: kinds and keeps only these data fields, so a ledger of a million records never sits in memory.
+RECORD_KINDS = frozenset({"backup", "drill", "runbook", "keys_escrow", "key-backup", "evidence-export"})
+DATA_FIELDS = ("target", "status", "verdict", "ok", "destination", "snapshot_id", "service_ready_seconds")
+
 #: Age buckets of "generations by age" (label, upper bound).
 AGE_BUCKETS = (("<=1d", timedelta(days=1)), ("<=7d", timedelta(days=7)), ("<=30d", timedelta(days=30)),
                ("<=90d", timedelta(days=90)), ("<=365d", timedelta(days=365)), (">365d", timedelta.max))
@@ -67,6 +72,16 @@ def _destination_row(dest_name: str, dest, found: dict, min_history: timedelta, 
             "meets_min_history": bool(oldest and now - oldest >= min_history)}
 
 
+def _by_target(records: list[dict]) -> dict[tuple, list[dict]]:
+    """(kind, target) -> records, in ledger order: one pass, however many targets."""
+    out: dict[tuple, list[dict]] = {}
+    for rec in records:
+        data = rec["data"] if isinstance(rec.get("data"), dict) else {}
+        target = data.get("target")
+        out.setdefault((rec["kind"], target if isinstance(target, str) else None), []).append(rec)
+    return out
+
+
 def _history(records: list[dict], kind: str, target: str) -> list[dict]:
     out = []
     for rec in records:
@@ -83,8 +98,10 @@ def build(cfg, policy_set, records: list[dict], now: datetime, host: str, found:
     """report.json: one entry per target (found = inventory(...))."""
     dests = policy_set.destinations
     targets = []
+    grouped = _by_target(records)
     for t in policy_set.targets:
-        backups, drills = _history(records, "backup", t.name), _history(records, "drill", t.name)
+        backups = _history(grouped.get(("backup", t.name), []), "backup", t.name)
+        drills = _history(grouped.get(("drill", t.name), []), "drill", t.name)
         targets.append({
             "name": t.name, "category": t.category, "environment": t.environment, "source": t.source,
             "owner": t.owner, "frequency": format_duration(t.frequency),

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from backupd.errors import BackupdError, ConfigError, Finding
 from backupd.evidence import canonical, checkpoint, guard, keys, record_format, settings
-from backupd.evidence.ledger import Ledger, evidence_dir, split_lines
+from backupd.evidence.ledger import Ledger, evidence_dir
 
 log = logging.getLogger(__name__)
 PREFIX = "evidence/"
@@ -167,10 +167,11 @@ def push_pending(state_dir: Path, dest, s3) -> int:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return 0  # another process is pushing; it or the next record picks these up
-        lines = split_lines(ledger.path.read_bytes())
-        if not lines:
+        with open(ledger.path, "rb") as handle:  # the first line names the host; never the whole ledger
+            first = handle.readline().rstrip(b"\n")
+        if not first:
             return 0
-        host = record_format.parse(lines[0])["host"]
+        host = record_format.parse(first)["host"]
         ledger.check_head()
         _put_public_keys(s3, dest.bucket, host, state_dir)
         done = 0
@@ -277,37 +278,45 @@ class PulledHost:
 
 
 def pull(s3, bucket: str, out_dir: Path, host: str | None = None) -> list[PulledHost]:
-    """Rebuild each host's ledger (oldest version of every object) under out_dir/<host>/."""
+    """Rebuild each host's ledger (oldest version of every object) under out_dir/<host>/.
+
+    Records are appended to ledger.jsonl as they are read (seq order: the keys are zero-padded), so a
+    long ledger never sits in memory."""
     versions = _versions(s3, bucket, f"{PREFIX}{host}/" if host else PREFIX)
     hosts: dict[str, PulledHost] = {}
-    lines: dict[str, list[tuple[str, bytes]]] = {}
-    for key in sorted(versions):
-        parts = key[len(PREFIX):].split("/")
-        name = parts[0]
-        if not name or name.startswith(".") or ".." in name:
-            continue
-        got = hosts.setdefault(name, PulledHost(name))
-        found = versions[key]
-        if len(found) > 1:
-            got.problems.append(f"{key}: {len(found)} versions (someone tried to overwrite it); the oldest is used")
-        body = s3.get_object(Bucket=bucket, Key=key, **({"VersionId": found[0]} if found[0] else {}))["Body"].read()
-        if parts[1:] == [keys.PUB_NAME]:
-            got.public_key = _write(out_dir / name / keys.PUB_NAME, body)
-        elif len(parts) == 3 and parts[1] == "records":
-            lines.setdefault(name, []).append((key, body))
-        elif len(parts) == 3 and parts[1] == "checkpoints":
-            try:
-                got.checkpoints.append(checkpoint.parse(body.strip()))
-            except ValueError as exc:
-                got.problems.append(f"{key}: damaged checkpoint ({exc})")
+    ledgers: dict[str, object] = {}  # host -> open ledger.jsonl
+    try:
+        for key in sorted(versions):
+            parts = key[len(PREFIX):].split("/")
+            name = parts[0]
+            if not name or name.startswith(".") or ".." in name:
+                continue
+            got = hosts.setdefault(name, PulledHost(name))
+            found = versions[key]
+            if len(found) > 1:
+                got.problems.append(f"{key}: {len(found)} versions (someone tried to overwrite it); the oldest is "
+                                    f"used")
+            body = s3.get_object(Bucket=bucket, Key=key, **({"VersionId": found[0]} if found[0] else {}))["Body"].read()
+            if parts[1:] == [keys.PUB_NAME]:
+                got.public_key = _write(out_dir / name / keys.PUB_NAME, body)
+            elif len(parts) == 3 and parts[1] == "records":
+                if name not in ledgers:
+                    got.ledger = _write(out_dir / name / "ledger.jsonl", b"")
+                    ledgers[name] = open(got.ledger, "ab")
+                ledgers[name].write(body if body.endswith(b"\n") else body + b"\n")
+                got.records += 1
+            elif len(parts) == 3 and parts[1] == "checkpoints":
+                try:
+                    got.checkpoints.append(checkpoint.parse(body.strip()))
+                except ValueError as exc:
+                    got.problems.append(f"{key}: damaged checkpoint ({exc})")
+    finally:
+        for handle in ledgers.values():
+            handle.close()
     for got in hosts.values():
         if got.checkpoints:
             _write(out_dir / got.host / "checkpoints.jsonl",
                    b"".join(canonical.dumps(c) + b"\n" for c in got.checkpoints))
-    for name, items in lines.items():
-        data = b"".join(body if body.endswith(b"\n") else body + b"\n" for _, body in items)
-        hosts[name].ledger = _write(out_dir / name / "ledger.jsonl", data)
-        hosts[name].records = len(items)
     if host and host not in hosts:
         raise ConfigError(f"no evidence of host {host!r} in s3://{bucket}/{PREFIX}")
     return [hosts[h] for h in sorted(hosts)]

@@ -148,13 +148,14 @@ class _Scan:
                 self._broken(number, seq, expected, link, prev)
                 self._keep_around(number, last_seq, last)
                 kept[number], after = (seq, line), True
-            if kid != current or not trusted or kind == _ROTATION_B or (ring and kind in _ATTESTED_B):
+            target = None
+            if kid != current or kind == _ROTATION_B or (ring and kind in _ATTESTED_B):
                 current, trusted, target = self._rare(line, number, seq, kind, kid)
                 if kind == _ROTATION_B:
                     self._keep_around(number, last_seq, last)
                     kept[number], after = (seq, line), True
-            else:
-                target = None
+            elif not trusted:  # a key no pinned key vouches for yet: a later rotation record may
+                trust.deferred.append((seq, kid))
             if ring:
                 trust.signed.append((seq, kind, kid, target))
             kinds[kind] = kinds.get(kind, 0) + 1
@@ -340,6 +341,7 @@ class _Trust:
     def settle(self, report: ChainReport) -> None:
         """Records whose key no pinned key vouches for, even through the rotations that came later."""
         for seq, kid in self.deferred:
+            kid = _text(kid) if isinstance(kid, bytes) else kid
             if kid not in self.trusted:
                 report.problems.append(Problem(seq, f"signed by key {kid}, which is not the trusted key "
                                                     f"({', '.join(sorted(self.pinned)) or 'none'})"))
