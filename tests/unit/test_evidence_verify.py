@@ -224,3 +224,27 @@ def test_escaped_host_and_kind_are_read_by_the_full_parser(tmp_path):
     path, key = Ledger(cfg.state_dir).path, cfg.state_dir / "keys" / keys.PUB_NAME
     code, doc = verify(path, key)
     assert code == 0 and doc["ledger"]["hosts"] == ['tos "01"'] and doc["ledger"]["kinds"]["odd\\kind"] == 1
+
+
+def test_rotation_forged_without_the_old_key_is_caught_by_default_verify(ledger):
+    """An attacker with a key of his own appends a key-rotation record that claims the pinned key's id
+    (proof by his key is valid) and signs it and the records after it himself: the rotation record's
+    signature is checked under the old key."""
+    path, key = ledger
+    old = keys.read_public(key)
+    mine = Ed25519PrivateKey.generate()
+    old_kid, new_kid = keys.fingerprint(old), keys.fingerprint(mine.public_key())
+    lines = lines_of(path)
+    prev, time = record_format.line_hash(lines[-1]), "2026-11-27T00:00:00.000000Z"
+    proof = mine.sign(record_format.rotation_statement(7, prev, "tos-01", time, old_kid, new_kid))
+    body = {"seq": 7, "time": time, "host": "tos-01", "kind": record_format.ROTATION, "prev": prev, "kid": old_kid,
+            "data": {"old_kid": old_kid, "new_kid": new_kid, "reason": "",
+                     "old_public_key": keys.public_pem(old).decode(),
+                     "new_public_key": keys.public_pem(mine.public_key()).decode(),
+                     "new_key_signature": base64.b64encode(proof).decode()}}
+    forged = canonical.dumps({**body, "sig": base64.b64encode(mine.sign(canonical.dumps(body))).decode()})
+    after = record_format.build(8, record_format.line_hash(forged), "tos-01", "backup", {"target": "x"}, mine)
+    write_lines(path, lines + [forged, after])
+    code, doc = verify(path, key)
+    assert code == 1 and doc["problems"] == ["record 7: signature does not verify: the record was changed after "
+                                             "signing"]
