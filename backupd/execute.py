@@ -129,6 +129,36 @@ def deadline(seconds: float | None) -> Iterator[None]:
         _local.deadline = before
 
 
+@contextlib.contextmanager
+def cancelled_by(cancel: Cancel | None) -> Iterator[None]:
+    """Within the block, every child this thread starts also stops when `cancel` is set, including
+    those of engine calls that take no cancel of their own (SIGTERM during `restic cat config`)."""
+    before = getattr(_local, "cancel", None)
+    _local.cancel = cancel if before is None else (before if cancel is None else _Either(before, cancel))
+    try:
+        yield
+    finally:
+        _local.cancel = before
+
+
+class _Either:
+    """Set when any of its cancels is."""
+
+    def __init__(self, *cancels) -> None:
+        self.cancels = cancels
+
+    def is_set(self) -> bool:
+        return any(c.is_set() for c in self.cancels)
+
+
+def _with_ambient(cancel):
+    """The call's cancel combined with the thread's (cancelled_by)."""
+    ambient = getattr(_local, "cancel", None)
+    if ambient is None or ambient is cancel:
+        return cancel
+    return ambient if cancel is None else _Either(cancel, ambient)
+
+
 def time_left() -> float | None:
     """Seconds until this thread's job deadline, None without one."""
     end = getattr(_local, "deadline", None)
@@ -293,6 +323,7 @@ def run(
     env = env or Environment()
     start = time.monotonic()
     deadline = _end(start, timeout)
+    cancel = _with_ambient(cancel)
     proc = _spawn(argv, env, subprocess.DEVNULL, subprocess.PIPE, cwd, cancel=cancel, pass_fds=pass_fds)
     out = _Drain(proc.stdout, on_stdout_line, keep_stdout, limit=max_output)
     err = _Drain(proc.stderr, limit=max_output)
@@ -372,6 +403,7 @@ def run_pipeline(
     """
     start = time.monotonic()
     deadline = _end(start, timeout)
+    cancel = _with_ambient(cancel)
     cons = _spawn(consumer, consumer_env, subprocess.PIPE, subprocess.PIPE, cancel=cancel)
     try:
         prod = _spawn(producer, producer_env, subprocess.DEVNULL, subprocess.PIPE, cancel=cancel)

@@ -372,6 +372,7 @@ def run(cfg: Config, policy_set, target_name: str | None = None,
     for target in targets:
         if cancel is not None and cancel.is_set():
             break  # SIGTERM/SIGINT: what ran is recorded, nothing new starts
-        with execute.deadline(cfg.job_timeout_seconds):  # every child of this target ends by then
+        # every child of this target ends by the deadline, and on cancel (engine calls without one too)
+        with execute.deadline(cfg.job_timeout_seconds), execute.cancelled_by(cancel):
             results += backup_target(cfg, state, policy_set, target, cancel, progress, preflight)
     return results

@@ -158,7 +158,7 @@ def run(cfg: Config, policy_set, *, days: int = 30, daily_budget: int = 5 << 30,
     for name, names in used.items():
         if cancel is not None and cancel.is_set():
             break
-        with execute.deadline(cfg.job_timeout_seconds):
+        with execute.deadline(cfg.job_timeout_seconds), execute.cancelled_by(cancel):
             results.append(_one(cfg, state, name, policy_set.destinations[name], names, days, daily_budget,
                                 preflight, cancel))
     return results

@@ -36,15 +36,16 @@ BOUND = 180  # seconds: "it returned", on a loaded 2-core machine
 
 
 class BlackHole:
-    """A TCP listener that accepts and never answers. With `forward_first`, the first `forward_first`
-    connections are relayed to a real endpoint (the pre-flight passes) and only later ones vanish."""
+    """A TCP listener that accepts and never answers. With `forward_to`, requests from boto3 (the
+    pre-flight) are relayed to a real endpoint, so the pre-flight passes and only restic's requests
+    vanish: storage that stalls after answering once."""
 
-    def __init__(self, forward_to: tuple[str, int] | None = None, forward_first: int = 0):
+    def __init__(self, forward_to: tuple[str, int] | None = None):
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(128)
         self.port = self.sock.getsockname()[1]
-        self.forward_to, self.forward_left = forward_to, forward_first
+        self.forward_to = forward_to
         self.held: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -58,13 +59,26 @@ class BlackHole:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
-            if self.forward_left > 0 and self.forward_to:
-                self.forward_left -= 1
-                upstream = socket.create_connection(self.forward_to)
-                for a, b in ((conn, upstream), (upstream, conn)):
-                    threading.Thread(target=self._relay, args=(a, b), daemon=True).start()
-            else:
-                self.held.append(conn)
+            self.held.append(conn)
+            if self.forward_to:
+                threading.Thread(target=self._route, args=(conn,), daemon=True).start()
+
+    def _route(self, conn: socket.socket) -> None:
+        head = b""
+        try:
+            while b"\r\n\r\n" not in head and len(head) < 16384:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                head += chunk
+        except OSError:
+            return
+        if b"boto" not in head.lower():
+            return  # restic's request: never answered
+        upstream = socket.create_connection(self.forward_to)
+        upstream.sendall(head)
+        for a, b in ((conn, upstream), (upstream, conn)):
+            threading.Thread(target=self._relay, args=(a, b), daemon=True).start()
 
     @staticmethod
     def _relay(src: socket.socket, dst: socket.socket) -> None:
@@ -84,6 +98,11 @@ class BlackHole:
         for c in self.held:
             c.close()
         self.sock.close()
+
+
+def stalling_storage(stack) -> BlackHole:
+    host, port = stack.env["BACKUPD_S3_ENDPOINT"].split("//")[-1].rsplit(":", 1)
+    return BlackHole(forward_to=(host, int(port)))
 
 
 def closed_port() -> int:
@@ -174,9 +193,7 @@ def test_a_black_hole_storage_fails_the_backup_within_the_deadline(policy, tmp_p
 
 
 def test_storage_that_stalls_after_the_pre_flight_is_bounded_by_the_job_deadline(policy, stack, tmp_path):
-    s3 = stack.env["BACKUPD_S3_ENDPOINT"].rsplit(":", 1)
-    # the pre-flight's one connection reaches SeaweedFS; everything restic opens afterwards vanishes
-    hole = BlackHole(forward_to=(s3[0].split("//")[-1], int(s3[1])), forward_first=1)
+    hole = stalling_storage(stack)  # the pre-flight reaches SeaweedFS; restic's requests vanish
     repo_path = f"t-stall-{tmp_path.name}"
     try:
         setup = policy(DOCS, repo_path, endpoint=hole.url, retry_attempts=1, storage_timeout_seconds=5,
@@ -222,7 +239,16 @@ def test_sigterm_and_sigkill_of_backup_leave_no_restic_and_no_lock_to_unlock(pol
 
     mark.unlink()
     proc = cli_proc(setup, "backup", "--target", "slow", "--json")
-    wait_for(mark.exists, "the second backup to be mid-way")
+    wait_for(mark.exists, "the backup to be mid-way again")
+    proc.send_signal(signal.SIGINT)  # Ctrl-C: the same clean stop, the shell's exit code
+    out, err = proc.communicate(timeout=BOUND)
+    assert proc.returncode == 128 + signal.SIGINT, err
+    no_restic_left(repo_path)
+    assert not restic_locks.list_locks(repo)
+
+    mark.unlink()
+    proc = cli_proc(setup, "backup", "--target", "slow", "--json")
+    wait_for(mark.exists, "the third backup to be mid-way")
     victims = restics(repo_path)
     assert victims
     proc.kill()  # SIGKILL: no handler runs; the parent-death signal must take restic down
@@ -259,3 +285,39 @@ def test_a_killed_restics_lock_is_not_damage_for_check(policy, tmp_path):
     assert result["status"] == "ok" and result["coverage"] > 0 and "damaged" not in run.stdout
     assert not restic_locks.list_locks(repo)
     assert restic_check.check(repo).ok
+
+
+def test_a_file_targets_restic_dies_with_a_terminated_or_killed_backup_and_daemon(policy, stack, tmp_path):
+    """The file-target path (plain restic, not a dump pipeline), stuck on storage that stopped answering:
+    SIGTERM stops it (exit 143), SIGKILL of the CLI or of the daemon (restic started by a worker thread)
+    takes it down through the parent-death signal."""
+    hole = stalling_storage(stack)
+    repo_path = f"t-file-kill-{tmp_path.name}"
+    try:
+        setup = policy(DOCS, repo_path, endpoint=hole.url, job_timeout_seconds=600, daemon="{jitter_seconds: 0}")
+
+        proc = cli_proc(setup, "backup", "--target", "docs", "--json")
+        wait_for(lambda: restics(repo_path), "restic to be stuck on the storage")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=BOUND)
+        assert proc.returncode == 128 + signal.SIGTERM, err
+        no_restic_left(repo_path)
+
+        proc = cli_proc(setup, "backup", "--target", "docs", "--json")
+        wait_for(lambda: restics(repo_path), "restic to be stuck again")
+        proc.kill()
+        proc.communicate(timeout=BOUND)
+        no_restic_left(repo_path)
+
+        env = {**os.environ, **setup.stack.env, "PYTHONPATH": str(ROOT)}
+        env.pop("NOTIFY_SOCKET", None)
+        daemon = subprocess.Popen([sys.executable, "-m", "backupd", "daemon", "--config", str(setup.config)],
+                                  env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for(lambda: restics(repo_path), "the daemon's restic to be stuck")
+        finally:
+            daemon.kill()  # only the daemon: no process-group or cgroup kill helps here
+            daemon.wait(timeout=BOUND)
+        no_restic_left(repo_path)
+    finally:
+        hole.close()

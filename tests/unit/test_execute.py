@@ -224,3 +224,16 @@ def test_pipeline_notices_a_consumer_that_died_while_the_producer_is_silent(tmp_
                                producer_env=execute.Environment(), consumer_env=execute.Environment())
     assert time.monotonic() - t0 < NO_HANG * 3
     assert res.broken and res.consumer.returncode == 9 and res.producer.returncode != 0
+
+
+def test_cancelled_by_reaches_calls_that_take_no_cancel():
+    import threading
+    import time
+
+    cancel = execute.Cancel()
+    threading.Timer(0.3, cancel.set).start()
+    t0 = time.monotonic()
+    with execute.cancelled_by(cancel):
+        done = execute.run(["sleep", "30"], timeout=60)  # like an engine call without a cancel parameter
+    assert done.cancelled and time.monotonic() - t0 < NO_HANG
+    assert execute._with_ambient(None) is None
