@@ -1,11 +1,13 @@
 """A full restore drill (`backupd drill --full`) against what an operator would otherwise run.
 
-    python -m bench.drill_vs_restic [--size-gb 1.0] [--rounds 3] [--containers 100000] [--workdir DIR] [--json]
+    python -m bench.drill_vs_restic [--size-gb 1.0] [--rounds 3] [--containers 100000] [--only files|database]
+                                    [--workdir DIR] [--json]
 
 Files: the same snapshot of the deterministic data set (bench/dataset.py) in a SeaweedFS Object-Lock
 bucket, restored three ways per round, the order rotating across rounds and the page cache dropped
 before each: `backupd drill --target data --full` (restore, verify every file against the backup-time
-manifest, phases timed), `restic restore` followed by `sha256sum` of every restored file, and
+manifest, phases timed), `restic restore` followed by `sha256sum` of every restored file and removing the copy (the drill
+removes its sandbox too), and
 `restverify run` (PyPI restverify in a throw-away venv; it hashes a sample of about 200 files and
 compares the tree with the source). Ratios are drill / the other, median over rounds.
 
@@ -154,8 +156,11 @@ class Raw:
         run_step(["sh", "-c", script], self.env, "sha256sum", self.log)
         seconds = time.monotonic() - t0
         files = sum(1 for _ in open(sums, "rb"))
-        shutil.rmtree(target, ignore_errors=True)
-        return {"seconds": seconds, "restore": restored, "hash": seconds - restored, "files": files}
+        t1 = time.monotonic()
+        shutil.rmtree(target, ignore_errors=True)  # a drill removes its sandbox too: same work on both sides
+        removed = time.monotonic() - t1
+        return {"seconds": seconds + removed, "restore": restored, "hash": seconds - restored, "remove": removed,
+                "files": files}
 
     def restverify_run(self, snapshot: str) -> dict:
         argv = [str(self.restverify), "run", "-r", self.repo, "--snapshot", snapshot[:8], "-s", str(self.data),
@@ -230,19 +235,23 @@ def database_bench(run_dir: Path, seaweed, secrets: Path, fillers: Path, contain
                 f"{row['custom']['ready']:.2f}s")
             samples.append(row)
     ready = {f: statistics.median(r[f]["ready"] for r in samples) for f in ("plain", "custom")}
+    phases = {f: {p: statistics.median(r[f]["phases"].get(p, 0.0) for r in samples)
+                  for p in ("select", "restore", "verify", "probes")} for f in ("plain", "custom")}
     return {"rows": sum(rows.values()), "dump_bytes": sizes, "rounds": samples, "median_ready_seconds": ready,
+            "median_phases": phases,
             "ratio_custom_over_plain": statistics.median(r["custom"]["ready"] / r["plain"]["ready"] for r in samples)}
 
 
-def benchmark(size_gb: float, rounds: int, containers: int, workdir: Path, log=print) -> dict:
+def benchmark(size_gb: float, rounds: int, containers: int, workdir: Path, log=print, only=None) -> dict:
     from demo._util import write_secret
     from demo.seaweed import SeaweedFS
 
     workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    dataset = generate(workdir / "data", size_gb)
-    log(f"data set: {dataset['files']} files, {dataset['bytes'] / 2**30:.2f} GiB at {workdir / 'data'}")
-    rv = restverify_venv(workdir, log)
+    dataset = generate(workdir / "data", size_gb) if only != "database" else None
+    if dataset:
+        log(f"data set: {dataset['files']} files, {dataset['bytes'] / 2**30:.2f} GiB at {workdir / 'data'}")
+    rv = restverify_venv(workdir, log) if only != "database" else None
     run_dir = Path(tempfile.mkdtemp(prefix="drill-run-", dir=workdir))
     secrets, fillers = run_dir / "secrets", run_dir / "filler"
     fillers.mkdir()
@@ -251,8 +260,10 @@ def benchmark(size_gb: float, rounds: int, containers: int, workdir: Path, log=p
     try:
         with SeaweedFS(run_dir / "seaweedfs", secrets_dir=secrets, buckets=[BUCKET]) as seaweed:
             seaweed.create_locked_bucket(BUCKET, days=1)
-            files = files_bench(run_dir, seaweed, secrets, fillers, workdir / "data", rounds, rv, log)
-            database = database_bench(run_dir, seaweed, secrets, fillers, containers, rounds, log)
+            files = (files_bench(run_dir, seaweed, secrets, fillers, workdir / "data", rounds, rv, log)
+                     if only in (None, "files") else None)
+            database = (database_bench(run_dir, seaweed, secrets, fillers, containers, rounds, log)
+                        if only in (None, "database") else None)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
     return {"dataset": dataset, "files": files, "database": database, "rounds": rounds,
@@ -261,9 +272,16 @@ def benchmark(size_gb: float, rounds: int, containers: int, workdir: Path, log=p
 
 
 def print_report(doc: dict) -> None:
-    f, db = doc["files"], doc["database"]
+    if doc["files"]:
+        _print_files(doc["files"], doc["rounds"])
+    if doc["database"]:
+        _print_database(doc["database"])
+    print(f"{doc['restic']}; {doc['cpus']} CPUs; total {doc['total_seconds']}s")
+
+
+def _print_files(f: dict, rounds: int) -> None:
     print(f"files: {f['files']} files, {f['bytes'] / 2**30:.2f} GiB, snapshot {f['snapshot'][:8]}, "
-          f"{doc['rounds']} round(s), page cache dropped before each run")
+          f"{rounds} round(s), page cache dropped before each run")
     for tool, seconds in f["median_seconds"].items():
         print(f"  {tool:<11} median {seconds:7.2f}s")
     for name, ratio in f["ratio"].items():
@@ -272,12 +290,15 @@ def print_report(doc: dict) -> None:
         print(f"  restverify: {f['restverify']}")
     d = f["rounds"][-1]["drill"]
     print(f"  last drill phases: {d['phases']}; hashed during the restore: {d['hashed_during_restore']}")
+
+
+def _print_database(db: dict) -> None:
     print(f"database: {db['rows']} rows; dump bytes plain {db['dump_bytes']['plain']}, "
           f"custom {db['dump_bytes']['custom']}")
     for fmt, seconds in db["median_ready_seconds"].items():
-        print(f"  {fmt:<7} full drill to service-ready median {seconds:7.2f}s")
+        print(f"  {fmt:<7} full drill to service-ready median {seconds:7.2f}s  (median phases "
+              + ", ".join(f"{p} {v:.2f}s" for p, v in db["median_phases"][fmt].items()) + ")")
     print(f"  ratio custom (pg_restore -j2) / plain (psql): {db['ratio_custom_over_plain']:.3f}")
-    print(f"{doc['restic']}; {doc['cpus']} CPUs; total {doc['total_seconds']}s")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -287,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--containers", type=int, default=100_000, help="TOS database size (default 100000)")
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "backupd-bench",
                     help="keeps the data set and the restverify venv for reuse")
+    ap.add_argument("--only", choices=("files", "database"), default=None, help="run one part only")
     ap.add_argument("--json", action="store_true", help="print one JSON document instead of the report")
     args = ap.parse_args(argv)
     if not 0.01 <= args.size_gb <= 64 or not 1 <= args.rounds <= 9 or not 100 <= args.containers <= 2_000_000:
@@ -296,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     quiet = (lambda *_: None) if args.json else (lambda msg: print(msg, file=sys.stderr, flush=True))
     try:
-        doc = benchmark(args.size_gb, args.rounds, args.containers, args.workdir.resolve(), quiet)
+        doc = benchmark(args.size_gb, args.rounds, args.containers, args.workdir.resolve(), quiet, args.only)
     except BenchError as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 1
