@@ -129,8 +129,11 @@ class EarlyHasher:
             pass
 
     def _run(self) -> None:
+        pause = self.settle / 2
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            while not self._stop.wait(self.settle / 2):
+            while not self._stop.wait(pause):
                 now = time.time()
                 ready = [p for p, e in self.pending.items() if p not in self.matched and self._ready(p, e, now)]
+                # a scan of a large tree costs CPU the restore needs: scan at most a quarter of the time
+                pause = max(self.settle / 2, 3 * (time.time() - now))
                 list(pool.map(self._hash, ready))  # the round ends before the next scan
