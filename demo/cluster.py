@@ -140,6 +140,18 @@ class SeaweedCluster(SeaweedFS):
         proc.wait(timeout=10)
         self.killed.append(i)
 
+    def restart_volume_server(self, i: int) -> None:
+        """Start volume server i again on its ports and directory (a node back from a crash); wait until the
+        master lists it."""
+        name = f"volume{i}"
+        if self.procs[name].poll() is None:
+            raise RuntimeError(f"volume server {i} is running")
+        self._log_offsets[name] = self._log(name).stat().st_size
+        self.procs[name] = spawn(self._argv_of(name), self._log(name), cwd=self.workdir)
+        if not wait_until(lambda: self._up(name), START_TIMEOUT, interval=0.25):
+            raise RuntimeError(f"SeaweedFS {name} did not come back in {START_TIMEOUT:.0f}s; log tail:\n"
+                               f"{log_tail(self._log(name))}")
+
     def volume_servers_alive(self) -> list[int]:
         return [i for i in range(self.volume_servers) if self.procs[f"volume{i}"].poll() is None]
 

@@ -188,6 +188,10 @@ def test_four_hosts_back_up_through_a_volume_server_loss_and_the_estate_verifies
     csv_hosts = {line.split(",")[1] for line in (out / "estate.csv").read_text().splitlines()[1:]}
     assert csv_hosts == set(HOSTS)
 
+    cluster.seaweed.restart_volume_server(1)  # the node comes back with its data directory as it was
+    run = hosts[0].cli("backup", "--target", "files", "--json")
+    assert run.code == 0, run.stdout + run.stderr
+
 
 def _auditor_config(model: Host, base: Path) -> Path:
     """An auditor's own config and state: the estate policy (model's), and of the secrets only the read-only
