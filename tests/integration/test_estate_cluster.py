@@ -20,6 +20,7 @@ import pytest
 
 from demo.stack import LocalStack
 from tests.integration.conftest import FILLER, POLICY_HEAD, ROOT, Run
+from tests.integration.test_stack import _tcp_listeners
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 
@@ -117,6 +118,14 @@ def _clear_failure(run: Run) -> list[str]:
     for r in failed:
         assert r["error"] and r["target"], r
     return [f"{r['target']}: {r['status']}: {r['error'][:160]}" for r in failed]
+
+
+def test_every_cluster_process_listens_on_loopback_only(cluster):
+    sw = cluster.seaweed
+    for name, proc in sw.procs.items():
+        listeners = _tcp_listeners(proc.pid)
+        assert {("127.0.0.1", sw.ports[name]), ("127.0.0.1", sw.ports[f"{name}_grpc"])} <= set(listeners), name
+        assert {addr for addr, _ in listeners} == {"127.0.0.1"}, (name, listeners)
 
 
 def test_four_hosts_back_up_through_a_volume_server_loss_and_the_estate_verifies(cluster, tmp_path):
