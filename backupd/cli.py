@@ -64,8 +64,7 @@ def backup(target_name, config_path, as_json):
     policy_set = load_policies(cfg)
     with execute.cancel_on_signals() as stop, output.ProgressBars(enabled=None if not as_json else False) as bars:
         results = action.run(cfg, policy_set, target_name, cancel=stop, progress=bars.callback())
-    code = report.backup_results(results, as_json)
-    return stopped(stop) or code
+    return report.backup_results(results, as_json, stopped(stop))
 
 
 @main.command()

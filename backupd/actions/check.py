@@ -164,10 +164,11 @@ def run(cfg: Config, policy_set, *, days: int = 30, daily_budget: int = 5 << 30,
     return results
 
 
-def render(results: list[dict], as_json: bool) -> int:
+def render(results: list[dict], as_json: bool, stopped: int | None = None) -> int:
+    """The check table (or JSON); `stopped` (128 + signal) overrides the exit code of a cancelled run."""
     statuses = [r["status"] for r in results]
-    code = EXIT_OK if all(s == "ok" for s in statuses) else EXIT_CONFIG if "misconfigured" in statuses else \
-        EXIT_FINDING if "failed" in statuses else EXIT_DEPENDENCY  # unavailable or busy
+    code = stopped or (EXIT_OK if all(s == "ok" for s in statuses) else EXIT_CONFIG if "misconfigured" in statuses
+                       else EXIT_FINDING if "failed" in statuses else EXIT_DEPENDENCY)  # unavailable or busy
     if as_json:
         output.emit_json({"ok": code == EXIT_OK, "exit_code": code, "results": results})
         return code

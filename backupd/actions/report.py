@@ -32,8 +32,9 @@ def _change_cell(facts: dict) -> str:
     return "normal"
 
 
-def backup_results(results, as_json: bool) -> int:
-    code = exit_for([r.status for r in results])
+def backup_results(results, as_json: bool, stopped: int | None = None) -> int:
+    """The backup table (or JSON); `stopped` (128 + signal) overrides the exit code of a cancelled run."""
+    code = stopped or exit_for([r.status for r in results])
     if as_json:
         output.emit_json({"ok": code == EXIT_OK, "exit_code": code, "results": [r.to_dict() for r in results]})
         return code

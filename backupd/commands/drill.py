@@ -50,5 +50,4 @@ def register(main: click.Group) -> None:
         cfg = load_config(config_path)
         with execute.cancel_on_signals() as stop:
             results = action.run(cfg, load_policies(cfg), days=days, daily_budget=budget, cancel=stop)
-        code = action.render(results, as_json)
-        return stopped(stop) or code
+        return action.render(results, as_json, stopped(stop))

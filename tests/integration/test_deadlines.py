@@ -13,6 +13,7 @@ storage is a closed port or a black-hole listener of the test's own.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -233,6 +234,7 @@ def test_sigterm_and_sigkill_of_backup_leave_no_restic_and_no_lock_to_unlock(pol
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=BOUND)
     assert proc.returncode == 128 + signal.SIGTERM, err
+    assert json.loads(out)["exit_code"] == 128 + signal.SIGTERM, "--json says how the run ended"
     assert "Traceback" not in err
     no_restic_left(repo_path)
     assert not restic_locks.list_locks(repo)  # restic was stopped with SIGINT and removed its lock
