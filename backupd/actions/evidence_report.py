@@ -82,12 +82,28 @@ def _by_target(records: list[dict]) -> dict[tuple, list[dict]]:
     return out
 
 
+def _status(data: dict) -> str:
+    return str(data.get("status") or data.get("verdict") or ("ok" if data.get("ok") else "unknown"))
+
+
+def _backups(records: list[dict], target: str) -> dict:
+    """The backup summary of one target (records: its backup records): counts, the last success, seqs.
+    No entry per backup: a year of a busy host's ledger holds hundreds of thousands."""
+    ok, last = 0, None
+    for rec in records:
+        if _status(rec["data"] if isinstance(rec.get("data"), dict) else {}) == "ok":
+            ok, last = ok + 1, rec
+    return {"ok": ok, "failed": len(records) - ok,
+            "last_ok": _history([last], "backup", target)[0] if last is not None else None,
+            "seqs": [rec["seq"] for rec in records]}
+
+
 def _history(records: list[dict], kind: str, target: str) -> list[dict]:
     out = []
     for rec in records:
         data = rec["data"] if isinstance(rec.get("data"), dict) else {}
         if rec["kind"] == kind and data.get("target") == target:
-            status = data.get("status") or data.get("verdict") or ("ok" if data.get("ok") else "unknown")
+            status = _status(data)
             out.append({"seq": rec["seq"], "time": rec["time"], "status": str(status), "verdict": data.get("verdict"),
                         "destination": data.get("destination"), "snapshot_id": data.get("snapshot_id"),
                         "service_ready_seconds": number(data.get("service_ready_seconds"))})
@@ -100,7 +116,6 @@ def build(cfg, policy_set, records: list[dict], now: datetime, host: str, found:
     targets = []
     grouped = _by_target(records)
     for t in policy_set.targets:
-        backups = _history(grouped.get(("backup", t.name), []), "backup", t.name)
         drills = _history(grouped.get(("drill", t.name), []), "drill", t.name)
         targets.append({
             "name": t.name, "category": t.category, "environment": t.environment, "source": t.source,
@@ -111,10 +126,7 @@ def build(cfg, policy_set, records: list[dict], now: datetime, host: str, found:
             "min_history_seconds": t.retention.min_history.total_seconds(),
             "destinations": [_destination_row(d, dests[d], found[(t.name, d)], t.retention.min_history, now)
                              for d in t.destinations],
-            "backups": {"ok": sum(b["status"] == "ok" for b in backups),
-                        "failed": sum(b["status"] != "ok" for b in backups),
-                        "last_ok": next((b for b in reversed(backups) if b["status"] == "ok"), None),
-                        "seqs": [b["seq"] for b in backups]},
+            "backups": _backups(grouped.get(("backup", t.name), []), t.name),
             "drills": drills})
     site = policy_set.site
     return {"generated": iso(now), "host": host, "site": site.name, "port": site.port,

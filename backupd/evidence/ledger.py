@@ -213,6 +213,11 @@ class LineFile:
         self.torn = rest or None
 
 
+def tail(handle) -> tuple[bytes | None, int | None]:
+    """(last complete line, offset of a torn tail or None) of an open ledger file."""
+    return _tail(handle)
+
+
 def _tail(handle) -> tuple[bytes | None, int | None]:
     """(last complete line, offset of a torn tail or None), reading backwards from the end."""
     end = handle.seek(0, os.SEEK_END)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from backupd.evidence import record_format
-from backupd.evidence.ledger import LineFile
+from backupd.evidence.ledger import LineFile, tail
 
 
 @dataclass
@@ -27,21 +27,42 @@ class Period:
     first_prev: str = record_format.GENESIS
     first_seq: int | None = None
     last_seq: int | None = None
-    records: list[dict] = field(default_factory=list)  # {seq, time, kind, host, data} of the kinds asked
+    records: list[dict] = field(default_factory=list)  # {seq, time, kind, data} of the kinds asked
 
     @property
     def size(self) -> int:
         return self.end - self.start
 
 
-def read(path: Path, since: str, until: str, kinds, data_fields) -> Period:
-    """The period [since, until] (ISO 8601 UTC strings) of the ledger at path."""
+def whole_file(path: Path, since: str, until: str) -> tuple[int, int] | None:
+    """(0, file size) when the period holds the whole ledger (its first and last records are inside it),
+    else None; from the first and the last line only, so the bundle can be written before read()."""
+    with open(path, "rb") as handle:
+        first = handle.readline()
+        last, torn = tail(handle)
+        size = handle.seek(0, 2)
+    times = [_time(first.rstrip(b"\n")), _time(last or b"")]
+    if torn is not None or None in times or not all(since.encode() <= t <= until.encode() for t in times):
+        return None
+    return 0, size
+
+
+def _time(line: bytes) -> bytes | None:
+    parts = line.rsplit(b',"', 7)
+    return parts[7][7:-2] if len(parts) == 8 else None
+
+
+def read(path: Path, since: str, until: str, kinds, data_fields, limit: int | None = None) -> Period:
+    """The period [since, until] (ISO 8601 UTC strings) of the ledger at path (its first limit bytes)."""
     since_b, until_b = since.encode(), until.encode()
-    wanted = {k.encode() for k in kinds}
+    wanted = {k.encode(): k for k in kinds}  # raw kind -> str
+    loads, fields = json.loads, tuple(data_fields)
     got = Period()
     offset, previous, first, last, first_seqs, last_seqs = 0, None, None, None, None, None
     collected: list[tuple[int, dict]] = []
     for number, line in enumerate(LineFile(path), 1):
+        if limit is not None and offset >= limit:
+            break  # appended after the export began
         parts = line.rsplit(b',"', 7)
         whole = len(parts) == 8
         when = parts[7][7:-2] if whole else None
@@ -51,28 +72,22 @@ def read(path: Path, since: str, until: str, kinds, data_fields) -> Period:
                 got.first_prev = record_format.line_hash(previous) if previous is not None else got.first_prev
                 first_seqs = parts[5] if whole else None
             last, got.end, last_seqs = number, offset + len(line) + 1, parts[5] if whole else None
-        if first is not None and whole and parts[3][7:-1] in wanted:
-            rec = _record(parts, data_fields)
-            if rec is not None:
-                collected.append((number, rec))
+        if first is not None and whole:
+            kind = wanted.get(parts[3][7:-1])
+            if kind is not None:
+                try:  # what the report reads: seq, time, kind and a few data fields
+                    data, seq = loads(parts[0][8:]), int(parts[5][5:])  # {"data":<this>
+                except ValueError:
+                    pass  # damaged: not reported on; verify names it
+                else:
+                    data = {k: data[k] for k in fields if k in data} if isinstance(data, dict) else {}
+                    collected.append((number, {"seq": seq, "time": when.decode(), "kind": kind, "data": data}))
         previous, offset = line, offset + len(line) + 1
     if first is not None:
         got.lines = last - first + 1
         got.records = [rec for number, rec in collected if number <= last]
         got.first_seq, got.last_seq = _seq(first_seqs), _seq(last_seqs)
     return got
-
-
-def _record(parts: list[bytes], data_fields) -> dict | None:
-    try:
-        data = json.loads(parts[0][8:])  # {"data":<this>
-        seq = int(parts[5][5:])
-    except ValueError:
-        return None  # damaged: not reported on; verify names it
-    data = {k: data[k] for k in data_fields if k in data} if isinstance(data, dict) else {}
-    return {"seq": seq, "time": parts[7][7:-2].decode("utf-8", "replace"),
-            "kind": parts[3][7:-1].decode("utf-8", "replace"),
-            "host": parts[1][7:-1].decode("utf-8", "replace"), "data": data}
 
 
 def _seq(part: bytes | None) -> int | None:
