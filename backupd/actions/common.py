@@ -144,7 +144,7 @@ class Preflight:
     def _probe(self, name: str, dest) -> str | None:
         if dest.kind != "s3":
             return None  # a local directory: restic reports a missing one itself, at once
-        from backupd.storage import probe  # boto3 is loaded only where S3 is used
+        from backupd.storage import probe
 
         keys = read_credentials(_credentials_of(self.cfg, name, dest))
         timeout = self.cfg.storage_timeout_seconds

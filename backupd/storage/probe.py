@@ -1,38 +1,43 @@
-"""One bounded S3 request that tells whether a destination answers at all.
+"""One bounded request that tells whether an S3 destination answers at all.
 
-A HEAD of one object key with no retries, a connect timeout and a read timeout: an endpoint that
-refuses connections fails in milliseconds, one that accepts and never answers (a black hole, a hung
-proxy) fails after `timeout` seconds. Any HTTP answer, even 403 or 404, proves the storage answers.
+An unsigned HTTP HEAD of one object key with a timeout: an endpoint that refuses connections fails in
+milliseconds, one that accepts and never answers (a black hole, a hung proxy) fails after `timeout`
+seconds. Any HTTP answer, even 403 or 404, proves the storage answers; whether the keys are right is
+restic's to report. No credentials are sent and no S3 client is loaded (the daemon stays small).
 """
 
 from __future__ import annotations
 
-import boto3
-from botocore.config import Config as BotoConfig
-from botocore.exceptions import (BotoCoreError, ClientError, ConnectTimeoutError, EndpointConnectionError,
-                                 ReadTimeoutError)
+import socket
+import urllib.error
+import urllib.request
+from urllib.parse import quote
 
 
 def head(endpoint: str | None, region: str, keys: dict[str, str], bucket: str, key: str, *,
          timeout: float) -> str | None:
-    """None when the S3 server answered; else why not (host-level only, never a secret)."""
-    cfg = BotoConfig(s3={"addressing_style": "path"}, retries={"total_max_attempts": 1, "mode": "standard"},
-                     connect_timeout=min(5.0, timeout), read_timeout=timeout)
-    # a session per probe: boto3's default session is not safe to share between the daemon's threads
-    client = boto3.session.Session().client(
-        "s3", endpoint_url=endpoint, region_name=region, config=cfg,
-        aws_access_key_id=keys.get("AWS_ACCESS_KEY_ID"), aws_secret_access_key=keys.get("AWS_SECRET_ACCESS_KEY"),
-        aws_session_token=keys.get("AWS_SESSION_TOKEN"))
+    """None when the S3 server answered; else why not (host-level only, never a secret).
+    `region` and `keys` are accepted for the callers' sake; an unsigned request needs neither."""
+    base = (endpoint or f"https://s3.{region}.amazonaws.com").rstrip("/")
+    request = urllib.request.Request(f"{base}/{quote(bucket)}/{quote(key)}", method="HEAD")
     try:
-        client.head_object(Bucket=bucket, Key=key)
-    except ClientError:
+        with urllib.request.urlopen(request, timeout=timeout):
+            return None
+    except urllib.error.HTTPError:
         return None  # an answer: reachable (denied or missing is restic's to report)
-    except ReadTimeoutError:
-        return f"no answer within {timeout:.0f} s"
-    except (ConnectTimeoutError, EndpointConnectionError):
-        return "cannot connect"
-    except BotoCoreError as exc:
+    except urllib.error.URLError as exc:
+        return _why(exc.reason, timeout)
+    except (socket.timeout, TimeoutError) as exc:
+        return _why(exc, timeout)
+    except (OSError, ValueError) as exc:
         return exc.__class__.__name__
-    finally:
-        client.close()
-    return None
+
+
+def _why(reason: object, timeout: float) -> str:
+    if isinstance(reason, (socket.timeout, TimeoutError)):
+        return f"no answer within {timeout:.0f} s"
+    if isinstance(reason, ConnectionRefusedError):
+        return "cannot connect"
+    if isinstance(reason, socket.gaierror):
+        return "cannot resolve the endpoint's host name"
+    return f"cannot connect ({reason.__class__.__name__})"
