@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install backupd's systemd units, users and directories. Idempotent; run as root.
 #   deploy/systemd/install.sh [--enable] [--verifier]
-# Secrets are not created here: put restic-password and s3-writer.env into /etc/backupd/secrets
+# Secrets are not created here: put restic-password, s3-writer.env and s3-canary.env into /etc/backupd/secrets
 # (mode 0600, root) and s3-maintainer.env into /etc/backupd/maintenance-secrets yourself.
 # --verifier installs only the verifier (a second host): user backupd-verifier, /etc/backupd/verifier.yaml,
 # backupd-verifier.service/.timer; its secrets (restic-password, s3-auditor.env, s3-verifier.env,
