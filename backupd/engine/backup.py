@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 from dataclasses import dataclass, field
 from typing import Callable
 
 from backupd import execute
 from backupd.engine import command, exitcodes, feature
 from backupd.engine.repository import Repository
+from backupd.errors import ConfigError
+
+#: Benchmarks only (bench/year.py): "YYYY-MM-DD HH:MM:SS" dates every snapshot backupd writes (restic
+#: --time) so a year of generations can be simulated in an hour. Read here and nowhere else; never set it
+#: on a production host: backdated snapshots shift retention.
+TIME_OVERRIDE = "BACKUPD_BACKUP_TIME"
+_TIME_FORMAT = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
 
 
 @dataclass
@@ -35,9 +44,19 @@ def tag_args(tags: dict[str, str] | list[str]) -> list[str]:
     return [a for t in items for a in ("--tag", t)]
 
 
+def time_args() -> list[str]:
+    """--time from BACKUPD_BACKUP_TIME (set by bench/year.py only); [] when unset."""
+    value = os.environ.get(TIME_OVERRIDE, "")
+    if not value:
+        return []
+    if not _TIME_FORMAT.fullmatch(value):
+        raise ConfigError(f"{TIME_OVERRIDE}={value!r}: expected 'YYYY-MM-DD HH:MM:SS'")
+    return ["--time", value]
+
+
 def paths_argv(repo: Repository, paths: list[str], *, excludes: list[str], tags, host: str) -> list[str]:
     """argv for backing up paths."""
-    args = ["--host", host, *tag_args(tags)]
+    args = ["--host", host, *tag_args(tags), *time_args()]
     for pattern in excludes:
         args += ["--exclude", pattern]
     return command.argv(repo, "backup", *args, "--", *paths)
@@ -45,7 +64,7 @@ def paths_argv(repo: Repository, paths: list[str], *, excludes: list[str], tags,
 
 def stdin_argv(repo: Repository, filename: str, *, tags, host: str) -> list[str]:
     """argv for backing up standard input as `filename`."""
-    args = ["--host", host, *tag_args(tags), "--stdin", "--stdin-filename", filename]
+    args = ["--host", host, *tag_args(tags), *time_args(), "--stdin", "--stdin-filename", filename]
     return command.argv(repo, "backup", *args)
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from backupd.engine import backup, exitcodes, feature, forget
 from backupd.engine.repository import Repository
+from backupd.errors import ConfigError
 from backupd.execute import Completed
 
 SECRET = "s3cr3t-KEY-never-in-argv"
@@ -65,6 +66,18 @@ def test_backup_argv_has_tags_excludes_and_no_secret():
 def test_stdin_argv_names_the_file():
     argv = backup.stdin_argv(REPO, "tos.sql", tags=["backupd"], host="h")
     assert argv[argv.index("--stdin-filename") + 1] == "tos.sql"
+
+
+def test_backup_time_override_dates_both_kinds_of_backup(monkeypatch):
+    monkeypatch.delenv(backup.TIME_OVERRIDE, raising=False)
+    assert "--time" not in backup.paths_argv(REPO, ["/srv"], excludes=[], tags=[], host="h")
+    monkeypatch.setenv(backup.TIME_OVERRIDE, "2026-01-02 03:04:05")
+    for argv in (backup.paths_argv(REPO, ["/srv"], excludes=[], tags=[], host="h"),
+                 backup.stdin_argv(REPO, "tos.sql", tags=[], host="h")):
+        assert argv[argv.index("--time") + 1] == "2026-01-02 03:04:05"
+    monkeypatch.setenv(backup.TIME_OVERRIDE, "yesterday")
+    with pytest.raises(ConfigError, match="BACKUPD_BACKUP_TIME"):
+        backup.paths_argv(REPO, ["/srv"], excludes=[], tags=[], host="h")
 
 
 def test_tags_with_commas_are_refused():
