@@ -32,11 +32,12 @@ def _records(ledger: str | None) -> list[dict]:
     if not ledger:
         return []
     out = []
-    for line in Path(ledger).read_bytes().split(b"\n"):
-        try:
-            out.append(record_format.parse(line))
-        except ValueError:
-            continue
+    with open(ledger, "rb") as handle:  # line by line: a ledger may hold years of records
+        for line in handle:
+            try:
+                out.append(record_format.parse(line.rstrip(b"\n")))
+            except ValueError:
+                continue
     return out
 
 
