@@ -163,7 +163,9 @@ def status(config_path, as_json):
     from backupd.actions import status as action
 
     cfg = load_config(config_path)
-    return report.status_rows(action.run(cfg, load_policies(cfg)), as_json)
+    policy_set = load_policies(cfg)
+    rows = action.run(cfg, policy_set)
+    return report.status_rows(rows, as_json, action.terminal(cfg, policy_set, rows))
 
 
 for _group in (storage, drill, evidence, daemon, incident, runbook, setup):

@@ -12,6 +12,7 @@ the daemon's S3 identity cannot delete a locked backup object. Everything stops 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -37,6 +38,24 @@ def cli(stack: LocalStack, config: Path, *args: str) -> int:
     env = {**os.environ, **stack.env, "PYTHONPATH": str(ROOT)}
     print("$ backupd " + " ".join(args), flush=True)
     return subprocess.run(BACKUPD + list(args) + ["--config", str(config)], env=env, cwd=ROOT).returncode
+
+
+def print_time_to_service(stack: LocalStack, config: Path) -> None:
+    """The whole terminal's projected time to service (every target, restore order, parallel lanes)
+    against the site's allowable cargo-handling downtime, from `backupd status --json`."""
+    env = {**os.environ, **stack.env, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(BACKUPD + ["status", "--json", "--config", str(config)], env=env, cwd=ROOT,
+                          capture_output=True, text=True)
+    try:
+        term = json.loads(done.stdout)["terminal"]
+    except (ValueError, KeyError):
+        print(f"whole terminal: no projection (status exited {done.returncode})")
+        return
+    allowed = term["allowable_downtime_seconds"]
+    print(f"whole terminal: projected time to service {term['seconds'] / 60:.1f} min"
+          + (f" against an allowable downtime of {allowed / 3600:.0f} h ({term['verdict']}, "
+             f"{term['share']:.1%})" if allowed else " (the site sets no allowable_downtime)")
+          + "; lanes: " + "; ".join(f"{ln['lane']}: {' -> '.join(ln['targets'])}" for ln in term["lanes"]))
 
 
 def prove_worm(stack: LocalStack) -> bool:
@@ -101,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         failures += cli(stack, config, "evidence", "verify", str(bundle)) != 0
         step("status")
         failures += cli(stack, config, "status") != 0
+        print_time_to_service(stack, config)
         step("a verifier on a second identity (only the auditor's read-only keys, the repository password "
              "and its own signing key) drills the TOS database and the production programs, and may not back up")
         vconfig = verifier.write_config(stack, ROOT / "policies", args.workdir / "verifier")

@@ -15,9 +15,9 @@ from backupd.actions import drill_report
 from backupd.actions.common import repository
 from backupd.actions.snapshot_choice import choose, data_snapshots, flagged, load_manifest, target_listing
 from backupd.config import Config
-from backupd.drill import sample, verdict
+from backupd.drill import projection, sample, verdict
 from backupd.drill.due import due_kind
-from backupd.drill.phases import PhaseTimer
+from backupd.drill.phases import FirstEntry, PhaseTimer
 from backupd.drill.sandbox import Sandbox, private_dir, sigterm_cancels
 from backupd.drill.spec import DrillSpec, spec_for
 from backupd.engine import restore as restic_restore
@@ -113,9 +113,11 @@ def _restore_and_probe(cfg, target, spec, kind, repo, snaps, snap, doc, timer, c
         report["sandbox"] = str(box.path)
         box.reserve(report["bytes_restored"])
         _checkpoint(cancel)
-        with timer.phase("restore"), EarlyHasher(box.restore_dir, {**doc, "files": chosen}) as early:
+        with timer.phase("restore"), EarlyHasher(box.restore_dir, {**doc, "files": chosen}) as early, \
+                FirstEntry(box.restore_dir) as first:
             includes = None if len(chosen) == len(entries) else [e["path"] for e in chosen]
             restic_restore.restore(repo, snap.id, box.restore_dir, includes=includes, cancel=cancel)
+        report["restore_startup_seconds"] = first.seconds  # restic's start-up: fixed in the projection
         _checkpoint(cancel)
         with timer.phase("verify"):  # what the restore left: files not hashed yet, every file's type and mode
             check = verify_tree(box.restore_dir, {**doc, "files": chosen}, hashed=early.matched)
@@ -144,9 +146,13 @@ def _judge(report: dict, timer: PhaseTimer, target, doc: dict, kind: str, proble
     total_bytes = facts.get("bytes", sum(e["size"] for e in doc.get("files", [])))
     report.update(phases=timer.phases, total_files=total_files, total_bytes=total_bytes)
     ready = timer.total
+    # per-phase rates (backupd.drill.projection): a sample projects its snapshot's full drill with them
+    report["rates"] = projection.rates(projection.breakdown(timer.phases, report["probes"],
+                                                            report.get("restore_startup_seconds")),
+                                       report["bytes_restored"], report["files_restored"])
+    report["projection"] = projection.project(report["rates"], total_bytes, total_files)
     if kind == "sample":
-        ready = verdict.project_full(timer.phases, report["files_restored"], report["bytes_restored"],
-                                     total_files, total_bytes)
+        ready = report["projection"]["seconds"]
         report["projected_full_seconds"] = ready
     report["service_ready_seconds"] = ready
     report["verdict"], report["reason"] = verdict.judge(ready, target.rto, problems)
@@ -220,7 +226,11 @@ def _record(cfg: Config, state: State, report: dict, started: float, snap) -> No
     state.record("drill", report["target"], report["destination"], started, status,
                  snap.id if snap else None,
                  {"kind": report["kind"], "verdict": report["verdict"], "verified_snapshot_time": verified,
-                  "service_ready_seconds": report.get("service_ready_seconds"), "phases": report["phases"]})
+                  "service_ready_seconds": report.get("service_ready_seconds"), "phases": report["phases"],
+                  "rates": report.get("rates"), "projection": report.get("projection"),
+                  "snapshot_id": snap.id if snap else None})
+    report["projection_error"] = projection.measured_error(
+        [r["detail"] for r in state.runs("drill", report["target"], limit=20) if r["status"] in PASSED])
     evidence.record(cfg, "drill", report)
 
 

@@ -146,25 +146,42 @@ def _drill_cell(r: dict) -> str:
     return _styled(f"{r['drill_verdict'] or r['drill_status']}{ready}/{r.get('rto') or '-'}{share}", r["drill_status"])
 
 
+def _projected_cell(r: dict) -> str:
+    """Projected time to ready at the newest backup's size / RTO, and the measured error of the newest pair."""
+    seconds, budget = r.get("projected_ready_seconds"), r.get("rto_seconds")
+    if seconds is None:
+        return "-"
+    share = f" ({seconds / budget:.0%})" if budget else ""
+    paired = r.get("projection_error") or {}
+    measured = f" err {paired['error']:+.0%}" if paired.get("error") is not None else " err ?"
+    return f"{_seconds(seconds)}/{r.get('rto') or '-'}{share}{measured}"
+
+
 def _seconds(value: float) -> str:
     """Enough precision that a WARN close to the RTO never reads like a pass (2.45s, 41.3s, 5400s)."""
     return f"{value:.2f}s" if value < 10 else f"{value:.1f}s" if value < 100 else f"{value:.0f}s"
 
 
-def status_rows(rows: list[dict], as_json: bool) -> int:
+def status_rows(rows: list[dict], as_json: bool, terminal: dict | None = None) -> int:
+    """The status table, then the whole terminal's projected time to service (time_to_service)."""
+    from backupd.actions import time_to_service
     from backupd.actions.status import needs_attention  # status pulls in the daemon's modules
 
     code = exit_for(["failed" if needs_attention(r) else "ok" for r in rows])
     if as_json:
-        output.emit_json({"ok": code == EXIT_OK, "exit_code": code, "targets": rows})
+        output.emit_json({"ok": code == EXIT_OK, "exit_code": code, "targets": rows,
+                          **({"terminal": terminal} if terminal is not None else {})})
         return code
     output.table("status", ["target", "category", "last backup", "age", "RPO", "verified RPO",
-                            "drill ready/RTO", "WORM", "check", "next due", "state"],
+                            "drill ready/RTO", "projected/RTO", "WORM", "check", "next due", "state"],
                  [[escape(r["target"]), r["category"], r["last_snapshot"] or "-", r["age"] or "-", r["rpo"],
-                   r["verified_rpo"] or "-", _drill_cell(r), _styled(r["immutability"], r["immutability"]),
+                   r["verified_rpo"] or "-", _drill_cell(r), _projected_cell(r),
+                   _styled(r["immutability"], r["immutability"]),
                    f"{r['check_coverage']:.0%}" if r["check_coverage"] is not None else "-",
                    r["next_due_in"] or "-", _styled(r.get("state", r["status"]), r.get("state", r["status"]))]
                   for r in rows])
+    if terminal is not None:
+        output.note(time_to_service.describe(terminal))
     for r in rows:
         for reason in r.get("state_reasons", []):
             output.note(f"{r['target']}: {reason}")

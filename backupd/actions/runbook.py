@@ -13,7 +13,7 @@ from html import escape
 from pathlib import Path
 
 from backupd import evidence
-from backupd.actions import incident
+from backupd.actions import incident, time_to_service
 from backupd.actions.evidence_html import CSS, _t, _table
 from backupd.config import Config
 from backupd.errors import ConfigError
@@ -103,6 +103,7 @@ def _target(cfg: Config, state: State, policy_set, target, order: int, before: s
             "commands": _commands(cfg, target.name, before),
             "rto": format_duration(target.rto) if target.rto else None,
             "rpo": format_duration(target.frequency), "expected": expected_duration(runs),
+            "projection": time_to_service.for_target(state, target),
             "last_drill": {"time": _when(last["started"]), "status": last["status"],
                            "kind": last["detail"].get("kind"), "verdict": last["detail"].get("verdict")}
             if last else None}
@@ -116,10 +117,12 @@ def build(cfg: Config, policy_set, now: datetime | None = None) -> dict:
     state, site = State(cfg.state_dir), policy_set.site
     targets = [_target(cfg, state, policy_set, t, i, before)
                for i, t in enumerate(incident.restore_order(policy_set), 1)]
+    terminal = time_to_service.terminal(state, policy_set, {t["name"]: t["projection"] for t in targets})
     return {"generated": iso(now), "host": cfg.host, "site": site.name, "port": site.port,
             "incident": open_incident["id"] if open_incident else None, "before": before,
             "mandate": {"ja": MANDATE_JA, "en": MANDATE_EN},
             "steps": [{"ja": ja, "en": en, "command": cmd} for ja, en, cmd in STEPS], "targets": targets,
+            "terminal": terminal,
             "checklist": [{"en": item, "ja": CHECKLIST_JA.get(item, item)} for item in incident.CHECKLIST]}
 
 
@@ -127,6 +130,26 @@ def _category(t: dict) -> tuple[str, str]:
     extra = t["environment"] or t["source"]
     ja = CATEGORY_JA.get(t["category"], t["category"]) + (f"（{DETAIL_JA.get(extra, extra)}）" if extra else "")
     return ja, t["category"] + (f" ({extra})" if extra else "")
+
+
+def projection_label(t: dict) -> str:
+    """Projected time to ready at the newest backup's size, against the RTO, with its measured error."""
+    p = t.get("projection") or {}
+    if p.get("projected_ready_seconds") is None:
+        return "未測定 / not measured"
+    paired = p.get("projection_error") or {}
+    error = (f"実測誤差 / measured error {paired['error']:+.0%}" if paired.get("error") is not None
+             else "誤差未測定 / error not yet measured (no full drill after it)")
+    return f"{_seconds(p['projected_ready_seconds'])} / RTO {t['rto'] or '-'} ({p['projection_basis']}; {error})"
+
+
+def terminal_label(doc: dict) -> str:
+    """The whole terminal's projected time to service (time_to_service.describe), Japanese / English."""
+    term = doc["terminal"]
+    ja = f"全体の業務再開見込み {_seconds(term['seconds'])}"
+    if term["allowable_downtime_seconds"]:
+        ja += f"（許容停止時間 {_seconds(term['allowable_downtime_seconds'])} の {term['share']:.0%}）"
+    return f"{ja} / {time_to_service.describe(term)}"
 
 
 def last_drill_label(t: dict) -> str:
@@ -144,7 +167,7 @@ def to_markdown(doc: dict) -> str:
              f"復元基準時刻 / restore before: `{doc['before']}`", "",
              "## 手順 / Steps", ""]
     lines += [f"{i}. {s['ja']} / {s['en']}: `{s['command']}`" for i, s in enumerate(doc["steps"], 1)]
-    lines += ["", "## 復旧順序 / Restore order", ""]
+    lines += ["", "## 復旧順序 / Restore order", "", terminal_label(doc), ""]
     for t in doc["targets"]:
         ja, en = _category(t)
         lines += [f"### {t['order']}. {t['name']}", "",
@@ -153,6 +176,7 @@ def to_markdown(doc: dict) -> str:
                   f"- 保管先 / destinations: {'; '.join(t['destinations'])}",
                   f"- RTO: {t['rto'] or '-'} · RPO: {t['rpo']}",
                   f"- 想定所要時間 / expected duration: {t['expected']['ja']} / {t['expected']['en']}",
+                  f"- 推定所要時間 / projected time to ready: {projection_label(t)}",
                   f"- 直近の訓練結果 / last drill: {last_drill_label(t)}",
                   f"- 復元 / restore: `{t['commands']['restore']}`",
                   f"- 訓練 / drill: `{t['commands']['drill']}`", ""]
@@ -167,6 +191,7 @@ def _target_html(t: dict) -> str:
             [_t("保管先", "destinations"), "; ".join(t["destinations"])],
             ["RTO / RPO", f"{t['rto'] or '-'} / {t['rpo']}"],
             [_t("想定所要時間", "expected duration"), f"{t['expected']['ja']} / {t['expected']['en']}"],
+            [_t("推定所要時間", "projected time to ready"), projection_label(t)],
             [_t("直近の訓練結果", "last drill"), last_drill_label(t)]]
     cmds = "".join(f"<pre>{escape(c)}</pre>" for c in (t["commands"]["restore"], t["commands"]["drill"]))
     return (f"<h3>{t['order']}. {escape(t['name'])}</h3>"
@@ -182,7 +207,7 @@ def to_html(doc: dict) -> bytes:
             f"<p><small>{_t('ホスト', 'host')}: {escape(str(doc['host']))} · {_t('作成', 'generated')}: "
             f"{escape(doc['generated'])} · {_t('復元基準時刻', 'restore before')}: {escape(doc['before'])}</small></p>"
             f"<h2>{_t('手順', 'Steps')}</h2><ol>{steps}</ol>"
-            f"<h2>{_t('復旧順序', 'Restore order')}</h2>" + "".join(_target_html(t) for t in doc["targets"])
+            f"<h2>{_t('復旧順序', 'Restore order')}</h2><p>{escape(terminal_label(doc))}</p>" + "".join(_target_html(t) for t in doc["targets"])
             + f"<h2>{_t('運用再開前チェックリスト', 'Pre-resume security checklist')}</h2>"
               f"<ul class='checklist'>{checklist}</ul>")
     css = CSS + "\n.mandate{border:2px solid #a00;padding:.6em;background:#fff4f4}pre{background:#f4f4f8;padding:4px}" \
@@ -207,6 +232,8 @@ def write(cfg: Config, policy_set, out_dir: Path) -> dict:
     rec = evidence.record(cfg, "runbook", {
         "files": hashes, "site": doc["site"], "before": doc["before"], "targets": [
             {"name": t["name"], "order": t["order"], "expected_seconds": t["expected"]["seconds"],
-             "basis": t["expected"]["basis"]} for t in doc["targets"]]})
+             "basis": t["expected"]["basis"],
+             "projected_seconds": t["projection"]["projected_ready_seconds"]} for t in doc["targets"]],
+        "terminal": {k: doc["terminal"][k] for k in ("seconds", "allowable_downtime_seconds", "missing", "rule")}})
     return {**doc, "out": str(out_dir), "files": {n: str(out_dir / n) for n in files}, "sha256": hashes,
             "record_seq": rec["seq"]}

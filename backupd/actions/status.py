@@ -9,6 +9,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from backupd.actions import time_to_service
 from backupd.config import Config
 from backupd.daemon.jobs import JobStore
 from backupd.daemon.schedule import job_name
@@ -181,11 +182,17 @@ def run(cfg: Config, policy_set) -> list[dict]:
         row = {"target": target.name, "category": target.category, **_backup_fields(state, target, now),
                **_drill_fields(state, target, now),
                **_immutability(target, policy_set.destinations, audits), **_coverage(state, target),
-               "next_due": job.next_due if job else None, "log_silent": _log_silent(state, target)}
+               "next_due": job.next_due if job else None, "log_silent": _log_silent(state, target),
+               **time_to_service.for_target(state, target)}
         row["next_due_in"] = (("now" if job.next_due <= now else _age(job.next_due - now)) if job else None)
         row["state"], row["state_reasons"] = overall(row, _suspect(state, target), _checks_failed(state, target))
         rows.append(row)
     return rows
+
+
+def terminal(cfg: Config, policy_set, rows: list[dict]) -> dict:
+    """The whole terminal's projected time to service against site.allowable_downtime (time_to_service)."""
+    return time_to_service.terminal(State(cfg.state_dir), policy_set, {r["target"]: r for r in rows})
 
 
 def needs_attention(row: dict) -> bool:

@@ -127,6 +127,12 @@ class Site(_Model):
     name: str = Field(min_length=1, max_length=200)
     port: Literal["keihin", "nagoya", "osaka", "kobe", "hakata", "other"]
     host: str | None = Field(default=None, description="default: this machine's hostname")
+    allowable_downtime: Duration | None = Field(
+        default=None, description="how long cargo handling may stop: the whole terminal's projected time to "
+                                  "service (every target restored) is judged against it")
+    restore_parallelism: int | None = Field(
+        default=None, ge=1, le=64, description="restores run at once per destination in the projected time "
+                                               "to service; default 1 (different destinations in parallel)")
 
     @property
     def specific_port(self) -> bool:

@@ -8,10 +8,12 @@ in `pg/sock`); stopping the server kills its whole PID namespace."""
 from __future__ import annotations
 
 import glob
+import time
 from pathlib import Path
 
 from backupd import execute
 from backupd.errors import DependencyError, Finding
+from backupd.probes import pglog
 from backupd.probes.base import ProbeContext, ProbeResult
 from backupd.sandbox import Jail
 from backupd.sources import pgload
@@ -29,7 +31,7 @@ fsync = off
 synchronous_commit = off
 full_page_writes = off
 logging_collector = off
-"""
+""" + pglog.CONF
 
 
 def bindir() -> Path:
@@ -205,12 +207,16 @@ def run(probe, ctx: ProbeContext, result: ProbeResult) -> None:
     (base / "sock").mkdir(mode=0o700)
     ctx.grant(base, base / "sock", dump)
     cluster = Cluster(base, ctx.confine())
+    timings = result.details.setdefault("timings", {})  # per phase, for the drill projection
+    clock = time.monotonic()
     try:
         cluster.start()
         cluster.psql("-c", f'CREATE DATABASE "{DATABASE}"', db="postgres")
         jobs = pgload.jobs_for(probe.jobs)
         result.details.update(format="custom" if pgload.is_custom(dump) else "plain", jobs=jobs)
+        timings["start"], clock = round(time.monotonic() - clock, 3), time.monotonic()
         cluster.load(dump, jobs if result.details["format"] == "custom" else 1, probe.timeout.total_seconds())
+        timings["load"], clock = round(time.monotonic() - clock, 3), time.monotonic()
         expected = ctx.manifest.get("facts", {}).get("rows", {})
         if probe.row_counts:
             if not expected:
@@ -230,5 +236,9 @@ def run(probe, ctx: ProbeContext, result: ProbeResult) -> None:
             if problem:
                 result.problems.append(problem)
         result.details["checks"] = len(checks)
+        timings["checks"] = round(time.monotonic() - clock, 3)
     finally:
-        cluster.stop()
+        done = cluster.stop()
+        if done is not None and "load" in timings:  # the post-load span (indexes, constraints) out of load
+            timings["index"] = min(pglog.post_load_seconds(done.stderr), timings["load"])
+            timings["load"] = round(timings["load"] - timings["index"], 3)

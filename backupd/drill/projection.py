@@ -1,0 +1,129 @@
+"""Projections you can trust: the time a full drill (and the whole terminal) needs, from what a drill
+measured, and how wrong the last projection was.
+
+Method. A drill's time splits into *fixed* parts, which do not grow with the data (selecting the
+snapshot, starting the throw-away PostgreSQL cluster, probe bookkeeping), and *scaled* parts, whose
+seconds per unit of work are measured: restic's restore (fetch, decrypt, write), the verification of
+what it wrote, the database load (COPY) and the post-load phase (indexes, constraints) of the
+PostgreSQL probe, its SQL checks, the other probes. One unit of work is one byte plus FILE_COST bytes
+per file (a file costs a lookup, an open, metadata and a close on top of its bytes), so a
+stratified sample, which holds more small files than the full set, is not over-weighted by its bytes
+nor by its file count. The projection for a snapshot of `bytes`/`files` is
+
+    fixed + scaled * work(bytes, files) / work(measured bytes, measured files)
+
+A sample drill projects its own snapshot's full drill; any drill also projects the next one at the
+newest backup's size (a growing database). The *measured error* of a projection is
+(projected - measured) / measured, taken from the newest full drill and the drill before it (its
+projection re-evaluated at the full drill's size).
+
+Whole terminal: every target in restore order; targets whose first destination differs restore in
+parallel (each destination is its own lane: a repository's bandwidth is shared by the restores reading
+it), targets on one destination run one after another, or over `parallelism` lanes per destination when
+the site sets restore_parallelism (each target goes to the lane that frees first, in restore order). The
+time to service is the longest lane.
+"""
+
+from __future__ import annotations
+
+#: Bytes of work one file adds on top of its size (see the module docstring).
+FILE_COST = 64 << 10
+#: Phases that do not grow with the data.
+FIXED = ("select", "restore:startup", "probe:start", "probe:other")
+
+
+def work(nbytes: int, files: int) -> float:
+    """Units of work of restoring and verifying `files` files holding `nbytes` bytes."""
+    return float(nbytes) + float(files) * FILE_COST
+
+
+def breakdown(phases: dict[str, float], probes: list[dict], restore_startup: float | None = None) -> dict:
+    """Per-phase seconds of a drill. The restore splits into restic's start-up (until its first entry
+    appeared: fixed) and the rest; the probes into the PostgreSQL probe's start (initdb, server start),
+    load (data), index (post-load: indexes, constraints) and checks, other probes by kind; what the
+    probes phase spent outside any probe is fixed ("probe:other")."""
+    out = {p: float(phases.get(p, 0.0)) for p in ("select", "restore", "verify")}
+    if restore_startup:
+        out["restore:startup"] = min(float(restore_startup), out["restore"])
+        out["restore"] -= out["restore:startup"]
+    inside = 0.0
+    for probe in probes:
+        timings = (probe.get("details") or {}).get("timings") or {}
+        duration = float(probe.get("duration") or 0.0)
+        inside += duration
+        if timings:
+            for name, seconds in timings.items():
+                out[f"probe:{name}"] = out.get(f"probe:{name}", 0.0) + float(seconds)
+            rest = duration - sum(float(s) for s in timings.values())
+            out["probe:other"] = out.get("probe:other", 0.0) + max(rest, 0.0)
+        else:
+            out[f"probe:{probe['kind']}"] = out.get(f"probe:{probe['kind']}", 0.0) + duration
+    out["probe:other"] = out.get("probe:other", 0.0) + max(float(phases.get("probes", 0.0)) - inside, 0.0)
+    return {k: round(v, 3) for k, v in out.items()}
+
+
+def rates(parts: dict[str, float], nbytes: int, files: int) -> dict:
+    """What a drill measured, in the form a projection needs: fixed seconds and scaled seconds with the
+    work they were measured on."""
+    fixed = {k: v for k, v in parts.items() if k in FIXED}
+    scaled = {k: v for k, v in parts.items() if k not in FIXED}
+    return {"fixed": fixed, "scaled": scaled, "work": work(nbytes, files), "bytes": nbytes, "files": files}
+
+
+def project(measured: dict, nbytes: int, files: int) -> dict:
+    """Projected seconds per phase and in total of a drill of `nbytes`/`files`, from `measured` (rates())."""
+    factor = work(nbytes, files) / measured["work"] if measured.get("work") else 1.0
+    phases = {**measured["fixed"], **{k: v * factor for k, v in measured["scaled"].items()}}
+    phases = {k: round(v, 3) for k, v in phases.items()}
+    return {"seconds": round(sum(phases.values()), 3), "phases": phases, "bytes": nbytes, "files": files,
+            "factor": round(factor, 4)}
+
+
+def error(projected: float, measured: float) -> float | None:
+    """(projected - measured) / measured; None without a measurement."""
+    return round((projected - measured) / measured, 4) if measured else None
+
+
+def measured_error(drills: list[dict]) -> dict | None:
+    """The newest pair: the newest full drill (`detail` of a state row with "rates" and
+    "service_ready_seconds") and the newest drill before it that recorded rates; the earlier one's
+    projection at the full drill's size against what the full drill measured. `drills` newest first."""
+    usable = [d for d in drills if d.get("rates") and d.get("service_ready_seconds")]
+    for i, newer in enumerate(usable):
+        if newer.get("kind") != "full":
+            continue
+        older = usable[i + 1] if i + 1 < len(usable) else None
+        if older is None:
+            return None
+        size = newer["rates"]
+        projected = project(older["rates"], size["bytes"], size["files"])["seconds"]
+        measured = float(newer["service_ready_seconds"])
+        return {"projected_seconds": projected, "measured_seconds": measured,
+                "error": error(projected, measured), "from_kind": older.get("kind"),
+                "from_snapshot": older.get("snapshot_id"), "measured_snapshot": newer.get("snapshot_id")}
+    return None
+
+
+def terminal(items: list[dict], parallelism: int | None = None) -> dict:
+    """The whole terminal's projected time to service. `items` in restore order, each with target,
+    destination and seconds (None: no projection: listed as missing, not counted). Returns seconds (the
+    longest lane), the lanes (targets and seconds each) and the targets without a projection."""
+    lanes: dict[str, list[dict]] = {}
+    missing = []
+    per = max(1, parallelism or 1)
+    for item in items:
+        if item.get("seconds") is None:
+            missing.append(item["target"])
+            continue
+        group = [lane for name, lane in lanes.items() if name.rsplit("#", 1)[0] == item["destination"]]
+        if len(group) < per:
+            name = f"{item['destination']}#{len(group) + 1}"
+            lanes[name] = [item]
+            continue
+        min(group, key=lambda lane: sum(i["seconds"] for i in lane)).append(item)
+    out = [{"lane": name, "targets": [i["target"] for i in lane],
+            "seconds": round(sum(i["seconds"] for i in lane), 3)} for name, lane in lanes.items()]
+    return {"seconds": max((lane["seconds"] for lane in out), default=0.0), "lanes": out, "missing": missing,
+            "rule": (f"targets on different destinations in parallel, {per} at a time per destination"
+                     if per > 1 else "targets on different destinations in parallel, one after another on "
+                                     "the same destination")}

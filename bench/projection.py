@@ -1,0 +1,190 @@
+"""Does a drill's projection hold? Projected against measured time to service-ready.
+
+    python -m bench.projection [--containers 100000,300000,1000000] [--sizes-gb 0.1,0.25,0.5]
+                               [--only files|database] [--workdir DIR] [--json]
+
+Files: per size, the deterministic data set (bench/dataset.py) backed up into a SeaweedFS Object-Lock
+bucket, then a sample drill (at most 200 files / 32 MiB restored; its projection of the full drill) and
+a full drill of the same snapshot (measured). Error = (projected - measured) / measured.
+
+Database: the TOS database (demo/tos_data.py) at each --containers size, backed up as a plain pg_dump.
+The dump is one file, so a sample drill restores and loads all of it: its projection of the same size is
+a measurement. What is projected is the next size: the previous size's drill rates (restore, verify,
+load, post-load index, checks per unit of work; select and cluster start fixed) at this size's dump,
+against this size's full drill, as `backupd status` projects a grown database from its last drill.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from backupd.drill import projection
+from bench.backup_vs_restic import BenchError
+from bench.dataset import generate
+from bench.drill_vs_restic import DATA_TARGET, DB_TARGET, Setup
+
+SAMPLE_FILES = "version: 1\nname: files\nkind: sample\nsandbox: {max_bytes: 64GiB}\n" \
+               "sample: {max_files: 200, max_bytes: 32MiB}\n"
+SAMPLE_DB = """version: 1
+name: tos-db
+kind: sample
+sandbox: {max_bytes: 64GiB}
+probes:
+  - kind: postgres
+    row_counts: true
+"""
+
+
+def _drill(setup: Setup, target: str, full: bool) -> dict:
+    _, doc = setup.cli("drill", "--target", target, *(["--full"] if full else []))
+    (d,) = doc["drills"]
+    if d["verdict"] not in ("PASS", "WARN"):
+        raise BenchError(f"drill of {target}: {d['verdict']}: {d.get('reason')}")
+    return d
+
+
+def _backup(setup: Setup, target: str) -> dict:
+    _, doc = setup.cli("backup", "--target", target)
+    (result,) = doc["results"]
+    if result["status"] != "ok":
+        raise BenchError(f"backup of {target}: {result.get('error')}")
+    return result
+
+
+def _row(label: str, projected: float, measured: float, **extra) -> dict:
+    return {"size": label, "projected": projected, "measured": measured,
+            "error": projection.error(projected, measured), **extra}
+
+
+def files_bench(run_dir: Path, seaweed, secrets: Path, fillers: Path, workdir: Path, sizes: list[float], log):
+    rows = []
+    for i, size in enumerate(sizes):
+        data = generate(workdir / f"data-{size}", size)
+        setup = Setup(run_dir, f"files-{i}", seaweed.endpoint, secrets, DATA_TARGET.format(data=workdir / f"data-{size}"),
+                      fillers)
+        (setup.dir / "specs" / "files.yaml").write_text(SAMPLE_FILES)
+        _backup(setup, "data")
+        sample = _drill(setup, "data", full=False)
+        full = _drill(setup, "data", full=True)
+        row = _row(f"{size} GiB", sample["projected_full_seconds"], full["service_ready_seconds"],
+                   files=data["files"], bytes=data["bytes"], sample_files=sample["files_restored"],
+                   sample_bytes=sample["bytes_restored"], projected_phases=sample["projection"]["phases"],
+                   measured_phases=full["rates"]["scaled"] | full["rates"]["fixed"],
+                   recorded_error=(full.get("projection_error") or {}).get("error"))
+        log(f"files {size} GiB: projected {row['projected']:.2f}s measured {row['measured']:.2f}s "
+            f"error {row['error']:+.1%}")
+        rows.append(row)
+    return rows
+
+
+def database_bench(run_dir: Path, seaweed, secrets: Path, fillers: Path, sizes: list[int], log):
+    from demo.postgres import PostgresCluster
+    from demo.tos_data import create_tos_database
+
+    rows, previous = [], None
+    with PostgresCluster(run_dir / "postgres") as pg:
+        setup = Setup(run_dir, "db", seaweed.endpoint, secrets, DB_TARGET.format(fmt="plain", host=pg.host,
+                                                                                  port=pg.port), fillers)
+        (setup.dir / "specs" / "tos-db.yaml").write_text(SAMPLE_DB)
+        for containers in sizes:
+            t0 = time.monotonic()
+            counts = create_tos_database(pg, "tos", containers=containers)
+            log(f"TOS database {containers} containers: {sum(counts.values())} rows in "
+                f"{time.monotonic() - t0:.1f}s")
+            backup = _backup(setup, "tos-plain")
+            sample = _drill(setup, "tos-plain", full=False)
+            full = _drill(setup, "tos-plain", full=True)
+            size = full["rates"]
+            row = {"size": f"{containers} containers", "rows": sum(counts.values()), "dump_bytes": backup["bytes"],
+                   "sample_projected": sample["projected_full_seconds"], "measured": full["service_ready_seconds"],
+                   "measured_phases": size["scaled"] | size["fixed"]}
+            if previous is not None:
+                got = projection.project(previous["rates"], size["bytes"], size["files"])
+                row.update(projected=got["seconds"], projected_phases=got["phases"], from_size=previous["size"],
+                           error=projection.error(got["seconds"], full["service_ready_seconds"]))
+                log(f"database {containers}: projected from {previous['size']} {row['projected']:.2f}s, "
+                    f"measured {row['measured']:.2f}s, error {row['error']:+.1%}")
+            else:
+                log(f"database {containers}: measured {row['measured']:.2f}s (first size: nothing to project from)")
+            previous = {"rates": full["rates"], "size": row["size"]}
+            rows.append(row)
+    return rows
+
+
+def benchmark(containers: list[int], sizes: list[float], workdir: Path, log=print, only=None) -> dict:
+    from demo._util import write_secret
+    from demo.seaweed import SeaweedFS
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    run_dir = Path(tempfile.mkdtemp(prefix="projection-run-", dir=workdir))
+    secrets, fillers = run_dir / "secrets", run_dir / "filler"
+    fillers.mkdir()
+    (fillers / "README").write_text("filler target: only here so the policy lints clean\n")
+    write_secret(secrets / "restic-password", os.urandom(24).hex() + "\n")
+    try:
+        with SeaweedFS(run_dir / "seaweedfs", secrets_dir=secrets, buckets=["bench"]) as seaweed:
+            seaweed.create_locked_bucket("bench", days=1)
+            files = (files_bench(run_dir, seaweed, secrets, fillers, workdir, sizes, log)
+                     if only in (None, "files") else None)
+            database = (database_bench(run_dir, seaweed, secrets, fillers, containers, log)
+                        if only in (None, "database") else None)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return {"files": files, "database": database, "cpus": os.cpu_count(),
+            "load_average": os.getloadavg(), "total_seconds": round(time.monotonic() - t0, 1)}
+
+
+def print_report(doc: dict) -> None:
+    for row in doc["files"] or []:
+        print(f"files {row['size']:>10} ({row['files']} files): sample {row['sample_files']} files -> projected "
+              f"{row['projected']:7.2f}s, full drill {row['measured']:7.2f}s, error {row['error']:+.1%}")
+    for row in doc["database"] or []:
+        head = f"database {row['size']:>18} ({row['rows']} rows, dump {row['dump_bytes'] / 2**20:.0f} MiB):"
+        if "projected" in row:
+            print(f"{head} projected from {row['from_size']} {row['projected']:7.2f}s, full drill "
+                  f"{row['measured']:7.2f}s, error {row['error']:+.1%}")
+        else:
+            print(f"{head} full drill {row['measured']:7.2f}s (the base of the next projection)")
+        print(f"    measured phases: " + ", ".join(f"{k} {v:.2f}s" for k, v in row["measured_phases"].items()))
+    print(f"{doc['cpus']} CPUs, load average at the end {doc['load_average'][0]:.1f}; total {doc['total_seconds']}s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.projection", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--containers", default="100000,300000,1000000", help="TOS database sizes, comma-separated")
+    ap.add_argument("--sizes-gb", default="0.1,0.25,0.5", help="file data set sizes in GiB, comma-separated")
+    ap.add_argument("--only", choices=("files", "database"), default=None, help="run one part only")
+    ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "backupd-bench")
+    ap.add_argument("--json", action="store_true", help="print one JSON document instead of the report")
+    args = ap.parse_args(argv)
+    try:
+        containers = [int(x) for x in args.containers.split(",")]
+        sizes = [float(x) for x in args.sizes_gb.split(",")]
+    except ValueError:
+        ap.error("--containers and --sizes-gb take comma-separated numbers")
+    if shutil.which("restic") is None:
+        print("restic not found on PATH", file=sys.stderr)
+        return 3
+    quiet = (lambda *_: None) if args.json else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    try:
+        doc = benchmark(containers, sizes, args.workdir.resolve(), quiet, args.only)
+    except BenchError as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(doc, indent=1))
+    else:
+        print_report(doc)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

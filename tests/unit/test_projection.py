@@ -1,0 +1,171 @@
+"""Projections: the per-phase arithmetic, the measured-error pairing, the whole terminal's sum over
+parallel lanes, the statement-log split of a database load, and site.allowable_downtime in status and
+the runbook."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from backupd.drill import projection
+from backupd.policy.schema import Policy
+from backupd.probes import pglog
+from backupd.state import State
+from tests.unit.cli_helper import cli, write_secrets
+from tests.unit.test_policy_schema import policy_data
+
+MIB = 1 << 20
+
+
+def test_breakdown_splits_restore_startup_and_the_postgres_probe():
+    probes = [{"kind": "postgres", "duration": 10.0,
+               "details": {"timings": {"start": 2.0, "load": 5.0, "index": 1.5, "checks": 1.0}}},
+              {"kind": "logs", "duration": 1.0, "details": {}}]
+    parts = projection.breakdown({"select": 1.0, "restore": 4.0, "verify": 2.0, "probes": 11.25}, probes, 1.5)
+    assert parts == {"select": 1.0, "restore": 2.5, "restore:startup": 1.5, "verify": 2.0, "probe:start": 2.0,
+                     "probe:load": 5.0, "probe:index": 1.5, "probe:checks": 1.0, "probe:other": 0.75,
+                     "probe:logs": 1.0}
+
+
+def test_projection_scales_only_the_scaled_phases_by_work():
+    parts = {"select": 1.0, "restore:startup": 2.0, "restore": 4.0, "verify": 2.0, "probe:other": 0.5}
+    rates = projection.rates(parts, 10 * MIB, 10)
+    assert rates["work"] == 10 * MIB + 10 * projection.FILE_COST
+    # ten times the bytes and files: ten times the work, fixed parts unchanged
+    got = projection.project(rates, 100 * MIB, 100)
+    assert got["factor"] == 10.0
+    assert got["phases"] == {"select": 1.0, "restore:startup": 2.0, "probe:other": 0.5, "restore": 40.0,
+                             "verify": 20.0}
+    assert got["seconds"] == 63.5
+    assert projection.project(rates, 10 * MIB, 10)["seconds"] == sum(parts.values())
+
+
+def test_many_small_files_cost_more_than_their_bytes():
+    rates = projection.rates({"restore": 1.0}, 64 * MIB, 64)  # a sample of big files
+    few = projection.project(rates, 640 * MIB, 640)["seconds"]
+    many = projection.project(rates, 640 * MIB, 64_000)["seconds"]  # same bytes in 100 times the files
+    assert few == pytest.approx(10.0) and many > 5 * few
+
+
+def test_error_is_relative_to_the_measurement():
+    assert projection.error(12.0, 10.0) == 0.2
+    assert projection.error(8.0, 10.0) == -0.2
+    assert projection.error(5.0, 0) is None
+
+
+def _drill(kind, ready, parts, nbytes, files, snap):
+    return {"kind": kind, "service_ready_seconds": ready, "rates": projection.rates(parts, nbytes, files),
+            "snapshot_id": snap}
+
+
+def test_measured_error_pairs_the_newest_full_drill_with_the_drill_before_it():
+    sample = _drill("sample", 30.0, {"select": 1.0, "restore": 1.0}, 10 * MIB, 10, "s1")
+    full = _drill("full", 9.0, {"select": 1.0, "restore": 8.0}, 100 * MIB, 100, "s1")
+    older_full = _drill("full", 5.0, {"select": 1.0, "restore": 4.0}, 50 * MIB, 50, "s0")
+    later_sample = _drill("sample", 40.0, {"select": 1.0, "restore": 3.0}, 10 * MIB, 10, "s2")
+    # newest first: the later sample is not measured yet, so the newest pair is (sample -> full)
+    got = projection.measured_error([later_sample, full, sample, older_full])
+    assert got["projected_seconds"] == 11.0 and got["measured_seconds"] == 9.0  # 1 + 1 * 10
+    assert got["error"] == pytest.approx((11.0 - 9.0) / 9.0, abs=1e-4)
+    assert got["from_kind"] == "sample" and got["measured_snapshot"] == "s1"
+    # a full drill after a full drill: the older one's rates at the newer size (a grown database)
+    got = projection.measured_error([full, older_full])
+    assert got["projected_seconds"] == 9.0 and got["error"] == 0.0
+    assert projection.measured_error([full]) is None and projection.measured_error([sample]) is None
+    assert projection.measured_error([{"kind": "full", "service_ready_seconds": 3.0}, sample]) is None
+
+
+def test_terminal_sums_each_destination_and_runs_destinations_in_parallel():
+    items = [{"target": "db", "destination": "worm", "seconds": 3600.0},
+             {"target": "programs", "destination": "worm", "seconds": 600.0},
+             {"target": "logs", "destination": "usb", "seconds": 1800.0},
+             {"target": "docs", "destination": "usb", "seconds": 2400.0},
+             {"target": "dev", "destination": "worm", "seconds": None}]
+    got = projection.terminal(items)
+    assert got["seconds"] == 4200.0  # usb: 1800 + 2400 runs beside worm: 3600 + 600
+    assert {ln["lane"]: ln["targets"] for ln in got["lanes"]} == {"worm#1": ["db", "programs"],
+                                                                  "usb#1": ["logs", "docs"]}
+    assert got["missing"] == ["dev"] and "different destinations in parallel" in got["rule"]
+    # two restores at once per destination: each target takes the lane that frees first
+    two = projection.terminal(items, parallelism=2)
+    assert two["seconds"] == 3600.0 and len(two["lanes"]) == 4
+    assert projection.terminal([])["seconds"] == 0.0
+
+
+LOG = """2026-11-27 10:00:00.100 UTC LOG:  duration: 50.000 ms  statement: CREATE TABLE public.containers (id int);
+2026-11-27 10:00:05.000 UTC LOG:  duration: 4800.000 ms  statement: COPY public.containers (id) FROM stdin;
+2026-11-27 10:00:06.000 UTC LOG:  duration: 900.000 ms  statement: ALTER TABLE ONLY public.containers
+\t    ADD CONSTRAINT containers_pkey PRIMARY KEY (id);
+2026-11-27 10:00:07.500 UTC LOG:  duration: 1000.000 ms  statement: CREATE INDEX containers_no ON public.containers (no);
+2026-11-27 10:00:07.400 UTC LOG:  duration: 1200.000 ms  statement: CREATE INDEX ev_time ON public.container_events (t);
+2026-11-27 10:00:08.000 UTC LOG:  duration: 3.000 ms  statement: SELECT count(*) FROM containers
+"""
+
+
+def test_post_load_span_from_the_statement_log():
+    # from the primary key's start (05.100) to the last index's end (07.500); parallel indexes overlap
+    assert pglog.post_load_seconds(LOG) == 2.4
+    assert pglog.post_load_seconds("") == 0.0
+    assert pglog.post_load_seconds("LOG:  database system is ready to accept connections\n") == 0.0
+
+
+def test_site_allowable_downtime_and_restore_parallelism():
+    policy = Policy.model_validate(policy_data(site={"name": "T", "port": "nagoya", "allowable_downtime": "24h",
+                                                     "restore_parallelism": 2}))
+    assert policy.site.allowable_downtime.total_seconds() == 86400 and policy.site.restore_parallelism == 2
+    assert Policy.model_validate(policy_data()).site.allowable_downtime is None
+    with pytest.raises(ValueError, match="allowable_downtime"):
+        Policy.model_validate(policy_data(site={"name": "T", "port": "nagoya", "allowable_downtime": "soon"}))
+
+
+@pytest.fixture
+def terminal_setup(tmp_path):
+    """Two targets on one destination, one on another; db drilled (sample, then full), docs a sample."""
+    secrets = write_secrets(tmp_path / "secrets")
+    dest = {"kind": "s3", "endpoint": "http://127.0.0.1:9", "object_lock": True,
+            "credentials_file": "s3-writer.env", "password_file": "restic-password"}
+    policy = {"version": 1, "site": {"name": "Demo Terminal", "port": "nagoya", "allowable_downtime": "30m"},
+              "destinations": {"worm": {**dest, "bucket": "bkt-1"}, "worm2": {**dest, "bucket": "bkt-2"}},
+              "targets": [{"name": n, "category": c, "owner": "o@example.jp", "frequency": "1d", "rto": "4h",
+                           "sources": {"paths": [f"/srv/{n}"]}, "destinations": [d],
+                           "retention": {"keep_daily": 14, "keep_weekly": 8}}
+                          for n, c, d in (("db", "container_data", "worm"), ("docs", "documentation", "worm"),
+                                          ("ctl", "control_system", "worm2"))]}
+    (tmp_path / "p.yaml").write_text(json.dumps(policy))
+    config = tmp_path / "backupd.yaml"
+    config.write_text(f"policies: ['{tmp_path}/p.yaml']\nstate_dir: '{tmp_path}/state'\n"
+                      f"secrets_dir: '{secrets}'\nhost: tos-01\n")
+    state, now = State(tmp_path / "state"), time.time()
+    sample = _drill("sample", 110.0, {"select": 10.0, "restore": 100.0}, 100 * MIB, 1, "s1")
+    full = _drill("full", 1200.0, {"select": 10.0, "restore": 1190.0}, 1000 * MIB, 1, "s1")
+    state.record("drill", "db", "worm", now - 300, "pass", "s1", sample)
+    state.record("drill", "db", "worm", now - 200, "pass", "s1", full)
+    state.record("drill", "docs", "worm", now - 100, "pass", "s2",
+                 _drill("sample", 60.0, {"select": 5.0, "restore": 5.0}, 10 * MIB, 10, "s2"))
+    # the newest backup of db doubled: the projection follows it
+    state.record("backup", "db", "worm", now - 50, "ok", "s3", {"facts": {"bytes": 2000 * MIB, "files": 1}})
+    return config
+
+
+def test_status_and_runbook_show_projections_and_the_terminal(terminal_setup, tmp_path):
+    code, doc = cli("status", "--config", str(terminal_setup))
+    rows = {r["target"]: r for r in doc["targets"]}
+    db = rows["db"]
+    # full drill rates at the newest backup's size: 10 s fixed + 1190 s * 2 (work: bytes plus one file)
+    assert db["projected_ready_seconds"] == pytest.approx(10 + 1190 * (2000 * MIB + projection.FILE_COST)
+                                                          / (1000 * MIB + projection.FILE_COST), abs=0.01)
+    # the sample projected 10 + 100 * 10 = 1010 s of the full drill that measured 1200 s
+    assert db["projection_error"]["error"] == pytest.approx((1010 - 1200) / 1200, abs=1e-3)
+    assert rows["docs"]["projection_error"] is None and rows["ctl"]["projected_ready_seconds"] is None
+    term = doc["terminal"]
+    assert term["order"] == ["db", "ctl", "docs"] and term["missing"] == ["ctl"]
+    assert term["seconds"] == pytest.approx(db["projected_ready_seconds"] + rows["docs"]["projected_ready_seconds"],
+                                            abs=0.01)
+    assert term["allowable_downtime_seconds"] == 1800 and term["verdict"] == "over"
+    code, book = cli("runbook", "--out", str(tmp_path / "out"), "--config", str(terminal_setup))
+    assert code == 0 and book["terminal"]["seconds"] == term["seconds"]
+    text = (tmp_path / "out" / "runbook.md").read_text()
+    assert "whole terminal: projected time to service" in text and "allowable downtime 30.0min" in text
+    assert "measured error -16%" in text
