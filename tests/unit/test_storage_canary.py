@@ -165,6 +165,19 @@ def test_read_lifecycle_distinguishes_none_from_denied(s3):
     assert not lockconfig.lifecycle_check(rules, ["restic"], SIX_WEEKS).ok
 
 
+@pytest.mark.parametrize("noncurrent_days,ok", [(42 + 42, True), (42, True), (41, False)])
+def test_a_reclaim_rule_set_by_the_admin_passes_the_audit_only_from_min_history_on(s3, noncurrent_days, ok):
+    """The operator guide's reclaim rule (min_history + lock period, here 6w + 42d) and the audited floor
+    (min_history): set on the locked bucket with the admin's keys, read back as the audit reads it."""
+    s3.put_bucket_lifecycle_configuration(Bucket="locked", LifecycleConfiguration={"Rules": [
+        {"ID": "reclaim", "Status": "Enabled", "Filter": {"Prefix": ""},
+         "NoncurrentVersionExpiration": {"NoncurrentDays": noncurrent_days}}]})
+    check = lockconfig.lifecycle_check(lockconfig.read_lifecycle(s3, "locked"), ["restic", ".backupd-incident/"],
+                                       SIX_WEEKS)
+    assert check.ok is ok, check.detail
+    assert ok or "deletes noncurrent versions after 41d" in check.detail
+
+
 def test_the_audit_reports_a_missing_or_refused_canary_identity_and_goes_on(monkeypatch, tmp_path):
     from types import SimpleNamespace
 
