@@ -119,7 +119,7 @@ def _backup_dump(repo, target, tags, host, staging: Path, reference: dict, cance
         summary, pipe = restic_backup.backup_stream(
             repo, argv, execute.Environment(), filename, tags=_tag_list(tags), host=host, tap=tap,
             cancel=cancel)
-        counted = pin.rows() if pin and summary is not None else None
+        counted = _counted(pin) if pin and summary is not None else None
     if summary is None:
         prod = pipe.producer
         why = ("timed out: it stopped sending" if prod.timed_out else "was cancelled" if prod.cancelled
@@ -128,7 +128,9 @@ def _backup_dump(repo, target, tags, host, staging: Path, reference: dict, cance
         raise DumpFailed(f"dump command {argv[0]} {why}; no snapshot was written"
                          + (f": {' | '.join(tail)}" if tail else ""))
     facts = {"files": 1, **tap.facts()}
-    if counted is not None:
+    if isinstance(counted, str):  # the snapshot is written: keep it, say why it carries no counts
+        facts.update(format="custom", rows_error=counted)
+    elif counted is not None:
         facts.update(format="custom", rows=counted)
     if "rows" in facts and reference.get("rows"):
         facts["change"] = _judge_rows(target, facts["rows"], reference)
@@ -142,6 +144,14 @@ def _backup_dump(repo, target, tags, host, staging: Path, reference: dict, cance
         companion["suspect"] = None  # the data snapshot is already written; its companion carries the flag
     restic_backup.backup_paths(repo, [str(staging)], excludes=[], host=host, tags=_tag_list(companion))
     return summary, facts
+
+
+def _counted(pin) -> dict[str, int] | str:
+    """The row counts at the dump's snapshot, or why they could not be taken."""
+    try:
+        return pin.rows()
+    except BackupdError as exc:
+        return str(exc)
 
 
 class DumpFailed(BackupdError):
@@ -185,6 +195,9 @@ def _one(cfg: Config, state: State, target, dest_name: str, dest, policy: str, e
             run = lambda: _backup_paths(repo, target, tags, cfg.host, staging, entries, facts, cancel, step)  # noqa: E731
         summary, written = retry.run(run, f"backup {target.name} to {dest_name}")
         result.facts = {k: v for k, v in written.items() if k not in MANIFEST_ONLY}
+        if written.get("rows_error"):
+            result.notes.append(f"no row counts recorded (drills of this generation will fail): "
+                                f"{written['rows_error']}")
         result.status, result.snapshot_id = "ok", summary.snapshot_id
         result.data_added = summary.data_added
         result.files, result.bytes = result.facts.get("files", 0), result.facts.get("bytes", 0)

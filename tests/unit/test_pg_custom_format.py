@@ -60,3 +60,13 @@ def test_into_database_takes_a_name_with_options_or_a_dsn_and_keeps_the_password
     assert db.environment().secret == {"PGPASSWORD": "s3cret"}
     with pytest.raises(ConfigError, match="names no database"):
         Database.parse("host=db1 user=tos")
+
+
+def test_rows_that_cannot_be_counted_are_recorded_as_such_not_a_lost_snapshot():
+    from backupd.actions.backup import _counted
+
+    class Pin:
+        def rows(self):
+            raise postgres.Finding("counting rows at the dump's snapshot failed: canceling statement")
+
+    assert _counted(Pin()).startswith("counting rows at the dump's snapshot failed")
