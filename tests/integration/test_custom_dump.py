@@ -103,6 +103,13 @@ def test_custom_dump_counts_its_own_snapshot_drills_and_restores_while_writes_co
     again = setup.cli(*into)
     assert again.code == 2 and "not empty" in again.doc["error"]
 
+    stack.postgres.psql('DROP DATABASE IF EXISTS "tos_recovered_dsn"')
+    stack.postgres.psql('CREATE DATABASE "tos_recovered_dsn"')
+    dsn = f"host={pg.host} port={pg.port} user=postgres dbname=tos_recovered_dsn"
+    by_dsn = setup.cli("restore", "--target", "db", "--into-database", dsn, "--json")
+    assert by_dsn.code == 0, by_dsn.stdout + by_dsn.stderr
+    assert by_dsn.doc["rows"] == rows and by_dsn.doc["into_database"] == "tos_recovered_dsn"
+
 
 def test_a_custom_dump_whose_restore_needs_a_missing_role_fails_the_drill_naming_the_table(
         policy, stack, tmp_path):
