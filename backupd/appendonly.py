@@ -56,8 +56,9 @@ def successor(path: str) -> str:
     return f"{match.group(1)}.{int(match.group(2)) + 1}{match.group(3)}" if match else f"{path}.1"
 
 
-def _open(path: str):
-    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
+def open_content(path) -> object:
+    """The file's content bytes: decompressed for a rotated .gz."""
+    return gzip.open(path, "rb") if str(path).endswith(".gz") else open(path, "rb")
 
 
 def scan(path: str, prefix_size: int = 0, limit: int | None = None) -> tuple[str, str | None]:
@@ -80,7 +81,7 @@ def prefix_sha(path: str, size: int) -> str | None:
     """SHA-256 of the first `size` content bytes (decompressed for .gz); None when shorter or unreadable."""
     digest, left = hashlib.sha256(), size
     try:
-        with _open(path) as handle:
+        with open_content(path) as handle:
             while left > 0:
                 chunk = handle.read(min(left, 1 << 20))
                 if not chunk:

@@ -20,7 +20,7 @@ import hashlib
 import os
 from collections import defaultdict
 
-from backupd.appendonly import family, is_rotated_name, successor
+from backupd.appendonly import family, is_rotated_name, open_content, successor
 from backupd.probes.base import ProbeContext, ProbeResult
 
 MAX_LISTED = 20
@@ -35,17 +35,11 @@ def predecessor(path: str) -> str | None:
     return head if number == "1" else f"{head}.{int(number) - 1}"
 
 
-def _open(local):
-    import gzip
-
-    return gzip.open(local, "rb") if str(local).endswith(".gz") else open(local, "rb")
-
-
 def prefix_digests(local, sizes: set[int]) -> dict[int, str]:
     """SHA-256 of the first n bytes of local (decompressed for .gz) for every n in sizes, in one read."""
     want, out, digest, seen = sorted(s for s in sizes if s > 0), {}, hashlib.sha256(), 0
     try:
-        with _open(local) as handle:
+        with open_content(local) as handle:
             for size in want:
                 while seen < size:
                     chunk = handle.read(min(CHUNK, size - seen))
