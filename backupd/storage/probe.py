@@ -13,13 +13,16 @@ import urllib.error
 import urllib.request
 from urllib.parse import quote
 
+USER_AGENT = "backupd-preflight"  # tells the probe apart from restic in proxy and server logs
+
 
 def head(endpoint: str | None, region: str, keys: dict[str, str], bucket: str, key: str, *,
          timeout: float) -> str | None:
     """None when the S3 server answered; else why not (host-level only, never a secret).
     `region` and `keys` are accepted for the callers' sake; an unsigned request needs neither."""
     base = (endpoint or f"https://s3.{region}.amazonaws.com").rstrip("/")
-    request = urllib.request.Request(f"{base}/{quote(bucket)}/{quote(key)}", method="HEAD")
+    request = urllib.request.Request(f"{base}/{quote(bucket)}/{quote(key)}", method="HEAD",
+                                     headers={"User-Agent": USER_AGENT})
     try:
         with urllib.request.urlopen(request, timeout=timeout):
             return None
