@@ -77,7 +77,8 @@ def files_bench(run_dir: Path, seaweed, secrets: Path, fillers: Path, workdir: P
                    files=data["files"], bytes=data["bytes"], sample_files=sample["files_restored"],
                    sample_bytes=sample["bytes_restored"], projected_phases=sample["projection"]["phases"],
                    measured_phases=full["rates"]["scaled"] | full["rates"]["fixed"],
-                   recorded_error=(full.get("projection_error") or {}).get("error"))
+                   recorded_error=(full.get("projection_error") or {}).get("error"),
+                   sample_read=sample.get("restore_read_bytes"), full_read=full.get("restore_read_bytes"))
         log(f"files {size} GiB: projected {row['projected']:.2f}s measured {row['measured']:.2f}s "
             f"error {row['error']:+.1%}")
         rows.append(row)

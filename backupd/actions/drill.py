@@ -17,7 +17,7 @@ from backupd.actions.snapshot_choice import choose, data_snapshots, flagged, loa
 from backupd.config import Config
 from backupd.drill import projection, sample, verdict
 from backupd.drill.due import due_kind
-from backupd.drill.phases import FirstEntry, PhaseTimer
+from backupd.drill.phases import FirstFile, PhaseTimer, bytes_read
 from backupd.drill.sandbox import Sandbox, private_dir, sigterm_cancels
 from backupd.drill.spec import DrillSpec, spec_for
 from backupd.engine import restore as restic_restore
@@ -113,11 +113,15 @@ def _restore_and_probe(cfg, target, spec, kind, repo, snaps, snap, doc, timer, c
         report["sandbox"] = str(box.path)
         box.reserve(report["bytes_restored"])
         _checkpoint(cancel)
+        read = bytes_read()
         with timer.phase("restore"), EarlyHasher(box.restore_dir, {**doc, "files": chosen}) as early, \
-                FirstEntry(box.restore_dir) as first:
+                FirstFile(box.restore_dir) as first:
             includes = None if len(chosen) == len(entries) else [e["path"] for e in chosen]
             restic_restore.restore(repo, snap.id, box.restore_dir, includes=includes, cancel=cancel)
-        report["restore_startup_seconds"] = first.seconds  # restic's start-up: fixed in the projection
+        report["restore_startup_seconds"] = first.seconds  # until content is written: fixed (projection)
+        if read is not None:  # what restic fetched; the early hashing read the matched files in this process
+            hashed = sum(e["size"] for e in chosen if e["path"] in early.matched)
+            report["restore_read_bytes"] = max(bytes_read() - read - hashed, 0)
         _checkpoint(cancel)
         with timer.phase("verify"):  # what the restore left: files not hashed yet, every file's type and mode
             check = verify_tree(box.restore_dir, {**doc, "files": chosen}, hashed=early.matched)
@@ -149,7 +153,8 @@ def _judge(report: dict, timer: PhaseTimer, target, doc: dict, kind: str, proble
     # per-phase rates (backupd.drill.projection): a sample projects its snapshot's full drill with them
     report["rates"] = projection.rates(projection.breakdown(timer.phases, report["probes"],
                                                             report.get("restore_startup_seconds")),
-                                       report["bytes_restored"], report["files_restored"])
+                                       report["bytes_restored"], report["files_restored"],
+                                       scattered=report["files_restored"] < len(doc.get("files", [])))
     report["projection"] = projection.project(report["rates"], total_bytes, total_files)
     if kind == "sample":
         ready = report["projection"]["seconds"]

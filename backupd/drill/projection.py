@@ -2,15 +2,18 @@
 measured, and how wrong the last projection was.
 
 Method. A drill's time splits into *fixed* parts, which do not grow with the data (selecting the
-snapshot, starting the throw-away PostgreSQL cluster, probe bookkeeping), and *scaled* parts, whose
+snapshot, restic's start-up until it writes the first file: repository, index, tree walk and a sample's
+include matching; starting the throw-away PostgreSQL cluster, probe bookkeeping), and *scaled* parts, whose
 seconds per unit of work are measured: restic's restore (fetch, decrypt, write), the verification of
 what it wrote, the database load (COPY) and the post-load phase (indexes, constraints) of the
-PostgreSQL probe, its SQL checks, the other probes. One unit of work is one byte plus FILE_COST bytes
-per file (a file costs a lookup, an open, metadata and a close on top of its bytes), so a
-stratified sample, which holds more small files than the full set, is not over-weighted by its bytes
-nor by its file count. The projection for a snapshot of `bytes`/`files` is
+PostgreSQL probe, its SQL checks, the other probes. One unit of work is one byte, plus per file
+what a file costs on top of its bytes: in a full restore restic reads the repository pack by pack and
+a file costs its create and close (FILE_COST); a sample's files are scattered over the packs, so each
+is a ranged read of its own and costs about a request's latency at the restore's throughput
+(SCATTERED_FILE_COST; bench/projection.py measured ~2 ms a file at 60 MB/s). The projection of a full
+drill of a snapshot of `bytes`/`files` is
 
-    fixed + scaled * work(bytes, files) / work(measured bytes, measured files)
+    fixed + scaled * work(bytes, files) / work(measured bytes, measured files, scattered if a sample)
 
 A sample drill projects its own snapshot's full drill; any drill also projects the next one at the
 newest backup's size (a growing database). The *measured error* of a projection is
@@ -26,15 +29,17 @@ time to service is the longest lane.
 
 from __future__ import annotations
 
-#: Bytes of work one file adds on top of its size (see the module docstring).
-FILE_COST = 64 << 10
+#: Bytes of work one file adds on top of its size in a full restore and in a sample (module docstring).
+FILE_COST = 4 << 10
+SCATTERED_FILE_COST = 128 << 10
 #: Phases that do not grow with the data.
 FIXED = ("select", "restore:startup", "probe:start", "probe:other")
 
 
-def work(nbytes: int, files: int) -> float:
-    """Units of work of restoring and verifying `files` files holding `nbytes` bytes."""
-    return float(nbytes) + float(files) * FILE_COST
+def work(nbytes: int, files: int, scattered: bool = False) -> float:
+    """Units of work of restoring and verifying `files` files holding `nbytes` bytes: all of a tree, or
+    (scattered) a sample of it."""
+    return float(nbytes) + float(files) * (SCATTERED_FILE_COST if scattered else FILE_COST)
 
 
 def breakdown(phases: dict[str, float], probes: list[dict], restore_startup: float | None = None) -> dict:
@@ -62,16 +67,18 @@ def breakdown(phases: dict[str, float], probes: list[dict], restore_startup: flo
     return {k: round(v, 3) for k, v in out.items()}
 
 
-def rates(parts: dict[str, float], nbytes: int, files: int) -> dict:
+def rates(parts: dict[str, float], nbytes: int, files: int, scattered: bool = False) -> dict:
     """What a drill measured, in the form a projection needs: fixed seconds and scaled seconds with the
-    work they were measured on."""
+    work they were measured on (`scattered`: a sample's subset of the tree)."""
     fixed = {k: v for k, v in parts.items() if k in FIXED}
     scaled = {k: v for k, v in parts.items() if k not in FIXED}
-    return {"fixed": fixed, "scaled": scaled, "work": work(nbytes, files), "bytes": nbytes, "files": files}
+    return {"fixed": fixed, "scaled": scaled, "work": work(nbytes, files, scattered), "bytes": nbytes,
+            "files": files, "scattered": scattered}
 
 
 def project(measured: dict, nbytes: int, files: int) -> dict:
-    """Projected seconds per phase and in total of a drill of `nbytes`/`files`, from `measured` (rates())."""
+    """Projected seconds per phase and in total of a full drill of `nbytes`/`files`, from `measured`
+    (rates())."""
     factor = work(nbytes, files) / measured["work"] if measured.get("work") else 1.0
     phases = {**measured["fixed"], **{k: v * factor for k, v in measured["scaled"].items()}}
     phases = {k: round(v, 3) for k, v in phases.items()}
