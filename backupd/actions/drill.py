@@ -154,7 +154,7 @@ def _judge(report: dict, timer: PhaseTimer, target, doc: dict, kind: str, proble
     report["rates"] = projection.rates(projection.breakdown(timer.phases, report["probes"],
                                                             report.get("restore_startup_seconds")),
                                        report["bytes_restored"], report["files_restored"],
-                                       scattered=report["files_restored"] < len(doc.get("files", [])))
+                                       of_files=len(doc.get("files", [])))
     report["projection"] = projection.project(report["rates"], total_bytes, total_files)
     if kind == "sample":
         ready = report["projection"]["seconds"]

@@ -10,10 +10,10 @@ PostgreSQL probe, its SQL checks, the other probes. One unit of work is one byte
 what a file costs on top of its bytes: in a full restore restic reads the repository pack by pack and
 a file costs its create and close (FILE_COST); a sample's files are scattered over the packs, so each
 is a ranged read of its own and costs about a request's latency at the restore's throughput
-(SCATTERED_FILE_COST; bench/projection.py measured ~2 ms a file at 60 MB/s). The projection of a full
-drill of a snapshot of `bytes`/`files` is
+(SCATTERED_FILE_COST; bench/projection.py measured ~2 ms a file at 60 MB/s), less so the larger the
+sample's share of the tree. The projection of a full drill of a snapshot of `bytes`/`files` is
 
-    fixed + scaled * work(bytes, files) / work(measured bytes, measured files, scattered if a sample)
+    fixed + scaled * work(bytes, files) / work(measured bytes, measured files, of the tree's files)
 
 A sample drill projects its own snapshot's full drill; any drill also projects the next one at the
 newest backup's size (a growing database). The *measured error* of a projection is
@@ -36,10 +36,13 @@ SCATTERED_FILE_COST = 128 << 10
 FIXED = ("select", "restore:startup", "probe:start", "probe:other")
 
 
-def work(nbytes: int, files: int, scattered: bool = False) -> float:
-    """Units of work of restoring and verifying `files` files holding `nbytes` bytes: all of a tree, or
-    (scattered) a sample of it."""
-    return float(nbytes) + float(files) * (SCATTERED_FILE_COST if scattered else FILE_COST)
+def work(nbytes: int, files: int, of_files: int | None = None) -> float:
+    """Units of work of restoring and verifying `files` files holding `nbytes` bytes: all of a tree, or a
+    sample of a tree of `of_files` files. A sampled file is a read of its own unless its neighbour was
+    sampled too: the denser the sample, the more it reads like the full tree."""
+    density = min(files / of_files, 1.0) if of_files else 1.0
+    per_file = SCATTERED_FILE_COST * (1 - density) + FILE_COST * density
+    return float(nbytes) + float(files) * per_file
 
 
 def breakdown(phases: dict[str, float], probes: list[dict], restore_startup: float | None = None) -> dict:
@@ -67,19 +70,21 @@ def breakdown(phases: dict[str, float], probes: list[dict], restore_startup: flo
     return {k: round(v, 3) for k, v in out.items()}
 
 
-def rates(parts: dict[str, float], nbytes: int, files: int, scattered: bool = False) -> dict:
+def rates(parts: dict[str, float], nbytes: int, files: int, of_files: int | None = None) -> dict:
     """What a drill measured, in the form a projection needs: fixed seconds and scaled seconds with the
-    work they were measured on (`scattered`: a sample's subset of the tree)."""
+    work they were measured on (`of_files`: the tree's files when this was a sample of it)."""
     fixed = {k: v for k, v in parts.items() if k in FIXED}
     scaled = {k: v for k, v in parts.items() if k not in FIXED}
-    return {"fixed": fixed, "scaled": scaled, "work": work(nbytes, files, scattered), "bytes": nbytes,
-            "files": files, "scattered": scattered}
+    return {"fixed": fixed, "scaled": scaled, "work": work(nbytes, files, of_files), "bytes": nbytes,
+            "files": files, "of_files": of_files}
 
 
 def project(measured: dict, nbytes: int, files: int) -> dict:
     """Projected seconds per phase and in total of a full drill of `nbytes`/`files`, from `measured`
     (rates())."""
     factor = work(nbytes, files) / measured["work"] if measured.get("work") else 1.0
+    if nbytes >= measured.get("bytes", 0) and files >= measured.get("files", 0):
+        factor = max(factor, 1.0)  # a superset of what was measured takes at least as long
     phases = {**measured["fixed"], **{k: v * factor for k, v in measured["scaled"].items()}}
     phases = {k: round(v, 3) for k, v in phases.items()}
     return {"seconds": round(sum(phases.values()), 3), "phases": phases, "bytes": nbytes, "files": files,

@@ -52,11 +52,14 @@ def test_many_small_files_cost_more_than_their_bytes():
 def test_a_samples_scattered_files_each_cost_a_ranged_read():
     """A sample's 200 files, each read on its own, took 2 s; the full tree's 2000 files of the same
     average size are read pack by pack: less than ten times as long."""
-    sample = projection.rates({"restore": 2.0}, 20 * MIB, 200, scattered=True)
-    assert sample["work"] == 20 * MIB + 200 * projection.SCATTERED_FILE_COST
+    sample = projection.rates({"restore": 2.0}, 20 * MIB, 200, of_files=2000)
+    assert sample["work"] == 20 * MIB + 200 * (0.9 * projection.SCATTERED_FILE_COST + 0.1 * projection.FILE_COST)
     got = projection.project(sample, 200 * MIB, 2000)["seconds"]
     assert got == pytest.approx(2.0 * (200 * MIB + 2000 * projection.FILE_COST) / sample["work"], abs=1e-3)
     assert 4.0 < got < 20.0
+    # a dense sample of tiny files: the whole tree never projects faster than the sample took
+    dense = projection.rates({"restore": 2.0}, 200 << 10, 200, of_files=250)
+    assert projection.project(dense, 250 << 10, 250)["seconds"] == 2.0
 
 
 def test_error_is_relative_to_the_measurement():
