@@ -11,7 +11,8 @@ Database: the TOS database (demo/tos_data.py) at each --containers size, backed 
 The dump is one file, so a sample drill restores and loads all of it: its projection of the same size is
 a measurement. What is projected is the next size: the previous size's drill rates (restore, verify,
 load, post-load index, checks per unit of work; select and cluster start fixed) at this size's dump,
-against this size's full drill, as `backupd status` projects a grown database from its last drill.
+each phase growing with the exponent the two previous sizes measured (linear from the first), against
+this size's full drill, as `backupd status` projects a grown database from its drills.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ def database_bench(run_dir: Path, seaweed, secrets: Path, fillers: Path, sizes: 
     from demo.postgres import PostgresCluster
     from demo.tos_data import create_tos_database
 
-    rows, previous = [], None
+    rows, previous, fulls = [], None, []
     with PostgresCluster(run_dir / "postgres") as pg:
         setup = Setup(run_dir, "db", seaweed.endpoint, secrets, DB_TARGET.format(fmt="plain", host=pg.host,
                                                                                   port=pg.port), fillers)
@@ -107,7 +108,8 @@ def database_bench(run_dir: Path, seaweed, secrets: Path, fillers: Path, sizes: 
                    "sample_projected": sample["projected_full_seconds"], "measured": full["service_ready_seconds"],
                    "measured_phases": size["scaled"] | size["fixed"]}
             if previous is not None:
-                got = projection.project(previous["rates"], size["bytes"], size["files"])
+                got = projection.project(previous["rates"], size["bytes"], size["files"],
+                                         projection.exponents(fulls))  # linear until two sizes were drilled
                 row.update(projected=got["seconds"], projected_phases=got["phases"], from_size=previous["size"],
                            error=projection.error(got["seconds"], full["service_ready_seconds"]))
                 log(f"database {containers}: projected from {previous['size']} {row['projected']:.2f}s, "
@@ -115,6 +117,7 @@ def database_bench(run_dir: Path, seaweed, secrets: Path, fillers: Path, sizes: 
             else:
                 log(f"database {containers}: measured {row['measured']:.2f}s (first size: nothing to project from)")
             previous = {"rates": full["rates"], "size": row["size"]}
+            fulls.insert(0, {"rates": full["rates"]})
             rows.append(row)
     return rows
 

@@ -69,8 +69,9 @@ def test_error_is_relative_to_the_measurement():
 
 
 def _drill(kind, ready, parts, nbytes, files, snap):
-    return {"kind": kind, "service_ready_seconds": ready, "rates": projection.rates(parts, nbytes, files),
-            "snapshot_id": snap}
+    of_files = 10 * files if kind == "sample" else None  # a sample of a tenth of the tree's files
+    return {"kind": kind, "service_ready_seconds": ready, "snapshot_id": snap,
+            "rates": projection.rates(parts, nbytes, files, of_files)}
 
 
 def test_measured_error_pairs_the_newest_full_drill_with_the_drill_before_it():
@@ -80,14 +81,34 @@ def test_measured_error_pairs_the_newest_full_drill_with_the_drill_before_it():
     later_sample = _drill("sample", 40.0, {"select": 1.0, "restore": 3.0}, 10 * MIB, 10, "s2")
     # newest first: the later sample is not measured yet, so the newest pair is (sample -> full)
     got = projection.measured_error([later_sample, full, sample, older_full])
-    assert got["projected_seconds"] == 11.0 and got["measured_seconds"] == 9.0  # 1 + 1 * 10
-    assert got["error"] == pytest.approx((11.0 - 9.0) / 9.0, abs=1e-4)
+    expected = 1 + 1 * projection.work(100 * MIB, 100) / projection.work(10 * MIB, 10, 100)  # about 1 + 9
+    assert got["projected_seconds"] == pytest.approx(expected, abs=1e-3) and got["measured_seconds"] == 9.0
+    assert got["error"] == pytest.approx((expected - 9.0) / 9.0, abs=1e-3)
     assert got["from_kind"] == "sample" and got["measured_snapshot"] == "s1"
     # a full drill after a full drill: the older one's rates at the newer size (a grown database)
     got = projection.measured_error([full, older_full])
     assert got["projected_seconds"] == 9.0 and got["error"] == 0.0
     assert projection.measured_error([full]) is None and projection.measured_error([sample]) is None
     assert projection.measured_error([{"kind": "full", "service_ready_seconds": 3.0}, sample]) is None
+
+
+def test_growth_exponents_from_two_full_drills_of_different_sizes():
+    small = _drill("full", 12.0, {"select": 1.0, "probe:load": 10.0, "restore": 1.0}, 100 * MIB, 1, "a")
+    big = _drill("full", 57.0, {"select": 1.0, "probe:load": 52.0, "restore": 4.0}, 400 * MIB, 1, "b")
+    growth = projection.exponents([big, small])
+    # load: 5.2 times the seconds for 4 times the work -> k = log 5.2 / log 4 = 1.19; restore grew
+    # slower than the work: linear (never below 1)
+    assert growth["probe:load"] == pytest.approx(1.189, abs=1e-3) and growth["restore"] == 1.0
+    got = projection.project(big["rates"], 1600 * MIB, 1, growth)
+    assert got["phases"]["probe:load"] == pytest.approx(52.0 * 4 ** 1.189, rel=1e-3)
+    # sizes too close, a sample, or a single drill: linear
+    near = _drill("full", 12.0, {"probe:load": 11.0}, 120 * MIB, 1, "c")
+    assert projection.exponents([near, small]) == {} and projection.exponents([big]) == {}
+    sample = _drill("sample", 12.0, {"probe:load": 1.0}, 10 * MIB, 1, "d")
+    assert projection.exponents([big, sample]) == {}
+    # capped: a noisy pair never makes a phase grow faster than work ** MAX_EXPONENT
+    wild = _drill("full", 900.0, {"probe:load": 900.0}, 400 * MIB, 1, "e")
+    assert projection.exponents([wild, small])["probe:load"] == projection.MAX_EXPONENT
 
 
 def test_terminal_sums_each_destination_and_runs_destinations_in_parallel():
@@ -169,8 +190,9 @@ def test_status_and_runbook_show_projections_and_the_terminal(terminal_setup, tm
     # full drill rates at the newest backup's size: 10 s fixed + 1190 s * 2 (work: bytes plus one file)
     assert db["projected_ready_seconds"] == pytest.approx(10 + 1190 * (2000 * MIB + projection.FILE_COST)
                                                           / (1000 * MIB + projection.FILE_COST), abs=0.01)
-    # the sample projected 10 + 100 * 10 = 1010 s of the full drill that measured 1200 s
-    assert db["projection_error"]["error"] == pytest.approx((1010 - 1200) / 1200, abs=1e-3)
+    # the sample projected about 10 + 100 * 10 = 1010 s of the full drill that measured 1200 s
+    projected = 10 + 100 * projection.work(1000 * MIB, 1) / projection.work(100 * MIB, 1, 10)
+    assert db["projection_error"]["error"] == pytest.approx((projected - 1200) / 1200, abs=1e-3)
     assert rows["docs"]["projection_error"] is None and rows["ctl"]["projected_ready_seconds"] is None
     term = doc["terminal"]
     assert term["order"] == ["db", "ctl", "docs"] and term["missing"] == ["ctl"]
@@ -181,4 +203,4 @@ def test_status_and_runbook_show_projections_and_the_terminal(terminal_setup, tm
     assert code == 0 and book["terminal"]["seconds"] == term["seconds"]
     text = (tmp_path / "out" / "runbook.md").read_text()
     assert "whole terminal: projected time to service" in text and "allowable downtime 30.0min" in text
-    assert "measured error -16%" in text
+    assert f"measured error {(projected - 1200) / 1200:+.0%}" in text
