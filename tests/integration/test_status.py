@@ -1,5 +1,5 @@
 """`backupd status` after real runs of daemon, drill, check and storage audit on restic + SeaweedFS:
-every column comes from what those commands recorded, and the exit code follows the backups and drills."""
+every column comes from what those commands recorded, and the state (and exit code) is the worst of them."""
 
 from __future__ import annotations
 
@@ -19,8 +19,10 @@ def test_status_shows_verified_rpo_drill_worm_coverage_and_next_due(policy):
     assert audit.code == 1 and audit.doc["destinations"][0]["status"] == "finding"
 
     run = setup.cli("status", "--json")
-    assert run.code == 0, run.stdout  # the exit code follows backups and drills only
+    assert run.code == 1, run.stdout  # backups and drills are fine, but the audit's finding is the state
     rows = {r["target"]: r for r in run.doc["targets"]}
+    assert all(r["state"] == "finding" and any("storage audit" in x for x in r["state_reasons"])
+               for r in rows.values())
     assert set(rows) == {"filler-programs", "filler-exports", "filler-logs"}
     logs = rows["filler-logs"]
     assert logs["status"] == "ok" and logs["last_snapshot"]  # original keys kept
@@ -32,5 +34,5 @@ def test_status_shows_verified_rpo_drill_worm_coverage_and_next_due(policy):
     assert all(r["next_due"] and r["next_due_in"] not in (None, "now") for r in rows.values())
 
     table = setup.cli("status")  # piped: plain text, no escape sequences or markup
-    assert table.code == 0 and "filler-logs" in table.stdout and "ok" in table.stdout
+    assert table.code == 1 and "filler-logs" in table.stdout and "finding" in table.stdout
     assert "\x1b[" not in table.stdout and "[green]" not in table.stdout
