@@ -11,8 +11,8 @@ Database: the TOS database (demo/tos_data.py) at each --containers size, backed 
 The dump is one file, so a sample drill restores and loads all of it: its projection of the same size is
 a measurement. What is projected is the next size: the previous size's drill rates (restore, verify,
 load, post-load index, checks per unit of work; select and cluster start fixed) at this size's dump,
-each phase growing with the exponent the two previous sizes measured (linear from the first), against
-this size's full drill, as `backupd status` projects a grown database from its drills.
+against this size's full drill, as `backupd status` projects a grown database from its last drill.
+Each row also shows the projection from the first size (the largest step).
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def database_bench(run_dir: Path, seaweed, secrets: Path, fillers: Path, sizes: 
     from demo.postgres import PostgresCluster
     from demo.tos_data import create_tos_database
 
-    rows, previous, fulls = [], None, []
+    rows, previous, first = [], None, None
     with PostgresCluster(run_dir / "postgres") as pg:
         setup = Setup(run_dir, "db", seaweed.endpoint, secrets, DB_TARGET.format(fmt="plain", host=pg.host,
                                                                                   port=pg.port), fillers)
@@ -108,16 +108,17 @@ def database_bench(run_dir: Path, seaweed, secrets: Path, fillers: Path, sizes: 
                    "sample_projected": sample["projected_full_seconds"], "measured": full["service_ready_seconds"],
                    "measured_phases": size["scaled"] | size["fixed"]}
             if previous is not None:
-                got = projection.project(previous["rates"], size["bytes"], size["files"],
-                                         projection.exponents(fulls))  # linear until two sizes were drilled
+                got = projection.project(previous["rates"], size["bytes"], size["files"])
+                far = projection.project(first["rates"], size["bytes"], size["files"])["seconds"]
                 row.update(projected=got["seconds"], projected_phases=got["phases"], from_size=previous["size"],
-                           error=projection.error(got["seconds"], full["service_ready_seconds"]))
+                           error=projection.error(got["seconds"], full["service_ready_seconds"]),
+                           from_first=far, error_from_first=projection.error(far, full["service_ready_seconds"]))
                 log(f"database {containers}: projected from {previous['size']} {row['projected']:.2f}s, "
                     f"measured {row['measured']:.2f}s, error {row['error']:+.1%}")
             else:
                 log(f"database {containers}: measured {row['measured']:.2f}s (first size: nothing to project from)")
             previous = {"rates": full["rates"], "size": row["size"]}
-            fulls.insert(0, {"rates": full["rates"]})
+            first = first or previous
             rows.append(row)
     return rows
 
@@ -154,7 +155,8 @@ def print_report(doc: dict) -> None:
         head = f"database {row['size']:>18} ({row['rows']} rows, dump {row['dump_bytes'] / 2**20:.0f} MiB):"
         if "projected" in row:
             print(f"{head} projected from {row['from_size']} {row['projected']:7.2f}s, full drill "
-                  f"{row['measured']:7.2f}s, error {row['error']:+.1%}")
+                  f"{row['measured']:7.2f}s, error {row['error']:+.1%}; from the first size "
+                  f"{row['from_first']:7.2f}s, error {row['error_from_first']:+.1%}")
         else:
             print(f"{head} full drill {row['measured']:7.2f}s (the base of the next projection)")
         print(f"    measured phases: " + ", ".join(f"{k} {v:.2f}s" for k, v in row["measured_phases"].items()))

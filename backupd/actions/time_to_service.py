@@ -27,7 +27,7 @@ def for_target(state: State, target) -> dict:
     proj_bytes = base["detail"].get("projection", {}).get("bytes", rates["bytes"])
     proj_files = base["detail"].get("projection", {}).get("files", rates["files"])
     nbytes, files = facts.get("bytes", proj_bytes), facts.get("files", proj_files)
-    got = projection.project(rates, nbytes, files, projection.exponents([r["detail"] for r in runs]))
+    got = projection.project(rates, nbytes, files)
     out.update(projected_ready_seconds=got["seconds"], projected_bytes=nbytes, projected_files=files,
                projection_basis=f"{base['detail'].get('kind') or 'drill'} drill of "
                                 f"{(base['detail'].get('snapshot_id') or base['snapshot_id'] or '-')[:8]}")

@@ -92,25 +92,6 @@ def test_measured_error_pairs_the_newest_full_drill_with_the_drill_before_it():
     assert projection.measured_error([{"kind": "full", "service_ready_seconds": 3.0}, sample]) is None
 
 
-def test_growth_exponents_from_two_full_drills_of_different_sizes():
-    small = _drill("full", 12.0, {"select": 1.0, "probe:load": 10.0, "restore": 1.0}, 100 * MIB, 1, "a")
-    big = _drill("full", 57.0, {"select": 1.0, "probe:load": 52.0, "restore": 4.0}, 400 * MIB, 1, "b")
-    growth = projection.exponents([big, small])
-    # load: 5.2 times the seconds for 4 times the work -> k = log 5.2 / log 4 = 1.19; restore grew
-    # slower than the work: linear (never below 1)
-    assert growth["probe:load"] == pytest.approx(1.189, abs=1e-3) and growth["restore"] == 1.0
-    got = projection.project(big["rates"], 1600 * MIB, 1, growth)
-    assert got["phases"]["probe:load"] == pytest.approx(52.0 * 4 ** 1.189, rel=1e-3)
-    # sizes too close, a sample, or a single drill: linear
-    near = _drill("full", 12.0, {"probe:load": 11.0}, 120 * MIB, 1, "c")
-    assert projection.exponents([near, small]) == {} and projection.exponents([big]) == {}
-    sample = _drill("sample", 12.0, {"probe:load": 1.0}, 10 * MIB, 1, "d")
-    assert projection.exponents([big, sample]) == {}
-    # capped: a noisy pair never makes a phase grow faster than work ** MAX_EXPONENT
-    wild = _drill("full", 900.0, {"probe:load": 900.0}, 400 * MIB, 1, "e")
-    assert projection.exponents([wild, small])["probe:load"] == projection.MAX_EXPONENT
-
-
 def test_terminal_sums_each_destination_and_runs_destinations_in_parallel():
     items = [{"target": "db", "destination": "worm", "seconds": 3600.0},
              {"target": "programs", "destination": "worm", "seconds": 600.0},
