@@ -2,24 +2,25 @@
 measured, and how wrong the last projection was.
 
 Method. A drill's time splits into *fixed* parts, which do not grow with the data (selecting the
-snapshot, restic's start-up until it writes the first file: repository, index, tree walk and a sample's
-include matching; starting the throw-away PostgreSQL cluster, probe bookkeeping), and *scaled* parts, whose
-seconds per unit of work are measured: restic's restore (fetch, decrypt, write), the verification of
-what it wrote, the database load (COPY) and the post-load phase (indexes, constraints) of the
-PostgreSQL probe, its SQL checks, the other probes. One unit of work is one byte, plus per file
-what a file costs on top of its bytes: in a full restore restic reads the repository pack by pack and
-a file costs its create and close (FILE_COST); a sample's files are scattered over the packs, so each
-is a ranged read of its own and costs about a request's latency at the restore's throughput
-(SCATTERED_FILE_COST; bench/projection.py measured ~2 ms a file at 60 MB/s), less so the larger the
-sample's share of the tree. The projection of a full drill of a snapshot of `bytes`/`files` is
+snapshot; restic's start-up until it writes the first file: repository, index, tree walk and a
+sample's include matching; starting the throw-away PostgreSQL cluster; probe bookkeeping), and
+*scaled* parts, whose seconds per unit of work are measured: restic's restore (fetch, decrypt,
+write), the verification of what it wrote, the database load (COPY) and the post-load phase (indexes,
+constraints) of the PostgreSQL probe, its SQL checks, the other probes. One unit of work is one
+byte, plus per file what a file costs on top of its bytes: in a full restore restic reads the
+repository pack by pack and a file costs its create and close (FILE_COST); a sample's files are
+scattered over the packs, so each is a ranged read of its own and costs about a request's latency
+at the restore's throughput (SCATTERED_FILE_COST; bench/projection.py measured ~2 ms a file at
+60 MB/s), less so the larger the sample's share of the tree. The projection of a full drill of a
+snapshot of `bytes`/`files` is
 
     fixed + scaled * work(bytes, files) / work(measured bytes, measured files, of the tree's files)
 
 A sample drill projects its own snapshot's full drill; any drill also projects the next one at the
 newest backup's size (a growing database), linearly: bench/projection.py found the database load
-linear from 100k to 1M containers and the index build slightly below linear. The *measured error* of a projection is
-(projected - measured) / measured, taken from the newest full drill and the drill before it (its
-projection re-evaluated at the full drill's size).
+linear from 100k to 1M containers and the index build slightly below. The *measured error* of a
+projection is (projected - measured) / measured, taken from the newest full drill and the drill
+before it (its projection re-evaluated at the full drill's size).
 
 Whole terminal: every target in restore order; targets whose first destination differs restore in
 parallel (each destination is its own lane: a repository's bandwidth is shared by the restores reading
@@ -47,7 +48,7 @@ def work(nbytes: int, files: int, of_files: int | None = None) -> float:
 
 
 def breakdown(phases: dict[str, float], probes: list[dict], restore_startup: float | None = None) -> dict:
-    """Per-phase seconds of a drill. The restore splits into restic's start-up (until its first entry
+    """Per-phase seconds of a drill. The restore splits into restic's start-up (until its first file
     appeared: fixed) and the rest; the probes into the PostgreSQL probe's start (initdb, server start),
     load (data), index (post-load: indexes, constraints) and checks, other probes by kind; what the
     probes phase spent outside any probe is fixed ("probe:other")."""
