@@ -48,6 +48,8 @@ class FirstFile:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+        if self.seconds is None and self._any_file():  # written and done between two looks
+            self.seconds = round(max(time.monotonic() - self._t0 - self.poll / 2, 0.0), 3)
 
     def _any_file(self) -> bool:
         stack = [self.path]

@@ -185,3 +185,16 @@ def test_status_and_runbook_show_projections_and_the_terminal(terminal_setup, tm
     text = (tmp_path / "out" / "runbook.md").read_text()
     assert "whole terminal: projected time to service" in text and "allowable downtime 30.0min" in text
     assert f"measured error {(projected - 1200) / 1200:+.0%}" in text
+
+
+def test_first_file_is_seen_even_when_the_restore_ends_between_two_looks(tmp_path):
+    from backupd.drill.phases import FirstFile
+
+    (tmp_path / "empty").mkdir()
+    with FirstFile(tmp_path / "empty", poll=60) as first:
+        pass
+    assert first.seconds is None  # nothing written: no start-up to tell apart
+    (tmp_path / "tree" / "a").mkdir(parents=True)
+    with FirstFile(tmp_path / "tree", poll=60) as first:
+        (tmp_path / "tree" / "a" / "f").write_bytes(b"x")  # after the first look, long before the next
+    assert first.seconds is not None and first.seconds >= 0
