@@ -53,7 +53,7 @@ def print_time_to_service(stack: LocalStack, config: Path) -> None:
         return
     allowed = term["allowable_downtime_seconds"]
     print(f"whole terminal: projected time to service {term['seconds'] / 60:.1f} min"
-          + (f" against an allowable downtime of {allowed / 3600:.0f} h ({term['verdict']}, "
+          + (f" against an allowable downtime of {allowed / 3600:.3g} h ({term['verdict']}, "
              f"{term['share']:.1%})" if allowed else " (the site sets no allowable_downtime)")
           + "; lanes: " + "; ".join(f"{ln['lane']}: {' -> '.join(ln['targets'])}" for ln in term["lanes"]))
 
