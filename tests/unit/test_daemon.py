@@ -65,8 +65,13 @@ def test_job_store_persists_across_instances(tmp_path):
     assert JobStore(tmp_path).all()["backup:a"].last_status == "running"
 
 
+#: One clock for the parametrised locks and their triage: the parameters are built at collection, and a long
+#: suite runs this test many minutes later.
+TRIAGE_NOW = datetime.now(timezone.utc)
+
+
 def _lock(host="h1", pid=999999, minutes=45, exclusive=False, user="root"):
-    return Lock("a" * 64, datetime.now(timezone.utc) - timedelta(minutes=minutes), exclusive, host, pid, user)
+    return Lock("a" * 64, TRIAGE_NOW - timedelta(minutes=minutes), exclusive, host, pid, user)
 
 
 LIVE = 4242          # a live process that started before its lock
@@ -78,7 +83,7 @@ def _alive(pid):
 
 
 def _started(pid):
-    return datetime.now(timezone.utc) - (timedelta(hours=2) if pid == LIVE else timedelta(seconds=1))
+    return TRIAGE_NOW - (timedelta(hours=2) if pid == LIVE else timedelta(seconds=1))
 
 
 @pytest.mark.parametrize("lock,ours,expect", [
@@ -91,13 +96,12 @@ def _started(pid):
     (_lock(host="other", minutes=5), False, "wait"),  # another host's fresh lock: maybe alive
 ])
 def test_lock_triage_removes_only_provably_stale_locks(lock, ours, expect):
-    got = locks.decide([lock], hostname="h1", now=datetime.now(timezone.utc), ours_running=ours, alive=_alive,
-                       started=_started)
+    got = locks.decide([lock], hostname="h1", now=TRIAGE_NOW, ours_running=ours, alive=_alive, started=_started)
     assert got == expect
 
 
 def test_lock_triage_waits_when_unlock_would_also_remove_an_unproven_lock():
-    now = datetime.now(timezone.utc)
+    now = TRIAGE_NOW
     # restic unlock would remove the old one; the fresh one of another host blocks: unlock alone is fine
     assert locks.decide([_lock(), _lock(host="other", minutes=5)], hostname="h1", now=now, ours_running=False,
                         alive=_alive, started=_started) == "remove"
