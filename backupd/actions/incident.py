@@ -27,11 +27,10 @@ from backupd.config import Config
 from backupd.engine import backup as restic_backup
 from backupd.engine.repository import Repository
 from backupd.errors import ConfigError, DependencyError, Finding
+from backupd.policy.order import restore_order
 from backupd.policy.schema import S3Destination
 from backupd.storage import client, freeze
 
-#: Restore order when a policy gives none: the data the terminal cannot work without comes first.
-CATEGORY_ORDER = ("container_data", "system_program", "control_system", "logs", "documentation")
 CHECKLIST = (
     "Credentials of TOS, database, VPN and backup identities rotated",
     "Security patches applied to the restored systems and the entry point (e.g. VPN devices)",
@@ -236,14 +235,6 @@ def preserve(cfg: Config, policy_set, paths: list[str], destination: str | None 
     return note(cfg, "preserve", {"paths": paths, "repository": repo.name, "snapshot_id": summary.snapshot_id,
                                   "files": summary.total_files_processed, "bytes": summary.total_bytes_processed,
                                   "duration": round(time.monotonic() - t0, 3)})
-
-
-def restore_order(policy_set) -> list:
-    """Targets in restore order: by category, production programs before development/evaluation."""
-    def key(t):
-        env_rank = 0 if t.environment in (None, "production") else 1
-        return (env_rank, CATEGORY_ORDER.index(t.category))
-    return sorted(policy_set.targets, key=key)
 
 
 def _probe(cfg: Config, policy_set, target, res: dict) -> None:

@@ -7,6 +7,7 @@ targets in restore order, summed over parallel lanes, against the site's allowab
 from __future__ import annotations
 
 from backupd.drill import projection
+from backupd.policy.order import restore_order
 from backupd.state import State
 
 #: Drill outcomes whose timings count (an unavailable drill measured nothing).
@@ -35,11 +36,8 @@ def for_target(state: State, target) -> dict:
 
 
 def terminal(state: State, policy_set, per_target: dict[str, dict] | None = None) -> dict:
-    """The whole terminal: every target in restore order (incident.restore_order), its first destination
+    """The whole terminal: every target in restore order (policy.order.restore_order), its first destination
     its lane (see backupd.drill.projection.terminal for the rule), against site.allowable_downtime."""
-    from backupd.actions.incident import restore_order  # not at import: status runs in the daemon, which
-    # must not load incident's S3 client
-
     ordered = restore_order(policy_set)
     per_target = {t.name: (per_target or {}).get(t.name) or for_target(state, t) for t in ordered}
     items = [{"target": t.name, "destination": t.destinations[0],

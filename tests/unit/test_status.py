@@ -176,3 +176,20 @@ def test_a_drill_warn_close_to_the_rto_never_reads_like_a_pass(cfg):
     row["rto_seconds"], row["rto"] = 3.0, "3s"
     table = _table([row], Console(file=io.StringIO(), width=250))
     assert "WARN 2.45s/3s (82%)" in table and row["state"] == "warn"
+
+
+def test_the_terminal_projection_loads_no_s3_client():
+    """status runs in the daemon and on every `backupd status`: the restore order it projects must not
+    import incident's boto3 (0.6-0.9 s of a ~1.5 s status on the shared machine, bench/year.py)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from types import SimpleNamespace as N; from datetime import timedelta;"
+            "from backupd.actions import time_to_service; from backupd.state import State; import tempfile, pathlib;"
+            "t = N(name='db', category='container_data', environment=None, destinations=['w'], rto=timedelta(hours=4));"
+            "ps = N(targets=[t], site=N(restore_parallelism=1, allowable_downtime=None));"
+            "time_to_service.terminal(State(pathlib.Path(tempfile.mkdtemp())), ps);"
+            "print('boto3' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
