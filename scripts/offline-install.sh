@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Install backupd from an offline bundle (built by scripts/offline-bundle.sh; shipped as install.sh inside it).
+# Uses nothing but the bundle: no network, no package index.
+#   ./install.sh [--prefix DIR] [--python PYTHON] [--no-system] [--enable] [--verifier]
+#   --prefix DIR   the venv (default /opt/backupd); its bin/backupd is linked to /usr/local/bin/backupd
+#   --no-system    only the venv: skip the Debian packages, the /usr/local/bin link, the units and the docs
+#   --enable       enable and start the units (default: installed, not enabled)
+#   --verifier     install the verifier's units instead of the backup host's (deploy/systemd/install.sh)
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+prefix=/opt/backupd python=python3 system=yes unit_args=()
+usage() { sed -n '2,9s/^# \{0,1\}//p' "$0" >&2; exit 2; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --prefix) [ $# -ge 2 ] || usage; prefix="$2"; shift ;;
+    --python) [ $# -ge 2 ] || usage; python="$2"; shift ;;
+    --no-system) system=no ;;
+    --enable|--verifier) unit_args+=("$1") ;;
+    -h|--help) usage ;;
+    *) echo "install.sh: unknown option $1" >&2; usage ;;
+  esac
+  shift
+done
+say() { echo "install.sh: $*" >&2; }
+
+(cd "$here" && sha256sum --quiet -c SHA256SUMS) || { say "bundle damaged: SHA256SUMS does not match"; exit 1; }
+want="$(sed -n 's/^python //p' "$here/BUNDLE-INFO")"
+have="$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)" || {
+  say "$python not found; install Python $want (or pass --python)"; exit 3; }
+[ "$have" = "$want" ] || { say "the wheelhouse is for Python $want, $python is $have"; exit 3; }
+
+if [ "$system" = yes ]; then
+  [ "$(id -u)" = 0 ] || { say "run as root (or use --no-system --prefix DIR)"; exit 2; }
+  missing=()
+  for deb in "$here"/debs/*.deb; do
+    pkg="$(dpkg-deb -f "$deb" Package)"
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || missing+=("$deb")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    say "installing ${#missing[@]} Debian package(s)"
+    dpkg -i "${missing[@]}"
+  fi
+fi
+
+# The host's pip configuration (index URLs, find-links, constraints) must not leak into an offline install.
+for var in $(compgen -e | grep '^PIP_' || true); do unset "$var"; done
+export PIP_CONFIG_FILE=/dev/null PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 PIP_NO_CACHE_DIR=1
+say "creating the venv $prefix"
+"$python" -m venv "$prefix"
+"$prefix/bin/python" -m pip install --quiet --no-index --find-links "$here/wheelhouse" --require-hashes \
+  -r "$here/requirements.lock"
+"$prefix/bin/python" -m pip install --quiet --no-index --no-deps "$here"/backupd-*.whl
+"$prefix/bin/backupd" --version >&2
+
+if [ "$system" = yes ]; then
+  ln -sfn "$prefix/bin/backupd" /usr/local/bin/backupd
+  # users, directories, configs, units and docs; enables the units only with --enable
+  "$here/deploy/systemd/install.sh" "${unit_args[@]}"
+fi
+say "done; backupd is $prefix/bin/backupd"

