@@ -22,6 +22,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 say() { echo "install.sh: $*" >&2; }
+prefix="$(realpath -m -- "$prefix")"  # the /usr/local/bin link must not be relative
 
 (cd "$here" && sha256sum --quiet -c SHA256SUMS) || { say "bundle damaged: SHA256SUMS does not match"; exit 1; }
 want="$(sed -n 's/^python //p' "$here/BUNDLE-INFO")"
