@@ -159,7 +159,7 @@ def print_report(doc: dict) -> None:
                   f"{row['from_first']:7.2f}s, error {row['error_from_first']:+.1%}")
         else:
             print(f"{head} full drill {row['measured']:7.2f}s (the base of the next projection)")
-        print(f"    measured phases: " + ", ".join(f"{k} {v:.2f}s" for k, v in row["measured_phases"].items()))
+        print("    measured phases: " + ", ".join(f"{k} {v:.2f}s" for k, v in row["measured_phases"].items()))
     print(f"{doc['cpus']} CPUs, load average at the end {doc['load_average'][0]:.1f}; total {doc['total_seconds']}s")
 
 

@@ -21,7 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from backupd.errors import ConfigError, DependencyError
 from backupd.evidence import bundle, keys, mirror, period, record_format, settings
 from backupd.evidence import keyring as keyring_mod
-from backupd.evidence.canonical import iso, sha256
+from backupd.evidence.canonical import iso
 from backupd.evidence.ledger import Ledger, LineFile
 from backupd.evidence.verify import verify_lines
 

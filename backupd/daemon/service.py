@@ -23,7 +23,7 @@ from backupd import evidence, execute
 from backupd.actions import backup as backup_action
 from backupd.actions import status as status_action
 from backupd.actions.common import repository
-from backupd.daemon import locks as daemon_locks
+from backupd.actions import locks as repo_locks
 from backupd.daemon import log
 from backupd.daemon import reach
 from backupd.daemon import schedule
@@ -368,7 +368,7 @@ class Service:
     def _triage_lock(self, policy_set, dest_name: str, wait: float | None = None, quiet: bool = False) -> None:
         """Our backup met a lock: remove it only if provably stale, else wait (bounded) and report."""
         repo = repository(self.cfg, dest_name, policy_set.destinations[dest_name])
-        res = daemon_locks.resolve(repo, wait_seconds=self.settings.lock_wait_seconds if wait is None else wait,
+        res = repo_locks.resolve(repo, wait_seconds=self.settings.lock_wait_seconds if wait is None else wait,
                                    sleep=self.signals.stop.wait)
         if quiet and res.outcome == "clear":
             return

@@ -10,7 +10,8 @@ from types import SimpleNamespace
 import pytest
 
 from backupd.config import Config
-from backupd.daemon import locks, schedule, settings
+from backupd.actions import locks
+from backupd.daemon import schedule, settings
 from backupd.daemon.jobs import Job, JobStore
 from backupd.daemon.sdnotify import Notifier
 from backupd.engine.locks import Lock, parse_lock

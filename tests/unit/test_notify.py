@@ -8,7 +8,6 @@ import socket
 import socketserver
 import ssl
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
