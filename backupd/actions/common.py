@@ -146,13 +146,12 @@ class Preflight:
             return None  # a local directory: restic reports a missing one itself, at once
         from backupd.storage import probe
 
-        keys = read_credentials(_credentials_of(self.cfg, name, dest))
         timeout = self.cfg.storage_timeout_seconds
         left = execute.time_left()
         if left is not None:
             timeout = max(1.0, min(timeout, left))
         key = "/".join(p for p in (str(dest.path or "").strip("/"), "config") if p)  # the repository's config
-        why = probe.head(dest.endpoint, dest.region, keys, dest.bucket, key, timeout=timeout)
+        why = probe.head(dest.endpoint, dest.region, dest.bucket, key, timeout=timeout)
         return f"{dest.endpoint}: {why}" if why else None
 
 

@@ -1,29 +1,24 @@
-"""Is a destination's storage reachable? A bounded TCP connect to an S3 endpoint before restic is
-started on it, so an outage costs a job seconds (not restic's minutes of retries) and never holds up
-local destinations. Local directories are not probed: restic reports a missing one itself."""
+"""Is a destination's storage reachable? The storage pre-flight (backupd.storage.probe: one bounded,
+unsigned HTTP HEAD, which also catches an endpoint that accepts and never answers) with a short timeout,
+before restic is started on it, so an outage costs a job seconds (not restic's minutes of retries) and never
+holds up local destinations. Local directories are not probed: restic reports a missing one itself."""
 
 from __future__ import annotations
 
 import dataclasses
-import socket
-from urllib.parse import urlsplit
+
+from backupd.storage import probe as storage_probe
 
 PROBE_TIMEOUT = 3.0
 
 
 def probe(dest, timeout: float = PROBE_TIMEOUT) -> str | None:
-    """None when reachable (or not probed), else why not (no secrets: host and port only)."""
+    """None when reachable (or not probed), else why not (no secrets: the endpoint only)."""
     if getattr(dest, "kind", None) != "s3" or not getattr(dest, "endpoint", None):
         return None
-    url = urlsplit(dest.endpoint)
-    host = url.hostname or ""
-    try:
-        port = url.port or (443 if url.scheme == "https" else 80)
-        socket.create_connection((host, port), timeout=timeout).close()
-    except (OSError, ValueError) as exc:
-        reason = getattr(exc, "strerror", None) or exc.__class__.__name__
-        return f"{host}:{url.port or ''} unreachable ({reason})"
-    return None
+    why = storage_probe.head(dest.endpoint, getattr(dest, "region", "us-east-1"), getattr(dest, "bucket", ""),
+                             timeout=timeout)
+    return f"{dest.endpoint} unreachable ({why})" if why else None
 
 
 def without(policy_set, skip: set[str]):

@@ -16,10 +16,8 @@ from urllib.parse import quote
 USER_AGENT = "backupd-preflight"  # tells the probe apart from restic in proxy and server logs
 
 
-def head(endpoint: str | None, region: str, keys: dict[str, str], bucket: str, key: str, *,
-         timeout: float) -> str | None:
-    """None when the S3 server answered; else why not (host-level only, never a secret).
-    `region` and `keys` are accepted for the callers' sake; an unsigned request needs neither."""
+def head(endpoint: str | None, region: str, bucket: str, key: str = "", *, timeout: float) -> str | None:
+    """None when the S3 server answered; else why not (host-level only; no credentials are involved)."""
     base = (endpoint or f"https://s3.{region}.amazonaws.com").rstrip("/")
     request = urllib.request.Request(f"{base}/{quote(bucket)}/{quote(key)}", method="HEAD",
                                      headers={"User-Agent": USER_AGENT})

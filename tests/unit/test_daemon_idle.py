@@ -3,6 +3,7 @@ work, storage probes and the per-job view of the policy without unreachable dest
 
 from __future__ import annotations
 
+import http.server
 import socket
 import threading
 import time
@@ -56,10 +57,26 @@ def test_probe_names_an_unreachable_s3_endpoint_and_skips_local_ones():
         why = reach.probe(SimpleNamespace(kind="s3", endpoint=f"http://127.0.0.1:{port}"))
     assert why and f"127.0.0.1:{port}" in why
     assert reach.probe(SimpleNamespace(kind="local", path="/mnt/usb")) is None
-    with socket.socket() as s:
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Forbidden)  # any HTTP answer is reachable
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert reach.probe(SimpleNamespace(kind="s3", endpoint=f"http://127.0.0.1:{server.server_port}")) is None
+    finally:
+        server.shutdown()
+    with socket.socket() as s:  # accepts and never answers: a black hole is unreachable too
         s.bind(("127.0.0.1", 0))
         s.listen()
-        assert reach.probe(SimpleNamespace(kind="s3", endpoint=f"http://127.0.0.1:{s.getsockname()[1]}")) is None
+        why = reach.probe(SimpleNamespace(kind="s3", endpoint=f"http://127.0.0.1:{s.getsockname()[1]}"), timeout=1)
+    assert why and "no answer" in why
+
+
+class _Forbidden(http.server.BaseHTTPRequestHandler):
+    def do_HEAD(self):  # noqa: N802 - http.server's naming
+        self.send_response(403)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
 
 
 def test_a_job_sees_the_policy_without_unreachable_destinations(tmp_path):

@@ -61,14 +61,14 @@ def test_probe_of_a_black_hole_ends_within_its_timeout():
     hole = BlackHole()
     try:
         t0 = time.monotonic()
-        why = probe.head(f"http://127.0.0.1:{hole.port}", "us-east-1", KEYS, "b", "p/config", timeout=2)
+        why = probe.head(f"http://127.0.0.1:{hole.port}", "us-east-1", "b", "p/config", timeout=2)
         assert why and "no answer" in why and time.monotonic() - t0 < NO_HANG
     finally:
         hole.close()
 
 
 def test_probe_of_a_closed_port_says_it_cannot_connect():
-    why = probe.head(f"http://127.0.0.1:{closed_port()}", "us-east-1", KEYS, "b", "p/config", timeout=2)
+    why = probe.head(f"http://127.0.0.1:{closed_port()}", "us-east-1", "b", "p/config", timeout=2)
     assert why == "cannot connect"
 
 
