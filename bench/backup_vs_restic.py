@@ -36,7 +36,8 @@ CASES = ("first", "rerun")
 RERUNS = 3
 CASE_TITLES = {"first": "first backup", "rerun": "unchanged re-run"}
 
-POLICY = """version: 1
+#: The S3 destination of every benchmark policy; {repo_path} is the repository's prefix.
+POLICY_HEAD = """version: 1
 site: {{name: Benchmark Terminal, port: other}}
 destinations:
   worm:
@@ -48,7 +49,8 @@ destinations:
     credentials_file: s3-writer.env
     password_file: restic-password
 targets:
-  - name: data
+"""
+DATA_TARGET = """  - name: data
     category: container_data
     owner: bench
     sources: {{paths: ['{data}']}}
@@ -57,6 +59,7 @@ targets:
     retention: {{keep_daily: 7, keep_weekly: 8}}
     destinations: [worm]
 """
+POLICY = POLICY_HEAD + DATA_TARGET
 # The lint requires these categories in every policy; only `data` is ever backed up.
 FILLERS = (("filler-programs", "system_program", "    environment: development\n"),
            ("filler-logs", "logs", "    source: network_device\n"))

@@ -29,35 +29,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.backup_vs_restic import FILLER, FILLERS, BenchError, _base_env, drop_caches, run_step
+from bench.backup_vs_restic import DATA_TARGET as BENCH_DATA_TARGET
+from bench.backup_vs_restic import (FILLER, FILLERS, POLICY_HEAD, BenchError, _base_env, drop_caches,
+                                     run_step)
 from bench.dataset import generate
 
 ROOT = Path(__file__).resolve().parents[1]
 BUCKET = "bench"
 HOST = "bench-host"
-HEAD = """version: 1
-site: {{name: Benchmark Terminal, port: other}}
-destinations:
-  worm:
-    kind: s3
-    endpoint: {endpoint}
-    bucket: {bucket}
-    path: {repo_path}
-    object_lock: true
-    credentials_file: s3-writer.env
-    password_file: restic-password
-targets:
-"""
-DATA_TARGET = """  - name: data
-    category: container_data
-    owner: bench
-    sources: {{paths: ['{data}']}}
-    frequency: 1d
-    rto: 8h
-    retention: {{keep_daily: 7, keep_weekly: 8}}
-    destinations: [worm]
-    drill: files
-"""
+HEAD = POLICY_HEAD
+DATA_TARGET = BENCH_DATA_TARGET + "    drill: files\n"
 DB_TARGET = """  - name: tos-{fmt}
     category: container_data
     owner: bench
