@@ -112,6 +112,7 @@ class Checker:
         self.ref, self.ref_blocks, self.current = reference, ref_blocks, current  # path -> [sha256, size]
         self.current_shas = {sig[0] for sig in current.values()}
         self.ref_shas = {sig[0]: path for path, sig in reference.items()}
+        self.scanned: dict[str, str] = {}  # path -> block digests of its current bytes, read while checking
         self.families: dict[str, list[str]] = {}
         for path in current:
             self.families.setdefault(family(path), []).append(path)
@@ -126,9 +127,20 @@ class Checker:
             sig = self.current.get(name)
             if sig is None or (sig[1] < size and not name.endswith(".gz")):
                 continue
-            if sig[0] == sha or prefix_sha(name, size) == sha:
+            if sig[0] == sha or self._prefix_sha(name, size, sig[1]) == sha:
                 return name
         return None
+
+    def _prefix_sha(self, name: str, size: int, now: int) -> str | None:
+        """SHA-256 of the first size bytes; a plain file's block digests come from the same read and are
+        kept for the next generation's reference (a growing log is read once here, not twice)."""
+        if name.endswith(".gz"):
+            return prefix_sha(name, size)
+        try:
+            self.scanned[name], sha = scan(name, size, now)
+        except OSError:
+            return None
+        return sha
 
     def shifted(self, path: str) -> bool:
         """The file now at path holds another old file's content (rotation moved it here)."""
@@ -159,19 +171,29 @@ class Checker:
         return Problem(path, "edited", offset, f"its first {size} bytes (backed up clean) were changed")
 
 
-def check(reference: dict[str, list], ref_blocks: dict[str, str], current: dict[str, list]) -> list[Problem]:
-    """Problems of every file of the reference generation; `current` maps path -> [sha256, size]."""
+def check(reference: dict[str, list], ref_blocks: dict[str, str], current: dict[str, list],
+          scanned: dict[str, str] | None = None) -> list[Problem]:
+    """Problems of every file of the reference generation; `current` maps path -> [sha256, size]. The
+    block digests of files read on the way are added to `scanned` (for blocks_for)."""
     checker = Checker(reference, ref_blocks, current)
-    return [p for p in (checker.problem(path) for path in sorted(reference)) if p is not None]
+    problems = [p for p in (checker.problem(path) for path in sorted(reference)) if p is not None]
+    if scanned is not None:
+        scanned.update(checker.scanned)
+    return problems
 
 
-def blocks_for(current: dict[str, list], reference: dict[str, list], ref_blocks: dict[str, str]) -> dict[str, str]:
-    """Block digests of every current file (reused where the content is unchanged), for the next check."""
+def blocks_for(current: dict[str, list], reference: dict[str, list], ref_blocks: dict[str, str],
+               scanned: dict[str, str] | None = None) -> dict[str, str]:
+    """Block digests of every current file, for the next check: reused where the content is unchanged or
+    the file was already read by check (`scanned`), else read now."""
     by_sha = {sig[0]: ref_blocks[path] for path, sig in reference.items() if path in ref_blocks}
     out = {}
     for path, (sha, size) in current.items():
         if sha in by_sha:
             out[path] = by_sha[sha]
+            continue
+        if scanned and path in scanned:
+            out[path] = scanned[path]
             continue
         try:
             out[path], _ = scan(path, 0, size)

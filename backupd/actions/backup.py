@@ -279,14 +279,15 @@ def _check_append_only(target, files, reference: dict, ref: dict | None, facts: 
     digests of the current files for the next check."""
     current = {e.path: [e.sha256, e.size] for e in files}
     ref_blocks = (ref or {}).get("blocks") or {}
-    problems = appendonly.check(reference, ref_blocks, current) if reference else []
+    scanned: dict[str, str] = {}
+    problems = appendonly.check(reference, ref_blocks, current, scanned) if reference else []
     facts["append_only"] = {"checked": len(reference), "problems": appendonly.to_dicts(problems[:MAX_LISTED])}
     facts["heads"] = appendonly.heads(current)
     if problems:
         change = facts.setdefault("change", analytics.Change().to_dict())
         change["flags"] = change.get("flags", []) + [p.flag() for p in problems[:MAX_LISTED]]
         change["suspicious"] = True
-    return appendonly.blocks_for(current, reference, ref_blocks)
+    return appendonly.blocks_for(current, reference, ref_blocks, scanned)
 
 
 def _file_facts(cfg: Config, state: State, target):

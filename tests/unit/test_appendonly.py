@@ -83,3 +83,16 @@ def test_a_one_file_target_rewritten_with_random_bytes_is_flagged_a_text_rewrite
     assert analytics.judge(encrypted, []).suspicious
     rewritten = analytics.Change(previous_files=1, changed=1, sampled=1, high_entropy_share=0.0)
     assert not analytics.judge(rewritten, []).suspicious
+
+
+def test_a_growing_log_is_read_once_for_its_check_and_its_next_block_digests(tmp_path, monkeypatch):
+    ref, blocks = _generation(tmp_path, "g", {"app.log": _line(1) * 500})
+    now = _write(tmp_path / "g", {"app.log": _line(1) * 500 + _line(2) * 10})
+    reads = []
+    real = appendonly.scan
+    monkeypatch.setattr(appendonly, "scan", lambda *a, **k: reads.append(a[0]) or real(*a, **k))
+    scanned: dict[str, str] = {}
+    assert appendonly.check(ref, blocks, now, scanned) == []
+    digests = appendonly.blocks_for(now, ref, blocks, scanned)
+    assert len(reads) == 1
+    assert digests == appendonly.blocks_for(now, {}, {})  # the same digests a fresh read gives
