@@ -15,6 +15,8 @@ command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 command -v chromium >/dev/null || need_apt+=(chromium)
 dpkg -s fonts-noto-cjk >/dev/null 2>&1 || need_apt+=(fonts-noto-cjk)  # Japanese glyphs in rendered reports
 command -v promtool >/dev/null || need_apt+=(prometheus)  # promtool checks the daemon's metrics
+command -v man >/dev/null || need_apt+=(man-db)  # man -l on the installed pages (offline bundle test)
+command -v groff >/dev/null || need_apt+=(groff-base)  # renders every man page warning-free (unit test)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need_apt[*]}" >&2
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
