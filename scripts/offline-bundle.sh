@@ -24,7 +24,7 @@ echo "offline-bundle.sh: backupd wheel" >&2
 # from a copy: setuptools leaves build/ behind, and a stale build/lib would ship deleted modules
 mkdir "$work/src"
 cp -r "$root/pyproject.toml" "$root/README.md" "$root/backupd" "$root/policies" "$root/restore_tests" \
-  "$root/deploy" "$work/src/"
+  "$root/deploy" "$root/man" "$root/docs" "$work/src/"  # man/, docs/: the wheel's share/man/man1, share/doc/backupd
 find "$work/src" -name __pycache__ -prune -exec rm -rf {} +
 "$py" -m pip wheel --quiet --no-cache-dir --no-deps -w "$stage" "$work/src" >&2
 

@@ -3,13 +3,14 @@
 # Uses nothing but the bundle: no network, no package index.
 #   ./install.sh [--prefix DIR] [--python PYTHON] [--no-system] [--enable] [--verifier]
 #   --prefix DIR   the venv (default /opt/backupd); its bin/backupd is linked to /usr/local/bin/backupd
-#   --no-system    only the venv: skip the Debian packages, the /usr/local/bin link, the units and the docs
+#   --no-system    only the venv (its share/ has the man pages, docs and bash completion): skip the Debian
+#                  packages, the /usr/local/bin link, the system-wide man pages and completion, units and docs
 #   --enable       enable and start the units (default: installed, not enabled)
 #   --verifier     install the verifier's units instead of the backup host's (deploy/systemd/install.sh)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 prefix=/opt/backupd python=python3 system=yes unit_args=()
-usage() { sed -n '2,9s/^# \{0,1\}//p' "$0" >&2; exit 2; }
+usage() { sed -n '2,10s/^# \{0,1\}//p' "$0" >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --prefix) [ $# -ge 2 ] || usage; prefix="$2"; shift ;;
@@ -52,9 +53,17 @@ say "creating the venv $prefix"
   -r "$here/requirements.lock"
 "$prefix/bin/python" -m pip install --quiet --no-index --no-deps "$here"/backupd-*.whl
 "$prefix/bin/backupd" --version >&2
+# click's bash completion script, written by the installed backupd so it matches its commands
+mkdir -p "$prefix/share/bash-completion/completions"
+_BACKUPD_COMPLETE=bash_source "$prefix/bin/backupd" >"$prefix/share/bash-completion/completions/backupd"
 
 if [ "$system" = yes ]; then
   ln -sfn "$prefix/bin/backupd" /usr/local/bin/backupd
+  # man backupd, man backupd-drill, ...: the wheel's pages (share/man/man1), a removed command's page goes
+  install -d -m 0755 /usr/local/share/man/man1
+  rm -f /usr/local/share/man/man1/backupd.1 /usr/local/share/man/man1/backupd-*.1
+  install -m 0644 "$prefix"/share/man/man1/backupd*.1 /usr/local/share/man/man1/
+  install -D -m 0644 "$prefix/share/bash-completion/completions/backupd" /usr/share/bash-completion/completions/backupd
   # users, directories, configs, units and docs; enables the units only with --enable
   "$here/deploy/systemd/install.sh" "${unit_args[@]}"
 fi

@@ -32,6 +32,7 @@ install -d -m 0755 -o root -g root /etc/backupd /etc/backupd/policies
 docs="$here/../../docs"
 install -d -m 0755 -o root -g root /usr/share/doc/backupd
 install -m 0644 "$docs"/*.md /usr/share/doc/backupd/
+install -m 0644 "$here/../../README.md" /usr/share/doc/backupd/  # the command reference the guides point to
 
 if [ "$verifier" = yes ]; then
   add_user backupd-verifier
