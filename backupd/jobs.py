@@ -1,5 +1,6 @@
 """Persisted schedule: per job its last start, last outcome and next due time (SQLite, beside the run
-history in state.sqlite), so a restart knows what it missed while it was down."""
+history in state.sqlite), so a restart knows what it missed while it was down. The daemon writes it;
+`backupd status` reads it (so it lives below both)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,11 @@ CREATE TABLE IF NOT EXISTS daemon_jobs (
   last_status TEXT
 );
 """
+
+
+def job_name(target_name: str, kind: str = "backup") -> str:
+    """The job key of a target's backup (or of another kind of job: check, audit, drill-<kind>)."""
+    return f"{kind}:{target_name}"
 
 
 @dataclass

@@ -12,8 +12,8 @@ from pathlib import Path
 from botocore.exceptions import ClientError
 
 from backupd import evidence
-from backupd.actions.common import read_credentials
 from backupd.config import Config
+from backupd.credentials import read_credentials
 from backupd.errors import ConfigError, DependencyError
 from backupd.policy.schema import S3Destination
 from backupd.storage import canary, client, freeze, lockconfig, readback

@@ -14,10 +14,10 @@ from pathlib import Path
 
 from backupd import evidence
 from backupd.actions import evidence_conformance, evidence_html, evidence_report, evidence_verify
-from backupd.actions.common import read_credentials
 from backupd.actions.snapshot_choice import parse_when
 from botocore.exceptions import BotoCoreError, ClientError
 
+from backupd.credentials import read_credentials
 from backupd.errors import ConfigError, DependencyError
 from backupd.evidence import bundle, keys, mirror, period, record_format, settings
 from backupd.evidence import keyring as keyring_mod

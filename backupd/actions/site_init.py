@@ -17,8 +17,8 @@ from ruamel.yaml import YAML
 
 from backupd import templates
 from backupd.actions import keys
-from backupd.actions.common import read_credentials
 from backupd.actions.lint import drill_findings
+from backupd.credentials import read_credentials
 from backupd.errors import ConfigError
 from backupd.keys.password import write_secret_file
 from backupd.policy.lint import lint_paths, load_policy_set

@@ -11,9 +11,8 @@ from pathlib import Path
 
 from backupd.actions import time_to_service
 from backupd.config import Config
-from backupd.daemon.jobs import JobStore
-from backupd.daemon.schedule import job_name
 from backupd.evidence.ledger import LEDGER_NAME, Ledger, evidence_dir
+from backupd.jobs import JobStore, job_name
 from backupd.policy.durations import format_duration
 from backupd.policy.schema import S3Destination
 from backupd.state import State

@@ -17,7 +17,7 @@ from pathlib import Path
 from botocore.exceptions import ClientError
 
 from backupd import templates
-from backupd.actions.common import read_credentials
+from backupd.credentials import read_credentials
 from backupd.errors import ConfigError
 from backupd.policy.durations import format_duration
 from backupd.policy.lint import lint_paths

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from backupd.daemon.jobs import Job
+from backupd.jobs import Job, job_name
 
 
 #: Jobs beside the backups: (kind, target) -> every how many seconds. Checks read one slice a day;
@@ -15,10 +15,6 @@ AUDIT_EVERY = 7 * 86400.0
 #: a fresh install backs up first and drills what it has backed up.
 FIRST_DELAY = 86400.0
 ALL = "*"
-
-
-def job_name(target_name: str, kind: str = "backup") -> str:
-    return f"{kind}:{target_name}"
 
 
 def kind_of(job: Job) -> str:

@@ -27,12 +27,12 @@ from backupd.actions import locks as repo_locks
 from backupd.daemon import log
 from backupd.daemon import reach
 from backupd.daemon import schedule
-from backupd.daemon.jobs import Job, JobStore
 from backupd.daemon.sdnotify import Notifier
 from backupd.daemon.signals import Signals
 from backupd.engine.exitcodes import RepositoryMissing
 from backupd.errors import BackupdError
 from backupd.evidence.guard import LedgerRegression
+from backupd.jobs import Job, JobStore, job_name
 from backupd.notify import Alerts, Message
 from backupd.state import State
 
@@ -437,7 +437,7 @@ class Service:
         grace = self.notify_settings.rpo_grace_seconds
         boundaries = []
         for row in rows:
-            job = self.jobs.get(schedule.job_name(row["target"]))
+            job = self.jobs.get(job_name(row["target"]))
             row["next_due"] = job.next_due if job else None
             row["suspect_generations"] = suspects.get(row["target"], 0)
             rpo = row["rpo_seconds"]

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from backupd.credentials import read_credentials
 from backupd.errors import BackupdError, ConfigError, Finding
 from backupd.evidence import canonical, checkpoint, guard, keys, record_format, settings
 from backupd.evidence.ledger import Ledger, evidence_dir
@@ -75,8 +76,6 @@ def connect_if_configured(cfg) -> Remote | None:
     if not opts.mirror:
         return None
     try:
-        from backupd.actions.common import read_credentials
-
         dest = destination(cfg, opts.mirror)
         s3 = client(dest, read_credentials(credentials_of(cfg, opts, dest)))
     except (BackupdError, OSError) as exc:

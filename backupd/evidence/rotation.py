@@ -3,7 +3,7 @@
 The new key is written to `keys/evidence-ed25519.key.new` (0600) first, then the record is appended
 with the old key (its data carries both public keys and the new key's signature over the record's
 seq, prev, host, time and both key ids), then the new key replaces the old one. A crash in between
-is settled by the next record (`ledger._settle_rotation`). Verify accepts the new key only through
+is settled by the next record (`recorder._settle_rotation`). Verify accepts the new key only through
 such a record; the old key is retired from that seq on.
 """
 
@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from backupd.errors import ConfigError
 from backupd.evidence import keys, record_format
-from backupd.evidence.ledger import record
+from backupd.evidence.recorder import record
 
 
 def rotate(cfg, reason: str = "") -> dict:

@@ -23,11 +23,10 @@ _KEYS: dict[bytes, Ed25519PublicKey] = {}  # per worker process: raw key -> key 
 
 
 def check_all(lines, trusted: dict, skip: set) -> tuple[list, int]:
-    """(problems, signatures checked) for every line (an iterable, read once) signed by a trusted key.
+    """([(seq, message)], signatures checked) for every line (an iterable, read once) signed by a trusted
+    key; verify.py turns the pairs into its Problems (this module sits below it).
 
     trusted: kid -> public key; skip: line numbers verify already judged (damaged, wrong key)."""
-    from backupd.evidence.verify import Problem
-
     raw = {kid: key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
            for kid, key in trusted.items()}
     workers = os.cpu_count() or 1
@@ -43,7 +42,7 @@ def check_all(lines, trusted: dict, skip: set) -> tuple[list, int]:
         results = _pooled(_chain(first, second, chunks), raw, workers)
     for count, problems in results:
         checked += count
-        found += [Problem(seq, message) for number, seq, message in problems if number not in skip]
+        found += [(seq, message) for number, seq, message in problems if number not in skip]
     return found, checked
 
 

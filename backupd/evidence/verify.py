@@ -99,7 +99,7 @@ def verify_lines(lines, public_keys: list, *, first_seq: int = 1, first_prev: st
         from backupd.evidence import signatures
 
         found, report.signatures_checked = signatures.check_all(lines, trust.trusted_public(), scan.skip)
-        report.problems += found
+        report.problems += [Problem(seq, message) for seq, message in found]
     else:
         scan.check_kept()
     trust.finish(report)

@@ -22,9 +22,9 @@ import pytest
 
 from backupd import config as config_mod
 from backupd.actions.common import repository
-from backupd.daemon.jobs import JobStore
 from backupd.engine import check as restic_check
 from backupd.engine import locks as restic_locks
+from backupd.jobs import JobStore
 from backupd.policy.lint import load_policy_set
 from backupd.state import State
 from tests.integration.conftest import ROOT

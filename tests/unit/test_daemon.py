@@ -12,10 +12,10 @@ import pytest
 from backupd.config import Config
 from backupd.actions import locks
 from backupd.daemon import schedule, settings
-from backupd.daemon.jobs import Job, JobStore
 from backupd.daemon.sdnotify import Notifier
 from backupd.engine.locks import Lock, parse_lock
 from backupd.errors import ConfigError
+from backupd.jobs import Job, JobStore
 
 NOW = 1_800_000_000.0
 

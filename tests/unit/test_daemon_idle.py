@@ -10,9 +10,9 @@ import time
 from types import SimpleNamespace
 
 from backupd.daemon import reach
-from backupd.daemon.jobs import Job
 from backupd.daemon.service import LONGEST_SLEEP, Service
 from backupd.daemon.settings import NotifySettings
+from backupd.jobs import Job
 from backupd.notify import Alerts, Message
 
 NOW = 1_800_000_000.0

@@ -142,14 +142,12 @@ def _describe(graph: dict[str, set[str]], component: list[str]) -> str:
     return "; ".join(edges)
 
 
-@pytest.mark.xfail(strict=True, reason="cycles through actions/common and evidence/verify")
 def test_no_import_cycle_between_modules():
     graph = imports()
     found = cycles(graph)
     assert not found, "import cycles: " + " | ".join(_describe(graph, c) for c in found)
 
 
-@pytest.mark.xfail(strict=True, reason="actions -> daemon -> actions, evidence -> actions")
 def test_no_import_cycle_between_packages():
     graph = package_graph(imports())
     found = cycles(graph)

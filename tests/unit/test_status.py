@@ -15,7 +15,7 @@ from rich.console import Console
 from backupd import evidence, output
 from backupd.actions import report, status
 from backupd.config import Config
-from backupd.daemon.jobs import Job, JobStore
+from backupd.jobs import Job, JobStore
 from backupd.policy.schema import LocalDestination, S3Destination
 from backupd.state import State
 
