@@ -13,10 +13,12 @@ from pathlib import Path
 from backupd import evidence, execute, output, probes, sandbox
 from backupd.actions import drill_report
 from backupd.actions.common import repository
-from backupd.actions.snapshot_choice import choose, data_snapshots, flagged, load_manifest, target_listing
+from backupd.actions.snapshot_choice import ManifestAlongside, choose, data_snapshots, flagged, load_manifest, \
+    target_listing
 from backupd.config import Config
 from backupd.drill import projection, sample, verdict
 from backupd.drill.due import due_kind
+from backupd.drill.early import LateHasher
 from backupd.drill.phases import FirstFile, PhaseTimer, bytes_read
 from backupd.drill.sandbox import Sandbox, private_dir, sigterm_cancels
 from backupd.drill.spec import DrillSpec, spec_for
@@ -101,25 +103,60 @@ def _verified_since(state: State, target: str) -> float | None:
     return max(times) if times else None
 
 
+def _restore_sample(box, repo, snap, doc: dict, chosen: list[dict], timer, cancel):
+    """Restore the chosen files (all of them: no includes) with early verification; the manifest is known."""
+    box.reserve(sum(e["size"] for e in chosen))
+    includes = None if len(chosen) == len(doc.get("files", [])) else [e["path"] for e in chosen]
+    with timer.phase("restore"), EarlyHasher(box.restore_dir, {**doc, "files": chosen}) as early, \
+            FirstFile(box.restore_dir) as first:
+        restic_restore.restore(repo, snap.id, box.restore_dir, includes=includes, cancel=cancel)
+    return early, first
+
+
+def _restore_full(box, repo, snap, target: str, hosts, listing, timer, cancel):
+    """Restore all of snap while its manifest is read alongside (ManifestAlongside): when it arrives the
+    sandbox reserves its bytes (a restore that would not fit is stopped) and early verification starts.
+    Returns (manifest, early hasher, first-file watch)."""
+    early = LateHasher(box.restore_dir)
+
+    def arrived(doc: dict) -> None:  # in the reading thread, while restic is still starting up
+        box.reserve(sum(e["size"] for e in doc.get("files", [])))
+        early.start(doc)
+
+    with timer.phase("restore"), early, FirstFile(box.restore_dir) as first, \
+            ManifestAlongside(repo, snap, target, hosts, listing, cancel, then=arrived) as manifest:
+        try:
+            with execute.cancelled_by(manifest.stop):
+                restic_restore.restore(repo, snap.id, box.restore_dir, cancel=cancel)
+        except BackupdError:  # stopped (or not even started) because the read or the reservation failed
+            if manifest.stop.is_set() and not cancel.is_set():
+                manifest.doc()  # raises why
+            raise
+        doc = manifest.doc()  # no verification without the backup-time manifest from the repository
+    return doc, early, first
+
+
 def _restore_and_probe(cfg, target, spec, kind, repo, snaps, snap, doc, timer, cancel, report,
-                       listing=None) -> list[str]:
-    """Restore (all or a stratified sample), verify, probe; returns the problems found."""
-    entries = doc.get("files", [])
-    chosen = entries if kind == "full" else sample.choose(
-        entries, snap.id, spec.sample.max_files, spec.sample.max_bytes, required_paths(target, spec))
-    report.update(files_restored=len(chosen), bytes_restored=sum(e["size"] for e in chosen))
+                       listing=None) -> tuple[dict, list[str]]:
+    """Restore (all or a stratified sample), verify, probe; returns (manifest, problems). A full drill gets
+    doc None: its manifest is read while restic restores."""
     problems: list[str] = []
     with Sandbox(sandbox_parent(cfg, spec), spec.sandbox.max_bytes) as box:
         report["sandbox"] = str(box.path)
-        box.reserve(report["bytes_restored"])
         _checkpoint(cancel)
         read = bytes_read()
-        with timer.phase("restore"), EarlyHasher(box.restore_dir, {**doc, "files": chosen}) as early, \
-                FirstFile(box.restore_dir) as first:
-            includes = None if len(chosen) == len(entries) else [e["path"] for e in chosen]
-            restic_restore.restore(repo, snap.id, box.restore_dir, includes=includes, cancel=cancel)
+        if doc is None:
+            doc, early, first = _restore_full(box, repo, snap, target.name, cfg.backup_hosts(), listing, timer,
+                                              cancel)
+            chosen = doc.get("files", [])
+        else:
+            chosen = sample.choose(doc.get("files", []), snap.id, spec.sample.max_files, spec.sample.max_bytes,
+                                   required_paths(target, spec))
+            early, first = _restore_sample(box, repo, snap, doc, chosen, timer, cancel)
+        report.update(files_restored=len(chosen), bytes_restored=sum(e["size"] for e in chosen))
         report["restore_startup_seconds"] = first.seconds  # until content is written: fixed (projection)
-        if read is not None:  # what restic fetched; the early hashing read the matched files in this process
+        if read is not None:  # what restic fetched (a full drill's includes the manifest read alongside);
+            # the early hashing read the matched files in this process
             hashed = sum(e["size"] for e in chosen if e["path"] in early.matched)
             report["restore_read_bytes"] = max(bytes_read() - read - hashed, 0)
         _checkpoint(cancel)
@@ -141,7 +178,7 @@ def _restore_and_probe(cfg, target, spec, kind, repo, snaps, snap, doc, timer, c
                 result = probes.run(probe, ctx)
                 report["probes"].append(result.to_dict())
                 problems += [f"{result.kind} probe: {p}" for p in result.problems]
-    return problems
+    return doc, problems
 
 
 def _judge(report: dict, timer: PhaseTimer, target, doc: dict, kind: str, problems: list[str]) -> None:
@@ -199,11 +236,13 @@ def _drill(cfg: Config, state: State, policy_set, target, full: bool, snapshot_i
             snaps = data_snapshots(repo, target.name, cfg.backup_hosts(), listing)
             bad = flagged(repo, snaps, target.name, cfg.backup_hosts(), listing)
             snap, report["explanation"] = choose(snaps, snapshot_id, None, bad)
-            doc = load_manifest(repo, snap, target.name, cfg.backup_hosts(), listing)
+            # a sample is chosen from the manifest; a full drill reads it alongside its restore
+            doc = None if kind == "full" else load_manifest(repo, snap, target.name, cfg.backup_hosts(), listing)
         report.update(snapshot_id=snap.id, snapshot_time=snap.time.isoformat(), snapshot_host=snap.host)
+        report["judgement"] = _judgement(snap, bad, doc or {})  # the flags come with the manifest
+        doc, problems = _restore_and_probe(cfg, target, spec, kind, repo, snaps, snap, doc, timer, cancel,
+                                           report, listing)
         report["judgement"] = _judgement(snap, bad, doc)
-        problems = _restore_and_probe(cfg, target, spec, kind, repo, snaps, snap, doc, timer, cancel, report,
-                                      listing)
         _judge(report, timer, target, doc, kind, problems)
         _suspect_verdict(report)
         if any(p["status"] == "unavailable" for p in report["probes"]):

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import threading
+from concurrent.futures import Future
 from datetime import datetime, timezone
 
+from backupd import execute
 from backupd.engine import restore as restic_restore
 from backupd.engine import snapshots as restic_snapshots
 from backupd.engine.repository import Repository
@@ -118,3 +121,45 @@ def load_manifest(repo: Repository, snap, target: str, host: str | list[str], li
         facts = doc.setdefault("facts", {})
         facts["changed_during_backup"] = sorted(set(facts.get("changed_during_backup", [])) | set(moved))
     return doc
+
+
+class ManifestAlongside:
+    """`with ManifestAlongside(repo, snap, ...) as manifest:` reads snap's manifest (load_manifest) in a
+    background thread while the caller restores snap: the two restic processes pay their start-up (the
+    repository key's scrypt, ~0.5 s each) at the same time instead of one after the other.
+
+    `then(doc)` runs in that thread when the manifest arrives (e.g. the sandbox reservation); when the
+    read or `then` fails, `stop` is set, so a restore run under `execute.cancelled_by(manifest.stop)`
+    ends early. `doc()` waits and returns the manifest or raises that failure. The thread keeps the
+    caller's job deadline and ends with `cancel` or when the block is left."""
+
+    def __init__(self, repo: Repository, snap, target: str, host: str | list[str], listing: list | None,
+                 cancel: execute.Cancel | None = None, then=None):
+        self.stop = execute.Cancel()
+        self._left = execute.Cancel()
+        self._future: Future = Future()
+        self._args = (repo, snap, target, host, listing)
+        self._cancel, self._then, self._deadline = cancel, then, execute.time_left()
+
+    def _read(self) -> None:
+        try:
+            with execute.deadline(self._deadline), execute.cancelled_by(self._cancel), \
+                    execute.cancelled_by(self._left):
+                doc = load_manifest(*self._args)
+            if self._then is not None:
+                self._then(doc)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller through doc()
+            self.stop.set()
+            self._future.set_exception(exc)
+        else:
+            self._future.set_result(doc)
+
+    def __enter__(self) -> ManifestAlongside:
+        threading.Thread(target=self._read, name="manifest-read", daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._left.set()  # a read still running when the caller gave up is stopped
+
+    def doc(self) -> dict:
+        return self._future.result()

@@ -1,0 +1,125 @@
+"""What restic a drill starts, and in which phase, on real restic and SeaweedFS: select costs one restic
+start-up (one `restic snapshots`, whatever the history); a full drill reads its manifest (one
+`restic dump`) while the restore runs; a sample, chosen from the manifest, reads it in select."""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from backupd import execute
+from backupd.actions import drill
+from backupd.commands.common import load_config, load_policies
+from backupd.drill.phases import PhaseTimer
+
+pytestmark = pytest.mark.integration
+
+TARGET = """  - name: cargo-plans
+    category: documentation
+    owner: test
+    sources: {{paths: ['{data}']}}
+    frequency: 1d
+    retention: {{keep_daily: 7, keep_weekly: 8}}
+    destinations: [worm]
+"""
+
+
+@pytest.fixture
+def restic_calls(monkeypatch):
+    """[(phase running, restic subcommand)] of every restic the drill starts (`restic version` aside)."""
+    calls: list[tuple[str | None, str]] = []
+    now: dict[str, str | None] = {"phase": None}
+    real_phase, real_run = PhaseTimer.phase, execute.run
+
+    @contextmanager
+    def phase(self, name):
+        now["phase"] = name
+        try:
+            with real_phase(self, name):
+                yield
+        finally:
+            now["phase"] = None
+
+    def run(argv, *args, **kwargs):
+        if Path(argv[0]).name.startswith("restic") and argv[1] != "version":
+            calls.append((now["phase"], argv[1]))
+        return real_run(argv, *args, **kwargs)
+
+    monkeypatch.setattr(PhaseTimer, "phase", phase)
+    monkeypatch.setattr(execute, "run", run)
+    return calls
+
+
+def test_select_starts_one_restic_and_a_full_drill_reads_the_manifest_during_its_restore(
+        policy, stack, tmp_path, monkeypatch, restic_calls):
+    data = tmp_path / "plans"
+    data.mkdir()
+    for i in range(12):
+        (data / f"bay-{i:02d}.plan").write_bytes(os.urandom(20_000 + i))
+    setup = policy(TARGET.format(data=data), "t-drill-select")
+    for generation in range(3):  # a history: select must not grow with it
+        (data / "bay-00.plan").write_bytes(os.urandom(30_000 + generation))
+        assert setup.cli("backup", "--target", "cargo-plans").code == 0
+    for key, value in stack.env.items():
+        monkeypatch.setenv(key, value)
+    cfg = load_config(setup.config)
+    policies = load_policies(cfg)
+
+    (full,) = drill.run(cfg, policies, "cargo-plans", full=True)
+    assert full["verdict"] == "PASS" and full["verification"]["ok"], full
+    assert full["verification"]["verified"] == full["files_restored"] == full["total_files"] >= 12
+    assert [c for p, c in restic_calls if p == "select"] == ["snapshots"]
+    assert sorted(c for p, c in restic_calls if p == "restore") == ["dump", "restore"]
+    assert all(p in ("select", "restore") for p, _ in restic_calls), restic_calls
+
+    restic_calls.clear()
+    (smp,) = drill.run(cfg, policies, "cargo-plans")
+    assert smp["kind"] == "sample" and smp["verdict"] == "PASS", smp
+    assert sorted(c for p, c in restic_calls if p == "select") == ["dump", "snapshots"]
+    assert [c for p, c in restic_calls if p == "restore"] == ["restore"]
+
+
+def test_a_full_drill_whose_manifest_read_fails_stops_its_restore_and_fails(
+        policy, stack, tmp_path, monkeypatch):
+    """No verification without the backup-time manifest: a failed read alongside the restore fails the
+    drill with the read's reason and ends the restore early."""
+    data = tmp_path / "plans"
+    data.mkdir()
+    (data / "stowage.bin").write_bytes(os.urandom(1 << 20))
+    setup = policy(TARGET.format(data=data), "t-drill-nomanifest")
+    assert setup.cli("backup", "--target", "cargo-plans").code == 0
+    for key, value in stack.env.items():
+        monkeypatch.setenv(key, value)
+    cfg = load_config(setup.config)
+    policies = load_policies(cfg)
+    from backupd.actions import snapshot_choice
+    from backupd.errors import Finding
+
+    def no_manifest(repo, snap, *args, **kwargs):
+        raise Finding(f"snapshot {snap.short_id} has no backup-time manifest; cannot verify")
+
+    monkeypatch.setattr(snapshot_choice, "load_manifest", no_manifest)
+    (d,) = drill.run(cfg, policies, "cargo-plans", full=True)
+    assert d["verdict"] == "FAIL" and d["status"] == "failed"
+    assert "no backup-time manifest" in d["reason"] and "verification" not in d
+
+
+def test_a_full_drill_over_its_sandbox_limit_is_refused_once_the_manifest_arrives(policy, stack, tmp_path):
+    """The sandbox reservation of a full drill runs when its manifest (read alongside) arrives: a restore
+    larger than sandbox.max_bytes is stopped and the drill fails naming the limit."""
+    data = tmp_path / "plans"
+    data.mkdir()
+    (data / "stowage.bin").write_bytes(os.urandom(2 << 20))
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "tiny.yaml").write_text("version: 1\nname: tiny\nkind: full\nsandbox: {max_bytes: 1MiB}\n")
+    setup = policy(TARGET.format(data=data) + "    drill: tiny\n", "t-drill-tiny", restore_tests=f"'{specs}'")
+    assert setup.cli("backup", "--target", "cargo-plans").code == 0
+    run = setup.cli("drill", "--target", "cargo-plans", "--json")
+    assert run.code == 1, run.stdout + run.stderr
+    (d,) = run.doc["drills"]
+    assert d["verdict"] == "FAIL" and "over the sandbox limit" in d["reason"] and "verification" not in d
+    assert not Path(d["sandbox"]).exists()
