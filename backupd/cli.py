@@ -58,7 +58,7 @@ def policy_schema(config_path, as_json):
 def backup(target_name, config_path, as_json):
     """Back up targets to their destinations, recording manifests and source facts."""
     from backupd.actions import backup as action
-    from backupd.actions import report
+    from backupd.render import results as report
 
     cfg = load_config(config_path, writes="backup")
     policy_set = load_policies(cfg)
@@ -73,7 +73,7 @@ def backup(target_name, config_path, as_json):
 def copy(target_name, config_path, as_json):
     """Fill destinations marked copy_from with restic copy from their primary."""
     from backupd.actions import copy as action
-    from backupd.actions import report
+    from backupd.render import results as report
 
     cfg = load_config(config_path, writes="copy")
     return report.copy_results(action.run(cfg, load_policies(cfg), target_name), as_json)
@@ -85,7 +85,8 @@ def copy(target_name, config_path, as_json):
 @common
 def forget(target_name, dry_run, config_path, as_json):
     """Apply retention (restic forget, guarded by --keep-within min_history). Never prunes."""
-    from backupd.actions import report, retention
+    from backupd.actions import retention
+    from backupd.render import results as report
 
     cfg = load_config(config_path, writes="forget")
     results = retention.run(cfg, load_policies(cfg), target_name, dry_run=dry_run)
@@ -98,7 +99,8 @@ def forget(target_name, dry_run, config_path, as_json):
 @common
 def prune(destination, dry_run, config_path, as_json):
     """restic prune with the maintenance identity, then extend the locks of what remains."""
-    from backupd.actions import report, retention
+    from backupd.actions import retention
+    from backupd.render import results as report
 
     cfg = load_config(config_path, writes="prune")
     return report.prune_results(retention.prune(cfg, load_policies(cfg), destination, dry_run), as_json)
@@ -123,7 +125,7 @@ def restore(target_name, to_dir, into_database, db_host, db_port, db_user, jobs,
             destination, force, config_path, as_json):
     """Restore a target and verify every file against the backup-time manifest (or load a database dump
     into a database and compare its row counts)."""
-    from backupd.actions import report
+    from backupd.render import results as report
     from backupd.actions import restore as action
     from backupd.actions import restore_database
     from backupd.errors import ConfigError
@@ -149,7 +151,7 @@ def restore(target_name, to_dir, into_database, db_host, db_port, db_user, jobs,
 def accept(target_name, snapshot_id, reason, config_path, as_json):
     """Accept a generation flagged suspect as a legitimate change: the new clean reference."""
     from backupd.actions import accept as action
-    from backupd.actions import report
+    from backupd.render import results as report
 
     cfg = load_config(config_path, writes="accept")
     return report.accept_result(action.run(cfg, load_policies(cfg), target_name, snapshot_id, reason), as_json)
@@ -159,7 +161,7 @@ def accept(target_name, snapshot_id, reason, config_path, as_json):
 @common
 def status(config_path, as_json):
     """Per target: backup age vs RPO, verified RPO, last drill vs RTO, WORM state, check coverage."""
-    from backupd.actions import report
+    from backupd.render import results as report
     from backupd.actions import status as action
 
     cfg = load_config(config_path)

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from backupd import evidence
-from backupd.actions import evidence_conformance, evidence_html, evidence_report, evidence_verify
+from backupd.actions import evidence_conformance, evidence_report, evidence_verify
 from backupd.actions.snapshot_choice import parse_when
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -24,6 +24,7 @@ from backupd.evidence import keyring as keyring_mod
 from backupd.evidence.canonical import iso
 from backupd.evidence.ledger import Ledger, LineFile
 from backupd.evidence.verify import verify_lines
+from backupd.render import evidence_html
 
 
 def verify(path: Path, public_key: Path | None = None) -> dict:

@@ -192,8 +192,3 @@ def run(cfg: Config, policy_set) -> list[dict]:
 def terminal(cfg: Config, policy_set, rows: list[dict]) -> dict:
     """The whole terminal's projected time to service against site.allowable_downtime (time_to_service)."""
     return time_to_service.terminal(State(cfg.state_dir), policy_set, {r["target"]: r for r in rows})
-
-
-def needs_attention(row: dict) -> bool:
-    """True when anything but a drill WARN is wrong with the target (see overall)."""
-    return row.get("state", row["status"]) not in ("ok", "warn")

@@ -2,7 +2,7 @@
 (backupd.drill.projection has the method): a target's newest drill that measured rates, projected at its
 newest backup's size, with the measured error of the newest projected/measured pair; the terminal's
 targets in restore order, summed over parallel lanes, against the site's allowable_downtime.
-`backupd status` and the runbook show both."""
+`backupd status` and the runbook show both (render/time_to_service.py words the terminal's)."""
 
 from __future__ import annotations
 
@@ -54,24 +54,3 @@ def terminal(state: State, policy_set, per_target: dict[str, dict] | None = None
                share=round(out["seconds"] / allowed, 4) if allowed else None,
                verdict=None if allowed is None else "over" if out["seconds"] > allowed else "within")
     return out
-
-
-def describe(doc: dict) -> str:
-    """One line: the terminal's projected time to service against the allowable downtime."""
-    text = f"whole terminal: projected time to service {_hours(doc['seconds'])}"
-    if doc["allowable_downtime_seconds"]:
-        text += (f" = {doc['share']:.0%} of the allowable downtime {_hours(doc['allowable_downtime_seconds'])}"
-                 f" ({doc['verdict']})")
-    else:
-        text += " (the site sets no allowable_downtime)"
-    if doc["worst_measured_error"] is not None:
-        text += f"; largest measured projection error {doc['worst_measured_error']:+.0%}"
-    if doc["missing"]:
-        text += f"; not counted, never drilled: {', '.join(doc['missing'])}"
-    return text + f"; rule: {doc['rule']}"
-
-
-def _hours(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    return f"{seconds / 60:.1f}min" if seconds < 7200 else f"{seconds / 3600:.2f}h"

@@ -68,11 +68,11 @@ def preserve(paths, destination, config_path, as_json):
 def restore(to_dir, before, config_path, as_json):
     """Restore every target in restore order from clean points, verified, then print the checklist."""
     from backupd.actions import incident as action
-    from backupd.actions import report
+    from backupd.render.results import exit_for
 
     cfg = load_config(config_path)
     result = action.restore_all(cfg, load_policies(cfg), to_dir, before)
-    code = report.exit_for([result["status"]])
+    code = exit_for([result["status"]])
     if as_json:
         output.emit_json({"ok": code == 0, "exit_code": code, **result})
         return code

@@ -20,6 +20,7 @@ def register(main: click.Group) -> None:
     def runbook(out_dir, config_path, as_json):
         """Write the recovery runbook (Japanese/English, Markdown and HTML) from policies and drill times."""
         from backupd.actions import runbook as action
+        from backupd.render.runbook import last_drill_label
 
         cfg = load_config(config_path)
         doc = action.write(cfg, load_policies(cfg), out_dir)
@@ -28,7 +29,7 @@ def register(main: click.Group) -> None:
             return 0
         output.table("recovery runbook", ["#", "target", "category", "owner", "RTO", "expected", "last drill"],
                      [[t["order"], t["name"], t["category"], t["owner"], t["rto"] or "-", t["expected"]["en"],
-                       action.last_drill_label(t)] for t in doc["targets"]])
+                       last_drill_label(t)] for t in doc["targets"]])
         for name, path in doc["files"].items():
             output.note(f"wrote {path} (sha256 {doc['sha256'][name]})")
         return 0

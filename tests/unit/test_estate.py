@@ -11,9 +11,10 @@ from types import SimpleNamespace
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from backupd.actions import estate
+from backupd.actions import estate, evidence_conformance
 from backupd.cli import main
 from backupd.evidence import record_format
+from backupd.render import estate as estate_render
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
 
@@ -96,6 +97,12 @@ def test_csv_and_html_list_every_host(tmp_path):
     assert {(r["host"], r["target"]) for r in rows} == {(h, t) for h in ("tos-01", "tos-02") for t in ("files", "logs")}
     html = (tmp_path / "out" / "estate.html").read_text()
     assert "East Terminal" in html and "tos-02" in html and "<script" not in html
+
+
+def test_renderer_counts_the_conformance_statuses_the_evaluation_gives():
+    """render/estate.py imports no action, so it names the statuses itself: they must stay the same."""
+    assert estate_render.STATUSES == (evidence_conformance.MET, evidence_conformance.NOT_MET,
+                                      evidence_conformance.NONE)
 
 
 def test_all_hosts_and_host_exclude_each_other(tmp_path):

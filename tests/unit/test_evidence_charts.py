@@ -7,10 +7,11 @@ import json
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
-from backupd.actions import evidence_html, evidence_report
+from backupd.actions import evidence_report
 from backupd.config import Config
 from backupd.engine.snapshots import Snapshot
 from backupd.evidence import record
+from backupd.render import evidence_html
 from tests.unit.cli_helper import cli
 from tests.unit.test_evidence_export import members, setup  # noqa: F401 - setup is a fixture
 

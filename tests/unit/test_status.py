@@ -13,10 +13,11 @@ import pytest
 from rich.console import Console
 
 from backupd import evidence, output
-from backupd.actions import report, status
+from backupd.actions import status
 from backupd.config import Config
 from backupd.jobs import Job, JobStore
 from backupd.policy.schema import LocalDestination, S3Destination
+from backupd.render import results
 from backupd.state import State
 
 
@@ -43,7 +44,7 @@ def _rows(cfg) -> dict[str, dict]:
 
 
 def _json(rows, capsys) -> tuple[int, dict]:
-    code = report.status_rows(rows, as_json=True)
+    code = results.status_rows(rows, as_json=True)
     return code, json.loads(capsys.readouterr().out)
 
 
@@ -130,7 +131,7 @@ def _table(rows, console: Console) -> str:
     saved = output.console
     output.console = console
     try:
-        report.status_rows(rows, as_json=False)
+        results.status_rows(rows, as_json=False)
     finally:
         output.console = saved
     return console.file.getvalue()

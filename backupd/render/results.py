@@ -1,4 +1,5 @@
-"""Turn action results into human tables or the --json document, and into an exit code."""
+"""Turn action results into human tables or the --json document, and into an exit code (the CLI contract:
+0 ok, 1 finding, 2 usage/configuration, 3 dependency unavailable)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from rich.markup import escape
 
 from backupd import output
 from backupd.errors import EXIT_CONFIG, EXIT_DEPENDENCY, EXIT_FINDING, EXIT_OK
+from backupd.render.time_to_service import describe as describe_terminal
 
 
 def exit_for(statuses: list[str]) -> int:
@@ -132,6 +134,11 @@ STATE_STYLES = {"ok": "green", "pass": "green", "warn": "yellow", "stale": "yell
                 "failed": "bold red", "fail": "bold red", "never": "red", "unavailable": "magenta"}
 
 
+def needs_attention(row: dict) -> bool:
+    """True when anything but a drill WARN is wrong with the target (see actions/status.py overall)."""
+    return row.get("state", row["status"]) not in ("ok", "warn")
+
+
 def _styled(text: str, key: str | None) -> str:
     style = STATE_STYLES.get((key or "").lower())
     return f"[{style}]{text}[/]" if style else text
@@ -164,9 +171,6 @@ def _seconds(value: float) -> str:
 
 def status_rows(rows: list[dict], as_json: bool, terminal: dict | None = None) -> int:
     """The status table, then the whole terminal's projected time to service (time_to_service)."""
-    from backupd.actions import time_to_service
-    from backupd.actions.status import needs_attention  # status pulls in the daemon's modules
-
     code = exit_for(["failed" if needs_attention(r) else "ok" for r in rows])
     if as_json:
         output.emit_json({"ok": code == EXIT_OK, "exit_code": code, "targets": rows,
@@ -181,7 +185,7 @@ def status_rows(rows: list[dict], as_json: bool, terminal: dict | None = None) -
                    r["next_due_in"] or "-", _styled(r.get("state", r["status"]), r.get("state", r["status"]))]
                   for r in rows])
     if terminal is not None:
-        output.note(time_to_service.describe(terminal))
+        output.note(describe_terminal(terminal))
     for r in rows:
         for reason in r.get("state_reasons", []):
             output.note(f"{r['target']}: {reason}")

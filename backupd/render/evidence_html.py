@@ -1,4 +1,5 @@
-"""report.html: one self-contained page (inline CSS, no scripts, no external links) in Japanese and English."""
+"""report.html of an evidence export: one self-contained page (inline CSS, no scripts, no external links) in
+Japanese and English, from the report.json document (actions/evidence_report.py builds it)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,11 @@ from html import escape
 
 from backupd.render import charts
 from backupd.render.html import CSS, t as _t, table as _table
-
-__all__ = ["CSS", "_t", "_table", "render"]  # runbook.py shares the page style
-
 STATUS_JA = {"met": "充足", "not met": "未充足", "not evidenced": "証跡なし"}
 
 
-def _conformance(items: list[dict]) -> str:
+def conformance(items: list[dict]) -> str:
+    """The guideline items table (also in the estate report)."""
     rows = []
     for i in items:
         css = i["status"].replace(" ", "-")
@@ -76,7 +75,7 @@ def render(report: dict) -> bytes:
             " This report shows evidence; it does not claim compliance. Verify it offline with "
             "<code>backupd evidence verify BUNDLE --public-key KEY</code>.</small></p>")
     body = (f"<h1>{_t('バックアップ証跡報告書', 'Backup evidence report')}</h1>{summary}{note}"
-            f"<h2>{_t('ガイドライン項目', 'Guideline items')}</h2>{_conformance(report.get('conformance', []))}"
+            f"<h2>{_t('ガイドライン項目', 'Guideline items')}</h2>{conformance(report.get('conformance', []))}"
             f"<h2>{_t('対象別の状況', 'Per target')}</h2>"
             + "".join(_target(t, report["generated"]) for t in report["targets"]))
     return (head + body + "</body></html>\n").encode("utf-8")
