@@ -1,6 +1,7 @@
 """Deterministic sample TOS (Terminal Operating System) database: master data, history, inventory.
 
-`create_tos_database(cluster)` builds it with COPY and returns `{table: row_count}`;
+`create_tos_database(cluster)` builds it with COPY (the rows streamed while they are generated) and returns
+`{table: row_count}`;
 `advance_day(cluster, "tos", day)` applies one realistic day of change (about 1-3 % of rows).
 The same seed always gives the same rows; timestamps are fixed relative to `BASE`, never the wall clock.
 """
@@ -8,7 +9,10 @@ from __future__ import annotations
 
 import random
 import string
+from contextlib import ExitStack
 from datetime import datetime, timedelta, timezone
+
+from psycopg.copy import QueuedLibpqWriter
 
 from demo.postgres import PostgresCluster
 
@@ -22,6 +26,7 @@ _SIZE_WEIGHTS = (30, 20, 30, 5, 8, 3, 2, 2)
 _VESSEL_WORDS = ("Pacific", "Ocean", "Harmony", "Star", "Bridge", "Sakura", "Fuji", "Horizon", "Pioneer",
                  "Aurora", "Glory", "Unity", "Trust", "Spirit", "Wave", "Ise", "Atsuta", "Tokai")
 BLOCKS = tuple(f"{c}{n}" for c in "ABCDEFGH" for n in range(1, 5))
+CHUNK = 20_000  # containers generated between two writes to the COPY streams
 
 SCHEMA = """
 CREATE TABLE vessels (id int PRIMARY KEY, imo int NOT NULL UNIQUE, name text NOT NULL, line text NOT NULL,
@@ -45,30 +50,35 @@ CREATE INDEX containers_status ON containers (status);
 """
 
 
-def check_digit(prefix10: str) -> int:
-    """ISO 6346 check digit of owner code + category + 6-digit serial (10 characters)."""
-    values, v = {}, 10
+def _letter_values() -> dict[str, int]:
+    """ISO 6346 letter values: A=10, B=12, ... (multiples of 11 skipped); digits are themselves."""
+    values, v = {str(d): d for d in range(10)}, 10
     for letter in string.ascii_uppercase:
         if v % 11 == 0:
             v += 1
         values[letter] = v
         v += 1
-    total = sum((values[c] if c.isalpha() else int(c)) * (1 << i) for i, c in enumerate(prefix10))
+    return values
+
+
+_VALUES = _letter_values()
+
+
+def check_digit(prefix10: str) -> int:
+    """ISO 6346 check digit of owner code + category + 6-digit serial (10 characters)."""
+    total = sum(_VALUES[c] << i for i, c in enumerate(prefix10))
     return total % 11 % 10
 
 
 def container_number(cid: int) -> str:
-    """Unique, valid ISO 6346 number for container id `cid` (< 1,000,000)."""
+    """Unique, valid ISO 6346 number for container id `cid` (1 <= cid <= 3,000,000: the owner code
+    repeats every 12 ids and the serial every 1,000,000, so a number repeats only after 3,000,000)."""
     prefix = f"{OWNERS[cid % len(OWNERS)]}U{(cid * 7919) % 1_000_000:06d}"
     return prefix + str(check_digit(prefix))
 
 
 def _ts(t: datetime) -> str:
-    return t.replace(microsecond=0).isoformat()
-
-
-def _nul(v) -> str:
-    return "\\N" if v is None else str(v)
+    return t.isoformat(timespec="seconds")
 
 
 class _Builder:
@@ -80,7 +90,7 @@ class _Builder:
         self.ids = next_ids or {"container_events": 1, "gate_transactions": 1}
 
     def add(self, table: str, *values) -> None:
-        self.rows[table].append("\t".join(_nul(v) for v in values))
+        self.rows[table].append("\t".join(["\\N" if v is None else str(v) for v in values]))
 
     def next_id(self, table: str) -> int:
         self.ids[table] += 1
@@ -157,6 +167,37 @@ def _leave(b: _Builder, cid: int, final: tuple, t: datetime) -> str:
     return "GATED_OUT"
 
 
+class _Streams:
+    """One COPY per table, each on its own connection, fed chunk by chunk: the server parses and indexes
+    the rows on another core while this process generates the next chunk (a writer thread sends them),
+    and memory stays bounded at any size."""
+
+    def __init__(self, cluster: PostgresCluster, dbname: str, tables: tuple[str, ...]):
+        self.cluster, self.dbname, self.tables = cluster, dbname, tables
+        self.stack = ExitStack()
+        self.copies: dict = {}
+
+    def __enter__(self) -> _Streams:
+        with ExitStack() as stack:  # closes what was opened when a later connection fails
+            for table in self.tables:
+                conn = stack.enter_context(self.cluster.connect(self.dbname))
+                cur = stack.enter_context(conn.cursor())
+                self.copies[table] = stack.enter_context(
+                    cur.copy(f"COPY {table} FROM STDIN", writer=QueuedLibpqWriter(cur)))
+            self.stack = stack.pop_all()
+        return self
+
+    def write(self, rows: dict[str, list[str]]) -> None:
+        """Send and forget the rows gathered so far."""
+        for table, copy in self.copies.items():
+            if rows[table]:
+                copy.write(("\n".join(rows[table]) + "\n").encode())
+                rows[table].clear()
+
+    def __exit__(self, *exc) -> None:
+        self.stack.__exit__(*exc)  # ends each COPY, then commits (or rolls back on an error)
+
+
 def _copy(conn, table: str, rows: list[str]) -> None:
     if not rows:
         return
@@ -180,12 +221,17 @@ def create_tos_database(cluster: PostgresCluster, dbname: str = "tos", container
     b = _Builder(random.Random(seed))
     calls = _vessels(b)
     end = BASE + timedelta(days=HISTORY_DAYS)
-    for cid in range(1, containers + 1):
-        _container(b, cid, calls, end)
     with cluster.connect(dbname) as conn:
         conn.execute(SCHEMA)
-        for table in TABLES:
+        for table in TABLES[:2]:  # vessels and their calls: small, and committed before anything refers to them
             _copy(conn, table, b.rows[table])
+    with _Streams(cluster, dbname, TABLES[2:]) as streams:
+        for cid in range(1, containers + 1):
+            _container(b, cid, calls, end)
+            if cid % CHUNK == 0:
+                streams.write(b.rows)
+        streams.write(b.rows)
+    with cluster.connect(dbname) as conn:
         conn.execute(INDEXES)
     cluster.psql("ANALYZE", dbname)
     return row_counts(cluster, dbname)

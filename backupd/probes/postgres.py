@@ -22,6 +22,10 @@ OS_USER = "postgres"
 PORT = 5432  # only names the socket file: the socket directory is private to this sandbox
 DATABASE = "drill"
 SOCKET_MAX = 107 - len("/.s.PGSQL.5432")
+#: A restore-speed server: the cluster is thrown away after the probe, so nothing needs to survive a crash
+#: (no fsync, no full-page images), nothing is replicated (wal_level minimal: data loaded into a table
+#: created or truncated in the same transaction, as pg_restore -j does, and every index build write no
+#: WAL), no checkpoint or autovacuum runs during the load, and index builds sort in memory.
 CONF = f"""
 listen_addresses = ''
 unix_socket_directories = '{{sock}}'
@@ -30,8 +34,29 @@ port = {PORT}
 fsync = off
 synchronous_commit = off
 full_page_writes = off
+wal_level = minimal
+max_wal_senders = 0
+archive_mode = off
+max_wal_size = 16GB
+checkpoint_timeout = 1d
+autovacuum = off
+maintenance_work_mem = '{{maintenance_mb}}MB'
 logging_collector = off
 """ + pglog.CONF
+#: maintenance_work_mem bounds: every server process also maps shared_buffers (128 MB) and must stay
+#: below the sandbox's per-process address-space limit (backupd.sandbox.Limits.memory, 2 GiB).
+MAINTENANCE_MB = (64, 1024)
+
+
+def maintenance_mb(jobs: int, meminfo: str = "/proc/meminfo") -> int:
+    """maintenance_work_mem in MB for `jobs` concurrent index builds: a quarter of the available memory
+    shared among them, within MAINTENANCE_MB."""
+    try:
+        with open(meminfo, encoding="ascii") as fh:
+            kib = next(int(ln.split()[1]) for ln in fh if ln.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return MAINTENANCE_MB[0]
+    return max(MAINTENANCE_MB[0], min(MAINTENANCE_MB[1], kib // 1024 // 4 // max(1, jobs)))
 
 
 def bindir() -> Path:
@@ -118,13 +143,13 @@ class Cluster:
             raise Finding(f"{what} {why}: {done.stderr.strip()[-500:]}")
         return done
 
-    def start(self) -> None:
+    def start(self, jobs: int = 1) -> None:
         if len(str(self.sock)) > SOCKET_MAX:
             raise Finding(f"socket path {self.sock} is too long for PostgreSQL; use a shorter sandbox dir")
         self._run([str(self.bin / "initdb"), "-D", str(self.data), "-U", OS_USER, "--auth=trust",
                    "--encoding=UTF8", "--locale=C", "--no-sync"], "initdb", 300)
         with open(self.data / "postgresql.conf", "a", encoding="utf-8") as conf:
-            conf.write(CONF.format(sock=self.sock))
+            conf.write(CONF.format(sock=self.sock, maintenance_mb=maintenance_mb(jobs)))
         self.started = True
         # the postmaster runs in the foreground of its own sandbox: pg_ctl would daemonise it into a
         # PID namespace that ends with pg_ctl
@@ -210,12 +235,13 @@ def run(probe, ctx: ProbeContext, result: ProbeResult) -> None:
     timings = result.details.setdefault("timings", {})  # per phase, for the drill projection
     clock = time.monotonic()
     try:
-        cluster.start()
-        cluster.psql("-c", f'CREATE DATABASE "{DATABASE}"', db="postgres")
         jobs = pgload.jobs_for(probe.jobs)
         result.details.update(format="custom" if pgload.is_custom(dump) else "plain", jobs=jobs)
+        loaders = jobs if result.details["format"] == "custom" else 1
+        cluster.start(loaders)
+        cluster.psql("-c", f'CREATE DATABASE "{DATABASE}"', db="postgres")
         timings["start"], clock = round(time.monotonic() - clock, 3), time.monotonic()
-        cluster.load(dump, jobs if result.details["format"] == "custom" else 1, probe.timeout.total_seconds())
+        cluster.load(dump, loaders, probe.timeout.total_seconds())
         timings["load"], clock = round(time.monotonic() - clock, 3), time.monotonic()
         expected = ctx.manifest.get("facts", {}).get("rows", {})
         if probe.row_counts:

@@ -1,0 +1,32 @@
+"""The drill's throw-away PostgreSQL server is set up for restore speed: index builds get memory sized to
+the machine and the number of concurrent loaders, within what a sandboxed process may map."""
+
+from __future__ import annotations
+
+from backupd.probes import postgres
+from backupd.sandbox import Limits
+
+
+def _meminfo(tmp_path, available_kib: int):
+    path = tmp_path / "meminfo"
+    path.write_text(f"MemTotal:       32000000 kB\nMemFree:        1000 kB\nMemAvailable:   {available_kib} kB\n")
+    return str(path)
+
+
+def test_maintenance_memory_is_a_quarter_of_the_available_memory_shared_by_the_jobs(tmp_path):
+    assert postgres.maintenance_mb(1, _meminfo(tmp_path, 2 * 1024 * 1024)) == 512
+    assert postgres.maintenance_mb(2, _meminfo(tmp_path, 2 * 1024 * 1024)) == 256
+
+
+def test_maintenance_memory_stays_within_the_sandbox_limit_and_a_floor(tmp_path):
+    assert postgres.maintenance_mb(1, _meminfo(tmp_path, 64 * 1024 * 1024)) == 1024  # 64 GiB free
+    assert postgres.maintenance_mb(8, _meminfo(tmp_path, 512 * 1024)) == 64
+    assert postgres.maintenance_mb(2, str(tmp_path / "absent")) == 64
+    assert (postgres.MAINTENANCE_MB[1] + 128) << 20 < Limits().memory, "with shared_buffers, within the limit"
+
+
+def test_server_settings_skip_what_a_thrown_away_cluster_does_not_need():
+    conf = postgres.CONF.format(sock="/s", maintenance_mb=256)
+    for line in ("fsync = off", "full_page_writes = off", "wal_level = minimal", "max_wal_senders = 0",
+                 "autovacuum = off", "maintenance_work_mem = '256MB'", "listen_addresses = ''"):
+        assert line in conf.splitlines(), line
