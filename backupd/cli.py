@@ -1,4 +1,5 @@
-"""Command line: parses arguments, calls one action, maps the outcome to the exit-code contract.
+"""Command line: the top-level group only; it assembles the command groups of backupd/commands/, where each
+command parses its arguments, calls one action and maps the outcome to the exit-code contract.
 
 Exit codes: 0 success, 1 finding, 2 usage/configuration, 3 dependency unavailable.
 `--json` prints one JSON document on stdout. No traceback ever reaches the user for bad input.
@@ -9,13 +10,11 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from pathlib import Path
 
 import click
 
-from backupd.commands import daemon, drill, evidence, incident, runbook, setup, storage
-from backupd import execute, output, statedir
-from backupd.commands.common import common, load_config, load_policies, stopped
+from backupd import statedir
+from backupd.commands import backups, daemon, drill, evidence, incident, policy, runbook, setup, status, storage
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -27,150 +26,7 @@ def main() -> None:
                         stream=sys.stderr)
 
 
-@main.group()
-def policy() -> None:
-    """Policy files: lint and schema."""
-
-
-@policy.command("lint")
-@click.argument("files", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--strict", is_flag=True, help="Warnings count as findings (exit 1).")
-@common
-def policy_lint(files, strict, config_path, as_json):
-    """Check policy files against the schema and the port-sector guideline."""
-    from backupd.actions import lint
-
-    return lint.run(files, config_path, strict=strict, as_json=as_json)
-
-
-@policy.command("schema")
-@common
-def policy_schema(config_path, as_json):
-    """Print the policy JSON Schema (for editors)."""
-    from backupd.policy.schema import json_schema_text
-
-    sys.stdout.write(json_schema_text())
-
-
-@main.command()
-@click.option("--target", "target_name", default=None, help="Back up only this target.")
-@common
-def backup(target_name, config_path, as_json):
-    """Back up targets to their destinations, recording manifests and source facts."""
-    from backupd.actions import backup as action
-    from backupd.render import results as report
-
-    cfg = load_config(config_path, writes="backup")
-    policy_set = load_policies(cfg)
-    with execute.cancel_on_signals() as stop, output.ProgressBars(enabled=None if not as_json else False) as bars:
-        results = action.run(cfg, policy_set, target_name, cancel=stop, progress=bars.callback())
-    return report.backup_results(results, as_json, stopped(stop))
-
-
-@main.command()
-@click.option("--target", "target_name", default=None, help="Copy only this target.")
-@common
-def copy(target_name, config_path, as_json):
-    """Fill destinations marked copy_from with restic copy from their primary."""
-    from backupd.actions import copy as action
-    from backupd.render import results as report
-
-    cfg = load_config(config_path, writes="copy")
-    return report.copy_results(action.run(cfg, load_policies(cfg), target_name), as_json)
-
-
-@main.command()
-@click.option("--target", "target_name", default=None, help="Apply retention to this target only.")
-@click.option("--dry-run", is_flag=True, help="Show what would be forgotten.")
-@common
-def forget(target_name, dry_run, config_path, as_json):
-    """Apply retention (restic forget, guarded by --keep-within min_history). Never prunes."""
-    from backupd.actions import retention
-    from backupd.render import results as report
-
-    cfg = load_config(config_path, writes="forget")
-    results = retention.run(cfg, load_policies(cfg), target_name, dry_run=dry_run)
-    return report.forget_results(results, as_json)
-
-
-@main.command()
-@click.option("--destination", default=None, help="Prune only this destination.")
-@click.option("--dry-run", is_flag=True, help="Show what would be removed.")
-@common
-def prune(destination, dry_run, config_path, as_json):
-    """restic prune with the maintenance identity, then extend the locks of what remains."""
-    from backupd.actions import retention
-    from backupd.render import results as report
-
-    cfg = load_config(config_path, writes="prune")
-    return report.prune_results(retention.prune(cfg, load_policies(cfg), destination, dry_run), as_json)
-
-
-@main.command()
-@click.option("--target", "target_name", required=True, help="Target to restore.")
-@click.option("--to", "to_dir", default=None, type=click.Path(path_type=Path), help="Directory to restore into.")
-@click.option("--into-database", "into_database", default=None, metavar="NAME|DSN",
-              help="Load a pg_dump target into this existing, empty PostgreSQL database instead.")
-@click.option("--db-host", default=None, help="With --into-database NAME: host or socket directory.")
-@click.option("--db-port", default=None, type=int, help="With --into-database NAME: port.")
-@click.option("--db-user", default=None, help="With --into-database NAME: user.")
-@click.option("--jobs", default=None, type=click.IntRange(1, 64),
-              help="Parallel pg_restore jobs for a custom-format dump (default: CPU count).")
-@click.option("--snapshot", "snapshot_id", default=None, help="Snapshot id (default: newest complete).")
-@click.option("--before", default=None, help="Newest snapshot before this time (ISO 8601).")
-@click.option("--destination", default=None, help="Destination to restore from (default: first).")
-@click.option("--force", is_flag=True, help="Allow restoring into a non-empty directory or database.")
-@common
-def restore(target_name, to_dir, into_database, db_host, db_port, db_user, jobs, snapshot_id, before,
-            destination, force, config_path, as_json):
-    """Restore a target and verify every file against the backup-time manifest (or load a database dump
-    into a database and compare its row counts)."""
-    from backupd.render import results as report
-    from backupd.actions import restore as action
-    from backupd.actions import restore_database
-    from backupd.errors import ConfigError
-
-    if (to_dir is None) == (into_database is None):
-        raise ConfigError("give exactly one of --to DIR or --into-database NAME|DSN")
-    cfg = load_config(config_path)
-    if into_database is not None:
-        database = restore_database.Database.parse(into_database, db_host, db_port, db_user)
-        result = restore_database.run(cfg, load_policies(cfg), target_name, database, snapshot_id=snapshot_id,
-                                      before=before, destination=destination, force=force, jobs=jobs)
-        return report.restore_database_result(result, as_json)
-    result = action.run(cfg, load_policies(cfg), target_name, to_dir, snapshot_id=snapshot_id,
-                        before=before, destination=destination, force=force)
-    return report.restore_result(result, as_json)
-
-
-@main.command()
-@click.option("--target", "target_name", required=True, help="Target whose generation is accepted.")
-@click.option("--snapshot", "snapshot_id", required=True, help="Snapshot id of the flagged generation.")
-@click.option("--reason", required=True, help="Why the change is legitimate (kept as evidence).")
-@common
-def accept(target_name, snapshot_id, reason, config_path, as_json):
-    """Accept a generation flagged suspect as a legitimate change: the new clean reference."""
-    from backupd.actions import accept as action
-    from backupd.render import results as report
-
-    cfg = load_config(config_path, writes="accept")
-    return report.accept_result(action.run(cfg, load_policies(cfg), target_name, snapshot_id, reason), as_json)
-
-
-@main.command()
-@common
-def status(config_path, as_json):
-    """Per target: backup age vs RPO, verified RPO, last drill vs RTO, WORM state, check coverage."""
-    from backupd.render import results as report
-    from backupd.actions import status as action
-
-    cfg = load_config(config_path)
-    policy_set = load_policies(cfg)
-    rows = action.run(cfg, policy_set)
-    return report.status_rows(rows, as_json, action.terminal(cfg, policy_set, rows))
-
-
-for _group in (storage, drill, evidence, daemon, incident, runbook, setup):
+for _group in (policy, backups, status, storage, drill, evidence, daemon, incident, runbook, setup):
     _group.register(main)
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,36 @@
+"""`backupd policy lint` and `backupd policy schema`: registered on the main command group."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from backupd.commands.common import common
+
+
+def register(main: click.Group) -> None:
+    """Add the `policy` group to main."""
+
+    @main.group()
+    def policy() -> None:
+        """Policy files: lint and schema."""
+
+    @policy.command("lint")
+    @click.argument("files", nargs=-1, type=click.Path(path_type=Path))
+    @click.option("--strict", is_flag=True, help="Warnings count as findings (exit 1).")
+    @common
+    def policy_lint(files, strict, config_path, as_json):
+        """Check policy files against the schema and the port-sector guideline."""
+        from backupd.actions import lint
+
+        return lint.run(files, config_path, strict=strict, as_json=as_json)
+
+    @policy.command("schema")
+    @common
+    def policy_schema(config_path, as_json):
+        """Print the policy JSON Schema (for editors)."""
+        from backupd.policy.schema import json_schema_text
+
+        sys.stdout.write(json_schema_text())
