@@ -1,6 +1,7 @@
 """The offline install bundle (scripts/offline-bundle.sh): built once from this checkout (that step uses PyPI and
 the Debian mirror), then its install.sh runs inside `unshare --net`, where not even 127.0.0.1 answers, into a
-temporary prefix; the installed backupd prints its version and lints the shipped policy there, offline."""
+temporary prefix; the installed backupd prints its version and lints the shipped policy there, offline, and the
+prefix holds the man pages (`man -l` renders them), the docs and the bash completion script."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import tarfile
 import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -53,7 +55,10 @@ def test_the_bundle_pins_every_runtime_wheel_by_hash_and_carries_debs_units_and_
     wheels = {p.name.split("-")[0].lower().replace("_", "-").replace(".", "-")
               for p in (bundle / "wheelhouse").glob("*.whl")}
     assert wheels == set(pins)
-    assert (bundle / f"backupd-{VERSION}-py3-none-any.whl").is_file()
+    wheel = bundle / f"backupd-{VERSION}-py3-none-any.whl"
+    data = {name.split(".data/data/", 1)[1] for name in zipfile.ZipFile(wheel).namelist() if ".data/data/" in name}
+    assert {"share/man/man1/backupd.1", "share/man/man1/backupd-drill.1", "share/doc/backupd/README.md",
+            "share/doc/backupd/operator-guide.md"} <= data
     debs = {p.name.split("_")[0] for p in (bundle / "debs").glob("*.deb")}
     assert {"restic", "bubblewrap", "postgresql-client-15", "libpq5"} <= debs
     assert {p.name for p in (ROOT / "deploy/systemd").iterdir()} <= \
@@ -89,6 +94,19 @@ def test_the_bundle_installs_and_runs_without_any_network(bundle, tmp_path):
     backupd = prefix / "bin/backupd"
     done = _offline(str(backupd), "--version")
     assert done.returncode == 0 and done.stdout.strip().endswith(VERSION), done.stdout + done.stderr
+
+    # the wheel's data files: `man backupd` with the prefix's bin on PATH; docs; click's bash completion
+    page = prefix / "share/man/man1/backupd-drill.1"
+    done = subprocess.run(["man", "-l", str(page)], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "MANPAGER": "cat", "MANWIDTH": "100"})
+    assert done.returncode == 0 and "--full" in done.stdout and "backupd-drill" in done.stdout, done.stderr
+    done = subprocess.run(["man", "-w", "backupd"], capture_output=True, text=True, timeout=60,
+                          env={"PATH": f"{prefix / 'bin'}:/usr/bin:/bin"})  # man-db derives the manpath from PATH
+    assert done.stdout.strip() == str(prefix / "share/man/man1/backupd.1"), done.stdout + done.stderr
+    docs = prefix / "share/doc/backupd"
+    assert (docs / "operator-guide.md").is_file() and (docs / "README.md").is_file()
+    completion = (prefix / "share/bash-completion/completions/backupd").read_text()
+    assert "complete -o nosort -F _backupd_completion backupd" in completion
 
     shipped = prefix / "share/backupd/policies/terminal.yaml"  # installed by the wheel's data files
     secrets = tmp_path / "secrets"
