@@ -11,18 +11,16 @@ import smtplib
 import ssl
 from email.message import EmailMessage
 
+from backupd import envfile
+
+LOGIN_KEYS = ("SMTP_USER", "SMTP_PASSWORD")
+
 
 def _credentials(path) -> tuple[str, str] | None:
     """SMTP_USER= / SMTP_PASSWORD= lines; None when no file is configured."""
     if path is None:
         return None
-    keys = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        name, sep, value = line.strip().partition("=")
-        if sep:
-            keys[name.strip()] = value.strip().strip("'\"")
-    if "SMTP_USER" not in keys or "SMTP_PASSWORD" not in keys:
-        raise ValueError(f"{path}: needs SMTP_USER= and SMTP_PASSWORD= lines")
+    keys = envfile.read(path, allowed=LOGIN_KEYS, required=LOGIN_KEYS)
     return keys["SMTP_USER"], keys["SMTP_PASSWORD"]
 
 

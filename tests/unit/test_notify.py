@@ -14,6 +14,7 @@ import pytest
 
 from backupd.notify import Alerts, Message, smtp, webhook
 from backupd.daemon.settings import NotifySettings, SmtpSettings
+from backupd.errors import ConfigError
 
 
 class WebhookReceiver:
@@ -257,6 +258,6 @@ def test_broken_channel_is_logged_not_raised(tmp_path):
 
 def test_smtp_login_credentials_file(tmp_path):
     (tmp_path / "smtp.env").write_text("SMTP_USER=u\n")
-    with pytest.raises(ValueError, match="SMTP_PASSWORD"):
+    with pytest.raises(ConfigError, match="smtp.env: needs SMTP_PASSWORD"):
         smtp._credentials(tmp_path / "smtp.env")
     assert webhook.TIMEOUT > 0
