@@ -94,8 +94,9 @@ def export(cfg, policy_set, out: Path, since: str | None = None, until: str | No
         quick = period.whole_file(ledger.path, since_s, until_s)
         if quick:
             streamed = background.submit(writer.add_range, bundle.LEDGER, ledger.path, *quick)
-        part = period.read(ledger.path, since_s, until_s, evidence_report.RECORD_KINDS, evidence_report.DATA_FIELDS,
-                           limit=quick[1] if quick else None)
+        backups = evidence_report.BackupTally()
+        part = period.read(ledger.path, since_s, until_s, evidence_report.RECORD_FIELDS,
+                           limit=quick[1] if quick else None, fold={"backup": backups.add})
         if not quick:
             streamed = background.submit(writer.add_range, bundle.LEDGER, ledger.path, part.start, part.size)
         elif quick != (part.start, part.end):
@@ -104,7 +105,7 @@ def export(cfg, policy_set, out: Path, since: str | None = None, until: str | No
                 "first_seq": part.first_seq, "last_seq": part.last_seq, "first_prev": part.first_prev,
                 "records": part.lines}
         whole = checking.result()
-        report = _report(cfg, policy_set, part, whole, ring, now, meta, ledger)
+        report = _report(cfg, policy_set, part, backups, whole, ring, now, meta, ledger)
         streamed.result()
         writer.add("report.csv", evidence_report.to_csv(report))
         writer.add("report.html", evidence_html.render(report))
@@ -120,10 +121,10 @@ def export(cfg, policy_set, out: Path, since: str | None = None, until: str | No
             "conformance": {i["id"]: i["status"] for i in report["conformance"]}}
 
 
-def _report(cfg, policy_set, part, whole, ring, now: datetime, meta: dict, ledger: Ledger) -> dict:
+def _report(cfg, policy_set, part, backups, whole, ring, now: datetime, meta: dict, ledger: Ledger) -> dict:
     """report.json of the period: inventory, history, ledger state, attestations, conformance."""
     report = evidence_report.build(cfg, policy_set, part.records, now, cfg.host,
-                                   evidence_report.inventory(cfg, policy_set, cfg.backup_hosts()))
+                                   evidence_report.inventory(cfg, policy_set, cfg.backup_hosts()), backups)
     report["period"] = {"since": meta["since"], "until": meta["until"]}
     report["ledger"] = {"records": part.lines, "first_seq": part.first_seq, "last_seq": part.last_seq,
                         "key_fingerprint": meta["key_fingerprint"], "chain_ok": whole["ok"],

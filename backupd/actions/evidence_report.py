@@ -18,10 +18,13 @@ from backupd.evidence.canonical import iso
 from backupd.policy.durations import format_duration
 from backupd.render.charts import number
 
-#: What build() and evidence_conformance read of the records: an export parses only records of these
-#: kinds and keeps only these data fields, so a ledger of a million records never sits in memory.
-RECORD_KINDS = frozenset({"backup", "drill", "runbook", "keys_escrow", "key-backup", "evidence-export"})
+#: What build() and evidence_conformance read of the records: an export keeps only records of these
+#: kinds, with only these data fields (the data of runbook, key backup and export records is never
+#: parsed: only their seqs are reported), and folds backup records into a BackupTally as it reads
+#: them, so a ledger of a million records never sits in memory.
 DATA_FIELDS = ("target", "status", "verdict", "ok", "destination", "snapshot_id", "service_ready_seconds")
+RECORD_FIELDS = {"drill": DATA_FIELDS, "runbook": (), "keys_escrow": (), "key-backup": (), "evidence-export": ()}
+RECORD_KINDS = frozenset(RECORD_FIELDS) | {"backup"}
 
 #: Age buckets of "generations by age" (label, upper bound).
 AGE_BUCKETS = (("<=1d", timedelta(days=1)), ("<=7d", timedelta(days=7)), ("<=30d", timedelta(days=30)),
@@ -86,16 +89,39 @@ def _status(data: dict) -> str:
     return str(data.get("status") or data.get("verdict") or ("ok" if data.get("ok") else "unknown"))
 
 
-def _backups(records: list[dict], target: str) -> dict:
-    """The backup summary of one target (records: its backup records): counts, the last success, seqs.
-    No entry per backup: a year of a busy host's ledger holds hundreds of thousands."""
-    ok, last = 0, None
-    for rec in records:
-        if _status(rec["data"] if isinstance(rec.get("data"), dict) else {}) == "ok":
-            ok, last = ok + 1, rec
-    return {"ok": ok, "failed": len(records) - ok,
-            "last_ok": _history([last], "backup", target)[0] if last is not None else None,
-            "seqs": [rec["seq"] for rec in records]}
+class BackupTally:
+    """The backup summary per target (counts, the last success, seqs), fed one backup record at a time
+    in ledger order: no entry per backup, as a year of a busy host's ledger holds hundreds of thousands."""
+
+    def __init__(self):
+        self.targets: dict[str | None, list] = {}  # target -> [ok count, seqs, last ok (seq, time, data)]
+
+    def add(self, seq: int, time: str, data) -> None:
+        data = data if isinstance(data, dict) else {}
+        target = data.get("target")
+        entry = self.targets.get(target if isinstance(target, str) else None)
+        if entry is None:
+            entry = self.targets[target if isinstance(target, str) else None] = [0, [], None]
+        entry[1].append(seq)
+        if _status(data) == "ok":
+            entry[0] += 1
+            entry[2] = (seq, time, data)
+
+    def summary(self, target: str) -> dict:
+        ok, seqs, last = self.targets.get(target) or (0, [], None)
+        return {"ok": ok, "failed": len(seqs) - ok,
+                "last_ok": _history([{"seq": last[0], "time": last[1], "kind": "backup", "data": last[2]}],
+                                    "backup", target)[0] if last is not None else None,
+                "seqs": list(seqs)}
+
+    @classmethod
+    def of(cls, records: list[dict]) -> "BackupTally":
+        """The tally of the backup records among records ({seq, time, kind, data} dicts)."""
+        tally = cls()
+        for rec in records:
+            if rec["kind"] == "backup":
+                tally.add(rec["seq"], rec["time"], rec.get("data"))
+        return tally
 
 
 def _history(records: list[dict], kind: str, target: str) -> list[dict]:
@@ -110,11 +136,14 @@ def _history(records: list[dict], kind: str, target: str) -> list[dict]:
     return out
 
 
-def build(cfg, policy_set, records: list[dict], now: datetime, host: str, found: dict) -> dict:
-    """report.json: one entry per target (found = inventory(...))."""
+def build(cfg, policy_set, records: list[dict], now: datetime, host: str, found: dict,
+          backups: BackupTally | None = None) -> dict:
+    """report.json: one entry per target (found = inventory(...)); backups: the period's backup records
+    already tallied (else the backup records among records are)."""
     dests = policy_set.destinations
     targets = []
     grouped = _by_target(records)
+    backups = backups if backups is not None else BackupTally.of(records)
     for t in policy_set.targets:
         drills = _history(grouped.get(("drill", t.name), []), "drill", t.name)
         targets.append({
@@ -126,7 +155,7 @@ def build(cfg, policy_set, records: list[dict], now: datetime, host: str, found:
             "min_history_seconds": t.retention.min_history.total_seconds(),
             "destinations": [_destination_row(d, dests[d], found[(t.name, d)], t.retention.min_history, now)
                              for d in t.destinations],
-            "backups": _backups(grouped.get(("backup", t.name), []), t.name),
+            "backups": backups.summary(t.name),
             "drills": drills})
     site = policy_set.site
     return {"generated": iso(now), "host": host, "site": site.name, "port": site.port,

@@ -3,17 +3,21 @@
 The period is the contiguous run of lines from the first record whose time is in [since, until] to
 the last one (by position, as the chain runs; a record in between keeps its place whatever its
 time). Returned: its byte range in the file (streamed into the bundle without loading it), the hash
-it chains to, its first and last seq, and the records the report reads, parsed only for the kinds
-asked and reduced to the data fields asked (a million-record ledger never sits in memory as dicts).
-Fields come from record_format's canonical layout without a JSON round-trip; the bytes themselves are
-authenticated by the export's verify of the whole ledger and again by the auditor's verify.
+it chains to, its first and last seq, and the records the report reads: only the kinds asked, each
+reduced to the data fields asked for its kind (a million-record ledger never sits in memory as dicts).
+Seq, time and kind come from record_format's canonical layout without a JSON round-trip, the data of a
+kind only when fields of it are asked (orjson, the standard parser where orjson refuses); the bytes
+themselves are authenticated by the export's verify of the whole ledger and again by the auditor's verify.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import orjson
 
 from backupd.evidence import record_format
 from backupd.evidence.ledger import LineFile, tail
@@ -52,42 +56,78 @@ def _time(line: bytes) -> bytes | None:
     return parts[7][7:-2] if len(parts) == 8 else None
 
 
-def read(path: Path, since: str, until: str, kinds, data_fields, limit: int | None = None) -> Period:
-    """The period [since, until] (ISO 8601 UTC strings) of the ledger at path (its first limit bytes)."""
+def read(path: Path, since: str, until: str, wanted: Mapping[str, tuple[str, ...]],
+         limit: int | None = None, fold: Mapping[str, Callable[[int, str, object], None]] | None = None) -> Period:
+    """The period [since, until] (ISO 8601 UTC strings) of the ledger at path (its first limit bytes).
+
+    wanted: kind -> the data fields the caller reads of records of that kind (an empty tuple: none,
+    the data is not parsed). fold: kind -> a function given (seq, time, data) of every record of that
+    kind in the period, in ledger order, instead of keeping them (a summary of hundreds of thousands
+    of records without a dict each). Records of other kinds are only part of the byte range."""
     since_b, until_b = since.encode(), until.encode()
-    wanted = {k.encode(): k for k in kinds}  # raw kind -> str
-    loads, fields = json.loads, tuple(data_fields)
+    kinds = {k.encode(): (k, tuple(f), None) for k, f in wanted.items()}  # raw kind -> (str, fields, fold)
+    kinds.update({k.encode(): (k, (), f) for k, f in (fold or {}).items()})
     got = Period()
     offset, previous, first, last, first_seqs, last_seqs = 0, None, None, None, None, None
-    collected: list[tuple[int, dict]] = []
+    # records after the last line inside the period so far: part of it only if a later line is inside
+    pending: list[tuple] = []
     for number, line in enumerate(LineFile(path), 1):
         if limit is not None and offset >= limit:
             break  # appended after the export began
         parts = line.rsplit(b',"', 7)
         whole = len(parts) == 8
         when = parts[7][7:-2] if whole else None
-        if when is None or since_b <= when <= until_b:  # a damaged line stays inside: verify names it
+        inside = when is None or since_b <= when <= until_b  # a damaged line stays inside: verify names it
+        if inside:
             if first is None:
                 first, got.start = number, offset
                 got.first_prev = record_format.line_hash(previous) if previous is not None else got.first_prev
                 first_seqs = parts[5] if whole else None
             last, got.end, last_seqs = number, offset + len(line) + 1, parts[5] if whole else None
+            if pending:
+                _deliver(pending, got.records)
+                pending = []
         if first is not None and whole:
-            kind = wanted.get(parts[3][7:-1])
+            kind = kinds.get(parts[3][7:-1])
             if kind is not None:
                 try:  # what the report reads: seq, time, kind and a few data fields
-                    data, seq = loads(parts[0][8:]), int(parts[5][5:])  # {"data":<this>
+                    seq = int(parts[5][5:])
+                    raw = parts[0][8:]  # {"data":<this>
+                    data = _data(raw) if kind[2] else (_fields(_data(raw), kind[1]) if kind[1] else {})
                 except ValueError:
                     pass  # damaged: not reported on; verify names it
                 else:
-                    data = {k: data[k] for k in fields if k in data} if isinstance(data, dict) else {}
-                    collected.append((number, {"seq": seq, "time": when.decode(), "kind": kind, "data": data}))
+                    if not inside:
+                        pending.append((kind, seq, when.decode(), data))
+                    elif kind[2] is not None:
+                        kind[2](seq, when.decode(), data)
+                    else:
+                        got.records.append({"seq": seq, "time": when.decode(), "kind": kind[0], "data": data})
         previous, offset = line, offset + len(line) + 1
     if first is not None:
         got.lines = last - first + 1
-        got.records = [rec for number, rec in collected if number <= last]
         got.first_seq, got.last_seq = _seq(first_seqs), _seq(last_seqs)
     return got
+
+
+def _deliver(items, records: list[dict]) -> None:
+    for (name, _, fold), seq, when, data in items:
+        if fold is not None:
+            fold(seq, when, data)
+        else:
+            records.append({"seq": seq, "time": when, "kind": name, "data": data})
+
+
+def _data(raw: bytes):
+    """A record's data from its raw JSON; ValueError when it is not JSON."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:  # what orjson refuses and json reads (a lone surrogate, a huge integer)
+        return json.loads(raw)
+
+
+def _fields(data, fields: tuple[str, ...]) -> dict:
+    return {k: data[k] for k in fields if k in data} if isinstance(data, dict) else {}
 
 
 def _seq(part: bytes | None) -> int | None:
