@@ -12,7 +12,7 @@ import math
 import re
 import time
 
-from backupd import evidence, execute, output
+from backupd import evidence, execute
 from backupd.actions.common import Preflight, repository
 from backupd.config import Config
 from backupd.engine import check as restic_check
@@ -21,8 +21,7 @@ from backupd.engine import index as restic_index
 from backupd.engine import snapshots as restic_snapshots
 from backupd.engine import stats as restic_stats
 from backupd.engine.exitcodes import Busy, RepositoryLocked
-from backupd.errors import EXIT_CONFIG, EXIT_DEPENDENCY, EXIT_FINDING, EXIT_OK, BackupdError, ConfigError, \
-    DependencyError
+from backupd.errors import BackupdError, ConfigError, DependencyError
 from backupd.state import State
 
 MAX_SLICES = 256  # restic buckets packs by one byte of their id
@@ -162,23 +161,3 @@ def run(cfg: Config, policy_set, *, days: int = 30, daily_budget: int = 5 << 30,
             results.append(_one(cfg, state, name, policy_set.destinations[name], names, days, daily_budget,
                                 preflight, cancel))
     return results
-
-
-def render(results: list[dict], as_json: bool, stopped: int | None = None) -> int:
-    """The check table (or JSON); `stopped` (128 + signal) overrides the exit code of a cancelled run."""
-    statuses = [r["status"] for r in results]
-    code = stopped or (EXIT_OK if all(s == "ok" for s in statuses) else EXIT_CONFIG if "misconfigured" in statuses
-                       else EXIT_FINDING if "failed" in statuses else EXIT_DEPENDENCY)  # unavailable or busy
-    if as_json:
-        output.emit_json({"ok": code == EXIT_OK, "exit_code": code, "results": results})
-        return code
-    output.table("check (read-data rotation)", ["destination", "slice", "status", "coverage", "repository"],
-                 [[r["destination"], r.get("slice", "-"), r["status"],
-                   f"{r['coverage']:.0%}" if "coverage" in r else "-",
-                   output.human_bytes(r.get("repository_bytes", 0))] for r in results])
-    for r in results:
-        if r.get("error"):
-            output.error(r["error"])
-        if r.get("note"):
-            output.note(f"{r['destination']}: {r['note']}")
-    return code

@@ -1,4 +1,5 @@
-"""`backupd policy lint`: schema and guideline findings as `file:line: field: message`."""
+"""`backupd policy lint`: schema, guideline and drill-spec findings (render/results.py prints them as
+`file:line: field: message` and maps them to the exit code)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,6 @@ from datetime import timedelta
 from pathlib import Path
 
 from backupd import config as config_mod
-from backupd import output
-from backupd.errors import EXIT_CONFIG, EXIT_FINDING, EXIT_OK
 from backupd.drill.spec import default_spec, load_spec
 from backupd.errors import ConfigError
 from backupd.policy.lint import lint_paths
@@ -51,29 +50,11 @@ def drill_findings(result, folder: Path) -> list[LintFinding]:
     return out
 
 
-def run(files: tuple[Path, ...], config_path: Path | None, *, strict: bool, as_json: bool) -> int:
-    """Lint files (or the config's policies); returns the exit code."""
+def run(files: tuple[Path, ...], config_path: Path | None):
+    """Lint files (or the config's policies) and their drill specs; the LintResult (render/results.py
+    turns it into the findings list and the exit code)."""
     cfg = _config(config_path, need=not files)
     paths = list(files) if files else cfg.policy_files()
     result = lint_paths(paths, cfg.secrets_dir, held=cfg.secrets_held())
     result.findings += drill_findings(result, cfg.restore_tests or default_restore_tests(paths))
-    code = EXIT_OK
-    if result.unreadable:
-        code = EXIT_CONFIG
-    elif result.errors or result.gaps or (strict and result.warnings):
-        code = EXIT_FINDING
-    if as_json:
-        output.emit_json({
-            "ok": code == EXIT_OK, "exit_code": code,
-            "files": [str(p.path) for p in result.policies],
-            "findings": [{"file": f.file, "line": f.line, "field": f.field, "severity": f.severity,
-                          "gap": f.gap, "message": f.message} for f in result.findings],
-        })
-        return code
-    for finding in result.findings:
-        print(str(finding))
-    summary = f"{len(result.policies)} file(s), {len(result.errors)} error(s), {len(result.warnings)} warning(s)"
-    output.note(("clean: " if code == EXIT_OK else "") + summary)
-    return code
-
-
+    return result

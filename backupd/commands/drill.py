@@ -42,6 +42,7 @@ def register(main: click.Group) -> None:
         from backupd.actions import check as action
         from backupd.drill.spec import parse_size
         from backupd.errors import ConfigError
+        from backupd.render import results as report
 
         try:
             budget = parse_size(daily_budget)
@@ -50,4 +51,4 @@ def register(main: click.Group) -> None:
         cfg = load_config(config_path)
         with execute.cancel_on_signals() as stop:
             results = action.run(cfg, load_policies(cfg), days=days, daily_budget=budget, cancel=stop)
-        return action.render(results, as_json, stopped(stop))
+        return report.check_results(results, as_json, stopped(stop))

@@ -24,8 +24,9 @@ def register(main: click.Group) -> None:
     def policy_lint(files, strict, config_path, as_json):
         """Check policy files against the schema and the port-sector guideline."""
         from backupd.actions import lint
+        from backupd.render import results as report
 
-        return lint.run(files, config_path, strict=strict, as_json=as_json)
+        return report.lint_results(lint.run(files, config_path), strict, as_json)
 
     @policy.command("schema")
     @common

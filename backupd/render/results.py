@@ -86,6 +86,49 @@ def prune_results(results: list[dict], as_json: bool) -> int:
     return code
 
 
+def check_results(results: list[dict], as_json: bool, stopped: int | None = None) -> int:
+    """The check table (or JSON); `stopped` (128 + signal) overrides the exit code of a cancelled run."""
+    statuses = [r["status"] for r in results]
+    code = stopped or (EXIT_OK if all(s == "ok" for s in statuses) else EXIT_CONFIG if "misconfigured" in statuses
+                       else EXIT_FINDING if "failed" in statuses else EXIT_DEPENDENCY)  # unavailable or busy
+    if as_json:
+        output.emit_json({"ok": code == EXIT_OK, "exit_code": code, "results": results})
+        return code
+    output.table("check (read-data rotation)", ["destination", "slice", "status", "coverage", "repository"],
+                 [[r["destination"], r.get("slice", "-"), r["status"],
+                   f"{r['coverage']:.0%}" if "coverage" in r else "-",
+                   output.human_bytes(r.get("repository_bytes", 0))] for r in results])
+    for r in results:
+        if r.get("error"):
+            output.error(r["error"])
+        if r.get("note"):
+            output.note(f"{r['destination']}: {r['note']}")
+    return code
+
+
+def lint_results(result, strict: bool, as_json: bool) -> int:
+    """`policy lint`: one `file:line: field: message` per finding (or JSON); 2 when a file is unreadable,
+    1 on errors, guideline gaps or (strict) warnings."""
+    code = EXIT_OK
+    if result.unreadable:
+        code = EXIT_CONFIG
+    elif result.errors or result.gaps or (strict and result.warnings):
+        code = EXIT_FINDING
+    if as_json:
+        output.emit_json({
+            "ok": code == EXIT_OK, "exit_code": code,
+            "files": [str(p.path) for p in result.policies],
+            "findings": [{"file": f.file, "line": f.line, "field": f.field, "severity": f.severity,
+                          "gap": f.gap, "message": f.message} for f in result.findings],
+        })
+        return code
+    for finding in result.findings:
+        print(str(finding))
+    summary = f"{len(result.policies)} file(s), {len(result.errors)} error(s), {len(result.warnings)} warning(s)"
+    output.note(("clean: " if code == EXIT_OK else "") + summary)
+    return code
+
+
 def restore_result(result: dict, as_json: bool) -> int:
     code = EXIT_OK if result["status"] == "ok" else EXIT_FINDING
     if as_json:
