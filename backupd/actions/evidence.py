@@ -109,7 +109,7 @@ def export(cfg, policy_set, out: Path, since: str | None = None, until: str | No
         streamed.result()
         writer.add("report.csv", evidence_report.to_csv(report))
         writer.add("report.html", evidence_html.render(report))
-        writer.add("report.json", json.dumps(report, indent=1, sort_keys=True, ensure_ascii=False).encode("utf-8"))
+        writer.add("report.json", evidence_report.to_json(report))
         writer.finish(meta, key)
     digest = _file_sha256(out)
     rec = evidence.record(cfg, "evidence-export", {"file": out.name, "sha256": digest, "since": since_s,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from datetime import datetime, timedelta
 
 from backupd.actions.common import repository
@@ -181,3 +182,60 @@ def to_csv(report: dict) -> bytes:
                              t["backups"]["ok"], t["backups"]["failed"], len(t["drills"]), last.get("time", ""),
                              last.get("status", ""), d["error"] or ""])
     return buf.getvalue().encode("utf-8")
+
+
+def to_json(report: dict) -> bytes:
+    """report.json: the bytes of json.dumps(report, indent=1, sort_keys=True, ensure_ascii=False), UTF-8.
+
+    json's indenting encoder is pure Python, one generator step per token: seconds for a year of seqs
+    and drills. Here every list or mapping without a list or mapping inside (seqs, a drill) goes through
+    json's C encoder in one call, its item separator carrying the line break and indent of its level."""
+    out: list[str] = []
+    _value(report, 0, out)
+    return "".join(out).encode("utf-8")
+
+
+_CONTAINERS = (list, tuple, dict)
+_flat_encoders: dict[int, json.JSONEncoder] = {}
+
+
+def _value(value, level: int, out: list[str]) -> None:
+    if not isinstance(value, _CONTAINERS):
+        out.append(json.dumps(value, ensure_ascii=False))
+    elif not value:
+        out.append("{}" if isinstance(value, dict) else "[]")
+    elif not any(isinstance(v, _CONTAINERS) for v in (value.values() if isinstance(value, dict) else value)):
+        out.append(_flat(value, level))
+    elif isinstance(value, dict):
+        inner = "\n" + " " * (level + 1)
+        out.append("{")
+        for i, (key, item) in enumerate(sorted(value.items())):
+            out.append((inner if i == 0 else "," + inner) + _key(key) + ": ")
+            _value(item, level + 1, out)
+        out.append("\n" + " " * level + "}")
+    else:
+        inner = "\n" + " " * (level + 1)
+        out.append("[")
+        for i, item in enumerate(value):
+            out.append(inner if i == 0 else "," + inner)
+            _value(item, level + 1, out)
+        out.append("\n" + " " * level + "]")
+
+
+def _flat(value, level: int) -> str:
+    """A non-empty list or mapping of scalars at this nesting level, as the indenting encoder writes it."""
+    encoder = _flat_encoders.get(level)
+    if encoder is None:
+        encoder = _flat_encoders[level] = json.JSONEncoder(sort_keys=True, ensure_ascii=False,
+                                                           separators=(",\n" + " " * (level + 1), ": "))
+    text = encoder.encode(value)
+    return text[0] + "\n" + " " * (level + 1) + text[1:-1] + "\n" + " " * level + text[-1]
+
+
+def _key(key) -> str:
+    """A mapping key as json writes it (str, or a float/int/bool/None turned into its JSON text)."""
+    if isinstance(key, str):
+        return json.dumps(key, ensure_ascii=False)
+    if isinstance(key, (int, float)) or key is None:
+        return json.dumps(json.dumps(key), ensure_ascii=False)
+    raise TypeError(f"keys must be str, int, float, bool or None, not {key.__class__.__name__}")
