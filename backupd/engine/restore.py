@@ -20,7 +20,12 @@ def restore(repo: Repository, snapshot_id: str, target_dir: Path, *, includes: l
 
 
 def dump_file(repo: Repository, snapshot_id: str, path: str, timeout: float = 600) -> bytes:
-    """The content of one file in a snapshot."""
-    done = command.run(repo, "dump", snapshot_id, path, what=f"read {path} from {snapshot_id[:8]}",
+    """The content of one file in a snapshot.
+
+    Without a repository lock (--no-lock): dumps run beside a restore (a full drill reads the manifest
+    alongside it) and beside each other (older manifests), and restic 0.14 retries for ~45 s when a lock it
+    listed is removed before it can read it. A lock-free read cannot return wrong bytes (every blob is
+    checked against its hash); a pack pruned meanwhile only makes it fail."""
+    done = command.run(repo, "dump", "--no-lock", snapshot_id, path, what=f"read {path} from {snapshot_id[:8]}",
                        json=False, timeout=timeout)
     return done.stdout
