@@ -22,8 +22,9 @@ JUDGEMENT_TAG = "backupd-judgement"
 
 def target_listing(repo: Repository, target: str, host: str | list[str]) -> list[restic_snapshots.Snapshot]:
     """Every snapshot of target on host, data and companions (manifests, amendments, judgements,
-    acceptances), oldest first: one `restic snapshots` that the functions below can share."""
-    return restic_snapshots.list_snapshots(repo, tags=[f"target={target}"], host=host)
+    acceptances), oldest first: one `restic snapshots` that the functions below can share. Lock-free:
+    the restore that acts on the choice takes the lock (a snapshot forgotten meanwhile fails it)."""
+    return restic_snapshots.list_snapshots(repo, tags=[f"target={target}"], host=host, lock=False)
 
 
 def _companions(repo: Repository, target: str, host, listing) -> list[restic_snapshots.Snapshot]:

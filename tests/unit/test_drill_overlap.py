@@ -90,3 +90,13 @@ def test_late_hasher_verifies_files_written_before_the_manifest_came(tmp_path):
     assert early.matched == {"/data/plan.txt"}
     early.start(doc)  # after the block: ignored, nothing keeps running
     assert early._hasher._thread is not None and not early._hasher._thread.is_alive()
+
+
+def test_the_listing_a_drill_or_restore_chooses_from_takes_no_lock(monkeypatch):
+    """The restore that acts on the choice takes the lock; the listing before it writes none (~0.25 s)."""
+    seen = []
+    monkeypatch.setattr(choice.restic_snapshots.command, "run",
+                        lambda repo, sub, *args, **kw: seen.append((sub, args)) or execute.Completed(
+                            argv=[], returncode=0, stdout=b"[]", stderr="", duration=0.0))
+    assert choice.target_listing(None, "db", "h") == []
+    assert seen == [("snapshots", ("--no-lock", "--host", "h", "--tag", "target=db"))]
