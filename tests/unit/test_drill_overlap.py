@@ -9,6 +9,8 @@ import threading
 import time
 from datetime import datetime, timezone
 
+from types import SimpleNamespace
+
 import pytest
 
 from backupd import execute
@@ -98,5 +100,5 @@ def test_the_listing_a_drill_or_restore_chooses_from_takes_no_lock(monkeypatch):
     monkeypatch.setattr(choice.restic_snapshots.command, "run",
                         lambda repo, sub, *args, **kw: seen.append((sub, args)) or execute.Completed(
                             argv=[], returncode=0, stdout=b"[]", stderr="", duration=0.0))
-    assert choice.target_listing(None, "db", "h") == []
+    assert choice.target_listing(SimpleNamespace(name="dest"), "db", "h") == []
     assert seen == [("snapshots", ("--no-lock", "--host", "h", "--tag", "target=db"))]
