@@ -85,8 +85,9 @@ def export(cfg, policy_set, out: Path, since: str | None = None, until: str | No
     ring = keyring_mod.load(keyring) if keyring else None
     fp = keys.fingerprint(key.public_key())
     # Three jobs share the cores: a worker process verifies the whole ledger, this process reads the
-    # period's records for the report, a thread gzips the slice into the bundle (zlib drops the GIL);
-    # the slice starts at once when the period is the whole ledger, else once its range is known.
+    # period's records and builds the report (all but the verify's findings) meanwhile, a thread gzips
+    # the slice into the bundle (ISA-L drops the GIL); the slice starts at once when the period is the
+    # whole ledger, else once its range is known.
     with bundle.Writer(out) as writer, ThreadPoolExecutor(1) as background, \
             ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as worker:
         checking = worker.submit(_verify_whole, ledger.path, _raw_public(key), keyring)
@@ -104,8 +105,9 @@ def export(cfg, policy_set, out: Path, since: str | None = None, until: str | No
         meta = {"host": cfg.host, "created": iso(now), "since": since_s, "until": until_s, "key_fingerprint": fp,
                 "first_seq": part.first_seq, "last_seq": part.last_seq, "first_prev": part.first_prev,
                 "records": part.lines}
+        report = _report(cfg, policy_set, part, backups, now, meta)
         whole = checking.result()
-        report = _report(cfg, policy_set, part, backups, whole, ring, now, meta, ledger)
+        _judge(report, cfg, part, whole, ring, now, ledger)
         streamed.result()
         writer.add("report.csv", evidence_report.to_csv(report))
         writer.add("report.html", evidence_html.render(report))
@@ -121,18 +123,22 @@ def export(cfg, policy_set, out: Path, since: str | None = None, until: str | No
             "conformance": {i["id"]: i["status"] for i in report["conformance"]}}
 
 
-def _report(cfg, policy_set, part, backups, whole, ring, now: datetime, meta: dict, ledger: Ledger) -> dict:
-    """report.json of the period: inventory, history, ledger state, attestations, conformance."""
+def _report(cfg, policy_set, part, backups, now: datetime, meta: dict) -> dict:
+    """report.json of the period without what the whole ledger's verify says: inventory, history."""
     report = evidence_report.build(cfg, policy_set, part.records, now, cfg.host,
                                    evidence_report.inventory(cfg, policy_set, cfg.backup_hosts()), backups)
     report["period"] = {"since": meta["since"], "until": meta["until"]}
     report["ledger"] = {"records": part.lines, "first_seq": part.first_seq, "last_seq": part.last_seq,
-                        "key_fingerprint": meta["key_fingerprint"], "chain_ok": whole["ok"],
-                        "problems": whole["problems"]}
+                        "key_fingerprint": meta["key_fingerprint"]}
+    return report
+
+
+def _judge(report: dict, cfg, part, whole: dict, ring, now: datetime, ledger: Ledger) -> None:
+    """The report's ledger state, attestations and conformance, from the whole ledger's verify."""
+    report["ledger"].update({"chain_ok": whole["ok"], "problems": whole["problems"]})
     mirrored = bool(settings.of(cfg).mirror) and not ledger.index.unmirrored()
     _attest(report, part, whole, ring)
     report["conformance"] = evidence_conformance.evaluate(report, part.records, now, mirrored)
-    return report
 
 
 def _verify_whole(path: Path, public_raw: bytes, keyring: Path | None) -> dict:

@@ -194,17 +194,21 @@ class LineFile:
     """A ledger file read line by line (never whole), re-iterable: verify streams it, twice at most.
 
     Iterating yields the complete lines without their newline; a last line without one (a torn tail)
-    is not yielded but kept in `torn` after the iteration.
+    is not yielded but kept in `torn` after the iteration. limit: read only the file's first limit bytes.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, limit: int | None = None):
         self.path = Path(path)
+        self.limit = limit
         self.torn: bytes | None = None
 
     def __iter__(self):
         self.torn, rest = None, b""
+        left = self.limit if self.limit is not None else -1
         with open(self.path, "rb") as handle:
-            while block := handle.read(_BLOCK):  # split in blocks: far cheaper per line than readline
+            # split in blocks: far cheaper per line than readline
+            while left and (block := handle.read(_BLOCK if left < 0 else min(_BLOCK, left))):
+                left -= len(block) if left > 0 else 0
                 lines = (rest + block).split(b"\n")
                 rest = lines.pop()
                 yield from lines

@@ -65,30 +65,34 @@ def read(path: Path, since: str, until: str, wanted: Mapping[str, tuple[str, ...
     kind in the period, in ledger order, instead of keeping them (a summary of hundreds of thousands
     of records without a dict each). Records of other kinds are only part of the byte range."""
     since_b, until_b = since.encode(), until.encode()
-    kinds = {k.encode(): (k, tuple(f), None) for k, f in wanted.items()}  # raw kind -> (str, fields, fold)
-    kinds.update({k.encode(): (k, (), f) for k, f in (fold or {}).items()})
+    # keyed by the raw `kind":"<kind>"` part of the line: no slice per line
+    kinds = {b'kind":' + _raw(k): (k, tuple(f), None) for k, f in wanted.items()}  # -> (str, fields, fold)
+    kinds.update({b'kind":' + _raw(k): (k, (), f) for k, f in (fold or {}).items()})
     got = Period()
-    offset, previous, first, last, first_seqs, last_seqs = 0, None, None, None, None, None
+    records = got.records
+    number, offset, previous, first, last, last_end, last_parts = 0, 0, None, None, None, 0, None
     # records after the last line inside the period so far: part of it only if a later line is inside
     pending: list[tuple] = []
-    for number, line in enumerate(LineFile(path), 1):
-        if limit is not None and offset >= limit:
-            break  # appended after the export began
+    for line in LineFile(path, limit):  # limit: lines appended after the export began are not read
+        number += 1
+        size = len(line) + 1
         parts = line.rsplit(b',"', 7)
-        whole = len(parts) == 8
-        when = parts[7][7:-2] if whole else None
-        inside = when is None or since_b <= when <= until_b  # a damaged line stays inside: verify names it
+        if len(parts) == 8:
+            when = parts[7][7:-2]
+            inside = since_b <= when <= until_b
+        else:
+            when, inside = None, True  # a damaged line stays inside: verify names it
         if inside:
             if first is None:
                 first, got.start = number, offset
                 got.first_prev = record_format.line_hash(previous) if previous is not None else got.first_prev
-                first_seqs = parts[5] if whole else None
-            last, got.end, last_seqs = number, offset + len(line) + 1, parts[5] if whole else None
+                got.first_seq = _seq(parts[5] if when is not None else None)
+            last, last_end, last_parts = number, offset + size, parts
             if pending:
-                _deliver(pending, got.records)
+                _deliver(pending, records)
                 pending = []
-        if first is not None and whole:
-            kind = kinds.get(parts[3][7:-1])
+        if first is not None:
+            kind = kinds.get(parts[3]) if when is not None else None
             if kind is not None:
                 try:  # what the report reads: seq, time, kind and a few data fields
                     seq = int(parts[5][5:])
@@ -102,11 +106,13 @@ def read(path: Path, since: str, until: str, wanted: Mapping[str, tuple[str, ...
                     elif kind[2] is not None:
                         kind[2](seq, when.decode(), data)
                     else:
-                        got.records.append({"seq": seq, "time": when.decode(), "kind": kind[0], "data": data})
-        previous, offset = line, offset + len(line) + 1
+                        records.append({"seq": seq, "time": when.decode(), "kind": kind[0], "data": data})
+        else:
+            previous = line
+        offset += size
     if first is not None:
-        got.lines = last - first + 1
-        got.first_seq, got.last_seq = _seq(first_seqs), _seq(last_seqs)
+        got.lines, got.end = last - first + 1, last_end
+        got.last_seq = _seq(last_parts[5] if len(last_parts) == 8 else None)
     return got
 
 
@@ -128,6 +134,11 @@ def _data(raw: bytes):
 
 def _fields(data, fields: tuple[str, ...]) -> dict:
     return {k: data[k] for k in fields if k in data} if isinstance(data, dict) else {}
+
+
+def _raw(kind: str) -> bytes:
+    """A kind as its JSON string in a canonical line (quotes included)."""
+    return json.dumps(kind, ensure_ascii=False).encode("utf-8", "backslashreplace")
 
 
 def _seq(part: bytes | None) -> int | None:
