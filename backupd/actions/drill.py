@@ -137,11 +137,11 @@ def _restore_full(box, repo, snap, target: str, hosts, listing, timer, cancel):
 
 
 def _restore_and_probe(cfg, target, spec, kind, repo, snaps, snap, doc, timer, cancel, report,
-                       listing=None) -> tuple[dict, list[str]]:
+                       listing=None, removals=None) -> tuple[dict, list[str]]:
     """Restore (all or a stratified sample), verify, probe; returns (manifest, problems). A full drill gets
-    doc None: its manifest is read while restic restores."""
+    doc None: its manifest is read while restic restores. The sandbox removal joins `removals`."""
     problems: list[str] = []
-    with Sandbox(sandbox_parent(cfg, spec), spec.sandbox.max_bytes) as box:
+    with Sandbox(sandbox_parent(cfg, spec), spec.sandbox.max_bytes, removals) as box:
         report["sandbox"] = str(box.path)
         _checkpoint(cancel)
         read = bytes_read()
@@ -220,7 +220,8 @@ def _suspect_verdict(report: dict) -> None:
                             + report.get("reason", ""))
 
 
-def _drill(cfg: Config, state: State, policy_set, target, full: bool, snapshot_id, cancel) -> dict:
+def _drill(cfg: Config, state: State, policy_set, target, full: bool, snapshot_id, cancel,
+           removals: list | None = None) -> dict:
     spec = spec_for(cfg, target)
     kind = "full" if full else spec.kind
     dest_name = target.destinations[0]
@@ -241,7 +242,7 @@ def _drill(cfg: Config, state: State, policy_set, target, full: bool, snapshot_i
         report.update(snapshot_id=snap.id, snapshot_time=snap.time.isoformat(), snapshot_host=snap.host)
         report["judgement"] = _judgement(snap, bad, doc or {})  # the flags come with the manifest
         doc, problems = _restore_and_probe(cfg, target, spec, kind, repo, snaps, snap, doc, timer, cancel,
-                                           report, listing)
+                                           report, listing, removals)
         report["judgement"] = _judgement(snap, bad, doc)
         _judge(report, timer, target, doc, kind, problems)
         _suspect_verdict(report)
@@ -290,10 +291,16 @@ def run(cfg: Config, policy_set, target_name: str | None = None, *, full: bool =
         now = time.time()
         kinds = [(t, due_kind(spec_for(cfg, t).schedule, state.runs("drill", t.name), now)) for t in targets]
         plan = [(t, kind == "full") for t, kind in kinds if kind]
-    with sigterm_cancels(cancel):
-        reports = [_drill(cfg, state, policy_set, t, as_full, snapshot_id, cancel) for t, as_full in plan]
-    if reports:
-        _refresh_report(cfg, policy_set)
+    removals: list = []  # sandboxes are removed while the drill records and reports; gone when this returns
+    try:
+        with sigterm_cancels(cancel):
+            reports = [_drill(cfg, state, policy_set, t, as_full, snapshot_id, cancel, removals)
+                       for t, as_full in plan]
+        if reports:
+            _refresh_report(cfg, policy_set)
+    finally:
+        for thread in removals:
+            thread.join()
     return reports
 
 

@@ -89,10 +89,13 @@ def private_dir(path: Path, mode: int = 0o711) -> Path | None:
 
 
 class Sandbox:
-    """`with Sandbox(parent, max_bytes) as box:` -> box.path (0700), box.restore_dir; removed on exit."""
+    """`with Sandbox(parent, max_bytes) as box:` -> box.path (0700), box.restore_dir; removed on exit.
+    With `removals` (a list) the removal runs in a thread appended to it, which the caller joins (a drill
+    records and reports meanwhile: unlinking a restored tree is slow on a disk mounted with discard); the
+    thread is not a daemon, so even an exiting process finishes it."""
 
-    def __init__(self, parent: Path, max_bytes: int):
-        self.parent, self.max_bytes = Path(parent), max_bytes
+    def __init__(self, parent: Path, max_bytes: int, removals: list[threading.Thread] | None = None):
+        self.parent, self.max_bytes, self.removals = Path(parent), max_bytes, removals
         self.path: Path | None = None
         self.stale_removed: list[str] = []
 
@@ -110,8 +113,14 @@ class Sandbox:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.path is not None and self.path.exists():
+        if self.path is None or not self.path.exists():
+            return
+        if self.removals is None:
             _remove(self.path)
+            return
+        thread = threading.Thread(target=_remove, args=(self.path,), name="sandbox-remove")
+        thread.start()
+        self.removals.append(thread)
 
     def reserve(self, needed: int) -> None:
         """Finding when `needed` bytes exceed the sandbox limit or the free space."""

@@ -102,3 +102,16 @@ def test_the_listing_a_drill_or_restore_chooses_from_takes_no_lock(monkeypatch):
                             argv=[], returncode=0, stdout=b"[]", stderr="", duration=0.0))
     assert choice.target_listing(SimpleNamespace(name="dest"), "db", "h") == []
     assert seen == [("snapshots", ("--no-lock", "--host", "h", "--tag", "target=db"))]
+
+
+def test_a_sandbox_with_removals_is_removed_by_a_thread_the_caller_joins(tmp_path):
+    from backupd.drill.sandbox import Sandbox
+
+    removals: list = []
+    with pytest.raises(RuntimeError):
+        with Sandbox(tmp_path, 1 << 20, removals) as box:
+            (box.restore_dir / "restored.bin").write_bytes(b"x" * 1000)
+            raise RuntimeError("probe crashed")
+    assert len(removals) == 1 and not removals[0].daemon
+    removals[0].join()
+    assert not box.path.exists()
