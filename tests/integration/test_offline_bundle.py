@@ -1,7 +1,9 @@
 """The offline install bundle (scripts/offline-bundle.sh): built once from this checkout (that step uses PyPI and
 the Debian mirror), then its install.sh runs inside `unshare --net`, where not even 127.0.0.1 answers, into a
 temporary prefix; the installed backupd prints its version and lints the shipped policy there, offline, and the
-prefix holds the man pages (`man -l` renders them), the docs and the bash completion script."""
+prefix holds the man pages (`man -l` renders them), the docs and the bash completion script. The system install
+(as root) runs with overlays over /etc, /usr, /var and /opt: `man backupd`, the bash completion, the docs and the
+units' Documentation= links are checked there."""
 
 from __future__ import annotations
 
@@ -120,3 +122,40 @@ def test_the_bundle_installs_and_runs_without_any_network(bundle, tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     doc = json.loads(done.stdout)
     assert doc["ok"] and doc["findings"] == [] and doc["files"] == [str(shipped)]
+
+
+SYSTEM_INSTALL = r"""
+set -euo pipefail
+# every directory the system install writes is an overlay whose changes land in $OVL, never on this host
+for d in etc usr var opt; do
+  mkdir -p "$OVL/$d/upper" "$OVL/$d/work"
+  mount -t overlay overlay -o "lowerdir=/$d,upperdir=$OVL/$d/upper,workdir=$OVL/$d/work" "/$d"
+done
+"$BUNDLE/install.sh" >/dev/null
+export PATH=/usr/local/bin:/usr/bin:/bin
+echo "man: $(realpath "$(man -w backupd)") $(realpath "$(man -w backupd-evidence-verify)")"  # /usr/local/man: a link
+source /usr/share/bash-completion/completions/backupd
+COMP_WORDS=(backupd evid); COMP_CWORD=1; _backupd_completion backupd
+echo "completion: ${COMPREPLY[*]}"
+echo "docs: $(cd /usr/share/doc/backupd && echo *.md)"
+for url in $(sed -n 's/^Documentation=//p' /etc/systemd/system/backupd*.service); do  # the units' links hold
+  [ -f "${url#file://}" ] || { echo "documentation: $url missing"; exit 0; }
+done
+echo "documentation: ok"
+"""
+
+
+def test_the_system_install_puts_man_pages_completion_and_docs_where_the_system_finds_them(bundle, tmp_path):
+    # root only: overlay mounts in a private mount namespace keep the host untouched (CI runs as root)
+    assert os.geteuid() == 0, "the system install runs as root (useradd, dpkg); run this test as root"
+    done = subprocess.run(["unshare", "--mount", "--net", "--", "bash", "-c", SYSTEM_INSTALL],
+                          env={**os.environ, "OVL": str(tmp_path), "BUNDLE": str(bundle)},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    lines = dict(line.split(": ", 1) for line in done.stdout.splitlines())
+    assert lines["man"].split() == ["/usr/local/share/man/man1/backupd.1",
+                                    "/usr/local/share/man/man1/backupd-evidence-verify.1"]
+    assert lines["completion"] == "evidence"
+    assert {"README.md", "operator-guide.md", "design.md", "threat-model.md"} <= set(lines["docs"].split())
+    assert lines["documentation"] == "ok"
+    assert (tmp_path / "usr/upper/local/share/man/man1/backupd.1").is_file()  # the overlay took the writes
