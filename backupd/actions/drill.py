@@ -4,6 +4,7 @@ backup-time manifest, run the spec's probes, and judge the time to service-ready
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -13,8 +14,7 @@ from pathlib import Path
 from backupd import evidence, execute, output, probes, sandbox
 from backupd.actions import drill_report
 from backupd.actions.common import repository
-from backupd.actions.snapshot_choice import ManifestAlongside, choose, data_snapshots, flagged, load_manifest, \
-    target_listing
+from backupd.actions.snapshot_choice import ManifestAlongside, Selection, load_manifest, select
 from backupd.config import Config
 from backupd.drill import projection, sample, verdict
 from backupd.drill.due import due_kind
@@ -113,49 +113,115 @@ def _restore_sample(box, repo, snap, doc: dict, chosen: list[dict], timer, cance
     return early, first
 
 
-def _restore_full(box, repo, snap, target: str, hosts, listing, timer, cancel):
-    """Restore all of snap while its manifest is read alongside (ManifestAlongside): when it arrives the
+class _WrongGuess(Exception):
+    """The listing chose another snapshot than the one whose restore started (carries the Selection)."""
+
+    def __init__(self, selection: Selection):
+        super().__init__(f"the drill chose {selection.snap.short_id}")
+        self.selection = selection
+
+
+def guess(state: State, target: str, destination: str, snapshot_id: str | None) -> str | None:
+    """The snapshot a full drill will most likely choose, known before restic runs: the one asked for, else
+    the newest backup this host recorded to the destination and did not find suspect; None without one
+    (a verifier has no backup history)."""
+    if snapshot_id:
+        return snapshot_id
+    for row in state.runs("backup", target, limit=20):
+        change = ((row["detail"] or {}).get("facts") or {}).get("change") or {}
+        if row["destination"] == destination and row["status"] == "ok" and row["snapshot_id"]:
+            return None if change.get("suspicious") else row["snapshot_id"]
+    return None
+
+
+def _attempt(box, repo, snapshot: str, fetch, cancel):
+    """Restore `snapshot` with fetch() -> (selection, manifest) alongside; when the manifest arrives the
     sandbox reserves its bytes (a restore that would not fit is stopped) and early verification starts.
-    Returns (manifest, early hasher, first-file watch)."""
+    Returns (selection, manifest, early hasher, first-file watch); the listing's, the read's and the
+    reservation's failures (and a _WrongGuess) win over the restore's, which they may have stopped."""
     early = LateHasher(box.restore_dir)
 
-    def arrived(doc: dict) -> None:  # in the reading thread, while restic is still starting up
-        box.reserve(sum(e["size"] for e in doc.get("files", [])))
-        early.start(doc)
+    def arrived(found) -> None:  # in the reading thread, while restic is still starting up
+        box.reserve(sum(e["size"] for e in found[1].get("files", [])))
+        early.start(found[1])
 
-    with timer.phase("restore"), early, FirstFile(box.restore_dir) as first, \
-            ManifestAlongside(repo, snap, target, hosts, listing, cancel, then=arrived) as manifest:
+    with early, FirstFile(box.restore_dir) as first, ManifestAlongside(fetch, cancel, then=arrived) as alongside:
+        failure = None
         try:
-            with execute.cancelled_by(manifest.stop):
-                restic_restore.restore(repo, snap.id, box.restore_dir, cancel=cancel)
-        except BackupdError:  # stopped (or not even started) because the read or the reservation failed
-            if manifest.stop.is_set() and not cancel.is_set():
-                manifest.doc()  # raises why
-            raise
-        doc = manifest.doc()  # no verification without the backup-time manifest from the repository
-    return doc, early, first
+            with execute.cancelled_by(alongside.stop):
+                restic_restore.restore(repo, snapshot, box.restore_dir, cancel=cancel)
+        except BackupdError as exc:
+            if cancel.is_set():
+                raise
+            failure = exc
+        selection, doc = alongside.doc()  # no verification without the backup-time manifest
+        if failure is not None:
+            raise failure
+    return selection, doc, early, first
 
 
-def _restore_and_probe(cfg, target, spec, kind, repo, snaps, snap, doc, timer, cancel, report,
-                       listing=None, removals=None) -> tuple[dict, list[str]]:
-    """Restore (all or a stratified sample), verify, probe; returns (manifest, problems). A full drill gets
-    doc None: its manifest is read while restic restores. The sandbox removal joins `removals`."""
+def _restore_full(box, repo, target: str, hosts, selection: Selection | None, first_guess: str | None,
+                  snapshot_id: str | None, timer, cancel):
+    """Restore all of the chosen snapshot while its manifest is read alongside. Without a selection the
+    restore of `first_guess` starts at once and the one listing runs alongside too: a wrong guess is
+    stopped, the sandbox emptied and the chosen snapshot restored. Returns (selection, manifest, early
+    hasher, first-file watch, guess confirmed or None)."""
+    def fetch(chosen: Selection | None = selection, expected: str | None = first_guess):
+        chosen = chosen or select(repo, target, hosts, snapshot_id)
+        if expected and not chosen.snap.id.startswith(expected):
+            raise _WrongGuess(chosen)
+        return chosen, load_manifest(repo, chosen.snap, target, hosts, chosen.listing)
+
+    with timer.phase("restore"):
+        try:
+            return (*_attempt(box, repo, first_guess or selection.snap.id, fetch, cancel),
+                    True if selection is None else None)
+        except _WrongGuess as wrong:
+            _empty(box.restore_dir)
+            chosen = wrong.selection
+            return (*_attempt(box, repo, chosen.snap.id, lambda: fetch(chosen, None), cancel), False)
+
+
+def _empty(path: Path) -> None:
+    """Remove what a stopped restore left (restic writes files owner-writable)."""
+    for entry in path.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def _chosen(report: dict, selection: Selection, doc: dict) -> None:
+    snap = selection.snap
+    report.update(snapshot_id=snap.id, snapshot_time=snap.time.isoformat(), snapshot_host=snap.host,
+                  explanation=selection.explanation, judgement=_judgement(snap, selection.bad, doc))
+
+
+def _restore_and_probe(cfg, target, spec, kind, repo, selection, doc, timer, cancel, report, first_guess=None,
+                       snapshot_id=None, removals=None) -> tuple[Selection, dict, list[str]]:
+    """Restore (all or a stratified sample), verify, probe; returns (selection, manifest, problems). A full
+    drill's manifest (doc None) is read while restic restores, and so is its listing when it has no
+    selection yet (the restore of `first_guess` starts at once). The sandbox removal joins `removals`."""
     problems: list[str] = []
     with Sandbox(sandbox_parent(cfg, spec), spec.sandbox.max_bytes, removals) as box:
         report["sandbox"] = str(box.path)
         _checkpoint(cancel)
         read = bytes_read()
         if doc is None:
-            doc, early, first = _restore_full(box, repo, snap, target.name, cfg.backup_hosts(), listing, timer,
-                                              cancel)
+            selection, doc, early, first, confirmed = _restore_full(
+                box, repo, target.name, cfg.backup_hosts(), selection, first_guess, snapshot_id, timer, cancel)
+            if confirmed is not None:
+                report["guess"] = {"snapshot": first_guess, "confirmed": confirmed}
             chosen = doc.get("files", [])
         else:
-            chosen = sample.choose(doc.get("files", []), snap.id, spec.sample.max_files, spec.sample.max_bytes,
-                                   required_paths(target, spec))
-            early, first = _restore_sample(box, repo, snap, doc, chosen, timer, cancel)
+            chosen = sample.choose(doc.get("files", []), selection.snap.id, spec.sample.max_files,
+                                   spec.sample.max_bytes, required_paths(target, spec))
+            early, first = _restore_sample(box, repo, selection.snap, doc, chosen, timer, cancel)
+        _chosen(report, selection, doc)
+        snap, snaps, listing = selection.snap, selection.snaps, selection.listing
         report.update(files_restored=len(chosen), bytes_restored=sum(e["size"] for e in chosen))
         report["restore_startup_seconds"] = first.seconds  # until content is written: fixed (projection)
-        if read is not None:  # what restic fetched (a full drill's includes the manifest read alongside);
+        if read is not None:  # what restic fetched (a full drill's includes the reads alongside);
             # the early hashing read the matched files in this process
             hashed = sum(e["size"] for e in chosen if e["path"] in early.matched)
             report["restore_read_bytes"] = max(bytes_read() - read - hashed, 0)
@@ -178,7 +244,7 @@ def _restore_and_probe(cfg, target, spec, kind, repo, snaps, snap, doc, timer, c
                 result = probes.run(probe, ctx)
                 report["probes"].append(result.to_dict())
                 problems += [f"{result.kind} probe: {p}" for p in result.problems]
-    return doc, problems
+    return selection, doc, problems
 
 
 def _judge(report: dict, timer: PhaseTimer, target, doc: dict, kind: str, problems: list[str]) -> None:
@@ -228,22 +294,21 @@ def _drill(cfg: Config, state: State, policy_set, target, full: bool, snapshot_i
     report = {"target": target.name, "destination": dest_name, "kind": kind, "spec": spec.name,
               "rto_seconds": target.rto.total_seconds() if target.rto else None, "probes": [],
               "phases": {}, "verdict": "FAIL", "snapshot_id": None}
-    timer, started, snap = PhaseTimer(), time.time(), None
+    timer, started, selection = PhaseTimer(), time.time(), None
     try:
         with timer.phase("select"):
             repo = repository(cfg, dest_name, policy_set.destinations[dest_name])
-            # one `restic snapshots` serves the choice, the flags and every manifest read
-            listing = target_listing(repo, target.name, cfg.backup_hosts())
-            snaps = data_snapshots(repo, target.name, cfg.backup_hosts(), listing)
-            bad = flagged(repo, snaps, target.name, cfg.backup_hosts(), listing)
-            snap, report["explanation"] = choose(snaps, snapshot_id, None, bad)
+            # a full drill restores its likely snapshot at once, the one `restic snapshots` confirming the
+            # choice alongside; else that listing serves the choice, the flags and every manifest read
+            first_guess = guess(state, target.name, dest_name, snapshot_id) if kind == "full" else None
+            if first_guess is None:
+                selection = select(repo, target.name, cfg.backup_hosts(), snapshot_id)
+                _chosen(report, selection, {})  # the flags come with the manifest
             # a sample is chosen from the manifest; a full drill reads it alongside its restore
-            doc = None if kind == "full" else load_manifest(repo, snap, target.name, cfg.backup_hosts(), listing)
-        report.update(snapshot_id=snap.id, snapshot_time=snap.time.isoformat(), snapshot_host=snap.host)
-        report["judgement"] = _judgement(snap, bad, doc or {})  # the flags come with the manifest
-        doc, problems = _restore_and_probe(cfg, target, spec, kind, repo, snaps, snap, doc, timer, cancel,
-                                           report, listing, removals)
-        report["judgement"] = _judgement(snap, bad, doc)
+            doc = None if kind == "full" else load_manifest(repo, selection.snap, target.name, cfg.backup_hosts(),
+                                                            selection.listing)
+        selection, doc, problems = _restore_and_probe(cfg, target, spec, kind, repo, selection, doc, timer,
+                                                      cancel, report, first_guess, snapshot_id, removals)
         _judge(report, timer, target, doc, kind, problems)
         _suspect_verdict(report)
         if any(p["status"] == "unavailable" for p in report["probes"]):
@@ -255,7 +320,7 @@ def _drill(cfg: Config, state: State, policy_set, target, full: bool, snapshot_i
     except BackupdError as exc:
         report.update(reason=str(exc), phases=timer.phases)
     report.setdefault("status", "ok" if report["verdict"] in ("PASS", "WARN") else "failed")
-    _record(cfg, state, report, started, snap)
+    _record(cfg, state, report, started, selection.snap if selection else None)
     return report
 
 

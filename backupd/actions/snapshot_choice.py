@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from concurrent.futures import Future
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from backupd import execute
@@ -39,6 +40,27 @@ def data_snapshots(repo: Repository, target: str, host: str | list[str],
     if listing is None:
         listing = restic_snapshots.list_snapshots(repo, tags=["backupd", f"target={target}"], host=host)
     return [s for s in listing if "backupd" in s.tags and "incomplete" not in s.tags]
+
+
+@dataclass
+class Selection:
+    """One listing of a target (target_listing) and what was chosen from it."""
+
+    listing: list[restic_snapshots.Snapshot]
+    snaps: list[restic_snapshots.Snapshot]
+    bad: dict[str, str]
+    snap: restic_snapshots.Snapshot
+    explanation: str
+
+
+def select(repo: Repository, target: str, host: str | list[str], snapshot_id: str | None = None,
+           before: str | None = None, drilled: set[str] | None = None) -> Selection:
+    """One `restic snapshots` -> the complete data snapshots, their flags and the choice (choose())."""
+    listing = target_listing(repo, target, host)
+    snaps = data_snapshots(repo, target, host, listing)
+    bad = flagged(repo, snaps, target, host, listing)
+    snap, why = choose(snaps, snapshot_id, before, bad, drilled)
+    return Selection(listing, snaps, bad, snap, why)
 
 
 def parse_when(text: str) -> datetime:
@@ -125,35 +147,33 @@ def load_manifest(repo: Repository, snap, target: str, host: str | list[str], li
 
 
 class ManifestAlongside:
-    """`with ManifestAlongside(repo, snap, ...) as manifest:` reads snap's manifest (load_manifest) in a
-    background thread while the caller restores snap: the two restic processes pay their start-up (the
-    repository key's scrypt, ~0.5 s each) at the same time instead of one after the other.
+    """`with ManifestAlongside(fetch) as manifest:` runs fetch() (e.g. load_manifest of the snapshot being
+    restored) in a background thread while the caller restores: the restic processes pay their start-up
+    (the repository key's scrypt, ~0.5 s each) at the same time instead of one after the other.
 
-    `then(doc)` runs in that thread when the manifest arrives (e.g. the sandbox reservation); when the
-    read or `then` fails, `stop` is set, so a restore run under `execute.cancelled_by(manifest.stop)`
-    ends early. `doc()` waits and returns the manifest or raises that failure. The thread keeps the
-    caller's job deadline and ends with `cancel` or when the block is left."""
+    `then(result)` runs in that thread when fetch returns (e.g. the sandbox reservation); when fetch or
+    `then` fails, `stop` is set, so a restore run under `execute.cancelled_by(manifest.stop)` ends early.
+    `doc()` waits and returns fetch's result or raises that failure. The thread keeps the caller's job
+    deadline and ends with `cancel` or when the block is left."""
 
-    def __init__(self, repo: Repository, snap, target: str, host: str | list[str], listing: list | None,
-                 cancel: execute.Cancel | None = None, then=None):
+    def __init__(self, fetch, cancel: execute.Cancel | None = None, then=None):
         self.stop = execute.Cancel()
         self._left = execute.Cancel()
         self._future: Future = Future()
-        self._args = (repo, snap, target, host, listing)
-        self._cancel, self._then, self._deadline = cancel, then, execute.time_left()
+        self._fetch, self._cancel, self._then, self._deadline = fetch, cancel, then, execute.time_left()
 
     def _read(self) -> None:
         try:
             with execute.deadline(self._deadline), execute.cancelled_by(self._cancel), \
                     execute.cancelled_by(self._left):
-                doc = load_manifest(*self._args)
+                result = self._fetch()
             if self._then is not None:
-                self._then(doc)
+                self._then(result)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller through doc()
             self.stop.set()
             self._future.set_exception(exc)
         else:
-            self._future.set_result(doc)
+            self._future.set_result(result)
 
     def __enter__(self) -> ManifestAlongside:
         threading.Thread(target=self._read, name="manifest-read", daemon=True).start()
@@ -162,5 +182,5 @@ class ManifestAlongside:
     def __exit__(self, *exc) -> None:
         self._left.set()  # a read still running when the caller gave up is stopped
 
-    def doc(self) -> dict:
+    def doc(self):
         return self._future.result()

@@ -1,6 +1,8 @@
-"""What restic a drill starts, and in which phase, on real restic and SeaweedFS: select costs one restic
-start-up (one `restic snapshots`, whatever the history); a full drill reads its manifest (one
-`restic dump`) while the restore runs; a sample, chosen from the manifest, reads it in select."""
+"""What restic a drill starts, and in which phase, on real restic and SeaweedFS: one `restic snapshots`
+and one `restic dump` of the manifest per drill, whatever the history. A full drill restores the snapshot
+its backup history names at once, the listing confirming the choice and the manifest read alongside the
+restore (a wrong guess is stopped and the chosen snapshot restored); without a history (a verifier) it
+lists first. A sample, chosen from the manifest, lists and reads it in select."""
 
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from backupd import execute
-from backupd.actions import drill
+from backupd.actions import drill, snapshot_choice
+from backupd.actions.common import repository
 from backupd.commands.common import load_config, load_policies
 from backupd.drill.phases import PhaseTimer
 
@@ -53,7 +56,7 @@ def restic_calls(monkeypatch):
     return calls
 
 
-def test_select_starts_one_restic_and_a_full_drill_reads_the_manifest_during_its_restore(
+def test_a_drill_starts_one_listing_and_one_manifest_read_and_a_full_one_overlaps_them_with_its_restore(
         policy, stack, tmp_path, monkeypatch, restic_calls):
     data = tmp_path / "plans"
     data.mkdir()
@@ -68,16 +71,37 @@ def test_select_starts_one_restic_and_a_full_drill_reads_the_manifest_during_its
     cfg = load_config(setup.config)
     policies = load_policies(cfg)
 
-    (full,) = drill.run(cfg, policies, "cargo-plans", full=True)
-    assert full["verdict"] == "PASS" and full["verification"]["ok"], full
-    assert full["verification"]["verified"] == full["files_restored"] == full["total_files"] >= 12
+    def drilled(**kwargs) -> dict:
+        restic_calls.clear()
+        (report,) = drill.run(cfg, policies, "cargo-plans", **kwargs)
+        assert report["verdict"] == "PASS" and report["verification"]["ok"], report
+        assert report["verification"]["verified"] == report["files_restored"] >= 12
+        assert [c for _, c in restic_calls].count("snapshots") == 1, restic_calls
+        assert [c for _, c in restic_calls].count("dump") == 1, restic_calls
+        return report
+
+    full = drilled(full=True)  # the backup history names the newest snapshot: nothing to list first
+    newest = full["snapshot_id"]
+    assert full["guess"]["confirmed"] is True and newest.startswith(full["guess"]["snapshot"])
+    assert full["files_restored"] == full["total_files"]
+    assert [c for p, c in restic_calls if p == "select"] == []
+    assert sorted(c for p, c in restic_calls if p == "restore") == ["dump", "restore", "snapshots"]
+
+    older = [s.id for s in snapshot_choice.select(repository(cfg, "worm", policies.destinations["worm"]),
+                                                     "cargo-plans", cfg.backup_hosts()).snaps][0]
+    monkeypatch.setattr(drill, "guess", lambda *a: older)  # a wrong guess: stopped, the chosen one restored
+    wrong = drilled(full=True)
+    assert wrong["snapshot_id"] == newest and wrong["guess"] == {"snapshot": older, "confirmed": False}
+    assert sorted(c for p, c in restic_calls if p == "restore") == ["dump", "restore", "restore", "snapshots"]
+
+    monkeypatch.setattr(drill, "guess", lambda *a: None)  # no backup history (a verifier): list first
+    listed = drilled(full=True)
+    assert listed["snapshot_id"] == newest and "guess" not in listed
     assert [c for p, c in restic_calls if p == "select"] == ["snapshots"]
     assert sorted(c for p, c in restic_calls if p == "restore") == ["dump", "restore"]
-    assert all(p in ("select", "restore") for p, _ in restic_calls), restic_calls
 
-    restic_calls.clear()
-    (smp,) = drill.run(cfg, policies, "cargo-plans")
-    assert smp["kind"] == "sample" and smp["verdict"] == "PASS", smp
+    smp = drilled()
+    assert smp["kind"] == "sample" and smp["snapshot_id"] == newest
     assert sorted(c for p, c in restic_calls if p == "select") == ["dump", "snapshots"]
     assert [c for p, c in restic_calls if p == "restore"] == ["restore"]
 
@@ -95,13 +119,12 @@ def test_a_full_drill_whose_manifest_read_fails_stops_its_restore_and_fails(
         monkeypatch.setenv(key, value)
     cfg = load_config(setup.config)
     policies = load_policies(cfg)
-    from backupd.actions import snapshot_choice
     from backupd.errors import Finding
 
     def no_manifest(repo, snap, *args, **kwargs):
         raise Finding(f"snapshot {snap.short_id} has no backup-time manifest; cannot verify")
 
-    monkeypatch.setattr(snapshot_choice, "load_manifest", no_manifest)
+    monkeypatch.setattr(drill, "load_manifest", no_manifest)
     (d,) = drill.run(cfg, policies, "cargo-plans", full=True)
     assert d["verdict"] == "FAIL" and d["status"] == "failed"
     assert "no backup-time manifest" in d["reason"] and "verification" not in d

@@ -34,18 +34,17 @@ def test_the_manifest_dump_takes_no_repository_lock(monkeypatch):
     assert seen == [("dump", ("--no-lock", SNAP.id, "/state/manifests/db/backupd-manifest.json"))]
 
 
-def test_manifest_alongside_hands_over_the_manifest_and_runs_then_in_its_thread(monkeypatch):
-    monkeypatch.setattr(choice, "load_manifest", lambda *a: {"files": [], "snapshot": a[1].id})
+def test_manifest_alongside_hands_over_the_manifest_and_runs_then_in_its_thread():
     seen = []
-    with choice.ManifestAlongside(None, SNAP, "db", "h", [SNAP], then=lambda doc: seen.append(
+    with choice.ManifestAlongside(lambda: {"files": [], "snapshot": SNAP.id}, then=lambda doc: seen.append(
             threading.current_thread().name)) as manifest:
         doc = manifest.doc()
     assert doc["snapshot"] == SNAP.id and seen == ["manifest-read"] and not manifest.stop.is_set()
 
 
 @pytest.mark.parametrize("where", ["read", "then"])
-def test_a_failed_read_or_check_stops_the_restore_and_is_raised(monkeypatch, where):
-    def read(*_):
+def test_a_failed_read_or_check_stops_the_restore_and_is_raised(where):
+    def read():
         if where == "read":
             raise Finding("snapshot abababab has no backup-time manifest; cannot verify")
         return {"files": [{"path": "/data/x", "size": 10 << 40}]}
@@ -53,25 +52,23 @@ def test_a_failed_read_or_check_stops_the_restore_and_is_raised(monkeypatch, whe
     def then(doc):
         raise Finding("drill needs 10995116277760 bytes, over the sandbox limit")
 
-    monkeypatch.setattr(choice, "load_manifest", read)
-    with choice.ManifestAlongside(None, SNAP, "db", "h", [SNAP], then=then) as manifest:
+    with choice.ManifestAlongside(read, then=then) as manifest:
         with pytest.raises(Finding) as err:
             manifest.doc()
         assert manifest.stop.is_set()
     assert ("no backup-time manifest" if where == "read" else "sandbox limit") in str(err.value)
 
 
-def test_the_read_keeps_the_callers_cancel(monkeypatch):
+def test_the_read_keeps_the_callers_cancel():
     seen = {}
 
-    def read(*_):
+    def read():
         seen["cancelled"] = execute._with_ambient(None).is_set()
         return {}
 
-    monkeypatch.setattr(choice, "load_manifest", read)
     cancel = execute.Cancel()
     cancel.set()
-    with choice.ManifestAlongside(None, SNAP, "db", "h", [SNAP], cancel) as manifest:
+    with choice.ManifestAlongside(read, cancel) as manifest:
         manifest.doc()
     assert seen["cancelled"] is True
 
