@@ -97,7 +97,8 @@ def export(cfg, policy_set, out: Path, since: str | None = None, until: str | No
             streamed = background.submit(writer.add_range, bundle.LEDGER, ledger.path, *quick)
         backups = evidence_report.BackupTally()
         part = period.read(ledger.path, since_s, until_s, evidence_report.RECORD_FIELDS,
-                           limit=quick[1] if quick else None, fold={"backup": backups.add})
+                           limit=quick[1] if quick else None,
+                           fold={"backup": (evidence_report.DATA_FIELDS, backups.add)})
         if not quick:
             streamed = background.submit(writer.add_range, bundle.LEDGER, ledger.path, part.start, part.size)
         elif quick != (part.start, part.end):

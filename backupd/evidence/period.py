@@ -57,17 +57,19 @@ def _time(line: bytes) -> bytes | None:
 
 
 def read(path: Path, since: str, until: str, wanted: Mapping[str, tuple[str, ...]],
-         limit: int | None = None, fold: Mapping[str, Callable[[int, str, object], None]] | None = None) -> Period:
+         limit: int | None = None,
+         fold: Mapping[str, tuple[tuple[str, ...], Callable[[int, str, object], None]]] | None = None) -> Period:
     """The period [since, until] (ISO 8601 UTC strings) of the ledger at path (its first limit bytes).
 
     wanted: kind -> the data fields the caller reads of records of that kind (an empty tuple: none,
-    the data is not parsed). fold: kind -> a function given (seq, time, data) of every record of that
-    kind in the period, in ledger order, instead of keeping them (a summary of hundreds of thousands
-    of records without a dict each). Records of other kinds are only part of the byte range."""
+    the data is not parsed). fold: kind -> (fields, function): the function is given (seq, time, data)
+    of every record of that kind in the period, in ledger order, instead of keeping them (a summary of
+    hundreds of thousands of records without a dict each); data is the whole parsed data, exact in
+    fields. Records of other kinds are only part of the byte range."""
     since_b, until_b = since.encode(), until.encode()
     # keyed by the raw `kind":"<kind>"` part of the line: no slice per line
     kinds = {b'kind":' + _raw(k): (k, tuple(f), None) for k, f in wanted.items()}  # -> (str, fields, fold)
-    kinds.update({b'kind":' + _raw(k): (k, (), f) for k, f in (fold or {}).items()})
+    kinds.update({b'kind":' + _raw(k): (k, tuple(fields), f) for k, (fields, f) in (fold or {}).items()})
     got = Period()
     records = got.records
     number, offset, previous, first, last, last_end, last_parts = 0, 0, None, None, None, 0, None
@@ -97,7 +99,10 @@ def read(path: Path, since: str, until: str, wanted: Mapping[str, tuple[str, ...
                 try:  # what the report reads: seq, time, kind and a few data fields
                     seq = int(parts[5][5:])
                     raw = parts[0][8:]  # {"data":<this>
-                    data = _data(raw) if kind[2] else (_fields(_data(raw), kind[1]) if kind[1] else {})
+                    if kind[2] is not None:  # folded: the whole data
+                        data = _data(raw, kind[1])
+                    else:
+                        data = _fields(_data(raw, kind[1]), kind[1]) if kind[1] else {}
                 except ValueError:
                     pass  # damaged: not reported on; verify names it
                 else:
@@ -124,12 +129,21 @@ def _deliver(items, records: list[dict]) -> None:
             records.append({"seq": seq, "time": when, "kind": name, "data": data})
 
 
-def _data(raw: bytes):
-    """A record's data from its raw JSON; ValueError when it is not JSON."""
+#: Values orjson may read differently from json: an integer beyond 64 bits becomes a float (canonical
+#: records hold no floats), and containers could hide one.
+_INEXACT = frozenset({float, list, dict})
+
+
+def _data(raw: bytes, fields: tuple[str, ...]):
+    """A record's data from its raw JSON, exactly as json.loads reads it at least in fields; ValueError
+    when it is not JSON. orjson for speed, json where orjson refuses (a lone surrogate, NaN) or may differ."""
     try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:  # what orjson refuses and json reads (a lone surrogate, a huge integer)
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
         return json.loads(raw)
+    if isinstance(data, dict) and _INEXACT.isdisjoint(map(type, map(data.get, fields))):
+        return data
+    return json.loads(raw)
 
 
 def _fields(data, fields: tuple[str, ...]) -> dict:
