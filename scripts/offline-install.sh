@@ -63,7 +63,8 @@ if [ "$system" = yes ]; then
   install -d -m 0755 /usr/local/share/man/man1
   rm -f /usr/local/share/man/man1/backupd.1 /usr/local/share/man/man1/backupd-*.1
   install -m 0644 "$prefix"/share/man/man1/backupd*.1 /usr/local/share/man/man1/
-  install -D -m 0644 "$prefix/share/bash-completion/completions/backupd" /usr/share/bash-completion/completions/backupd
+  install -D -m 0644 "$prefix/share/bash-completion/completions/backupd" \
+    /usr/share/bash-completion/completions/backupd
   # users, directories, configs, units and docs; enables the units only with --enable
   "$here/deploy/systemd/install.sh" "${unit_args[@]}"
 fi
