@@ -14,7 +14,7 @@ from pathlib import Path
 from backupd import evidence, execute, output, probes, sandbox
 from backupd.actions import drill_report
 from backupd.actions.common import repository
-from backupd.actions.snapshot_choice import ManifestAlongside, Selection, load_manifest, select
+from backupd.actions.snapshot_choice import ManifestAlongside, Selection, in_background, load_manifest, select
 from backupd.config import Config
 from backupd.drill import projection, sample, verdict
 from backupd.drill.due import due_kind
@@ -27,6 +27,7 @@ from backupd.engine.exitcodes import Cancelled
 from backupd.errors import EXIT_CONFIG, EXIT_DEPENDENCY, EXIT_FINDING, EXIT_OK, BackupdError, ConfigError, \
     DependencyError
 from backupd.evidence.keys import key_dir
+from backupd.manifest import MANIFEST_NAME
 from backupd.state import State
 from backupd.verify import EarlyHasher, verify_tree
 
@@ -161,16 +162,21 @@ def _attempt(box, repo, snapshot: str, fetch, cancel):
 
 
 def _restore_full(box, repo, target: str, hosts, selection: Selection | None, first_guess: str | None,
-                  snapshot_id: str | None, timer, cancel):
+                  snapshot_id: str | None, inside: str | None, timer, cancel):
     """Restore all of the chosen snapshot while its manifest is read alongside. Without a selection the
-    restore of `first_guess` starts at once and the one listing runs alongside too: a wrong guess is
-    stopped, the sandbox emptied and the chosen snapshot restored. Returns (selection, manifest, early
-    hasher, first-file watch, guess confirmed or None)."""
+    restore of `first_guess` starts at once and the one listing runs alongside too, as does the dump of
+    the manifest where a path target's backup puts it (`inside`; used once the listing confirms it): a
+    wrong guess is stopped, the sandbox emptied and the chosen snapshot restored. Returns (selection,
+    manifest, early hasher, first-file watch, guess confirmed or None)."""
     def fetch(chosen: Selection | None = selection, expected: str | None = first_guess):
+        early = None
+        if chosen is None and expected and inside:
+            early = (expected, inside, in_background(lambda: restic_restore.dump_file(repo, expected, inside),
+                                                     cancel))
         chosen = chosen or select(repo, target, hosts, snapshot_id)
         if expected and not chosen.snap.id.startswith(expected):
             raise _WrongGuess(chosen)
-        return chosen, load_manifest(repo, chosen.snap, target, hosts, chosen.listing)
+        return chosen, load_manifest(repo, chosen.snap, target, hosts, chosen.listing, prefetched=early)
 
     with timer.phase("restore"):
         try:
@@ -208,8 +214,11 @@ def _restore_and_probe(cfg, target, spec, kind, repo, selection, doc, timer, can
         _checkpoint(cancel)
         read = bytes_read()
         if doc is None:
+            inside = (f"{cfg.state_dir}/manifests/{target.name}/{MANIFEST_NAME}"  # where backup stages it
+                      if getattr(target.sources, "paths", None) else None)
             selection, doc, early, first, confirmed = _restore_full(
-                box, repo, target.name, cfg.backup_hosts(), selection, first_guess, snapshot_id, timer, cancel)
+                box, repo, target.name, cfg.backup_hosts(), selection, first_guess, snapshot_id, inside, timer,
+                cancel)
             if confirmed is not None:
                 report["guess"] = {"snapshot": first_guess, "confirmed": confirmed}
             chosen = doc.get("files", [])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from concurrent.futures import Future
@@ -12,7 +13,7 @@ from backupd import execute
 from backupd.engine import restore as restic_restore
 from backupd.engine import snapshots as restic_snapshots
 from backupd.engine.repository import Repository
-from backupd.errors import ConfigError, Finding
+from backupd.errors import BackupdError, ConfigError, Finding
 from backupd.manifest import AMEND_SUFFIX, AMEND_TAG, MANIFEST_NAME
 
 #: Companion snapshot recording an operator's acceptance of a flagged generation (`backupd accept`).
@@ -119,17 +120,27 @@ def manifest_path(snap, target: str, suffix: str = "") -> str | None:
     return None
 
 
-def _read(repo: Repository, snap, path: str) -> dict:
+def _read(repo: Repository, snap, path: str, prefetched=None) -> dict:
+    """One manifest file of snap, parsed; `prefetched` (snapshot id prefix, path, Future of the bytes: a dump
+    started before the listing named snap) serves it when it names this snapshot and path and succeeded."""
+    data = None
+    if prefetched is not None and snap.id.startswith(prefetched[0]) and path == prefetched[1]:
+        try:
+            data = prefetched[2].result()
+        except BackupdError:
+            data = None  # read it again, now that the listing names it
     try:
-        return json.loads(restic_restore.dump_file(repo, snap.id, path))
+        return json.loads(data if data is not None else restic_restore.dump_file(repo, snap.id, path))
     except ValueError:
         raise Finding(f"the manifest in snapshot {snap.short_id} is not valid JSON") from None
 
 
-def load_manifest(repo: Repository, snap, target: str, host: str | list[str], listing: list | None = None) -> dict:
+def load_manifest(repo: Repository, snap, target: str, host: str | list[str], listing: list | None = None,
+                  prefetched=None) -> dict:
     """The manifest recorded when snap was taken (inside it, or in its companion snapshot), with
     the files that changed while it was taken, from its amendment, if any. With `listing`
-    (target_listing) this is one `restic dump` (plus one per amendment), no listing."""
+    (target_listing) this is one `restic dump` (plus one per amendment), no listing; `prefetched` (see
+    _read) may serve that dump."""
     inside = manifest_path(snap, target)
     companions = [c for c in _companions(repo, target, host, listing) if snap.made_as(c.tagmap.get("of", "-"))]
     if inside is None:
@@ -138,12 +149,33 @@ def load_manifest(repo: Repository, snap, target: str, host: str | list[str], li
             raise Finding(f"snapshot {snap.short_id} has no backup-time manifest; cannot verify")
         doc = _read(repo, holders[-1], manifest_path(holders[-1], target))
     else:
-        doc = _read(repo, snap, inside)
+        doc = _read(repo, snap, inside, prefetched)
     for amend in (c for c in companions if AMEND_TAG in c.tags):
         moved = _read(repo, amend, manifest_path(amend, target, AMEND_SUFFIX)).get("changed_during_backup", [])
         facts = doc.setdefault("facts", {})
         facts["changed_during_backup"] = sorted(set(facts.get("changed_during_backup", [])) | set(moved))
     return doc
+
+
+def in_background(fn, *cancels: execute.Cancel | None) -> Future:
+    """fn() in a daemon thread that keeps the caller's job deadline and stops with any of `cancels`."""
+    future: Future = Future()
+    left = execute.time_left()
+
+    def run() -> None:
+        try:
+            with contextlib.ExitStack() as stack:
+                stack.enter_context(execute.deadline(left))
+                for cancel in cancels:
+                    stack.enter_context(execute.cancelled_by(cancel))
+                result = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed over through the future
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+
+    threading.Thread(target=run, name="restic-alongside", daemon=True).start()
+    return future
 
 
 class ManifestAlongside:

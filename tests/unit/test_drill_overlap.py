@@ -112,3 +112,24 @@ def test_a_sandbox_with_removals_is_removed_by_a_thread_the_caller_joins(tmp_pat
     assert len(removals) == 1 and not removals[0].daemon
     removals[0].join()
     assert not box.path.exists()
+
+
+def test_a_prefetched_manifest_dump_serves_only_the_snapshot_and_path_the_listing_names(monkeypatch):
+    """A full drill dumps the manifest where backup stages it before the listing ends; load_manifest uses
+    those bytes only for that snapshot and path, and reads again when the early dump failed."""
+    from concurrent.futures import Future
+
+    dumps = []
+    monkeypatch.setattr(choice.restic_restore, "dump_file",
+                        lambda repo, sid, path, timeout=600: dumps.append((sid, path)) or b'{"from": "dump"}')
+    early: Future = Future()
+    early.set_result(b'{"from": "early"}')
+    inside = "/state/manifests/db/backupd-manifest.json"
+    assert choice.load_manifest(None, SNAP, "db", "h", [SNAP], prefetched=("abababab", inside, early)) == \
+        {"from": "early"} and dumps == []
+    assert choice.load_manifest(None, SNAP, "db", "h", [SNAP], prefetched=("cdcdcdcd", inside, early)) == \
+        {"from": "dump"} and dumps == [(SNAP.id, inside)]
+    failed: Future = Future()
+    failed.set_exception(Finding("restic dump: path not found"))
+    assert choice.load_manifest(None, SNAP, "db", "h", [SNAP], prefetched=("abababab", inside, failed)) == \
+        {"from": "dump"}
