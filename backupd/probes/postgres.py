@@ -25,7 +25,8 @@ SOCKET_MAX = 107 - len("/.s.PGSQL.5432")
 #: A restore-speed server: the cluster is thrown away after the probe, so nothing needs to survive a crash
 #: (no fsync, no full-page images), nothing is replicated (wal_level minimal: data loaded into a table
 #: created or truncated in the same transaction, as pg_restore -j does, and every index build write no
-#: WAL), no checkpoint or autovacuum runs during the load, and index builds sort in memory.
+#: WAL), no autovacuum and (below 4 GB of WAL: the sandbox's disk) no checkpoint runs during the load, and
+#: index builds sort in memory.
 CONF = f"""
 listen_addresses = ''
 unix_socket_directories = '{{sock}}'
@@ -37,26 +38,28 @@ full_page_writes = off
 wal_level = minimal
 max_wal_senders = 0
 archive_mode = off
-max_wal_size = 16GB
+max_wal_size = 4GB
 checkpoint_timeout = 1d
 autovacuum = off
 maintenance_work_mem = '{{maintenance_mb}}MB'
 logging_collector = off
 """ + pglog.CONF
-#: maintenance_work_mem bounds: every server process also maps shared_buffers (128 MB) and must stay
-#: below the sandbox's per-process address-space limit (backupd.sandbox.Limits.memory, 2 GiB).
+#: maintenance_work_mem bounds in MB; besides, at most half the sandbox's per-process address-space limit
+#: (spec `sandbox.memory`, default 2 GiB), which every server process also spends on shared_buffers (128 MB)
+#: and its code.
 MAINTENANCE_MB = (64, 1024)
 
 
-def maintenance_mb(jobs: int, meminfo: str = "/proc/meminfo") -> int:
+def maintenance_mb(jobs: int, memory_limit: int, meminfo: str = "/proc/meminfo") -> int:
     """maintenance_work_mem in MB for `jobs` concurrent index builds: a quarter of the available memory
-    shared among them, within MAINTENANCE_MB."""
+    shared among them, within MAINTENANCE_MB and half of memory_limit (bytes)."""
     try:
         with open(meminfo, encoding="ascii") as fh:
             kib = next(int(ln.split()[1]) for ln in fh if ln.startswith("MemAvailable:"))
     except (OSError, StopIteration, ValueError, IndexError):
-        return MAINTENANCE_MB[0]
-    return max(MAINTENANCE_MB[0], min(MAINTENANCE_MB[1], kib // 1024 // 4 // max(1, jobs)))
+        kib = 0
+    share = max(MAINTENANCE_MB[0], min(MAINTENANCE_MB[1], kib // 1024 // 4 // max(1, jobs)))
+    return max(1, min(share, memory_limit >> 21))
 
 
 def bindir() -> Path:
@@ -149,7 +152,7 @@ class Cluster:
         self._run([str(self.bin / "initdb"), "-D", str(self.data), "-U", OS_USER, "--auth=trust",
                    "--encoding=UTF8", "--locale=C", "--no-sync"], "initdb", 300)
         with open(self.data / "postgresql.conf", "a", encoding="utf-8") as conf:
-            conf.write(CONF.format(sock=self.sock, maintenance_mb=maintenance_mb(jobs)))
+            conf.write(CONF.format(sock=self.sock, maintenance_mb=maintenance_mb(jobs, self.jail.limits.memory)))
         self.started = True
         # the postmaster runs in the foreground of its own sandbox: pg_ctl would daemonise it into a
         # PID namespace that ends with pg_ctl

@@ -13,16 +13,20 @@ def _meminfo(tmp_path, available_kib: int):
     return str(path)
 
 
+LIMIT = Limits().memory  # 2 GiB per process
+
+
 def test_maintenance_memory_is_a_quarter_of_the_available_memory_shared_by_the_jobs(tmp_path):
-    assert postgres.maintenance_mb(1, _meminfo(tmp_path, 2 * 1024 * 1024)) == 512
-    assert postgres.maintenance_mb(2, _meminfo(tmp_path, 2 * 1024 * 1024)) == 256
+    assert postgres.maintenance_mb(1, LIMIT, _meminfo(tmp_path, 2 * 1024 * 1024)) == 512
+    assert postgres.maintenance_mb(2, LIMIT, _meminfo(tmp_path, 2 * 1024 * 1024)) == 256
 
 
-def test_maintenance_memory_stays_within_the_sandbox_limit_and_a_floor(tmp_path):
-    assert postgres.maintenance_mb(1, _meminfo(tmp_path, 64 * 1024 * 1024)) == 1024  # 64 GiB free
-    assert postgres.maintenance_mb(8, _meminfo(tmp_path, 512 * 1024)) == 64
-    assert postgres.maintenance_mb(2, str(tmp_path / "absent")) == 64
-    assert (postgres.MAINTENANCE_MB[1] + 128) << 20 < Limits().memory, "with shared_buffers, within the limit"
+def test_maintenance_memory_stays_within_bounds_and_half_the_sandbox_memory_limit(tmp_path):
+    plenty = _meminfo(tmp_path, 64 * 1024 * 1024)  # 64 GiB available
+    assert postgres.maintenance_mb(1, LIMIT, plenty) == 1024
+    assert postgres.maintenance_mb(1, 512 << 20, plenty) == 256, "a spec's sandbox.memory: 512MiB"
+    assert postgres.maintenance_mb(8, LIMIT, _meminfo(tmp_path, 512 * 1024)) == 64
+    assert postgres.maintenance_mb(2, LIMIT, str(tmp_path / "absent")) == 64
 
 
 def test_server_settings_skip_what_a_thrown_away_cluster_does_not_need():
