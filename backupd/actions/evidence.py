@@ -5,7 +5,6 @@ Each function returns a plain dict for the command layer to print; `ok` False me
 
 from __future__ import annotations
 
-import hashlib
 import json
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -114,7 +113,7 @@ def export(cfg, policy_set, out: Path, since: str | None = None, until: str | No
         writer.add("report.html", evidence_html.render(report))
         writer.add("report.json", evidence_report.to_json(report))
         writer.finish(meta, key)
-    digest = _file_sha256(out)
+    digest = writer.sha256
     rec = evidence.record(cfg, "evidence-export", {"file": out.name, "sha256": digest, "since": since_s,
                                                    "until": until_s, "first_seq": meta["first_seq"],
                                                    "last_seq": meta["last_seq"]})
@@ -155,14 +154,6 @@ def _raw_public(key) -> bytes:
     from cryptography.hazmat.primitives import serialization
 
     return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _attest(report: dict, part, whole, ring) -> None:

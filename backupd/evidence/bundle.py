@@ -55,8 +55,9 @@ class Writer:
 
     def __init__(self, out: Path):
         self.out, self.tmp = Path(out), Path(out).with_name(Path(out).name + ".tmp")
-        self.raw = open(self.tmp, "wb")
+        self.raw = _HashingWriter(open(self.tmp, "wb"))
         self.gz = igzip.IGzipFile(fileobj=self.raw, mode="wb", compresslevel=COMPRESSLEVEL)
+        self.sha256: str | None = None  # of the bundle file, once finished
         self.tar = tarfile.open(fileobj=self.gz, mode="w", copybufsize=COPY_BUFFER)
         self.files: dict[str, str] = {}
         self.done = False
@@ -108,6 +109,7 @@ class Writer:
         sig = base64.b64encode(private_key.sign(body)) + b"\n"
         self._member(SIGNATURE, len(sig), io.BytesIO(sig))
         self._close()
+        self.sha256 = self.raw.sha.hexdigest()
         os.replace(self.tmp, self.out)
         self.done = True
         return manifest
@@ -124,6 +126,23 @@ class _Hashing:
         self.sha.update(data)
         self.count += len(data)
         return data
+
+
+class _HashingWriter:
+    """The bundle file, hashed as it is written (no second read of a bundle of hundreds of MB)."""
+
+    def __init__(self, handle):
+        self.handle, self.sha = handle, hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.sha.update(data)
+        return self.handle.write(data)
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+    def close(self) -> None:
+        self.handle.close()
 
 
 def is_bundle(path: Path) -> bool:

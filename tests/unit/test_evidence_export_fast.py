@@ -5,15 +5,17 @@ json.dumps(indent=1, sort_keys=True)."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import random
+import tarfile
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from backupd.actions import evidence_report
-from backupd.evidence import canonical, keys, period, record_format
+from backupd.evidence import bundle, canonical, keys, period, record_format
 from backupd.evidence.ledger import LineFile
 
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
@@ -165,3 +167,16 @@ def test_report_json_is_byte_for_byte_json_dumps():
                                                           ensure_ascii=False).encode("utf-8")
     with pytest.raises(TypeError):
         evidence_report.to_json({"a": [object()]})
+
+
+def test_the_bundle_is_plain_gzip_and_its_hash_is_taken_while_written(tmp_path):
+    path, lines = _ledger(tmp_path, 50)
+    out = tmp_path / "b.tar.gz"
+    with bundle.Writer(out) as writer:
+        writer.add("a.txt", b"hello")
+        writer.add_range(bundle.LEDGER, path, 0, path.stat().st_size)
+        writer.finish({"host": "h"}, KEY)
+    assert writer.sha256 == hashlib.sha256(out.read_bytes()).hexdigest()
+    with tarfile.open(out, "r:gz") as tar:
+        assert tar.extractfile("a.txt").read() == b"hello"
+        assert tar.extractfile(bundle.LEDGER).read() == path.read_bytes()
