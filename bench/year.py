@@ -8,7 +8,9 @@ Brings up the local stack (SeaweedFS with Object Lock, PostgreSQL with the TOS d
 `files` (the TOS exports, retention of tos-exports), `logs` (the server logs, of tos-server-logs,
 min_history 12w) and `db` (a pg_dump of the TOS database, of tos-db, min_history 6w). Each simulated day
 applies the demo terminal's normal daily change, backs up the three targets once (`backupd backup`),
-applies retention (`backupd forget`) and, every seventh day, prunes (`backupd prune`, the maintainer keys).
+applies retention (`backupd forget`) and, every seventh day, prunes (`backupd prune`, the maintainer keys);
+every 30th day (the `files` drill spec's sample schedule) it runs `backupd drill --target files`, as the
+daemon would: a restore picks the newest snapshot that passed a drill, and one must survive retention.
 `--every N` backs up and forgets only every Nth simulated day (the data still changes daily), for a
 year within the time a shared machine allows: fewer generations than the policy's frequency, but the
 weekly and monthly keep rules and the min_history guard are exercised all the same. The daily backup,
@@ -52,6 +54,9 @@ ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINTS = (7, 30, 90, 180, 365)
 GOAL = 1.5
 REPEAT = 3
+#: the `files` drill spec's sample schedule (restore_tests/files.yaml): restore picks only drilled snapshots,
+#: and without a drill between checkpoints 30 and 90 retention would have forgotten every drilled one
+DRILL_EVERY = 30
 TIME_OVERRIDE = "BACKUPD_BACKUP_TIME"  # backupd.engine.backup.TIME_OVERRIDE
 
 POLICY = """version: 1
@@ -221,7 +226,7 @@ def run(days: int, containers: int, every: int = 1, echo=print) -> dict:
             LocalStack(Path(tmp) / "stack", containers=containers, tree_scale=0.1) as stack:
         bench = Bench(stack, Path(tmp))
         start = datetime.now()
-        backups = forgets = prunes = 0.0
+        backups = forgets = prunes = drills = 0.0
         for day in range(1, days + 1):
             if day > 1:
                 tos_files.advance_day(stack.tos_root, day)
@@ -231,11 +236,14 @@ def run(days: int, containers: int, every: int = 1, echo=print) -> dict:
                 forgets += bench.daily("forget")
             if day % 7 == 0:
                 prunes += bench.daily("prune")
+            if day % DRILL_EVERY == 0 and day not in CHECKPOINTS:
+                drills += bench.cli("drill", "--target", "files")[0]
             if day in CHECKPOINTS or day == days:
                 rows.append(bench.measure(day))
                 echo(format_row(rows[-1]), flush=True)
     return {"days": days, "every": every, "rows": rows, "backup_s": round(backups, 1), "forget_s": round(forgets, 1),
-            "prune_s": round(prunes, 1), "wall_s": round(time.monotonic() - started, 1), "goal": verdict(rows)}
+            "prune_s": round(prunes, 1), "drill_s": round(drills, 1), "wall_s": round(time.monotonic() - started, 1),
+            "goal": verdict(rows)}
 
 
 def verdict(rows: list[dict]) -> dict:
@@ -271,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         g = doc["goal"]
         print(f"{doc['days']} days (a generation every {doc['every']} day(s)) in {doc['wall_s']:.0f} s (backup {doc['backup_s']:.0f} s, forget "
-              f"{doc['forget_s']:.0f} s, prune {doc['prune_s']:.0f} s); day {g['to_day']} vs day {g['from_day']}: "
+              f"{doc['forget_s']:.0f} s, prune {doc['prune_s']:.0f} s, sample drills {doc['drill_s']:.0f} s); day {g['to_day']} vs day {g['from_day']}: "
               f"status x{g['ratios']['status_s']}, select x{g['ratios']['select_s']} "
               f"({'within' if g['met'] else 'NOT within'} {GOAL}x)")
     return 0 if doc["goal"]["met"] else 1
