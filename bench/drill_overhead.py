@@ -1,6 +1,6 @@
 """What a small full drill spends outside restore, verify and probes.
 
-    python -m bench.drill_overhead [--rounds 3] [--size-mb 5] [--workdir DIR] [--json]
+    python -m bench.drill_overhead [--rounds 3] [--size-mb 5] [--against SRC] [--workdir DIR] [--json]
 
 A deterministic data set of --size-mb MiB (40 small text files, the rest in four binary files) is
 backed up twice (one file changed in between) to a fresh SeaweedFS Object-Lock bucket with the real
@@ -8,7 +8,9 @@ CLI; then `backupd drill --target data --full --json` runs --rounds times. Per r
 time (interpreter start-up to exit), the drill's phases from its JSON (select, restore, verify,
 probes) and what is left outside restore, verify and probes (wall - restore - verify - probes:
 start-up and imports, config and policy load, select, sandbox, evidence, the drill report). The
-table shows every round and the median.
+table shows every round and the median. `--against SRC` also drills with the backupd package found in
+SRC (e.g. an older commit: `git archive <commit> backupd | tar -x -C SRC`) in every round, the order
+alternating, against the same snapshot: a before/after in one window of this shared machine.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ import os
 import random
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from bench.backup_vs_restic import BenchError
-from bench.drill_vs_restic import BUCKET, Setup
+from bench.drill_vs_restic import BUCKET, ROOT, Setup
 
 PHASES = ("select", "restore", "verify", "probes")
 TARGET = """  - name: data
@@ -58,9 +62,17 @@ def make_data(root: Path, size_mb: float, seed: int = 14) -> int:
     return written + rest
 
 
-def one_round(setup: Setup) -> dict:
-    seconds, doc = setup.cli("drill", "--target", "data", "--full")
-    (d,) = doc["drills"]
+def one_round(setup: Setup, src: Path = ROOT) -> dict:
+    """One `backupd drill --target data --full --json` with the backupd package in src, timed."""
+    argv = [sys.executable, "-m", "backupd", "drill", "--target", "data", "--full", "--config", str(setup.config),
+            "--json"]
+    t0 = time.monotonic()
+    done = subprocess.run(argv, env={**setup.env, "PYTHONPATH": str(src)}, cwd=src, capture_output=True,
+                          timeout=600)
+    seconds = time.monotonic() - t0
+    if done.returncode != 0:
+        raise BenchError(f"drill ({src}): exit {done.returncode}: {done.stderr.decode(errors='replace')[-300:]}")
+    (d,) = json.loads(done.stdout)["drills"]
     if d["verdict"] != "PASS":
         raise BenchError(f"drill: {d['verdict']}: {d.get('reason')}")
     phases = {p: d["phases"].get(p, 0.0) for p in PHASES}
@@ -69,7 +81,7 @@ def one_round(setup: Setup) -> dict:
             "other": round(seconds - sum(phases.values()), 3), "files": d["files_restored"]}
 
 
-def benchmark(size_mb: float, rounds: int, workdir: Path, log=print) -> dict:
+def benchmark(size_mb: float, rounds: int, workdir: Path, log=print, against: Path | None = None) -> dict:
     from demo._util import write_secret
     from demo.seaweed import SeaweedFS
 
@@ -90,25 +102,38 @@ def benchmark(size_mb: float, rounds: int, workdir: Path, log=print) -> dict:
                 _, doc = setup.cli("backup", "--target", "data")
                 if doc["results"][0]["status"] != "ok":
                     raise BenchError(f"backup {n}: {doc['results'][0].get('error')}")
-            samples = []
+            samples, before = [], []
             for n in range(rounds):
-                samples.append(one_round(setup))
+                order = [ROOT, against] if against and n % 2 else [against, ROOT] if against else [ROOT]
+                for src in order:
+                    (samples if src == ROOT else before).append(one_round(setup, src))
                 log(f"round {n + 1}: " + "  ".join(f"{k} {v:.2f}s" for k, v in samples[-1].items() if k != "files"))
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
-    keys = ("wall", *PHASES, "outside", "other")
-    median = {k: round(statistics.median(s[k] for s in samples), 3) for k in keys}
-    return {"bytes": size, "files": samples[0]["files"], "rounds": samples, "median": median, "cpus": os.cpu_count()}
+    doc = {"bytes": size, "files": samples[0]["files"], "rounds": samples, "median": _median(samples),
+           "cpus": os.cpu_count()}
+    if against:
+        doc["against"] = {"src": str(against), "rounds": before, "median": _median(before)}
+    return doc
+
+
+def _median(samples: list[dict]) -> dict:
+    return {k: round(statistics.median(s[k] for s in samples), 3) for k in ("wall", *PHASES, "outside", "other")}
 
 
 def print_report(doc: dict) -> None:
     keys = ("wall", *PHASES, "outside", "other")
     print(f"full drill of {doc['files']} files, {doc['bytes'] / (1 << 20):.1f} MiB, two generations; "
           f"{doc['cpus']} CPUs; seconds")
-    print(f"{'round':<8}" + "".join(f"{k:>9}" for k in keys))
-    for n, s in enumerate(doc["rounds"], 1):
-        print(f"{n:<8}" + "".join(f"{s[k]:9.2f}" for k in keys))
-    print(f"{'median':<8}" + "".join(f"{doc['median'][k]:9.2f}" for k in keys))
+    runs = [("this tree", doc)] + ([(f"against {doc['against']['src']}", doc["against"])]
+                                   if doc.get("against") else [])
+    for label, part in runs:
+        if len(runs) > 1:
+            print(label)
+        print(f"{'round':<8}" + "".join(f"{k:>9}" for k in keys))
+        for n, s in enumerate(part["rounds"], 1):
+            print(f"{n:<8}" + "".join(f"{s[k]:9.2f}" for k in keys))
+        print(f"{'median':<8}" + "".join(f"{part['median'][k]:9.2f}" for k in keys))
     print("outside = wall - restore - verify - probes (start-up, config, select, sandbox, evidence, report); "
           "other = outside - select")
 
@@ -117,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.drill_overhead", description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3, help="drills to run (default 3)")
     ap.add_argument("--size-mb", type=float, default=5.0, help="data set size in MiB (default 5)")
+    ap.add_argument("--against", type=Path, default=None,
+                    help="also drill with the backupd package in this directory (before/after, alternating)")
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "backupd-bench")
     ap.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     args = ap.parse_args(argv)
@@ -127,7 +154,10 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     quiet = (lambda *_: None) if args.json else (lambda msg: print(msg, file=sys.stderr, flush=True))
     try:
-        doc = benchmark(args.size_mb, args.rounds, args.workdir.resolve(), quiet)
+        if args.against and not (args.against / "backupd" / "__main__.py").is_file():
+            ap.error(f"--against {args.against}: no backupd package there")
+        doc = benchmark(args.size_mb, args.rounds, args.workdir.resolve(), quiet,
+                        args.against.resolve() if args.against else None)
     except BenchError as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 1
