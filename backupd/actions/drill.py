@@ -12,7 +12,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from backupd import evidence, execute, output, probes, sandbox
-from backupd.actions import drill_report
 from backupd.actions.common import repository
 from backupd.actions.snapshot_choice import ManifestAlongside, Selection, in_background, load_manifest, select
 from backupd.config import Config
@@ -380,6 +379,8 @@ def run(cfg: Config, policy_set, target_name: str | None = None, *, full: bool =
 
 def _refresh_report(cfg: Config, policy_set) -> None:
     """Rewrite state_dir/reports/drills.html; a report that cannot be written never fails a drill."""
+    from backupd.actions import drill_report  # rendering is imported after the drill, not before its restore
+
     try:
         drill_report.write(cfg, policy_set)
     except Exception as exc:  # noqa: BLE001 - the drill's outcome is recorded already and stands
