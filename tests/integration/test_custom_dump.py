@@ -18,6 +18,11 @@ kind: full
 probes:
   - kind: postgres
     jobs: 2
+    checks:
+      - name: restore-speed server
+        sql: "SELECT concat_ws(',', current_setting('wal_level'), current_setting('max_wal_senders'),
+              current_setting('autovacuum'), current_setting('fsync'), current_setting('checkpoint_timeout'))"
+        expect: "minimal,0,off,off,1d"
 """
 
 TARGET = """  - name: db
@@ -87,6 +92,7 @@ def test_custom_dump_counts_its_own_snapshot_drills_and_restores_while_writes_co
     (probe,) = d["probes"]
     assert d["verdict"] == "PASS" and probe["status"] == "ok", probe
     assert probe["details"]["format"] == "custom" and probe["details"]["jobs"] == 2
+    assert probe["details"]["checks"] == 1 and probe["problems"] == [], "the throw-away server is set for speed"
     assert probe["details"]["rows"] == rows, "the restored dump holds exactly the rows counted at its snapshot"
 
     stack.postgres.psql('DROP DATABASE IF EXISTS "tos_recovered"')
