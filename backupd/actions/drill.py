@@ -4,7 +4,6 @@ backup-time manifest, run the spec's probes, and judge the time to service-ready
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +18,7 @@ from backupd.drill import projection, sample, verdict
 from backupd.drill.due import due_kind
 from backupd.drill.early import LateHasher
 from backupd.drill.phases import FirstFile, PhaseTimer, bytes_read
-from backupd.drill.sandbox import Sandbox, private_dir, sigterm_cancels
+from backupd.drill.sandbox import Sandbox, empty, private_dir, sigterm_cancels
 from backupd.drill.spec import DrillSpec, spec_for
 from backupd.engine import restore as restic_restore
 from backupd.engine.exitcodes import Cancelled
@@ -182,18 +181,9 @@ def _restore_full(box, repo, target: str, hosts, selection: Selection | None, fi
             return (*_attempt(box, repo, first_guess or selection.snap.id, fetch, cancel),
                     True if selection is None else None)
         except _WrongGuess as wrong:
-            _empty(box.restore_dir)
+            empty(box.restore_dir)  # what the stopped restore wrote
             chosen = wrong.selection
             return (*_attempt(box, repo, chosen.snap.id, lambda: fetch(chosen, None), cancel), False)
-
-
-def _empty(path: Path) -> None:
-    """Remove what a stopped restore left (restic writes files owner-writable)."""
-    for entry in path.iterdir():
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
 
 
 def _chosen(report: dict, selection: Selection, doc: dict) -> None:

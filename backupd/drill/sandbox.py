@@ -41,6 +41,15 @@ def _remove(path: Path) -> None:
     shutil.rmtree(path, onerror=writable)
 
 
+def empty(path: Path) -> None:
+    """Remove everything under `path` (what a stopped restore left), keeping `path` itself."""
+    for entry in Path(path).iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            _remove(entry)
+        else:
+            entry.unlink()
+
+
 def _owner(path: Path) -> int:
     """The pid of the drill a sandbox belongs to, from its name (drill-<pid>-...: created in the same step
     as the directory, so a concurrent drill never sees a sandbox without an owner); sandboxes of older

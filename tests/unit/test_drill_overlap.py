@@ -133,3 +133,14 @@ def test_a_prefetched_manifest_dump_serves_only_the_snapshot_and_path_the_listin
     failed.set_exception(Finding("restic dump: path not found"))
     assert choice.load_manifest(None, SNAP, "db", "h", [SNAP], prefetched=("abababab", inside, failed)) == \
         {"from": "dump"}
+
+
+def test_empty_removes_what_a_stopped_restore_left_even_read_only_directories(tmp_path):
+    from backupd.drill.sandbox import empty
+
+    (tmp_path / "srv" / "locked").mkdir(parents=True)
+    (tmp_path / "srv" / "locked" / "part.bin").write_bytes(b"half")
+    (tmp_path / "top.txt").write_text("x")
+    (tmp_path / "srv" / "locked").chmod(0o500)
+    empty(tmp_path)
+    assert tmp_path.is_dir() and list(tmp_path.iterdir()) == []
