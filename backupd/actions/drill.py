@@ -103,7 +103,8 @@ def _verified_since(state: State, target: str) -> float | None:
 
 
 def _restore_sample(box, repo, snap, doc: dict, chosen: list[dict], timer, cancel):
-    """Restore the chosen files (all of them: no includes) with early verification; the manifest is known."""
+    """Restore the chosen files (no --include when they are all of them) with early verification; the
+    manifest is known."""
     box.reserve(sum(e["size"] for e in chosen))
     includes = None if len(chosen) == len(doc.get("files", [])) else [e["path"] for e in chosen]
     with timer.phase("restore"), EarlyHasher(box.restore_dir, {**doc, "files": chosen}) as early, \
@@ -187,6 +188,7 @@ def _restore_full(box, repo, target: str, hosts, selection: Selection | None, fi
 
 
 def _chosen(report: dict, selection: Selection, doc: dict) -> None:
+    """The drilled snapshot, why it was chosen and its judgement, into the report."""
     snap = selection.snap
     report.update(snapshot_id=snap.id, snapshot_time=snap.time.isoformat(), snapshot_host=snap.host,
                   explanation=selection.explanation, judgement=_judgement(snap, selection.bad, doc))
