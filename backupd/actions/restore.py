@@ -15,6 +15,7 @@ from backupd.verify import verify_tree
 
 
 DRILL_PASSED = ("ok", "pass", "warn")
+DRILL_FAILED = ("fail", "suspect")
 
 
 def drilled_snapshots(cfg: Config, target: str) -> set[str] | None:
@@ -23,6 +24,12 @@ def drilled_snapshots(cfg: Config, target: str) -> set[str] | None:
     if not state.count("drill", target):
         return None
     return state.snapshot_ids("drill", target, DRILL_PASSED)
+
+
+def excluded(cfg: Config, target: str, suspect: dict[str, str]) -> dict[str, str]:
+    """Snapshots a restore must not pick by default: flagged suspect, or failed a drill (FAIL/SUSPECT)."""
+    failed = State(cfg.state_dir).snapshot_ids("drill", target, DRILL_FAILED)
+    return {**{sid: "failed a restore drill" for sid in failed}, **suspect}
 
 
 def _check_target_dir(to_dir: Path, force: bool) -> None:
@@ -45,8 +52,8 @@ def run(cfg: Config, policy_set, target_name: str, to_dir: Path, *, snapshot_id=
     t0 = time.monotonic()
     listing = target_listing(repo, target.name, cfg.backup_hosts())  # one listing serves all three
     snaps = data_snapshots(repo, target.name, cfg.backup_hosts(), listing)
-    snap, why = choose(snaps, snapshot_id, before, flagged(repo, snaps, target.name, cfg.backup_hosts(), listing),
-                       drilled_snapshots(cfg, target.name))
+    bad = excluded(cfg, target.name, flagged(repo, snaps, target.name, cfg.backup_hosts(), listing))
+    snap, why = choose(snaps, snapshot_id, before, bad, drilled_snapshots(cfg, target.name))
     doc = load_manifest(repo, snap, target.name, cfg.backup_hosts(), listing)
     restic_restore.restore(repo, snap.id, to_dir)
     verification = verify_tree(to_dir, doc)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from backupd import execute
 from backupd.actions.common import repository
-from backupd.actions.restore import drilled_snapshots
+from backupd.actions.restore import drilled_snapshots, excluded
 from backupd.actions.snapshot_choice import choose, data_snapshots, flagged, load_manifest, target_listing
 from backupd.config import Config
 from backupd.drill.phases import PhaseTimer
@@ -133,8 +133,8 @@ def run(cfg: Config, policy_set, target_name: str, database: Database, *, snapsh
     with timer.phase("select"):
         listing = target_listing(repo, target.name, cfg.backup_hosts())  # one listing serves all three
         snaps = data_snapshots(repo, target.name, cfg.backup_hosts(), listing)
-        snap, why = choose(snaps, snapshot_id, before, flagged(repo, snaps, target.name, cfg.backup_hosts(), listing),
-                           drilled_snapshots(cfg, target.name))
+        bad = excluded(cfg, target.name, flagged(repo, snaps, target.name, cfg.backup_hosts(), listing))
+        snap, why = choose(snaps, snapshot_id, before, bad, drilled_snapshots(cfg, target.name))
         doc = load_manifest(repo, snap, target.name, cfg.backup_hosts(), listing)
     entry = _dump_entry(doc)
     result = {"target": target.name, "destination": dest_name, "snapshot_id": snap.id,

@@ -88,8 +88,9 @@ def flagged(repo: Repository, snaps, target: str, host: str | list[str], listing
 
 def choose(snaps, snapshot_id: str | None, before: str | None, bad: dict[str, str] | None = None,
            drilled: set[str] | None = None):
-    """(snapshot, explanation): the given id; else the newest before a time (default now) that is
-    not flagged and, where drill history exists, passed a drill."""
+    """(snapshot, explanation): the given id; else the newest before a time (default now) that is not
+    flagged (`bad`: suspect, or failed a drill) and, where drill history exists, passed a drill; when no
+    retained snapshot passed one, the newest unflagged snapshot, said to be unproven."""
     if snapshot_id:
         hits = [s for s in snaps if s.id.startswith(snapshot_id)]
         if len(hits) != 1:
@@ -97,17 +98,24 @@ def choose(snaps, snapshot_id: str | None, before: str | None, bad: dict[str, st
         warn = f" (warning: {bad[hits[0].id]})" if bad and hits[0].id in bad else ""
         return hits[0], f"snapshot {hits[0].short_id} as requested{warn}"
     when = parse_when(before or "now")
-    skipped, bad = [], bad or {}
+    skipped, bad, undrilled = [], bad or {}, None
     for snap in reversed([s for s in snaps if s.time < when]):
         if snap.id in bad:
             skipped.append(f"{snap.short_id}: {bad[snap.id]}")
         elif drilled is not None and not any(snap.made_as(d) for d in drilled):
             skipped.append(f"{snap.short_id}: no passed drill")
+            undrilled = undrilled or snap
         else:
             why = f"newest clean snapshot before {when.isoformat()}: {snap.short_id} ({snap.time.isoformat()})"
             if drilled is not None:
                 why += ", which passed a restore drill"
             return snap, why + (f"; skipped {'; '.join(skipped)}" if skipped else "")
+    if undrilled is not None:
+        # Retention may have forgotten every drilled generation: an unflagged one that never failed a drill is
+        # still the best restore point there is; refusing would leave an incident with no restore at all.
+        return undrilled, (f"newest clean snapshot before {when.isoformat()}: {undrilled.short_id} "
+                           f"({undrilled.time.isoformat()}); NOT proven by a drill: no retained snapshot "
+                           "before that time passed one")
     raise Finding(f"no clean snapshot of this target before {when.isoformat()}"
                   + (f" (skipped {'; '.join(skipped)})" if skipped else ""))
 
