@@ -98,15 +98,16 @@ def database_bench(run_dir: Path, seaweed, secrets: Path, fillers: Path, sizes: 
         for containers in sizes:
             t0 = time.monotonic()
             counts = create_tos_database(pg, "tos", containers=containers)
-            log(f"TOS database {containers} containers: {sum(counts.values())} rows in "
-                f"{time.monotonic() - t0:.1f}s")
+            generated = time.monotonic() - t0
+            log(f"TOS database {containers} containers: {sum(counts.values())} rows in {generated:.1f}s")
             backup = _backup(setup, "tos-plain")
             sample = _drill(setup, "tos-plain", full=False)
             full = _drill(setup, "tos-plain", full=True)
             size = full["rates"]
             row = {"size": f"{containers} containers", "rows": sum(counts.values()), "dump_bytes": backup["bytes"],
                    "sample_projected": sample["projected_full_seconds"], "measured": full["service_ready_seconds"],
-                   "measured_phases": size["scaled"] | size["fixed"]}
+                   "measured_phases": size["scaled"] | size["fixed"], "generate_seconds": round(generated, 1),
+                   "load_average": os.getloadavg()[0]}  # shared machine: a loaded drill measures slow
             if previous is not None:
                 got = projection.project(previous["rates"], size["bytes"], size["files"])
                 far = projection.project(first["rates"], size["bytes"], size["files"])["seconds"]
@@ -159,7 +160,8 @@ def print_report(doc: dict) -> None:
                   f"{row['from_first']:7.2f}s, error {row['error_from_first']:+.1%}")
         else:
             print(f"{head} full drill {row['measured']:7.2f}s (the base of the next projection)")
-        print("    measured phases: " + ", ".join(f"{k} {v:.2f}s" for k, v in row["measured_phases"].items()))
+        print("    measured phases: " + ", ".join(f"{k} {v:.2f}s" for k, v in row["measured_phases"].items())
+              + (f"; load average {row['load_average']:.1f}" if "load_average" in row else ""))
     print(f"{doc['cpus']} CPUs, load average at the end {doc['load_average'][0]:.1f}; total {doc['total_seconds']}s")
 
 
