@@ -195,6 +195,10 @@ def _die_with_parent(parent: int) -> Callable[[], None]:
     before the signal arrives; restic needs far longer to commit.)
     """
     def child() -> None:
+        # An ignored SIGINT/SIGTERM survives exec (cron, nohup, a shell's background job): the child would
+        # then miss the gentle stop (SIGINT: restic removes its lock) and wait for escalation.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
         if _PRCTL is not None:
             _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:  # the parent died before prctl: the signal would never come

@@ -237,3 +237,20 @@ def test_cancelled_by_reaches_calls_that_take_no_cancel():
         done = execute.run(["sleep", "30"], timeout=60)  # like an engine call without a cancel parameter
     assert done.cancelled and time.monotonic() - t0 < NO_HANG
     assert execute._with_ambient(None) is None
+
+
+def test_the_gentle_stop_reaches_a_child_started_with_sigint_ignored():
+    """Under cron, nohup or a shell's background job SIGINT arrives ignored and survives exec: the child must
+    still stop on the gentle SIGINT (restic removes its lock then), not only on the SIGTERM escalation."""
+    import signal
+    import threading
+
+    cancel = execute.Cancel()
+    threading.Timer(0.3, cancel.set).start()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with execute.cancelled_by(cancel):
+            done = execute.run(["sleep", "30"], timeout=60)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert done.cancelled and done.returncode == -signal.SIGINT
