@@ -8,6 +8,7 @@ in `pg/sock`); stopping the server kills its whole PID namespace."""
 from __future__ import annotations
 
 import glob
+import threading
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from backupd.errors import DependencyError, Finding
 from backupd.probes import pglog
 from backupd.probes.base import ProbeContext, ProbeResult
 from backupd.sandbox import Jail
-from backupd.sources import pgload
+from backupd.sources import pgarchive, pgload
 
 OS_USER = "postgres"
 PORT = 5432  # only names the socket file: the socket directory is private to this sandbox
@@ -228,6 +229,27 @@ def _check(cluster: Cluster, check, ctx: ProbeContext) -> str | None:
     return None
 
 
+class _OffsetsAdded(threading.Thread):
+    """pgarchive.add_offsets on the verified dump in the sandbox, in a thread: an archive streamed to
+    restic lacks its data offsets, and pg_restore -j would step over every row before a table to find
+    it. `join()` -> how many offsets were written (0 when none was needed or the file was left alone)."""
+
+    def __init__(self, dump: Path):
+        super().__init__(daemon=True)
+        self.dump, self.count = dump, 0
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self.count = pgarchive.add_offsets(self.dump)
+        except (OSError, ValueError):  # not writable, or vanished: pg_restore finds its tables the slow way
+            self.count = 0
+
+    def join(self, timeout: float | None = None) -> int:
+        super().join(timeout)
+        return self.count
+
+
 def run(probe, ctx: ProbeContext, result: ProbeResult) -> None:
     dump = ctx.local(_dump_entry(probe, ctx)["path"])
     base = ctx.sandbox / "pg"
@@ -241,8 +263,11 @@ def run(probe, ctx: ProbeContext, result: ProbeResult) -> None:
         jobs = pgload.jobs_for(probe.jobs)
         result.details.update(format="custom" if pgload.is_custom(dump) else "plain", jobs=jobs)
         loaders = jobs if result.details["format"] == "custom" else 1
+        offsets = _OffsetsAdded(dump) if loaders > 1 else None  # while the cluster starts
         cluster.start(loaders)
         cluster.psql("-c", f'CREATE DATABASE "{DATABASE}"', db="postgres")
+        if offsets is not None:
+            result.details["data_offsets_added"] = offsets.join()
         timings["start"], clock = round(time.monotonic() - clock, 3), time.monotonic()
         cluster.load(dump, loaders, probe.timeout.total_seconds())
         timings["load"], clock = round(time.monotonic() - clock, 3), time.monotonic()

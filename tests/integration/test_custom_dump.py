@@ -93,6 +93,7 @@ def test_custom_dump_counts_its_own_snapshot_drills_and_restores_while_writes_co
     assert d["verdict"] == "PASS" and probe["status"] == "ok", probe
     assert probe["details"]["format"] == "custom" and probe["details"]["jobs"] == 2
     assert probe["details"]["checks"] == 1 and probe["problems"] == [], "the throw-away server is set for speed"
+    assert probe["details"]["data_offsets_added"] == len(rows), "the streamed archive got a data offset per table"
     assert probe["details"]["rows"] == rows, "the restored dump holds exactly the rows counted at its snapshot"
 
     stack.postgres.psql('DROP DATABASE IF EXISTS "tos_recovered"')

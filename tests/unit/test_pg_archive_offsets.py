@@ -1,0 +1,67 @@
+"""Data offsets written into a custom-format archive that was streamed (pg_restore -j then seeks to
+each table instead of stepping over every row before it); anything unexpected leaves the file alone."""
+
+from __future__ import annotations
+
+from backupd.sources import pgarchive
+
+
+def _int(v: int) -> bytes:
+    return bytes([1 if v < 0 else 0]) + abs(v).to_bytes(4, "little")
+
+
+def _str(s: bytes | None) -> bytes:
+    return _int(-1) if s is None else _int(len(s)) + s
+
+
+def archive(tables: dict[int, list[bytes]], version=(1, 14), state: int = pgarchive.OFFSET_NOT_SET,
+            desc: bytes = b"TABLE DATA") -> tuple[bytes, dict[int, int]]:
+    """A pg_dump -Fc -Z0 archive as written to a pipe: header, table of contents, one block per table
+    with one chunk per row. Returns it and where each table's block starts."""
+    head = b"PGDMP" + bytes([*version, 0, 4, 8, 1]) + (bytes([0]) if version >= (1, 15) else _int(0))
+    head += b"".join(_int(0) for _ in range(7)) + _str(b"tos") + _str(b"15.18") + _str(b"15.18")
+    toc = _int(len(tables))
+    for dump_id in tables:
+        toc += _int(dump_id) + _int(1) + _str(b"0") + _str(b"0") + _str(b"t") + _str(desc) + _int(3)
+        toc += b"".join(_str(b"") for _ in range(6 if version >= (1, 14) else 5)) + _str(b"postgres")
+        toc += _str(b"false") + _str(b"12") + _str(None) + bytes([state]) + bytes(8)
+    data, starts = b"", {}
+    base = len(head) + len(toc)
+    for dump_id, rows in tables.items():
+        starts[dump_id] = base + len(data)
+        chunks = b"".join(_int(len(r)) + r for r in rows)
+        data += bytes([pgarchive.BLOCK_DATA]) + _int(dump_id) + chunks + _int(0)
+    return head + toc + data, starts
+
+
+def _offsets(raw: bytes) -> dict[int, tuple[int, int]]:
+    r = pgarchive._Reader(raw)
+    version = pgarchive._header(r)
+    return {i: (state, int.from_bytes(raw[at + 1:at + 9], "little"))
+            for i, _, at, state in pgarchive._entries(r, version)}
+
+
+TABLES = {7: [b"1\tMSKU\n", b"2\tMSCU\n"] * 50, 8: [b"3\t\\N\n"], 9: [b"\x01 not a block\t7\n"] * 3}
+
+
+def test_offsets_of_a_streamed_archive_point_at_each_tables_block(tmp_path):
+    for version in pgarchive.VERSIONS:
+        raw, starts = archive(TABLES, version)
+        path = tmp_path / f"tos-{version[1]}.dump"
+        path.write_bytes(raw)
+        assert pgarchive.add_offsets(path) == 3
+        patched = path.read_bytes()
+        assert _offsets(patched) == {i: (pgarchive.OFFSET_SET, at) for i, at in starts.items()}
+        assert len(patched) == len(raw) and patched[starts[7]:] == raw[starts[7]:], "only the offsets change"
+
+
+def test_archives_with_offsets_large_objects_or_an_unknown_layout_are_left_alone(tmp_path):
+    cases = [archive(TABLES, state=pgarchive.OFFSET_SET)[0], archive(TABLES, desc=b"BLOBS")[0],
+             archive(TABLES, version=(1, 16))[0], archive(TABLES)[0][:200], b"-- plain SQL dump\n"]
+    block = bytes([pgarchive.BLOCK_DATA])
+    missing = archive(TABLES)[0].replace(block + _int(9), block + _int(5))  # table 9's block not found
+    for n, raw in enumerate([*cases, missing]):
+        path = tmp_path / f"case{n}.dump"
+        path.write_bytes(raw)
+        assert pgarchive.add_offsets(path) == 0, n
+        assert path.read_bytes() == raw, n
