@@ -19,7 +19,7 @@ from backupd.drill.sandbox import private_dir
 from backupd.engine import restore as restic_restore
 from backupd.errors import ConfigError, DependencyError, Finding
 from backupd.probes.postgres import bindir, compare_rows, row_count_sql
-from backupd.sources import pgload
+from backupd.sources import pgarchive, pgload
 from backupd.verify import verify_tree
 
 #: Relations in user schemas: a database holding any is not empty.
@@ -154,6 +154,8 @@ def run(cfg: Config, policy_set, target_name: str, database: Database, *, snapsh
         result["format"] = "custom" if pgload.is_custom(dump) else "plain"
         result["jobs"] = pgload.jobs_for(jobs) if result["format"] == "custom" else 1
         with timer.phase("load"):
+            if result["jobs"] > 1:  # a streamed archive lacks them: each pg_restore worker would step over every row
+                result["data_offsets_added"] = pgarchive.add_offsets(dump)
             _load(database, dump, result["jobs"], timeout)
     expected = doc.get("facts", {}).get("rows") or {}
     with timer.phase("rows"):

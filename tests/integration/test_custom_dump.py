@@ -105,6 +105,7 @@ def test_custom_dump_counts_its_own_snapshot_drills_and_restores_while_writes_co
     assert restored.code == 0, restored.stdout + restored.stderr
     assert restored.doc["format"] == "custom" and restored.doc["verification"]["ok"]
     assert restored.doc["rows"] == rows and restored.doc["problems"] == []
+    assert restored.doc["data_offsets_added"] == len(rows)
     assert _count(stack, "tos_recovered", "ticks") == rows["public.ticks"]
 
     again = setup.cli(*into)
