@@ -267,6 +267,28 @@ def print_table(doc: dict) -> None:
           f"total {doc['total_seconds']}s")
 
 
+def run_bench(as_json: bool, call, render) -> int:
+    """The benches' common ending: restic on PATH, `call(log)` with progress on stderr (none with --json),
+    then one JSON document or `render(doc)`. Exit 0 measured, 1 a step failed, 3 could not start."""
+    if shutil.which("restic") is None:
+        print("restic not found on PATH", file=sys.stderr)
+        return 3
+    quiet = (lambda *_: None) if as_json else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    try:
+        doc = call(quiet)
+    except BenchError as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        return 1
+    except RuntimeError as exc:  # SeaweedFS or PostgreSQL missing or not starting
+        print(f"benchmark could not start: {exc}", file=sys.stderr)
+        return 3
+    if as_json:
+        print(json.dumps(doc, indent=1))
+    else:
+        render(doc)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.backup_vs_restic", description=__doc__.split("\n\n")[0])
     ap.add_argument("--size-gb", type=float, default=1.0, help="data set size in GiB (default 1.0)")
@@ -277,23 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if not 0.01 <= args.size_gb <= 64 or not 1 <= args.rounds <= 9:
         ap.error("--size-gb must be within 0.01..64 and --rounds within 1..9")
-    if shutil.which("restic") is None:
-        print("restic not found on PATH", file=sys.stderr)
-        return 3
-    quiet = (lambda *_: None) if args.json else (lambda msg: print(msg, file=sys.stderr, flush=True))
-    try:
-        doc = benchmark(args.size_gb, args.workdir.resolve(), args.rounds, quiet)
-    except BenchError as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        return 1
-    except RuntimeError as exc:  # SeaweedFS missing or not starting
-        print(f"benchmark could not start: {exc}", file=sys.stderr)
-        return 3
-    if args.json:
-        print(json.dumps(doc, indent=1))
-    else:
-        print_table(doc)
-    return 0
+    return run_bench(args.json, lambda log: benchmark(args.size_gb, args.workdir.resolve(), args.rounds, log),
+                     print_table)
 
 
 if __name__ == "__main__":

@@ -27,20 +27,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.backup_vs_restic import BenchError
+from bench.backup_vs_restic import BenchError, run_bench
 from bench.drill_vs_restic import BUCKET, ROOT, Setup
+from bench.drill_vs_restic import DATA_TARGET as TARGET
 
 PHASES = ("select", "restore", "verify", "probes")
-TARGET = """  - name: data
-    category: container_data
-    owner: bench
-    sources: {{paths: ['{data}']}}
-    frequency: 1d
-    rto: 8h
-    retention: {{keep_daily: 7, keep_weekly: 8}}
-    destinations: [worm]
-    drill: files
-"""
 
 
 def make_data(root: Path, size_mb: float, seed: int = 14) -> int:
@@ -149,26 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if not 1 <= args.rounds <= 15 or not 0.1 <= args.size_mb <= 1024:
         ap.error("--rounds within 1..15, --size-mb within 0.1..1024")
-    if shutil.which("restic") is None:
-        print("restic not found on PATH", file=sys.stderr)
-        return 3
-    quiet = (lambda *_: None) if args.json else (lambda msg: print(msg, file=sys.stderr, flush=True))
-    try:
-        if args.against and not (args.against / "backupd" / "__main__.py").is_file():
-            ap.error(f"--against {args.against}: no backupd package there")
-        doc = benchmark(args.size_mb, args.rounds, args.workdir.resolve(), quiet,
-                        args.against.resolve() if args.against else None)
-    except BenchError as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        return 1
-    except RuntimeError as exc:
-        print(f"benchmark could not start: {exc}", file=sys.stderr)
-        return 3
-    if args.json:
-        print(json.dumps(doc, indent=1))
-    else:
-        print_report(doc)
-    return 0
+    if args.against and not (args.against / "backupd" / "__main__.py").is_file():
+        ap.error(f"--against {args.against}: no backupd package there")
+    against = args.against.resolve() if args.against else None
+    return run_bench(args.json, lambda log: benchmark(args.size_mb, args.rounds, args.workdir.resolve(), log, against),
+                     print_report)
 
 
 if __name__ == "__main__":

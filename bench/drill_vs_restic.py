@@ -31,7 +31,7 @@ from pathlib import Path
 
 from bench.backup_vs_restic import DATA_TARGET as BENCH_DATA_TARGET
 from bench.backup_vs_restic import (FILLER, FILLERS, POLICY_HEAD, BenchError, _base_env, drop_caches,
-                                     run_step)
+                                     run_bench, run_step)
 from bench.dataset import generate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -301,22 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if not 0.01 <= args.size_gb <= 64 or not 1 <= args.rounds <= 9 or not 100 <= args.containers <= 3_000_000:
         ap.error("--size-gb within 0.01..64, --rounds within 1..9, --containers within 100..3000000")
-    if shutil.which("restic") is None:
-        print("restic not found on PATH", file=sys.stderr)
-        return 3
-    quiet = (lambda *_: None) if args.json else (lambda msg: print(msg, file=sys.stderr, flush=True))
-    try:
-        doc = benchmark(args.size_gb, args.rounds, args.containers, args.workdir.resolve(), quiet, args.only)
-    except BenchError as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        return 1
-    except RuntimeError as exc:
-        print(f"benchmark could not start: {exc}", file=sys.stderr)
-        return 3
-    print(json.dumps(doc, indent=1) if args.json else "", end="")
-    if not args.json:
-        print_report(doc)
-    return 0
+    return run_bench(args.json, lambda log: benchmark(args.size_gb, args.rounds, args.containers,
+                                                      args.workdir.resolve(), log, args.only), print_report)
 
 
 if __name__ == "__main__":

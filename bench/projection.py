@@ -18,7 +18,6 @@ Each row also shows the projection from the first size (the largest step).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -27,7 +26,7 @@ import time
 from pathlib import Path
 
 from backupd.drill import projection
-from bench.backup_vs_restic import BenchError
+from bench.backup_vs_restic import BenchError, run_bench
 from bench.dataset import generate
 from bench.drill_vs_restic import DATA_TARGET, DB_TARGET, Setup
 
@@ -178,20 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         sizes = [float(x) for x in args.sizes_gb.split(",")]
     except ValueError:
         ap.error("--containers and --sizes-gb take comma-separated numbers")
-    if shutil.which("restic") is None:
-        print("restic not found on PATH", file=sys.stderr)
-        return 3
-    quiet = (lambda *_: None) if args.json else (lambda msg: print(msg, file=sys.stderr, flush=True))
-    try:
-        doc = benchmark(containers, sizes, args.workdir.resolve(), quiet, args.only)
-    except BenchError as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        return 1
-    if args.json:
-        print(json.dumps(doc, indent=1))
-    else:
-        print_report(doc)
-    return 0
+    return run_bench(args.json, lambda log: benchmark(containers, sizes, args.workdir.resolve(), log, args.only),
+                     print_report)
 
 
 if __name__ == "__main__":

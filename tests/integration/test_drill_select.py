@@ -17,17 +17,9 @@ from backupd.actions import drill, snapshot_choice
 from backupd.actions.common import repository
 from backupd.commands.common import load_config, load_policies
 from backupd.drill.phases import PhaseTimer
+from tests.integration.test_drill import CHECK_TARGET as TARGET
 
 pytestmark = pytest.mark.integration
-
-TARGET = """  - name: cargo-plans
-    category: documentation
-    owner: test
-    sources: {{paths: ['{data}']}}
-    frequency: 1d
-    retention: {{keep_daily: 7, keep_weekly: 8}}
-    destinations: [worm]
-"""
 
 
 @pytest.fixture
