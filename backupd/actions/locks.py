@@ -46,6 +46,18 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def pid_running(pid: int) -> bool:
+    """pid_alive, but a zombie (exited, not yet reaped by its new parent) is gone: it holds no lock.
+    restic's own check (signal 0) still sees a zombie alive, so its lock is removed as restic cannot."""
+    if not pid_alive(pid):
+        return False
+    try:
+        state = open(f"/proc/{pid}/stat", encoding="ascii", errors="replace").read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
+
+
 def pid_started(pid: int) -> datetime | None:
     """When process `pid` started (from /proc), None when unknown."""
     try:
@@ -66,7 +78,7 @@ def _owner_gone(lock: Lock, alive: Callable[[int], bool], started: Callable[[int
 
 
 def provably_stale(lock: Lock, *, hostname: str, now: datetime, ours_running: bool,
-                   alive: Callable[[int], bool] = pid_alive,
+                   alive: Callable[[int], bool] = pid_running,
                    started: Callable[[int], datetime | None] = pid_started) -> bool:
     if ours_running:
         return False
@@ -90,12 +102,15 @@ def describe(lock: Lock) -> dict:
 
 def decide(locks: list[Lock], *, hostname: str, now: datetime, ours_running: bool,
            alive: Callable[[int], bool] = pid_alive,
-           started: Callable[[int], datetime | None] = pid_started) -> str:
+           started: Callable[[int], datetime | None] = pid_started,
+           running: Callable[[int], bool] | None = None) -> str:
     """'clear' (no locks), 'remove' (restic unlock removes exactly the stale ones), 'remove_all'
-    (every lock is provably stale, some only by PID reuse, which restic cannot see) or 'wait'."""
+    (every lock is provably stale, some only by PID reuse or a zombie owner, which restic cannot see)
+    or 'wait'. `alive` is restic's view of a PID (signal 0), `running` ours (default: pid_running)."""
     if not locks:
         return "clear"
-    stale = [provably_stale(lk, hostname=hostname, now=now, ours_running=ours_running, alive=alive,
+    running = running or (pid_running if alive is pid_alive else alive)
+    stale = [provably_stale(lk, hostname=hostname, now=now, ours_running=ours_running, alive=running,
                             started=started) for lk in locks]
     removable = [restic_would_remove(lk, hostname=hostname, now=now, alive=alive) for lk in locks]
     if all(stale):

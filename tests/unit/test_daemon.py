@@ -162,3 +162,26 @@ def test_settings_validate_with_clear_errors(tmp_path):
             getattr(settings, section)(_cfg(tmp_path, **{section: bad}))
     m = settings.metrics(_cfg(tmp_path, metrics={"listen": "127.0.0.1:0"}))
     assert m.listen == ("127.0.0.1", 0)
+
+
+def test_a_lock_whose_restic_is_a_zombie_is_removed():
+    """A SIGKILLed restic stays a zombie until its new parent reaps it: restic's own check (signal 0) sees it
+    alive, so `restic unlock` keeps its lock; the triage proves it gone and removes it with --remove-all."""
+    import os
+    import time
+
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    try:
+        for _ in range(100):  # until the child has exited (not reaped: a zombie)
+            with open(f"/proc/{pid}/stat") as fh:
+                if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    break
+            time.sleep(0.01)
+        assert locks.pid_alive(pid) and not locks.pid_running(pid)
+        now = datetime.now(timezone.utc)
+        zombie = Lock("z" * 64, now, False, socket.gethostname(), pid, "root")
+        assert locks.decide([zombie], hostname=socket.gethostname(), now=now, ours_running=False) == "remove_all"
+    finally:
+        os.waitpid(pid, 0)
