@@ -1,7 +1,7 @@
 """Does a drill's projection hold? Projected against measured time to service-ready.
 
     python -m bench.projection [--containers 100000,300000,1000000] [--sizes-gb 0.1,0.25,0.5]
-                               [--only files|database] [--workdir DIR] [--json]
+                               [--only files|database] [--repeat N] [--no-settle] [--workdir DIR] [--json]
 
 Files: per size, the deterministic data set (bench/dataset.py) backed up into a SeaweedFS Object-Lock
 bucket, then a sample drill (at most 200 files / 32 MiB restored; its projection of the full drill) and
@@ -13,12 +13,20 @@ a measurement. What is projected is the next size: the previous size's drill rat
 load, post-load index, checks per unit of work; select and cluster start fixed) at this size's dump,
 against this size's full drill, as `backupd status` projects a grown database from its last drill.
 Each row also shows the projection from the first size (the largest step).
+
+Before the backup and before each drill the source cluster is settled: after generation VACUUM (ANALYZE)
+and CHECKPOINT (else autovacuum's hint-bit and visibility-map writes and the checkpoint of GBs of dirty
+pages run during the drill, on the same 2 cores and disk), then `sync` and a dropped page cache.
+`--repeat N` runs N full drills per size and takes the median (the spread is in the row); each drill
+records the load average at its start and the CPU seconds of backupd and its children.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
+import statistics
 import shutil
 import sys
 import tempfile
@@ -26,7 +34,7 @@ import time
 from pathlib import Path
 
 from backupd.drill import projection
-from bench.backup_vs_restic import BenchError, run_bench
+from bench.backup_vs_restic import BenchError, drop_caches, run_bench
 from bench.dataset import generate
 from bench.drill_vs_restic import DATA_TARGET, DB_TARGET, Setup
 
@@ -42,12 +50,39 @@ probes:
 """
 
 
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of the children reaped so far, their descendants included."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _drill(setup: Setup, target: str, full: bool) -> dict:
+    load, cpu = os.getloadavg()[0], _children_cpu()
     _, doc = setup.cli("drill", "--target", target, *(["--full"] if full else []))
     (d,) = doc["drills"]
     if d["verdict"] not in ("PASS", "WARN"):
         raise BenchError(f"drill of {target}: {d['verdict']}: {d.get('reason')}")
+    d["bench"] = {"load_average": round(load, 2), "cpu_seconds": round(_children_cpu() - cpu, 2)}
     return d
+
+
+def settle(pg, dbname: str | None) -> bool:
+    """The source cluster quiet before a measurement (module docstring): with `dbname`, VACUUM (ANALYZE)
+    and CHECKPOINT first; then sync and drop the page cache. False when the cache could not be dropped."""
+    if dbname:
+        pg.psql("VACUUM (ANALYZE)", dbname)
+        pg.psql("CHECKPOINT")
+    return drop_caches()
+
+
+def _median_drill(setup: Setup, target: str, repeat: int, before) -> tuple[dict, list[dict]]:
+    """`repeat` full drills, `before()` ahead of each; the one with the median service-ready time, and all."""
+    drills = []
+    for _ in range(repeat):
+        before()
+        drills.append(_drill(setup, target, full=True))
+    ordered = sorted(drills, key=lambda d: d["service_ready_seconds"])
+    return ordered[(len(ordered) - 1) // 2], drills
 
 
 def _backup(setup: Setup, target: str) -> dict:
@@ -85,7 +120,8 @@ def files_bench(run_dir: Path, seaweed, secrets: Path, fillers: Path, workdir: P
     return rows
 
 
-def database_bench(run_dir: Path, seaweed, secrets: Path, fillers: Path, sizes: list[int], log):
+def database_bench(run_dir: Path, seaweed, secrets: Path, fillers: Path, sizes: list[int], log,
+                   repeat: int = 1, settled: bool = True):
     from demo.postgres import PostgresCluster
     from demo.tos_data import create_tos_database
 
@@ -99,14 +135,24 @@ def database_bench(run_dir: Path, seaweed, secrets: Path, fillers: Path, sizes: 
             counts = create_tos_database(pg, "tos", containers=containers)
             generated = time.monotonic() - t0
             log(f"TOS database {containers} containers: {sum(counts.values())} rows in {generated:.1f}s")
+            if settled:
+                t0 = time.monotonic()
+                dropped = settle(pg, "tos")
+                log(f"source settled (VACUUM ANALYZE, CHECKPOINT, sync{', caches dropped' if dropped else ''}) "
+                    f"in {time.monotonic() - t0:.1f}s")
             backup = _backup(setup, "tos-plain")
             sample = _drill(setup, "tos-plain", full=False)
-            full = _drill(setup, "tos-plain", full=True)
+            full, drills = _median_drill(setup, "tos-plain", repeat,
+                                         (lambda: settle(pg, None)) if settled else (lambda: None))
             size = full["rates"]
             row = {"size": f"{containers} containers", "rows": sum(counts.values()), "dump_bytes": backup["bytes"],
                    "sample_projected": sample["projected_full_seconds"], "measured": full["service_ready_seconds"],
                    "measured_phases": size["scaled"] | size["fixed"], "generate_seconds": round(generated, 1),
-                   "load_average": os.getloadavg()[0]}  # shared machine: a loaded drill measures slow
+                   "load_average": full["bench"]["load_average"],  # shared machine: a loaded drill measures slow
+                   "cpu_seconds": full["bench"]["cpu_seconds"], "settled": settled,
+                   "runs": [{"measured": d["service_ready_seconds"], **d["bench"],
+                             "load": d["rates"]["scaled"].get("probe:load"),
+                             "index": d["rates"]["scaled"].get("probe:index")} for d in drills]}
             if previous is not None:
                 got = projection.project(previous["rates"], size["bytes"], size["files"])
                 far = projection.project(first["rates"], size["bytes"], size["files"])["seconds"]
@@ -117,13 +163,17 @@ def database_bench(run_dir: Path, seaweed, secrets: Path, fillers: Path, sizes: 
                     f"measured {row['measured']:.2f}s, error {row['error']:+.1%}")
             else:
                 log(f"database {containers}: measured {row['measured']:.2f}s (first size: nothing to project from)")
+            log("    runs: " + "; ".join(f"{r['measured']:.2f}s (load {r['load']}, index {r['index']}, "
+                                         f"cpu {r['cpu_seconds']}s, load avg {r['load_average']})"
+                                         for r in row["runs"]))
             previous = {"rates": full["rates"], "size": row["size"]}
             first = first or previous
             rows.append(row)
     return rows
 
 
-def benchmark(containers: list[int], sizes: list[float], workdir: Path, log=print, only=None) -> dict:
+def benchmark(containers: list[int], sizes: list[float], workdir: Path, log=print, only=None, repeat: int = 1,
+              settled: bool = True) -> dict:
     from demo._util import write_secret
     from demo.seaweed import SeaweedFS
 
@@ -139,7 +189,7 @@ def benchmark(containers: list[int], sizes: list[float], workdir: Path, log=prin
             seaweed.create_locked_bucket("bench", days=1)
             files = (files_bench(run_dir, seaweed, secrets, fillers, workdir, sizes, log)
                      if only in (None, "files") else None)
-            database = (database_bench(run_dir, seaweed, secrets, fillers, containers, log)
+            database = (database_bench(run_dir, seaweed, secrets, fillers, containers, log, repeat, settled)
                         if only in (None, "database") else None)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -160,7 +210,12 @@ def print_report(doc: dict) -> None:
         else:
             print(f"{head} full drill {row['measured']:7.2f}s (the base of the next projection)")
         print("    measured phases: " + ", ".join(f"{k} {v:.2f}s" for k, v in row["measured_phases"].items())
-              + (f"; load average {row['load_average']:.1f}" if "load_average" in row else ""))
+              + (f"; load average {row['load_average']:.1f}" if "load_average" in row else "")
+              + (f"; CPU {row['cpu_seconds']:.1f}s" if "cpu_seconds" in row else ""))
+        if len(row.get("runs") or []) > 1:
+            times = [r["measured"] for r in row["runs"]]
+            print(f"    {len(times)} full drills: " + ", ".join(f"{t:.2f}s" for t in times)
+                  + f" (median {statistics.median(times):.2f}s)")
     print(f"{doc['cpus']} CPUs, load average at the end {doc['load_average'][0]:.1f}; total {doc['total_seconds']}s")
 
 
@@ -169,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--containers", default="100000,300000,1000000", help="TOS database sizes, comma-separated")
     ap.add_argument("--sizes-gb", default="0.1,0.25,0.5", help="file data set sizes in GiB, comma-separated")
     ap.add_argument("--only", choices=("files", "database"), default=None, help="run one part only")
+    ap.add_argument("--repeat", type=int, default=1, help="full database drills per size (median taken)")
+    ap.add_argument("--no-settle", action="store_true",
+                    help="drill right after generation (no VACUUM/CHECKPOINT/sync/cache drop): the old way")
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "backupd-bench")
     ap.add_argument("--json", action="store_true", help="print one JSON document instead of the report")
     args = ap.parse_args(argv)
@@ -177,8 +235,10 @@ def main(argv: list[str] | None = None) -> int:
         sizes = [float(x) for x in args.sizes_gb.split(",")]
     except ValueError:
         ap.error("--containers and --sizes-gb take comma-separated numbers")
-    return run_bench(args.json, lambda log: benchmark(containers, sizes, args.workdir.resolve(), log, args.only),
-                     print_report)
+    if not 1 <= args.repeat <= 9:
+        ap.error("--repeat takes 1 to 9")
+    return run_bench(args.json, lambda log: benchmark(containers, sizes, args.workdir.resolve(), log, args.only,
+                                                      args.repeat, not args.no_settle), print_report)
 
 
 if __name__ == "__main__":
