@@ -65,8 +65,10 @@ def verify_tree(root: Path, manifest_doc: dict, workers: int = 2, hashed=frozens
     entries = manifest_doc.get("files", [])
     result = Verification()
     hashed = frozenset(hashed)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        outcomes = list(pool.map(lambda e: _check(root, e, volatile, hashed), entries))
+    to_read = [e for e in entries if e["path"] not in hashed and e.get("type") != "symlink"]
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # only reading content is worth a thread
+        read = dict(zip((e["path"] for e in to_read), pool.map(lambda e: _check(root, e, volatile), to_read)))
+    outcomes = [read.get(e["path"]) or _check(root, e, volatile, hashed) for e in entries]
     for (kind, path), entry in zip(outcomes, entries):
         if kind == "ok":
             result.verified += 1
@@ -76,15 +78,52 @@ def verify_tree(root: Path, manifest_doc: dict, workers: int = 2, hashed=frozens
     return result
 
 
+BLOCK = 4096
+MARGIN = 2 << 20  # never hash the last 2 MiB before a hole: its page may hold a blob's first half
+CHUNK = 1 << 20
+
+
+def _first_hole(fd: int, start: int, size: int) -> int:
+    """Where the written data from `start` ends: restic preallocates a file and fills it blob by blob, and
+    the unwritten extents read as holes (ext4, xfs); `size` when the file system has no such holes."""
+    try:
+        return min(os.lseek(fd, start, os.SEEK_HOLE), size)
+    except OSError:  # ENXIO at the end, EINVAL without SEEK_HOLE
+        return size
+
+
+def _feed(fd: int, hasher, start: int, end: int) -> None:
+    while start < end:
+        data = os.pread(fd, min(CHUNK, end - start), start)
+        if not data:
+            raise OSError("the file shrank")
+        hasher.update(data)
+        start += len(data)
+
+
+@dataclass
+class _Progress:
+    """One file's content hashed so far: `done` bytes into `hasher`; `tried` the mtime of the last miss."""
+
+    hasher: object = field(default_factory=hashlib.sha256)
+    done: int = 0
+    seen_hole: bool = False
+    tried: int | None = None
+
+
 class EarlyHasher:
     """Verifies content while the restore still runs, so a full drill costs little more than the restore.
 
-    restic (0.14 on) reports no per-file completion, so a background scan takes a restored file whose size
-    already equals the manifest's and that nobody wrote to for `settle` seconds, and hashes it (a pool of
-    `workers`). A match is final: restic only writes the snapshot's blobs, each checked against its id, so
-    bytes that equal the backup-time hash are the file's. A miss (the file was still being written) is
-    retried when it changes and is left to verify_tree. `with EarlyHasher(root, doc): restore()`, then
-    verify_tree(..., hashed=early.matched), which only stats those files.
+    restic reports no per-file completion, but it preallocates each file and fills it blob by blob, so a
+    background scan hashes every file's written prefix as it grows (up to the first hole, less a margin)
+    and, once no hole is left, finishes a copy of that hash with the rest and compares it with the
+    manifest. A match is final: restic only writes the snapshot's blobs, each checked against its id, so
+    bytes that equal the backup-time hash are the file's. A miss (the last blob was still being written) is
+    retried when the file changes; a file that never showed a hole (a file system without them) is only
+    tried once nobody wrote to it for `settle` seconds. When the restore ended normally the hasher
+    finishes every file from where it got (`__exit__`); what did not match is left to verify_tree.
+    `with EarlyHasher(root, doc): restore()`, then verify_tree(..., hashed=early.matched), which only
+    stats those files.
     """
 
     def __init__(self, root: Path, manifest_doc: dict, workers: int = 2, settle: float = 0.5):
@@ -93,47 +132,72 @@ class EarlyHasher:
         self.pending = {e["path"]: e for e in manifest_doc.get("files", [])
                         if e.get("type") in ("file", "stdin") and e["path"] not in volatile and e["size"] > 0}
         self.matched: set[str] = set()
-        self._tried: dict[str, int] = {}
+        self._progress: dict[str, _Progress] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._finish = False
 
     def __enter__(self) -> EarlyHasher:
         self._thread = threading.Thread(target=self._run, name="early-verify", daemon=True)
         self._thread.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
+        self._finish = exc_type is None  # the restore is complete: finish every file from where it got
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
 
-    def _ready(self, path: str, entry: dict, now: float) -> bool:
+    def _advance(self, path: str, now: float, final: bool = False) -> float:
+        """Hash what restic wrote since the last round; compare once the file has no hole left. Returns
+        the seconds spent hashing."""
+        t0 = time.monotonic()
+        entry, prog = self.pending[path], self._progress.setdefault(path, _Progress())
         try:
-            st = os.lstat(self.root / path.lstrip("/"))
+            fd = os.open(self.root / path.lstrip("/"), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError:
-            return False
-        if not stat.S_ISREG(st.st_mode) or st.st_size != entry["size"] or self._tried.get(path) == st.st_mtime_ns:
-            return False
-        if now - st.st_mtime < self.settle:
-            return False
-        self._tried[path] = st.st_mtime_ns
-        return True
-
-    def _hash(self, path: str) -> None:
-        if self._stop.is_set():  # the restore ended: verify_tree takes the rest
-            return
+            return 0.0
         try:
-            if sha256_file(str(self.root / path.lstrip("/"))) == self.pending[path]["sha256"]:
+            st = os.fstat(fd)
+            size = entry["size"]
+            if not stat.S_ISREG(st.st_mode) or st.st_size != size:
+                return 0.0
+            t0 = time.monotonic()  # what came before is the scan's cost
+            hole = _first_hole(fd, prog.done, size)
+            if hole < size and not final:
+                prog.seen_hole = True
+                safe = (hole - MARGIN) // BLOCK * BLOCK
+                if safe > prog.done:
+                    _feed(fd, prog.hasher, prog.done, safe)
+                    prog.done = safe
+                return time.monotonic() - t0
+            if not final and (st.st_mtime_ns == prog.tried or
+                              (not prog.seen_hole and size > MARGIN and now - st.st_mtime < self.settle)):
+                return 0.0
+            whole = prog.hasher.copy()
+            _feed(fd, whole, prog.done, size)
+            if whole.hexdigest() == entry["sha256"]:
                 self.matched.add(path)
+            else:
+                prog.tried = st.st_mtime_ns
         except OSError:
             pass
+        finally:
+            os.close(fd)
+        return time.monotonic() - t0
+
+    def _round(self, pool, final: bool = False) -> float:
+        """One pass over the files not matched yet; returns the seconds it spent on anything but hashing."""
+        t0 = time.time()
+        todo = [p for p in self.pending if p not in self.matched]
+        hashing = sum(pool.map(lambda p: self._advance(p, t0, final), todo))
+        return max(time.time() - t0 - hashing / self.workers, 0.0)
 
     def _run(self) -> None:
         pause = self.settle / 2
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
             while not self._stop.wait(pause):
-                now = time.time()
-                ready = [p for p, e in self.pending.items() if p not in self.matched and self._ready(p, e, now)]
-                # a scan of a large tree costs CPU the restore needs: scan at most a quarter of the time
-                pause = max(self.settle / 2, 3 * (time.time() - now))
-                list(pool.map(self._hash, ready))  # the round ends before the next scan
+                # scanning a large tree costs CPU the restore needs: scan at most a quarter of the time
+                pause = min(max(self.settle / 2, 3 * self._round(pool)), 5.0)
+            if self._finish:
+                self._round(pool, final=True)

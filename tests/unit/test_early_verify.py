@@ -60,3 +60,65 @@ def test_a_file_changed_after_it_matched_keeps_its_mode_checked(tmp_path):
     assert hasher.matched == {"/etc/app.conf"}
     (tmp_path / "etc/app.conf").chmod(0o600)  # the restore's metadata pass set another mode
     assert verify.verify_tree(tmp_path, doc, hashed=hasher.matched).mismatched == ["/etc/app.conf"]
+
+
+def _prealloc_shows_holes(root) -> bool:
+    """restic preallocates; on ext4/xfs the unwritten extents read as holes (tmpfs may not)."""
+    probe = root / "probe"
+    with open(probe, "wb") as f:
+        os.posix_fallocate(f.fileno(), 0, 1 << 20)
+        hole = os.lseek(f.fileno(), 0, os.SEEK_HOLE)
+    probe.unlink()
+    return hole == 0
+
+
+def _restic_like_write(local, data: bytes, blob: int, pause: float) -> None:
+    """Like restic's restorer: create, preallocate the whole size, then fill blob by blob."""
+    local.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(local, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    try:
+        os.posix_fallocate(fd, 0, len(data))
+        for off in range(0, len(data), blob):
+            os.pwrite(fd, data[off:off + blob], off)
+            time.sleep(pause)
+    finally:
+        os.close(fd)
+
+
+def test_a_large_file_is_hashed_as_it_is_written_and_read_about_once(tmp_path, monkeypatch):
+    if not _prealloc_shows_holes(tmp_path):
+        import pytest
+        pytest.skip("this file system shows no holes in preallocated files")
+    data = os.urandom(24 << 20)
+    doc = {"files": [_entry("/img/disk.raw", data)]}
+    fed = []
+    real = verify._feed
+    monkeypatch.setattr(verify, "_feed", lambda fd, h, a, b: fed.append(b - a) or real(fd, h, a, b))
+    with verify.EarlyHasher(tmp_path, doc, settle=0.1) as hasher:
+        _restic_like_write(tmp_path / "img/disk.raw", data, 1 << 20, 0.05)
+        deadline = time.monotonic() + 10
+        while not hasher.matched and time.monotonic() < deadline:
+            time.sleep(0.05)
+        matched_while_running = set(hasher.matched)
+    assert matched_while_running == {"/img/disk.raw"}
+    assert len(fed) > 2, "hashed in steps while it was written"
+    assert sum(fed) <= len(data) + 2 * verify.MARGIN, "each byte is read about once, not once per round"
+
+
+def test_bytes_not_written_yet_are_never_taken_for_the_file(tmp_path):
+    """A preallocated file whose last blob comes late reads as zeros there; it matches only once written."""
+    if not _prealloc_shows_holes(tmp_path):
+        import pytest
+        pytest.skip("this file system shows no holes in preallocated files")
+    data = os.urandom(6 << 20)
+    doc = {"files": [_entry("/db/base.dump", data)]}
+    local = tmp_path / "db/base.dump"
+    with verify.EarlyHasher(tmp_path, doc, settle=0.05) as hasher:
+        _restic_like_write(local, data[:5 << 20] + bytes(1 << 20), 1 << 20, 0.02)  # last blob still zeros
+        time.sleep(0.6)
+        assert hasher.matched == set()
+        fd = os.open(local, os.O_WRONLY)
+        os.pwrite(fd, data[5 << 20:], 5 << 20)
+        os.close(fd)
+    assert hasher.matched == {"/db/base.dump"}  # the pass after the restore finished it
+
