@@ -23,7 +23,8 @@ def for_target(state: State, target) -> dict:
     out = {"projected_ready_seconds": None, "projection_basis": None, "projection_error": paired}
     if base is None:
         return out
-    rates = base["detail"]["rates"]
+    # the base's rates, their fixed parts fitted with an earlier drill of another size (projection.fit)
+    rates = projection.basis([r["detail"] for r in runs[runs.index(base):]])
     facts = ((state.last("backup", target.name, "ok") or {}).get("detail") or {}).get("facts") or {}
     proj_bytes = base["detail"].get("projection", {}).get("bytes", rates["bytes"])
     proj_files = base["detail"].get("projection", {}).get("files", rates["files"])
@@ -31,7 +32,9 @@ def for_target(state: State, target) -> dict:
     got = projection.project(rates, nbytes, files)
     out.update(projected_ready_seconds=got["seconds"], projected_bytes=nbytes, projected_files=files,
                projection_basis=f"{base['detail'].get('kind') or 'drill'} drill of "
-                                f"{(base['detail'].get('snapshot_id') or base['snapshot_id'] or '-')[:8]}")
+                                f"{(base['detail'].get('snapshot_id') or base['snapshot_id'] or '-')[:8]}"
+                                + (", fixed parts fitted with an earlier size's drill"
+                                   if rates.get("fitted_with") else ""))
     return out
 
 

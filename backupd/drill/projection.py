@@ -17,10 +17,14 @@ snapshot of `bytes`/`files` is
     fixed + scaled * work(bytes, files) / work(measured bytes, measured files, of the tree's files)
 
 A sample drill projects its own snapshot's full drill; any drill also projects the next one at the
-newest backup's size (a growing database), linearly: bench/projection.py found the database load
-and index build about linear from 100k to 1M containers (11-13 times for 10 times the dump). The *measured error* of a
-projection is (projected - measured) / measured, taken from the newest full drill and the drill
-before it (its projection re-evaluated at the full drill's size).
+newest backup's size (a growing database). A scaled phase can hide a fixed part of its own (restic's
+tail after the last file, a probe's per-statement costs; bench/projection.py measured about 0.3 s of
+restore and 0.04 s of checks that do not grow from 1,000 to 100,000 containers): scaled linearly from a
+small drill, it inflates the projection of a large one. So when the target's history holds two whole-tree
+drills whose work differs at least FIT_RATIO times, each scaled phase is split by the line through both
+(fit(): a positive intercept below both measurements is fixed); else the newest drill scales linearly. The *measured error* of a projection is (projected - measured) / measured, taken
+from the newest full drill and the drill before it (its projection, fitted with the drills before it as
+it would have been, re-evaluated at the full drill's size).
 
 Whole terminal: every target in restore order; targets whose first destination differs restore in
 parallel (each destination is its own lane: a repository's bandwidth is shared by the restores reading
@@ -36,6 +40,8 @@ FILE_COST = 4 << 10
 SCATTERED_FILE_COST = 128 << 10
 #: Phases that do not grow with the data.
 FIXED = ("select", "restore:startup", "probe:start", "probe:other")
+#: Two whole-tree drills whose work differs at least this many times fit each phase's fixed part (fit()).
+FIT_RATIO = 2.0
 
 
 def work(nbytes: int, files: int, of_files: int | None = None) -> float:
@@ -87,10 +93,52 @@ def project(measured: dict, nbytes: int, files: int) -> dict:
     factor = work(nbytes, files) / measured["work"] if measured.get("work") else 1.0
     if nbytes >= measured.get("bytes", 0) and files >= measured.get("files", 0):
         factor = max(factor, 1.0)  # a superset of what was measured takes at least as long
-    phases = {**measured["fixed"], **{k: v * factor for k, v in measured["scaled"].items()}}
+    phases = dict(measured["fixed"])
+    for k, v in measured["scaled"].items():  # a fitted phase has a fixed part too (fit())
+        phases[k] = phases.get(k, 0.0) + v * factor
     phases = {k: round(v, 3) for k, v in phases.items()}
     return {"seconds": round(sum(phases.values()), 3), "phases": phases, "bytes": nbytes, "files": files,
             "factor": round(factor, 4)}
+
+
+def _whole(rates: dict) -> bool:
+    """Rates measured on a whole tree (a full drill, or a sample that took every file)."""
+    return bool(rates.get("work")) and rates.get("files", 0) >= (rates.get("of_files") or 0)
+
+
+def fit(newer: dict, older: dict | None) -> dict:
+    """`newer` (rates()) with each scaled phase split into a fixed part and a part per unit of work by
+    the line through both drills' seconds over their work. Only a line that rises and starts above zero
+    splits a phase (its fixed part then below both measurements); else the phase scales linearly, so a
+    fit never projects more than linearly. `newer` unchanged unless both are whole trees whose work
+    differs FIT_RATIO times."""
+    if not older or not _whole(newer) or not _whole(older):
+        return newer
+    w_new, w_old = newer["work"], older["work"]
+    if max(w_new, w_old) < FIT_RATIO * min(w_new, w_old):
+        return newer
+    fixed, scaled = dict(newer["fixed"]), {}
+    for phase, s_new in newer["scaled"].items():
+        s_old = older["scaled"].get(phase)
+        intercept = 0.0 if s_old is None else (s_old * w_new - s_new * w_old) / (w_new - w_old)
+        # beyond the smaller measurement the line falls as the work grows: noise, not a fixed part
+        part = intercept if 0.0 < intercept < min(s_new, s_old if s_old is not None else 0.0) else 0.0
+        if part > 0:
+            fixed[phase] = round(part, 3)
+        scaled[phase] = round(s_new - part, 3)
+    return {**newer, "fixed": fixed, "scaled": scaled,
+            "fitted_with": {"bytes": older.get("bytes"), "files": older.get("files")}}
+
+
+def basis(drills: list[dict]) -> dict | None:
+    """The rates a projection starts from: the newest drill's (`drills` newest first, each a state row's
+    `detail` with "rates"), fitted with the newest earlier drill whose work differs FIT_RATIO times."""
+    usable = [d["rates"] for d in drills if d.get("rates")]
+    if not usable:
+        return None
+    newest = usable[0]
+    older = next((r for r in usable[1:] if fit(newest, r) is not newest), None)
+    return fit(newest, older)
 
 
 def error(projected: float, measured: float) -> float | None:
@@ -110,7 +158,7 @@ def measured_error(drills: list[dict]) -> dict | None:
         if older is None:
             return None
         size = newer["rates"]
-        projected = project(older["rates"], size["bytes"], size["files"])["seconds"]
+        projected = project(basis(usable[i + 1:]), size["bytes"], size["files"])["seconds"]
         measured = float(newer["service_ready_seconds"])
         return {"projected_seconds": projected, "measured_seconds": measured,
                 "error": error(projected, measured), "from_kind": older.get("kind"),

@@ -92,6 +92,60 @@ def test_measured_error_pairs_the_newest_full_drill_with_the_drill_before_it():
     assert projection.measured_error([{"kind": "full", "service_ready_seconds": 3.0}, sample]) is None
 
 
+def _grown(mib: float, snap: str) -> dict:
+    """A full drill of a database dump of `mib` MiB: restic's tail (0.3 s) and the checks' statements
+    (0.04 s) do not grow with the dump, the rest of each phase does."""
+    parts = {"select": 1.0, "restore": 0.3 + mib / 100, "probe:load": mib / 30, "probe:checks": 0.04 + mib / 1000}
+    return _drill("full", sum(parts.values()), parts, int(mib * MIB), 1, snap)
+
+
+def test_a_phases_own_fixed_part_is_fitted_from_two_sizes():
+    small, mid, big = _grown(40, "s0"), _grown(400, "s1"), _grown(1200, "s2")
+    fitted = projection.basis([mid, small])
+    assert fitted["fixed"]["restore"] == pytest.approx(0.3, abs=2e-3)
+    assert fitted["fixed"]["probe:checks"] == pytest.approx(0.04, abs=2e-3) and "probe:load" not in fitted["fixed"]
+    got = projection.measured_error([big, mid, small])
+    assert got["error"] == pytest.approx(0.0, abs=1e-3)  # linear from 400 MiB alone: 0.3 s * 2 too much
+    assert projection.measured_error([big, mid])["error"] > 0.01
+
+
+def test_a_fit_never_projects_more_than_linear():
+    small, mid = _grown(40, "s0"), _grown(400, "s1")
+    # a small drill faster per byte than the larger one (noise): no fixed part, linear from the newest
+    fast = _drill("full", 1.6, {"select": 1.0, "restore": 0.1, "probe:load": 0.5, "probe:checks": 0.01},
+                  40 * MIB, 1, "s0")
+    assert projection.basis([mid, fast])["fixed"] == mid["rates"]["fixed"]
+    # a small drill slowed down by a neighbour: fixed parts below what it measured, less than linear
+    slow = _drill("full", 9.0, {"select": 1.0, "restore": 3.0, "probe:load": 5.0, "probe:checks": 0.04},
+                  40 * MIB, 1, "s0")
+    fitted = projection.basis([mid, slow])
+    assert 0 < fitted["fixed"]["restore"] < 3.0 and 0 < fitted["fixed"]["probe:load"] < 5.0
+    linear = projection.project(mid["rates"], 1200 * MIB, 1)["seconds"]
+    assert 5.0 + 3.0 < projection.project(fitted, 1200 * MIB, 1)["seconds"] < linear
+    # a small drill slower than the large one says nothing about fixed parts: linear
+    slower = _drill("full", 30.0, {"select": 1.0, "restore": 9.0, "probe:load": 20.0}, 40 * MIB, 1, "s0")
+    assert projection.basis([mid, slower])["fixed"] == mid["rates"]["fixed"]
+    # sizes too close, or a sample of the tree: nothing fitted
+    assert projection.basis([mid, _grown(300, "s0")]) is mid["rates"]
+    sample = _drill("sample", 2.0, {"select": 1.0, "restore": 1.0}, 40 * MIB, 1, "s0")
+    assert projection.basis([mid, sample]) is mid["rates"] and projection.basis([]) is None
+    assert projection.basis([mid, small])["fixed"]["restore"] > 0
+
+
+def test_status_projects_from_the_fitted_rates(tmp_path):
+    from types import SimpleNamespace
+
+    from backupd.actions import time_to_service
+
+    state, now = State(tmp_path / "state"), time.time()
+    for i, mib in enumerate((40, 400)):
+        state.record("drill", "db", "worm", now - 300 + i, "pass", f"s{i}", _grown(mib, f"s{i}"))
+    state.record("backup", "db", "worm", now - 50, "ok", "s3", {"facts": {"bytes": 1200 * MIB, "files": 1}})
+    got = time_to_service.for_target(state, SimpleNamespace(name="db"))
+    assert got["projected_ready_seconds"] == pytest.approx(_grown(1200, "s2")["service_ready_seconds"], abs=0.01)
+    assert "fitted" in got["projection_basis"]
+
+
 def test_terminal_sums_each_destination_and_runs_destinations_in_parallel():
     items = [{"target": "db", "destination": "worm", "seconds": 3600.0},
              {"target": "programs", "destination": "worm", "seconds": 600.0},
