@@ -11,21 +11,21 @@ Database: the TOS database (demo/tos_data.py) at each --containers size, backed 
 The dump is one file, so a sample drill restores and loads all of it: its projection of the same size is
 a measurement. What is projected is the next size: the previous size's drill rates (restore, verify,
 load, post-load index, checks per unit of work; select and cluster start fixed) at this size's dump,
-against this size's full drill, as `backupd status` projects a grown database from its last drill.
-Each row also shows the projection from the first size (the largest step).
+against this size's full drill, as `backupd status` projects a grown database from its last drill
+(its fixed parts fitted with an earlier size's drill: backupd.drill.projection.fit).
+Each row also shows the linear projection from the first size (the largest step).
 
 Before the backup and before each drill the source cluster is settled: after generation VACUUM (ANALYZE)
 and CHECKPOINT (else autovacuum's hint-bit and visibility-map writes and the checkpoint of GBs of dirty
 pages run during the drill, on the same 2 cores and disk), then `sync` and a dropped page cache.
 `--repeat N` runs N full drills per size and takes the median (the spread is in the row); each drill
-records the load average at its start and the CPU seconds of backupd and its children.
+records the load average at its start.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import shutil
 import sys
@@ -50,19 +50,13 @@ probes:
 """
 
 
-def _children_cpu() -> float:
-    """CPU seconds (user + system) of the children reaped so far, their descendants included."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def _drill(setup: Setup, target: str, full: bool) -> dict:
-    load, cpu = os.getloadavg()[0], _children_cpu()
+    load = os.getloadavg()[0]
     _, doc = setup.cli("drill", "--target", target, *(["--full"] if full else []))
     (d,) = doc["drills"]
     if d["verdict"] not in ("PASS", "WARN"):
         raise BenchError(f"drill of {target}: {d['verdict']}: {d.get('reason')}")
-    d["bench"] = {"load_average": round(load, 2), "cpu_seconds": round(_children_cpu() - cpu, 2)}
+    d["bench"] = {"load_average": round(load, 2)}  # at its start: a drill beside busy neighbours measures slow
     return d
 
 
@@ -125,7 +119,7 @@ def database_bench(run_dir: Path, seaweed, secrets: Path, fillers: Path, sizes: 
     from demo.postgres import PostgresCluster
     from demo.tos_data import create_tos_database
 
-    rows, previous, first = [], None, None
+    rows, previous, first, history = [], None, None, []
     with PostgresCluster(run_dir / "postgres") as pg:
         setup = Setup(run_dir, "db", seaweed.endpoint, secrets, DB_TARGET.format(fmt="plain", host=pg.host,
                                                                                   port=pg.port), fillers)
@@ -149,14 +143,17 @@ def database_bench(run_dir: Path, seaweed, secrets: Path, fillers: Path, sizes: 
                    "sample_projected": sample["projected_full_seconds"], "measured": full["service_ready_seconds"],
                    "measured_phases": size["scaled"] | size["fixed"], "generate_seconds": round(generated, 1),
                    "load_average": full["bench"]["load_average"],  # shared machine: a loaded drill measures slow
-                   "cpu_seconds": full["bench"]["cpu_seconds"], "settled": settled,
+                   "settled": settled,
                    "runs": [{"measured": d["service_ready_seconds"], **d["bench"],
                              "load": d["rates"]["scaled"].get("probe:load"),
-                             "index": d["rates"]["scaled"].get("probe:index")} for d in drills]}
-            if previous is not None:
-                got = projection.project(previous["rates"], size["bytes"], size["files"])
+                             "index": d["rates"]["scaled"].get("probe:index"), "rates": d["rates"]}
+                            for d in drills]}
+            if previous is not None:  # as `backupd status`: the last drill, fitted with an earlier size's
+                start = projection.basis(history)
+                got = projection.project(start, size["bytes"], size["files"])
                 far = projection.project(first["rates"], size["bytes"], size["files"])["seconds"]
                 row.update(projected=got["seconds"], projected_phases=got["phases"], from_size=previous["size"],
+                           fitted=bool(start.get("fitted_with")),
                            error=projection.error(got["seconds"], full["service_ready_seconds"]),
                            from_first=far, error_from_first=projection.error(far, full["service_ready_seconds"]))
                 log(f"database {containers}: projected from {previous['size']} {row['projected']:.2f}s, "
@@ -164,9 +161,10 @@ def database_bench(run_dir: Path, seaweed, secrets: Path, fillers: Path, sizes: 
             else:
                 log(f"database {containers}: measured {row['measured']:.2f}s (first size: nothing to project from)")
             log("    runs: " + "; ".join(f"{r['measured']:.2f}s (load {r['load']}, index {r['index']}, "
-                                         f"cpu {r['cpu_seconds']}s, load avg {r['load_average']})"
+                                         f"load average {r['load_average']})"
                                          for r in row["runs"]))
             previous = {"rates": full["rates"], "size": row["size"]}
+            history.insert(0, {"rates": full["rates"]})
             first = first or previous
             rows.append(row)
     return rows
@@ -204,14 +202,14 @@ def print_report(doc: dict) -> None:
     for row in doc["database"] or []:
         head = f"database {row['size']:>18} ({row['rows']} rows, dump {row['dump_bytes'] / 2**20:.0f} MiB):"
         if "projected" in row:
-            print(f"{head} projected from {row['from_size']} {row['projected']:7.2f}s, full drill "
+            print(f"{head} projected from {row['from_size']}{' (fitted)' if row.get('fitted') else ''} "
+                  f"{row['projected']:7.2f}s, full drill "
                   f"{row['measured']:7.2f}s, error {row['error']:+.1%}; from the first size "
                   f"{row['from_first']:7.2f}s, error {row['error_from_first']:+.1%}")
         else:
             print(f"{head} full drill {row['measured']:7.2f}s (the base of the next projection)")
         print("    measured phases: " + ", ".join(f"{k} {v:.2f}s" for k, v in row["measured_phases"].items())
-              + (f"; load average {row['load_average']:.1f}" if "load_average" in row else "")
-              + (f"; CPU {row['cpu_seconds']:.1f}s" if "cpu_seconds" in row else ""))
+              + (f"; load average {row['load_average']:.1f}" if "load_average" in row else ""))
         if len(row.get("runs") or []) > 1:
             times = [r["measured"] for r in row["runs"]]
             print(f"    {len(times)} full drills: " + ", ".join(f"{t:.2f}s" for t in times)
