@@ -33,13 +33,13 @@ class Verification:
                 "mismatched": self.mismatched, "missing": self.missing, "skipped": self.skipped}
 
 
-def _check(root: Path, entry: dict, volatile: set[str], hashed: frozenset = frozenset()) -> tuple[str, str]:
+def _check(root: str, entry: dict, volatile: set[str], hashed: frozenset = frozenset()) -> tuple[str, str]:
     """('ok'|'mismatch'|'missing'|'skipped', path) for one manifest entry; the content of the paths in
     `hashed` already matched (EarlyHasher), only their type, size and mode are checked."""
     path = entry["path"]
     if path in volatile:
         return "skipped", path
-    local = root / path.lstrip("/")
+    local = os.path.join(root, path.lstrip("/"))  # a str: a Path per file costs more than its lstat
     try:
         st = os.lstat(local)
     except OSError:
@@ -54,7 +54,7 @@ def _check(root: Path, entry: dict, volatile: set[str], hashed: frozenset = froz
         return "mismatch", path
     if path in hashed:
         return "ok", path
-    return ("ok" if sha256_file(str(local)) == entry["sha256"] else "mismatch"), path
+    return ("ok" if sha256_file(local) == entry["sha256"] else "mismatch"), path
 
 
 def verify_tree(root: Path, manifest_doc: dict, workers: int = 2, hashed=frozenset()) -> Verification:
@@ -63,8 +63,7 @@ def verify_tree(root: Path, manifest_doc: dict, workers: int = 2, hashed=frozens
     `hashed` had their content verified while the restore ran (EarlyHasher)."""
     volatile = set(manifest_doc.get("facts", {}).get("changed_during_backup", []))
     entries = manifest_doc.get("files", [])
-    result = Verification()
-    hashed = frozenset(hashed)
+    result, root, hashed = Verification(), str(root), frozenset(hashed)
     to_read = [e for e in entries if e["path"] not in hashed and e.get("type") != "symlink"]
     with ThreadPoolExecutor(max_workers=workers) as pool:  # only reading content is worth a thread
         read = dict(zip((e["path"] for e in to_read), pool.map(lambda e: _check(root, e, volatile), to_read)))
@@ -101,13 +100,21 @@ def _feed(fd: int, hasher, start: int, end: int) -> None:
         start += len(data)
 
 
+def _restored(local: str, size: int) -> bool:
+    """A regular file of the manifest's size is there (restic preallocates: it may still be filling)."""
+    try:
+        st = os.lstat(local)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size == size
+
+
 @dataclass
 class _Progress:
     """One file's content hashed so far: `done` bytes into `hasher`; `tried` the mtime of the last miss."""
 
     hasher: object = field(default_factory=hashlib.sha256)
     done: int = 0
-    seen_hole: bool = False
     tried: int | None = None
 
 
@@ -119,8 +126,8 @@ class EarlyHasher:
     and, once no hole is left, finishes a copy of that hash with the rest and compares it with the
     manifest. A match is final: restic only writes the snapshot's blobs, each checked against its id, so
     bytes that equal the backup-time hash are the file's. A miss (the last blob was still being written) is
-    retried when the file changes; a file that never showed a hole (a file system without them) is only
-    tried once nobody wrote to it for `settle` seconds. When the restore ended normally the hasher
+    retried when the file changes; on a file system that shows no holes a file is only tried once nobody
+    wrote to it for `settle` seconds. When the restore ended normally the hasher
     finishes every file from where it got (`__exit__`); what did not match is left to verify_tree.
     `with EarlyHasher(root, doc): restore()`, then verify_tree(..., hashed=early.matched), which only
     stats those files.
@@ -132,10 +139,12 @@ class EarlyHasher:
         self.pending = {e["path"]: e for e in manifest_doc.get("files", [])
                         if e.get("type") in ("file", "stdin") and e["path"] not in volatile and e["size"] > 0}
         self.matched: set[str] = set()
+        self._local = {p: os.path.join(self.root, p.lstrip("/")) for p in self.pending}
         self._progress: dict[str, _Progress] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._finish = False
+        self._holes = False  # this file system shows restic's unwritten extents as holes
 
     def __enter__(self) -> EarlyHasher:
         self._thread = threading.Thread(target=self._run, name="early-verify", daemon=True)
@@ -148,32 +157,29 @@ class EarlyHasher:
         if self._thread is not None:
             self._thread.join()
 
-    def _advance(self, path: str, now: float, final: bool = False) -> float:
-        """Hash what restic wrote since the last round; compare once the file has no hole left. Returns
-        the seconds spent hashing."""
-        t0 = time.monotonic()
+    def _advance(self, path: str, now: float, final: bool = False) -> None:
+        """Hash what restic wrote since the last round; compare once the file has no hole left."""
         entry, prog = self.pending[path], self._progress.setdefault(path, _Progress())
         try:
-            fd = os.open(self.root / path.lstrip("/"), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            fd = os.open(self._local[path], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError:
-            return 0.0
+            return
         try:
             st = os.fstat(fd)
             size = entry["size"]
             if not stat.S_ISREG(st.st_mode) or st.st_size != size:
-                return 0.0
-            t0 = time.monotonic()  # what came before is the scan's cost
+                return
             hole = _first_hole(fd, prog.done, size)
             if hole < size and not final:
-                prog.seen_hole = True
+                self._holes = True
                 safe = (hole - MARGIN) // BLOCK * BLOCK
                 if safe > prog.done:
                     _feed(fd, prog.hasher, prog.done, safe)
                     prog.done = safe
-                return time.monotonic() - t0
+                return
             if not final and (st.st_mtime_ns == prog.tried or
-                              (not prog.seen_hole and size > MARGIN and now - st.st_mtime < self.settle)):
-                return 0.0
+                              (not self._holes and size > MARGIN and now - st.st_mtime < self.settle)):
+                return
             whole = prog.hasher.copy()
             _feed(fd, whole, prog.done, size)
             if whole.hexdigest() == entry["sha256"]:
@@ -184,14 +190,15 @@ class EarlyHasher:
             pass
         finally:
             os.close(fd)
-        return time.monotonic() - t0
 
     def _round(self, pool, final: bool = False) -> float:
-        """One pass over the files not matched yet; returns the seconds it spent on anything but hashing."""
+        """One pass over the files not matched yet; returns the seconds its scan took (the stats)."""
         t0 = time.time()
-        todo = [p for p in self.pending if p not in self.matched]
-        hashing = sum(pool.map(lambda p: self._advance(p, t0, final), todo))
-        return max(time.time() - t0 - hashing / self.workers, 0.0)
+        todo = [p for p, local in self._local.items() if p not in self.matched and
+                _restored(local, self.pending[p]["size"])]
+        scan = time.time() - t0
+        list(pool.map(lambda p: self._advance(p, t0, final), todo))
+        return scan
 
     def _run(self) -> None:
         pause = self.settle / 2
