@@ -62,6 +62,13 @@ probes:
 """
 
 
+def machine_cpu_seconds() -> float:
+    """CPU seconds the whole machine was busy (every process: the drill, restic, SeaweedFS, PostgreSQL)."""
+    with open("/proc/stat") as stat:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, stat.readline().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 class Setup:
     """A backupd config (own state) with policies and specs in a run directory."""
 
@@ -87,11 +94,14 @@ class Setup:
         return seconds, json.loads(out)
 
     def drill(self, target: str) -> dict:
+        cpu = machine_cpu_seconds()
         seconds, doc = self.cli("drill", "--target", target, "--full")
+        cpu = machine_cpu_seconds() - cpu
         (d,) = doc["drills"]
         if d["verdict"] != "PASS":
             raise BenchError(f"drill of {target}: {d['verdict']}: {d.get('reason')}")
-        return {"seconds": seconds, "ready": d["service_ready_seconds"], "phases": d["phases"],
+        return {"seconds": seconds, "cpu_seconds": cpu, "busy_cores": cpu / seconds,
+                "ready": d["service_ready_seconds"], "phases": d["phases"],
                 "files": d["files_restored"], "hashed_during_restore": d["verification"].get("hashed_during_restore"),
                 "probe_timings": [p["details"].get("timings") for p in d.get("probes", [])]}
 
@@ -222,7 +232,11 @@ def database_bench(run_dir: Path, seaweed, secrets: Path, fillers: Path, contain
                   for p in ("select", "restore", "verify", "probes")} for f in ("plain", "custom")}
     probe = {f: {p: statistics.median((r[f]["probe_timings"][0] or {}).get(p, 0.0) for r in samples)
                  for p in ("start", "load", "index", "checks")} for f in ("plain", "custom")}
+    busy = {f: statistics.median(r[f]["busy_cores"] for r in samples) for f in ("plain", "custom")}
+    # the custom drill does at least its own CPU work: on this machine's cores it cannot end sooner
+    floor = statistics.median(r["custom"]["cpu_seconds"] / (os.cpu_count() * r["plain"]["seconds"]) for r in samples)
     return {"rows": sum(rows.values()), "dump_bytes": sizes, "rounds": samples, "median_ready_seconds": ready,
+            "median_busy_cores": busy, "ratio_floor_from_cpu": floor,
             "median_phases": phases, "median_probe_timings": probe, "load_average": os.getloadavg(),
             "ratio_custom_over_plain": statistics.median(r["custom"]["ready"] / r["plain"]["ready"] for r in samples)}
 
@@ -274,7 +288,8 @@ def _print_files(f: dict, rounds: int) -> None:
     if f["restverify"] != "measured":
         print(f"  restverify: {f['restverify']}")
     d = f["rounds"][-1]["drill"]
-    print(f"  last drill phases: {d['phases']}; hashed during the restore: {d['hashed_during_restore']}")
+    print(f"  last drill phases: {d['phases']}; hashed during the restore: {d['hashed_during_restore']}; "
+          f"machine busy {statistics.median(r['drill']['busy_cores'] for r in f['rounds']):.2f} cores (median)")
 
 
 def _print_database(db: dict) -> None:
@@ -287,6 +302,9 @@ def _print_database(db: dict) -> None:
               + " (load: data; index: post-load span, overlapping the load with pg_restore -j)")
     print(f"  ratio custom (pg_restore -j2) / plain (psql): {db['ratio_custom_over_plain']:.3f}; load average "
           f"at the end {db['load_average'][0]:.1f}")
+    print("  machine busy (cores, median): " + ", ".join(f"{f} {c:.2f}" for f, c in db["median_busy_cores"].items())
+          + f"; custom's CPU seconds over all cores for plain's time: {db['ratio_floor_from_cpu']:.3f} "
+          "(no ratio below this on this machine)")
 
 
 def main(argv: list[str] | None = None) -> int:
