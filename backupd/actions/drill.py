@@ -137,8 +137,9 @@ def guess(state: State, target: str, destination: str, snapshot_id: str | None) 
 def _attempt(box, repo, snapshot: str, fetch, cancel):
     """Restore `snapshot` with fetch() -> (selection, manifest) alongside; when the manifest arrives the
     sandbox reserves its bytes (a restore that would not fit is stopped) and early verification starts.
-    Returns (selection, manifest, early hasher, first-file watch); the listing's, the read's and the
-    reservation's failures (and a _WrongGuess) win over the restore's, which they may have stopped."""
+    Returns (selection, manifest, early hasher, first-file watch, seconds waited for fetch after restic
+    ended); the listing's, the read's and the reservation's failures (and a _WrongGuess) win over the
+    restore's, which they may have stopped."""
     early = LateHasher(box.restore_dir)
 
     def arrived(found) -> None:  # in the reading thread, while restic is still starting up
@@ -154,10 +155,12 @@ def _attempt(box, repo, snapshot: str, fetch, cancel):
             if cancel.is_set():
                 raise
             failure = exc
+        ended = time.monotonic()
         selection, doc = alongside.doc()  # no verification without the backup-time manifest
+        waited = round(time.monotonic() - ended, 3)  # fixed, not restic's (projection)
         if failure is not None:
             raise failure
-    return selection, doc, early, first
+    return selection, doc, early, first, waited
 
 
 def _restore_full(box, repo, target: str, hosts, selection: Selection | None, first_guess: str | None,
@@ -166,7 +169,7 @@ def _restore_full(box, repo, target: str, hosts, selection: Selection | None, fi
     restore of `first_guess` starts at once and the one listing runs alongside too, as does the dump of
     the manifest where a path target's backup puts it (`inside`; used once the listing confirms it): a
     wrong guess is stopped, the sandbox emptied and the chosen snapshot restored. Returns (selection,
-    manifest, early hasher, first-file watch, guess confirmed or None)."""
+    manifest, early hasher, first-file watch, seconds waited for the manifest, guess confirmed or None)."""
     def fetch(chosen: Selection | None = selection, expected: str | None = first_guess):
         early = None
         if chosen is None and expected and inside:
@@ -207,7 +210,7 @@ def _restore_and_probe(cfg, target, spec, kind, repo, selection, doc, timer, can
         if doc is None:
             inside = (f"{cfg.state_dir}/manifests/{target.name}/{MANIFEST_NAME}"  # where backup stages it
                       if getattr(target.sources, "paths", None) else None)
-            selection, doc, early, first, confirmed = _restore_full(
+            selection, doc, early, first, waited, confirmed = _restore_full(
                 box, repo, target.name, cfg.backup_hosts(), selection, first_guess, snapshot_id, inside, timer,
                 cancel)
             if confirmed is not None:
@@ -217,10 +220,12 @@ def _restore_and_probe(cfg, target, spec, kind, repo, selection, doc, timer, can
             chosen = sample.choose(doc.get("files", []), selection.snap.id, spec.sample.max_files,
                                    spec.sample.max_bytes, required_paths(target, spec))
             early, first = _restore_sample(box, repo, selection.snap, doc, chosen, timer, cancel)
+            waited = 0.0
         _chosen(report, selection, doc)
         snap, snaps, listing = selection.snap, selection.snaps, selection.listing
         report.update(files_restored=len(chosen), bytes_restored=sum(e["size"] for e in chosen))
         report["restore_startup_seconds"] = first.seconds  # until content is written: fixed (projection)
+        report["restore_alongside_seconds"] = waited  # after restic, the manifest still read: fixed too
         if read is not None:  # what restic fetched (a full drill's includes the reads alongside);
             # the early hashing read the matched files in this process
             hashed = sum(e["size"] for e in chosen if e["path"] in early.matched)
@@ -255,7 +260,8 @@ def _judge(report: dict, timer: PhaseTimer, target, doc: dict, kind: str, proble
     ready = timer.total
     # per-phase rates (backupd.drill.projection): a sample projects its snapshot's full drill with them
     report["rates"] = projection.rates(projection.breakdown(timer.phases, report["probes"],
-                                                            report.get("restore_startup_seconds")),
+                                                            report.get("restore_startup_seconds"),
+                                                            report.get("restore_alongside_seconds")),
                                        report["bytes_restored"], report["files_restored"],
                                        of_files=len(doc.get("files", [])))
     report["projection"] = projection.project(report["rates"], total_bytes, total_files)

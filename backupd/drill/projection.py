@@ -3,7 +3,8 @@ measured, and how wrong the last projection was.
 
 Method. A drill's time splits into *fixed* parts, which do not grow with the data (selecting the
 snapshot; restic's start-up until it writes the first file: repository, index, tree walk and a
-sample's include matching; starting the throw-away PostgreSQL cluster; probe bookkeeping), and
+sample's include matching; in a full drill, the wait after restic ended for the listing and the
+manifest read alongside; starting the throw-away PostgreSQL cluster; probe bookkeeping), and
 *scaled* parts, whose seconds per unit of work are measured: restic's restore (fetch, decrypt,
 write), the verification of what it wrote, the database load (COPY) and the post-load phase (indexes,
 constraints) of the PostgreSQL probe, its SQL checks, the other probes. One unit of work is one
@@ -39,7 +40,7 @@ from __future__ import annotations
 FILE_COST = 4 << 10
 SCATTERED_FILE_COST = 128 << 10
 #: Phases that do not grow with the data.
-FIXED = ("select", "restore:startup", "probe:start", "probe:other")
+FIXED = ("select", "restore:startup", "restore:alongside", "probe:start", "probe:other")
 #: Two whole-tree drills whose work differs at least this many times fit each phase's fixed part (fit()).
 FIT_RATIO = 2.0
 
@@ -53,15 +54,21 @@ def work(nbytes: int, files: int, of_files: int | None = None) -> float:
     return float(nbytes) + float(files) * per_file
 
 
-def breakdown(phases: dict[str, float], probes: list[dict], restore_startup: float | None = None) -> dict:
+def breakdown(phases: dict[str, float], probes: list[dict], restore_startup: float | None = None,
+              restore_alongside: float | None = None) -> dict:
     """Per-phase seconds of a drill. The restore splits into restic's start-up (until its first file
-    appeared: fixed) and the rest; the probes into the PostgreSQL probe's start (initdb, server start),
+    appeared: fixed), the wait after restic ended for what a full drill reads alongside (the listing, the
+    manifest: fixed, and most of a small database's restore) and the rest; the probes into the
+    PostgreSQL probe's start (initdb, server start),
     load (data), index (post-load: indexes, constraints) and checks, other probes by kind; what the
     probes phase spent outside any probe is fixed ("probe:other")."""
     out = {p: float(phases.get(p, 0.0)) for p in ("select", "restore", "verify")}
     if restore_startup:
         out["restore:startup"] = min(float(restore_startup), out["restore"])
         out["restore"] -= out["restore:startup"]
+    if restore_alongside:
+        out["restore:alongside"] = min(float(restore_alongside), out["restore"])
+        out["restore"] -= out["restore:alongside"]
     inside = 0.0
     for probe in probes:
         timings = (probe.get("details") or {}).get("timings") or {}
