@@ -22,8 +22,7 @@ from backupd.drill.sandbox import Sandbox, empty, private_dir, sigterm_cancels
 from backupd.drill.spec import DrillSpec, spec_for
 from backupd.engine import restore as restic_restore
 from backupd.engine.exitcodes import Cancelled
-from backupd.errors import EXIT_CONFIG, EXIT_DEPENDENCY, EXIT_FINDING, EXIT_OK, BackupdError, ConfigError, \
-    DependencyError
+from backupd.errors import BackupdError, ConfigError, DependencyError
 from backupd.evidence.keys import key_dir
 from backupd.manifest import MANIFEST_NAME
 from backupd.state import State
@@ -383,40 +382,3 @@ def _refresh_report(cfg: Config, policy_set) -> None:
         drill_report.write(cfg, policy_set)
     except Exception as exc:  # noqa: BLE001 - the drill's outcome is recorded already and stands
         output.note(f"drill report not updated: {exc}")
-
-
-def exit_code(reports: list[dict]) -> int:
-    """0 when every drill passed or warned, 2 on a configuration error (keys, password), 3 when a
-    dependency was unavailable, else 1."""
-    if all(r["status"] == "ok" for r in reports):
-        return EXIT_OK
-    if any(r["status"] == "misconfigured" for r in reports):
-        return EXIT_CONFIG
-    if any(r["status"] == "unavailable" for r in reports) and \
-            not any(r["status"] == "failed" for r in reports):
-        return EXIT_DEPENDENCY
-    return EXIT_FINDING
-
-
-def render(reports: list[dict], as_json: bool) -> int:
-    """Print the reports (table + details, or one JSON document); returns the exit code."""
-    code = exit_code(reports)
-    if as_json:
-        output.emit_json({"ok": code == EXIT_OK, "exit_code": code, "drills": reports})
-        return code
-    rows = []
-    for r in reports:
-        ph = r.get("phases", {})
-        rows.append([r["target"], r["kind"], (r.get("snapshot_id") or "-")[:8],
-                     f"{r.get('files_restored', 0)}/{r.get('total_files', '-')}",
-                     *(f"{ph.get(p, 0):.1f}s" for p in ("select", "restore", "verify", "probes")),
-                     f"{r.get('service_ready_seconds', 0) or 0:.1f}s",
-                     f"{r['rto_seconds']:.0f}s" if r.get("rto_seconds") else "-", r["verdict"]])
-    output.table("restore drill", ["target", "kind", "snapshot", "files", "select", "restore", "verify",
-                                   "probes", "ready", "RTO", "verdict"], rows)
-    for r in reports:
-        output.note(f"{r['target']}: {r['verdict']}: {r.get('reason', '')}")
-        for p in r["probes"]:
-            output.note(f"  {p['kind']} probe: {p['status']}" + (f" ({'; '.join(p['problems'][:3])})"
-                                                                 if p["problems"] else ""))
-    return code

@@ -22,6 +22,7 @@ def register(main: click.Group) -> None:
         """Restore into a sandbox, verify against the manifest, probe, judge against the RTO."""
         from backupd.actions import drill as action
         from backupd.errors import ConfigError
+        from backupd.render import results as report
 
         if due and (full or snapshot_id):
             raise ConfigError("--due chooses the kind and the snapshot itself; drop --full/--snapshot")
@@ -29,7 +30,7 @@ def register(main: click.Group) -> None:
         policy_set = load_policies(cfg)
         with output.busy("restore drill running (restore, verify, probes)", enabled=not as_json):
             reports = action.run(cfg, policy_set, target_name, full=full, snapshot_id=snapshot_id, due=due)
-        return action.render(reports, as_json)
+        return report.drill_results(reports, as_json)
 
     @main.command()
     @click.option("--days", default=30, type=click.IntRange(1, 256), show_default=True,

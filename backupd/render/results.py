@@ -233,3 +233,40 @@ def status_rows(rows: list[dict], as_json: bool, terminal: dict | None = None) -
         for reason in r.get("state_reasons", []):
             output.note(f"{r['target']}: {reason}")
     return code
+
+
+def drill_exit_code(reports: list[dict]) -> int:
+    """0 when every drill passed or warned, 2 on a configuration error (keys, password), 3 when a
+    dependency was unavailable, else 1."""
+    if all(r["status"] == "ok" for r in reports):
+        return EXIT_OK
+    if any(r["status"] == "misconfigured" for r in reports):
+        return EXIT_CONFIG
+    if any(r["status"] == "unavailable" for r in reports) and \
+            not any(r["status"] == "failed" for r in reports):
+        return EXIT_DEPENDENCY
+    return EXIT_FINDING
+
+
+def drill_results(reports: list[dict], as_json: bool) -> int:
+    """Print the drill reports (table + details, or one JSON document); returns the exit code."""
+    code = drill_exit_code(reports)
+    if as_json:
+        output.emit_json({"ok": code == EXIT_OK, "exit_code": code, "drills": reports})
+        return code
+    rows = []
+    for r in reports:
+        ph = r.get("phases", {})
+        rows.append([r["target"], r["kind"], (r.get("snapshot_id") or "-")[:8],
+                     f"{r.get('files_restored', 0)}/{r.get('total_files', '-')}",
+                     *(f"{ph.get(p, 0):.1f}s" for p in ("select", "restore", "verify", "probes")),
+                     f"{r.get('service_ready_seconds', 0) or 0:.1f}s",
+                     f"{r['rto_seconds']:.0f}s" if r.get("rto_seconds") else "-", r["verdict"]])
+    output.table("restore drill", ["target", "kind", "snapshot", "files", "select", "restore", "verify",
+                                   "probes", "ready", "RTO", "verdict"], rows)
+    for r in reports:
+        output.note(f"{r['target']}: {r['verdict']}: {r.get('reason', '')}")
+        for p in r["probes"]:
+            output.note(f"  {p['kind']} probe: {p['status']}" + (f" ({'; '.join(p['problems'][:3])})"
+                                                                 if p["problems"] else ""))
+    return code
