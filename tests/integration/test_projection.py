@@ -37,6 +37,8 @@ def test_the_postgres_probe_splits_load_and_index_and_a_full_drill_measures_the_
     scaled, fixed = db2["rates"]["scaled"], db2["rates"]["fixed"]
     assert {"restore", "verify", "probe:load", "probe:index", "probe:checks"} <= set(scaled)
     assert {"select", "restore:startup", "probe:start"} <= set(fixed)
+    # the wait for the manifest after restic ended: measured, and (when there was one) fixed
+    assert db2["restore_alongside_seconds"] >= 0 and fixed.get("restore:alongside", 0) <= db2["phases"]["restore"]
     assert db1["projection_error"] is None  # nothing projected before the first drill
     paired = db2["projection_error"]
     assert paired["from_kind"] == "full" and paired["measured_seconds"] == db2["service_ready_seconds"]
