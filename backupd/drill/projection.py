@@ -18,9 +18,10 @@ snapshot of `bytes`/`files` is
     fixed + scaled * work(bytes, files) / work(measured bytes, measured files, of the tree's files)
 
 A sample drill projects its own snapshot's full drill; any drill also projects the next one at the
-newest backup's size (a growing database). A scaled phase can hide a fixed part of its own (restic's
-tail after the last file, a probe's per-statement costs; bench/projection.py measured about 0.3 s of
-restore and 0.04 s of checks that do not grow from 1,000 to 100,000 containers): scaled linearly from a
+newest backup's size (a growing database). A scaled phase can hide a fixed part of its own (a probe's
+per-statement costs, whatever else the restore phase spends besides restic's bytes; bench/projection.py
+measured about 0.3 s of restore phase and 0.04 s of checks that do not grow from 1,000 to 100,000
+containers): scaled linearly from a
 small drill, it inflates the projection of a large one. So when the target's history holds two whole-tree
 drills whose work differs at least FIT_RATIO times, each scaled phase is split by the line through both
 (fit(): a positive intercept below both measurements is fixed); else the newest drill scales linearly. The *measured error* of a projection is (projected - measured) / measured, taken

@@ -104,7 +104,7 @@ def test_measured_error_pairs_the_newest_full_drill_with_the_drill_before_it():
 
 
 def _grown(mib: float, snap: str) -> dict:
-    """A full drill of a database dump of `mib` MiB: restic's tail (0.3 s) and the checks' statements
+    """A full drill of a database dump of `mib` MiB: 0.3 s of the restore phase and the checks' statements
     (0.04 s) do not grow with the dump, the rest of each phase does."""
     parts = {"select": 1.0, "restore": 0.3 + mib / 100, "probe:load": mib / 30, "probe:checks": 0.04 + mib / 1000}
     return _drill("full", sum(parts.values()), parts, int(mib * MIB), 1, snap)
