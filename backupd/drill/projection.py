@@ -21,12 +21,12 @@ A sample drill projects its own snapshot's full drill; any drill also projects t
 newest backup's size (a growing database). A scaled phase can hide a fixed part of its own (a probe's
 per-statement costs, whatever else the restore phase spends besides restic's bytes; bench/projection.py
 measured about 0.3 s of restore phase and 0.04 s of checks that do not grow from 1,000 to 100,000
-containers): scaled linearly from a
-small drill, it inflates the projection of a large one. So when the target's history holds two whole-tree
-drills whose work differs at least FIT_RATIO times, each scaled phase is split by the line through both
-(fit(): a positive intercept below both measurements is fixed); else the newest drill scales linearly. The *measured error* of a projection is (projected - measured) / measured, taken
-from the newest full drill and the drill before it (its projection, fitted with the drills before it as
-it would have been, re-evaluated at the full drill's size).
+containers): scaled linearly from a small drill, it inflates the projection of a large one. So when the
+target's history holds two whole-tree drills whose work differs at least FIT_RATIO times, each scaled
+phase is split by the line through both (fit(): a positive intercept below both measurements is fixed);
+else the newest drill scales linearly. The *measured error* of a projection is (projected - measured) /
+measured, taken from the newest full drill and the drill before it (its projection, fitted with the
+drills before it as it would have been, re-evaluated at the full drill's size).
 
 Whole terminal: every target in restore order; targets whose first destination differs restore in
 parallel (each destination is its own lane: a repository's bandwidth is shared by the restores reading
