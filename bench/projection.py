@@ -70,7 +70,8 @@ def settle(pg, dbname: str | None) -> bool:
 
 
 def _median_drill(setup: Setup, target: str, repeat: int, before) -> tuple[dict, list[dict]]:
-    """`repeat` full drills, `before()` ahead of each; the one with the median service-ready time, and all."""
+    """`repeat` full drills, `before()` ahead of each; the one with the median service-ready time (the
+    lower of the middle two for an even count), and all."""
     drills = []
     for _ in range(repeat):
         before()
@@ -213,7 +214,7 @@ def print_report(doc: dict) -> None:
         if len(row.get("runs") or []) > 1:
             times = [r["measured"] for r in row["runs"]]
             print(f"    {len(times)} full drills: " + ", ".join(f"{t:.2f}s" for t in times)
-                  + f" (median {statistics.median(times):.2f}s)")
+                  + f" (median {statistics.median(times):.2f}s; the row is the drill of {row['measured']:.2f}s)")
     print(f"{doc['cpus']} CPUs, load average at the end {doc['load_average'][0]:.1f}; total {doc['total_seconds']}s")
 
 
