@@ -142,7 +142,8 @@ def _backup_dump(repo, target, tags, host, staging: Path, reference: dict, cance
     companion = {"backupd-manifest": None, "target": target.name, "of": summary.snapshot_id}
     if facts.get("change", {}).get("suspicious"):
         companion["suspect"] = None  # the data snapshot is already written; its companion carries the flag
-    restic_backup.backup_paths(repo, [str(staging)], excludes=[], host=host, tags=_tag_list(companion))
+    held = restic_backup.backup_paths(repo, [str(staging)], excludes=[], host=host, tags=_tag_list(companion))
+    facts["manifest_snapshot"] = held.snapshot_id  # a full drill reads the manifest from it at once
     return summary, facts
 
 

@@ -133,6 +133,21 @@ def guess(state: State, target: str, destination: str, snapshot_id: str | None) 
     return None
 
 
+def _manifest_guess(cfg, state: State, target, destination: str, snapshot: str | None) -> tuple[str, str] | None:
+    """(snapshot id, path) of the guessed snapshot's manifest: inside it for a path target, else in the
+    companion snapshot its backup recorded (a dump target); None when that is not known."""
+    if snapshot is None:
+        return None
+    where = f"{cfg.state_dir}/manifests/{target.name}/{MANIFEST_NAME}"  # where backup stages it
+    if getattr(target.sources, "paths", None):
+        return snapshot, where
+    for row in state.runs("backup", target.name, limit=20):
+        if row["destination"] == destination and (row["snapshot_id"] or "").startswith(snapshot):
+            holder = ((row["detail"] or {}).get("facts") or {}).get("manifest_snapshot")
+            return (holder, where) if isinstance(holder, str) and holder else None
+    return None
+
+
 def _attempt(box, repo, snapshot: str, fetch, cancel):
     """Restore `snapshot` with fetch() -> (selection, manifest) alongside; when the manifest arrives the
     sandbox reserves its bytes (a restore that would not fit is stopped) and early verification starts.
@@ -163,17 +178,17 @@ def _attempt(box, repo, snapshot: str, fetch, cancel):
 
 
 def _restore_full(box, repo, target: str, hosts, selection: Selection | None, first_guess: str | None,
-                  snapshot_id: str | None, inside: str | None, timer, cancel):
+                  snapshot_id: str | None, prefetch: tuple[str, str] | None, timer, cancel):
     """Restore all of the chosen snapshot while its manifest is read alongside. Without a selection the
     restore of `first_guess` starts at once and the one listing runs alongside too, as does the dump of
-    the manifest where a path target's backup puts it (`inside`; used once the listing confirms it): a
-    wrong guess is stopped, the sandbox emptied and the chosen snapshot restored. Returns (selection,
-    manifest, early hasher, first-file watch, seconds waited for the manifest, guess confirmed or None)."""
+    the manifest from the snapshot the backup history says holds it (`prefetch`: (snapshot id, path); used
+    once the listing confirms it): a wrong guess is stopped, the sandbox emptied and the chosen snapshot
+    restored. Returns (selection, manifest, early hasher, first-file watch, seconds waited for the manifest,
+    guess confirmed or None)."""
     def fetch(chosen: Selection | None = selection, expected: str | None = first_guess):
         early = None
-        if chosen is None and expected and inside:
-            early = (expected, inside, in_background(lambda: restic_restore.dump_file(repo, expected, inside),
-                                                     cancel))
+        if chosen is None and expected and prefetch:
+            early = (*prefetch, in_background(lambda: restic_restore.dump_file(repo, *prefetch), cancel))
         chosen = chosen or select(repo, target, hosts, snapshot_id)
         if expected and not chosen.snap.id.startswith(expected):
             raise _WrongGuess(chosen)
@@ -197,20 +212,19 @@ def _chosen(report: dict, selection: Selection, doc: dict) -> None:
 
 
 def _restore_and_probe(cfg, target, spec, kind, repo, selection, doc, timer, cancel, report, first_guess=None,
-                       snapshot_id=None, removals=None) -> tuple[Selection, dict, list[str]]:
+                       snapshot_id=None, removals=None, prefetch=None) -> tuple[Selection, dict, list[str]]:
     """Restore (all or a stratified sample), verify, probe; returns (selection, manifest, problems). A full
-    drill's manifest (doc None) is read while restic restores, and so is its listing when it has no
-    selection yet (the restore of `first_guess` starts at once). The sandbox removal joins `removals`."""
+    drill's manifest (doc None) is read while restic restores (from `prefetch`, see _restore_full), and so
+    is its listing when it has no selection yet (the restore of `first_guess` starts at once). The sandbox
+    removal joins `removals`."""
     problems: list[str] = []
     with Sandbox(sandbox_parent(cfg, spec), spec.sandbox.max_bytes, removals) as box:
         report["sandbox"] = str(box.path)
         _checkpoint(cancel)
         read = bytes_read()
         if doc is None:
-            inside = (f"{cfg.state_dir}/manifests/{target.name}/{MANIFEST_NAME}"  # where backup stages it
-                      if getattr(target.sources, "paths", None) else None)
             selection, doc, early, first, waited, confirmed = _restore_full(
-                box, repo, target.name, cfg.backup_hosts(), selection, first_guess, snapshot_id, inside, timer,
+                box, repo, target.name, cfg.backup_hosts(), selection, first_guess, snapshot_id, prefetch, timer,
                 cancel)
             if confirmed is not None:
                 report["guess"] = {"snapshot": first_guess, "confirmed": confirmed}
@@ -306,6 +320,7 @@ def _drill(cfg: Config, state: State, policy_set, target, full: bool, snapshot_i
             # a full drill restores its likely snapshot at once, the one `restic snapshots` confirming the
             # choice alongside; else that listing serves the choice, the flags and every manifest read
             first_guess = guess(state, target.name, dest_name, snapshot_id) if kind == "full" else None
+            prefetch = _manifest_guess(cfg, state, target, dest_name, first_guess)
             if first_guess is None:
                 selection = select(repo, target.name, cfg.backup_hosts(), snapshot_id)
                 _chosen(report, selection, {})  # the flags come with the manifest
@@ -313,7 +328,7 @@ def _drill(cfg: Config, state: State, policy_set, target, full: bool, snapshot_i
             doc = None if kind == "full" else load_manifest(repo, selection.snap, target.name, cfg.backup_hosts(),
                                                             selection.listing)
         selection, doc, problems = _restore_and_probe(cfg, target, spec, kind, repo, selection, doc, timer,
-                                                      cancel, report, first_guess, snapshot_id, removals)
+                                                      cancel, report, first_guess, snapshot_id, removals, prefetch)
         _judge(report, timer, target, doc, kind, problems)
         _suspect_verdict(report)
         if any(p["status"] == "unavailable" for p in report["probes"]):

@@ -155,7 +155,7 @@ def load_manifest(repo: Repository, snap, target: str, host: str | list[str], li
         holders = [c for c in companions if "backupd-manifest" in c.tags]
         if not holders:
             raise Finding(f"snapshot {snap.short_id} has no backup-time manifest; cannot verify")
-        doc = _read(repo, holders[-1], manifest_path(holders[-1], target))
+        doc = _read(repo, holders[-1], manifest_path(holders[-1], target), prefetched)
     else:
         doc = _read(repo, snap, inside, prefetched)
     for amend in (c for c in companions if AMEND_TAG in c.tags):

@@ -7,6 +7,7 @@ lists first. A sample, chosen from the manifest, lists and reads it in select.""
 from __future__ import annotations
 
 import os
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -139,3 +140,39 @@ def test_a_full_drill_over_its_sandbox_limit_is_refused_once_the_manifest_arrive
     (d,) = run.doc["drills"]
     assert d["verdict"] == "FAIL" and "over the sandbox limit" in d["reason"] and "verification" not in d
     assert not Path(d["sandbox"]).exists()
+
+
+def test_a_dump_targets_full_drill_reads_its_manifest_alongside_the_listing(
+        policy, stack, tmp_path, monkeypatch):
+    """A dump target's manifest is in a companion snapshot; its backup records which, so the full drill
+    dumps the manifest at once, beside the listing, instead of after it (one restic start-up less)."""
+    from demo import tos_data
+    from tests.integration.test_custom_dump import _setup
+
+    tos_data.create_tos_database(stack.postgres, "tos_select", containers=300)
+    setup = _setup(policy, tmp_path, "tos_select", "t-drill-select-dump")
+    backup = setup.cli("backup", "--target", "db", "--json")
+    assert backup.code == 0, backup.stdout + backup.stderr
+    holder = backup.doc["results"][0]["facts"]["manifest_snapshot"]
+    for key, value in stack.env.items():
+        monkeypatch.setenv(key, value)
+    cfg = load_config(setup.config)
+    spans: list[tuple[str, float, float]] = []
+    real_run = execute.run
+
+    def run(argv, *args, **kwargs):
+        t0 = time.monotonic()
+        try:
+            return real_run(argv, *args, **kwargs)
+        finally:
+            if Path(argv[0]).name.startswith("restic") and argv[1] != "version":
+                spans.append((argv[1], t0, time.monotonic(), " ".join(argv)))
+
+    monkeypatch.setattr(execute, "run", run)
+    (report,) = drill.run(cfg, load_policies(cfg), "db", full=True)
+    assert report["verdict"] == "PASS" and report["verification"]["ok"], report
+    assert report["guess"]["confirmed"] is True
+    (listing,) = [s for s in spans if s[0] == "snapshots"]
+    (dump,) = [s for s in spans if s[0] == "dump"]
+    assert holder[:8] in dump[3], "the manifest is read from the companion the backup recorded"
+    assert dump[1] < listing[2], "the manifest read starts before the listing ends, not after it"
