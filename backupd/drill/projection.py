@@ -59,8 +59,7 @@ def breakdown(phases: dict[str, float], probes: list[dict], restore_startup: flo
               restore_alongside: float | None = None) -> dict:
     """Per-phase seconds of a drill. The restore splits into restic's start-up (until its first file
     appeared: fixed), the wait after restic ended for what a full drill reads alongside (the listing, the
-    manifest: fixed, and most of a small database's restore) and the rest; the probes into the
-    PostgreSQL probe's start (initdb, server start),
+    manifest: fixed) and the rest; the probes into the PostgreSQL probe's start (initdb, server start),
     load (data), index (post-load: indexes, constraints) and checks, other probes by kind; what the
     probes phase spent outside any probe is fixed ("probe:other")."""
     out = {p: float(phases.get(p, 0.0)) for p in ("select", "restore", "verify")}
