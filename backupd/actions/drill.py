@@ -120,32 +120,30 @@ class _WrongGuess(Exception):
         self.selection = selection
 
 
-def guess(state: State, target: str, destination: str, snapshot_id: str | None) -> str | None:
+def guess(state: State, target: str, destination: str, snapshot_id: str | None) -> tuple[str | None, str | None]:
     """The snapshot a full drill will most likely choose, known before restic runs: the one asked for, else
-    the newest backup this host recorded to the destination and did not find suspect; None without one
-    (a verifier has no backup history)."""
-    if snapshot_id:
-        return snapshot_id
+    the newest backup this host recorded to the destination and did not find suspect (None without one: a
+    verifier has no backup history); with the companion snapshot holding its manifest, when its backup
+    recorded one (a dump target)."""
     for row in state.runs("backup", target, limit=20):
-        change = ((row["detail"] or {}).get("facts") or {}).get("change") or {}
-        if row["destination"] == destination and row["status"] == "ok" and row["snapshot_id"]:
-            return None if change.get("suspicious") else row["snapshot_id"]
-    return None
+        if row["destination"] != destination or row["status"] != "ok" or not row["snapshot_id"]:
+            continue
+        facts = (row["detail"] or {}).get("facts") or {}
+        holder = facts.get("manifest_snapshot") if isinstance(facts.get("manifest_snapshot"), str) else None
+        if snapshot_id is None:
+            suspect = (facts.get("change") or {}).get("suspicious")
+            return (None, None) if suspect else (row["snapshot_id"], holder)
+        if row["snapshot_id"].startswith(snapshot_id):
+            return snapshot_id, holder
+    return snapshot_id, None
 
 
-def _manifest_guess(cfg, state: State, target, destination: str, snapshot: str | None) -> tuple[str, str] | None:
+def _manifest_at(cfg, target, snapshot: str | None, holder: str | None) -> tuple[str, str] | None:
     """(snapshot id, path) of the guessed snapshot's manifest: inside it for a path target, else in the
-    companion snapshot its backup recorded (a dump target); None when that is not known."""
-    if snapshot is None:
-        return None
+    companion `holder` its backup recorded; None when that is not known."""
     where = f"{cfg.state_dir}/manifests/{target.name}/{MANIFEST_NAME}"  # where backup stages it
-    if getattr(target.sources, "paths", None):
-        return snapshot, where
-    for row in state.runs("backup", target.name, limit=20):
-        if row["destination"] == destination and (row["snapshot_id"] or "").startswith(snapshot):
-            holder = ((row["detail"] or {}).get("facts") or {}).get("manifest_snapshot")
-            return (holder, where) if isinstance(holder, str) and holder else None
-    return None
+    inside = snapshot if getattr(target.sources, "paths", None) else holder
+    return (inside, where) if snapshot and inside else None
 
 
 def _attempt(box, repo, snapshot: str, fetch, cancel):
@@ -319,8 +317,9 @@ def _drill(cfg: Config, state: State, policy_set, target, full: bool, snapshot_i
             repo = repository(cfg, dest_name, policy_set.destinations[dest_name])
             # a full drill restores its likely snapshot at once, the one `restic snapshots` confirming the
             # choice alongside; else that listing serves the choice, the flags and every manifest read
-            first_guess = guess(state, target.name, dest_name, snapshot_id) if kind == "full" else None
-            prefetch = _manifest_guess(cfg, state, target, dest_name, first_guess)
+            first_guess, holder = (guess(state, target.name, dest_name, snapshot_id) if kind == "full"
+                                   else (None, None))
+            prefetch = _manifest_at(cfg, target, first_guess, holder)
             if first_guess is None:
                 selection = select(repo, target.name, cfg.backup_hosts(), snapshot_id)
                 _chosen(report, selection, {})  # the flags come with the manifest

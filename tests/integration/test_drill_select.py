@@ -82,13 +82,13 @@ def test_a_drill_starts_one_listing_and_one_manifest_read_and_a_full_one_overlap
 
     older = [s.id for s in snapshot_choice.select(repository(cfg, "worm", policies.destinations["worm"]),
                                                      "cargo-plans", cfg.backup_hosts()).snaps][0]
-    monkeypatch.setattr(drill, "guess", lambda *a: older)  # a wrong guess: stopped, the chosen one restored
+    monkeypatch.setattr(drill, "guess", lambda *a: (older, None))  # a wrong guess: stopped, the chosen one restored
     wrong = drilled(dumps=2, full=True)  # the guessed snapshot's manifest was read too, and not used
     assert wrong["snapshot_id"] == newest and wrong["guess"] == {"snapshot": older, "confirmed": False}
     assert sorted(c for p, c in restic_calls if p == "restore") == ["dump", "dump", "restore", "restore",
                                                                     "snapshots"]
 
-    monkeypatch.setattr(drill, "guess", lambda *a: None)  # no backup history (a verifier): list first
+    monkeypatch.setattr(drill, "guess", lambda *a: (None, None))  # no backup history (a verifier): list first
     listed = drilled(full=True)
     assert listed["snapshot_id"] == newest and "guess" not in listed
     assert [c for p, c in restic_calls if p == "select"] == ["snapshots"]
