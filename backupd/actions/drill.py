@@ -219,48 +219,62 @@ def _restore_and_probe(cfg, target, spec, kind, repo, selection, doc, timer, can
     with Sandbox(sandbox_parent(cfg, spec), spec.sandbox.max_bytes, removals) as box:
         report["sandbox"] = str(box.path)
         _checkpoint(cancel)
-        read = bytes_read()
-        if doc is None:
-            selection, doc, early, first, waited, confirmed = _restore_full(
-                box, repo, target.name, cfg.backup_hosts(), selection, first_guess, snapshot_id, prefetch, timer,
-                cancel)
-            if confirmed is not None:
-                report["guess"] = {"snapshot": first_guess, "confirmed": confirmed}
-            chosen = doc.get("files", [])
-        else:
-            chosen = sample.choose(doc.get("files", []), selection.snap.id, spec.sample.max_files,
-                                   spec.sample.max_bytes, required_paths(target, spec))
-            early, first = _restore_sample(box, repo, selection.snap, doc, chosen, timer, cancel)
-            waited = 0.0
-        _chosen(report, selection, doc)
-        snap, snaps, listing = selection.snap, selection.snaps, selection.listing
-        report.update(files_restored=len(chosen), bytes_restored=sum(e["size"] for e in chosen))
-        report["restore_startup_seconds"] = first.seconds  # until content is written: fixed (projection)
-        report["restore_alongside_seconds"] = waited  # after restic, the manifest still read: fixed too
-        if read is not None:  # what restic fetched (a full drill's includes the reads alongside);
-            # the early hashing read the matched files in this process
-            hashed = sum(e["size"] for e in chosen if e["path"] in early.matched)
-            report["restore_read_bytes"] = max(bytes_read() - read - hashed, 0)
-        _checkpoint(cancel)
-        with timer.phase("verify"):  # what the restore left: files not hashed yet, every file's type and mode
-            check = verify_tree(box.restore_dir, {**doc, "files": chosen}, hashed=early.matched)
-        report["verification"] = {**check.to_dict(), "hashed_during_restore": len(early.matched)}
-        if not check.ok:
-            problems.append(f"{len(check.mismatched)} file(s) differ from the backup-time manifest, "
-                            f"{len(check.missing)} missing")
         jail = probe_jail(cfg, spec, box, repo, cancel)
-        ctx = probes.ProbeContext(
-            target=target, sandbox=box.path, restore_dir=box.restore_dir, manifest=doc, restored=chosen,
-            snapshot_time=snap.time, rpo=target.rpo, cancel=cancel, grant=jail.hand_over, jail=jail,
-            previous=lambda: _previous_manifest(repo, snaps, snap, target.name, cfg.backup_hosts(), listing),
-            older=lambda: _older_manifests(repo, snaps, snap, target.name, cfg.backup_hosts(), listing))
-        with timer.phase("probes"):
-            for probe in spec.probes:
-                _checkpoint(cancel)
-                result = probes.run(probe, ctx)
-                report["probes"].append(result.to_dict())
-                problems += [f"{result.kind} probe: {p}" for p in result.problems]
+        # a database server starts while restic restores; what no probe took over stops at the end
+        with probes.prepare(spec.probes, box.path, jail) as prepared:
+            selection, doc, chosen = _restore_and_verify(cfg, target, spec, box, repo, selection, doc, timer, cancel,
+                                                         report, problems, (first_guess, snapshot_id, prefetch))
+            snap, snaps, listing = selection.snap, selection.snaps, selection.listing
+            ctx = probes.ProbeContext(
+                target=target, sandbox=box.path, restore_dir=box.restore_dir, manifest=doc, restored=chosen,
+                snapshot_time=snap.time, rpo=target.rpo, cancel=cancel, grant=jail.hand_over, jail=jail,
+                prepared=prepared,
+                previous=lambda: _previous_manifest(repo, snaps, snap, target.name, cfg.backup_hosts(), listing),
+                older=lambda: _older_manifests(repo, snaps, snap, target.name, cfg.backup_hosts(), listing))
+            with timer.phase("probes"):
+                for probe in spec.probes:
+                    _checkpoint(cancel)
+                    result = probes.run(probe, ctx)
+                    report["probes"].append(result.to_dict())
+                    problems += [f"{result.kind} probe: {p}" for p in result.problems]
     return selection, doc, problems
+
+
+def _restore_and_verify(cfg, target, spec, box, repo, selection, doc, timer, cancel, report, problems,
+                        hint) -> tuple[Selection, dict, list[dict]]:
+    """Restore all (doc None: its manifest read alongside, see _restore_full) or a sample chosen from
+    `doc`, and verify it. `hint`: (first guess, snapshot id asked for, manifest prefetch). Returns
+    (selection, manifest, the manifest entries restored)."""
+    read = bytes_read()
+    first_guess, snapshot_id, prefetch = hint
+    if doc is None:
+        selection, doc, early, first, waited, confirmed = _restore_full(
+            box, repo, target.name, cfg.backup_hosts(), selection, first_guess, snapshot_id, prefetch, timer,
+            cancel)
+        if confirmed is not None:
+            report["guess"] = {"snapshot": first_guess, "confirmed": confirmed}
+        chosen = doc.get("files", [])
+    else:
+        chosen = sample.choose(doc.get("files", []), selection.snap.id, spec.sample.max_files,
+                               spec.sample.max_bytes, required_paths(target, spec))
+        early, first = _restore_sample(box, repo, selection.snap, doc, chosen, timer, cancel)
+        waited = 0.0
+    _chosen(report, selection, doc)
+    report.update(files_restored=len(chosen), bytes_restored=sum(e["size"] for e in chosen))
+    report["restore_startup_seconds"] = first.seconds  # until content is written: fixed (projection)
+    report["restore_alongside_seconds"] = waited  # after restic, the manifest still read: fixed too
+    if read is not None:  # what restic fetched (a full drill's includes the reads alongside);
+        # the early hashing read the matched files in this process
+        hashed = sum(e["size"] for e in chosen if e["path"] in early.matched)
+        report["restore_read_bytes"] = max(bytes_read() - read - hashed, 0)
+    _checkpoint(cancel)
+    with timer.phase("verify"):  # what the restore left: files not hashed yet, every file's type and mode
+        check = verify_tree(box.restore_dir, {**doc, "files": chosen}, hashed=early.matched)
+    report["verification"] = {**check.to_dict(), "hashed_during_restore": len(early.matched)}
+    if not check.ok:
+        problems.append(f"{len(check.mismatched)} file(s) differ from the backup-time manifest, "
+                        f"{len(check.missing)} missing")
+    return selection, doc, chosen
 
 
 def _judge(report: dict, timer: PhaseTimer, target, doc: dict, kind: str, problems: list[str]) -> None:

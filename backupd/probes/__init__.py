@@ -1,6 +1,7 @@
 """Application probes run on restored data in a drill sandbox: PostgreSQL (load the dump, compare with
 backup-time facts, SQL checks), logs (each file continues its previous generation), programs (hashes and
-an optional run), and any command. ``run(probe, ctx)`` dispatches on the probe's kind."""
+an optional run), and any command. ``run(probe, ctx)`` dispatches on the probe's kind; ``prepare()``
+starts, while restic still restores, what a probe needs before the data (a database server)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,37 @@ import time
 from backupd.errors import BackupdError, DependencyError
 from backupd.probes.base import ProbeContext, ProbeResult
 
-__all__ = ["ProbeContext", "ProbeResult", "run"]
+__all__ = ["Prepared", "ProbeContext", "ProbeResult", "run"]
 
 
 def _module(kind: str):
     from backupd.probes import command, logs, postgres, programs
 
     return {"postgres": postgres, "logs": logs, "programs": programs, "command": command}[kind]
+
+
+class Prepared(dict):
+    """What `prepare` started, by id(probe); leaving the `with` stops what is still running."""
+
+    def __enter__(self) -> Prepared:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        while self:
+            self.popitem()[1].discard()
+
+
+def prepare(probe_list, sandbox, jail) -> Prepared:
+    """Start each probe's data-independent set-up in the background: the first PostgreSQL probe's
+    throw-away cluster. What cannot start here (no PostgreSQL installed) the probe itself reports."""
+    prepared = Prepared()
+    first = next((p for p in probe_list if p.kind == "postgres"), None)
+    if first is not None:
+        try:
+            prepared[id(first)] = _module("postgres").prepare(first, sandbox, jail)
+        except BackupdError:
+            pass
+    return prepared
 
 
 def run(probe, ctx: ProbeContext) -> ProbeResult:

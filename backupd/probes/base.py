@@ -34,6 +34,8 @@ class ProbeContext:
     grant: Callable[..., None] = lambda *paths: None
     #: where probe processes run (backupd.sandbox); built from the sandbox paths when not given
     jail: Jail | None = None
+    #: what prepare() started for a probe while restic restored, by id(probe); the probe takes it over
+    prepared: dict = field(default_factory=dict)
 
     def older_manifests(self) -> list[dict]:
         """Manifests of the older generations, newest first."""

@@ -3,17 +3,19 @@ cluster inside the sandbox (unix socket only, `listen_addresses = ''`), compare 
 counted at backup time, run the spec's SQL checks, and stop the cluster. The dump is untrusted, and so are
 the server processes it feeds: initdb, postgres, psql and pg_restore run confined (backupd.sandbox: an
 unprivileged uid, no network, no capabilities, the restored tree read-only, only `pg/` writable, the socket
-in `pg/sock`); stopping the server kills its whole PID namespace."""
+in `pg/sock`); stopping the server kills its whole PID namespace. A drill may `prepare()` the cluster
+while restic restores the dump: initdb and the server start then cost no time to service-ready."""
 
 from __future__ import annotations
 
 import glob
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from backupd import execute
-from backupd.errors import DependencyError, Finding
+from backupd.errors import BackupdError, DependencyError, Finding
 from backupd.probes import pglog
 from backupd.probes.base import ProbeContext, ProbeResult
 from backupd.sandbox import Jail
@@ -27,7 +29,8 @@ SOCKET_MAX = 107 - len("/.s.PGSQL.5432")
 #: (no fsync, no full-page images), nothing is replicated (wal_level minimal: data loaded into a table
 #: created or truncated in the same transaction, as pg_restore -j does, and every index build write no
 #: WAL), no autovacuum and (below 4 GB of WAL: the sandbox's disk) no checkpoint runs during the load, and
-#: index builds sort in memory.
+#: index builds sort in memory (maintenance_work_mem, set on the database once the dump's format tells how
+#: many loaders share it).
 CONF = f"""
 listen_addresses = ''
 unix_socket_directories = '{{sock}}'
@@ -42,7 +45,6 @@ archive_mode = off
 max_wal_size = 4GB
 checkpoint_timeout = 1d
 autovacuum = off
-maintenance_work_mem = '{{maintenance_mb}}MB'
 logging_collector = off
 """ + pglog.CONF
 #: maintenance_work_mem bounds in MB; besides, at most half the sandbox's per-process address-space limit
@@ -147,13 +149,14 @@ class Cluster:
             raise Finding(f"{what} {why}: {done.stderr.strip()[-500:]}")
         return done
 
-    def start(self, jobs: int = 1) -> None:
+    def start(self) -> None:
+        """initdb, the server, and the empty database the dump is loaded into."""
         if len(str(self.sock)) > SOCKET_MAX:
             raise Finding(f"socket path {self.sock} is too long for PostgreSQL; use a shorter sandbox dir")
         self._run([str(self.bin / "initdb"), "-D", str(self.data), "-U", OS_USER, "--auth=trust",
                    "--encoding=UTF8", "--locale=C", "--no-sync"], "initdb", 300)
         with open(self.data / "postgresql.conf", "a", encoding="utf-8") as conf:
-            conf.write(CONF.format(sock=self.sock, maintenance_mb=maintenance_mb(jobs, self.jail.limits.memory)))
+            conf.write(CONF.format(sock=self.sock))
         self.started = True
         # the postmaster runs in the foreground of its own sandbox: pg_ctl would daemonise it into a
         # PID namespace that ends with pg_ctl
@@ -162,6 +165,12 @@ class Cluster:
         if not self.server.wait_for(self._ready, 150):
             done = self.stop()
             raise Finding(f"postgres did not start: {done.stderr.strip()[-500:] if done else ''}")
+        self.psql("-c", f'CREATE DATABASE "{DATABASE}"', db="postgres")
+
+    def tune(self, loaders: int) -> None:
+        """Index builds of `loaders` concurrent sessions sort in memory (maintenance_mb())."""
+        mb = maintenance_mb(loaders, self.jail.limits.memory)
+        self.psql("-c", f"ALTER DATABASE \"{DATABASE}\" SET maintenance_work_mem = '{mb}MB'", db="postgres")
 
     def _ready(self) -> bool:
         """The postmaster says it accepts connections (line 8 of postmaster.pid, as pg_ctl -w reads it)."""
@@ -194,6 +203,71 @@ class Cluster:
         argv = [str(self.bin / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-h", str(self.sock),
                 "-p", str(PORT), "-U", OS_USER, "-d", db, *args]
         return self._run(argv, "psql", timeout).stdout.decode("utf-8", "replace")
+
+
+def _base(sandbox: Path) -> Path:
+    """The cluster's directory in the sandbox (its socket directory inside)."""
+    base = sandbox / "pg"
+    base.mkdir(mode=0o700, exist_ok=True)
+    (base / "sock").mkdir(mode=0o700, exist_ok=True)
+    return base
+
+
+class EarlyCluster(threading.Thread):
+    """A cluster started while restic still restores the dump. Its processes run in a jail without the
+    restored tree (none of the dump reaches the server before the probe loads it). `ready()` -> the
+    running Cluster, or the error that stopped it; `discard()` stops it if the probe did not."""
+
+    def __init__(self, base: Path, jail: Jail):
+        super().__init__(daemon=True)
+        self.cluster = Cluster(base, replace(jail, readonly=()))
+        self.error: BackupdError | None = None
+        self._up, self._released = threading.Event(), threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self.cluster.start()
+        except BackupdError as exc:
+            self.error = exc
+            self.cluster.stop()
+        self._up.set()
+        # a child is killed when the thread that spawned it ends (backupd.execute): this one outlives the server
+        self._released.wait()
+
+    def ready(self) -> Cluster:
+        self._up.wait()
+        if self.error is not None:
+            raise self.error
+        return self.cluster
+
+    def discard(self) -> None:
+        self._up.wait()
+        self.cluster.stop()
+        self._released.set()
+        self.join()
+
+
+def prepare(probe, sandbox: Path, jail: Jail) -> EarlyCluster:
+    """Start the probe's throw-away cluster now, in the background (run() takes it over)."""
+    return EarlyCluster(_base(sandbox), jail)
+
+
+def _cluster(probe, ctx: ProbeContext, result: ProbeResult) -> Cluster:
+    """The running cluster: the one prepared while restic restored, else one started now."""
+    early = ctx.prepared.get(id(probe))  # the drill discards it when its probes are done
+    result.details["server"] = "started while restic restored" if early else "started by the probe"
+    if early is None:
+        cluster = Cluster(_base(ctx.sandbox), ctx.confine())
+        try:
+            cluster.start()
+        except BaseException:
+            cluster.stop()
+            raise
+        return cluster
+    cluster = early.ready()
+    cluster.jail = ctx.confine()  # the loader reads the restored dump
+    return cluster
 
 
 def _dump_entry(probe, ctx: ProbeContext) -> dict:
@@ -252,38 +326,22 @@ class _OffsetsAdded(threading.Thread):
 
 def run(probe, ctx: ProbeContext, result: ProbeResult) -> None:
     dump = ctx.local(_dump_entry(probe, ctx)["path"])
-    base = ctx.sandbox / "pg"
-    base.mkdir(mode=0o700)
-    (base / "sock").mkdir(mode=0o700)
-    ctx.grant(base, base / "sock", dump)
-    cluster = Cluster(base, ctx.confine())
     timings = result.details.setdefault("timings", {})  # per phase, for the drill projection
     clock = time.monotonic()
+    jobs = pgload.jobs_for(probe.jobs)
+    result.details.update(format="custom" if pgload.is_custom(dump) else "plain", jobs=jobs)
+    loaders = jobs if result.details["format"] == "custom" else 1
+    offsets = _OffsetsAdded(dump) if loaders > 1 else None  # while the cluster starts
+    cluster = _cluster(probe, ctx, result)
     try:
-        jobs = pgload.jobs_for(probe.jobs)
-        result.details.update(format="custom" if pgload.is_custom(dump) else "plain", jobs=jobs)
-        loaders = jobs if result.details["format"] == "custom" else 1
-        offsets = _OffsetsAdded(dump) if loaders > 1 else None  # while the cluster starts
-        cluster.start(loaders)
-        cluster.psql("-c", f'CREATE DATABASE "{DATABASE}"', db="postgres")
+        ctx.grant(dump)
+        cluster.tune(loaders)
         if offsets is not None:
             result.details["data_offsets_added"] = offsets.join()
         timings["start"], clock = round(time.monotonic() - clock, 3), time.monotonic()
         cluster.load(dump, loaders, probe.timeout.total_seconds())
         timings["load"], clock = round(time.monotonic() - clock, 3), time.monotonic()
-        expected = ctx.manifest.get("facts", {}).get("rows", {})
-        if probe.row_counts:
-            if not expected:
-                result.problems.append("the backup-time facts hold no row counts to compare with")
-            else:
-                tables = sorted(expected)
-                lines = cluster.psql("-F", "|", "-c", row_count_sql(tables)).splitlines()
-                found = {tables[int(i)]: int(n) for i, n in (ln.split("|") for ln in lines if "|" in ln)}
-                result.details["rows"] = found
-                result.problems += compare_rows(expected, found)
-                if probe.tables:
-                    previous = (ctx.previous() or {}).get("facts", {}).get("rows") or {}
-                    result.problems += expectation_problems(probe.tables, found, previous)
+        _compare_rows(probe, ctx, cluster, result)
         checks = [c for c in probe.checks if c.enabled]
         for check in checks:
             problem = _check(cluster, check, ctx)
@@ -296,3 +354,21 @@ def run(probe, ctx: ProbeContext, result: ProbeResult) -> None:
         if done is not None and "load" in timings:  # the post-load span (indexes, constraints) out of load
             timings["index"] = min(pglog.post_load_seconds(done.stderr), timings["load"])
             timings["load"] = round(timings["load"] - timings["index"], 3)
+
+
+def _compare_rows(probe, ctx: ProbeContext, cluster: Cluster, result: ProbeResult) -> None:
+    """Restored row counts against the backup-time facts and the drill spec's expectations."""
+    expected = ctx.manifest.get("facts", {}).get("rows", {})
+    if not probe.row_counts:
+        return
+    if not expected:
+        result.problems.append("the backup-time facts hold no row counts to compare with")
+        return
+    tables = sorted(expected)
+    lines = cluster.psql("-F", "|", "-c", row_count_sql(tables)).splitlines()
+    found = {tables[int(i)]: int(n) for i, n in (ln.split("|") for ln in lines if "|" in ln)}
+    result.details["rows"] = found
+    result.problems += compare_rows(expected, found)
+    if probe.tables:
+        previous = (ctx.previous() or {}).get("facts", {}).get("rows") or {}
+        result.problems += expectation_problems(probe.tables, found, previous)

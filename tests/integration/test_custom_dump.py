@@ -5,6 +5,7 @@ a full drill, a recovery into an empty database, and a restore that fails naming
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -23,6 +24,9 @@ probes:
         sql: "SELECT concat_ws(',', current_setting('wal_level'), current_setting('max_wal_senders'),
               current_setting('autovacuum'), current_setting('fsync'), current_setting('checkpoint_timeout'))"
         expect: "minimal,0,off,off,1d"
+      - name: index builds sort in memory (set once the format told how many loaders share it)
+        sql: "SELECT current_setting('maintenance_work_mem') <> '64MB'"
+        expect: "t"
 """
 
 TARGET = """  - name: db
@@ -92,7 +96,8 @@ def test_custom_dump_counts_its_own_snapshot_drills_and_restores_while_writes_co
     (probe,) = d["probes"]
     assert d["verdict"] == "PASS" and probe["status"] == "ok", probe
     assert probe["details"]["format"] == "custom" and probe["details"]["jobs"] == 2
-    assert probe["details"]["checks"] == 1 and probe["problems"] == [], "the throw-away server is set for speed"
+    assert probe["details"]["checks"] == 2 and probe["problems"] == [], "the throw-away server is set for speed"
+    assert probe["details"]["server"] == "started while restic restored", "initdb is off the critical path"
     assert probe["details"]["data_offsets_added"] == len(rows), "the streamed archive got a data offset per table"
     assert probe["details"]["rows"] == rows, "the restored dump holds exactly the rows counted at its snapshot"
 
@@ -137,3 +142,29 @@ def test_a_custom_dump_whose_restore_needs_a_missing_role_fails_the_drill_naming
     problems = " ".join(d["probes"][0]["problems"])
     assert 'role "tos_berth_app" does not exist' in problems
     assert "berth_plan" in problems and "pg_restore" in problems
+
+
+def _drill_servers() -> list[str]:
+    """Command lines of running throw-away drill servers (postgres -D <sandbox>/pg/data)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"/postgres") and any(a.endswith(b"/pg/data") for a in argv):
+            found.append(b" ".join(argv).decode(errors="replace"))
+    return found
+
+
+def test_a_drill_whose_restore_fails_leaves_no_server_it_started_early(policy, stack, tmp_path):
+    tos_data.create_tos_database(stack.postgres, "tos_early", containers=200)
+    setup = _setup(policy, tmp_path, "tos_early", "t-custom-early")
+    assert setup.cli("backup", "--target", "db").code == 0
+    assert _drill_servers() == []
+    drill = setup.cli("drill", "--target", "db", "--full", "--snapshot", "deadbeef", "--json")
+    assert drill.code != 0, drill.stdout + drill.stderr
+    (d,) = drill.doc["drills"]
+    assert d["verdict"] == "FAIL" and d["probes"] == []
+    assert _drill_servers() == [], "the server started while restic ran was stopped with the drill"
+    assert d["sandbox"] and not Path(d["sandbox"]).exists(), "and its sandbox removed"

@@ -30,7 +30,7 @@ def test_maintenance_memory_stays_within_bounds_and_half_the_sandbox_memory_limi
 
 
 def test_server_settings_skip_what_a_thrown_away_cluster_does_not_need():
-    conf = postgres.CONF.format(sock="/s", maintenance_mb=256)
+    conf = postgres.CONF.format(sock="/s")
     for line in ("fsync = off", "full_page_writes = off", "wal_level = minimal", "max_wal_senders = 0",
-                 "autovacuum = off", "maintenance_work_mem = '256MB'", "listen_addresses = ''"):
+                 "autovacuum = off", "listen_addresses = ''"):
         assert line in conf.splitlines(), line
