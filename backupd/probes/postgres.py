@@ -332,9 +332,9 @@ def run(probe, ctx: ProbeContext, result: ProbeResult) -> None:
     result.details.update(format="custom" if pgload.is_custom(dump) else "plain", jobs=jobs)
     loaders = jobs if result.details["format"] == "custom" else 1
     offsets = _OffsetsAdded(dump) if loaders > 1 else None  # while the cluster starts
+    ctx.grant(dump)
     cluster = _cluster(probe, ctx, result)
     try:
-        ctx.grant(dump)
         cluster.tune(loaders)
         if offsets is not None:
             result.details["data_offsets_added"] = offsets.join()
