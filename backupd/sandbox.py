@@ -206,9 +206,10 @@ class Jail:
         """The full argv: privilege drop, namespaces, mount view, limits, then the command.
 
         Not root: one bwrap builds the view while it creates the namespaces. Root: an outer bwrap (still
-        root, a mount namespace only) builds the view, so the paths may lie below directories only root
+        root, a mount and a PID namespace) builds the view, so the paths may lie below directories only root
         can traverse; it then drops to UID and the inner bwrap creates the namespaces inside that view.
-        `info_fd` receives the inner bwrap's JSON (the PID namespace's init and the namespaces).
+        `info_fd` receives the JSON of the bwrap whose PID namespace holds every process of the command
+        (its init, and the namespace).
         """
         writable = self.writable if writable is None else tuple(writable)
         lim = self.limits
@@ -217,8 +218,7 @@ class Jail:
                  "--die-with-parent", "--new-session", "--clearenv"]
         for name, value in ENVIRONMENT.items():
             inner += ["--setenv", name, value]
-        if info_fd is not None:
-            inner += ["--info-fd", str(info_fd)]
+        info = ["--info-fd", str(info_fd)] if info_fd is not None else []
         view = system_view() + ["--perms", "1777", "--size", str(lim.tmp), "--tmpfs", "/tmp"] \
             + binds(self.readonly, writable)
         fresh = ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(lim.tmp),
@@ -227,11 +227,14 @@ class Jail:
                 f"--as={lim.memory}", f"--nproc={lim.processes}", f"--fsize={lim.file_size}", "--core=0",
                 "--", *command]
         if self.uid is None:
-            return drop_privileges(None) + inner + view + fresh + tail
+            return drop_privileges(None) + inner + info + view + fresh + tail
         # the host /proc only lets the inner bwrap mount a fresh one (the kernel wants a fully visible
-        # proc to exist first); the fresh one covers it and the sandbox cannot unmount it
-        outer = [BWRAP, "--die-with-parent", *view, "--bind", "/proc", "/proc", "--dev", "/dev", "--",
-                 *drop_privileges(self.uid)]
+        # proc to exist first); the fresh one covers it and the sandbox cannot unmount it. The outer bwrap
+        # has a PID namespace of its own: its init stays root, so the parent-death signal reaches it
+        # (a process without capabilities may not signal the sandbox uid), and when it dies the kernel
+        # kills every process below, even after backupd was killed with -9.
+        outer = [BWRAP, "--die-with-parent", "--unshare-pid", *info, *view, "--bind", "/proc", "/proc",
+                 "--dev", "/dev", "--", *drop_privileges(self.uid)]
         return outer + inner + ["--bind", "/", "/"] + fresh + tail
 
     def hand_over(self, *paths) -> None:

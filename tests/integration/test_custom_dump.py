@@ -4,12 +4,18 @@ a full drill, a recovery into an empty database, and a restore that fails naming
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from demo import tos_data
+from tests.integration.conftest import ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -168,3 +174,33 @@ def test_a_drill_whose_restore_fails_leaves_no_server_it_started_early(policy, s
     assert d["verdict"] == "FAIL" and d["probes"] == []
     assert _drill_servers() == [], "the server started while restic ran was stopped with the drill"
     assert d["sandbox"] and not Path(d["sandbox"]).exists(), "and its sandbox removed"
+
+
+def _wait(predicate, seconds: float) -> bool:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return bool(predicate())
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "kill-9"])
+def test_a_drill_stopped_while_its_early_server_runs_leaves_no_server(policy, stack, tmp_path, sig):
+    tos_data.create_tos_database(stack.postgres, "tos_killed", containers=20000)
+    setup = _setup(policy, tmp_path, "tos_killed", f"t-custom-{sig.name.lower()}")
+    assert setup.cli("backup", "--target", "db").code == 0
+    assert _drill_servers() == []
+    env = {**os.environ, **setup.stack.env, "PYTHONPATH": str(ROOT)}
+    drill = subprocess.Popen([sys.executable, "-m", "backupd", "drill", "--target", "db", "--full", "--json",
+                              "--config", str(setup.config)], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE)
+    try:
+        assert _wait(lambda: _drill_servers() != [], 120), "the drill's server started"
+        drill.send_signal(sig)
+        drill.wait(timeout=120)
+    finally:
+        drill.kill()
+        drill.wait()
+    assert "Traceback" not in drill.stderr.read().decode(errors="replace")
+    assert _wait(lambda: _drill_servers() == [], 30), "no server outlives the drill, even one killed -9"
