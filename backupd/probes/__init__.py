@@ -38,13 +38,14 @@ def prepare(probe_list, sandbox, jail) -> Prepared:
     if first is not None:
         try:
             prepared[id(first)] = _module("postgres").prepare(first, sandbox, jail)
-        except BackupdError:
+        except (BackupdError, OSError):  # the probe meets it again and reports it
             pass
     return prepared
 
 
 def run(probe, ctx: ProbeContext) -> ProbeResult:
-    """Run one probe; a dependency failure or error becomes a failed result, never an exception."""
+    """Run one probe; a dependency failure, an error or a file it cannot read becomes a failed result,
+    never an exception."""
     t0 = time.monotonic()
     result = ProbeResult(name=getattr(probe, "name", probe.kind), kind=probe.kind)
     try:
@@ -54,6 +55,8 @@ def run(probe, ctx: ProbeContext) -> ProbeResult:
         result.problems.append(str(exc))
     except BackupdError as exc:
         result.problems.append(str(exc))
+    except OSError as exc:  # restored data is untrusted: a file the snapshot lacks fails the probe
+        result.problems.append(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
     if result.problems and result.status == "ok":
         result.status = "failed"
     result.duration = round(time.monotonic() - t0, 3)

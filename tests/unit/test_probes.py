@@ -6,7 +6,7 @@ import hashlib
 from datetime import datetime, timezone
 from pathlib import Path
 
-from backupd.drill.spec import CommandProbe, LogsProbe
+from backupd.drill.spec import CommandProbe, LogsProbe, PostgresProbe
 from backupd.probes import ProbeContext, run
 from backupd.probes import logs, postgres
 
@@ -104,3 +104,14 @@ def test_a_log_edited_in_an_older_generation_is_found_through_every_generation(t
     result = run(LogsProbe(kind="logs"), ctx)
     assert result.status == "failed" and result.details["edited"] == ["/l/app.log"]
     assert result.details["generations_checked"] == 2
+
+
+def test_a_dump_missing_from_the_restored_tree_fails_the_probe_naming_it(tmp_path):
+    """A snapshot whose dump is gone (the verify phase reports it missing) still gets a probe verdict, not a
+    traceback: what a probe cannot read in the restored tree is a problem of the drill."""
+    entry = {"path": "/tos.dump", "size": 10, "sha256": "0" * 64, "type": "stdin", "mode": ""}
+    ctx = ProbeContext(target=None, sandbox=tmp_path, restore_dir=tmp_path / "restore", manifest={"files": [entry]},
+                       restored=[entry], snapshot_time=datetime.now(timezone.utc), rpo=None, previous=lambda: None)
+    result = run(PostgresProbe(kind="postgres"), ctx)
+    assert result.status == "failed"
+    assert any("tos.dump" in p and "No such file" in p for p in result.problems), result.problems
