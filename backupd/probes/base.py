@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -47,6 +49,18 @@ class ProbeContext:
     def local(self, path: str) -> Path:
         """Where a snapshot path lies in the sandbox."""
         return self.restore_dir / path.lstrip("/")
+
+    def regular(self, path: str) -> Path | None:
+        """local(path) when it is a regular file reached without leaving the restored tree, else None.
+        The tree is untrusted: a planted FIFO would hang a reader, a symlink lead to a host file."""
+        local = self.local(path)
+        try:
+            if not stat.S_ISREG(os.lstat(local).st_mode):
+                return None
+        except OSError:
+            return None
+        root = os.path.realpath(self.restore_dir)
+        return local if os.path.realpath(local).startswith(root + os.sep) else None
 
     def confine(self) -> Jail:
         """The jail every probe process runs in: the restored tree read-only, `sandbox/work` writable."""

@@ -141,7 +141,8 @@ def run(probe, ctx: ProbeContext, result: ProbeResult) -> None:
         result.status = "skipped"
         result.details["reason"] = "no older generation to compare with"
         return
-    restored = {e["path"]: ctx.local(e["path"]) for e in ctx.restored if e.get("type") == "file"}
+    restored = {e["path"]: local for e in ctx.restored
+                if e.get("type") == "file" and (local := ctx.regular(e["path"])) is not None}
     found = Walk(ctx.manifest, restored, older, probe.pattern).judge()
     result.details.update(continued=found["continued"], edited=found["edited"][:MAX_LISTED],
                           expired=found["expired"], undetermined=found["undetermined"],

@@ -325,7 +325,10 @@ class _OffsetsAdded(threading.Thread):
 
 
 def run(probe, ctx: ProbeContext, result: ProbeResult) -> None:
-    dump = ctx.local(_dump_entry(probe, ctx)["path"])
+    entry = _dump_entry(probe, ctx)
+    dump = ctx.regular(entry["path"])  # never a FIFO to hang on, nor a link to a host file to patch
+    if dump is None:
+        raise Finding(f"{entry['path']}: not restored as a regular file inside the sandbox")
     timings = result.details.setdefault("timings", {})  # per phase, for the drill projection
     clock = time.monotonic()
     jobs = pgload.jobs_for(probe.jobs)

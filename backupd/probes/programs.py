@@ -16,7 +16,7 @@ def _executables(ctx: ProbeContext) -> list[dict]:
 def run(probe, ctx: ProbeContext, result: ProbeResult) -> None:
     programs = _executables(ctx)
     bad = [e["path"] for e in programs
-           if not ctx.local(e["path"]).is_file() or sha256_file(str(ctx.local(e["path"]))) != e["sha256"]]
+           if (local := ctx.regular(e["path"])) is None or sha256_file(str(local)) != e["sha256"]]
     result.details.update(programs=len(programs), mismatched=bad[:20])
     if bad:
         result.problems.append(f"{len(bad)} restored program(s) do not hash to the manifest")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -114,4 +116,49 @@ def test_a_dump_missing_from_the_restored_tree_fails_the_probe_naming_it(tmp_pat
                        restored=[entry], snapshot_time=datetime.now(timezone.utc), rpo=None, previous=lambda: None)
     result = run(PostgresProbe(kind="postgres"), ctx)
     assert result.status == "failed"
-    assert any("tos.dump" in p and "No such file" in p for p in result.problems), result.problems
+    assert any("tos.dump" in p and "not restored" in p for p in result.problems), result.problems
+
+
+def test_a_dump_planted_as_a_fifo_or_a_link_to_a_host_file_is_neither_read_nor_patched(tmp_path):
+    host = tmp_path / "host-file"
+    host.write_bytes(b"PGDMP host bytes")
+    entry = {"path": "/tos.dump", "size": 16, "sha256": "0" * 64, "type": "stdin", "mode": ""}
+    for plant in ("fifo", "symlink"):
+        restore = tmp_path / plant
+        restore.mkdir()
+        if plant == "fifo":
+            os.mkfifo(restore / "tos.dump")
+        else:
+            (restore / "tos.dump").symlink_to(host)
+        ctx = ProbeContext(target=None, sandbox=tmp_path, restore_dir=restore, manifest={"files": [entry]},
+                           restored=[entry], snapshot_time=datetime.now(timezone.utc), rpo=None,
+                           previous=lambda: None)
+        result = _run_bounded(PostgresProbe(kind="postgres"), ctx)
+        assert result is not None, f"the probe hung on a {plant}"
+        assert result.status == "failed" and "not restored as a regular file" in result.problems[0], plant
+    assert host.read_bytes() == b"PGDMP host bytes"
+
+
+def _run_bounded(probe, ctx, seconds: float = 20):
+    """The probe's result, or None when it did not end in `seconds` (a hang)."""
+    out = []
+    worker = threading.Thread(target=lambda: out.append(run(probe, ctx)), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    return out[0] if out else None
+
+
+def test_a_planted_fifo_or_symlink_in_the_restored_logs_is_not_read(tmp_path):
+    """A snapshot that restores a FIFO or a symlink out of the sandbox where a log was: the probe neither
+    hangs on the FIFO nor reads the host file the link points at; the log counts as not continued."""
+    outside = tmp_path / "host-secret.log"
+    outside.write_bytes(b"a\nb\nmore\n")
+    ctx = _ctx(tmp_path / "restore", {"/l/app.log": b"a\nb\nc\n", "/l/other.log": b"a\nb\nmore\n"},
+               {"/l/app.log": b"a\nb\n", "/l/other.log": b"a\nb\n"})
+    (ctx.restore_dir / "l/app.log").unlink()
+    os.mkfifo(ctx.restore_dir / "l/app.log")
+    (ctx.restore_dir / "l/other.log").unlink()
+    (ctx.restore_dir / "l/other.log").symlink_to(outside)
+    result = _run_bounded(LogsProbe(kind="logs"), ctx)
+    assert result is not None, "the probe hung on a FIFO"
+    assert result.details["continued"] == 0, result.details
