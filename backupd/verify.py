@@ -33,13 +33,35 @@ class Verification:
                 "mismatched": self.mismatched, "missing": self.missing, "skipped": self.skipped}
 
 
-def _check(root: str, entry: dict, volatile: set[str], hashed: frozenset = frozenset()) -> tuple[str, str]:
+class _Beneath:
+    """Whether a path's directory lies in the restored tree, reached without a symlink (cached per
+    directory). The tree is untrusted: a planted directory link (srv -> /srv) or a `..` in the manifest
+    would have the live host's files verified in place of the snapshot's."""
+
+    def __init__(self, root: str):
+        self.root, self.real = root, os.path.realpath(root)
+        self._dirs: dict[str, bool] = {}
+
+    def __call__(self, local: str) -> bool:
+        parent = os.path.dirname(local)
+        hit = self._dirs.get(parent)
+        if hit is None:
+            lexical = os.path.normpath(os.path.join(self.real, os.path.relpath(parent, self.root)))
+            inside = lexical == self.real or lexical.startswith(self.real + os.sep)
+            hit = self._dirs[parent] = inside and os.path.realpath(parent) == lexical
+        return hit
+
+
+def _check(root: str, entry: dict, volatile: set[str], beneath: _Beneath,
+           hashed: frozenset = frozenset()) -> tuple[str, str]:
     """('ok'|'mismatch'|'missing'|'skipped', path) for one manifest entry; the content of the paths in
     `hashed` already matched (EarlyHasher), only their type, size and mode are checked."""
     path = entry["path"]
     if path in volatile:
         return "skipped", path
     local = os.path.join(root, path.lstrip("/"))  # a str: a Path per file costs more than its lstat
+    if not beneath(local):
+        return "mismatch", path
     try:
         st = os.lstat(local)
     except OSError:
@@ -64,10 +86,12 @@ def verify_tree(root: Path, manifest_doc: dict, workers: int = 2, hashed=frozens
     volatile = set(manifest_doc.get("facts", {}).get("changed_during_backup", []))
     entries = manifest_doc.get("files", [])
     result, root, hashed = Verification(), str(root), frozenset(hashed)
+    beneath = _Beneath(root)
     to_read = [e for e in entries if e["path"] not in hashed and e.get("type") != "symlink"]
     with ThreadPoolExecutor(max_workers=workers) as pool:  # only reading content is worth a thread
-        read = dict(zip((e["path"] for e in to_read), pool.map(lambda e: _check(root, e, volatile), to_read)))
-    outcomes = [read.get(e["path"]) or _check(root, e, volatile, hashed) for e in entries]
+        read = dict(zip((e["path"] for e in to_read),
+                        pool.map(lambda e: _check(root, e, volatile, beneath), to_read)))
+    outcomes = [read.get(e["path"]) or _check(root, e, volatile, beneath, hashed) for e in entries]
     for (kind, path), entry in zip(outcomes, entries):
         if kind == "ok":
             result.verified += 1

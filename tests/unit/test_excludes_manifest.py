@@ -62,3 +62,22 @@ def test_verify_detects_changed_missing_and_mode(tmp_path):
     (base / "a.txt").write_text("alpha")
     os.chmod(base / "a.txt", 0o777)
     assert str(root / "a.txt") in verify_tree(restored, doc).mismatched
+
+
+def test_a_snapshot_that_links_its_data_to_the_live_host_does_not_verify(tmp_path):
+    """A planted snapshot holding only a directory symlink to the live source (or a manifest path with
+    `..`) must not pass by having the host's own files verified in place of restored ones."""
+    root = _tree(tmp_path)
+    entries = manifest.build([str(root)], [], manifest.HashCache(tmp_path / "c.json"))
+    doc = manifest.document("t", "h", entries, {})
+    restored = tmp_path / "restored"
+    restored.mkdir()
+    top = str(root).lstrip("/").split("/")[0]
+    (restored / top).symlink_to("/" + top)  # the whole data tree is the live host's
+    linked = verify_tree(restored, doc)
+    files = [e["path"] for e in doc["files"] if e["type"] != "symlink"]
+    assert not linked.ok and set(files) <= set(linked.mismatched), linked.to_dict()
+    escape = os.path.relpath(root / "a.txt", restored)  # ../.. up to / and down to the live file
+    entry = next(e for e in doc["files"] if e["path"] == str(root / "a.txt"))
+    outside = verify_tree(restored, {"files": [{**entry, "path": escape}]})
+    assert outside.mismatched == [escape]
