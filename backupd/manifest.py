@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
@@ -160,6 +161,61 @@ def document(target: str, host: str, entries: list[Entry], facts: dict, **extra)
     """The manifest document stored in the repository beside (or inside) the snapshot."""
     return {"format": FORMAT, "target": target, "host": host, "facts": facts,
             "files": [{name: getattr(e, name) for name in _FIELDS} for e in entries], **extra}
+
+
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+TYPES = ("file", "stdin", "symlink")
+
+
+def problem(doc) -> str | None:
+    """Why a manifest read back from storage cannot be used, or None. What the repository returns is
+    attacker input (a planted snapshot brings its own manifest): every field the drill, the restore and
+    the probes use must have the shape backup wrote."""
+    if not isinstance(doc, dict):
+        return "not a JSON object"
+    files = doc.get("files", [])
+    if not isinstance(files, list):
+        return "'files' is not a list"
+    for i, entry in enumerate(files):
+        why = _entry_problem(entry)
+        if why:
+            return f"files[{i}]: {why}"
+    facts = doc.get("facts", {})
+    return _facts_problem(facts) if isinstance(facts, dict) else "'facts' is not an object"
+
+
+def _entry_problem(e) -> str | None:
+    if not isinstance(e, dict):
+        return "not an object"
+    path = e.get("path")
+    if not isinstance(path, str) or not path.startswith("/") or "\0" in path or ".." in path.split("/"):
+        return f"path {repr(path)[:80]} is not an absolute path without '..'"
+    if e.get("type", "file") not in TYPES:
+        return f"{path}: type {str(e.get('type'))[:20]!r} is none of {', '.join(TYPES)}"
+    if type(e.get("size")) is not int or e["size"] < 0:
+        return f"{path}: size is not a whole number of bytes"
+    if not isinstance(e.get("sha256"), str) or not _DIGEST.fullmatch(e["sha256"]):
+        return f"{path}: sha256 is not 64 hex digits"
+    if not isinstance(e.get("mode", ""), str):
+        return f"{path}: mode is not a string"
+    return None
+
+
+def _facts_problem(facts: dict) -> str | None:
+    rows = facts.get("rows", {})
+    if not isinstance(rows, dict) or any(not isinstance(k, str) or type(v) is not int for k, v in rows.items()):
+        return "facts.rows is not a table of row counts"
+    for key in ("files", "bytes"):
+        if key in facts and (type(facts[key]) is not int or facts[key] < 0):
+            return f"facts.{key} is not a whole number"
+    if not is_path_list(facts.get("changed_during_backup", [])):
+        return "facts.changed_during_backup is not a list of paths"
+    return None
+
+
+def is_path_list(value) -> bool:
+    """A JSON list of strings (paths)."""
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
 def write(doc: dict, staging_dir: Path) -> Path:

@@ -14,7 +14,8 @@ from backupd.engine import restore as restic_restore
 from backupd.engine import snapshots as restic_snapshots
 from backupd.engine.repository import Repository
 from backupd.errors import BackupdError, ConfigError, Finding
-from backupd.manifest import AMEND_SUFFIX, AMEND_TAG, MANIFEST_NAME
+from backupd.manifest import AMEND_SUFFIX, AMEND_TAG, MANIFEST_NAME, is_path_list
+from backupd.manifest import problem as manifest_problem
 
 #: Companion snapshot recording an operator's acceptance of a flagged generation (`backupd accept`).
 ACCEPT_TAG = "backupd-accept"
@@ -151,15 +152,21 @@ def load_manifest(repo: Repository, snap, target: str, host: str | list[str], li
     _read) may serve that dump."""
     inside = manifest_path(snap, target)
     companions = [c for c in _companions(repo, target, host, listing) if snap.made_as(c.tagmap.get("of", "-"))]
+    holder = snap
     if inside is None:
         holders = [c for c in companions if "backupd-manifest" in c.tags]
         if not holders:
             raise Finding(f"snapshot {snap.short_id} has no backup-time manifest; cannot verify")
-        doc = _read(repo, holders[-1], manifest_path(holders[-1], target), prefetched)
-    else:
-        doc = _read(repo, snap, inside, prefetched)
+        holder, inside = holders[-1], manifest_path(holders[-1], target)
+    doc = _read(repo, holder, inside, prefetched)
+    why = manifest_problem(doc)
+    if why:
+        raise Finding(f"the manifest in snapshot {holder.short_id} is malformed ({why}); cannot verify")
     for amend in (c for c in companions if AMEND_TAG in c.tags):
-        moved = _read(repo, amend, manifest_path(amend, target, AMEND_SUFFIX)).get("changed_during_backup", [])
+        amended = _read(repo, amend, manifest_path(amend, target, AMEND_SUFFIX))
+        moved = amended.get("changed_during_backup", []) if isinstance(amended, dict) else None
+        if not is_path_list(moved):
+            raise Finding(f"the amendment in snapshot {amend.short_id} is malformed; cannot verify")
         facts = doc.setdefault("facts", {})
         facts["changed_during_backup"] = sorted(set(facts.get("changed_during_backup", [])) | set(moved))
     return doc

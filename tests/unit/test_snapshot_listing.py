@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 from backupd.actions import snapshot_choice as choice
 from backupd.engine.snapshots import Snapshot
+from backupd.errors import Finding
 
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
@@ -47,3 +48,40 @@ def test_one_listing_serves_choice_flags_and_manifests(monkeypatch):
     assert list(bad) == [listing[1].id] and snap.id == listing[2].id
     assert docs[2]["snapshot"] == listing[2].id
     assert calls == {"snapshots": 1, "dump": 3}, "one listing, one dump per manifest"
+
+
+GOOD = {"path": "/data/a.txt", "type": "file", "size": 3, "sha256": "ab" * 32, "mode": "0o644"}
+MALFORMED = [
+    ([1, 2], "not a JSON object"),
+    ({"files": "all"}, "'files' is not a list"),
+    ({"files": [{**GOOD, "path": 5}]}, "files[0]: path 5"),
+    ({"files": [{**GOOD, "path": "/data/\0x"}]}, "files[0]: path"),
+    ({"files": [GOOD, {**GOOD, "path": "/data/../../etc/shadow"}]}, "files[1]: path"),
+    ({"files": [{**GOOD, "path": "data/a.txt"}]}, "not an absolute path"),
+    ({"files": [{**GOOD, "type": "fifo"}]}, "type 'fifo'"),
+    ({"files": [{**GOOD, "size": "3"}]}, "size"),
+    ({"files": [{**GOOD, "size": True}]}, "size"),
+    ({"files": [{**GOOD, "sha256": None}]}, "sha256"),
+    ({"files": [{**GOOD, "mode": 420}]}, "mode"),
+    ({"files": [GOOD], "facts": []}, "'facts' is not an object"),
+    ({"files": [GOOD], "facts": {"rows": {"public.t": "many"}}}, "facts.rows"),
+    ({"files": [GOOD], "facts": {"bytes": -1}}, "facts.bytes"),
+    ({"files": [GOOD], "facts": {"changed_during_backup": [1]}}, "facts.changed_during_backup"),
+]
+
+
+def test_a_malformed_manifest_from_storage_is_a_finding_naming_the_field(monkeypatch):
+    """The repository's answer is attacker input: a manifest of the wrong shape stops the drill or
+    restore with a finding that says what is wrong, never a traceback deep in verification."""
+    snap = _snap(0, ["backupd", "target=db"])
+    for doc, why in MALFORMED:
+        monkeypatch.setattr(choice.restic_restore, "dump_file", lambda *a, doc=doc, **k: json.dumps(doc).encode())
+        try:
+            choice.load_manifest(None, snap, "db", "h", [snap])
+        except Finding as exc:
+            assert "is malformed" in str(exc) and why in str(exc), (doc, str(exc))
+        else:
+            raise AssertionError(f"accepted {doc}")
+    monkeypatch.setattr(choice.restic_restore, "dump_file",
+                        lambda *a, **k: json.dumps({"files": [GOOD], "facts": {"rows": {"t": 1}}}).encode())
+    assert choice.load_manifest(None, snap, "db", "h", [snap])["files"] == [GOOD]
