@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from backupd import execute, output
-from backupd.commands.common import common, load_config, load_policies, stopped
+from backupd.commands.common import common, load_config, load_policies, snapshot_arg, stopped
 
 
 def register(main: click.Group) -> None:
@@ -89,6 +89,7 @@ def register(main: click.Group) -> None:
 
         if (to_dir is None) == (into_database is None):
             raise ConfigError("give exactly one of --to DIR or --into-database NAME|DSN")
+        snapshot_id = snapshot_arg(snapshot_id)
         cfg = load_config(config_path)
         if into_database is not None:
             database = restore_database.Database.parse(into_database, db_host, db_port, db_user)
@@ -109,5 +110,6 @@ def register(main: click.Group) -> None:
         from backupd.actions import accept as action
         from backupd.render import results as report
 
+        snapshot_id = snapshot_arg(snapshot_id)
         cfg = load_config(config_path, writes="accept")
         return report.accept_result(action.run(cfg, load_policies(cfg), target_name, snapshot_id, reason), as_json)

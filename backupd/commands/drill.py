@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from backupd import execute, output
-from backupd.commands.common import common, load_config, load_policies, stopped
+from backupd.commands.common import common, load_config, load_policies, snapshot_arg, stopped
 
 
 def register(main: click.Group) -> None:
@@ -26,6 +26,7 @@ def register(main: click.Group) -> None:
 
         if due and (full or snapshot_id):
             raise ConfigError("--due chooses the kind and the snapshot itself; drop --full/--snapshot")
+        snapshot_id = snapshot_arg(snapshot_id)
         cfg = load_config(config_path)
         policy_set = load_policies(cfg)
         with output.busy("restore drill running (restore, verify, probes)", enabled=not as_json):

@@ -5,6 +5,7 @@ import pytest
 from backupd.engine import exitcodes
 from backupd.errors import EXIT_CONFIG, EXIT_FINDING, BackupdError
 from backupd.execute import Completed
+from tests.unit.cli_helper import cli
 
 CASES = [
     ("Fatal: unable to open config file: Stat: Access Denied.\nIs there a repository at the following location?\n"
@@ -26,3 +27,12 @@ def test_each_cause_has_its_own_error_and_exit_code(stderr, kind, code):
     assert type(caught.value) is kind and caught.value.exit_code == code
     if kind is exitcodes.StorageAccessDenied:
         assert "no repository" not in str(caught.value) and "refused the credentials" in str(caught.value)
+
+
+def test_a_snapshot_id_that_is_not_hex_is_refused_before_restic_could_read_it_as_an_option(tmp_path):
+    config = tmp_path / "absent.yaml"
+    for args in (["drill", "--full", "--snapshot", "--password-command=id"],
+                 ["restore", "--target", "t", "--to", str(tmp_path / "r"), "--snapshot", "-h"],
+                 ["accept", "--target", "t", "--snapshot", "../x", "--reason", "r"]):
+        code, doc = cli(*args, "--config", str(config))
+        assert code == 2 and "a snapshot id is 4 to 64 hex digits" in doc["error"], (args, doc)
