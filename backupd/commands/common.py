@@ -17,9 +17,9 @@ from backupd.errors import EXIT_OK, BackupdError, ConfigError
 
 
 def snapshot_arg(value: str | None) -> str | None:
-    """A --snapshot value as restic will receive it: 4 to 64 hex digits, so it is never read as an option."""
-    if value is not None and not re.fullmatch(r"[0-9a-fA-F]{4,64}", value):
-        raise ConfigError(f"--snapshot {value[:70]!r}: a snapshot id is 4 to 64 hex digits")
+    """A --snapshot value as restic will receive it: 1 to 64 hex digits, so it is never read as an option."""
+    if value is not None and not re.fullmatch(r"[0-9a-fA-F]{1,64}", value):
+        raise ConfigError(f"--snapshot {value[:70]!r}: a snapshot id is 1 to 64 hex digits")
     return value.lower() if value is not None else None
 
 
