@@ -228,10 +228,11 @@ class EarlyCluster(threading.Thread):
     def run(self) -> None:
         try:
             self.cluster.start()
-        except BackupdError as exc:
-            self.error = exc
+        except Exception as exc:  # noqa: BLE001 - handed to ready(); an OSError too (the conf not written)
+            self.error = exc if isinstance(exc, BackupdError) else Finding(f"starting the cluster: {exc}")
             self.cluster.stop()
-        self._up.set()
+        finally:
+            self._up.set()
         # a child is killed when the thread that spawned it ends (backupd.execute): this one outlives the server
         self._released.wait()
 
