@@ -33,7 +33,7 @@ class Verification:
                 "mismatched": self.mismatched, "missing": self.missing, "skipped": self.skipped}
 
 
-class _Beneath:
+class Beneath:
     """Whether a path's directory lies in the restored tree, reached without a symlink (cached per
     directory). The tree is untrusted: a planted directory link (srv -> /srv) or a `..` in the manifest
     would have the live host's files verified in place of the snapshot's."""
@@ -52,7 +52,7 @@ class _Beneath:
         return hit
 
 
-def _check(root: str, entry: dict, volatile: set[str], beneath: _Beneath,
+def _check(root: str, entry: dict, volatile: set[str], beneath: Beneath,
            hashed: frozenset = frozenset()) -> tuple[str, str]:
     """('ok'|'mismatch'|'missing'|'skipped', path) for one manifest entry; the content of the paths in
     `hashed` already matched (EarlyHasher), only their type, size and mode are checked."""
@@ -86,7 +86,7 @@ def verify_tree(root: Path, manifest_doc: dict, workers: int = 2, hashed=frozens
     volatile = set(manifest_doc.get("facts", {}).get("changed_during_backup", []))
     entries = manifest_doc.get("files", [])
     result, root, hashed = Verification(), str(root), frozenset(hashed)
-    beneath = _Beneath(root)
+    beneath = Beneath(root)
     to_read = [e for e in entries if e["path"] not in hashed and e.get("type") != "symlink"]
     with ThreadPoolExecutor(max_workers=workers) as pool:  # only reading content is worth a thread
         read = dict(zip((e["path"] for e in to_read),

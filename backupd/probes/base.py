@@ -11,6 +11,7 @@ from typing import Callable
 
 from backupd import execute
 from backupd.sandbox import Jail
+from backupd.verify import Beneath
 
 
 @dataclass
@@ -54,13 +55,12 @@ class ProbeContext:
         """local(path) when it is a regular file reached without leaving the restored tree, else None.
         The tree is untrusted: a planted FIFO would hang a reader, a symlink lead to a host file."""
         local = self.local(path)
+        if not Beneath(str(self.restore_dir))(str(local)):
+            return None
         try:
-            if not stat.S_ISREG(os.lstat(local).st_mode):
-                return None
+            return local if stat.S_ISREG(os.lstat(local).st_mode) else None
         except OSError:
             return None
-        root = os.path.realpath(self.restore_dir)
-        return local if os.path.realpath(local).startswith(root + os.sep) else None
 
     def confine(self) -> Jail:
         """The jail every probe process runs in: the restored tree read-only, `sandbox/work` writable."""
