@@ -3,8 +3,9 @@ PostgreSQL cluster of a drill (a program in a snapshot may be a trojan).
 
 Each process gets fresh user, mount, PID, network, IPC and UTS namespaces (bubblewrap), runs as an
 unprivileged uid (`UID` when backupd is root, else backupd's own uid mapped to nobody) with no
-capabilities (bounding, ambient, inheritable all empty) and no_new_privs, without network (only its
-own loopback) and without creating further user namespaces. Its mount view is an allow-list: /usr and
+capabilities (bounding, ambient, inheritable all empty) and no_new_privs, under a seccomp filter that
+denies what a probe never needs (backupd.seccomp: mounts, keyrings, bpf, ptrace, namespaces, ...),
+without network (only its own loopback) and without creating further user namespaces. Its mount view is an allow-list: /usr and
 the /bin, /lib* links, the few /etc files programs need (passwd, group, ld.so, alternatives, time
 zone), a private /tmp, /dev and /dev/shm, /proc of its own PID namespace, the restored tree
 read-only and only the given sandbox directories writable. Nothing else of the host exists in it:
@@ -32,7 +33,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backupd import execute
+from backupd import execute, seccomp
 from backupd.errors import DependencyError
 
 #: The host uid/gid sandboxed processes run as when backupd is root: unnamed and unused (Debian keeps
@@ -202,20 +203,24 @@ class Jail:
     _handed: set = field(default_factory=set, repr=False)
 
     def argv(self, command: list[str], *, cwd: str | None = None, writable=None,
-             info_fd: int | None = None) -> list[str]:
+             info_fd: int | None = None, seccomp_fd: int | None = None) -> list[str]:
         """The full argv: privilege drop, namespaces, mount view, limits, then the command.
 
         Not root: one bwrap builds the view while it creates the namespaces. Root: an outer bwrap (still
         root, a mount and a PID namespace) builds the view, so the paths may lie below directories only root
         can traverse; it then drops to UID and the inner bwrap creates the namespaces inside that view.
         `info_fd` receives the JSON of the bwrap whose PID namespace holds every process of the command
-        (its init, and the namespace).
+        (its init, and the namespace). `seccomp_fd` holds the syscall filter (backupd.seccomp) the
+        bwrap that makes the namespaces installs on the command; as root it reaches that inner bwrap
+        through the outer one and setpriv, which both leave inherited descriptors open.
         """
         writable = self.writable if writable is None else tuple(writable)
         lim = self.limits
         # no --hostname: systemd's ProtectHostname= forbids sethostname even in a new UTS namespace
         inner = [BWRAP, *NAMESPACES, "--uid", str(INNER_ID), "--gid", str(INNER_ID), "--disable-userns",
                  "--die-with-parent", "--new-session", "--clearenv"]
+        if seccomp_fd is not None:
+            inner += ["--seccomp", str(seccomp_fd)]
         for name, value in ENVIRONMENT.items():
             inner += ["--setenv", name, value]
         info = ["--info-fd", str(info_fd)] if info_fd is not None else []
@@ -259,34 +264,42 @@ class Jail:
         return writable
 
     def run(self, command: list[str], *, timeout: float, cwd: str | None = None,
-            writable=None) -> execute.Completed:
-        """Run command confined to the end or its timeout; output bounded and scrubbed."""
+            writable=None, stdin=None) -> execute.Completed:
+        """Run command confined to the end or its timeout; output bounded and scrubbed. `stdin`: chunks
+        of bytes fed to its input (execute.run), e.g. a dump the sandbox cannot read itself."""
         writable = self._prepare(writable)
+        rules = seccomp.filter_fd()
         info, write_end = os.pipe()
         try:
-            done = execute.run(self.argv(command, cwd=cwd, writable=writable, info_fd=write_end),
+            done = execute.run(self.argv(command, cwd=cwd, writable=writable, info_fd=write_end,
+                                         seccomp_fd=rules),
                                timeout=timeout, cancel=self.cancel, max_output=self.limits.output,
-                               pass_fds=(write_end,))
+                               pass_fds=(write_end, rules), stdin=stdin)
         except BaseException:
             os.close(info)
             raise
         finally:
             os.close(write_end)
+            os.close(rules)
         await_end(info)
         return self._clean(done, command)
 
     def start(self, command: list[str], *, cwd: str | None = None, writable=None) -> Server:
         """Start a long-running command confined (a database server); `stop()` it when done."""
         writable = self._prepare(writable)
+        rules = seccomp.filter_fd()
         info, write_end = os.pipe()
         try:
-            child = execute.start(self.argv(command, cwd=cwd, writable=writable, info_fd=write_end),
-                                  cancel=self.cancel, max_output=self.limits.output, pass_fds=(write_end,))
+            child = execute.start(self.argv(command, cwd=cwd, writable=writable, info_fd=write_end,
+                                            seccomp_fd=rules),
+                                  cancel=self.cancel, max_output=self.limits.output,
+                                  pass_fds=(write_end, rules))
         except BaseException:
             os.close(info)
             raise
         finally:
             os.close(write_end)
+            os.close(rules)
         return Server(self, command, child, info)
 
     def _clean(self, done: execute.Completed, command: list[str]) -> execute.Completed:
