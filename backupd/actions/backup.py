@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from contextlib import contextmanager
@@ -45,6 +46,9 @@ class Result:
     error: str | None = None
     notes: list[str] = field(default_factory=list)
     engine: dict = field(default_factory=dict)
+    #: SHA-256 of the manifest as stored with the snapshot: the backup record announces both (a verifier
+    #: drills only announced snapshots, see backupd.actions.announced)
+    manifest_sha256: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -200,6 +204,7 @@ def _one(cfg: Config, state: State, target, dest_name: str, dest, policy: str, e
             result.notes.append(f"no row counts recorded (drills of this generation will fail): "
                                 f"{written['rows_error']}")
         result.status, result.snapshot_id = "ok", summary.snapshot_id
+        result.manifest_sha256 = _staged_sha256(staging)
         result.data_added = summary.data_added
         result.files, result.bytes = result.facts.get("files", 0), result.facts.get("bytes", 0)
     except SourceUnreadable as exc:
@@ -224,6 +229,14 @@ def _one(cfg: Config, state: State, target, dest_name: str, dest, policy: str, e
     evidence.record(cfg, "backup", result.to_dict())
     _report_suspicion(cfg, result)
     return result
+
+
+def _staged_sha256(staging: Path) -> str | None:
+    """SHA-256 of the manifest the backup just stored (staged in `staging`, unchanged since restic read it)."""
+    try:
+        return hashlib.sha256((staging / manifest.MANIFEST_NAME).read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def _report_suspicion(cfg: Config, result: Result) -> None:

@@ -4,6 +4,7 @@ backup-time manifest, run the spec's probes, and judge the time to service-ready
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -81,16 +82,21 @@ def required_paths(target, spec: DrillSpec) -> list[str]:
     return [f"{home}/{p.command[0]}" for p in spec.probes if p.kind == "programs" and p.command]
 
 
-def _previous_manifest(repo, snaps, snap, target: str, host: str | list[str], listing=None):
-    older = [s for s in snaps if s.time < snap.time]
-    return load_manifest(repo, older[-1], target, host, listing) if older else None
+def _previous_manifest(repo, selection: Selection, target: str, host: str | list[str]):
+    snap = selection.snap
+    older = [s for s in selection.snaps if s.time < snap.time]
+    return (load_manifest(repo, older[-1], target, host, selection.listing,
+                          announcement=selection.announced(older[-1])) if older else None)
 
 
-def _older_manifests(repo, snaps, snap, target: str, host: str | list[str], listing=None) -> list[dict]:
-    """Manifests of every retained generation older than snap, newest first (read a few at a time)."""
-    older = [s for s in reversed(snaps) if s.time < snap.time]
+def _older_manifests(repo, selection: Selection, target: str, host: str | list[str]) -> list[dict]:
+    """Manifests of every retained generation older than the chosen one, newest first (read a few at a
+    time); a verifier's only of announced generations, each checked against its announcement."""
+    snap = selection.snap
+    older = [s for s in reversed(selection.snaps) if s.time < snap.time]
     with ThreadPoolExecutor(max_workers=MANIFEST_READERS) as pool:
-        return list(pool.map(lambda s: load_manifest(repo, s, target, host, listing), older))
+        return list(pool.map(lambda s: load_manifest(repo, s, target, host, selection.listing,
+                                                     announcement=selection.announced(s)), older))
 
 
 def _verified_since(state: State, target: str) -> float | None:
@@ -190,7 +196,8 @@ def _restore_full(box, repo, target: str, hosts, selection: Selection | None, fi
         chosen = chosen or select(repo, target, hosts, snapshot_id)
         if expected and not chosen.snap.id.startswith(expected):
             raise _WrongGuess(chosen)
-        return chosen, load_manifest(repo, chosen.snap, target, hosts, chosen.listing, prefetched=early)
+        return chosen, load_manifest(repo, chosen.snap, target, hosts, chosen.listing, prefetched=early,
+                                     announcement=chosen.announcement)
 
     with timer.phase("restore"):
         try:
@@ -203,10 +210,16 @@ def _restore_full(box, repo, target: str, hosts, selection: Selection | None, fi
 
 
 def _chosen(report: dict, selection: Selection, doc: dict) -> None:
-    """The drilled snapshot, why it was chosen and its judgement, into the report."""
+    """The drilled snapshot, why it was chosen and its judgement, into the report; a verifier's also its
+    announcement and the snapshots no backup record announced (a finding: exit 1 whatever the verdict)."""
     snap = selection.snap
     report.update(snapshot_id=snap.id, snapshot_time=snap.time.isoformat(), snapshot_host=snap.host,
                   explanation=selection.explanation, judgement=_judgement(snap, selection.bad, doc))
+    if selection.screened is not None:
+        report["announcement"] = selection.announcement.to_dict() if selection.announcement else None
+        report["unannounced"] = selection.screened.findings()
+        if report["unannounced"]:
+            report["status"] = "failed"
 
 
 def _restore_and_probe(cfg, target, spec, kind, repo, selection, doc, timer, cancel, report, first_guess=None,
@@ -224,13 +237,13 @@ def _restore_and_probe(cfg, target, spec, kind, repo, selection, doc, timer, can
         with probes.prepare(spec.probes, box.path, jail) as prepared:
             selection, doc, chosen = _restore_and_verify(cfg, target, spec, box, repo, selection, doc, timer, cancel,
                                                          report, problems, (first_guess, snapshot_id, prefetch))
-            snap, snaps, listing = selection.snap, selection.snaps, selection.listing
+            snap = selection.snap
             ctx = probes.ProbeContext(
                 target=target, sandbox=box.path, restore_dir=box.restore_dir, manifest=doc, restored=chosen,
                 snapshot_time=snap.time, rpo=target.rpo, cancel=cancel, grant=jail.hand_over, jail=jail,
                 prepared=prepared,
-                previous=lambda: _previous_manifest(repo, snaps, snap, target.name, cfg.backup_hosts(), listing),
-                older=lambda: _older_manifests(repo, snaps, snap, target.name, cfg.backup_hosts(), listing))
+                previous=lambda: _previous_manifest(repo, selection, target.name, cfg.backup_hosts()),
+                older=lambda: _older_manifests(repo, selection, target.name, cfg.backup_hosts()))
             with timer.phase("probes"):
                 for probe in spec.probes:
                     _checkpoint(cancel)
@@ -325,21 +338,23 @@ def _drill(cfg: Config, state: State, policy_set, target, full: bool, snapshot_i
     report = {"target": target.name, "destination": dest_name, "kind": kind, "spec": spec.name,
               "rto_seconds": target.rto.total_seconds() if target.rto else None, "probes": [],
               "phases": {}, "verdict": "FAIL", "snapshot_id": None}
-    timer, started, selection = PhaseTimer(), time.time(), None
+    timer, started, selection, repo = PhaseTimer(), time.time(), None, None
     try:
         with timer.phase("select"):
             repo = repository(cfg, dest_name, policy_set.destinations[dest_name])
             # a full drill restores its likely snapshot at once, the one `restic snapshots` confirming the
             # choice alongside; else that listing serves the choice, the flags and every manifest read
-            first_guess, holder = (guess(state, target.name, dest_name, snapshot_id) if kind == "full"
-                                   else (None, None))
+            # (a verifier chooses first, among what the backup host announced: nothing else is restored)
+            first_guess, holder = (guess(state, target.name, dest_name, snapshot_id)
+                                   if kind == "full" and not cfg.verifier else (None, None))
             prefetch = _manifest_at(cfg, target, first_guess, holder)
             if first_guess is None:
-                selection = select(repo, target.name, cfg.backup_hosts(), snapshot_id)
+                selection = select(repo, target.name, cfg.backup_hosts(), snapshot_id,
+                                   announced=_announced(cfg, policy_set, target))
                 _chosen(report, selection, {})  # the flags come with the manifest
             # a sample is chosen from the manifest; a full drill reads it alongside its restore
             doc = None if kind == "full" else load_manifest(repo, selection.snap, target.name, cfg.backup_hosts(),
-                                                            selection.listing)
+                                                            selection.listing, announcement=selection.announcement)
         selection, doc, problems = _restore_and_probe(cfg, target, spec, kind, repo, selection, doc, timer,
                                                       cancel, report, first_guess, snapshot_id, removals, prefetch)
         _judge(report, timer, target, doc, kind, problems)
@@ -351,10 +366,62 @@ def _drill(cfg: Config, state: State, policy_set, target, full: bool, snapshot_i
     except ConfigError as exc:  # wrong keys or password: exit 2; recorded as a failed drill (alerted)
         report.update(status="misconfigured", reason=str(exc), phases=timer.phases)
     except BackupdError as exc:
-        report.update(reason=str(exc), phases=timer.phases)
+        report.update(verdict="FAIL", reason=str(exc), phases=timer.phases)
+    except Exception as exc:  # noqa: BLE001 - restored data is the attacker's: any error fails this drill
+        # on the record, and the next target is still drilled (KeyboardInterrupt, SystemExit go through)
+        report.update(verdict="FAIL", status="failed", reason=internal_reason(exc, _secrets(cfg, repo)),
+                      phases=timer.phases)
     report.setdefault("status", "ok" if report["verdict"] in ("PASS", "WARN") else "failed")
     _record(cfg, state, report, started, selection.snap if selection else None)
     return report
+
+
+def _announced(cfg: Config, policy_set, target) -> dict | None:
+    """A verifier's view of what the backup hosts announced of target (None in the backup role)."""
+    if not cfg.verifier:
+        return None
+    from backupd.actions import announced_mirror  # the mirror's S3 client only where a verifier drills
+
+    return announced_mirror.load(cfg, policy_set, target.name)
+
+
+def _restore_point_time(report: dict, snap) -> float:
+    """When the drilled restore point existed for sure: a verifier's announcement time (the backup host's
+    signed, mirrored record), never the snapshot's own time field, which the writer chooses."""
+    announced = report.get("announcement")
+    if announced:
+        return datetime.fromisoformat(announced["time"].replace("Z", "+00:00")).timestamp()
+    return snap.time.timestamp()
+
+
+#: Longest reason an internal error gives a drill (state, evidence, alert).
+REASON_LIMIT = 500
+
+
+def internal_reason(exc: BaseException, secrets=()) -> str:
+    """A failed drill's reason for an unexpected error: its type and message, with every secret value this
+    host holds replaced, control characters dropped and the length bounded (the message may carry restored
+    data, e.g. a planted table name)."""
+    if secrets is None:  # the secrets could not be read: the message may hold one, give the type only
+        return f"internal error: {type(exc).__name__}"
+    text = sandbox.scrub(f"{type(exc).__name__}: {exc}".encode("utf-8", "backslashreplace"), secrets)
+    text = _CONTROL.sub(" ", text.decode("utf-8", "replace"))
+    return ("internal error: " + text)[:REASON_LIMIT]
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def _secrets(cfg: Config, repo) -> tuple[str, ...] | None:
+    """What internal_reason scrubs: the secrets files, the signing keys, the repository's password and
+    S3 keys (when the drill got that far); None when they cannot be read."""
+    try:
+        held = sandbox.secrets_in(cfg.secrets_dir, os.environ.get("CREDENTIALS_DIRECTORY"),
+                                  key_dir(cfg.state_dir), getattr(repo, "password_file", None))
+    except OSError:
+        return None
+    keys = getattr(repo, "s3_keys", None) or {}
+    return held + tuple(v for k, v in keys.items() if v and k != "AWS_DEFAULT_REGION")
 
 
 def _record(cfg: Config, state: State, report: dict, started: float, snap) -> None:
@@ -362,7 +429,7 @@ def _record(cfg: Config, state: State, report: dict, started: float, snap) -> No
     status = report["verdict"].lower() if report["status"] != "unavailable" else "unavailable"
     verified = _verified_since(state, report["target"])
     if status in PASSED and snap is not None:
-        verified = max(verified or 0, snap.time.timestamp())
+        verified = max(verified or 0, _restore_point_time(report, snap))
     report["verified_snapshot_time"] = (datetime.fromtimestamp(verified, timezone.utc).isoformat()
                                         if verified else None)
     report["verified_rpo_seconds"] = round(time.time() - verified) if verified else None
@@ -392,8 +459,11 @@ def run(cfg: Config, policy_set, target_name: str | None = None, *, full: bool =
     removals: list = []  # sandboxes are removed while the drill records and reports; gone when this returns
     try:
         with sigterm_cancels(cancel):
-            reports = [_drill(cfg, state, policy_set, t, as_full, snapshot_id, cancel, removals)
-                       for t, as_full in plan]
+            reports = []
+            for t, as_full in plan:
+                if cancel.is_set():  # a SIGTERM (or the daemon's stop) ends the whole run
+                    break
+                reports.append(_drill(cfg, state, policy_set, t, as_full, snapshot_id, cancel, removals))
         if reports:
             _refresh_report(cfg, policy_set)
     finally:

@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from backupd import execute
+from backupd.actions import announced as announced_mod
 from backupd.engine import restore as restic_restore
 from backupd.engine import snapshots as restic_snapshots
 from backupd.engine.repository import Repository
 from backupd.errors import BackupdError, ConfigError, Finding
-from backupd.manifest import AMEND_SUFFIX, AMEND_TAG, MANIFEST_NAME, is_path_list
+from backupd.manifest import AMEND_SUFFIX, AMEND_TAG, MANIFEST_NAME, amendment_problem
 from backupd.manifest import problem as manifest_problem
 
 #: Companion snapshot recording an operator's acceptance of a flagged generation (`backupd accept`).
@@ -53,16 +54,45 @@ class Selection:
     bad: dict[str, str]
     snap: restic_snapshots.Snapshot
     explanation: str
+    #: verifier: the snapshots by what the backup host's mirrored ledger announced (snaps: the counted ones)
+    screened: announced_mod.Screened | None = None
+
+    @property
+    def announcement(self) -> announced_mod.Announcement | None:
+        """The chosen snapshot's announcement (verifier), else None."""
+        return self.screened.by_id.get(self.snap.id) if self.screened else None
+
+    def announced(self, snap) -> announced_mod.Announcement | None:
+        return self.screened.by_id.get(snap.id) if self.screened else None
 
 
 def select(repo: Repository, target: str, host: str | list[str], snapshot_id: str | None = None,
-           before: str | None = None, drilled: set[str] | None = None) -> Selection:
-    """One `restic snapshots` -> the complete data snapshots, their flags and the choice (choose())."""
+           before: str | None = None, drilled: set[str] | None = None,
+           announced: dict | None = None) -> Selection:
+    """One `restic snapshots` -> the complete data snapshots, their flags and the choice (choose()). With
+    `announced` (verifier: snapshot id -> Announcement) only announced snapshots are chosen from (and serve
+    as older generations); the others are in `screened.rejected`, and asking for one is a Finding."""
     listing = target_listing(repo, target, host)
     snaps = data_snapshots(repo, target, host, listing)
     bad = flagged(repo, snaps, target, host, listing)
-    snap, why = choose(snaps, snapshot_id, before, bad, drilled)
-    return Selection(listing, snaps, bad, snap, why)
+    screened = None
+    if announced is not None:
+        screened = announced_mod.screen(snaps, announced)
+        snaps = screened.counted
+        asked = [(s, why) for s, why in screened.rejected if snapshot_id and s.id.startswith(snapshot_id)]
+        if asked:
+            raise Finding(f"snapshot {asked[0][0].short_id} is not drilled: {asked[0][1]}")
+    try:
+        snap, why = choose(snaps, snapshot_id, before, bad, drilled)
+    except Finding as exc:
+        if not screened or not screened.rejected:
+            raise
+        raise Finding(f"{exc}; not announced: {_rejected(screened)}") from None
+    return Selection(listing, snaps, bad, snap, why, screened)
+
+
+def _rejected(screened: announced_mod.Screened) -> str:
+    return "; ".join(f"{s.short_id} ({why})" for s, why in screened.rejected[-5:])
 
 
 def parse_when(text: str) -> datetime:
@@ -129,44 +159,54 @@ def manifest_path(snap, target: str, suffix: str = "") -> str | None:
     return None
 
 
-def _read(repo: Repository, snap, path: str, prefetched=None) -> dict:
+def _read(repo: Repository, snap, path: str, prefetched=None, announcement=None) -> dict:
     """One manifest file of snap, parsed; `prefetched` (snapshot id prefix, path, Future of the bytes: a dump
-    started before the listing named snap) serves it when it names this snapshot and path and succeeded."""
+    started before the listing named snap) serves it when it names this snapshot and path and succeeded.
+    With an `announcement` (verifier) the bytes must hash to the announced manifest (else a Finding)."""
+    if path is None:  # a companion tagged as a manifest holder without the staging directory
+        raise Finding(f"snapshot {snap.short_id} holds no manifest where backup stages it; cannot verify")
     data = None
     if prefetched is not None and snap.id.startswith(prefetched[0]) and path == prefetched[1]:
         try:
             data = prefetched[2].result()
         except BackupdError:
             data = None  # read it again, now that the listing names it
+    if data is None:
+        data = restic_restore.dump_file(repo, snap.id, path)
+    announced_mod.check_manifest(data, announcement, snap.short_id)
     try:
-        return json.loads(data if data is not None else restic_restore.dump_file(repo, snap.id, path))
-    except ValueError:
+        return json.loads(data)
+    except (ValueError, RecursionError):  # RecursionError: nested thousands of levels deep
         raise Finding(f"the manifest in snapshot {snap.short_id} is not valid JSON") from None
 
 
 def load_manifest(repo: Repository, snap, target: str, host: str | list[str], listing: list | None = None,
-                  prefetched=None) -> dict:
+                  prefetched=None, announcement=None) -> dict:
     """The manifest recorded when snap was taken (inside it, or in its companion snapshot), with
     the files that changed while it was taken, from its amendment, if any. With `listing`
     (target_listing) this is one `restic dump` (plus one per amendment), no listing; `prefetched` (see
-    _read) may serve that dump."""
+    _read) may serve that dump. With its `announcement` (verifier) the manifest read must be the one the
+    backup host announced, from the companion it named."""
     inside = manifest_path(snap, target)
     companions = [c for c in _companions(repo, target, host, listing) if snap.made_as(c.tagmap.get("of", "-"))]
     holder = snap
     if inside is None:
         holders = [c for c in companions if "backupd-manifest" in c.tags]
+        if announcement is not None and announcement.manifest_snapshot:  # not one added later beside it
+            holders = [c for c in holders if c.id == announcement.manifest_snapshot] or holders
         if not holders:
             raise Finding(f"snapshot {snap.short_id} has no backup-time manifest; cannot verify")
         holder, inside = holders[-1], manifest_path(holders[-1], target)
-    doc = _read(repo, holder, inside, prefetched)
+    doc = _read(repo, holder, inside, prefetched, announcement)
     why = manifest_problem(doc)
     if why:
         raise Finding(f"the manifest in snapshot {holder.short_id} is malformed ({why}); cannot verify")
     for amend in (c for c in companions if AMEND_TAG in c.tags):
         amended = _read(repo, amend, manifest_path(amend, target, AMEND_SUFFIX))
-        moved = amended.get("changed_during_backup", []) if isinstance(amended, dict) else None
-        if not is_path_list(moved):
-            raise Finding(f"the amendment in snapshot {amend.short_id} is malformed; cannot verify")
+        why = amendment_problem(amended)
+        if why:
+            raise Finding(f"the amendment in snapshot {amend.short_id} is malformed ({why}); cannot verify")
+        moved = amended.get("changed_during_backup", [])
         facts = doc.setdefault("facts", {})
         facts["changed_during_backup"] = sorted(set(facts.get("changed_during_backup", [])) | set(moved))
     return doc

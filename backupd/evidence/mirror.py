@@ -234,6 +234,10 @@ def _put_public_keys(s3, bucket: str, host: str, state_dir: Path) -> None:
         _put_once(s3, bucket, f"{PREFIX}{host}/{keys.PUB_NAME}", pem, sha256(pem))
 
 
+class NoEvidence(ConfigError):
+    """The mirror holds no object of the host asked for."""
+
+
 class Conflict(Finding):
     """An object exists in the mirror with other content."""
 
@@ -317,7 +321,7 @@ def pull(s3, bucket: str, out_dir: Path, host: str | None = None) -> list[Pulled
             _write(out_dir / got.host / "checkpoints.jsonl",
                    b"".join(canonical.dumps(c) + b"\n" for c in got.checkpoints))
     if host and host not in hosts:
-        raise ConfigError(f"no evidence of host {host!r} in s3://{bucket}/{PREFIX}")
+        raise NoEvidence(f"no evidence of host {host!r} in s3://{bucket}/{PREFIX}")
     return [hosts[h] for h in sorted(hosts)]
 
 
