@@ -41,6 +41,7 @@ class Completed:
     cancelled: bool = False
     limit: float | None = None  # seconds the child was allowed (call timeout or job deadline)
     truncated: bool = False  # output beyond run(max_output=) was dropped
+    exceeded: str | None = None  # the resource limit of its cgroup the child reached (set by the sandbox)
 
 
 class Interrupted(BackupdError):
@@ -186,7 +187,22 @@ def _load_prctl():
 _PRCTL = _load_prctl()
 
 
-def _die_with_parent(parent: int) -> Callable[[], None]:
+def _join(procs: tuple[str, ...]) -> None:
+    """In the child: enter the cgroups whose cgroup.procs files are given ("0" is the writer itself), so
+    the command is limited from its first instruction; exit without running it when that fails."""
+    for path in procs:
+        try:
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                os.write(fd, b"0")
+            finally:
+                os.close(fd)
+        except OSError:
+            os.write(2, b"backupd: cannot enter the drill's cgroup; not started\n")
+            os._exit(126)
+
+
+def _die_with_parent(parent: int, cgroup: tuple[str, ...] = ()) -> Callable[[], None]:
     """preexec_fn for every child: SIGKILL when the spawning thread dies (backupd killed, even
     by SIGKILL), so no restic, dump or probe is left running under PID 1.
 
@@ -195,6 +211,7 @@ def _die_with_parent(parent: int) -> Callable[[], None]:
     before the signal arrives; restic needs far longer to commit.)
     """
     def child() -> None:
+        _join(cgroup)
         # An ignored SIGINT/SIGTERM survives exec (cron, nohup, a shell's background job): the child would
         # then miss the gentle stop (SIGINT: restic removes its lock) and wait for escalation.
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -207,13 +224,14 @@ def _die_with_parent(parent: int) -> Callable[[], None]:
 
 
 def _spawn(argv: list[str], env: Environment, stdin, stdout, cwd=None, *,
-           cancel: Cancel | None = None, pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
+           cancel: Cancel | None = None, pass_fds: tuple[int, ...] = (),
+           cgroup: tuple[str, ...] = ()) -> subprocess.Popen:
     if cancel is not None and cancel.is_set():
         raise Interrupted(f"{os.path.basename(argv[0])}: not started, cancelled")
     try:
         return subprocess.Popen(
             argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, env=env.build(),
-            cwd=cwd, start_new_session=True, preexec_fn=_die_with_parent(os.getpid()), pass_fds=pass_fds,
+            cwd=cwd, start_new_session=True, preexec_fn=_die_with_parent(os.getpid(), cgroup), pass_fds=pass_fds,
         )
     except FileNotFoundError:
         raise DependencyError(f"{argv[0]}: program not found; install it or fix its path") from None
@@ -319,20 +337,29 @@ def run(
     cwd: str | None = None,
     max_output: int | None = None,
     pass_fds: tuple[int, ...] = (),
+    stdin: Iterable[bytes] | None = None,
+    cgroup: tuple[str, ...] = (),
 ) -> Completed:
     """Run argv to completion, capturing stdout (bytes) and stderr (text, secrets scrubbed).
     Bounded by timeout and the thread's job deadline; Interrupted when cancelled before the start.
     `max_output` keeps only the last that many bytes of each stream (untrusted children);
-    `Completed.truncated` says whether more was written. `pass_fds` stay open in the child."""
+    `Completed.truncated` says whether more was written. `pass_fds` stay open in the child; it enters
+    the `cgroup` (cgroup.procs files) before it execs.
+    `stdin`: chunks written to the child's input by a thread (end-of-input after the last); an error
+    producing them kills the child before it sees end-of-input and is raised here."""
     env = env or Environment()
     start = time.monotonic()
     deadline = _end(start, timeout)
     cancel = _with_ambient(cancel)
-    proc = _spawn(argv, env, subprocess.DEVNULL, subprocess.PIPE, cwd, cancel=cancel, pass_fds=pass_fds)
+    proc = _spawn(argv, env, subprocess.DEVNULL if stdin is None else subprocess.PIPE, subprocess.PIPE, cwd,
+                  cancel=cancel, pass_fds=pass_fds, cgroup=cgroup)
     out = _Drain(proc.stdout, on_stdout_line, keep_stdout, limit=max_output)
     err = _Drain(proc.stderr, limit=max_output)
     out.start(), err.start()
+    feed = _Feed(proc, stdin) if stdin is not None else None
     timed_out, cancelled = _wait([proc], deadline, cancel)
+    if feed is not None:
+        feed.finish()
     return Completed(
         argv=list(argv), returncode=proc.wait(), stdout=out.data(),
         stderr=env.scrub(err.data().decode("utf-8", "replace")),
@@ -340,6 +367,35 @@ def run(
         limit=None if deadline is None else round(deadline - start, 1),
         truncated=out.truncated or err.truncated,
     )
+
+
+class _Feed(threading.Thread):
+    """Writes chunks to a child's stdin, then closes it. The child ending stops it (a broken pipe);
+    an error raised by the chunks' producer kills the child first, so it never takes a cut input
+    for the whole, and `finish()` raises it again in the caller's thread."""
+
+    def __init__(self, proc: subprocess.Popen, chunks: Iterable[bytes]):
+        super().__init__(daemon=True)
+        self.proc, self.chunks, self.error = proc, chunks, None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            for chunk in self.chunks:
+                self.proc.stdin.write(chunk)
+            self.proc.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            pass  # the child ended (or was stopped) before it read everything: its exit says why
+        except Exception as exc:  # noqa: BLE001 - handed to finish()
+            self.error = exc
+            kill_group(self.proc, grace=1.0)
+        finally:
+            _close(self.proc.stdin)
+
+    def finish(self, wait: float = 30.0) -> None:
+        self.join(wait)  # bounded: the child is gone, so a blocked write has failed by now
+        if self.error is not None:
+            raise self.error
 
 
 class Background:
@@ -364,10 +420,11 @@ class Background:
 
 def start(argv: list[str], env: Environment | None = None, *, cwd: str | None = None,
           cancel: Cancel | None = None, max_output: int = 1 << 16,
-          pass_fds: tuple[int, ...] = ()) -> Background:
+          pass_fds: tuple[int, ...] = (), cgroup: tuple[str, ...] = ()) -> Background:
     """Start argv and return at once; the caller must `stop()` it. Output is bounded to max_output."""
     env = env or Environment()
-    proc = _spawn(argv, env, subprocess.DEVNULL, subprocess.PIPE, cwd, cancel=cancel, pass_fds=pass_fds)
+    proc = _spawn(argv, env, subprocess.DEVNULL, subprocess.PIPE, cwd, cancel=cancel, pass_fds=pass_fds,
+                  cgroup=cgroup)
     out, err = _Drain(proc.stdout, limit=max_output), _Drain(proc.stderr, limit=max_output)
     out.start(), err.start()
     return Background(argv, proc, out, err, env)
