@@ -12,9 +12,11 @@ read-only and only the given sandbox directories writable. Nothing else of the h
 not /etc/backupd, state_dir, secrets_dir, $CREDENTIALS_DIRECTORY, the evidence key or the S3 keys.
 
 Limits: wall time (the caller's timeout), RLIMIT_AS, RLIMIT_NPROC (counted in the sandbox's own user
-namespace), RLIMIT_FSIZE, no core files, a size-capped /tmp. Killing the sandbox kills its PID
-namespace's init, which takes every process in it along (setsid ones included). Output is untrusted:
-only its tail is kept, secrets and control characters are scrubbed before anyone sees it.
+namespace), RLIMIT_FSIZE, no core files, a size-capped /tmp; in a drill also the drill's cgroup
+(backupd.cgroups: memory, tasks and CPU of all its processes together), entered before exec. Killing
+the sandbox kills its PID namespace's init, which takes every process in it along (setsid ones
+included). Output is untrusted: only its tail is kept, secrets and control characters are scrubbed
+before anyone sees it.
 
 `drill/sandbox.py` makes a drill's private directory; this module runs processes inside it, and only
 through `backupd.execute`.
@@ -177,7 +179,10 @@ def secrets_in(*places) -> tuple[str, ...]:
 
 
 def limit_reached(done: execute.Completed, limits: Limits) -> str | None:
-    """Which sandbox limit a failed process most likely hit, from its exit and output, else None."""
+    """Which sandbox limit a failed process most likely hit: the drill cgroup's when it counted one
+    (done.exceeded), else guessed from its exit and output; None when none."""
+    if done.exceeded:
+        return done.exceeded
     text = done.stderr + done.stdout[-4096:].decode("utf-8", "replace")
     if done.returncode in (128 + 25, -25) or "File too large" in text:
         return f"file size limit ({limits.file_size} bytes) reached"
@@ -200,6 +205,8 @@ class Jail:
     secrets: tuple[str, ...] = ()
     cancel: execute.Cancel | None = None
     uid: int | None = field(default_factory=default_uid)
+    #: the drill's cgroup (backupd.cgroups.Group): every process of the jail runs in it, when there is one
+    group: object | None = None
     _handed: set = field(default_factory=set, repr=False)
 
     def argv(self, command: list[str], *, cwd: str | None = None, writable=None,
@@ -268,13 +275,14 @@ class Jail:
         """Run command confined to the end or its timeout; output bounded and scrubbed. `stdin`: chunks
         of bytes fed to its input (execute.run), e.g. a dump the sandbox cannot read itself."""
         writable = self._prepare(writable)
+        counts = self.group.counts() if self.group is not None else None
         rules = seccomp.filter_fd()
         info, write_end = os.pipe()
         try:
             done = execute.run(self.argv(command, cwd=cwd, writable=writable, info_fd=write_end,
                                          seccomp_fd=rules),
                                timeout=timeout, cancel=self.cancel, max_output=self.limits.output,
-                               pass_fds=(write_end, rules), stdin=stdin)
+                               pass_fds=(write_end, rules), stdin=stdin, cgroup=self._cgroup())
         except BaseException:
             os.close(info)
             raise
@@ -282,6 +290,8 @@ class Jail:
             os.close(write_end)
             os.close(rules)
         await_end(info)
+        if self.group is not None:
+            done.exceeded = self.group.exceeded(counts)
         return self._clean(done, command)
 
     def start(self, command: list[str], *, cwd: str | None = None, writable=None) -> Server:
@@ -293,7 +303,7 @@ class Jail:
             child = execute.start(self.argv(command, cwd=cwd, writable=writable, info_fd=write_end,
                                             seccomp_fd=rules),
                                   cancel=self.cancel, max_output=self.limits.output,
-                                  pass_fds=(write_end, rules))
+                                  pass_fds=(write_end, rules), cgroup=self._cgroup())
         except BaseException:
             os.close(info)
             raise
@@ -301,6 +311,9 @@ class Jail:
             os.close(write_end)
             os.close(rules)
         return Server(self, command, child, info)
+
+    def _cgroup(self) -> tuple[str, ...]:
+        return self.group.procs() if self.group is not None else ()
 
     def _clean(self, done: execute.Completed, command: list[str]) -> execute.Completed:
         done.argv = list(command)  # what the probe ran; the sandbox wrapping is always the same

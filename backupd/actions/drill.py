@@ -16,6 +16,7 @@ from backupd.actions.common import repository
 from backupd.actions.snapshot_choice import ManifestAlongside, Selection, in_background, load_manifest, select
 from backupd.config import Config
 from backupd.drill import projection, sample, verdict
+from backupd.drill.limits import Guard
 from backupd.drill.due import due_kind
 from backupd.drill.early import LateHasher
 from backupd.drill.phases import FirstFile, PhaseTimer, bytes_read
@@ -62,9 +63,10 @@ def sandbox_parent(cfg: Config, spec: DrillSpec) -> Path:
     return candidate
 
 
-def probe_jail(cfg: Config, spec: DrillSpec, box: Sandbox, repo, cancel: execute.Cancel) -> sandbox.Jail:
+def probe_jail(cfg: Config, spec: DrillSpec, box: Sandbox, repo, cancel: execute.Cancel,
+               group=None) -> sandbox.Jail:
     """Where this drill's probe processes run: the restored tree read-only, `work/` writable, the spec's
-    limits; every secret this host holds is scrubbed from their output."""
+    limits, the drill's cgroup `group`; every secret this host holds is scrubbed from their output."""
     work = box.path / "work"
     work.mkdir(mode=0o700)
     held = sandbox.secrets_in(cfg.secrets_dir, os.environ.get("CREDENTIALS_DIRECTORY"), key_dir(cfg.state_dir),
@@ -73,7 +75,7 @@ def probe_jail(cfg: Config, spec: DrillSpec, box: Sandbox, repo, cancel: execute
     limits = sandbox.Limits(memory=spec.sandbox.memory, processes=spec.sandbox.processes,
                             file_size=spec.sandbox.max_bytes)
     return sandbox.Jail(readonly=(box.restore_dir,), writable=(work,), root=box.path, limits=limits,
-                        secrets=held + keys, cancel=cancel)
+                        secrets=held + keys, cancel=cancel, group=group)
 
 
 def required_paths(target, spec: DrillSpec) -> list[str]:
@@ -229,10 +231,12 @@ def _restore_and_probe(cfg, target, spec, kind, repo, selection, doc, timer, can
     is its listing when it has no selection yet (the restore of `first_guess` starts at once). The sandbox
     removal joins `removals`."""
     problems: list[str] = []
-    with Sandbox(sandbox_parent(cfg, spec), spec.sandbox.max_bytes, removals) as box:
-        report["sandbox"] = str(box.path)
+    with Sandbox(sandbox_parent(cfg, spec), spec.sandbox.max_bytes, removals) as box, \
+            Guard(box, spec.sandbox, cfg.state_dir, cancel) as guard:
+        report["sandbox"], report["limits"] = str(box.path), guard.describe()
+        cancel = guard.cancel  # also set when the drill reaches its disk limit (LimitReached on exit)
         _checkpoint(cancel)
-        jail = probe_jail(cfg, spec, box, repo, cancel)
+        jail = probe_jail(cfg, spec, box, repo, cancel, guard.group)
         # a database server starts while restic restores; what no probe took over stops at the end
         with probes.prepare(spec.probes, box.path, jail) as prepared:
             selection, doc, chosen = _restore_and_verify(cfg, target, spec, box, repo, selection, doc, timer, cancel,
@@ -250,6 +254,7 @@ def _restore_and_probe(cfg, target, spec, kind, repo, selection, doc, timer, can
                     result = probes.run(probe, ctx)
                     report["probes"].append(result.to_dict())
                     problems += [f"{result.kind} probe: {p}" for p in result.problems]
+        problems += guard.exceeded(problems)
     return selection, doc, problems
 
 

@@ -39,6 +39,19 @@ def parse_size(value: int | str) -> int:
 Size = Annotated[int, BeforeValidator(parse_size), Field(ge=0)]
 
 
+def parse_percent(value: int | str) -> int:
+    """``"150%"`` or an int -> percent of one CPU (150: one and a half CPUs); ValueError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError("cpu must be a percentage of one CPU like '150%'")
+    match = re.fullmatch(r"\s*([0-9]{1,6})\s*%?\s*", value) if isinstance(value, str) else None
+    if isinstance(value, str) and not match:
+        raise ValueError(f"invalid cpu {value[:40]!r}: use a percentage of one CPU like '150%'")
+    return int(match.group(1)) if match else value
+
+
+Percent = Annotated[int, BeforeValidator(parse_percent), Field(ge=10, le=100_000)]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -51,14 +64,20 @@ class Schedule(_Model):
 
 
 class Sandbox(_Model):
-    """Where the drill restores (default state_dir/sandbox) and how much it may write there; the limits
-    of every probe process (each runs confined, see docs/drills.md): memory per process (RLIMIT_AS),
-    processes at once, largest file it may write (max_bytes)."""
+    """Where the drill restores (default state_dir/sandbox) and how much it may write there (max_bytes,
+    watched during restore and probes), the free space it leaves on the filesystems of the sandbox and
+    state_dir (min_free); the limits of every probe process (each runs confined, see docs/drills.md):
+    memory per process (RLIMIT_AS), processes at once, largest file it may write (max_bytes); and of all
+    of them together (the drill's cgroup): memory with swap, tasks, CPU."""
 
     dir: Path | None = None
     max_bytes: Size = Field(default=parse_size("20GiB"))
+    min_free: Size = Field(default=parse_size("1GiB"))
     memory: Size = Field(default=parse_size("2GiB"), ge=64 << 20)
     processes: int = Field(default=256, ge=4, le=65536)
+    memory_max: Size = Field(default=parse_size("4GiB"), ge=16 << 20)
+    tasks_max: int = Field(default=1024, ge=8, le=1 << 22)
+    cpu: Percent | None = Field(default=None, description="percent of one CPU; default: 90% of the host's CPUs")
 
     @field_validator("dir")
     @classmethod

@@ -28,8 +28,12 @@ def run_checked(argv: list[str], ctx: ProbeContext, result: ProbeResult, *, time
         hint = limit_reached(done, jail.limits)
         result.problems.append(f"{argv[0]} exited with {done.returncode}, expected {expect_exit}"
                                + (f": {hint}" if hint else ""))
+    elif done.exceeded:  # a process it started was killed, whatever its own exit
+        result.problems.append(f"{argv[0]}: {done.exceeded}")
     elif expect_output and not re.search(expect_output, output):
         result.problems.append(f"{argv[0]} output does not match {expect_output!r}")
+    if done.timed_out and done.exceeded:
+        result.problems.append(f"{argv[0]}: {done.exceeded}")
 
 
 def run(probe, ctx: ProbeContext, result: ProbeResult) -> None:

@@ -1,0 +1,251 @@
+"""One cgroup for every confined process of a drill: memory (swap included), task and CPU limits on the
+whole drill, where the sandbox's rlimits bound each process alone.
+
+cgroup v2: the drill's group is made beside backupd's own (which moves into a leaf, `LEAF`, so its parent
+may enable controllers for children): needs root or a delegated subtree (the unit's `Delegate=yes`).
+cgroup v1 (hybrid hosts): one group in each of the memory, pids and cpu hierarchies, below backupd's own.
+Processes join without a race: `execute` writes each child into `Group.procs` after fork, before exec.
+`make()` returns the reason instead of a group when none can be made (not root, no delegation); the units'
+MemoryMax=/TasksMax=/CPUQuota= then bound the whole daemon.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PREFIX = "backupd-drill-"
+#: Where backupd moves itself on cgroup v2, so that its cgroup may have child groups with controllers.
+LEAF = "backupd-main"
+CONTROLLERS = ("memory", "pids", "cpu")
+PERIOD_US = 100_000
+_seq = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """memory: bytes of RAM and swap together; tasks: processes and threads; cpu: percent of one CPU."""
+
+    memory: int
+    tasks: int
+    cpu: int
+
+
+def human(size: int) -> str:
+    """1073741824 -> '1 GiB', 209715200 -> '200 MiB' (exact units, else bytes)."""
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if size >= 1 << shift and size % (1 << shift) == 0:
+            return f"{size >> shift} {unit}"
+    return f"{size} bytes"
+
+
+@dataclass
+class Group:
+    """A made cgroup: `dirs` maps each limited controller to its directory (one directory on v2)."""
+
+    version: int
+    dirs: dict[str, Path]
+    limits: Limits
+    start: dict[str, int] = field(default_factory=dict)
+
+    def procs(self) -> tuple[str, ...]:
+        """The cgroup.procs files a process writes itself into to join every hierarchy of the group."""
+        return tuple(sorted({str(d / "cgroup.procs") for d in self.dirs.values()}))
+
+    def counts(self) -> dict[str, int]:
+        """Times the limits stopped something so far: {"oom_kill": n, "pids_max": n}."""
+        memory = self.dirs.get("memory")
+        pids = self.dirs.get("pids")
+        events = "memory.events" if self.version == 2 else "memory.oom_control"
+        return {"oom_kill": _field(memory / events, "oom_kill") if memory else 0,
+                "pids_max": _field(pids / "pids.events", "max") if pids else 0}
+
+    def exceeded(self, since: dict[str, int] | None = None, what: str = "the probe") -> str | None:
+        """Which limit of the drill stopped `what` since the counts `since` (default: since made), or None."""
+        since = since if since is not None else self.start
+        now = self.counts()
+        if now["oom_kill"] > since.get("oom_kill", 0):
+            return f"memory limit of the drill ({human(self.limits.memory)}) reached: {what} was killed"
+        if now["pids_max"] > since.get("pids_max", 0):
+            return f"task limit of the drill ({self.limits.tasks}) reached: {what} could not start a process"
+        return None
+
+    def remove(self, seconds: float = 5.0) -> bool:
+        """Remove the group's directories once its processes are gone; False when one stays."""
+        end = time.monotonic() + seconds
+        left = list(set(self.dirs.values()))
+        while left:
+            left = [d for d in left if not _rmdir(d)]
+            if not left or time.monotonic() > end:
+                break
+            time.sleep(0.05)
+        return not left
+
+
+def _field(path: Path, name: str) -> int:
+    try:
+        for line in path.read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key == name:
+                return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _rmdir(path: Path) -> bool:
+    try:
+        path.rmdir()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def _write(path: Path, value: str) -> None:
+    path.write_text(value)
+
+
+def mounts(mountinfo: str = "/proc/self/mountinfo") -> list[tuple[str, Path, Path, set[str]]]:
+    """(fstype, hierarchy root, mount point, super options) of every cgroup and cgroup2 mount."""
+    found = []
+    for line in Path(mountinfo).read_text().splitlines():
+        head, _, tail = line.partition(" - ")
+        fields, extra = head.split(), tail.split()
+        if len(fields) >= 5 and len(extra) >= 3 and extra[0] in ("cgroup", "cgroup2"):
+            found.append((extra[0], Path(_unescape(fields[3])), Path(_unescape(fields[4])), set(extra[2].split(","))))
+    return found
+
+
+def _unescape(text: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
+
+
+def memberships(proc_cgroup: str = "/proc/self/cgroup") -> dict[str, str]:
+    """Controller (or "" for v2) -> this process's cgroup path."""
+    found = {}
+    for line in Path(proc_cgroup).read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        for name in controllers.split(",") if controllers else [""]:
+            found[name] = path
+    return found
+
+
+def _inside(mount: Path, root: Path, path: str) -> Path:
+    """Where cgroup `path` lies under a mount of hierarchy root `root`."""
+    rel = os.path.relpath(path, str(root))
+    return mount if rel == "." else mount / rel
+
+
+def make(limits: Limits, mountinfo: str = "/proc/self/mountinfo",
+         proc_cgroup: str = "/proc/self/cgroup") -> tuple[Group | None, str | None]:
+    """A new drill group with `limits`, or (None, why not). v1 hierarchies of the controllers win over v2
+    (a controller lives in one hierarchy at a time)."""
+    try:
+        table, mine = mounts(mountinfo), memberships(proc_cgroup)
+    except (OSError, ValueError) as exc:
+        return None, f"cgroups unreadable ({exc.__class__.__name__})"
+    v1 = {c: (root, point) for kind, root, point, opts in table if kind == "cgroup" for c in CONTROLLERS
+          if c in opts}
+    name = f"{PREFIX}{os.getpid()}-{next(_seq)}"
+    try:
+        if v1:
+            return _make_v1(limits, v1, mine, name), None
+        v2 = [(root, point) for kind, root, point, _ in table if kind == "cgroup2"]
+        if v2 and "" in mine:
+            return _make_v2(limits, *v2[0], mine[""], name)
+    except OSError as exc:
+        return None, f"no cgroup for the drill ({exc.strerror or exc})"
+    return None, "no cgroup hierarchy with the memory, pids or cpu controller"
+
+
+def _make_v1(limits: Limits, v1: dict, mine: dict[str, str], name: str) -> Group:
+    dirs: dict[str, Path] = {}
+    try:
+        for controller, (root, point) in v1.items():
+            parent = _inside(point, root, mine.get(controller, "/"))
+            remove_stale(parent)
+            dirs[controller] = parent / name
+            dirs[controller].mkdir()
+        if "memory" in dirs:
+            _write(dirs["memory"] / "memory.limit_in_bytes", str(limits.memory))
+            if (dirs["memory"] / "memory.memsw.limit_in_bytes").exists():  # swap accounting on
+                _write(dirs["memory"] / "memory.memsw.limit_in_bytes", str(limits.memory))
+        if "pids" in dirs:
+            _write(dirs["pids"] / "pids.max", str(limits.tasks))
+        if "cpu" in dirs:
+            _write(dirs["cpu"] / "cpu.cfs_period_us", str(PERIOD_US))
+            _write(dirs["cpu"] / "cpu.cfs_quota_us", str(limits.cpu * PERIOD_US // 100))
+    except OSError:
+        Group(1, dirs, limits).remove(0)
+        raise
+    group = Group(1, dirs, limits)
+    group.start = group.counts()
+    return group
+
+
+def _make_v2(limits: Limits, root: Path, point: Path, own: str, name: str) -> tuple[Group | None, str | None]:
+    here = _inside(point, root, own)
+    base = here.parent if here.name == LEAF else here
+    offered = set((base / "cgroup.controllers").read_text().split()) & set(CONTROLLERS)
+    if not offered:
+        return None, ("cgroup v2 without the memory, pids or cpu controller for backupd's cgroup "
+                      "(the unit needs Delegate=yes)")
+    if here.name != LEAF:
+        others = [p for p in (base / "cgroup.procs").read_text().split() if not _ours(int(p))]
+        if others:
+            return None, "other processes share backupd's cgroup (run it as the shipped unit, Delegate=yes)"
+        (base / LEAF).mkdir(exist_ok=True)
+        _write(base / LEAF / "cgroup.procs", str(os.getpid()))
+    enabled = set((base / "cgroup.subtree_control").read_text().split())
+    if offered - enabled:
+        _write(base / "cgroup.subtree_control", " ".join(f"+{c}" for c in sorted(offered - enabled)))
+    remove_stale(base)
+    path = base / name
+    path.mkdir()
+    try:
+        if "memory" in offered:
+            _write(path / "memory.max", str(limits.memory))
+            if (path / "memory.swap.max").exists():
+                _write(path / "memory.swap.max", "0")
+        if "pids" in offered:
+            _write(path / "pids.max", str(limits.tasks))
+        if "cpu" in offered:
+            _write(path / "cpu.max", f"{limits.cpu * PERIOD_US // 100} {PERIOD_US}")
+    except OSError:
+        _rmdir(path)
+        raise
+    group = Group(2, {c: path for c in offered}, limits)
+    group.start = group.counts()
+    return group, None
+
+
+def _ours(pid: int) -> bool:
+    """True for backupd itself and its descendants (a job's restic: children made later follow it)."""
+    for _ in range(64):
+        if pid == os.getpid():
+            return True
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            return False
+        if pid <= 1:
+            return False
+    return False
+
+
+def remove_stale(parent: Path) -> None:
+    """Remove drill groups whose backupd process is gone (a drill killed with -9)."""
+    try:
+        entries = list(parent.glob(PREFIX + "*"))
+    except OSError:
+        return
+    for entry in entries:
+        pid = entry.name[len(PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            _rmdir(entry)
