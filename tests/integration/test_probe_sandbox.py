@@ -47,7 +47,9 @@ echo owned 2>/dev/null > '{state}/evil-marker'; outcome write-state $? WROTE
 echo owned 2>/dev/null > "$0.evil"; outcome write-restored-tree $? WROTE
 echo owned > '{host_tmp}' && echo "wrote {host_tmp} (the sandbox's private /tmp)"
 python3 -c 'bytearray(1 << 30)' 2>/dev/null; outcome memory $? ALLOCATED
-grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs)' /proc/self/status
+grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp)' /proc/self/status
+python3 -c 'import ctypes, sys; sys.exit(ctypes.CDLL(None).syscall(250, 0, -3, 0) < 0)'
+outcome keyring $? KEYRING
 setsid sleep 654321 </dev/null >/dev/null 2>&1 &
 (i=0; while [ $i -lt 5000 ]; do
   sleep 876543 </dev/null >/dev/null 2>&1 & i=$((i+1)); echo $i >/tmp/n; done) 2>/dev/null
@@ -106,13 +108,13 @@ def test_a_trojaned_program_in_a_snapshot_is_contained_and_fails_the_drill(polic
     attempts = dict(line.removeprefix("attempt ").split(": ", 1) for line in out.splitlines()
                     if line.startswith("attempt "))
     assert set(attempts) == {"password", "s3-keys", "signing-key", "backupd-config", "connect-s3",
-                             "write-state", "write-restored-tree", "memory", "fork-bomb"}, out
+                             "write-state", "write-restored-tree", "memory", "fork-bomb", "keyring"}, out
     for name, outcome in attempts.items():
         assert outcome.startswith("denied"), f"{name}: {outcome}"
     assert "sleeping forever" in out
     for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
         assert f"{cap}:\t0000000000000000" in out
-    assert "NoNewPrivs:\t1" in out
+    assert "NoNewPrivs:\t1" in out and "Seccomp:\t2" in out  # keyctl (keyring) denied by the filter
     # the host is unchanged, nothing of the trojan runs on, none of backupd's secrets reached its output
     assert not host_tmp.exists() and not (setup.dir / "state" / "evil-marker").exists()
     assert not (trojan.parent / "tos-evil.evil").exists()
