@@ -165,12 +165,24 @@ def document(target: str, host: str, entries: list[Entry], facts: dict, **extra)
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 TYPES = ("file", "stdin", "symlink")
+#: Largest count or size: what restic, PostgreSQL's bigint and SQLite hold.
+MAX_INT = 2**63 - 1
+MAX_PATH = 4096   # PATH_MAX
+MAX_TABLE = 127   # schema.table: two PostgreSQL identifiers of at most 63 bytes (NAMEDATALEN - 1)
+MAX_FLAG = 500
+#: A NUL, or a surrogate no file name can hold (surrogateescape only yields U+DC80..U+DCFF).
+_PATH_BAD = re.compile("[\0\ud800-\udc7f\udd00-\udfff]")
+#: A table name: no control character (C0, DEL, C1), no surrogate (psql's argv is UTF-8).
+_TABLE = re.compile("[^\x00-\x1f\x7f-\x9f\ud800-\udfff]+")
+_MODE = re.compile(r"(?:0o[0-7]{1,7}|[0-7]{0,7})")  # oct() of the permission bits; "" for stdin
 
 
 def problem(doc) -> str | None:
     """Why a manifest read back from storage cannot be used, or None. What the repository returns is
     attacker input (a planted snapshot brings its own manifest): every field the drill, the restore and
-    the probes use must have the shape backup wrote."""
+    the probes use must have the type, length and characters backup writes, so no consumer can raise on
+    it. Hand-written rather than a pydantic model: a manifest lists up to 100k files and these checks
+    cost about a microsecond each."""
     if not isinstance(doc, dict):
         return "not a JSON object"
     files = doc.get("files", [])
@@ -184,33 +196,104 @@ def problem(doc) -> str | None:
     return _facts_problem(facts) if isinstance(facts, dict) else "'facts' is not an object"
 
 
+def whole(value) -> bool:
+    """A JSON whole number from 0 to MAX_INT (not a bool, not a float)."""
+    return type(value) is int and 0 <= value <= MAX_INT
+
+
+def is_path(value) -> bool:
+    """An absolute path without '..', NUL or unencodable characters, at most MAX_PATH characters."""
+    return (isinstance(value, str) and value[:1] == "/" and len(value) <= MAX_PATH
+            and not _PATH_BAD.search(value) and ("/.." not in value or ".." not in value.split("/")))
+
+
+def is_table(name) -> bool:
+    """A row-count key: `schema.table` (or a bare table), each part non-empty, no control characters."""
+    return (isinstance(name, str) and _TABLE.fullmatch(name) is not None and len(name.encode()) <= MAX_TABLE
+            and all(name.split(".", 1)))
+
+
 def _entry_problem(e) -> str | None:
     if not isinstance(e, dict):
         return "not an object"
-    path = e.get("path")
-    if not isinstance(path, str) or not path.startswith("/") or "\0" in path or ".." in path.split("/"):
-        return f"path {repr(path)[:80]} is not an absolute path without '..'"
-    if e.get("type", "file") not in TYPES:
-        return f"{path}: type {str(e.get('type'))[:20]!r} is none of {', '.join(TYPES)}"
-    if type(e.get("size")) is not int or e["size"] < 0:
-        return f"{path}: size is not a whole number of bytes"
+    path, size = e.get("path"), e.get("size")
+    if not is_path(path):
+        return f"path {repr(path)[:80]} is not an absolute path without '..' (at most {MAX_PATH} characters)"
+    if e.get("type") not in TYPES:
+        return f"{path}: type {repr(e.get('type'))[:20]} is none of {', '.join(TYPES)}"
+    if type(size) is not int or not 0 <= size <= MAX_INT:  # whole(), inline: once per file
+        return f"{path}: size is not a whole number of bytes (0 to 2**63-1)"
     if not isinstance(e.get("sha256"), str) or not _DIGEST.fullmatch(e["sha256"]):
         return f"{path}: sha256 is not 64 hex digits"
-    if not isinstance(e.get("mode", ""), str):
-        return f"{path}: mode is not a string"
+    if not isinstance(e.get("mode"), str) or not _MODE.fullmatch(e["mode"]):
+        return f"{path}: mode is not an octal permission string"
+    if "mtime_ns" in e and type(e["mtime_ns"]) is not int:
+        return f"{path}: mtime_ns is not a whole number"
     return None
 
 
 def _facts_problem(facts: dict) -> str | None:
-    rows = facts.get("rows", {})
-    if not isinstance(rows, dict) or any(not isinstance(k, str) or type(v) is not int for k, v in rows.items()):
+    return (_rows_problem(facts.get("rows", {})) or _sizes_problem(facts) or _change_problem(facts.get("change"))
+            or _path_list_problem("facts.changed_during_backup", facts.get("changed_during_backup", []))
+            or _heads_problem(facts.get("heads", {})))
+
+
+def _rows_problem(rows) -> str | None:
+    if not isinstance(rows, dict):
         return "facts.rows is not a table of row counts"
-    for key in ("files", "bytes"):
-        if key in facts and (type(facts[key]) is not int or facts[key] < 0):
-            return f"facts.{key} is not a whole number"
-    if not is_path_list(facts.get("changed_during_backup", [])):
-        return "facts.changed_during_backup is not a list of paths"
+    for name, count in rows.items():
+        if not is_table(name):
+            return (f"facts.rows: table name {repr(name)[:80]} is not a schema.table name of at most "
+                    f"{MAX_TABLE} bytes without control characters")
+        if not whole(count):
+            return f"facts.rows[{repr(name)[:80]}]: {repr(count)[:20]} is not a row count (0 to 2**63-1)"
     return None
+
+
+def _sizes_problem(facts: dict) -> str | None:
+    for key in ("files", "bytes"):
+        if key in facts and not whole(facts[key]):
+            return f"facts.{key} is not a whole number (0 to 2**63-1)"
+    return None
+
+
+def _change_problem(change) -> str | None:
+    """The change judgement a drill reports (`flags` of a suspect snapshot)."""
+    if change is None:
+        return None
+    if not isinstance(change, dict):
+        return "facts.change is not an object"
+    flags = change.get("flags", [])
+    if not isinstance(flags, list) or any(not isinstance(f, str) or len(f) > MAX_FLAG for f in flags):
+        return f"facts.change.flags is not a list of texts of at most {MAX_FLAG} characters"
+    return None
+
+
+def _heads_problem(heads) -> str | None:
+    """facts.heads: {path: SHA-256 of its first bytes} of an append-only target (logs probe)."""
+    if not isinstance(heads, dict):
+        return "facts.heads is not an object"
+    for path, digest in heads.items():
+        if not is_path(path) or not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+            return f"facts.heads[{repr(path)[:80]}]: not a path with a SHA-256"
+    return None
+
+
+def _path_list_problem(field: str, value) -> str | None:
+    if not isinstance(value, list):
+        return f"{field} is not a list of paths"
+    for i, path in enumerate(value):
+        if not is_path(path):
+            return f"{field}[{i}]: {repr(path)[:80]} is not an absolute path without '..'"
+    return None
+
+
+def amendment_problem(doc) -> str | None:
+    """Why an amendment (the files that changed while a backup read them) read back from storage cannot
+    be used, or None."""
+    if not isinstance(doc, dict):
+        return "not a JSON object"
+    return _path_list_problem("changed_during_backup", doc.get("changed_during_backup", []))
 
 
 def is_path_list(value) -> bool:

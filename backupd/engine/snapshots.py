@@ -9,6 +9,9 @@ from datetime import datetime, timezone
 
 from backupd.engine import command
 from backupd.engine.repository import Repository
+from backupd.errors import Finding
+
+_HEX = re.compile(r"[0-9a-f]{1,64}")
 
 
 @dataclass
@@ -29,7 +32,10 @@ class Snapshot:
         return self.original or self.id
 
     def made_as(self, short_or_full: str) -> bool:
-        """True when short_or_full names this snapshot, here or where it was copied from."""
+        """True when short_or_full names this snapshot, here or where it was copied from. Companions'
+        `of=` tags are repository data: an empty or non-hex one names no snapshot (not every one)."""
+        if not isinstance(short_or_full, str) or not _HEX.fullmatch(short_or_full):
+            return False
         return self.id.startswith(short_or_full) or self.lineage.startswith(short_or_full)
 
     @property
@@ -47,11 +53,30 @@ def parse_time(text: str) -> datetime:
 def parse(stdout: bytes) -> list[Snapshot]:
     """Snapshots from `restic snapshots --json` output, oldest first."""
     items = json.loads(stdout or b"[]") or []
-    snaps = [Snapshot(id=i["id"], short_id=i.get("short_id", i["id"][:8]), time=parse_time(i["time"]),
-                      host=i.get("hostname", ""), paths=i.get("paths", []), tags=i.get("tags") or [],
-                      original=i.get("original"))
-             for i in items]
-    return sorted(snaps, key=lambda s: s.time)
+    return sorted((_snapshot(i) for i in items), key=lambda s: s.time)
+
+
+def _snapshot(item) -> Snapshot:
+    """One listed snapshot. The repository is the backup host's to write: a field Python cannot take
+    (a year-0 time restic prints faithfully, a missing id) is a finding naming the snapshot and field."""
+    sid = str(item.get("id"))[:8] if isinstance(item, dict) else "?"
+    field_name = "id"
+    try:
+        if not isinstance(item.get("id"), str) or not _HEX.fullmatch(item["id"]):
+            raise ValueError("not hex")
+        field_name = "time"
+        when = parse_time(item["time"])
+        field_name = "paths/tags"
+        paths, tags = item.get("paths") or [], item.get("tags") or []
+        if not all(isinstance(v, str) for v in [*paths, *tags, item.get("hostname", "")]):
+            raise ValueError("not text")
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise Finding(f"restic listed snapshot {sid!r} with a malformed {field_name} "
+                      f"({type(exc).__name__}: {str(exc)[:80]!r})") from None
+    original = item.get("original")
+    return Snapshot(id=item["id"], short_id=item["id"][:8], time=when, host=item.get("hostname", ""),
+                    paths=list(paths), tags=list(tags),
+                    original=original if isinstance(original, str) and _HEX.fullmatch(original) else None)
 
 
 def list_snapshots(repo: Repository, *, tags: list[str] | None = None, host: str | list[str] | None = None,
