@@ -197,11 +197,14 @@ def _make_v2(limits: Limits, root: Path, point: Path, own: str, name: str) -> tu
         return None, ("cgroup v2 without the memory, pids or cpu controller for backupd's cgroup "
                       "(the unit needs Delegate=yes)")
     if here.name != LEAF:
-        others = [p for p in (base / "cgroup.procs").read_text().split() if not _ours(int(p))]
-        if others:
+        present = [int(p) for p in (base / "cgroup.procs").read_text().split()]
+        lineage = _ancestors()
+        if any(not _ours(p) and p not in lineage for p in present):
             return None, "other processes share backupd's cgroup (run it as the shipped unit, Delegate=yes)"
         (base / LEAF).mkdir(exist_ok=True)
-        _write(base / LEAF / "cgroup.procs", str(os.getpid()))
+        # backupd and the unit's shell that runs it (the verifier's) leave for the leaf
+        for pid in [p for p in present if p in lineage] + [os.getpid()]:
+            _write(base / LEAF / "cgroup.procs", str(pid))
     enabled = set((base / "cgroup.subtree_control").read_text().split())
     if offered - enabled:
         _write(base / "cgroup.subtree_control", " ".join(f"+{c}" for c in sorted(offered - enabled)))
@@ -225,18 +228,31 @@ def _make_v2(limits: Limits, root: Path, point: Path, own: str, name: str) -> tu
     return group, None
 
 
+def _parent(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def _ours(pid: int) -> bool:
     """True for backupd itself and its descendants (a job's restic: children made later follow it)."""
     for _ in range(64):
         if pid == os.getpid():
             return True
-        try:
-            pid = int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
-        except (OSError, ValueError, IndexError):
-            return False
+        pid = _parent(pid)
         if pid <= 1:
             return False
     return False
+
+
+def _ancestors() -> set[int]:
+    """backupd's parent, its parent, ... up to (not including) PID 1."""
+    found, pid = set(), os.getppid()
+    while pid > 1 and pid not in found and len(found) < 64:
+        found.add(pid)
+        pid = _parent(pid)
+    return found
 
 
 def remove_stale(parent: Path) -> None:

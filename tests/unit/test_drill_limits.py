@@ -199,3 +199,18 @@ def test_spec_limits_parse_and_bad_values_name_file_and_line(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load_spec(path)
     assert f"{path}:4" in str(caught.value) and "percentage of one CPU" in str(caught.value)
+
+
+def test_v2_the_shell_that_runs_backupd_moves_into_the_leaf_with_it(tmp_path):
+    unit, mountinfo, proc = _fake_v2(tmp_path, extra_procs=f"{os.getppid()}\n")
+    group, why = cgroups.make(LIMITS, str(mountinfo), str(proc))
+    assert why is None and group.version == 2 and (unit / cgroups.LEAF).is_dir()
+
+
+@pytest.mark.parametrize("unit", ["backupd.service", "backupd-verifier.service"])
+def test_the_units_that_drill_delegate_their_cgroup_and_bound_the_whole_service(unit):
+    text = (Path(__file__).resolve().parents[2] / "deploy" / "systemd" / unit).read_text()
+    lines = set(text.splitlines())
+    assert {"Delegate=yes", "ProtectControlGroups=no", "MemorySwapMax=0"} <= lines
+    for key in ("MemoryMax=", "TasksMax=", "CPUQuota="):
+        assert any(line.startswith(key) for line in lines), key
