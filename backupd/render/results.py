@@ -269,4 +269,6 @@ def drill_results(reports: list[dict], as_json: bool) -> int:
         for p in r["probes"]:
             output.note(f"  {p['kind']} probe: {p['status']}" + (f" ({'; '.join(p['problems'][:3])})"
                                                                  if p["problems"] else ""))
+        if (r.get("limits") or {}).get("note"):  # no cgroup for the drill: only the unit bounds it
+            output.note(f"  limits: {r['limits']['note']}")
     return code

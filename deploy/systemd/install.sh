@@ -36,6 +36,10 @@ install -m 0644 "$here/../../README.md" /usr/share/doc/backupd/  # the command r
 
 if [ "$verifier" = yes ]; then
   add_user backupd-verifier
+  # drill probes run as a subordinate id of backupd-verifier, never as it: the unit pins the user namespace
+  install -d -m 0755 -o root -g root /usr/local/lib/backupd
+  install -m 0755 "$here"/probe-userns.sh /usr/local/lib/backupd/probe-userns
+  /usr/local/lib/backupd/probe-userns allocate backupd-verifier
   install -d -m 0700 -o root -g root /etc/backupd/verifier-secrets
   install -d -m 0700 -o backupd-verifier -g backupd-verifier /var/lib/backupd-verifier
   if [ ! -e /etc/backupd/verifier.yaml ]; then

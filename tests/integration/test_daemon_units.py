@@ -20,6 +20,7 @@ def test_units_verify(tmp_path):
     assert exe.exists(), "run scripts/setup.sh first"
     for name in UNITS:  # verify checks ExecStart exists: point it at the venv's entry point
         text = (ROOT / "deploy" / "systemd" / name).read_text()
+        text = text.replace("/usr/local/lib/backupd/probe-userns", str(ROOT / "deploy/systemd/probe-userns.sh"))
         (tmp_path / name).write_text(text.replace("/usr/local/bin/backupd", str(exe)))
     done = subprocess.run(["systemd-analyze", "verify", *(str(tmp_path / n) for n in UNITS)],
                           capture_output=True, text=True, timeout=120)
@@ -40,3 +41,7 @@ def test_the_verifier_unit_holds_no_writer_or_maintainer_keys():
     for line in ("ProtectSystem=strict", "NoNewPrivileges=yes", "CapabilityBoundingSet=\n",
                  "ReadWritePaths=/var/lib/backupd-verifier", "backupd drill", "backupd check", "backupd audit storage"):
         assert line in unit, line
+    # its steps (and so its drills' probes) run in the pinned user namespace: probes never as its own uid
+    pin = "/run/backupd-userns/backupd-verifier"
+    assert f"ExecStartPre=+/usr/local/lib/backupd/probe-userns pin backupd-verifier {pin}" in unit
+    assert f"ExecStart=/usr/bin/nsenter --user={pin} -- " in unit

@@ -5,11 +5,19 @@ reason; no process of it survives (real restic, SeaweedFS, `backupd drill --full
 from __future__ import annotations
 
 import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import time
 import uuid
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+
+from backupd import sandbox
+from tests.integration.conftest import ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -122,3 +130,84 @@ def test_a_trojaned_program_in_a_snapshot_is_contained_and_fails_the_drill(polic
     for secret in _secret_values(setup):
         assert secret not in run.stdout and secret not in run.stderr
     assert not Path(drill["sandbox"]).exists()
+
+
+#: As a service would: run a probe in a Jail (the restored file is its service user's, mode 0600) and
+#: keep it running until told on stdin.
+AS_SERVICE = r"""
+import os, sys
+from pathlib import Path
+from backupd.sandbox import Jail
+box = Path(sys.argv[1])
+jail = Jail(readonly=(box / "restore",), writable=(box / "work",), root=box)
+server = jail.start(["sh", "-c", "cat ../restore/secret > copy && exec sleep 765409"], cwd=str(box / "work"))
+print("euid", os.geteuid(), flush=True)
+sys.stdin.readline()
+server.stop()
+"""
+
+
+def _probe_pid(marker: str, seconds: float = 60) -> int | None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                if Path(f"/proc/{pid}/cmdline").read_bytes() == b"sleep\0" + marker.encode() + b"\0":
+                    return int(pid)
+            except OSError:
+                pass
+        time.sleep(0.1)
+    return None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="creates a service user and pins its user namespace")
+def test_a_non_root_service_runs_its_probes_under_a_subordinate_uid_neither_root_nor_its_own(tmp_path):
+    """What backupd-verifier.service does: probe-userns allocates and pins, the service enters the namespace
+    (nsenter, with no_new_privs and no capabilities, as systemd starts it), and the probe process is seen
+    from the host under the service user's subordinate id 65530 - 1 + start, never as root or the user."""
+    script, user = ROOT / "deploy" / "systemd" / "probe-userns.sh", f"bkp{uuid.uuid4().hex[:8]}"
+    pin = Path("/run/backupd-userns-test") / user
+    subprocess.run(["useradd", "--system", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", user],
+                   check=True)
+    box = Path(tempfile.mkdtemp(prefix="backupd-userns-test-"))
+    child = None
+    try:
+        subprocess.run(["bash", str(script), "allocate", user], check=True)
+        subprocess.run(["bash", str(script), "pin", user, str(pin)], check=True)
+        pw = pwd.getpwnam(user)
+        start = next(int(ln.split(":")[1]) for ln in Path("/etc/subuid").read_text().splitlines()
+                     if ln.split(":")[0] == user)
+        (box / "restore").mkdir()
+        (box / "work").mkdir()
+        (box / "restore" / "secret").write_text("restored\n")
+        (box / "restore" / "secret").chmod(0o600)
+        for path in (box, box / "restore", box / "restore" / "secret", box / "work"):
+            os.chown(path, pw.pw_uid, pw.pw_gid)
+        box.chmod(0o700)
+        child = subprocess.Popen(
+            ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups", "--inh-caps=-all",
+             "--no-new-privs", "--", "nsenter", f"--user={pin}", "--", "/usr/bin/python3", "-c", AS_SERVICE,
+             str(box)], env={"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT)}, cwd="/",
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert child.stdout.readline().split() == ["euid", "0"], child.stderr.read() if child.poll() else ""
+        pid = _probe_pid("765409")
+        assert pid is not None
+        status = dict(ln.split(":", 1) for ln in Path(f"/proc/{pid}/status").read_text().splitlines())
+        uids = {int(u) for u in status["Uid"].split()}
+        assert uids == {start + sandbox.UID - 1}, status["Uid"]
+        assert 0 not in uids and pw.pw_uid not in uids
+        assert status["Seccomp"].strip() == "2"
+        copy = box / "work" / "copy"
+        assert copy.read_text() == "restored\n" and copy.stat().st_uid == start + sandbox.UID - 1
+        child.communicate("\n", timeout=60)
+        assert child.returncode == 0
+    finally:
+        if child is not None and child.poll() is None:
+            child.kill()
+            child.wait()
+        shutil.rmtree(box, ignore_errors=True)
+        subprocess.run(["bash", str(script), "unpin", str(pin)], check=False)
+        subprocess.run(["userdel", user], check=False)
+        for name in ("/etc/subuid", "/etc/subgid"):
+            lines = Path(name).read_text().splitlines(keepends=True)
+            Path(name).write_text("".join(ln for ln in lines if ln.split(":")[0] != user))
