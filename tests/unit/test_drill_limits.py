@@ -214,3 +214,15 @@ def test_the_units_that_drill_delegate_their_cgroup_and_bound_the_whole_service(
     assert {"Delegate=yes", "ProtectControlGroups=no", "MemorySwapMax=0"} <= lines
     for key in ("MemoryMax=", "TasksMax=", "CPUQuota="):
         assert any(line.startswith(key) for line in lines), key
+
+
+def test_a_drill_without_a_cgroup_says_so_in_its_report(capsys):
+    from backupd.render.results import drill_results
+
+    note = "no cgroup for the drill (Read-only file system): the drill's memory, tasks and CPU are bounded ..."
+    report = {"target": "t", "kind": "sample", "verdict": "PASS", "status": "ok", "reason": "ok", "probes": [],
+              "rto_seconds": None,
+              "limits": {"cgroup": None, "note": note}}
+    assert drill_results([report], as_json=False) == 0
+    captured = capsys.readouterr()
+    assert f"limits: {note}" in captured.out + captured.err
