@@ -11,6 +11,8 @@ command -v pg_dump >/dev/null || need_apt+=(postgresql-client)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 command -v runuser >/dev/null || need_apt+=(util-linux)
 command -v bwrap >/dev/null || need_apt+=(bubblewrap)  # the sandbox every drill probe process runs in
+# builds the sandbox's seccomp filter (apt and systemd depend on it, so it is rarely missing)
+ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2 ' || need_apt+=(libseccomp2)
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 command -v chromium >/dev/null || need_apt+=(chromium)
 dpkg -s fonts-noto-cjk >/dev/null 2>&1 || need_apt+=(fonts-noto-cjk)  # Japanese glyphs in rendered reports
