@@ -155,6 +155,8 @@ def restore_database_result(result: dict, as_json: bool) -> int:
     output.note(f"loaded {result['target']} snapshot {result['snapshot_id'][:8]} ({result['format']} dump, "
                 f"{result['jobs']} job(s)) into database {result['into_database']}: {len(result['rows'])} "
                 f"table(s) compared, {len(result['problems'])} problem(s) ({phases})")
+    for warning in result.get("warnings", []):
+        output.error(f"warning: {warning}")
     for problem in result["problems"][:20]:
         output.error(problem)
     return code
@@ -266,6 +268,9 @@ def drill_results(reports: list[dict], as_json: bool) -> int:
                                    "probes", "ready", "RTO", "verdict"], rows)
     for r in reports:
         output.note(f"{r['target']}: {r['verdict']}: {r.get('reason', '')}")
+        for u in r.get("unannounced") or []:  # verifier: a snapshot the backup host never announced
+            output.error(f"{r['target']}: snapshot {u['snapshot_id'][:8]} ({u['time']}, host {u['host']}) is in "
+                         f"the repository but not counted: {u['why']}")
         for p in r["probes"]:
             output.note(f"  {p['kind']} probe: {p['status']}" + (f" ({'; '.join(p['problems'][:3])})"
                                                                  if p["problems"] else ""))
