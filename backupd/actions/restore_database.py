@@ -1,9 +1,16 @@
 """`backupd restore --into-database`: recover a pg_dump target into an existing, empty PostgreSQL
 database (pg_restore -j for a custom-format dump, psql for a plain one), after verifying the dump file
-against its backup-time manifest, then compare every table's rows with the counts recorded with it."""
+against its backup-time manifest, then compare every table's rows with the counts recorded with it.
+
+The dump is the attacker's (a dormant one decided what was backed up): psql loads it in restricted mode
+(pgload), a role that could run programs or touch files on the database server is refused (unless the
+operator accepts it), and a setting the load left on the database or role (search_path) is a problem.
+The password never reaches argv: a DSN carrying one is refused; it comes from a file or libpq's own."""
 
 from __future__ import annotations
 
+import os
+import re
 import tempfile
 import time
 from dataclasses import dataclass
@@ -21,6 +28,29 @@ from backupd.errors import ConfigError, DependencyError, Finding
 from backupd.probes.postgres import bindir, compare_rows, row_count_sql
 from backupd.sources import pgarchive, pgload
 from backupd.verify import verify_tree
+
+#: What makes a role able to run programs or touch files on the server, itself or through a role it may
+#: SET ROLE to (the dump can): superuser, CREATEROLE (grants itself the rest), the pg_*_server_* roles.
+POWERS_SQL = """
+SELECT bool_or(r.rolsuper), bool_or(r.rolcreaterole),
+       pg_has_role(current_user, 'pg_execute_server_program', 'MEMBER'),
+       pg_has_role(current_user, 'pg_write_server_files', 'MEMBER'),
+       pg_has_role(current_user, 'pg_read_server_files', 'MEMBER'), current_user
+FROM pg_roles r WHERE pg_has_role(current_user, r.oid, 'MEMBER')
+"""
+POWERS = ("superuser (or a member of one)", "CREATEROLE (or a member of such a role)", "a member of pg_execute_server_program",
+          "a member of pg_write_server_files", "a member of pg_read_server_files")
+#: Settings that outlive the load: of this database, and of the connecting role (here or everywhere).
+SETTINGS_SQL = """
+SELECT CASE WHEN s.setrole = 0 THEN 'database ' || d.datname
+            WHEN s.setdatabase = 0 THEN 'role ' || r.rolname
+            ELSE 'role ' || r.rolname || ' in database ' || d.datname END, c
+FROM pg_db_role_setting s LEFT JOIN pg_database d ON d.oid = s.setdatabase
+LEFT JOIN pg_roles r ON r.oid = s.setrole, unnest(s.setconfig) c
+WHERE s.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
+   OR (s.setdatabase = 0 AND s.setrole = (SELECT oid FROM pg_roles WHERE rolname = current_user))
+"""
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 
 #: Relations in user schemas: a database holding any is not empty.
 USER_RELATIONS_SQL = """
@@ -41,9 +71,11 @@ class Database:
     password: str | None = None
 
     @classmethod
-    def parse(cls, spec: str, host=None, port=None, user=None) -> Database:
+    def parse(cls, spec: str, host=None, port=None, user=None, password_file: Path | None = None) -> Database:
         """A database name (with --db-host/--db-port/--db-user) or a libpq DSN (`postgresql://...` or
-        `dbname=... host=...`); the options fill what the DSN leaves out."""
+        `dbname=... host=...`); the options fill what the DSN leaves out. A DSN carrying a password is
+        refused (it sits in backupd's argv); the password comes from password_file, else libpq finds
+        it (PGPASSFILE, ~/.pgpass)."""
         params: dict = {"dbname": spec}
         if "=" in spec or "://" in spec:
             from psycopg.conninfo import conninfo_to_dict
@@ -54,12 +86,16 @@ class Database:
                 raise ConfigError("--into-database: not a valid database name or connection string") from None
             if not params.get("dbname"):
                 raise ConfigError("--into-database: the connection string names no database (dbname)")
+            if params.get("password"):
+                raise ConfigError("--into-database: the connection string carries a password, which any local "
+                                  "user can read in backupd's command line; remove it and give it with "
+                                  "--db-password-file FILE (mode 0600), PGPASSFILE or ~/.pgpass")
         try:
             port = int(params.get("port") or port) if (params.get("port") or port) else None
         except ValueError:
             raise ConfigError("--into-database: the port is not a number") from None
         return cls(dbname=str(params["dbname"]), host=params.get("host") or host, port=port,
-                   user=params.get("user") or user, password=params.get("password"))
+                   user=params.get("user") or user, password=read_password(password_file))
 
     def connect(self):
         import psycopg
@@ -75,15 +111,71 @@ class Database:
             raise DependencyError(f"cannot connect to database {self.dbname}: {text}") from None
 
     def environment(self) -> execute.Environment:
-        return execute.Environment(secret={"PGPASSWORD": self.password} if self.password else {})
+        """The password only as PGPASSWORD; libpq's PGPASSFILE passes on (HOME, so ~/.pgpass, always does)."""
+        plain = {"PGPASSFILE": os.environ["PGPASSFILE"]} if os.environ.get("PGPASSFILE") else {}
+        return execute.Environment(plain=plain, secret={"PGPASSWORD": self.password} if self.password else {})
 
 
-def _check_empty(db: Database, force: bool) -> None:
+def read_password(path: Path | None) -> str | None:
+    """The first line of a password file only its owner may read (0600), None without one."""
+    if path is None:
+        return None
+    try:
+        mode = os.stat(path).st_mode
+        if mode & 0o077:
+            raise ConfigError(f"--db-password-file {path}: readable by others (mode {mode & 0o777:o}); "
+                              f"chmod 600 {path}")
+        with open(path, encoding="utf-8") as fh:
+            password = fh.readline().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--db-password-file {path}: cannot read it ({type(exc).__name__})") from None
+    if not password:
+        raise ConfigError(f"--db-password-file {path}: empty")
+    return password
+
+
+def _printable(text: str, limit: int = 200) -> str:
+    return _UNPRINTABLE.sub("?", text)[:limit]
+
+
+def _check_role(conn, dbname: str, allow_superuser: bool) -> list[str]:
+    """Refuse (exit 2) a role whose load of a hostile dump could run programs on the server; with
+    allow_superuser the warnings instead."""
+    row = conn.execute(POWERS_SQL).fetchone()
+    powers = [name for name, has in zip(POWERS, row[:5]) if has]
+    if row[0]:
+        powers = powers[:1]
+    if not powers:
+        return []
+    what = (f"role {_printable(row[5])} is {' and '.join(powers)}: a hostile dump it loads could run programs "
+            "or touch files on the database server (COPY ... PROGRAM, untrusted languages, ALTER SYSTEM)")
+    if not allow_superuser:
+        raise ConfigError(f"{what}; connect as the owner of database {_printable(dbname)}, a role without these "
+                          "(e.g. --db-user tos), or pass --allow-superuser to accept the risk")
+    return [f"{what}; loaded anyway (--allow-superuser)"]
+
+
+def _settings(db: Database) -> set[tuple[str, str]]:
+    """(scope, name=value) of every setting on the database and on the connecting role."""
     with db.connect() as conn:
+        return {(scope, setting) for scope, setting in conn.execute(SETTINGS_SQL).fetchall()}
+
+
+def _added(before: set, after: set) -> list[str]:
+    return [f"the load left a setting on {_printable(scope, 100)}: {_printable(setting)} (it outlives the load "
+            "and steers every later session; remove it, e.g. ALTER DATABASE ... RESET name)"
+            for scope, setting in sorted(after - before)]
+
+
+def _preflight(db: Database, force: bool, allow_superuser: bool) -> list[str]:
+    """Refuse a non-empty database (without force) and a powerful role; the warnings left."""
+    with db.connect() as conn:
+        warnings = _check_role(conn, db.dbname, allow_superuser)
         relations = conn.execute(USER_RELATIONS_SQL).fetchone()[0]
     if relations and not force:
         raise ConfigError(f"database {db.dbname} is not empty ({relations} relation(s)); restore into an "
                           "empty database or pass --force")
+    return warnings
 
 
 def _count(db: Database, tables: list[str]) -> dict[str, int | None]:
@@ -100,15 +192,20 @@ def _count(db: Database, tables: list[str]) -> dict[str, int | None]:
     return found
 
 
-def _load(db: Database, dump: Path, jobs: int, timeout: float | None) -> None:
+def _load(db: Database, dump: Path, jobs: int, timeout: float | None) -> str | None:
+    """Load the dump (a plain one through restricted psql); why it failed, None when it did not."""
+    stdin = pgload.load_input(dump)
+    if stdin is not None:
+        pgload.require_restrict(bindir())
     argv = pgload.load_argv(bindir(), dump, database=db.dbname, host=db.host, port=db.port, user=db.user,
                             jobs=jobs)
-    done = execute.run(argv, db.environment(), timeout=timeout)
+    done = execute.run(argv, db.environment(), timeout=timeout, stdin=stdin, max_output=1 << 16)
     if done.timed_out:
-        raise Finding(f"loading the dump into {db.dbname} timed out")
+        return f"loading the dump into {db.dbname} timed out"
     if done.returncode != 0:
-        raise Finding(f"{Path(argv[0]).name} failed to load the dump into {db.dbname}: "
-                      + "; ".join(pgload.failures(done.stderr)))
+        return f"{Path(argv[0]).name} failed to load the dump into {db.dbname}: " \
+               + pgload.load_failure(done.stderr, dump)
+    return None
 
 
 def _dump_entry(doc: dict) -> dict:
@@ -119,7 +216,8 @@ def _dump_entry(doc: dict) -> dict:
 
 
 def run(cfg: Config, policy_set, target_name: str, database: Database, *, snapshot_id=None, before=None,
-        destination=None, force=False, jobs: int | None = None, timeout: float | None = None) -> dict:
+        destination=None, force=False, jobs: int | None = None, timeout: float | None = None,
+        allow_superuser: bool = False) -> dict:
     """Restore target's dump into database; returns the choice, verification, load and row comparison."""
     target = policy_set.target(target_name)
     if target.sources.dump is None:
@@ -127,7 +225,7 @@ def run(cfg: Config, policy_set, target_name: str, database: Database, *, snapsh
     dest_name = destination or target.destinations[0]
     if dest_name not in target.destinations:
         raise ConfigError(f"target {target_name} has no destination {dest_name!r}")
-    _check_empty(database, force)
+    warnings = _preflight(database, force, allow_superuser)
     timer, t0 = PhaseTimer(), time.monotonic()
     repo = repository(cfg, dest_name, policy_set.destinations[dest_name])
     with timer.phase("select"):
@@ -139,7 +237,7 @@ def run(cfg: Config, policy_set, target_name: str, database: Database, *, snapsh
     entry = _dump_entry(doc)
     result = {"target": target.name, "destination": dest_name, "snapshot_id": snap.id,
               "snapshot_time": snap.time.isoformat(), "into_database": database.dbname, "explanation": why,
-              "status": "failed", "problems": []}
+              "status": "failed", "problems": [], "warnings": warnings}
     parent = private_dir(cfg.state_dir / "restore-db", 0o700) or cfg.state_dir
     with tempfile.TemporaryDirectory(prefix="dump-", dir=parent) as tmp:
         with timer.phase("restore"):
@@ -156,12 +254,16 @@ def run(cfg: Config, policy_set, target_name: str, database: Database, *, snapsh
         with timer.phase("load"):
             if result["jobs"] > 1:  # a streamed archive lacks them: each pg_restore worker would step over every row
                 result["data_offsets_added"] = pgarchive.add_offsets(dump)
-            _load(database, dump, result["jobs"], timeout)
+            settings = _settings(database)
+            failed = _load(database, dump, result["jobs"], timeout)
+            added = _added(settings, _settings(database))
+        if failed:
+            raise Finding("; ".join([failed, *added]))
     expected = doc.get("facts", {}).get("rows") or {}
     with timer.phase("rows"):
         found = _count(database, sorted(expected))
-    result.update(rows=found, problems=compare_rows(expected, found), phases=timer.phases,
-                  duration=round(time.monotonic() - t0, 3))
+    result.update(rows=found, problems=added + compare_rows(expected, found),
+                  phases=timer.phases, duration=round(time.monotonic() - t0, 3))
     if not expected:
         result["notes"] = ["the backup-time facts hold no row counts: nothing to compare with"]
     result["status"] = "ok" if not result["problems"] else "failed"

@@ -70,7 +70,14 @@ def register(main: click.Group) -> None:
                   help="Load a pg_dump target into this existing, empty PostgreSQL database instead.")
     @click.option("--db-host", default=None, help="With --into-database NAME: host or socket directory.")
     @click.option("--db-port", default=None, type=int, help="With --into-database NAME: port.")
-    @click.option("--db-user", default=None, help="With --into-database NAME: user.")
+    @click.option("--db-user", default=None, help="With --into-database NAME: user (the database's owner, "
+                  "not a superuser).")
+    @click.option("--db-password-file", default=None, type=click.Path(path_type=Path),
+                  help="With --into-database: file (mode 0600) holding the password (else PGPASSFILE or ~/.pgpass); "
+                       "a DSN carrying a password is refused.")
+    @click.option("--allow-superuser", is_flag=True,
+                  help="With --into-database: load even as a role that can run programs on the database server "
+                       "(superuser, CREATEROLE, pg_execute_server_program, ...); the dump is untrusted.")
     @click.option("--jobs", default=None, type=click.IntRange(1, 64),
                   help="Parallel pg_restore jobs for a custom-format dump (default: CPU count).")
     @click.option("--snapshot", "snapshot_id", default=None, help="Snapshot id (default: newest complete).")
@@ -78,8 +85,8 @@ def register(main: click.Group) -> None:
     @click.option("--destination", default=None, help="Destination to restore from (default: first).")
     @click.option("--force", is_flag=True, help="Allow restoring into a non-empty directory or database.")
     @common
-    def restore(target_name, to_dir, into_database, db_host, db_port, db_user, jobs, snapshot_id, before,
-                destination, force, config_path, as_json):
+    def restore(target_name, to_dir, into_database, db_host, db_port, db_user, db_password_file, allow_superuser,
+                jobs, snapshot_id, before, destination, force, config_path, as_json):
         """Restore a target and verify every file against the backup-time manifest (or load a database dump
         into a database and compare its row counts)."""
         from backupd.actions import restore as action
@@ -92,9 +99,10 @@ def register(main: click.Group) -> None:
         snapshot_id = snapshot_arg(snapshot_id)
         cfg = load_config(config_path)
         if into_database is not None:
-            database = restore_database.Database.parse(into_database, db_host, db_port, db_user)
+            database = restore_database.Database.parse(into_database, db_host, db_port, db_user, db_password_file)
             result = restore_database.run(cfg, load_policies(cfg), target_name, database, snapshot_id=snapshot_id,
-                                          before=before, destination=destination, force=force, jobs=jobs)
+                                          before=before, destination=destination, force=force, jobs=jobs,
+                                          allow_superuser=allow_superuser)
             return report.restore_database_result(result, as_json)
         result = action.run(cfg, load_policies(cfg), target_name, to_dir, snapshot_id=snapshot_id,
                             before=before, destination=destination, force=force)

@@ -52,10 +52,13 @@ def test_load_failures_name_the_statement_and_object():
         "pg_restore: error: could not read from input file: end of file"]
 
 
-def test_into_database_takes_a_name_with_options_or_a_dsn_and_keeps_the_password_out_of_argv():
+def test_into_database_takes_a_name_with_options_or_a_dsn_and_keeps_the_password_out_of_argv(tmp_path):
     db = Database.parse("tos_new", "/run/postgresql", 5433, "tos")
     assert (db.dbname, db.host, db.port, db.user, db.password) == ("tos_new", "/run/postgresql", 5433, "tos", None)
-    db = Database.parse("postgresql://tos:s3cret@db1:6432/tos_new")
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret\n")
+    secret.chmod(0o600)
+    db = Database.parse("postgresql://tos@db1:6432/tos_new", password_file=secret)
     assert (db.dbname, db.host, db.port, db.user) == ("tos_new", "db1", 6432, "tos")
     assert db.environment().secret == {"PGPASSWORD": "s3cret"}
     with pytest.raises(ConfigError, match="names no database"):
