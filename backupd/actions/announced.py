@@ -52,9 +52,10 @@ class Screened:
     by_id: dict[str, Announcement] = field(default_factory=dict)  # counted snapshot id -> announcement
 
     def findings(self) -> list[dict]:
-        """The rejected snapshots, for the drill report and its evidence record."""
-        return [{"snapshot_id": s.id, "time": s.time.isoformat(), "host": s.host, "why": why}
-                for s, why in self.rejected]
+        """The rejected snapshots, for the drill report and its evidence record; `finding` is True for one
+        no record names (planted), False for one a record from before announcements names (no hash)."""
+        return [{"snapshot_id": s.id, "time": s.time.isoformat(), "host": s.host, "why": why,
+                 "finding": why == UNANNOUNCED} for s, why in self.rejected]
 
 
 def from_record(rec: dict, host: str, target: str) -> Announcement | None:

@@ -25,6 +25,8 @@ def load(cfg, policy_set, target: str) -> dict[str, Announcement]:
     if dest is None or not getattr(dest, "auditor_credentials_file", None):
         raise ConfigError(f"evidence.mirror {opts.mirror}: role verifier reads the backup host's ledger with "
                           "the destination's auditor_credentials_file (read-only keys); set it in the policy")
+    if not cfg.backup_hosts():
+        raise ConfigError("role verifier: set hosts (the backup hosts whose announced snapshots it drills)")
     out: dict[str, Announcement] = {}
     with tempfile.TemporaryDirectory(prefix="backupd-announced-", dir=_tmp_parent(cfg)) as tmp:
         for host in cfg.backup_hosts():

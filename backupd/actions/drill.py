@@ -220,8 +220,8 @@ def _chosen(report: dict, selection: Selection, doc: dict) -> None:
     if selection.screened is not None:
         report["announcement"] = selection.announcement.to_dict() if selection.announcement else None
         report["unannounced"] = selection.screened.findings()
-        if report["unannounced"]:
-            report["status"] = "failed"
+        if any(u["finding"] for u in report["unannounced"]):
+            report["status"] = "failed"  # exit 1 whatever the verdict of what was drilled instead
 
 
 def _restore_and_probe(cfg, target, spec, kind, repo, selection, doc, timer, cancel, report, first_guess=None,

@@ -51,7 +51,8 @@ state_dir: /var/lib/backupd-verifier        # its own state, ledger and Ed25519 
 secrets_dir: /run/credentials/backupd-verifier.service
 host: $(hostname)                          # its evidence goes to evidence/<host>/ in the mirror
 # hosts: [tos-01]                           # backup hosts whose snapshots it reads (default: policy site.host)
-# evidence: {mirror: worm-primary, credentials_file: s3-verifier.env}
+# evidence: {mirror: worm-primary, credentials_file: s3-verifier.env}   # needed by drills: they read the
+#                                          backup host's announced snapshots from this mirror (docs/auditor-guide.md)
 CONF
     chmod 0644 /etc/backupd/verifier.yaml
   fi

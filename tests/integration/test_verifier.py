@@ -199,6 +199,7 @@ def test_a_snapshot_the_backup_host_never_announced_is_a_finding_never_drilled(p
     # the newest announced snapshot was drilled instead, and passed
     assert not drill["snapshot_id"].startswith(planted) and drill["verdict"] == "PASS", drill.get("reason")
     assert [u["snapshot_id"][:len(planted)] for u in drill["unannounced"]] == [planted], drill["unannounced"]
+    assert drill["unannounced"][0]["finding"] and drill["status"] == "failed"
     announced = drill["announcement"]
     assert announced["snapshot_id"] == drill["snapshot_id"] and announced["host"] == host
     # the verified RPO runs from the signed, mirrored backup record, not the snapshot's own time field

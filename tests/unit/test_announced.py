@@ -58,7 +58,8 @@ def test_screen_counts_exact_ids_of_the_announcing_host_with_a_hash_and_rejects_
     assert screened.counted == [ok] and screened.by_id[ok.id].seq == 1
     why = {s.id: reason for s, reason in screened.rejected}
     assert why == {planted.id: announced.UNANNOUNCED, old.id: announced.UNHASHED, foreign.id: announced.UNANNOUNCED}
-    assert [f["snapshot_id"] for f in screened.findings()] == [planted.id, old.id, foreign.id]
+    assert [(f["snapshot_id"], f["finding"]) for f in screened.findings()] == [
+        (planted.id, True), (old.id, False), (foreign.id, True)]  # an old record's snapshot: listed, no finding
 
 
 def test_a_manifest_that_does_not_hash_to_the_announcement_is_a_finding():
