@@ -258,3 +258,21 @@ def test_a_call_of_a_foreign_abi_kills_the_probe(tmp_path):
     done = Jail(writable=(box / "work",), root=box).run(["python3", "-c", code], timeout=60)
     assert done.stdout.decode().split() == ["before"]
     assert done.returncode in (128 + 31, -31), done  # SIGSYS
+
+
+def test_without_libseccomp_no_probe_runs_unfiltered(tmp_path, monkeypatch):
+    from backupd import seccomp
+    from backupd.errors import DependencyError
+
+    def missing(*_a, **_k):
+        raise OSError("libseccomp.so.2: cannot open shared object file")
+    monkeypatch.setattr(seccomp.ctypes, "CDLL", missing)
+    seccomp.program.cache_clear()
+    (tmp_path / "box" / "work").mkdir(parents=True)
+    jail = Jail(writable=(tmp_path / "box" / "work",), root=tmp_path / "box")
+    try:
+        with pytest.raises(DependencyError, match="libseccomp2"):
+            jail.run(["touch", str(tmp_path / "box" / "work" / "ran")], timeout=30)
+        assert not (tmp_path / "box" / "work" / "ran").exists()
+    finally:
+        seccomp.program.cache_clear()
