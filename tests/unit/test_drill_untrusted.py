@@ -88,7 +88,7 @@ class Repository:
     def restore(self, repo, snapshot_id, target_dir, includes=None, **kwargs):
         """Only the files asked for (a sample) get restored; no target restores any when `empty`."""
         if not self.empty:
-            entries = self.docs[NEW.id].get("files")
+            entries = self.docs[NEW.id].get("files") or []
             _plant(target_dir, [e for e in entries if includes is None or e.get("path") in includes])
 
     def dump(self, repo, snapshot_id, path, timeout=600):
