@@ -231,7 +231,7 @@ def _restore_and_probe(cfg, target, spec, kind, repo, selection, doc, timer, can
     is its listing when it has no selection yet (the restore of `first_guess` starts at once). The sandbox
     removal joins `removals`."""
     problems: list[str] = []
-    with Sandbox(sandbox_parent(cfg, spec), spec.sandbox.max_bytes, removals) as box, \
+    with Sandbox(sandbox_parent(cfg, spec), spec.sandbox.max_bytes, removals, spec.sandbox.min_free) as box, \
             Guard(box, spec.sandbox, cfg.state_dir, cancel) as guard:
         report["sandbox"], report["limits"] = str(box.path), guard.describe()
         cancel = guard.cancel  # also set when the drill reaches its disk limit (LimitReached on exit)

@@ -103,8 +103,10 @@ class Sandbox:
     records and reports meanwhile: unlinking a restored tree is slow on a disk mounted with discard); the
     thread is not a daemon, so even an exiting process finishes it."""
 
-    def __init__(self, parent: Path, max_bytes: int, removals: list[threading.Thread] | None = None):
+    def __init__(self, parent: Path, max_bytes: int, removals: list[threading.Thread] | None = None,
+                 min_free: int = 0):
         self.parent, self.max_bytes, self.removals = Path(parent), max_bytes, removals
+        self.min_free = min_free  # what a restore must leave free (spec sandbox.min_free)
         self.path: Path | None = None
         self.stale_removed: list[str] = []
 
@@ -132,13 +134,14 @@ class Sandbox:
         self.removals.append(thread)
 
     def reserve(self, needed: int) -> None:
-        """Finding when `needed` bytes exceed the sandbox limit or the free space."""
+        """Finding when `needed` bytes exceed the sandbox limit or the free space less min_free."""
         if needed > self.max_bytes:
             raise Finding(f"drill needs {needed} bytes, over the sandbox limit of {self.max_bytes} bytes "
                           "(raise sandbox.max_bytes in the drill spec or run a sample drill)")
         free = shutil.disk_usage(self.path).free
-        if needed > free:
-            raise Finding(f"drill needs {needed} bytes but only {free} are free under {self.parent}")
+        if needed > free - self.min_free:
+            raise Finding(f"drill needs {needed} bytes but only {free} are free under {self.parent}"
+                          + (f", of which it must leave {self.min_free} (sandbox.min_free)" if self.min_free else ""))
 
     def grant(self, user: str, *paths: Path) -> None:
         """Give `user` (e.g. postgres) the sandbox, the given paths and the directories between them."""

@@ -226,3 +226,14 @@ def test_a_drill_without_a_cgroup_says_so_in_its_report(capsys):
     assert drill_results([report], as_json=False) == 0
     captured = capsys.readouterr()
     assert f"limits: {note}" in captured.out + captured.err
+
+
+def test_a_restore_that_would_leave_less_than_min_free_is_refused_before_it_starts(tmp_path):
+    from backupd.drill.sandbox import Sandbox
+    from backupd.errors import Finding
+
+    free = shutil.disk_usage(tmp_path).free
+    with Sandbox(tmp_path / "sandbox", 1 << 50, min_free=free - (256 << 20)) as box:
+        box.reserve(1 << 20)
+        with pytest.raises(Finding, match=r"sandbox\.min_free"):
+            box.reserve(1 << 30)
