@@ -25,8 +25,8 @@ from backupd.drill.phases import PhaseTimer
 from backupd.drill.sandbox import private_dir
 from backupd.engine import restore as restic_restore
 from backupd.errors import ConfigError, DependencyError, Finding
-from backupd.probes.postgres import bindir, compare_rows, row_count_sql
-from backupd.sources import pgarchive, pgload
+from backupd.probes.postgres import bindir, compare_rows
+from backupd.sources import pgarchive, pgcount, pgload
 from backupd.verify import verify_tree
 
 #: What makes a role able to run programs or touch files on the server, itself or through a role it may
@@ -178,18 +178,22 @@ def _preflight(db: Database, force: bool, allow_superuser: bool) -> list[str]:
     return warnings
 
 
-def _count(db: Database, tables: list[str]) -> dict[str, int | None]:
-    """Rows per table now in the database (None for a table that is not there)."""
+def _count(db: Database, tables: list[str]) -> pgcount.Counted:
+    """Rows per table now in the database, counted so the loaded dump cannot steer the count (pgcount:
+    the catalog names the tables, search_path = pg_catalog and read-only set first)."""
     import psycopg
 
-    found: dict[str, int | None] = {}
     with db.connect() as conn:
-        for table in tables:
+        for sql in pgcount.set_sql():
+            conn.execute(sql)
+
+        def query(sql: str) -> list[str]:
             try:
-                found[table] = conn.execute(row_count_sql([table])).fetchone()[1]
-            except psycopg.errors.UndefinedTable:
-                found[table] = None
-    return found
+                return [str(row[0]) for row in conn.execute(sql).fetchall()]
+            except psycopg.Error as exc:
+                raise Finding(f"counting the rows in {db.dbname} failed: {str(exc).strip()[:300]}") from None
+
+        return pgcount.count_rows(query, tables)
 
 
 def _load(db: Database, dump: Path, jobs: int, timeout: float | None) -> str | None:
@@ -261,8 +265,8 @@ def run(cfg: Config, policy_set, target_name: str, database: Database, *, snapsh
             raise Finding("; ".join([failed, *added]))
     expected = doc.get("facts", {}).get("rows") or {}
     with timer.phase("rows"):
-        found = _count(database, sorted(expected))
-    result.update(rows=found, problems=added + compare_rows(expected, found),
+        counted = _count(database, sorted(expected))
+    result.update(rows=counted.rows, problems=added + compare_rows(expected, counted.rows, counted.problems),
                   phases=timer.phases, duration=round(time.monotonic() - t0, 3))
     if not expected:
         result["notes"] = ["the backup-time facts hold no row counts: nothing to compare with"]

@@ -4,11 +4,19 @@ counted at backup time, run the spec's SQL checks, and stop the cluster. The dum
 the server processes it feeds: initdb, postgres, psql and pg_restore run confined (backupd.sandbox: an
 unprivileged uid, no network, no capabilities, the restored tree read-only, only `pg/` writable, the socket
 in `pg/sock`); stopping the server kills its whole PID namespace. A drill may `prepare()` the cluster
-while restic restores the dump: initdb and the server start then cost no time to service-ready."""
+while restic restores the dump: initdb and the server start then cost no time to service-ready.
+
+Inside the cluster the dump is no superuser either: LOADER loads it (owner of the database, no other
+power), so COPY ... PROGRAM, ALTER SYSTEM, server files and untrusted languages fail the load. Objects
+the dump gives to `postgres` still load (OWNER: a plain role LOADER is a member of); any other role is
+missing, as it would be on a fresh server. Row counts and the spec's checks run as PROBE, a read-only
+role that owns nothing the dump made, in a session pgcount.SESSION sets (search_path = pg_catalog), so
+the dump's functions, operators and database settings cannot answer for the catalog's."""
 
 from __future__ import annotations
 
 import glob
+import re
 import threading
 import time
 from dataclasses import replace
@@ -19,9 +27,22 @@ from backupd.errors import BackupdError, DependencyError, Finding
 from backupd.probes import pglog
 from backupd.probes.base import ProbeContext, ProbeResult
 from backupd.sandbox import Jail
-from backupd.sources import pgarchive, pgload
+from backupd.sources import pgarchive, pgcount, pgload
 
-OS_USER = "postgres"
+ADMIN = "backupd_admin"  # the cluster's superuser: sets the cluster up, never touches the dump
+LOADER = "backupd_load"
+PROBE = "backupd_probe"
+OWNER = "postgres"  # the role a pg_dump names as owner most often; here without any power
+#: Roles and grants, run by ADMIN before the load (each its own statement: CREATE DATABASE needs that).
+ROLES_SQL = (
+    f"CREATE ROLE {LOADER} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS",
+    f"CREATE ROLE {OWNER} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS",
+    f"GRANT {OWNER} TO {LOADER}",  # so the dump's OWNER TO postgres works for LOADER
+    # BYPASSRLS: a policy the dump put on a table cannot hide rows from the count
+    f"CREATE ROLE {PROBE} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION BYPASSRLS",
+    f"GRANT pg_read_all_data TO {PROBE}",
+    f"ALTER ROLE {PROBE} SET default_transaction_read_only = on",
+)
 PORT = 5432  # only names the socket file: the socket directory is private to this sandbox
 DATABASE = "drill"
 SOCKET_MAX = 107 - len("/.s.PGSQL.5432")
@@ -81,20 +102,18 @@ def bindir() -> Path:
     return Path(hits[-1]).parent
 
 
-def quote_table(name: str) -> str:
-    """'public.containers' -> '"public"."containers"' (schema-qualified, identifiers quoted)."""
-    return ".".join('"' + part.replace('"', '""') + '"' for part in name.split(".", 1))
-
-
-def row_count_sql(tables: list[str]) -> str:
-    """One query: (ordinal, count) per table, in the given order."""
-    return " UNION ALL ".join(f"SELECT {i}, count(*) FROM {quote_table(t)}" for i, t in enumerate(tables))
-
-
-def compare_rows(expected: dict[str, int], found: dict[str, int]) -> list[str]:
-    """Problems where a restored table's row count differs from the backup-time fact."""
-    return [f"{t}: {found.get(t)} row(s) restored, {n} at backup time"
-            for t, n in sorted(expected.items()) if found.get(t) != n]
+def compare_rows(expected: dict[str, int], found: dict[str, int],
+                 why: dict[str, str] | None = None) -> list[str]:
+    """Problems where a restored table's row count differs from the backup-time fact; `why` a table was
+    not counted (pgcount.Counted.problems)."""
+    why = why or {}
+    problems = []
+    for table, rows in sorted(expected.items()):
+        if table in why or table not in found:
+            problems.append(f"{table}: {why.get(table, 'not restored')} ({rows} row(s) at backup time)")
+        elif found[table] != rows:
+            problems.append(f"{table}: {found[table]} row(s) restored, {rows} at backup time")
+    return problems
 
 
 def _count(found: dict[str, int], name: str) -> tuple[str, int | None]:
@@ -153,7 +172,7 @@ class Cluster:
         """initdb, the server, and the empty database the dump is loaded into."""
         if len(str(self.sock)) > SOCKET_MAX:
             raise Finding(f"socket path {self.sock} is too long for PostgreSQL; use a shorter sandbox dir")
-        self._run([str(self.bin / "initdb"), "-D", str(self.data), "-U", OS_USER, "--auth=trust",
+        self._run([str(self.bin / "initdb"), "-D", str(self.data), "-U", ADMIN, "--auth=trust",
                    "--encoding=UTF8", "--locale=C", "--no-sync"], "initdb", 300)
         with open(self.data / "postgresql.conf", "a", encoding="utf-8") as conf:
             conf.write(CONF.format(sock=self.sock))
@@ -165,7 +184,14 @@ class Cluster:
         if not self.server.wait_for(self._ready, 150):
             done = self.stop()
             raise Finding(f"postgres did not start: {done.stderr.strip()[-500:] if done else ''}")
-        self.psql("-c", f'CREATE DATABASE "{DATABASE}"', db="postgres")
+        self._roles()
+
+    def _roles(self) -> None:
+        """ROLES_SQL, then DATABASE owned by LOADER; OWNER may create in it (schemas, public's objects)."""
+        self.psql(*(arg for sql in ROLES_SQL for arg in ("-c", sql)), db="postgres")
+        self.psql("-c", f'CREATE DATABASE "{DATABASE}" OWNER {LOADER}', "-c",
+                  f'GRANT CREATE ON DATABASE "{DATABASE}" TO {OWNER}', db="postgres")
+        self.psql("-c", f"GRANT CREATE ON SCHEMA public TO {OWNER}")
 
     def tune(self, loaders: int) -> None:
         """Index builds of `loaders` concurrent sessions sort in memory (maintenance_mb())."""
@@ -194,7 +220,7 @@ class Cluster:
         if stdin is not None:
             pgload.require_restrict(self.bin)
         argv = pgload.load_argv(self.bin, dump, database=DATABASE, host=str(self.sock), port=PORT,
-                                user=OS_USER, jobs=jobs)
+                                user=LOADER, jobs=jobs)
         done = self.jail.run(argv, timeout=timeout, cwd=str(self.base), writable=(self.base,), stdin=stdin)
         if done.timed_out:
             raise Finding(f"loading the dump timed out after {timeout:.0f}s")
@@ -203,9 +229,35 @@ class Cluster:
                           + pgload.load_failure(done.stderr, dump))
 
     def psql(self, *args: str, db: str = DATABASE, timeout: float = 600) -> str:
+        """psql as ADMIN (setting the cluster up; never for what the dump made)."""
         argv = [str(self.bin / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-h", str(self.sock),
-                "-p", str(PORT), "-U", OS_USER, "-d", db, *args]
+                "-p", str(PORT), "-U", ADMIN, "-d", db, *args]
         return self._run(argv, "psql", timeout).stdout.decode("utf-8", "replace")
+
+    def query(self, sql: str, timeout: float = 600) -> list[str]:
+        """The lines sql returns, run as PROBE in DATABASE with pgcount.SESSION set at connection start
+        (no database or role setting overrides it); Finding with the server's error when it fails."""
+        conninfo = " ".join(f"{k}='{v}'" for k, v in (("host", _conninfo_value(str(self.sock))),
+                                                       ("port", PORT), ("user", PROBE), ("dbname", DATABASE),
+                                                       ("options", pgcount.options())))
+        argv = [str(self.bin / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-d", conninfo, "-c", sql]
+        done = self._run(argv, "psql", timeout, check=False)
+        if done.returncode != 0 or done.timed_out:
+            error = "timed out" if done.timed_out else _server_error(done.stderr)
+            raise Finding(error)
+        return done.stdout.decode("utf-8", "replace").splitlines()
+
+
+def _conninfo_value(value: str) -> str:
+    """value escaped for a single-quoted libpq conninfo value."""
+    return value.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def _server_error(stderr: str) -> str:
+    """psql's error message, without its `psql:...:` prefix; bounded."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    first = next((ln for ln in lines if "ERROR:" in ln), lines[0] if lines else "psql failed")
+    return first.split("ERROR:", 1)[-1].strip()[:500]
 
 
 def _base(sandbox: Path) -> Path:
@@ -283,10 +335,19 @@ def _dump_entry(probe, ctx: ProbeContext) -> dict:
     return entries[0]
 
 
+#: A relation the check names without a schema, which search_path = pg_catalog does not find.
+_UNQUALIFIED = re.compile(r'^relation "([^".]+)" does not exist')
+
+
 def _check(cluster: Cluster, check, ctx: ProbeContext) -> str | None:
-    """None when the SQL check holds, else a problem."""
-    value = cluster.psql("-c", check.sql).strip().splitlines()
-    value = value[0] if value else ""
+    """None when the SQL check holds, else a problem. It runs as PROBE with search_path = pg_catalog."""
+    try:
+        value = cluster.query(check.sql)
+    except Finding as exc:
+        hint = " (checks run with search_path = pg_catalog: name tables with their schema, e.g. " \
+            "public.containers)" if _UNQUALIFIED.match(str(exc)) else ""
+        return f"{check.name}: {exc}{hint}"
+    value = value[0].strip() if value else ""
     if check.expect is not None and value != str(check.expect):
         return f"{check.name}: got {value!r}, expected {str(check.expect)!r}"
     numeric = check.min is not None or check.max is not None or check.not_older_than is not None
@@ -371,11 +432,15 @@ def _compare_rows(probe, ctx: ProbeContext, cluster: Cluster, result: ProbeResul
     if not expected:
         result.problems.append("the backup-time facts hold no row counts to compare with")
         return
-    tables = sorted(expected)
-    lines = cluster.psql("-F", "|", "-c", row_count_sql(tables)).splitlines()
-    found = {tables[int(i)]: int(n) for i, n in (ln.split("|") for ln in lines if "|" in ln)}
-    result.details["rows"] = found
-    result.problems += compare_rows(expected, found)
+    # the spec's names too, unless they name a fact's table (their problems are that table's)
+    extra = [t for t in probe.tables if t not in expected and f"public.{t}" not in expected]
+    counted = pgcount.count_rows(cluster.query, sorted(expected) + sorted(extra))
+    found = counted.rows
+    result.details["rows"] = {t: n for t, n in found.items() if t in expected}
+    result.problems += compare_rows(expected, found, counted.problems)
+    result.problems += [f"{t}: {counted.problems[t]}" for t in sorted(extra) if t in counted.problems]
     if probe.tables:
         previous = (ctx.previous() or {}).get("facts", {}).get("rows") or {}
-        result.problems += expectation_problems(probe.tables, found, previous)
+        wanted = {t: want for t, want in probe.tables.items()
+                  if t not in counted.problems and f"public.{t}" not in counted.problems}
+        result.problems += expectation_problems(wanted, found, previous)

@@ -65,11 +65,12 @@ def test_without_a_previous_generation_the_log_probe_is_skipped(tmp_path):
     assert run(LogsProbe(kind="logs"), ctx).status == "skipped"
 
 
-def test_row_count_sql_quotes_identifiers_and_compares():
-    sql = postgres.row_count_sql(["public.containers", 'odd."name'])
-    assert 'FROM "public"."containers"' in sql and 'FROM "odd"."""name"' in sql
-    problems = postgres.compare_rows({"public.a": 5, "public.b": 2}, {"public.a": 5, "public.b": 1})
-    assert problems == ["public.b: 1 row(s) restored, 2 at backup time"]
+def test_compare_rows_names_a_differing_count_and_a_table_not_counted():
+    problems = postgres.compare_rows({"public.a": 5, "public.b": 2, "public.c": 1, "public.d": 3},
+                                     {"public.a": 5, "public.b": 1, "public.d": 3}, {"public.d": "a view stands"})
+    assert problems == ["public.b: 1 row(s) restored, 2 at backup time",
+                        "public.c: not restored (1 row(s) at backup time)",
+                        "public.d: a view stands (3 row(s) at backup time)"]
 
 
 def test_command_probe_checks_exit_output_and_timeout(tmp_path):
