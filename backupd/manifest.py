@@ -169,7 +169,7 @@ TYPES = ("file", "stdin", "symlink")
 MAX_INT = 2**63 - 1
 MAX_PATH = 4096   # PATH_MAX
 MAX_TABLE = 127   # schema.table: two PostgreSQL identifiers of at most 63 bytes (NAMEDATALEN - 1)
-MAX_FLAG = 500
+MAX_FLAG = 8192  # a flag may name an append-only file (a path) and what changed in it
 #: A NUL, or a surrogate no file name can hold (surrogateescape only yields U+DC80..U+DCFF).
 _PATH_BAD = re.compile("[\0\ud800-\udc7f\udd00-\udfff]")
 #: A table name: no control character (C0, DEL, C1), no surrogate (psql's argv is UTF-8).

@@ -119,7 +119,7 @@ MALFORMED = [
     ({"files": 2**64}, "facts.files"),
     ({"change": ["suspicious"]}, "facts.change is not an object"),
     ({"change": {"flags": 3}}, "facts.change.flags"),
-    ({"change": {"flags": ["x" * 501]}}, "facts.change.flags"),
+    ({"change": {"flags": ["x" * 8193]}}, "facts.change.flags"),
     ({"heads": []}, "facts.heads"),
     ({"heads": {"/srv/tos/log/app.log": 5}}, "facts.heads['/srv/tos/log/app.log']"),
     ({"changed_during_backup": ["relative/path"]}, "facts.changed_during_backup[0]"),
