@@ -101,3 +101,23 @@ def test_the_password_file_must_be_private(tmp_path):
     assert "hunter22" not in str(caught.value)
     with pytest.raises(ConfigError, match="cannot read"):
         Database.parse("tos", password_file=tmp_path / "missing")
+
+
+VOCABULARY = [b"SELECT 1;", b"COPY \"t\" (\"v\") FROM stdin;", b"copy t from stdin;", b"\\.", b"\\.\r",
+              b"\\restrict k1", b"\\unrestrict k1", b"\\restrict", b"\\! id", b"\\o |id", b"1\t\\restrict x",
+              b"SELECT 1 \\! id", b"", b"'", b"$$", b"\\restrict " + b"a" * 64, b"-- \\restrict k"]
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_the_filter_only_ever_blanks_whole_restrict_lines(tmp_path, seed):
+    """Whatever the dump: as many lines out as in, each unchanged or blanked, and only a line that is
+    exactly `\\restrict KEY` or `\\unrestrict KEY` ever blanked (so nothing is added or let through)."""
+    import random
+
+    rng = random.Random(seed)
+    lines = [rng.choice(VOCABULARY) for _ in range(rng.randint(1, 40))]
+    text = b"\n".join(lines) + (b"\n" if rng.random() < 0.8 else b"")
+    out = _filtered(tmp_path, text, chunk=rng.randint(1, 64))
+    assert out.count(b"\n") == text.count(b"\n")
+    for before, after in zip(text.split(b"\n"), out.split(b"\n")):
+        assert after == before or (after == b"" and pgload._RESTRICT_LINE.match(before.rstrip(b"\r")))
