@@ -199,11 +199,13 @@ def _make_v2(limits: Limits, root: Path, point: Path, own: str, name: str) -> tu
     if here.name != LEAF:
         present = [int(p) for p in (base / "cgroup.procs").read_text().split()]
         lineage = _ancestors()
-        if any(not _ours(p) and p not in lineage for p in present):
+        # a service's cgroup holds only the unit's processes (its shell, a helper it started): they all
+        # move; elsewhere (a login session's scope) only backupd and the shell that started it
+        unit = base.name.endswith(".service")
+        if not unit and any(not _ours(p) and p not in lineage for p in present):
             return None, "other processes share backupd's cgroup (run it as the shipped unit, Delegate=yes)"
         (base / LEAF).mkdir(exist_ok=True)
-        # backupd and the unit's shell that runs it (the verifier's) leave for the leaf
-        for pid in [p for p in present if p in lineage] + [os.getpid()]:
+        for pid in [p for p in present if unit or p in lineage] + [os.getpid()]:
             _write(base / LEAF / "cgroup.procs", str(pid))
     enabled = set((base / "cgroup.subtree_control").read_text().split())
     if offered - enabled:

@@ -64,8 +64,17 @@ def test_v2_group_counts_oom_kills_and_task_limit_hits(tmp_path):
 
 def test_v2_without_delegated_controllers_or_shared_cgroup_gives_the_reason(tmp_path):
     unit, mountinfo, proc = _fake_v2(tmp_path, extra_procs="1\n")
+    session = unit.parent / "session-4.scope"  # a login session: its other processes stay untouched
+    unit.rename(session)
+    proc.write_text("0::/system.slice/session-4.scope\n")
     group, why = cgroups.make(LIMITS, str(mountinfo), str(proc))
     assert group is None and "other processes share backupd's cgroup" in why
+    session.rename(unit)
+    proc.write_text("0::/system.slice/backupd.service\n")
+    group, why = cgroups.make(LIMITS, str(mountinfo), str(proc))  # a unit's own helper moves along
+    assert why is None and group.version == 2
+    group.remove(0)
+    shutil.rmtree(unit / cgroups.LEAF)
     (unit / "cgroup.controllers").write_text("\n")
     group, why = cgroups.make(LIMITS, str(mountinfo), str(proc))
     assert group is None and "Delegate=yes" in why
