@@ -401,6 +401,7 @@ def _restore_point_time(report: dict, snap) -> float:
 
 #: Longest reason an internal error gives a drill (state, evidence, alert).
 REASON_LIMIT = 500
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0, DEL, C1: a terminal escape in a planted name
 
 
 def internal_reason(exc: BaseException, secrets=()) -> str:
@@ -412,9 +413,6 @@ def internal_reason(exc: BaseException, secrets=()) -> str:
     text = sandbox.scrub(f"{type(exc).__name__}: {exc}".encode("utf-8", "backslashreplace"), secrets)
     text = _CONTROL.sub(" ", text.decode("utf-8", "replace"))
     return ("internal error: " + text)[:REASON_LIMIT]
-
-
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def _secrets(cfg: Config, repo) -> tuple[str, ...] | None:
