@@ -16,6 +16,7 @@ the dump's functions, operators and database settings cannot answer for the cata
 from __future__ import annotations
 
 import glob
+import json
 import re
 import threading
 import time
@@ -46,6 +47,15 @@ ROLES_SQL = (
 PORT = 5432  # only names the socket file: the socket directory is private to this sandbox
 DATABASE = "drill"
 SOCKET_MAX = 107 - len("/.s.PGSQL.5432")
+#: Settings stored for DATABASE (on it, or on a role in it): pg_dump writes none without --create, so one
+#: the load adds is the dump's doing, and real recovery would keep it for every later session.
+SETTINGS_SQL = f"""
+SELECT pg_catalog.json_build_array(s.setrole OPERATOR(pg_catalog.<>) 0, c)::pg_catalog.text
+FROM pg_catalog.pg_db_role_setting s, pg_catalog.unnest(s.setconfig) c
+WHERE s.setdatabase OPERATOR(pg_catalog.=)
+      (SELECT oid FROM pg_catalog.pg_database WHERE datname OPERATOR(pg_catalog.=) '{DATABASE}')
+"""
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 #: A restore-speed server: the cluster is thrown away after the probe, so nothing needs to survive a crash
 #: (no fsync, no full-page images), nothing is replicated (wal_level minimal: data loaded into a table
 #: created or truncated in the same transaction, as pg_restore -j does, and every index build write no
@@ -197,6 +207,30 @@ class Cluster:
         """Index builds of `loaders` concurrent sessions sort in memory (maintenance_mb())."""
         mb = maintenance_mb(loaders, self.jail.limits.memory)
         self.psql("-c", f"ALTER DATABASE \"{DATABASE}\" SET maintenance_work_mem = '{mb}MB'", db="postgres")
+
+    def settings(self) -> set[tuple[bool, str]]:
+        """(on a role?, 'name=value') of every setting stored for DATABASE (SETTINGS_SQL)."""
+        found = set()
+        for line in self.psql("-c", SETTINGS_SQL).splitlines():
+            try:
+                role, setting = json.loads(line)
+            except (ValueError, TypeError):
+                continue
+            found.add((bool(role), str(setting)))
+        return found
+
+    def unset(self, planted: set[tuple[bool, str]]) -> list[str]:
+        """A problem per setting the load left; those on the database are reset, so no session inherits
+        them (a role's can only be LOADER's own)."""
+        problems = []
+        for on_role, setting in sorted(planted):
+            name = setting.split("=", 1)[0]
+            if not on_role:
+                self.psql("-c", f'ALTER DATABASE "{DATABASE}" RESET {pgcount.quote_ident(name)}')
+            shown = _UNPRINTABLE.sub("?", setting)[:200]
+            problems.append(f"the dump left a setting on the {'loading role' if on_role else 'database'}: "
+                            f"{shown} (a pg_dump writes none; recovery would keep it for every later session)")
+        return problems
 
     def _ready(self) -> bool:
         """The postmaster says it accepts connections (line 8 of postmaster.pid, as pg_ctl -w reads it)."""
@@ -404,11 +438,13 @@ def run(probe, ctx: ProbeContext, result: ProbeResult) -> None:
     cluster = _cluster(probe, ctx, result)
     try:
         cluster.tune(loaders)
+        settings = cluster.settings()
         if offsets is not None:
             result.details["data_offsets_added"] = offsets.join()
         timings["start"], clock = round(time.monotonic() - clock, 3), time.monotonic()
         cluster.load(dump, loaders, probe.timeout.total_seconds())
         timings["load"], clock = round(time.monotonic() - clock, 3), time.monotonic()
+        result.problems += cluster.unset(cluster.settings() - settings)
         _compare_rows(probe, ctx, cluster, result)
         checks = [c for c in probe.checks if c.enabled]
         for check in checks:

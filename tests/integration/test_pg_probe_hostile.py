@@ -93,7 +93,10 @@ def test_a_planted_count_and_search_path_do_not_steer_the_probe_nor_the_recovery
     (probe,) = d["probes"]
     assert d["verdict"] == "FAIL" and d["verification"]["ok"]
     assert probe["details"]["rows"] == rows, "the true counts, not evil.count's 100000"
-    assert probe["problems"] == ["a terminal holds containers: 1 is below 1000"], "the check saw the true count"
+    assert probe["problems"] == [
+        "the dump left a setting on the database: search_path=evil, public, pg_catalog (a pg_dump writes none; "
+        "recovery would keep it for every later session)",
+        "a terminal holds containers: 1 is below 1000"], "named, and the check saw the true count"
 
 
 TABLE = b"""CREATE TABLE public.containers (id int);
