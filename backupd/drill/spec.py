@@ -97,7 +97,8 @@ class Sample(_Model):
 class SqlCheck(_Model):
     """One SQL query returning one value. ``expect`` compares as text; ``min``/``max`` numerically;
     ``not_older_than`` (``rpo`` or a duration) treats the value as a Unix time that must be at least
-    snapshot time minus that window."""
+    snapshot time minus that window. It runs read-only as a role that owns nothing the dump created, with
+    search_path = pg_catalog: name tables with their schema (public.containers)."""
 
     name: str = Field(min_length=1, max_length=200)
     sql: str = Field(min_length=1, max_length=20_000)
