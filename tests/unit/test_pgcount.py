@@ -52,3 +52,22 @@ def test_a_count_that_is_no_integer_is_a_problem_never_an_exception():
 def test_session_settings_fix_the_search_path_and_read_only():
     assert pgcount.options() == "-c search_path=pg_catalog -c default_transaction_read_only=on -c row_security=off"
     assert "SET SESSION search_path = 'pg_catalog'" in pgcount.set_sql()
+
+
+def test_a_check_naming_a_table_without_its_schema_says_why_it_is_not_found():
+    from backupd.drill.spec import SqlCheck
+    from backupd.errors import Finding
+    from backupd.probes import postgres
+
+    class Cluster:
+        def query(self, sql):
+            if "public." not in sql:
+                raise Finding('relation "containers" does not exist')
+            return ["7"]
+
+    unqualified = SqlCheck(name="present", sql="SELECT count(*) FROM containers", min=1)
+    assert postgres._check(Cluster(), unqualified, None) == (
+        'present: relation "containers" does not exist (checks run with search_path = pg_catalog: name tables '
+        "with their schema, e.g. public.containers)")
+    qualified = SqlCheck(name="present", sql="SELECT count(*) FROM public.containers", min=1)
+    assert postgres._check(Cluster(), qualified, None) is None
