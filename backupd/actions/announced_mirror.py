@@ -12,8 +12,9 @@ from backupd.errors import ConfigError, Finding
 from backupd.evidence import mirror, settings
 
 
-def load(cfg, policy_set, target: str) -> dict[str, Announcement]:
-    """Every announcement of target by the verifier's backup hosts (`hosts`), from the mirror destination
+def load(cfg, policy_set, targets: list[str]) -> dict[str, dict[str, Announcement]]:
+    """target -> snapshot id -> its announcement by the verifier's backup hosts (`hosts`), for each of
+    `targets`, from one pull of the mirror destination
     `evidence.mirror` with its read-only auditor keys; each host's ledger is pulled and verified by
     `evidence pull`'s code (first key, rotations, keyring, signed checkpoints). Finding when a host has no
     mirrored ledger or it does not verify, DependencyError (exit 3) when the bucket cannot be read."""
@@ -27,7 +28,7 @@ def load(cfg, policy_set, target: str) -> dict[str, Announcement]:
                           "the destination's auditor_credentials_file (read-only keys); set it in the policy")
     if not cfg.backup_hosts():
         raise ConfigError("role verifier: set hosts (the backup hosts whose announced snapshots it drills)")
-    out: dict[str, Announcement] = {}
+    out: dict[str, dict[str, Announcement]] = {t: {} for t in targets}
     with tempfile.TemporaryDirectory(prefix="backupd-announced-", dir=_tmp_parent(cfg)) as tmp:
         for host in cfg.backup_hosts():
             try:
@@ -41,9 +42,10 @@ def load(cfg, policy_set, target: str) -> dict[str, Announcement]:
                 why = "; ".join((got or {}).get("problems", ["missing"])[:3])
                 raise Finding(f"the mirrored ledger of {host} does not verify ({why}): no snapshot counts as "
                               "announced")
-            with open(got["ledger"], "rb") as lines:
-                for sid, ann in from_lines(lines, host, target).items():
-                    out.setdefault(sid, ann)
+            for target in targets:
+                with open(got["ledger"], "rb") as lines:
+                    for sid, ann in from_lines(lines, host, target).items():
+                        out[target].setdefault(sid, ann)
     return out
 
 

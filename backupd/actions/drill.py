@@ -3,6 +3,7 @@ backup-time manifest, run the spec's probes, and judge the time to service-ready
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import tempfile
@@ -336,7 +337,7 @@ def _suspect_verdict(report: dict) -> None:
 
 
 def _drill(cfg: Config, state: State, policy_set, target, full: bool, snapshot_id, cancel,
-           removals: list | None = None) -> dict:
+           removals: list | None = None, announced=None) -> dict:
     spec = spec_for(cfg, target)
     kind = "full" if full else spec.kind
     dest_name = target.destinations[0]
@@ -355,7 +356,7 @@ def _drill(cfg: Config, state: State, policy_set, target, full: bool, snapshot_i
             prefetch = _manifest_at(cfg, target, first_guess, holder)
             if first_guess is None:
                 selection = select(repo, target.name, cfg.backup_hosts(), snapshot_id,
-                                   announced=_announced(cfg, policy_set, target))
+                                   announced=_announced_of(cfg, policy_set, target.name, announced))
                 _chosen(report, selection, {})  # the flags come with the manifest
             # a sample is chosen from the manifest; a full drill reads it alongside its restore
             doc = None if kind == "full" else load_manifest(repo, selection.snap, target.name, cfg.backup_hosts(),
@@ -381,13 +382,22 @@ def _drill(cfg: Config, state: State, policy_set, target, full: bool, snapshot_i
     return report
 
 
-def _announced(cfg: Config, policy_set, target) -> dict | None:
-    """A verifier's view of what the backup hosts announced of target (None in the backup role)."""
+def _announced(cfg: Config, policy_set, targets: list[str]):
+    """A verifier's view of what the backup hosts announced: a callable -> target -> snapshot id ->
+    Announcement, pulled once per run when first called (a failed pull is tried again by the next
+    target's drill); None in the backup role."""
     if not cfg.verifier:
         return None
     from backupd.actions import announced_mirror  # the mirror's S3 client only where a verifier drills
 
-    return announced_mirror.load(cfg, policy_set, target.name)
+    return functools.cache(lambda: announced_mirror.load(cfg, policy_set, targets))
+
+
+def _announced_of(cfg: Config, policy_set, target: str, announced) -> dict | None:
+    """target's announcements (run's pull, else its own: a verifier never chooses without); None: backup role."""
+    if not cfg.verifier:
+        return None
+    return (announced or _announced(cfg, policy_set, [target]))()[target]
 
 
 def _restore_point_time(report: dict, snap) -> float:
@@ -463,10 +473,12 @@ def run(cfg: Config, policy_set, target_name: str | None = None, *, full: bool =
     try:
         with sigterm_cancels(cancel):
             reports = []
+            announced = _announced(cfg, policy_set, [t.name for t, _ in plan])
             for t, as_full in plan:
                 if cancel.is_set():  # a SIGTERM (or the daemon's stop) ends the whole run
                     break
-                reports.append(_drill(cfg, state, policy_set, t, as_full, snapshot_id, cancel, removals))
+                reports.append(_drill(cfg, state, policy_set, t, as_full, snapshot_id, cancel, removals,
+                                      announced))
         if reports:
             _refresh_report(cfg, policy_set)
     finally:

@@ -52,8 +52,15 @@ def host():
     return f"vh-{uuid.uuid4().hex[:8]}"
 
 
+@pytest.fixture(scope="module")
+def verifier_state(tmp_path_factory):
+    """One verifier state for the module: its ledger is mirrored under evidence/verifier-01/ in the session's
+    bucket (its identity may write nowhere else), so every test's verifier continues the same ledger."""
+    return tmp_path_factory.mktemp("verifier-state")
+
+
 @pytest.fixture
-def pair(policy, stack, tmp_path, host):
+def pair(policy, stack, tmp_path, host, verifier_state):
     """(backup host setup with both targets backed up and its records mirrored to WORM, verifier setup on the
     same policy that reads that host's snapshots)."""
     env = stack.env
@@ -77,6 +84,7 @@ def pair(policy, stack, tmp_path, host):
         (secrets / name).chmod(0o600)
     vdir = tmp_path / "verifier"
     vdir.mkdir()
+    (vdir / "state").symlink_to(verifier_state)
     config = vdir / "verifier.yaml"
     config.write_text("\n".join([
         "role: verifier", f"policies: ['{tmp_path / 'policies'}/*.yaml']", f"state_dir: '{vdir / 'state'}'",
