@@ -87,3 +87,30 @@ def test_select_skips_a_newer_planted_snapshot_and_refuses_it_by_id(monkeypatch)
     with pytest.raises(Finding, match="not announced: 02cccccc"):
         _select(monkeypatch, [planted], got)  # nothing announced left: the finding names the planted one
     assert _select(monkeypatch, [old, planted], None).snap.id == planted.id  # backup role: as before
+
+
+def test_the_backup_record_announces_the_full_id_even_when_restic_reports_eight_digits(monkeypatch):
+    from backupd.actions import backup
+    from backupd.errors import DependencyError
+
+    full = _snap(1)
+    monkeypatch.setattr(backup.restic_snapshots, "list_snapshots", lambda repo, ids, lock: [full])
+    notes: list[str] = []
+    assert backup._full_id(None, full.id[:8], notes) == full.id and notes == []
+    assert backup._full_id(None, full.id, notes) == full.id  # restic >= 0.17 reports it whole
+
+    def down(repo, ids, lock):
+        raise DependencyError("storage unreachable")
+
+    monkeypatch.setattr(backup.restic_snapshots, "list_snapshots", down)
+    assert backup._full_id(None, full.id[:8], notes) == full.id[:8]
+    assert "a verifier will not count it" in notes[0]
+
+
+def test_the_verified_rpo_of_a_verifier_runs_from_the_announcement_not_the_snapshot_time():
+    from backupd.actions import drill
+
+    snap = _snap(5)  # its own time field says T0 + 5 h: the writer's to choose
+    (ann,) = announced.from_lines([_line(1, _backup(snap))], "tos-01", "t").values()
+    assert drill._restore_point_time({"announcement": ann.to_dict()}, snap) == ann.when().timestamp()
+    assert drill._restore_point_time({}, snap) == snap.time.timestamp()  # backup role: as before
