@@ -332,9 +332,14 @@ class Service:
         from backupd.actions import audit as audit_action
         from backupd.actions import check as check_action
         from backupd.actions import drill as drill_action
+        from backupd.actions import drill_userns
 
         kind = schedule.kind_of(run.job)
-        if kind.startswith("drill-"):
+        userns = drill_userns.namespace()
+        if kind.startswith("drill-") and userns:  # probes never as the daemon's uid (see drill_userns)
+            results = drill_userns.run(self.cfg, run.job.target, full=kind == "drill-full", userns=userns,
+                                       cancel=run.cancel)
+        elif kind.startswith("drill-"):
             results = drill_action.run(self.cfg, policy_set, run.job.target, full=kind == "drill-full",
                                        cancel=run.cancel)
         elif kind == "check":

@@ -34,11 +34,12 @@ install -d -m 0755 -o root -g root /usr/share/doc/backupd
 install -m 0644 "$docs"/*.md /usr/share/doc/backupd/
 install -m 0644 "$here/../../README.md" /usr/share/doc/backupd/  # the command reference the guides point to
 
+# drill probes run as a subordinate id of the service user, never as it: the units pin the user namespace
+install -d -m 0755 -o root -g root /usr/local/lib/backupd
+install -m 0755 "$here"/probe-userns.sh /usr/local/lib/backupd/probe-userns
+
 if [ "$verifier" = yes ]; then
   add_user backupd-verifier
-  # drill probes run as a subordinate id of backupd-verifier, never as it: the unit pins the user namespace
-  install -d -m 0755 -o root -g root /usr/local/lib/backupd
-  install -m 0755 "$here"/probe-userns.sh /usr/local/lib/backupd/probe-userns
   /usr/local/lib/backupd/probe-userns allocate backupd-verifier
   install -d -m 0700 -o root -g root /etc/backupd/verifier-secrets
   install -d -m 0700 -o backupd-verifier -g backupd-verifier /var/lib/backupd-verifier
@@ -73,6 +74,7 @@ fi
 for user in backupd backupd-maint; do
   add_user "$user"
 done
+/usr/local/lib/backupd/probe-userns allocate backupd
 install -d -m 0700 -o root -g root /etc/backupd/secrets /etc/backupd/maintenance-secrets
 install -d -m 0700 -o backupd -g backupd /var/lib/backupd
 install -d -m 0700 -o backupd-maint -g backupd-maint /var/lib/backupd-maintenance

@@ -28,7 +28,9 @@ def test_units_verify(tmp_path):
     assert done.returncode == 0 and not problems, done.stderr
     service = (ROOT / "deploy" / "systemd" / "backupd.service").read_text()
     for line in ("Type=notify", "WatchdogSec=", "ProtectSystem=strict", "NoNewPrivileges=yes", "User=backupd",
-                 "CapabilityBoundingSet=CAP_DAC_READ_SEARCH", "LoadCredential=", "TimeoutStopSec="):
+                 "CapabilityBoundingSet=CAP_DAC_READ_SEARCH", "LoadCredential=", "TimeoutStopSec=",
+                 "ExecStartPre=+/usr/local/lib/backupd/probe-userns pin backupd /run/backupd-userns/backupd",
+                 "Environment=BACKUPD_PROBE_USERNS=/run/backupd-userns/backupd"):
         assert line in service
 
 

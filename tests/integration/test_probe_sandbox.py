@@ -147,12 +147,14 @@ server.stop()
 """
 
 
-def _probe_pid(marker: str, seconds: float = 60) -> int | None:
+def _probe_pid(marker: str, seconds: float = 60, until=lambda: False) -> int | None:
+    """The pid of the process whose argv is `sleep marker`, polled for until `seconds` or `until()`."""
     end = time.monotonic() + seconds
-    while time.monotonic() < end:
+    while time.monotonic() < end and not until():
         for pid in filter(str.isdigit, os.listdir("/proc")):
             try:
-                if Path(f"/proc/{pid}/cmdline").read_bytes() == b"sleep\0" + marker.encode() + b"\0":
+                args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                if os.path.basename(args[0]) == b"sleep" and args[1:2] == [marker.encode()]:
                     return int(pid)
             except OSError:
                 pass
@@ -211,3 +213,71 @@ def test_a_non_root_service_runs_its_probes_under_a_subordinate_uid_neither_root
         for name in ("/etc/subuid", "/etc/subgid"):
             lines = Path(name).read_text().splitlines(keepends=True)
             Path(name).write_text("".join(ln for ln in lines if ln.split(":")[0] != user))
+
+
+USERNS_TARGET = """  - name: userns-programs
+    category: system_program
+    environment: evaluation
+    owner: test
+    sources: {{paths: ['{programs}']}}
+    frequency: 1d
+    retention: {{keep_daily: 7, keep_weekly: 8}}
+    destinations: [worm]
+    drill: slow
+"""
+#: A probe that lives long enough to be looked at from the host (sleep takes fractions: a unique argv).
+SLOW_SPEC = """version: 1
+name: slow
+kind: full
+probes:
+  - kind: command
+    command: [/usr/bin/sleep, "12.765417"]
+    expect_exit: 0
+    timeout: 2m
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="pins a user namespace")
+def test_a_daemon_drill_runs_its_probes_in_the_probe_user_namespace(policy, stack, tmp_path, monkeypatch):
+    """backupd.service's scheduled drills (actions.drill_userns): `backupd drill` runs inside the pinned
+    namespace and its probe is a subordinate id on the host, not the caller's uid or the sandbox's 65530;
+    the drill's report comes back to the daemon."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from backupd import config
+    from backupd.actions import drill_userns
+
+    script, pin = ROOT / "deploy" / "systemd" / "probe-userns.sh", Path("/run/backupd-userns-test/daemon")
+    ids = {name: Path(name).read_text() if Path(name).exists() else None for name in ("/etc/subuid", "/etc/subgid")}
+    programs, specs = tmp_path / "programs", tmp_path / "specs"
+    programs.mkdir()
+    (programs / "tool").write_text("#!/bin/sh\n")
+    specs.mkdir()
+    (specs / "slow.yaml").write_text(SLOW_SPEC)
+    setup = policy(USERNS_TARGET.format(programs=programs), "t-probe-userns", restore_tests=f"'{specs}'")
+    assert setup.cli("backup", "--target", "userns-programs").code == 0
+    for key, value in stack.env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(drill_userns, "PASSED", drill_userns.PASSED + tuple(stack.env))
+    try:
+        subprocess.run(["bash", str(script), "allocate", "root"], check=True)
+        subprocess.run(["bash", str(script), "pin", "root", str(pin)], check=True)
+        start = next(int(ln.split(":")[1]) for ln in Path("/etc/subuid").read_text().splitlines()
+                     if ln.split(":")[0] == "root")
+        with ThreadPoolExecutor(1) as pool:
+            drill = pool.submit(drill_userns.run, config.load(setup.config), "userns-programs", full=True,
+                                userns=str(pin))
+            pid = _probe_pid("12.765417", 300, until=drill.done)
+            uid_line = Path(f"/proc/{pid}/status").read_text().split("Uid:")[1].split("\n")[0] if pid else ""
+            (report,) = drill.result(timeout=600)
+        assert report["status"] == "ok" and report["verdict"] == "PASS", report
+        assert {int(u) for u in uid_line.split()} == {start + sandbox.UID - 1}, uid_line
+        assert report["status"] == "ok" and report["verdict"] == "PASS", report
+        assert not Path(report["sandbox"]).exists()
+    finally:
+        subprocess.run(["bash", str(script), "unpin", str(pin)], check=False)
+        for name, text in ids.items():
+            if text is None:
+                Path(name).unlink(missing_ok=True)
+            else:
+                Path(name).write_text(text)
