@@ -2,13 +2,15 @@
 PostgreSQL cluster of a drill (a program in a snapshot may be a trojan).
 
 Each process gets fresh user, mount, PID, network, IPC and UTS namespaces (bubblewrap), runs as an
-unprivileged uid (`UID` when backupd is root, else backupd's own uid mapped to nobody) with no
-capabilities (bounding, ambient, inheritable all empty) and no_new_privs, under a seccomp filter that
-denies what a probe never needs (backupd.seccomp: mounts, keyrings, bpf, ptrace, namespaces, ...),
-without network (only its own loopback) and without creating further user namespaces. Its mount view is an allow-list: /usr and
-the /bin, /lib* links, the few /etc files programs need (passwd, group, ld.so, alternatives, time
-zone), a private /tmp, /dev and /dev/shm, /proc of its own PID namespace, the restored tree
-read-only and only the given sandbox directories writable. Nothing else of the host exists in it:
+unprivileged uid (`UID` when backupd is root, also as root of the shipped units' pinned user namespace,
+where UID is a subordinate id of the service user: actions/drill_userns.py; else backupd's own uid
+mapped to nobody) with no capabilities (bounding, ambient, inheritable all empty) and no_new_privs,
+under a seccomp filter that denies what a probe never needs (backupd.seccomp: mounts, keyrings, bpf,
+ptrace, namespaces, ...), without network (only its own loopback) and without creating further user
+namespaces. Its mount view is an allow-list: /usr and the /bin, /lib* links, the few /etc files
+programs need (passwd, group, ld.so, alternatives, time zone), a private /tmp, /dev and /dev/shm,
+/proc of its own PID namespace, the restored tree read-only and only the given sandbox directories
+writable. Nothing else of the host exists in it:
 not /etc/backupd, state_dir, secrets_dir, $CREDENTIALS_DIRECTORY, the evidence key or the S3 keys.
 
 Limits: wall time (the caller's timeout), RLIMIT_AS, RLIMIT_NPROC (counted in the sandbox's own user
