@@ -209,6 +209,7 @@ def test_a_non_root_service_runs_its_probes_under_a_subordinate_uid_neither_root
             child.wait()
         shutil.rmtree(box, ignore_errors=True)
         subprocess.run(["bash", str(script), "unpin", str(pin)], check=False)
+        subprocess.run(["rmdir", "--ignore-fail-on-non-empty", str(pin.parent)], check=False)
         subprocess.run(["userdel", user], check=False)
         for name in ("/etc/subuid", "/etc/subgid"):
             lines = Path(name).read_text().splitlines(keepends=True)
@@ -276,6 +277,7 @@ def test_a_daemon_drill_runs_its_probes_in_the_probe_user_namespace(policy, stac
         assert not Path(report["sandbox"]).exists()
     finally:
         subprocess.run(["bash", str(script), "unpin", str(pin)], check=False)
+        subprocess.run(["rmdir", "--ignore-fail-on-non-empty", str(pin.parent)], check=False)
         for name, text in ids.items():
             if text is None:
                 Path(name).unlink(missing_ok=True)
