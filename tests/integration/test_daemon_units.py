@@ -29,7 +29,7 @@ def test_units_verify(tmp_path):
     service = (ROOT / "deploy" / "systemd" / "backupd.service").read_text()
     for line in ("Type=notify", "WatchdogSec=", "ProtectSystem=strict", "NoNewPrivileges=yes", "User=backupd",
                  "CapabilityBoundingSet=CAP_DAC_READ_SEARCH", "LoadCredential=", "TimeoutStopSec=",
-                 "ExecStartPre=+/usr/local/lib/backupd/probe-userns pin backupd /run/backupd-userns/backupd",
+                 "ExecStartPre=-+/usr/local/lib/backupd/probe-userns pin backupd /run/backupd-userns/backupd",
                  "Environment=BACKUPD_PROBE_USERNS=/run/backupd-userns/backupd"):
         assert line in service
 

@@ -44,3 +44,11 @@ def test_its_reports_come_back_and_a_failure_is_an_unavailable_report_never_a_tr
     _ran(monkeypatch, 2, b'{"ok": false, "exit_code": 2, "error": "no such target t"}')
     (report,) = drill_userns.run(cfg, "t", full=False, userns="/x")
     assert report["status"] == "unavailable" and "no such target t" in report["reason"]
+
+
+def test_without_the_pinned_namespace_the_drill_is_unavailable_naming_why(tmp_path):
+    """The unit's pin failed (its "-" lets the daemon back up anyway): nothing runs as the daemon instead."""
+    cfg = SimpleNamespace(path=tmp_path / "backupd.yaml")
+    (report,) = drill_userns.run(cfg, "tos-db", full=False, userns=str(tmp_path / "missing"))
+    assert report["status"] == "unavailable" and report["target"] == "tos-db"
+    assert str(tmp_path / "missing") in report["reason"] and "No such file" in report["reason"], report
