@@ -254,7 +254,8 @@ def test_a_call_of_a_foreign_abi_kills_the_probe(tmp_path):
     """The deny list names native numbers; an x32 call (bit 30 set) would slip past it, so it kills."""
     box = tmp_path / "box"
     (box / "work").mkdir(parents=True)
-    code = "import ctypes; print('before', flush=True); ctypes.CDLL(None).syscall(0x40000000 | 250, 0, -3, 0); print('after')"
+    code = ("import ctypes; print('before', flush=True); "
+            "ctypes.CDLL(None).syscall(0x40000000 | 250, 0, -3, 0); print('after')")
     done = Jail(writable=(box / "work",), root=box).run(["python3", "-c", code], timeout=60)
     assert done.stdout.decode().split() == ["before"]
     assert done.returncode in (128 + 31, -31), done  # SIGSYS
