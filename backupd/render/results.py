@@ -157,8 +157,6 @@ def restore_database_result(result: dict, as_json: bool) -> int:
                 f"table(s) compared, {len(result['problems'])} problem(s) ({phases})")
     for warning in result.get("warnings", []):
         output.error(f"warning: {warning}")
-    for warning in result.get("warnings", []):
-        output.error(f"warning: {warning}")
     for problem in result["problems"][:20]:
         output.error(problem)
     return code
