@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from backupd import output
 from backupd.engine import command
 from backupd.engine.repository import Repository
 from backupd.errors import Finding
@@ -51,9 +52,16 @@ def parse_time(text: str) -> datetime:
 
 
 def parse(stdout: bytes) -> list[Snapshot]:
-    """Snapshots from `restic snapshots --json` output, oldest first."""
-    items = json.loads(stdout or b"[]") or []
-    return sorted((_snapshot(i) for i in items), key=lambda s: s.time)
+    """Snapshots from `restic snapshots --json` output, oldest first. A listed snapshot Python cannot
+    take is left out with a note naming it: it is never a restore point, and one planted snapshot must
+    not stop every restore, drill and forget of its target."""
+    snaps = []
+    for item in json.loads(stdout or b"[]") or []:
+        try:
+            snaps.append(_snapshot(item))
+        except Finding as exc:
+            output.note(f"{exc}: left out")
+    return sorted(snaps, key=lambda s: s.time)
 
 
 def _snapshot(item) -> Snapshot:
