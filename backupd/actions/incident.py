@@ -250,14 +250,17 @@ def _probe(cfg: Config, policy_set, target, res: dict) -> None:
         res["error"] = f"drill probes: {report.get('reason') or report['verdict']}"
 
 
-def restore_all(cfg: Config, policy_set, to_dir: Path, before: str | None = None) -> dict:
-    """Restore every target (default: from before the incident started) and verify each one."""
+def restore_all(cfg: Config, policy_set, to_dir: Path, before: str | None = None,
+                keep_setuid: bool = False) -> dict:
+    """Restore every target (default: from before the incident started) and verify each one; setuid/setgid
+    bits are cleared unless keep_setuid."""
     inc = current(cfg)
     before = before or (inc["started"] if inc else "now")
     results = []
     for target in restore_order(policy_set):
         try:
-            res = restore_action.run(cfg, policy_set, target.name, to_dir / target.name, before=before)
+            res = restore_action.run(cfg, policy_set, target.name, to_dir / target.name, before=before,
+                                     keep_setuid=keep_setuid)
             _probe(cfg, policy_set, target, res)
         except (Finding, ConfigError) as exc:
             res = {"target": target.name, "status": "failed", "error": str(exc)}

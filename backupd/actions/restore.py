@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from backupd.actions.snapshot_choice import choose, data_snapshots, flagged, loa
 from backupd.config import Config
 from backupd.engine import restore as restic_restore
 from backupd.errors import ConfigError
+from backupd.restored_modes import defuse
 from backupd.state import State
 from backupd.verify import verify_tree
 
@@ -37,12 +39,19 @@ def _check_target_dir(to_dir: Path, force: bool) -> None:
         raise ConfigError(f"{to_dir} exists and is not a directory")
     if to_dir.exists() and any(to_dir.iterdir()) and not force:
         raise ConfigError(f"{to_dir} is not empty; restore into an empty directory or pass --force")
-    to_dir.mkdir(parents=True, exist_ok=True)
+    _mkdir_private(to_dir)
+
+
+def _mkdir_private(path: Path) -> None:
+    """Create path and its missing parents 0700 (the restored tree is untrusted); existing ones are kept."""
+    for missing in reversed([p for p in (path, *path.parents) if not os.path.lexists(p)]):
+        missing.mkdir(mode=0o700, exist_ok=True)
 
 
 def run(cfg: Config, policy_set, target_name: str, to_dir: Path, *, snapshot_id=None, before=None,
-        destination=None, force=False) -> dict:
-    """Restore target into to_dir; returns the choice, its explanation and the verification."""
+        destination=None, force=False, keep_setuid=False) -> dict:
+    """Restore target into to_dir; returns the choice, its explanation, the verification and the warnings
+    about dangerous modes (setuid/setgid bits cleared unless keep_setuid)."""
     target = policy_set.target(target_name)
     dest_name = destination or target.destinations[0]
     if dest_name not in target.destinations:
@@ -57,7 +66,9 @@ def run(cfg: Config, policy_set, target_name: str, to_dir: Path, *, snapshot_id=
     doc = load_manifest(repo, snap, target.name, cfg.backup_hosts(), listing)
     restic_restore.restore(repo, snap.id, to_dir)
     verification = verify_tree(to_dir, doc)
+    modes = defuse(to_dir, keep_setuid, snap.paths)
     return {"target": target.name, "destination": dest_name, "snapshot_id": snap.id,
             "snapshot_time": snap.time.isoformat(), "to": str(to_dir), "explanation": why,
-            "status": "ok" if verification.ok else "failed",
-            "verification": verification.to_dict(), "duration": round(time.monotonic() - t0, 3)}
+            "status": "ok" if verification.ok and not modes["setid_failed"] else "failed",
+            "verification": verification.to_dict(), "warnings": modes.pop("warnings"), "modes": modes,
+            "duration": round(time.monotonic() - t0, 3)}

@@ -84,9 +84,11 @@ def register(main: click.Group) -> None:
     @click.option("--before", default=None, help="Newest snapshot before this time (ISO 8601).")
     @click.option("--destination", default=None, help="Destination to restore from (default: first).")
     @click.option("--force", is_flag=True, help="Allow restoring into a non-empty directory or database.")
+    @click.option("--keep-setuid", is_flag=True, help="With --to: keep the setuid/setgid bits of restored files "
+                  "(cleared by default: the backup is untrusted); they are still listed as warnings.")
     @common
     def restore(target_name, to_dir, into_database, db_host, db_port, db_user, db_password_file, allow_superuser,
-                jobs, snapshot_id, before, destination, force, config_path, as_json):
+                jobs, snapshot_id, before, destination, force, keep_setuid, config_path, as_json):
         """Restore a target and verify every file against the backup-time manifest (or load a database dump
         into a database and compare its row counts)."""
         from backupd.actions import restore as action
@@ -105,7 +107,7 @@ def register(main: click.Group) -> None:
                                           allow_superuser=allow_superuser)
             return report.restore_database_result(result, as_json)
         result = action.run(cfg, load_policies(cfg), target_name, to_dir, snapshot_id=snapshot_id,
-                            before=before, destination=destination, force=force)
+                            before=before, destination=destination, force=force, keep_setuid=keep_setuid)
         return report.restore_result(result, as_json)
 
     @main.command()

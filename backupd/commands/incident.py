@@ -64,14 +64,16 @@ def preserve(paths, destination, config_path, as_json):
 @incident.command("restore")
 @click.option("--to", "to_dir", required=True, type=click.Path(path_type=Path), help="Directory to restore into.")
 @click.option("--before", default=None, help="Restore points before this time (default: incident start).")
+@click.option("--keep-setuid", is_flag=True, help="Keep the setuid/setgid bits of restored files (cleared by "
+              "default: the backup is untrusted); they are still listed as warnings.")
 @common
-def restore(to_dir, before, config_path, as_json):
+def restore(to_dir, before, keep_setuid, config_path, as_json):
     """Restore every target in restore order from clean points, verified, then print the checklist."""
     from backupd.actions import incident as action
     from backupd.render.results import exit_for
 
     cfg = load_config(config_path)
-    result = action.restore_all(cfg, load_policies(cfg), to_dir, before)
+    result = action.restore_all(cfg, load_policies(cfg), to_dir, before, keep_setuid)
     code = exit_for([result["status"]])
     if as_json:
         output.emit_json({"ok": code == 0, "exit_code": code, **result})
@@ -79,6 +81,8 @@ def restore(to_dir, before, config_path, as_json):
     for r in result["results"]:
         probe = f" (probes {r['probe_verdict']})" if r.get("probe_verdict") else ""
         output.note(f"{r['target']}: {r['status']}{probe}: {r.get('explanation') or r.get('error')}")
+        for warning in r.get("warnings", []):
+            output.error(f"  warning: {warning}")
     output.note("\nBefore resuming operations, sign off (backupd incident note 'signed off: ...'):")
     for item in result["checklist"]:
         output.note(f"  [ ] {item['item']}")

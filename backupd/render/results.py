@@ -142,6 +142,8 @@ def restore_result(result: dict, as_json: bool) -> int:
     for kind in ("mismatched", "missing"):
         for path in v[kind][:20]:
             output.error(f"{kind}: {path}")
+    for warning in result.get("warnings", []):
+        output.error(f"warning: {warning}")
     return code
 
 
