@@ -10,7 +10,6 @@ The password never reaches argv: a DSN carrying one is refused; it comes from a 
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 import time
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from backupd.engine import restore as restic_restore
 from backupd.errors import ConfigError, DependencyError, Finding
 from backupd.probes.postgres import bindir, compare_rows
 from backupd.sources import pgarchive, pgcount, pgload
+from backupd.text import printable
 from backupd.verify import verify_tree
 
 #: What makes a role able to run programs or touch files on the server, itself or through a role it may
@@ -50,7 +50,6 @@ LEFT JOIN pg_roles r ON r.oid = s.setrole, unnest(s.setconfig) c
 WHERE s.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
    OR (s.setdatabase = 0 AND s.setrole = (SELECT oid FROM pg_roles WHERE rolname = current_user))
 """
-_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 
 #: Relations in user schemas: a database holding any is not empty.
 USER_RELATIONS_SQL = """
@@ -134,10 +133,6 @@ def read_password(path: Path | None) -> str | None:
     return password
 
 
-def _printable(text: str, limit: int = 200) -> str:
-    return _UNPRINTABLE.sub("?", text)[:limit]
-
-
 def _check_role(conn, dbname: str, allow_superuser: bool) -> list[str]:
     """Refuse (exit 2) a role whose load of a hostile dump could run programs on the server; with
     allow_superuser the warnings instead."""
@@ -147,10 +142,10 @@ def _check_role(conn, dbname: str, allow_superuser: bool) -> list[str]:
         powers = powers[:1]
     if not powers:
         return []
-    what = (f"role {_printable(row[5])} is {' and '.join(powers)}: a hostile dump it loads could run programs "
+    what = (f"role {printable(row[5])} is {' and '.join(powers)}: a hostile dump it loads could run programs "
             "or touch files on the database server (COPY ... PROGRAM, untrusted languages, ALTER SYSTEM)")
     if not allow_superuser:
-        raise ConfigError(f"{what}; connect as the owner of database {_printable(dbname)}, a role without these "
+        raise ConfigError(f"{what}; connect as the owner of database {printable(dbname)}, a role without these "
                           "(e.g. --db-user tos), or pass --allow-superuser to accept the risk")
     return [f"{what}; loaded anyway (--allow-superuser)"]
 
@@ -162,7 +157,7 @@ def _settings(db: Database) -> set[tuple[str, str]]:
 
 
 def _added(before: set, after: set) -> list[str]:
-    return [f"the load left a setting on {_printable(scope, 100)}: {_printable(setting)} (it outlives the load "
+    return [f"the load left a setting on {printable(scope, 100)}: {printable(setting)} (it outlives the load "
             "and steers every later session; remove it, e.g. ALTER DATABASE ... RESET name)"
             for scope, setting in sorted(after - before)]
 

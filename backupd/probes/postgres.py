@@ -29,6 +29,7 @@ from backupd.probes import pglog
 from backupd.probes.base import ProbeContext, ProbeResult
 from backupd.sandbox import Jail
 from backupd.sources import pgarchive, pgcount, pgload
+from backupd.text import printable
 
 ADMIN = "backupd_admin"  # the cluster's superuser: sets the cluster up, never touches the dump
 LOADER = "backupd_load"
@@ -55,7 +56,6 @@ FROM pg_catalog.pg_db_role_setting s, pg_catalog.unnest(s.setconfig) c
 WHERE s.setdatabase OPERATOR(pg_catalog.=)
       (SELECT oid FROM pg_catalog.pg_database WHERE datname OPERATOR(pg_catalog.=) '{DATABASE}')
 """
-_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 #: A restore-speed server: the cluster is thrown away after the probe, so nothing needs to survive a crash
 #: (no fsync, no full-page images), nothing is replicated (wal_level minimal: data loaded into a table
 #: created or truncated in the same transaction, as pg_restore -j does, and every index build write no
@@ -227,7 +227,7 @@ class Cluster:
             name = setting.split("=", 1)[0]
             if not on_role:
                 self.psql("-c", f'ALTER DATABASE "{DATABASE}" RESET {pgcount.quote_ident(name)}')
-            shown = _UNPRINTABLE.sub("?", setting)[:200]
+            shown = printable(setting)
             problems.append(f"the dump left a setting on the {'loading role' if on_role else 'database'}: "
                             f"{shown} (a pg_dump writes none; recovery would keep it for every later session)")
         return problems

@@ -19,6 +19,7 @@ from typing import Iterator
 from backupd import execute
 from backupd.errors import DependencyError
 from backupd.sources.postgres import CUSTOM_MAGIC
+from backupd.text import printable
 
 MAX_PROBLEMS = 5
 #: The first psql release of each major that has \restrict (August 2025); every major after 17 has it.
@@ -28,7 +29,6 @@ _RESTRICT_LINE = re.compile(rb"^\\(?:un)?restrict [A-Za-z0-9]+$")
 _COPY_START = re.compile(rb"^COPY .* FROM stdin;$")
 _REFUSED = re.compile(r"^psql:<stdin>:(\d+): error: backslash commands are restricted")
 _META = re.compile(rb"\\([A-Za-z!?]+|.)")
-_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 #: Longest dump line the filter looks at whole; a longer one passes unchanged (it is no \restrict line).
 LINE_MAX = 1 << 20
 _ERROR = re.compile(r"^(?:pg_restore: error: could not execute query: |psql:[^ ]*: )?ERROR:\s+(.*)$")
@@ -127,7 +127,7 @@ def _command_at(dump: Path, number: int) -> str:
     except OSError:
         return "?"
     found = _META.search(line)
-    return _UNPRINTABLE.sub("?", found.group(0).decode("ascii", "replace")[:20]) if found else "?"
+    return printable(found.group(0).decode("ascii", "replace"), 20) if found else "?"
 
 
 def load_failure(stderr: str, dump: Path) -> str:
