@@ -112,6 +112,19 @@ def bindir() -> Path:
     return Path(hits[-1]).parent
 
 
+def require_server(bin_dir: Path) -> None:
+    """DependencyError unless the server programs in bin_dir are PostgreSQL pgload.MIN_MAJOR (14) or
+    later: PROBE reads every table through pg_read_all_data, which 13 lacks."""
+    done = execute.run([str(bin_dir / "postgres"), "--version"], timeout=30)
+    major, minor = pgload.version(done.stdout)
+    if major >= pgload.MIN_MAJOR:
+        return
+    found = f"PostgreSQL {major}.{minor}" if major else "an unknown PostgreSQL version"
+    raise DependencyError(f"{bin_dir}: {found}; a postgres drill needs PostgreSQL {pgload.MIN_MAJOR} or later "
+                          "(its read-only role reads through pg_read_all_data); install a newer postgresql "
+                          "and put its pg_config first on PATH")
+
+
 def compare_rows(expected: dict[str, int], found: dict[str, int],
                  why: dict[str, str] | None = None) -> list[str]:
     """Problems where a restored table's row count differs from the backup-time fact; `why` a table was
@@ -160,6 +173,7 @@ class Cluster:
     def __init__(self, base: Path, jail: Jail):
         self.base, self.jail = base, jail
         self.bin = bindir()
+        require_server(self.bin)
         self.server = None
         self.started = False
 

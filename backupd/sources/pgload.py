@@ -22,8 +22,12 @@ from backupd.sources.postgres import CUSTOM_MAGIC
 from backupd.text import printable
 
 MAX_PROBLEMS = 5
-#: The first psql release of each major that has \restrict (August 2025); every major after 17 has it.
-RESTRICT_SINCE = {13: 22, 14: 19, 15: 14, 16: 10, 17: 6}
+#: The oldest PostgreSQL major backupd loads dumps with (the drill's probe role needs pg_read_all_data,
+#: new in 14); 13 is refused though 13.22 has \restrict.
+MIN_MAJOR = 14
+#: The first psql release of each supported major that has \restrict (August 2025); every major after
+#: 17 has it.
+RESTRICT_SINCE = {14: 19, 15: 14, 16: 10, 17: 6}
 _VERSION = re.compile(rb"\(PostgreSQL\) (\d+)(?:\.(\d+))?")
 _RESTRICT_LINE = re.compile(rb"^\\(?:un)?restrict [A-Za-z0-9]+$")
 _COPY_START = re.compile(rb"^COPY .* FROM stdin;$")
@@ -95,17 +99,27 @@ def restricted_input(dump: Path, chunk: int = 1 << 16) -> Iterator[bytes]:
         yield b"".join(out)
 
 
+def version(output: bytes) -> tuple[int, int]:
+    """(major, minor) from a PostgreSQL program's `--version` line; (0, 0) when it names none."""
+    found = _VERSION.search(output)
+    return (int(found.group(1)), int(found.group(2) or 0)) if found else (0, 0)
+
+
+def has_restrict(major: int, minor: int) -> bool:
+    """True for a supported psql release with \\restrict (RESTRICT_SINCE; every major after 17)."""
+    return major > max(RESTRICT_SINCE) or (major >= MIN_MAJOR and minor >= RESTRICT_SINCE.get(major, 1 << 30))
+
+
 def require_restrict(bindir: Path) -> None:
-    """DependencyError unless this psql has \\restrict (15.14, 16.10, 17.6 and later): without it a
-    plain dump's meta-commands would run, so such a dump is not loaded at all."""
+    """DependencyError unless this psql has \\restrict (14.19, 15.14, 16.10, 17.6 and later): without
+    it a plain dump's meta-commands would run, so such a dump is not loaded at all."""
     done = execute.run([str(bindir / "psql"), "--version"], timeout=30)
-    found = _VERSION.search(done.stdout)
-    major, minor = (int(found.group(1)), int(found.group(2) or 0)) if found else (0, 0)
-    if major > 17 or minor >= RESTRICT_SINCE.get(major, 1 << 30):
+    if has_restrict(*version(done.stdout)):
         return
-    raise DependencyError(f"{bindir / 'psql'} ({done.stdout.decode('utf-8', 'replace').strip()[:80] or 'unknown'})"
-                          " lacks \\restrict, so it would run the meta-commands a plain dump carries; install "
-                          "PostgreSQL client 15.14, 16.10, 17.6 or later")
+    since = ", ".join(f"{major}.{minor}" for major, minor in sorted(RESTRICT_SINCE.items()))
+    shown = printable(done.stdout.decode("utf-8", "replace").strip(), 80) or "unknown"
+    raise DependencyError(f"{bindir / 'psql'} ({shown}) lacks \\restrict, so it would run the meta-commands "
+                          f"a plain dump carries; install PostgreSQL client {since} or later")
 
 
 def refused(stderr: str, dump: Path) -> str | None:

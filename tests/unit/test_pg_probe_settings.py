@@ -3,6 +3,10 @@ the machine and the number of concurrent loaders, within what a sandboxed proces
 
 from __future__ import annotations
 
+import pytest
+
+from backupd import execute
+from backupd.errors import DependencyError
 from backupd.probes import postgres
 from backupd.sandbox import Limits
 
@@ -34,3 +38,24 @@ def test_server_settings_skip_what_a_thrown_away_cluster_does_not_need():
     for line in ("fsync = off", "full_page_writes = off", "wal_level = minimal", "max_wal_senders = 0",
                  "autovacuum = off", "listen_addresses = ''"):
         assert line in conf.splitlines(), line
+
+
+@pytest.mark.parametrize("version,ok", [
+    (b"postgres (PostgreSQL) 13.22\n", False), (b"postgres (PostgreSQL) 12.20 (Debian)\n", False),
+    (b"garbage\n", False), (b"postgres (PostgreSQL) 14.0\n", True), (b"postgres (PostgreSQL) 17.6\n", True),
+    (b"postgres (PostgreSQL) 18beta1\n", True),
+])
+def test_a_server_older_than_14_is_refused_for_drills_as_a_missing_dependency(tmp_path, monkeypatch, version, ok):
+    """PROBE reads through pg_read_all_data (14+): a 13 server would fail the drill's set-up obscurely."""
+    seen = []
+    monkeypatch.setattr(execute, "run", lambda argv, **kw: seen.append(argv) or execute.Completed(argv, 0, stdout=version))
+    if ok:
+        postgres.require_server(tmp_path)
+    else:
+        with pytest.raises(DependencyError) as refusal:
+            postgres.require_server(tmp_path)
+        assert refusal.value.exit_code == 3
+        assert "needs PostgreSQL 14 or later" in str(refusal.value) and str(tmp_path) in str(refusal.value)
+        if version.startswith(b"postgres"):
+            assert str(refusal.value).count("PostgreSQL 1") == 2, "names the version found"
+    assert seen == [[str(tmp_path / "postgres"), "--version"]]

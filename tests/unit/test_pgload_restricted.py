@@ -64,14 +64,17 @@ def test_psqls_refusal_names_the_line_and_the_command(tmp_path):
     (b"psql (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n", True), (b"psql (PostgreSQL) 15.13\n", False),
     (b"psql (PostgreSQL) 16.10\n", True), (b"psql (PostgreSQL) 17.5\n", False), (b"psql (PostgreSQL) 18.1\n", True),
     (b"psql (PostgreSQL) 12.22\n", False), (b"", False),
+    # 13.22 has \restrict, but backupd needs 14 (the drill's pg_read_all_data): one gate for both
+    (b"psql (PostgreSQL) 13.22\n", False), (b"psql (PostgreSQL) 14.18\n", False), (b"psql (PostgreSQL) 14.19\n", True),
 ])
 def test_a_psql_without_restrict_is_refused_as_a_missing_dependency(tmp_path, monkeypatch, version, ok):
     monkeypatch.setattr(execute, "run", lambda argv, **kw: execute.Completed(argv, 0, stdout=version))
     if ok:
         pgload.require_restrict(tmp_path)
     else:
-        with pytest.raises(DependencyError, match="lacks \\\\restrict"):
+        with pytest.raises(DependencyError, match="lacks \\\\restrict") as refusal:
             pgload.require_restrict(tmp_path)
+        assert "14.19, 15.14, 16.10, 17.6 or later" in str(refusal.value)
 
 
 def test_the_plain_load_argv_restricts_psql_with_a_fresh_key_and_reads_stdin(tmp_path):
