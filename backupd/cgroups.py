@@ -5,24 +5,34 @@ cgroup v2: the drill's group is made beside backupd's own (which moves into a le
 may enable controllers for children): needs root or a delegated subtree (the unit's `Delegate=yes`).
 cgroup v1 (hybrid hosts): one group in each of the memory, pids and cpu hierarchies, below backupd's own.
 Processes join without a race: `execute` writes each child into `Group.procs` after fork, before exec.
+A group is removed after its processes are killed (`cgroup.kill` where the kernel has it, else SIGKILL to
+each process listed, repeated until none is left); so is a group whose backupd was killed (`remove_stale`).
 `make()` returns the reason instead of a group when none can be made (not root, no delegation); the units'
 MemoryMax=/TasksMax=/CPUQuota= then bound the whole daemon.
 """
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import re
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from backupd import procs
+from backupd.output import human_bytes
 
 PREFIX = "backupd-drill-"
 #: Where backupd moves itself on cgroup v2, so that its cgroup may have child groups with controllers.
 LEAF = "backupd-main"
 CONTROLLERS = ("memory", "pids", "cpu")
 PERIOD_US = 100_000
+#: Times backupd moves its cgroup's processes into LEAF before enabling the controllers (one forked meanwhile
+#: into the cgroup makes that write fail with EBUSY).
+MOVE_ATTEMPTS = 20
 _seq = itertools.count(1)
 
 
@@ -33,14 +43,6 @@ class Limits:
     memory: int
     tasks: int
     cpu: int
-
-
-def human(size: int) -> str:
-    """1073741824 -> '1 GiB', 209715200 -> '200 MiB' (exact units, else bytes)."""
-    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
-        if size >= 1 << shift and size % (1 << shift) == 0:
-            return f"{size >> shift} {unit}"
-    return f"{size} bytes"
 
 
 @dataclass
@@ -69,21 +71,48 @@ class Group:
         since = since if since is not None else self.start
         now = self.counts()
         if now["oom_kill"] > since.get("oom_kill", 0):
-            return f"memory limit of the drill ({human(self.limits.memory)}) reached: {what} was killed"
+            return f"memory limit of the drill ({human_bytes(self.limits.memory)}) reached: {what} was killed"
         if now["pids_max"] > since.get("pids_max", 0):
             return f"task limit of the drill ({self.limits.tasks}) reached: {what} could not start a process"
         return None
 
     def remove(self, seconds: float = 5.0) -> bool:
-        """Remove the group's directories once its processes are gone; False when one stays."""
-        end = time.monotonic() + seconds
-        left = list(set(self.dirs.values()))
-        while left:
-            left = [d for d in left if not _rmdir(d)]
-            if not left or time.monotonic() > end:
-                break
-            time.sleep(0.05)
-        return not left
+        """Kill the processes still in the group and remove its directories; False when one stays."""
+        return not _destroy(set(self.dirs.values()), seconds)
+
+
+def _destroy(dirs, seconds: float) -> list[Path]:
+    """Kill what runs in each group of `dirs` and remove it, again until `seconds` have passed (a process
+    forking meanwhile, one dying slowly); returns the directories that stay."""
+    end = time.monotonic() + seconds
+    left = list(dirs)
+    while left:
+        for path in left:
+            _kill(path)
+        left = [d for d in left if not _rmdir(d)]
+        if not left or time.monotonic() > end:
+            break
+        time.sleep(0.05)
+    return left
+
+
+def _kill(path: Path) -> None:
+    """SIGKILL every process of the group at `path` (v2: cgroup.kill, which also takes those forking now)."""
+    if (path / "cgroup.kill").exists():
+        try:
+            _write(path / "cgroup.kill", "1")
+            return
+        except OSError:
+            pass
+    try:
+        pids = {int(p) for p in (path / "cgroup.procs").read_text().split()}
+    except (OSError, ValueError):
+        return
+    for pid in pids - {os.getpid()}:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
 
 
 def _field(path: Path, name: str) -> int:
@@ -159,8 +188,8 @@ def make(limits: Limits, mountinfo: str = "/proc/self/mountinfo",
         v2 = [(root, point) for kind, root, point, _ in table if kind == "cgroup2"]
         if v2 and "" in mine:
             return _make_v2(limits, *v2[0], mine[""], name)
-    except OSError as exc:
-        return None, f"no cgroup for the drill ({exc.strerror or exc})"
+    except (OSError, ValueError) as exc:  # ValueError: a cgroup.procs that is not a list of PIDs
+        return None, f"no cgroup for the drill ({getattr(exc, 'strerror', None) or exc})"
     return None, "no cgroup hierarchy with the memory, pids or cpu controller"
 
 
@@ -197,19 +226,20 @@ def _make_v2(limits: Limits, root: Path, point: Path, own: str, name: str) -> tu
         return None, ("cgroup v2 without the memory, pids or cpu controller for backupd's cgroup "
                       "(the unit needs Delegate=yes)")
     if here.name != LEAF:
-        present = [int(p) for p in (base / "cgroup.procs").read_text().split()]
-        lineage = _ancestors()
-        # a service's cgroup holds only the unit's processes (its shell, a helper it started): they all
-        # move; elsewhere (a login session's scope) only backupd and the shell that started it
-        unit = base.name.endswith(".service")
-        if not unit and any(not _ours(p) and p not in lineage for p in present):
-            return None, "other processes share backupd's cgroup (run it as the shipped unit, Delegate=yes)"
-        (base / LEAF).mkdir(exist_ok=True)
-        for pid in [p for p in present if unit or p in lineage] + [os.getpid()]:
-            _write(base / LEAF / "cgroup.procs", str(pid))
+        refused = _into_leaf(base)
+        if refused:
+            return None, refused
     enabled = set((base / "cgroup.subtree_control").read_text().split())
-    if offered - enabled:
-        _write(base / "cgroup.subtree_control", " ".join(f"+{c}" for c in sorted(offered - enabled)))
+    for attempt in range(MOVE_ATTEMPTS) if offered - enabled else ():
+        try:
+            _write(base / "cgroup.subtree_control", " ".join(f"+{c}" for c in sorted(offered - enabled)))
+            break
+        except OSError as exc:  # EBUSY: a process was forked into `base` since the move; move it too
+            if exc.errno != errno.EBUSY or attempt == MOVE_ATTEMPTS - 1:
+                raise
+        refused = _into_leaf(base)
+        if refused:
+            return None, refused
     remove_stale(base)
     path = base / name
     path.mkdir()
@@ -230,11 +260,22 @@ def _make_v2(limits: Limits, root: Path, point: Path, own: str, name: str) -> tu
     return group, None
 
 
-def _parent(pid: int) -> int:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
-    except (OSError, ValueError, IndexError):
-        return 0
+def _into_leaf(base: Path) -> str | None:
+    """Move backupd and the processes of its cgroup `base` into `base/LEAF`; the reason when it may not."""
+    present = [int(p) for p in (base / "cgroup.procs").read_text().split()]
+    lineage = _ancestors()
+    # a service's cgroup holds only the unit's processes (its shell, a helper it started): they all
+    # move; elsewhere (a login session's scope) only backupd, its children and the shell that started it
+    unit = base.name.endswith(".service")
+    if not unit and any(not _ours(p) and p not in lineage for p in present):
+        return "other processes share backupd's cgroup (run it as the shipped unit, Delegate=yes)"
+    (base / LEAF).mkdir(exist_ok=True)
+    for pid in [p for p in present if (unit or p in lineage or _ours(p)) and p != os.getpid()] + [os.getpid()]:
+        try:
+            _write(base / LEAF / "cgroup.procs", str(pid))
+        except ProcessLookupError:  # it exited meanwhile
+            continue
+    return None
 
 
 def _ours(pid: int) -> bool:
@@ -242,7 +283,7 @@ def _ours(pid: int) -> bool:
     for _ in range(64):
         if pid == os.getpid():
             return True
-        pid = _parent(pid)
+        pid = procs.parent(pid)
         if pid <= 1:
             return False
     return False
@@ -253,17 +294,11 @@ def _ancestors() -> set[int]:
     found, pid = set(), os.getppid()
     while pid > 1 and pid not in found and len(found) < 64:
         found.add(pid)
-        pid = _parent(pid)
+        pid = procs.parent(pid)
     return found
 
 
 def remove_stale(parent: Path) -> None:
-    """Remove drill groups whose backupd process is gone (a drill killed with -9)."""
-    try:
-        entries = list(parent.glob(PREFIX + "*"))
-    except OSError:
-        return
-    for entry in entries:
-        pid = entry.name[len(PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            _rmdir(entry)
+    """Kill the processes of drill groups whose backupd process is gone (a drill killed with -9) and remove
+    those groups."""
+    procs.remove_orphans(parent, PREFIX, lambda path: _destroy([path], 1.0))

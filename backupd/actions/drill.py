@@ -234,7 +234,8 @@ def _restore_and_probe(cfg, target, spec, kind, repo, selection, doc, timer, can
     problems: list[str] = []
     with Sandbox(sandbox_parent(cfg, spec), spec.sandbox.max_bytes, removals, spec.sandbox.min_free) as box, \
             Guard(box, spec.sandbox, cfg.state_dir, cancel) as guard:
-        report["sandbox"], report["limits"] = str(box.path), guard.describe()
+        report["sandbox"] = str(box.path)
+        guard.describe_into(report)  # report["limits"], again when the guard exits: a cgroup left is named
         cancel = guard.cancel  # also set when the drill reaches its disk limit (LimitReached on exit)
         _checkpoint(cancel)
         jail = probe_jail(cfg, spec, box, repo, cancel, guard.group)

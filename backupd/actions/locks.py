@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
+from backupd import procs
 from backupd.engine import locks as restic_locks
 from backupd.engine.exitcodes import Busy
 from backupd.engine.locks import Lock
@@ -51,18 +52,14 @@ def pid_running(pid: int) -> bool:
     restic's own check (signal 0) still sees a zombie alive, so its lock is removed as restic cannot."""
     if not pid_alive(pid):
         return False
-    try:
-        state = open(f"/proc/{pid}/stat", encoding="ascii", errors="replace").read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state not in ("Z", "X")
+    fields = procs.stat_fields(pid)
+    return not fields or fields[0] not in ("Z", "X")
 
 
 def pid_started(pid: int) -> datetime | None:
     """When process `pid` started (from /proc), None when unknown."""
     try:
-        stat = open(f"/proc/{pid}/stat", encoding="ascii", errors="replace").read()
-        ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22: starttime in clock ticks since boot
+        ticks = int((procs.stat_fields(pid) or [])[19])  # field 22: starttime in clock ticks since boot
         boot = next(int(ln.split()[1]) for ln in open("/proc/stat", encoding="ascii") if ln.startswith("btime"))
         return datetime.fromtimestamp(boot + ticks / os.sysconf("SC_CLK_TCK"), timezone.utc)
     except (OSError, ValueError, IndexError, StopIteration):

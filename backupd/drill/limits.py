@@ -6,21 +6,27 @@ The watchdog (a thread) stops the drill when the sandbox holds more than `sandbo
 free space of the sandbox's or state_dir's filesystem falls below `sandbox.min_free`. Each tick (0.25 s)
 costs two statvfs calls; the sandbox's usage is walked when the filesystem's free space says it may have
 passed its bound, and otherwise now and then, never taking more than `BUDGET` of one CPU (a walk's time
-sets the pause before the next one). The reserve, a preallocated file in state_dir, is released just
-before the drill's record is written, so that record always finds room.
+sets the pause before the next one). A watchdog that cannot read a filesystem's free space (statvfs
+fails) stops the drill naming the error: a drill never runs unwatched. The reserve, a preallocated file in
+state_dir (one per drill, named by PID and a sequence number: drills of one process run side by side), is
+released just before the drill's record is written, so that record always finds room.
+
+The drill's report takes `Guard.describe()` when the drill starts and again when the guard exits: a cgroup
+that could not be removed (a process of it survived SIGKILL) is named in the report and its evidence.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
 from pathlib import Path
 
-from backupd import cgroups, execute
-from backupd.cgroups import human
+from backupd import cgroups, execute, procs
 from backupd.drill.sandbox import empty
 from backupd.errors import Finding
+from backupd.output import human_bytes as human
 
 TICK = 0.25
 #: Share of one CPU the usage walks may take (drills must not slow down measurably).
@@ -31,6 +37,7 @@ RESERVE_BYTES = 32 << 20
 RESERVE_PREFIX = ".drill-reserve-"
 #: Free inodes a filesystem keeps (a filler of empty files exhausts those, not bytes).
 MIN_INODES = 4096
+_reserve_seq = itertools.count(1)
 
 
 class LimitReached(Finding):
@@ -102,6 +109,15 @@ class DiskWatch(threading.Thread):
         self.cancel.set()
 
     def run(self) -> None:
+        try:
+            self._watch()
+        except OSError as exc:  # fail closed: a drill the watchdog cannot see is stopped
+            if not self.halt.is_set():
+                where = exc.filename or "a filesystem of the drill"
+                self.trip(f"the drill's disk watchdog could not read the free space of {where} "
+                          f"({exc.strerror or exc}); the drill was stopped")
+
+    def _watch(self) -> None:
         walked, base, due, allowed = self._walk()
         while not self.halt.wait(TICK) and self.reason is None:
             if self._short_of_space():
@@ -135,13 +151,10 @@ class DiskWatch(threading.Thread):
 
 
 def reserve(state_dir: Path) -> Path | None:
-    """A preallocated file of RESERVE_BYTES in state_dir (stale ones of dead drills removed); None when
-    the filesystem cannot preallocate."""
-    for stale in Path(state_dir).glob(RESERVE_PREFIX + "*"):
-        pid = stale.name[len(RESERVE_PREFIX):]
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            stale.unlink(missing_ok=True)
-    path = Path(state_dir) / f"{RESERVE_PREFIX}{os.getpid()}"
+    """A preallocated file of RESERVE_BYTES in state_dir, this drill's own (stale ones of dead drills
+    removed); None when the filesystem cannot preallocate."""
+    procs.remove_orphans(Path(state_dir), RESERVE_PREFIX, _unlink)
+    path = Path(state_dir) / f"{RESERVE_PREFIX}{os.getpid()}-{next(_reserve_seq)}"
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     except OSError:
@@ -156,6 +169,13 @@ def reserve(state_dir: Path) -> Path | None:
     return path
 
 
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
 def cpu_default() -> int:
     """90 % of the CPUs this process may use, in percent of one CPU."""
     return max(100, 90 * len(os.sched_getaffinity(0)))
@@ -164,7 +184,8 @@ def cpu_default() -> int:
 class Guard:
     """`with Guard(box, spec.sandbox, state_dir, cancel) as guard:` the drill's cgroup (`guard.group`, for
     the jail), the disk watchdog and the reserve. Use `guard.cancel` for every child of the drill. On exit
-    the cgroup is removed and the reserve released; when the watchdog stopped the drill, the sandbox's
+    what still runs in the cgroup is killed, the cgroup removed and the reserve released (also when entering
+    fails part-way); when the watchdog stopped the drill, the sandbox's
     content is removed and LimitReached raised in place of whatever the stop caused."""
 
     def __init__(self, box, sandbox, state_dir: Path, cancel: execute.Cancel):
@@ -173,9 +194,12 @@ class Guard:
         self.limits = cgroups.Limits(memory=sandbox.memory_max, tasks=sandbox.tasks_max,
                                      cpu=sandbox.cpu or cpu_default())
         self.group: cgroups.Group | None = None
-        self.note: str | None = None
+        self.note: str | None = None  # why there is no cgroup
+        self.left: str | None = None  # the cgroup stayed after the drill
         self.watch: DiskWatch | None = None
         self.reserved: Path | None = None
+        self.report: dict | None = None
+        self.removed = False
 
     def __enter__(self) -> Guard:
         places = [self.box.path] + ([self.state_dir] if _device(self.state_dir) != _device(self.box.path) else [])
@@ -185,18 +209,28 @@ class Guard:
                 raise LimitReached(f"only {human(space)} free under {place}, less than the drill's reserve "
                                    f"(sandbox.min_free {human(self.spec.min_free)}); the drill did not start")
         self.reserved = reserve(self.state_dir)
-        self.group, self.note = cgroups.make(self.limits)
-        self.watch = DiskWatch(self.box.path, self.spec.max_bytes, self.spec.min_free, places, self.cancel)
-        self.watch.start()
+        try:
+            self.group, self.note = cgroups.make(self.limits)
+            self.watch = DiskWatch(self.box.path, self.spec.max_bytes, self.spec.min_free, places, self.cancel)
+            self.watch.start()
+        except BaseException:  # what was set up is undone: no reserve, cgroup or thread left behind
+            self._release()
+            raise
         return self
 
     def describe(self) -> dict:
-        """The drill's limits for its report; `note` says why a limit is not in force."""
+        """The drill's limits for its report; `note` says why a limit is not in force, or that the drill's
+        cgroup stayed behind."""
         return {"cgroup": f"v{self.group.version}" if self.group else None,
                 "memory_max": self.limits.memory, "tasks_max": self.limits.tasks, "cpu_percent": self.limits.cpu,
                 "max_bytes": self.spec.max_bytes, "min_free": self.spec.min_free,
-                "note": None if self.group else f"{self.note}: the drill's memory, tasks and CPU are bounded "
-                                                "only by the service unit (MemoryMax=, TasksMax=, CPUQuota=)"}
+                "note": self.left if self.group else f"{self.note}: the drill's memory, tasks and CPU are bounded "
+                                                     "only by the service unit (MemoryMax=, TasksMax=, CPUQuota=)"}
+
+    def describe_into(self, report: dict) -> None:
+        """report["limits"] = describe(), now and again when the guard exits (before the record is written)."""
+        self.report = report
+        report["limits"] = self.describe()
 
     def exceeded(self, problems: list[str]) -> list[str]:
         """A cgroup limit reached during the drill that no problem names yet (a server killed)."""
@@ -204,17 +238,35 @@ class Guard:
         return [hit] if hit and not any("limit of the drill" in p for p in problems) else []
 
     def __exit__(self, kind, exc, tb) -> None:
-        self.watch.halt.set()
-        self.watch.join()
-        if self.group is not None and not self.group.remove():
-            self.note = "the drill's cgroup could not be removed (a process of it still runs)"
+        self._stop_watch()
+        self._remove_group()
+        if self.report is not None:
+            self.report["limits"] = self.describe()
         reason = self.watch.reason
         if reason is not None:
             empty(self.box.path)  # the record that follows needs the space
-        if self.reserved is not None:
-            self.reserved.unlink(missing_ok=True)
+        self._release()
         if reason is not None and not (kind is not None and issubclass(kind, KeyboardInterrupt)):
             raise LimitReached(reason) from None
+
+    def _stop_watch(self) -> None:
+        if self.watch is not None and self.watch.is_alive():
+            self.watch.halt.set()
+            self.watch.join()
+
+    def _remove_group(self) -> None:
+        """Kill what still runs in the drill's cgroup and remove it (once); `left` names one that stays."""
+        group, self.removed = (None if self.removed else self.group), True
+        if group is not None and not group.remove():
+            where = ", ".join(sorted({str(d) for d in group.dirs.values() if d.exists()}))
+            self.left = f"the drill's cgroup could not be removed: a process of it still runs after SIGKILL ({where})"
+
+    def _release(self) -> None:
+        """Stop the watchdog, remove the cgroup and release the reserve."""
+        self._stop_watch()
+        self._remove_group()
+        if self.reserved is not None:
+            _unlink(self.reserved)
 
 
 def _device(path: Path) -> int:

@@ -87,9 +87,9 @@ def test_a_memory_bomb_in_a_probe_ends_as_a_fail_naming_the_drill_memory_limit(p
     assert drill["verdict"] == "FAIL", drill
     if drill["limits"]["cgroup"] is None:
         pytest.skip(f"no cgroup can be made here: {drill['limits']['note']}")
-    assert "memory limit of the drill (200 MiB) reached: the probe was killed" in " ".join(probe["problems"]), probe
+    assert "memory limit of the drill (200.0 MiB) reached: the probe was killed" in " ".join(probe["problems"]), probe
     assert "survived" in probe["details"]["stdout"]  # the shell itself lived on: the kernel killed the biggest
-    assert "memory limit of the drill (200 MiB)" in drill["reason"]
+    assert "memory limit of the drill (200.0 MiB)" in drill["reason"]
     (record,) = _drill_records(setup)
     assert record["verdict"] == "FAIL" and "memory limit of the drill" in record["reason"]
     # the drill's cgroup is gone (other drills running on this host meanwhile keep theirs: their pid lives)
@@ -107,7 +107,7 @@ def test_a_disk_filler_in_a_probe_is_stopped_at_the_drill_disk_limit_and_the_rec
     assert run.code == 1, run.stdout + run.stderr
     (drill,) = run.doc["drills"]
     assert drill["verdict"] == "FAIL", drill
-    assert drill["reason"].startswith("disk limit of the drill (64 MiB, sandbox.max_bytes) reached"), drill
+    assert drill["reason"].startswith("disk limit of the drill (64.0 MiB, sandbox.max_bytes) reached"), drill
     assert not Path(drill["sandbox"]).exists()
     # the drill's evidence record is there, and later appends to the ledger work
     (record,) = _drill_records(setup)

@@ -55,7 +55,7 @@ def test_v2_group_counts_oom_kills_and_task_limit_hits(tmp_path):
     path = group.dirs["memory"]
     assert group.exceeded() is None
     (path / "memory.events").write_text("low 0\nhigh 0\nmax 12\noom 1\noom_kill 1\n")
-    assert group.exceeded() == "memory limit of the drill (200 MiB) reached: the probe was killed"
+    assert group.exceeded() == "memory limit of the drill (200.0 MiB) reached: the probe was killed"
     before = group.counts()
     (path / "pids.events").write_text("max 3\n")
     assert group.exceeded(before, "a process of the drill") == (
@@ -126,7 +126,7 @@ def test_processes_each_below_rlimit_as_are_stopped_by_the_drill_memory_limit():
         bomb = ("for i in 1 2 3 4 5 6; do python3 -c 'import time; x = b\"x\" * (100 << 20); time.sleep(2)' & "
                 "done; wait; echo survived")
         done = jail.run(["sh", "-c", bomb], timeout=60)
-        assert done.exceeded == "memory limit of the drill (200 MiB) reached: the probe was killed"
+        assert done.exceeded == "memory limit of the drill (200.0 MiB) reached: the probe was killed"
         assert sandbox.limit_reached(done, jail.limits) == done.exceeded
     finally:
         group.remove()
@@ -147,7 +147,7 @@ def test_the_watchdog_stops_a_sandbox_over_its_bound(tmp_path):
     os.sync()
     assert cancel.wait(10)
     watch.halt.set(), watch.join()
-    assert watch.reason.startswith("disk limit of the drill (1 MiB, sandbox.max_bytes) reached")
+    assert watch.reason.startswith("disk limit of the drill (1.0 MiB, sandbox.max_bytes) reached")
 
 
 def test_the_watchdog_stops_the_drill_when_free_space_falls_below_the_reserve(tmp_path):
@@ -181,7 +181,7 @@ def test_guard_releases_the_reserve_empties_the_sandbox_and_names_the_limit(tmp_
     state = tmp_path / "state"
     state.mkdir()
     spec = DrillSpec(version=1, sandbox={"max_bytes": "1MiB", "min_free": 0}).sandbox
-    with pytest.raises(limits.LimitReached, match=r"disk limit of the drill \(1 MiB"):
+    with pytest.raises(limits.LimitReached, match=r"disk limit of the drill \(1\.0 MiB"):
         with limits.Guard(box, spec, state, execute.Cancel()) as guard:
             assert list(state.glob(".drill-reserve-*")), "the reserve is held during the drill"
             (box.path / "fill").write_bytes(os.urandom(4 << 20))
@@ -246,3 +246,178 @@ def test_a_restore_that_would_leave_less_than_min_free_is_refused_before_it_star
         box.reserve(1 << 20)
         with pytest.raises(Finding, match=r"sandbox\.min_free"):
             box.reserve(1 << 30)
+
+
+def _sleeper():
+    import subprocess
+
+    return subprocess.Popen(["sleep", "60"])
+
+
+def _fake_group(path: Path, version: int = 2) -> cgroups.Group:
+    path.mkdir(parents=True, exist_ok=True)
+    return cgroups.Group(version, {"memory": path, "pids": path}, LIMITS)
+
+
+def test_removing_a_group_kills_what_still_runs_in_it(tmp_path):
+    child = _sleeper()
+    try:
+        group = _fake_group(tmp_path / "backupd-drill-1-1", version=1)
+        (group.dirs["pids"] / "cgroup.procs").write_text(f"{child.pid}\n{os.getpid()}\n")
+        assert not group.remove(0.2)  # a fake group's files keep its directory: it stays
+        assert child.wait(5) == -9  # SIGKILL; backupd itself, listed too, is spared
+    finally:
+        child.kill()
+    v2 = _fake_group(tmp_path / "backupd-drill-1-2")
+    (v2.dirs["memory"] / "cgroup.kill").write_text("0")
+    v2.remove(0)
+    assert (v2.dirs["memory"] / "cgroup.kill").read_text() == "1"  # v2: the kernel kills the whole group
+
+
+def test_stale_groups_of_a_dead_backupd_are_killed_and_cleaned_with_one_helper(tmp_path):
+    child = _sleeper()
+    try:
+        stale = tmp_path / "backupd-drill-999999999-3"
+        stale.mkdir()
+        (stale / "cgroup.procs").write_text(f"{child.pid}\n")
+        (tmp_path / f"backupd-drill-{os.getpid()}-9").mkdir()
+        cgroups.remove_stale(tmp_path)
+        assert child.wait(5) == -9
+        (stale / "cgroup.procs").unlink()
+        cgroups.remove_stale(tmp_path)
+        assert sorted(p.name for p in tmp_path.iterdir()) == [f"backupd-drill-{os.getpid()}-9"]
+    finally:
+        child.kill()
+
+
+def _no_cgroup(monkeypatch):
+    monkeypatch.setattr(cgroups, "make", lambda limits: (None, "no cgroup here"))
+
+
+def _guard(tmp_path, name="box"):
+    box = SimpleNamespace(path=tmp_path / name)
+    box.path.mkdir()
+    spec = DrillSpec(version=1, sandbox={"min_free": 0}).sandbox
+    return limits.Guard(box, spec, tmp_path, execute.Cancel())
+
+
+def test_a_drill_cgroup_that_stays_is_named_in_the_report_after_the_guard_exits(tmp_path, monkeypatch):
+    group = _fake_group(tmp_path / "cg" / "backupd-drill-1-1")
+    (group.dirs["memory"] / "cgroup.procs").write_text("")  # keeps the fake directory
+    monkeypatch.setattr(cgroups.Group.remove, "__defaults__", (0.2,))
+    monkeypatch.setattr(cgroups, "make", lambda limits: (group, None))
+    report = {}
+    with _guard(tmp_path) as guard:
+        guard.describe_into(report)
+        assert report["limits"]["cgroup"] == "v2" and report["limits"]["note"] is None
+    # the fake group's directory cannot be removed (files in it): a real one, a process surviving SIGKILL
+    assert report["limits"]["cgroup"] == "v2"
+    assert report["limits"]["note"].startswith("the drill's cgroup could not be removed")
+    assert str(group.dirs["memory"]) in report["limits"]["note"]
+
+
+def test_drills_of_one_process_each_hold_their_own_reserve(tmp_path, monkeypatch):
+    _no_cgroup(monkeypatch)
+    (tmp_path / ".drill-reserve-999999999").write_text("")  # a dead drill's, named the old way
+    (tmp_path / ".drill-reserve-999999999-4").write_text("")  # a dead drill's
+    (tmp_path / ".drill-reserve-1-4").write_text("")  # PID 1 lives: kept
+    first, second = _guard(tmp_path, "a"), _guard(tmp_path, "b")
+    with first:
+        with second:
+            assert first.reserved != second.reserved and first.reserved.exists() and second.reserved.exists()
+            assert not (tmp_path / ".drill-reserve-999999999").exists()
+            assert not (tmp_path / ".drill-reserve-999999999-4").exists()
+        assert first.reserved.exists()  # the other drill's exit left it alone
+    assert sorted(p.name for p in tmp_path.glob(".drill-reserve-*")) == [".drill-reserve-1-4"]
+
+
+@pytest.mark.parametrize("failure", ["make", "watch"])
+def test_a_guard_failing_part_way_undoes_what_it_set_up(tmp_path, monkeypatch, failure):
+    removed = []
+    group = _fake_group(tmp_path / "cg" / "backupd-drill-1-1")
+    monkeypatch.setattr(group.__class__, "remove", lambda self, seconds=5.0: removed.append(self) or True)
+
+    def make(limits):
+        if failure == "make":
+            raise ValueError("invalid literal for int() with base 10: 'x'")
+        return group, None
+
+    def start(self):
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(cgroups, "make", make)
+    monkeypatch.setattr(limits.DiskWatch, "start", start)
+    with pytest.raises(ValueError if failure == "make" else RuntimeError):
+        with _guard(tmp_path):
+            pass
+    assert not list(tmp_path.glob(".drill-reserve-*"))
+    assert removed == ([] if failure == "make" else [group])
+
+
+def test_a_cgroup_procs_that_is_not_a_list_of_pids_gives_a_reason(tmp_path):
+    unit, mountinfo, proc = _fake_v2(tmp_path, extra_procs="garbage\n")
+    group, why = cgroups.make(LIMITS, str(mountinfo), str(proc))
+    assert group is None and why.startswith("no cgroup for the drill (invalid literal")
+
+
+def test_v2_a_process_forked_into_the_unit_cgroup_during_the_move_moves_too(tmp_path, monkeypatch):
+    import errno
+
+    unit, mountinfo, proc = _fake_v2(tmp_path)
+    moved, write = [], cgroups._write
+
+    def racy(path, value):
+        if path.name == "cgroup.subtree_control" and moved.count("busy") < 2:
+            (unit / "cgroup.procs").write_text(f"{os.getpid()}\n{4000 + moved.count('busy')}\n")  # a fork
+            moved.append("busy")
+            raise OSError(errno.EBUSY, "Device or resource busy")
+        if path.parent.name == cgroups.LEAF:
+            moved.append(value)
+        write(path, value)
+
+    monkeypatch.setattr(cgroups, "_write", racy)
+    group, why = cgroups.make(LIMITS, str(mountinfo), str(proc))
+    assert why is None and group.version == 2, why
+    assert moved == [str(os.getpid()), "busy", "4000", str(os.getpid()), "busy", "4001", str(os.getpid())]
+    assert (unit / "cgroup.subtree_control").read_text() == "+cpu +memory +pids"
+
+
+def test_v2_a_move_that_never_settles_gives_up_with_the_reason(tmp_path, monkeypatch):
+    import errno
+
+    _, mountinfo, proc = _fake_v2(tmp_path)
+    calls = []
+
+    def busy(path, value):
+        if path.name == "cgroup.subtree_control":
+            calls.append(value)
+            raise OSError(errno.EBUSY, "Device or resource busy")
+        path.write_text(value)
+
+    monkeypatch.setattr(cgroups, "_write", busy)
+    group, why = cgroups.make(LIMITS, str(mountinfo), str(proc))
+    assert group is None and why == "no cgroup for the drill (Device or resource busy)"
+    assert len(calls) == cgroups.MOVE_ATTEMPTS
+
+
+def test_the_watchdog_stops_the_drill_when_it_cannot_read_free_space(tmp_path):
+    cancel = limits.DrillCancel(execute.Cancel())
+    gone = tmp_path / "state"
+    watch = limits.DiskWatch(tmp_path, 1 << 30, 0, [tmp_path, gone], cancel)
+    watch.start()
+    assert cancel.wait(5), "a watchdog that cannot see must not let the drill run on unwatched"
+    watch.join(5)
+    assert not watch.is_alive()
+    assert watch.reason == (f"the drill's disk watchdog could not read the free space of {gone} "
+                            "(No such file or directory); the drill was stopped")
+
+
+def test_proc_stat_fields_are_read_in_one_place():
+    from backupd import procs
+    from backupd.actions import locks
+
+    assert procs.parent(os.getpid()) == os.getppid()
+    assert procs.stat_fields(os.getpid())[0] in ("R", "S")
+    assert procs.stat_fields(999999999) is None and procs.parent(999999999) == 0
+    assert locks.pid_running(os.getpid()) and locks.pid_started(os.getpid()) is not None
+    assert locks.pid_started(999999999) is None
