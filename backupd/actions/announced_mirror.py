@@ -3,13 +3,30 @@ keys, through `backupd evidence pull`'s code: no second implementation of pullin
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from pathlib import Path
 
-from backupd.actions import evidence as evidence_action
-from backupd.actions.announced import Announcement, from_lines
+from backupd.actions.announced import Announcement, by_target
 from backupd.errors import ConfigError, Finding
-from backupd.evidence import mirror, settings
+from backupd.evidence import settings
+
+
+def for_run(cfg, policy_set, targets: list[str]):
+    """A verifier's view of what the backup hosts announced: a callable -> target -> snapshot id ->
+    Announcement for each of `targets`, pulled once per run when first called (a failed pull is tried again
+    by the next call); None in the backup role. Drills and restores choose through it (of_target)."""
+    if not cfg.verifier:
+        return None
+    return functools.cache(lambda: load(cfg, policy_set, targets))
+
+
+def of_target(cfg, policy_set, target: str, announced=None) -> dict | None:
+    """target's announcements (from `announced`, a for_run() of this run, else pulled now): what a verifier
+    may choose from (snapshot_choice.select(announced=...)); None in the backup role."""
+    if not cfg.verifier:
+        return None
+    return (announced or for_run(cfg, policy_set, [target]))()[target]
 
 
 def load(cfg, policy_set, targets: list[str]) -> dict[str, dict[str, Announcement]]:
@@ -17,7 +34,11 @@ def load(cfg, policy_set, targets: list[str]) -> dict[str, dict[str, Announcemen
     `targets`, from one pull of the mirror destination
     `evidence.mirror` with its read-only auditor keys; each host's ledger is pulled and verified by
     `evidence pull`'s code (first key, rotations, keyring, signed checkpoints). Finding when a host has no
-    mirrored ledger or it does not verify, DependencyError (exit 3) when the bucket cannot be read."""
+    mirrored ledger or it does not verify, DependencyError (exit 3) when the bucket cannot be read. Each
+    host's ledger is read once, for every target."""
+    from backupd.actions import evidence as evidence_action  # the S3 client only where a verifier chooses
+    from backupd.evidence import mirror
+
     opts = settings.of(cfg)
     if not opts.mirror:
         raise ConfigError("role verifier drills only snapshots the backup host announced in its mirrored "
@@ -42,9 +63,9 @@ def load(cfg, policy_set, targets: list[str]) -> dict[str, dict[str, Announcemen
                 why = "; ".join((got or {}).get("problems", ["missing"])[:3])
                 raise Finding(f"the mirrored ledger of {host} does not verify ({why}): no snapshot counts as "
                               "announced")
-            for target in targets:
-                with open(got["ledger"], "rb") as lines:
-                    for sid, ann in from_lines(lines, host, target).items():
+            with open(got["ledger"], "rb") as lines:
+                for target, announced in by_target(lines, host, targets).items():
+                    for sid, ann in announced.items():
                         out[target].setdefault(sid, ann)
     return out
 

@@ -234,15 +234,21 @@ def _one(cfg: Config, state: State, target, dest_name: str, dest, policy: str, e
 
 def _full_id(repo, snapshot_id: str, notes: list[str]) -> str:
     """The snapshot's full id, which the backup record announces (a verifier matches it exactly: an 8-digit
-    prefix is the writer's to collide). restic before 0.17 reports a short id: one lock-free listing."""
+    prefix is the writer's to collide). restic before 0.17 reports a short id: one lock-free listing. When
+    that fails the record keeps the short id: a verifier never drills that snapshot but lists it without a
+    finding (announced.SHORT_ID), as long as no other snapshot of the host shares the prefix."""
     if len(snapshot_id) == 64:
         return snapshot_id
     try:
         found = restic_snapshots.list_snapshots(repo, ids=[snapshot_id], lock=False)
     except BackupdError as exc:
-        notes.append(f"the snapshot's full id could not be read ({exc}); a verifier will not count it")
-        return snapshot_id
-    return found[0].id if len(found) == 1 and found[0].id.startswith(snapshot_id) else snapshot_id
+        found, why = [], str(exc)
+    else:
+        why = f"restic listed {len(found)} snapshot(s) for it"
+    if len(found) == 1 and found[0].id.startswith(snapshot_id) and len(found[0].id) == 64:
+        return found[0].id
+    notes.append(f"the snapshot's full id could not be read ({why}); a verifier will not drill it")
+    return snapshot_id
 
 
 def _staged_sha256(staging: Path) -> str | None:

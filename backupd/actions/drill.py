@@ -3,7 +3,6 @@ backup-time manifest, run the spec's probes, and judge the time to service-ready
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import tempfile
@@ -13,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from backupd import evidence, execute, output, probes, sandbox
+from backupd.actions import announced_mirror
 from backupd.actions.common import repository
 from backupd.actions.snapshot_choice import ManifestAlongside, Selection, in_background, load_manifest, select
 from backupd.config import Config
@@ -32,6 +32,7 @@ from backupd.state import State
 from backupd.verify import EarlyHasher, verify_tree
 
 PASSED = ("pass", "warn")
+PASSED_VERDICTS = ("PASS", "WARN")
 MANIFEST_READERS = 4
 #: Longest sandbox parent that leaves room for the PostgreSQL socket path (107 bytes on Linux).
 SHORT_PARENT = 60
@@ -70,13 +71,10 @@ def probe_jail(cfg: Config, spec: DrillSpec, box: Sandbox, repo, cancel: execute
     limits, the drill's cgroup `group`; every secret this host holds is scrubbed from their output."""
     work = box.path / "work"
     work.mkdir(mode=0o700)
-    held = sandbox.secrets_in(cfg.secrets_dir, os.environ.get("CREDENTIALS_DIRECTORY"), key_dir(cfg.state_dir),
-                              repo.password_file)
-    keys = tuple(v for k, v in repo.s3_keys.items() if k != "AWS_DEFAULT_REGION")
     limits = sandbox.Limits(memory=spec.sandbox.memory, processes=spec.sandbox.processes,
                             file_size=spec.sandbox.max_bytes)
     return sandbox.Jail(readonly=(box.restore_dir,), writable=(work,), root=box.path, limits=limits,
-                        secrets=held + keys, cancel=cancel, group=group)
+                        secrets=secrets(cfg, repo), cancel=cancel, group=group)
 
 
 def required_paths(target, spec: DrillSpec) -> list[str]:
@@ -214,15 +212,13 @@ def _restore_full(box, repo, target: str, hosts, selection: Selection | None, fi
 
 def _chosen(report: dict, selection: Selection, doc: dict) -> None:
     """The drilled snapshot, why it was chosen and its judgement, into the report; a verifier's also its
-    announcement and the snapshots no backup record announced (a finding: exit 1 whatever the verdict)."""
+    announcement and the snapshots no backup record announced (a finding: see _status)."""
     snap = selection.snap
     report.update(snapshot_id=snap.id, snapshot_time=snap.time.isoformat(), snapshot_host=snap.host,
                   explanation=selection.explanation, judgement=_judgement(snap, selection.bad, doc))
     if selection.screened is not None:
         report["announcement"] = selection.announcement.to_dict() if selection.announcement else None
         report["unannounced"] = selection.screened.findings()
-        if any(u["finding"] for u in report["unannounced"]):
-            report["status"] = "failed"  # exit 1 whatever the verdict of what was drilled instead
 
 
 def _restore_and_probe(cfg, target, spec, kind, repo, selection, doc, timer, cancel, report, first_guess=None,
@@ -345,7 +341,7 @@ def _drill(cfg: Config, state: State, policy_set, target, full: bool, snapshot_i
     report = {"target": target.name, "destination": dest_name, "kind": kind, "spec": spec.name,
               "rto_seconds": target.rto.total_seconds() if target.rto else None, "probes": [],
               "phases": {}, "verdict": "FAIL", "snapshot_id": None}
-    timer, started, selection, repo = PhaseTimer(), time.time(), None, None
+    timer, started, selection, repo, failure = PhaseTimer(), time.time(), None, None, None
     try:
         with timer.phase("select"):
             repo = repository(cfg, dest_name, policy_set.destinations[dest_name])
@@ -357,7 +353,7 @@ def _drill(cfg: Config, state: State, policy_set, target, full: bool, snapshot_i
             prefetch = _manifest_at(cfg, target, first_guess, holder)
             if first_guess is None:
                 selection = select(repo, target.name, cfg.backup_hosts(), snapshot_id,
-                                   announced=_announced_of(cfg, policy_set, target.name, announced))
+                                   announced=announced_mirror.of_target(cfg, policy_set, target.name, announced))
                 _chosen(report, selection, {})  # the flags come with the manifest
             # a sample is chosen from the manifest; a full drill reads it alongside its restore
             doc = None if kind == "full" else load_manifest(repo, selection.snap, target.name, cfg.backup_hosts(),
@@ -366,48 +362,41 @@ def _drill(cfg: Config, state: State, policy_set, target, full: bool, snapshot_i
                                                       cancel, report, first_guess, snapshot_id, removals, prefetch)
         _judge(report, timer, target, doc, kind, problems)
         _suspect_verdict(report)
-        if any(p["status"] == "unavailable" for p in report["probes"]):
-            report["status"] = "unavailable"
     except DependencyError as exc:
-        report.update(status="unavailable", reason=str(exc), phases=timer.phases)
+        failure = "unavailable"
+        report.update(reason=str(exc), phases=timer.phases)
     except ConfigError as exc:  # wrong keys or password: exit 2; recorded as a failed drill (alerted)
-        report.update(status="misconfigured", reason=str(exc), phases=timer.phases)
+        failure = "misconfigured"
+        report.update(reason=str(exc), phases=timer.phases)
     except BackupdError as exc:
         report.update(verdict="FAIL", reason=str(exc), phases=timer.phases)
     except Exception as exc:  # noqa: BLE001 - restored data is the attacker's: any error fails this drill
         # on the record, and the next target is still drilled (KeyboardInterrupt, SystemExit go through)
-        report.update(verdict="FAIL", status="failed", reason=internal_reason(exc, _secrets(cfg, repo)),
-                      phases=timer.phases)
-    report.setdefault("status", "ok" if report["verdict"] in ("PASS", "WARN") else "failed")
-    _record(cfg, state, report, started, selection.snap if selection else None)
+        report.update(verdict="FAIL", reason=internal_reason(exc, _secrets(cfg, repo)), phases=timer.phases)
+    report["status"] = _status(report, failure)
+    _record(cfg, state, report, started, selection)
     return report
 
 
-def _announced(cfg: Config, policy_set, targets: list[str]):
-    """A verifier's view of what the backup hosts announced: a callable -> target -> snapshot id ->
-    Announcement, pulled once per run when first called (a failed pull is tried again by the next
-    target's drill); None in the backup role."""
-    if not cfg.verifier:
-        return None
-    from backupd.actions import announced_mirror  # the mirror's S3 client only where a verifier drills
-
-    return functools.cache(lambda: announced_mirror.load(cfg, policy_set, targets))
-
-
-def _announced_of(cfg: Config, policy_set, target: str, announced) -> dict | None:
-    """target's announcements (run's pull, else its own: a verifier never chooses without); None: backup role."""
-    if not cfg.verifier:
-        return None
-    return (announced or _announced(cfg, policy_set, [target]))()[target]
+def _status(report: dict, failure: str | None = None) -> str:
+    """The drill's one status, decided once, by precedence: misconfigured (exit 2); failed (exit 1) for a
+    finding about the repository (a snapshot no backup record announced), whatever was drilled instead and
+    whatever was unavailable; unavailable (exit 3) for a dependency (`failure`, or a probe's); else the
+    verdict's (ok: PASS/WARN)."""
+    if failure == "misconfigured":
+        return failure
+    if any(u.get("finding") for u in report.get("unannounced") or []):
+        return "failed"
+    if failure == "unavailable" or any(p.get("status") == "unavailable" for p in report["probes"]):
+        return "unavailable"
+    return "ok" if report["verdict"] in PASSED_VERDICTS else "failed"
 
 
-def _restore_point_time(report: dict, snap) -> float:
+def _restore_point_time(selection: Selection) -> float:
     """When the drilled restore point existed for sure: a verifier's announcement time (the backup host's
     signed, mirrored record), never the snapshot's own time field, which the writer chooses."""
-    announced = report.get("announcement")
-    if announced:
-        return datetime.fromisoformat(announced["time"].replace("Z", "+00:00")).timestamp()
-    return snap.time.timestamp()
+    announcement = selection.announcement
+    return (announcement.when() if announcement else selection.snap.time).timestamp()
 
 
 #: Longest reason an internal error gives a drill (state, evidence, alert).
@@ -426,24 +415,30 @@ def internal_reason(exc: BaseException, secrets=()) -> str:
     return ("internal error: " + text)[:REASON_LIMIT]
 
 
-def _secrets(cfg: Config, repo) -> tuple[str, ...] | None:
-    """What internal_reason scrubs: the secrets files, the signing keys, the repository's password and
-    S3 keys (when the drill got that far); None when they cannot be read."""
-    try:
-        held = sandbox.secrets_in(cfg.secrets_dir, os.environ.get("CREDENTIALS_DIRECTORY"),
-                                  key_dir(cfg.state_dir), getattr(repo, "password_file", None))
-    except OSError:
-        return None
+def secrets(cfg: Config, repo) -> tuple[str, ...]:
+    """Every secret value this host holds: the secrets files, the signing keys, the repository's password
+    and S3 keys (when there is a repository yet); what probe output and internal_reason scrub."""
+    held = sandbox.secrets_in(cfg.secrets_dir, os.environ.get("CREDENTIALS_DIRECTORY"),
+                              key_dir(cfg.state_dir), getattr(repo, "password_file", None))
     keys = getattr(repo, "s3_keys", None) or {}
     return held + tuple(v for k, v in keys.items() if v and k != "AWS_DEFAULT_REGION")
 
 
-def _record(cfg: Config, state: State, report: dict, started: float, snap) -> None:
+def _secrets(cfg: Config, repo) -> tuple[str, ...] | None:
+    """secrets(), or None when they cannot be read (internal_reason then gives the error's type only)."""
+    try:
+        return secrets(cfg, repo)
+    except OSError:
+        return None
+
+
+def _record(cfg: Config, state: State, report: dict, started: float, selection: Selection | None) -> None:
     """State row (status pass|warn|fail, the drilled snapshot) carrying the verified RPO, and evidence."""
     status = report["verdict"].lower() if report["status"] != "unavailable" else "unavailable"
+    snap = selection.snap if selection else None
     verified = _verified_since(state, report["target"])
     if status in PASSED and snap is not None:
-        verified = max(verified or 0, _restore_point_time(report, snap))
+        verified = max(verified or 0, _restore_point_time(selection))
     report["verified_snapshot_time"] = (datetime.fromtimestamp(verified, timezone.utc).isoformat()
                                         if verified else None)
     report["verified_rpo_seconds"] = round(time.time() - verified) if verified else None
@@ -474,7 +469,7 @@ def run(cfg: Config, policy_set, target_name: str | None = None, *, full: bool =
     try:
         with sigterm_cancels(cancel):
             reports = []
-            announced = _announced(cfg, policy_set, [t.name for t, _ in plan])
+            announced = announced_mirror.for_run(cfg, policy_set, [t.name for t, _ in plan])
             for t, as_full in plan:
                 if cancel.is_set():  # a SIGTERM (or the daemon's stop) ends the whole run
                     break

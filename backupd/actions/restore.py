@@ -6,8 +6,9 @@ import os
 import time
 from pathlib import Path
 
+from backupd.actions import announced_mirror
 from backupd.actions.common import repository
-from backupd.actions.snapshot_choice import choose, data_snapshots, flagged, load_manifest, target_listing
+from backupd.actions.snapshot_choice import Selection, load_manifest, rejected_text, select
 from backupd.config import Config
 from backupd.engine import restore as restic_restore
 from backupd.errors import ConfigError
@@ -32,6 +33,21 @@ def excluded(cfg: Config, target: str, suspect: dict[str, str]) -> dict[str, str
     """Snapshots a restore must not pick by default: flagged suspect, or failed a drill (FAIL/SUSPECT)."""
     failed = State(cfg.state_dir).snapshot_ids("drill", target, DRILL_FAILED)
     return {**{sid: "failed a restore drill" for sid in failed}, **suspect}
+
+
+def restore_point(cfg: Config, policy_set, repo, target: str, snapshot_id=None, before=None) -> tuple[Selection, dict]:
+    """The snapshot a restore takes (select(): one listing; not flagged, not failed a drill, preferably
+    passed one) and its backup-time manifest. A verifier chooses only among what the backup hosts
+    announced, exactly as its drills do (announced_mirror.of_target), the manifest checked against the
+    announcement; the snapshots it did not count are named in the explanation."""
+    selection = select(repo, target, cfg.backup_hosts(), snapshot_id, before, drilled_snapshots(cfg, target),
+                       announced=announced_mirror.of_target(cfg, policy_set, target),
+                       exclude=excluded(cfg, target, {}))
+    if selection.screened is not None and selection.screened.rejected:
+        selection.explanation += f"; not counted: {rejected_text(selection.screened)}"
+    doc = load_manifest(repo, selection.snap, target, cfg.backup_hosts(), selection.listing,
+                        announcement=selection.announcement)
+    return selection, doc
 
 
 def _check_target_dir(to_dir: Path, force: bool) -> None:
@@ -59,11 +75,8 @@ def run(cfg: Config, policy_set, target_name: str, to_dir: Path, *, snapshot_id=
     _check_target_dir(to_dir, force)
     repo = repository(cfg, dest_name, policy_set.destinations[dest_name])
     t0 = time.monotonic()
-    listing = target_listing(repo, target.name, cfg.backup_hosts())  # one listing serves all three
-    snaps = data_snapshots(repo, target.name, cfg.backup_hosts(), listing)
-    bad = excluded(cfg, target.name, flagged(repo, snaps, target.name, cfg.backup_hosts(), listing))
-    snap, why = choose(snaps, snapshot_id, before, bad, drilled_snapshots(cfg, target.name))
-    doc = load_manifest(repo, snap, target.name, cfg.backup_hosts(), listing)
+    selection, doc = restore_point(cfg, policy_set, repo, target.name, snapshot_id, before)
+    snap, why = selection.snap, selection.explanation
     restic_restore.restore(repo, snap.id, to_dir)
     verification = verify_tree(to_dir, doc)
     modes = defuse(to_dir, keep_setuid, snap.paths)

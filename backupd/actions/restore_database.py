@@ -17,8 +17,7 @@ from pathlib import Path
 
 from backupd import execute
 from backupd.actions.common import repository
-from backupd.actions.restore import drilled_snapshots, excluded
-from backupd.actions.snapshot_choice import choose, data_snapshots, flagged, load_manifest, target_listing
+from backupd.actions.restore import restore_point
 from backupd.config import Config
 from backupd.drill.phases import PhaseTimer
 from backupd.drill.sandbox import private_dir
@@ -228,11 +227,8 @@ def run(cfg: Config, policy_set, target_name: str, database: Database, *, snapsh
     timer, t0 = PhaseTimer(), time.monotonic()
     repo = repository(cfg, dest_name, policy_set.destinations[dest_name])
     with timer.phase("select"):
-        listing = target_listing(repo, target.name, cfg.backup_hosts())  # one listing serves all three
-        snaps = data_snapshots(repo, target.name, cfg.backup_hosts(), listing)
-        bad = excluded(cfg, target.name, flagged(repo, snaps, target.name, cfg.backup_hosts(), listing))
-        snap, why = choose(snaps, snapshot_id, before, bad, drilled_snapshots(cfg, target.name))
-        doc = load_manifest(repo, snap, target.name, cfg.backup_hosts(), listing)
+        chosen, doc = restore_point(cfg, policy_set, repo, target.name, snapshot_id, before)  # as `restore`
+        snap, why = chosen.snap, chosen.explanation
     entry = _dump_entry(doc)
     result = {"target": target.name, "destination": dest_name, "snapshot_id": snap.id,
               "snapshot_time": snap.time.isoformat(), "into_database": database.dbname, "explanation": why,

@@ -9,7 +9,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from backupd import execute
+from backupd import execute, output
 from backupd.actions import announced as announced_mod
 from backupd.engine import restore as restic_restore
 from backupd.engine import snapshots as restic_snapshots
@@ -27,8 +27,15 @@ JUDGEMENT_TAG = "backupd-judgement"
 def target_listing(repo: Repository, target: str, host: str | list[str]) -> list[restic_snapshots.Snapshot]:
     """Every snapshot of target on host, data and companions (manifests, amendments, judgements,
     acceptances), oldest first: one `restic snapshots` that the functions below can share. Lock-free:
-    the restore that acts on the choice takes the lock (a snapshot forgotten meanwhile fails it)."""
-    return restic_snapshots.list_snapshots(repo, tags=[f"target={target}"], host=host, lock=False)
+    the restore that acts on the choice takes the lock (a snapshot forgotten meanwhile fails it). A listed
+    snapshot Python cannot take is left out with a note (in the result's `skipped`)."""
+    return _noted(restic_snapshots.list_snapshots(repo, tags=[f"target={target}"], host=host, lock=False))
+
+
+def _noted(listing):
+    for item in restic_snapshots.skipped_in(listing):
+        output.note(f"{item.describe()}: left out")
+    return listing
 
 
 def _companions(repo: Repository, target: str, host, listing) -> list[restic_snapshots.Snapshot]:
@@ -41,7 +48,7 @@ def data_snapshots(repo: Repository, target: str, host: str | list[str],
     """Complete data snapshots of target on host, oldest first (partial ones are tagged incomplete);
     from `listing` (target_listing) when given, else listed now."""
     if listing is None:
-        listing = restic_snapshots.list_snapshots(repo, tags=["backupd", f"target={target}"], host=host)
+        listing = _noted(restic_snapshots.list_snapshots(repo, tags=["backupd", f"target={target}"], host=host))
     return [s for s in listing if "backupd" in s.tags and "incomplete" not in s.tags]
 
 
@@ -68,30 +75,32 @@ class Selection:
 
 def select(repo: Repository, target: str, host: str | list[str], snapshot_id: str | None = None,
            before: str | None = None, drilled: set[str] | None = None,
-           announced: dict | None = None) -> Selection:
-    """One `restic snapshots` -> the complete data snapshots, their flags and the choice (choose()). With
-    `announced` (verifier: snapshot id -> Announcement) only announced snapshots are chosen from (and serve
-    as older generations); the others are in `screened.rejected`, and asking for one is a Finding."""
+           announced: dict | None = None, exclude: dict[str, str] | None = None) -> Selection:
+    """One `restic snapshots` -> the complete data snapshots, their flags (and `exclude`: id -> why, e.g.
+    failed drills) and the choice (choose()). With `announced` (verifier: snapshot id -> Announcement) only
+    announced snapshots are chosen from (and serve as older generations); the others, and the listed ones
+    Python cannot take, are in `screened.rejected`, and asking for one is a Finding."""
     listing = target_listing(repo, target, host)
     snaps = data_snapshots(repo, target, host, listing)
-    bad = flagged(repo, snaps, target, host, listing)
+    bad = {**(exclude or {}), **flagged(repo, snaps, target, host, listing)}
     screened = None
     if announced is not None:
-        screened = announced_mod.screen(snaps, announced)
+        screened = announced_mod.screen(snaps, announced, restic_snapshots.skipped_in(listing))
         snaps = screened.counted
         asked = [(s, why) for s, why in screened.rejected if snapshot_id and s.id.startswith(snapshot_id)]
         if asked:
-            raise Finding(f"snapshot {asked[0][0].short_id} is not drilled: {asked[0][1]}")
+            raise Finding(f"snapshot {asked[0][0].short_id} is not drilled or restored: {asked[0][1]}")
     try:
         snap, why = choose(snaps, snapshot_id, before, bad, drilled)
     except Finding as exc:
         if not screened or not screened.rejected:
             raise
-        raise Finding(f"{exc}; not announced: {_rejected(screened)}") from None
+        raise Finding(f"{exc}; not announced: {rejected_text(screened)}") from None
     return Selection(listing, snaps, bad, snap, why, screened)
 
 
-def _rejected(screened: announced_mod.Screened) -> str:
+def rejected_text(screened: announced_mod.Screened) -> str:
+    """The newest few snapshots a verifier did not count, each with why."""
     return "; ".join(f"{s.short_id} ({why})" for s, why in screened.rejected[-5:])
 
 

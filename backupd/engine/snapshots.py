@@ -7,10 +7,8 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from backupd import output
 from backupd.engine import command
 from backupd.engine.repository import Repository
-from backupd.errors import Finding
 
 _HEX = re.compile(r"[0-9a-f]{1,64}")
 
@@ -51,23 +49,66 @@ def parse_time(text: str) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
-def parse(stdout: bytes) -> list[Snapshot]:
+@dataclass(frozen=True)
+class Skipped:
+    """A listed snapshot Python cannot take (a year-0 time, a non-hex id, a tag that is not text): never a
+    restore point. Its fields as listed, made printable and bounded (they are the repository writer's)."""
+
+    id: str
+    host: str
+    time: str
+    why: str  # "malformed FIELD (Error: detail)"
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:8]
+
+    def describe(self) -> str:
+        return f"restic listed snapshot {self.short_id!r} with a {self.why}"
+
+
+class Listing(list):
+    """The snapshots of one listing, oldest first (a list), and in `skipped` the ones left out."""
+
+    def __init__(self, snaps=(), skipped=()):
+        super().__init__(snaps)
+        self.skipped: list[Skipped] = list(skipped)
+
+
+def skipped_in(listing) -> list[Skipped]:
+    """What a listing left out (none for a plain list)."""
+    return list(getattr(listing, "skipped", []))
+
+
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
+
+
+def _printable(value, limit: int = 64) -> str:
+    return _UNPRINTABLE.sub("?", value if isinstance(value, str) else repr(value))[:limit]
+
+
+def parse(stdout: bytes) -> Listing:
     """Snapshots from `restic snapshots --json` output, oldest first. A listed snapshot Python cannot
-    take is left out with a note naming it: it is never a restore point, and one planted snapshot must
-    not stop every restore, drill and forget of its target."""
-    snaps = []
+    take is left out and named in the listing's `skipped`: it is never a restore point, and one planted
+    snapshot must not stop every restore, drill and forget of its target (the caller says so)."""
+    snaps, skipped = [], []
     for item in json.loads(stdout or b"[]") or []:
         try:
             snaps.append(_snapshot(item))
-        except Finding as exc:
-            output.note(f"{exc}: left out")
-    return sorted(snaps, key=lambda s: s.time)
+        except _Malformed as exc:
+            skipped.append(exc.skipped)
+    return Listing(sorted(snaps, key=lambda s: s.time), skipped)
+
+
+class _Malformed(Exception):
+    def __init__(self, skipped: Skipped):
+        super().__init__(skipped.why)
+        self.skipped = skipped
 
 
 def _snapshot(item) -> Snapshot:
     """One listed snapshot. The repository is the backup host's to write: a field Python cannot take
-    (a year-0 time restic prints faithfully, a missing id) is a finding naming the snapshot and field."""
-    sid = str(item.get("id"))[:8] if isinstance(item, dict) else "?"
+    (a year-0 time restic prints faithfully, a missing id) is _Malformed, naming the snapshot and field."""
     field_name = "id"
     try:
         if not isinstance(item.get("id"), str) or not _HEX.fullmatch(item["id"]):
@@ -79,8 +120,11 @@ def _snapshot(item) -> Snapshot:
         if not all(isinstance(v, str) for v in [*paths, *tags, item.get("hostname", "")]):
             raise ValueError("not text")
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise Finding(f"restic listed snapshot {sid!r} with a malformed {field_name} "
-                      f"({type(exc).__name__}: {str(exc)[:80]!r})") from None
+        got = item if isinstance(item, dict) else {}
+        raise _Malformed(Skipped(
+            id=_printable(got.get("id", "?")), host=_printable(got.get("hostname", "")),
+            time=_printable(got.get("time", "")),
+            why=f"malformed {field_name} ({type(exc).__name__}: {_printable(str(exc), 80)!r})")) from None
     original = item.get("original")
     return Snapshot(id=item["id"], short_id=item["id"][:8], time=when, host=item.get("hostname", ""),
                     paths=list(paths), tags=list(tags),
@@ -88,10 +132,11 @@ def _snapshot(item) -> Snapshot:
 
 
 def list_snapshots(repo: Repository, *, tags: list[str] | None = None, host: str | list[str] | None = None,
-                   ids: list[str] | None = None, lock: bool = True) -> list[Snapshot]:
+                   ids: list[str] | None = None, lock: bool = True) -> Listing:
     """Snapshots matching all `tags` (AND) and the host (any of a list); oldest first. `lock=False` reads
     without a repository lock (--no-lock: no lock object written, listed and removed, ~0.25 s less),
-    for a listing whose choice a locked command acts on next (a drill's or restore's restore)."""
+    for a listing whose choice a locked command acts on next (a drill's or restore's restore). Snapshots
+    Python cannot take are in the result's `skipped`, for the caller to name."""
     args: list[str] = [] if lock else ["--no-lock"]
     for name in [host] if isinstance(host, str) else host or []:
         if name:

@@ -82,7 +82,7 @@ def test_select_skips_a_newer_planted_snapshot_and_refuses_it_by_id(monkeypatch)
     chosen = _select(monkeypatch, [old, planted], got)
     assert chosen.snap.id == old.id and chosen.snaps == [old] and chosen.announcement.seq == 1
     assert [s.id for s, _ in chosen.screened.rejected] == [planted.id]
-    with pytest.raises(Finding, match="not drilled: no mirrored backup record announces it"):
+    with pytest.raises(Finding, match="not drilled or restored: no mirrored backup record announces it"):
         _select(monkeypatch, [old, planted], got, snapshot_id=planted.id[:8])
     with pytest.raises(Finding, match="not announced: 02cccccc"):
         _select(monkeypatch, [planted], got)  # nothing announced left: the finding names the planted one
@@ -104,7 +104,144 @@ def test_the_backup_record_announces_the_full_id_even_when_restic_reports_eight_
 
     monkeypatch.setattr(backup.restic_snapshots, "list_snapshots", down)
     assert backup._full_id(None, full.id[:8], notes) == full.id[:8]
-    assert "a verifier will not count it" in notes[0]
+    assert "a verifier will not drill it" in notes[0]
+
+
+def test_a_record_naming_only_a_short_id_lists_its_snapshot_without_a_finding_and_never_counts_it(monkeypatch):
+    """The backup could not read the full id (restic < 0.17 and the listing failed): its record names 8 digits.
+    The verifier never drills that snapshot (a prefix is the writer's to collide) but it is no finding,
+    unless another snapshot of the host shares the prefix: then both are."""
+    from backupd.actions import backup
+    from backupd.errors import DependencyError
+
+    legit = _snap(1)
+
+    def down(repo, ids, lock):
+        raise DependencyError("storage unreachable")
+
+    monkeypatch.setattr(backup.restic_snapshots, "list_snapshots", down)
+    short = backup._full_id(None, legit.short_id, [])
+    record = {**_backup(legit), "snapshot_id": short}
+    got = announced.from_lines([_line(1, record)], "tos-01", "t")
+    screened = announced.screen([legit], got)
+    assert screened.counted == [] and screened.rejected == [(legit, announced.SHORT_ID)]
+    assert [f["finding"] for f in screened.findings()] == [False]
+    twin = Snapshot(id=legit.id[:8] + "d" * 56, short_id=legit.short_id, time=legit.time, host="tos-01",
+                    paths=["/d"], tags=["backupd", "target=t"])
+    assert [f["finding"] for f in announced.screen([legit, twin], got).findings()] == [True, True]
+    foreign = Snapshot(**{**legit.__dict__, "host": "elsewhere"})
+    assert [f["finding"] for f in announced.screen([foreign], got).findings()] == [True]
+
+
+def test_a_listed_snapshot_python_cannot_take_is_a_verifier_finding_and_the_rest_still_serves(monkeypatch):
+    """A planted entry restic lists but Python cannot read (year-0 time) can never be announced: for a
+    verifier it is in `unannounced` as a finding; the announced snapshot is still chosen."""
+    import json
+
+    from backupd.engine import snapshots as restic_snapshots
+
+    good = _snap(1)
+    items = [{"id": "ee" * 32, "time": "0000-01-01T00:00:00Z", "hostname": "tos-01", "paths": ["/d"],
+              "tags": ["backupd", "target=t"]},
+             {"id": good.id, "time": good.time.isoformat(), "hostname": "tos-01", "paths": ["/d"],
+              "tags": ["backupd", "target=t"]}]
+    listing = restic_snapshots.parse(json.dumps(items).encode())
+    monkeypatch.setattr(snapshot_choice, "target_listing", lambda repo, target, host: listing)
+    got = announced.from_lines([_line(1, _backup(good))], "tos-01", "t")
+    chosen = snapshot_choice.select(None, "t", ["tos-01"], announced=got)
+    assert chosen.snap.id == good.id
+    (finding,) = chosen.screened.findings()
+    assert finding["snapshot_id"] == "ee" * 32 and finding["finding"] is True and "malformed time" in finding["why"]
+    assert finding["time"] == "0000-01-01T00:00:00Z" and finding["host"] == "tos-01"
+    with pytest.raises(Finding, match="not drilled or restored: listed with a malformed time"):
+        snapshot_choice.select(None, "t", ["tos-01"], "eeee", announced=got)
+    assert snapshot_choice.select(None, "t", ["tos-01"]).screened is None  # backup role: left out, no finding
+
+
+def test_each_hosts_ledger_is_read_once_for_every_target(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from backupd.actions import announced_mirror
+    from backupd.actions import evidence as evidence_action
+
+    snaps = {t: _snap(i) for i, t in enumerate(("a", "b", "c"))}
+    ledgers = {}
+    for host in ("tos-01", "tos-02"):
+        ledgers[host] = tmp_path / f"{host}.jsonl"
+        ledgers[host].write_bytes(b"".join(_line(i + 1, _backup(s, target=t), host=host)
+                                           for i, (t, s) in enumerate(snaps.items())))
+    monkeypatch.setattr(evidence_action, "pull", lambda cfg, ps, dest, tmp, host, creds, keyring: {
+        "hosts": [{"host": host, "ok": True, "ledger": str(ledgers[host])}]})
+    opened = []
+    real_open = open
+
+    def counted_open(path, *args, **kwargs):
+        opened.append(str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(announced_mirror, "open", counted_open, raising=False)
+    cfg = SimpleNamespace(evidence={"mirror": "worm"}, state_dir=tmp_path / "state", verifier=True,
+                          backup_hosts=lambda: ["tos-01", "tos-02"])
+    policy_set = SimpleNamespace(destinations={"worm": SimpleNamespace(auditor_credentials_file="ro.env",
+                                                                      bucket="b")})
+    out = announced_mirror.load(cfg, policy_set, list(snaps))
+    assert sorted(opened) == sorted(str(p) for p in ledgers.values())  # once per host, not per target
+    for target, snap in snaps.items():
+        assert list(out[target]) == [snap.id] and out[target][snap.id].host == "tos-01"  # the first host's wins
+
+
+def _verifier_restore(tmp_path, monkeypatch, snaps, announcements):
+    """restore's choice as a verifier: the repository lists `snaps`, the mirror announced `announcements`."""
+    from types import SimpleNamespace
+
+    from backupd.actions import announced_mirror, restore
+
+    monkeypatch.setattr(announced_mirror, "load", lambda cfg, ps, targets: {t: announcements for t in targets})
+    monkeypatch.setattr(snapshot_choice, "target_listing", lambda repo, target, host: list(snaps))
+    monkeypatch.setattr(snapshot_choice.restic_restore, "dump_file", lambda repo, sid, path: MANIFEST)
+    cfg = SimpleNamespace(verifier=True, backup_hosts=lambda: ["tos-01"], state_dir=tmp_path / "state")
+    cfg.state_dir.mkdir()
+    return cfg, restore
+
+
+def _with_manifest(snap: Snapshot) -> Snapshot:
+    return Snapshot(**{**snap.__dict__, "paths": ["/d", "/var/lib/backupd/manifests/t"]})
+
+
+def test_a_verifiers_restore_chooses_only_announced_snapshots_as_its_drills_do(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    old, planted = _with_manifest(_snap(1)), _with_manifest(_snap(2))
+    got = announced.from_lines([_line(1, _backup(old))], "tos-01", "t")
+    cfg, restore = _verifier_restore(tmp_path, monkeypatch, [old, planted], got)
+    selection, doc = restore.restore_point(cfg, None, None, "t")
+    assert selection.snap.id == old.id and selection.announcement.seq == 1 and doc["target"] == "t"
+    assert "not counted: 02cccccc (no mirrored backup record announces it)" in selection.explanation
+    with pytest.raises(Finding, match="02cccccc is not drilled or restored"):
+        restore.restore_point(cfg, None, None, "t", planted.id[:8])
+    # the commands' own paths: `restore --to` restores the announced one, `--into-database` refuses the planted
+    restored = []
+    monkeypatch.setattr(restore, "repository", lambda cfg, name, dest: None)
+    monkeypatch.setattr(restore.restic_restore, "restore", lambda repo, sid, to: restored.append(sid))
+    target = SimpleNamespace(name="t", destinations=["worm"], sources=SimpleNamespace(dump=object()))
+    policy_set = SimpleNamespace(target=lambda name: target, destinations={"worm": None})
+    result = restore.run(cfg, policy_set, "t", tmp_path / "to")
+    assert restored == [old.id] and result["snapshot_id"] == old.id
+    from backupd.actions import restore_database
+
+    monkeypatch.setattr(restore_database, "_preflight", lambda db, force, allow: [])
+    monkeypatch.setattr(restore_database, "repository", lambda cfg, name, dest: None)
+    with pytest.raises(Finding, match="02cccccc is not drilled or restored"):
+        restore_database.run(cfg, policy_set, "t", None, snapshot_id=planted.id[:8])
+
+
+def test_a_listing_the_mirror_does_not_vouch_for_makes_the_verifiers_manifest_check_apply(tmp_path, monkeypatch):
+    """The restore reads the announced manifest: bytes that do not hash to the announcement fail it."""
+    old = _with_manifest(_snap(1))
+    got = announced.from_lines([_line(1, _backup(old, digest="f" * 64))], "tos-01", "t")
+    cfg, restore = _verifier_restore(tmp_path, monkeypatch, [old], got)
+    with pytest.raises(Finding, match="not the one tos-01 announced"):
+        restore.restore_point(cfg, None, None, "t")
 
 
 def test_the_verified_rpo_of_a_verifier_runs_from_the_announcement_not_the_snapshot_time():
@@ -112,5 +249,8 @@ def test_the_verified_rpo_of_a_verifier_runs_from_the_announcement_not_the_snaps
 
     snap = _snap(5)  # its own time field says T0 + 5 h: the writer's to choose
     (ann,) = announced.from_lines([_line(1, _backup(snap))], "tos-01", "t").values()
-    assert drill._restore_point_time({"announcement": ann.to_dict()}, snap) == ann.when().timestamp()
-    assert drill._restore_point_time({}, snap) == snap.time.timestamp()  # backup role: as before
+    screened = announced.Screened(counted=[snap], by_id={snap.id: ann})
+    chosen = snapshot_choice.Selection([snap], [snap], {}, snap, "newest", screened)
+    assert drill._restore_point_time(chosen) == ann.when().timestamp()
+    backup_role = snapshot_choice.Selection([snap], [snap], {}, snap, "newest")
+    assert drill._restore_point_time(backup_role) == snap.time.timestamp()  # backup role: as before

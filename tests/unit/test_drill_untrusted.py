@@ -182,10 +182,15 @@ def test_a_manifest_nested_too_deep_for_the_parser_is_not_valid_json(monkeypatch
     ({"time": "2026-11-01T00:00:00Z"}, "id"),
     ({"id": "ab" * 32, "time": "2026-11-01T00:00:00Z", "tags": [5]}, "paths/tags"),
 ])
-def test_a_listed_snapshot_python_cannot_take_is_left_out_naming_it(item, field, capsys):
+def test_a_listed_snapshot_python_cannot_take_is_left_out_naming_it(item, field, capsys, monkeypatch):
     good = {"id": "cd" * 32, "time": "2026-11-02T00:00:00Z", "paths": ["/srv"]}
-    snaps = restic_snapshots.parse(json.dumps([item, good]).encode())
+    listed = json.dumps([item, good]).encode()
+    snaps = restic_snapshots.parse(listed)
     assert [s.id for s in snaps] == ["cd" * 32]  # the rest of the listing still serves restore and drill
+    assert [f"malformed {field}" in s.why for s in snaps.skipped] == [True]
+    assert capsys.readouterr().err == ""  # the engine prints nothing: the action that listed names it
+    monkeypatch.setattr(restic_snapshots.command, "run", lambda *a, **k: SimpleNamespace(stdout=listed))
+    assert [s.id for s in choice.target_listing(SimpleNamespace(name="d"), "tos", "h")] == ["cd" * 32]
     assert f"malformed {field}" in capsys.readouterr().err
 
 
@@ -224,6 +229,42 @@ def test_an_error_inside_a_drill_is_a_fail_on_the_record_and_the_next_target_is_
     assert state.last("drill", "gate")["status"] == "fail"
     assert [r["data"]["target"] for r in Ledger(repo.cfg.state_dir).query(kind="drill")] == ["tos", "gate"]
     assert drill_exit_code(reports) == 1
+
+
+@pytest.mark.parametrize("unavailable", ["probe", "storage"])
+def test_a_finding_about_an_unannounced_snapshot_outranks_an_unavailable_dependency(unavailable, tmp_path,
+                                                                                     monkeypatch):
+    """A verifier's drill found a snapshot no backup record announced, and a probe (or the storage) was
+    unavailable: the drill is failed (exit 1), on the record too, never unavailable (exit 3)."""
+    from backupd.actions import announced
+    from backupd.errors import DependencyError
+    from backupd.probes.base import ProbeResult
+
+    repo = Repository(tmp_path, monkeypatch)
+    planted = Snapshot(id="cc" * 32, short_id="cccccccc", time=T0 + timedelta(hours=2), host="h", paths=PATHS,
+                       tags=["backupd", "target=tos"])
+    ann = announced.Announcement(NEW.id, "h", "tos", "d", "2026-11-01T01:00:00Z", 1, "ab" * 32)
+    screened = announced.Screened(counted=[OLD, NEW], rejected=[(planted, announced.UNANNOUNCED)],
+                                  by_id={OLD.id: ann, NEW.id: ann})
+    monkeypatch.setattr(drill_action, "select", lambda *a, **k: choice.Selection([OLD, NEW, planted], [OLD, NEW],
+                                                                                 {}, NEW, "newest", screened))
+    monkeypatch.setattr(choice.announced_mod, "check_manifest", lambda data, announcement, where: None)
+    if unavailable == "probe":
+        monkeypatch.setattr(drill_action.probes, "run", lambda probe, ctx: ProbeResult(
+            name=probe.kind, kind=probe.kind, status="unavailable", problems=["pg_ctl not found"]))
+    else:
+        def down(*args, **kwargs):
+            raise DependencyError("storage unreachable")
+
+        monkeypatch.setattr(choice.restic_restore, "restore", down)
+    report = repo.drill()
+    assert [u["snapshot_id"] for u in report["unannounced"] if u["finding"]] == [planted.id]
+    assert report["status"] == "failed" and drill_exit_code([report]) == 1, report
+    assert State(repo.cfg.state_dir).last("drill", "tos")["status"] != "unavailable"
+    # without the finding the same drill is unavailable (exit 3), as before
+    monkeypatch.setattr(drill_action, "select", lambda *a, **k: choice.Selection(
+        [OLD, NEW], [OLD, NEW], {}, NEW, "newest", announced.Screened([OLD, NEW], [], {OLD.id: ann, NEW.id: ann})))
+    assert drill_exit_code([repo.drill()]) == 3
 
 
 def test_an_interrupt_still_stops_the_drill_and_a_cancel_stops_the_targets_after_it(tmp_path, monkeypatch):
