@@ -92,6 +92,8 @@ def test_a_memory_bomb_in_a_probe_ends_as_a_fail_naming_the_drill_memory_limit(p
     assert "memory limit of the drill (200.0 MiB)" in drill["reason"]
     (record,) = _drill_records(setup)
     assert record["verdict"] == "FAIL" and "memory limit of the drill" in record["reason"]
+    # the limits are taken again when the drill ends: its cgroup was removed, so no note, here and on record
+    assert drill["limits"]["note"] is None and record["limits"] == drill["limits"], (drill["limits"], record)
     # the drill's cgroup is gone (other drills running on this host meanwhile keep theirs: their pid lives)
     left = [g for g in _drill_groups() if g not in before
             and not os.path.exists(f"/proc/{os.path.basename(g).split('-')[2]}")]
