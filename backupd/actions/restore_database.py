@@ -5,6 +5,9 @@ against its backup-time manifest, then compare every table's rows with the count
 The dump is the attacker's (a dormant one decided what was backed up): psql loads it in restricted mode
 (pgload), a role that could run programs or touch files on the database server is refused (unless the
 operator accepts it), and a setting the load left on the database or role (search_path) is a problem.
+Every session backupd opens on the database (before the load too: with --force it may hold anything)
+starts with pgcount.SESSION (search_path = pg_catalog, read-only) and names everything pg_catalog.-
+qualified, so what the dump planted (`public.unnest`, a `pg_roles` view, its search_path) cannot answer.
 The password never reaches argv: a DSN carrying one is refused; it comes from a file or libpq's own."""
 
 from __future__ import annotations
@@ -31,30 +34,22 @@ from backupd.verify import verify_tree
 #: What makes a role able to run programs or touch files on the server, itself or through a role it may
 #: SET ROLE to (the dump can): superuser, CREATEROLE (grants itself the rest), the pg_*_server_* roles.
 POWERS_SQL = """
-SELECT bool_or(r.rolsuper), bool_or(r.rolcreaterole),
-       pg_has_role(current_user, 'pg_execute_server_program', 'MEMBER'),
-       pg_has_role(current_user, 'pg_write_server_files', 'MEMBER'),
-       pg_has_role(current_user, 'pg_read_server_files', 'MEMBER'), current_user
-FROM pg_roles r WHERE pg_has_role(current_user, r.oid, 'MEMBER')
+SELECT pg_catalog.bool_or(r.rolsuper), pg_catalog.bool_or(r.rolcreaterole),
+       pg_catalog.pg_has_role(CURRENT_USER, 'pg_execute_server_program', 'MEMBER'),
+       pg_catalog.pg_has_role(CURRENT_USER, 'pg_write_server_files', 'MEMBER'),
+       pg_catalog.pg_has_role(CURRENT_USER, 'pg_read_server_files', 'MEMBER'), CURRENT_USER
+FROM pg_catalog.pg_roles r WHERE pg_catalog.pg_has_role(CURRENT_USER, r.oid, 'MEMBER')
 """
 POWERS = ("superuser (or a member of one)", "CREATEROLE (or a member of such a role)", "a member of pg_execute_server_program",
           "a member of pg_write_server_files", "a member of pg_read_server_files")
-#: Settings that outlive the load: of this database, and of the connecting role (here or everywhere).
-SETTINGS_SQL = """
-SELECT CASE WHEN s.setrole = 0 THEN 'database ' || d.datname
-            WHEN s.setdatabase = 0 THEN 'role ' || r.rolname
-            ELSE 'role ' || r.rolname || ' in database ' || d.datname END, c
-FROM pg_db_role_setting s LEFT JOIN pg_database d ON d.oid = s.setdatabase
-LEFT JOIN pg_roles r ON r.oid = s.setrole, unnest(s.setconfig) c
-WHERE s.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
-   OR (s.setdatabase = 0 AND s.setrole = (SELECT oid FROM pg_roles WHERE rolname = current_user))
-"""
 
 #: Relations in user schemas: a database holding any is not empty.
 USER_RELATIONS_SQL = """
-SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND n.nspname <> 'information_schema'
-  AND n.nspname NOT LIKE 'pg\\_%'
+SELECT pg_catalog.count(*) FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+WHERE c.relkind OPERATOR(pg_catalog.=) ANY ('{r,p,v,m,S,f}'::pg_catalog."char"[])
+  AND n.nspname OPERATOR(pg_catalog.<>) 'information_schema'
+  AND n.nspname OPERATOR(pg_catalog.!~~) 'pg\\_%'
 """
 
 
@@ -96,17 +91,37 @@ class Database:
                    user=params.get("user") or user, password=read_password(password_file))
 
     def connect(self):
+        """A session on the database that starts with pgcount.SESSION (search_path = pg_catalog,
+        read-only): no setting the dump left on the database or role overrides it."""
         import psycopg
 
         kwargs = {k: v for k, v in (("dbname", self.dbname), ("host", self.host), ("port", self.port),
                                     ("user", self.user), ("password", self.password)) if v is not None}
         try:
-            return psycopg.connect(**kwargs, connect_timeout=30, autocommit=True, application_name="backupd")
+            return psycopg.connect(**kwargs, connect_timeout=30, autocommit=True, application_name="backupd",
+                                   options=pgcount.options())
         except psycopg.Error as exc:
-            text = str(exc).strip()[:300]
-            if self.password:
-                text = text.replace(self.password, "[REDACTED]")
-            raise DependencyError(f"cannot connect to database {self.dbname}: {text}") from None
+            raise DependencyError(f"cannot connect to database {printable(self.dbname, 100)}: "
+                                  f"{self.scrub(exc)}") from None
+
+    def scrub(self, exc: BaseException) -> str:
+        """An error's text, bounded, printable, the password never in it."""
+        text = str(exc).strip()
+        if self.password:
+            text = text.replace(self.password, "[REDACTED]")
+        return printable(text, 300)
+
+    def query(self, conn, sql: str, what: str) -> list[tuple]:
+        """sql's rows; a lost server is a DependencyError, a failing query a Finding (never a traceback)."""
+        import psycopg
+
+        try:
+            return conn.execute(sql).fetchall()
+        except psycopg.OperationalError as exc:
+            raise DependencyError(f"{what} in database {printable(self.dbname, 100)}: the server went away "
+                                  f"or refused ({self.scrub(exc)})") from None
+        except psycopg.Error as exc:
+            raise Finding(f"{what} in database {printable(self.dbname, 100)} failed: {self.scrub(exc)}") from None
 
     def environment(self) -> execute.Environment:
         """The password only as PGPASSWORD; libpq's PGPASSFILE passes on (HOME, so ~/.pgpass, always does)."""
@@ -132,10 +147,10 @@ def read_password(path: Path | None) -> str | None:
     return password
 
 
-def _check_role(conn, dbname: str, allow_superuser: bool) -> list[str]:
+def _check_role(db: Database, conn, allow_superuser: bool) -> list[str]:
     """Refuse (exit 2) a role whose load of a hostile dump could run programs on the server; with
     allow_superuser the warnings instead."""
-    row = conn.execute(POWERS_SQL).fetchone()
+    row = db.query(conn, POWERS_SQL, "checking the powers of the connecting role")[0]
     powers = [name for name, has in zip(POWERS, row[:5]) if has]
     if row[0]:
         powers = powers[:1]
@@ -144,15 +159,22 @@ def _check_role(conn, dbname: str, allow_superuser: bool) -> list[str]:
     what = (f"role {printable(row[5])} is {' and '.join(powers)}: a hostile dump it loads could run programs "
             "or touch files on the database server (COPY ... PROGRAM, untrusted languages, ALTER SYSTEM)")
     if not allow_superuser:
-        raise ConfigError(f"{what}; connect as the owner of database {printable(dbname)}, a role without these "
+        raise ConfigError(f"{what}; connect as the owner of database {printable(db.dbname)}, a role without these "
                           "(e.g. --db-user tos), or pass --allow-superuser to accept the risk")
     return [f"{what}; loaded anyway (--allow-superuser)"]
 
 
 def _settings(db: Database) -> set[tuple[str, str]]:
-    """(scope, name=value) of every setting on the database and on the connecting role."""
+    """(scope, name=value) of every setting on the database and on the connecting role (here or
+    everywhere): pgcount.settings_sql, the drill's query too."""
     with db.connect() as conn:
-        return {(scope, setting) for scope, setting in conn.execute(SETTINGS_SQL).fetchall()}
+        rows = db.query(conn, pgcount.settings_sql(), "reading the database and role settings")
+    found = set()
+    for database, role, setting in pgcount.settings([str(row[0]) for row in rows]):
+        scope = (f"database {database}" if role is None else f"role {role}" if database is None
+                 else f"role {role} in database {database}")
+        found.add((scope, setting))
+    return found
 
 
 def _added(before: set, after: set) -> list[str]:
@@ -164,8 +186,8 @@ def _added(before: set, after: set) -> list[str]:
 def _preflight(db: Database, force: bool, allow_superuser: bool) -> list[str]:
     """Refuse a non-empty database (without force) and a powerful role; the warnings left."""
     with db.connect() as conn:
-        warnings = _check_role(conn, db.dbname, allow_superuser)
-        relations = conn.execute(USER_RELATIONS_SQL).fetchone()[0]
+        warnings = _check_role(db, conn, allow_superuser)
+        relations = db.query(conn, USER_RELATIONS_SQL, "looking for relations")[0][0]
     if relations and not force:
         raise ConfigError(f"database {db.dbname} is not empty ({relations} relation(s)); restore into an "
                           "empty database or pass --force")
@@ -174,30 +196,26 @@ def _preflight(db: Database, force: bool, allow_superuser: bool) -> list[str]:
 
 def _count(db: Database, tables: list[str]) -> pgcount.Counted:
     """Rows per table now in the database, counted so the loaded dump cannot steer the count (pgcount:
-    the catalog names the tables, search_path = pg_catalog and read-only set first)."""
-    import psycopg
-
+    the catalog names the tables; search_path = pg_catalog and read-only sent at connection start)."""
     with db.connect() as conn:
-        for sql in pgcount.set_sql():
-            conn.execute(sql)
-
         def query(sql: str) -> list[str]:
-            try:
-                return [str(row[0]) for row in conn.execute(sql).fetchall()]
-            except psycopg.Error as exc:
-                raise Finding(f"counting the rows in {db.dbname} failed: {str(exc).strip()[:300]}") from None
+            return [str(row[0]) for row in db.query(conn, sql, "counting the rows")]
 
         return pgcount.count_rows(query, tables)
 
 
 def _load(db: Database, dump: Path, jobs: int, timeout: float | None) -> str | None:
     """Load the dump (a plain one through restricted psql); why it failed, None when it did not."""
-    stdin = pgload.load_input(dump)
-    if stdin is not None:
-        pgload.require_restrict(bindir())
-    argv = pgload.load_argv(bindir(), dump, database=db.dbname, host=db.host, port=db.port, user=db.user,
-                            jobs=jobs)
-    done = execute.run(argv, db.environment(), timeout=timeout, stdin=stdin, max_output=1 << 16)
+    try:
+        stdin = pgload.load_input(dump)
+        if stdin is not None:
+            pgload.require_restrict(bindir())
+        argv = pgload.load_argv(bindir(), dump, database=db.dbname, host=db.host, port=db.port, user=db.user,
+                                jobs=jobs)
+        done = execute.run(argv, db.environment(), timeout=timeout, stdin=stdin, max_output=1 << 16)
+    except OSError as exc:  # reading the restored dump (psql's input) failed: the load was stopped
+        return f"reading the restored dump to load it into {db.dbname} failed: " \
+               f"{printable(exc.strerror or str(exc), 200)}; nothing more was loaded"
     if done.timed_out:
         return f"loading the dump into {db.dbname} timed out"
     if done.returncode != 0:

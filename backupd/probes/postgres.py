@@ -16,7 +16,6 @@ the dump's functions, operators and database settings cannot answer for the cata
 from __future__ import annotations
 
 import glob
-import json
 import re
 import threading
 import time
@@ -48,14 +47,8 @@ ROLES_SQL = (
 PORT = 5432  # only names the socket file: the socket directory is private to this sandbox
 DATABASE = "drill"
 SOCKET_MAX = 107 - len("/.s.PGSQL.5432")
-#: Settings stored for DATABASE (on it, or on a role in it): pg_dump writes none without --create, so one
-#: the load adds is the dump's doing, and real recovery would keep it for every later session.
-SETTINGS_SQL = f"""
-SELECT pg_catalog.json_build_array(s.setrole OPERATOR(pg_catalog.<>) 0, c)::pg_catalog.text
-FROM pg_catalog.pg_db_role_setting s, pg_catalog.unnest(s.setconfig) c
-WHERE s.setdatabase OPERATOR(pg_catalog.=)
-      (SELECT oid FROM pg_catalog.pg_database WHERE datname OPERATOR(pg_catalog.=) '{DATABASE}')
-"""
+#: How ADMIN's sessions start: a setting the dump left on DATABASE (search_path, read-only) cannot steer them.
+ADMIN_SESSION = "-c search_path=pg_catalog -c default_transaction_read_only=off"
 #: A restore-speed server: the cluster is thrown away after the probe, so nothing needs to survive a crash
 #: (no fsync, no full-page images), nothing is replicated (wal_level minimal: data loaded into a table
 #: created or truncated in the same transaction, as pg_restore -j does, and every index build write no
@@ -223,15 +216,11 @@ class Cluster:
         self.psql("-c", f"ALTER DATABASE \"{DATABASE}\" SET maintenance_work_mem = '{mb}MB'", db="postgres")
 
     def settings(self) -> set[tuple[bool, str]]:
-        """(on a role?, 'name=value') of every setting stored for DATABASE (SETTINGS_SQL)."""
-        found = set()
-        for line in self.psql("-c", SETTINGS_SQL).splitlines():
-            try:
-                role, setting = json.loads(line)
-            except (ValueError, TypeError):
-                continue
-            found.add((bool(role), str(setting)))
-        return found
+        """(on a role?, 'name=value') of every setting stored for DATABASE (on it, or on a role in it) and
+        on LOADER anywhere: pg_dump writes none without --create, so one the load adds is the dump's
+        doing. Read as PROBE (pgcount.settings_sql: pg_catalog-qualified, search_path = pg_catalog)."""
+        return {(role is not None, setting)
+                for _, role, setting in pgcount.settings(self.query(pgcount.settings_sql(LOADER)))}
 
     def unset(self, planted: set[tuple[bool, str]]) -> list[str]:
         """A problem per setting the load left; those on the database are reset, so no session inherits
@@ -278,17 +267,21 @@ class Cluster:
 
     def psql(self, *args: str, db: str = DATABASE, timeout: float = 600) -> str:
         """psql as ADMIN (setting the cluster up; never for what the dump made)."""
-        argv = [str(self.bin / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-h", str(self.sock),
-                "-p", str(PORT), "-U", ADMIN, "-d", db, *args]
+        argv = [str(self.bin / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-d",
+                self._conninfo(ADMIN, db, ADMIN_SESSION), *args]
         return self._run(argv, "psql", timeout).stdout.decode("utf-8", "replace")
+
+    def _conninfo(self, user: str, db: str, options: str) -> str:
+        """A conninfo for the cluster's socket, `options` sent at connection start (a database or role
+        setting cannot override them)."""
+        return " ".join(f"{k}='{_conninfo_value(str(v))}'" for k, v in (
+            ("host", self.sock), ("port", PORT), ("user", user), ("dbname", db), ("options", options)))
 
     def query(self, sql: str, timeout: float = 600) -> list[str]:
         """The lines sql returns, run as PROBE in DATABASE with pgcount.SESSION set at connection start
         (no database or role setting overrides it); Finding with the server's error when it fails."""
-        conninfo = " ".join(f"{k}='{v}'" for k, v in (("host", _conninfo_value(str(self.sock))),
-                                                       ("port", PORT), ("user", PROBE), ("dbname", DATABASE),
-                                                       ("options", pgcount.options())))
-        argv = [str(self.bin / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-d", conninfo, "-c", sql]
+        argv = [str(self.bin / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-d",
+                self._conninfo(PROBE, DATABASE, pgcount.options()), "-c", sql]
         done = self._run(argv, "psql", timeout, check=False)
         if done.returncode != 0 or done.timed_out:
             error = "timed out" if done.timed_out else _server_error(done.stderr)

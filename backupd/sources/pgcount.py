@@ -8,7 +8,11 @@ name is resolved against the catalog and matched here, only tables are counted (
 untrusted text.
 
 `count_rows(query, names)` takes the way to run one query: `query(sql)` -> the result's lines (one
-value per row), raising Finding when the query fails."""
+value per row), raising Finding when the query fails.
+
+`settings_sql()` and `settings()` read the settings a load left (`ALTER DATABASE/ROLE ... SET`) the same
+way, for the drill and for `restore --into-database`: every name pg_catalog-qualified, so neither a
+`public.unnest(text[])`, a `public.pg_database` view nor the search_path the dump set can hide one."""
 
 from __future__ import annotations
 
@@ -27,6 +31,21 @@ RELATIONS_SQL = """
 SELECT pg_catalog.json_build_array(n.nspname, c.relname, c.relkind)::pg_catalog.text
 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
 WHERE c.relkind OPERATOR(pg_catalog.<>) ALL ('{i,I,t}'::pg_catalog."char"[])
+"""
+
+#: Settings stored for the current database (on it, or on a role in it) and on one role everywhere, a
+#: JSON array [database or null, role or null, 'name=value'] per line; {role}: an SQL name expression.
+SETTINGS_SQL = """
+SELECT pg_catalog.json_build_array(d.datname, r.rolname, c)::pg_catalog.text
+FROM pg_catalog.pg_db_role_setting s
+LEFT JOIN pg_catalog.pg_database d ON d.oid OPERATOR(pg_catalog.=) s.setdatabase
+LEFT JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) s.setrole
+CROSS JOIN LATERAL pg_catalog.unnest(s.setconfig) c
+WHERE s.setdatabase OPERATOR(pg_catalog.=) (SELECT x.oid FROM pg_catalog.pg_database x
+                                            WHERE x.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())
+   OR (s.setdatabase OPERATOR(pg_catalog.=) 0::pg_catalog.oid
+       AND s.setrole OPERATOR(pg_catalog.=) (SELECT x.oid FROM pg_catalog.pg_roles x
+                                             WHERE x.rolname OPERATOR(pg_catalog.=) {role}))
 """
 
 Query = Callable[[str], list[str]]
@@ -52,6 +71,29 @@ def set_sql() -> list[str]:
 
 def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(value: str) -> str:
+    """value as an E'' string literal: the same whatever standard_conforming_strings a dump set."""
+    return "E'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def settings_sql(role: str | None = None) -> str:
+    """SETTINGS_SQL for the settings of the session's database and of role (None: the session's user)."""
+    return SETTINGS_SQL.format(role="CURRENT_USER" if role is None else quote_literal(role))
+
+
+def settings(lines: list[str]) -> set[tuple[str | None, str | None, str]]:
+    """(database or None, role or None, 'name=value') from SETTINGS_SQL's lines; anything else skipped."""
+    found = set()
+    for line in lines:
+        try:
+            database, role, setting = json.loads(line)
+        except (ValueError, TypeError):
+            continue
+        if isinstance(setting, str) and all(v is None or isinstance(v, str) for v in (database, role)):
+            found.add((database, role, setting))
+    return found
 
 
 def relations(lines: list[str]) -> dict[tuple[str, str], str]:

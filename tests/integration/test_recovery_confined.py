@@ -99,6 +99,37 @@ def test_a_setting_the_dump_leaves_on_the_database_is_a_problem(policy, stack, t
     assert any("database tos_hostile: search_path=evil, public" in p for p in done.doc["problems"]), done.doc
 
 
+#: Catalog look-alikes in public, put first on the database's search_path: each would hide the setting (or
+#: a superuser) from a query naming the catalog without pg_catalog., in a session taking that search_path.
+PLANTED = """CREATE FUNCTION public.unnest(text[]) RETURNS SETOF text LANGUAGE sql AS 'SELECT NULL::text WHERE false';
+CREATE VIEW public.pg_roles AS SELECT oid, rolname, false AS rolsuper, false AS rolcreaterole FROM pg_catalog.pg_roles;
+CREATE VIEW public.pg_database AS SELECT 0::pg_catalog.oid AS oid, 'elsewhere'::pg_catalog.name AS datname;
+CREATE FUNCTION public.pg_has_role(name, oid, text) RETURNS boolean LANGUAGE sql AS 'SELECT false';
+CREATE FUNCTION public.pg_has_role(name, text, text) RETURNS boolean LANGUAGE sql AS 'SELECT false';
+DO $$ BEGIN EXECUTE pg_catalog.format('ALTER DATABASE %I SET search_path = public, pg_catalog',
+                                      pg_catalog.current_database()); END $$;
+"""
+
+
+def test_a_planted_unnest_or_catalog_view_hides_neither_the_setting_nor_a_superuser(policy, stack, tmp_path):
+    setup = _setup(policy, stack, tmp_path)
+    snap = _backup(setup, PLANTED)
+    _fresh(stack, "tos_hostile")
+    done = _into(setup, "hostile", "tos_hostile", "--snapshot", snap)
+    assert done.code == 1, done.stdout + done.stderr
+    assert done.doc["problems"] == [
+        "the load left a setting on database tos_hostile: search_path=public, pg_catalog (it outlives the load "
+        "and steers every later session; remove it, e.g. ALTER DATABASE ... RESET name)"], done.doc
+    # with --force the database is the dump's before the load too: its look-alikes hide no superuser
+    forced = _into(setup, "hostile", "tos_hostile", "--snapshot", snap, "--force", user="postgres")
+    assert forced.code == 2 and "superuser" in forced.doc["error"], forced.stdout + forced.stderr
+    drill = setup.cli("drill", "--target", "hostile", "--full", "--json")
+    assert drill.code == 1, drill.stdout + drill.stderr
+    (d,) = drill.doc["drills"]
+    assert "the dump left a setting on the database: search_path=public, pg_catalog" in " ".join(
+        d["probes"][0]["problems"]), d
+
+
 def test_a_real_pg_dump_loads_as_the_owner_and_a_superuser_is_refused(policy, stack, tmp_path):
     setup = _setup(policy, stack, tmp_path)
     pg = stack.postgres
