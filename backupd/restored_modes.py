@@ -7,6 +7,8 @@ import os
 import stat
 from pathlib import Path
 
+from backupd.tree import lstat_walk
+
 SETID = stat.S_ISUID | stat.S_ISGID
 LIMIT = 20  # paths listed per kind; the counts are always complete
 
@@ -26,29 +28,6 @@ def _clear(path: str) -> bool:
         return False
     finally:
         os.close(fd)
-
-
-def _walk(top: str):
-    """(path, lstat) of top and every entry under it, once each, never following a symlink."""
-    try:
-        st = os.lstat(top)
-    except OSError:
-        return
-    yield top, st
-    stack = [top] if stat.S_ISDIR(st.st_mode) else []
-    while stack:
-        try:
-            with os.scandir(stack.pop()) as entries:
-                for entry in entries:
-                    try:
-                        st = entry.stat(follow_symlinks=False)
-                    except OSError:
-                        continue
-                    if stat.S_ISDIR(st.st_mode):
-                        stack.append(entry.path)
-                    yield entry.path, st
-        except OSError:
-            continue
 
 
 def _tops(root: str, paths: list[str] | None) -> list[str]:
@@ -72,7 +51,7 @@ def defuse(root: Path, keep_setid: bool = False, paths: list[str] | None = None)
     counts, a warning for each of the first LIMIT of each kind."""
     counts = {"setid_cleared": 0, "setid_kept": 0, "setid_failed": 0, "world_writable": 0}
     warnings: list[str] = []
-    for path, st in (found for top in _tops(str(root), paths) for found in _walk(top)):
+    for path, st in (found for top in _tops(str(root), paths) for found in lstat_walk(top)):
         kind = _kind(path, st.st_mode, keep_setid)
         for k in filter(None, (kind, _writable(st.st_mode))):
             counts[k] += 1

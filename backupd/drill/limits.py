@@ -27,6 +27,7 @@ from backupd import cgroups, execute, procs
 from backupd.drill.sandbox import empty
 from backupd.errors import Finding
 from backupd.output import human_bytes as human
+from backupd.tree import lstat_walk
 
 TICK = 0.25
 #: Share of one CPU the usage walks may take (drills must not slow down measurably).
@@ -71,21 +72,7 @@ class DrillCancel(execute.Cancel):
 
 def usage(top: Path) -> int:
     """Bytes allocated under `top` (symlinks not followed; files vanishing meanwhile skipped)."""
-    total, stack = 0, [str(top)]
-    while stack:
-        try:
-            with os.scandir(stack.pop()) as entries:
-                for entry in entries:
-                    try:
-                        st = entry.stat(follow_symlinks=False)
-                        total += st.st_blocks * 512
-                        if entry.is_dir(follow_symlinks=False):
-                            stack.append(entry.path)
-                    except OSError:
-                        continue
-        except OSError:
-            continue
-    return total
+    return sum(st.st_blocks * 512 for _, st in lstat_walk(str(top)))
 
 
 def free(path: Path) -> tuple[int, int | None]:
