@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 
 from backupd.engine import command
 from backupd.engine.repository import Repository
+from backupd.text import printable
 
 _HEX = re.compile(r"[0-9a-f]{1,64}")
 
@@ -80,11 +81,8 @@ def skipped_in(listing) -> list[Skipped]:
     return list(getattr(listing, "skipped", []))
 
 
-_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
-
-
 def _printable(value, limit: int = 64) -> str:
-    return _UNPRINTABLE.sub("?", value if isinstance(value, str) else repr(value))[:limit]
+    return printable(value if isinstance(value, str) else repr(value), limit)
 
 
 def parse(stdout: bytes) -> Listing:
