@@ -169,6 +169,7 @@ class Cluster:
         require_server(self.bin)
         self.server = None
         self.started = False
+        self.baseline: set[tuple[bool, str]] = set()  # settings before the load: ours only
 
     @property
     def data(self) -> Path:
@@ -202,6 +203,7 @@ class Cluster:
             done = self.stop()
             raise Finding(f"postgres did not start: {done.stderr.strip()[-500:] if done else ''}")
         self._roles()
+        self.baseline = self.settings()  # read here: an early cluster does it while restic restores
 
     def _roles(self) -> None:
         """ROLES_SQL, then DATABASE owned by LOADER; OWNER may create in it (schemas, public's objects)."""
@@ -214,6 +216,7 @@ class Cluster:
         """Index builds of `loaders` concurrent sessions sort in memory (maintenance_mb())."""
         mb = maintenance_mb(loaders, self.jail.limits.memory)
         self.psql("-c", f"ALTER DATABASE \"{DATABASE}\" SET maintenance_work_mem = '{mb}MB'", db="postgres")
+        self.baseline.add((False, f"maintenance_work_mem={mb}MB"))  # stored as given: ours, not the dump's
 
     def settings(self) -> set[tuple[bool, str]]:
         """(on a role?, 'name=value') of every setting stored for DATABASE (on it, or on a role in it) and
@@ -445,13 +448,12 @@ def run(probe, ctx: ProbeContext, result: ProbeResult) -> None:
     cluster = _cluster(probe, ctx, result)
     try:
         cluster.tune(loaders)
-        settings = cluster.settings()
         if offsets is not None:
             result.details["data_offsets_added"] = offsets.join()
         timings["start"], clock = round(time.monotonic() - clock, 3), time.monotonic()
         cluster.load(dump, loaders, probe.timeout.total_seconds())
         timings["load"], clock = round(time.monotonic() - clock, 3), time.monotonic()
-        result.problems += cluster.unset(cluster.settings() - settings)
+        result.problems += cluster.unset(cluster.settings() - cluster.baseline)
         _compare_rows(probe, ctx, cluster, result)
         checks = [c for c in probe.checks if c.enabled]
         for check in checks:
