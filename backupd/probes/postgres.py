@@ -203,14 +203,16 @@ class Cluster:
             done = self.stop()
             raise Finding(f"postgres did not start: {done.stderr.strip()[-500:] if done else ''}")
         self._roles()
-        self.baseline = self.settings()  # read here: an early cluster does it while restic restores
 
     def _roles(self) -> None:
-        """ROLES_SQL, then DATABASE owned by LOADER; OWNER may create in it (schemas, public's objects)."""
-        self.psql(*(arg for sql in ROLES_SQL for arg in ("-c", sql)), db="postgres")
-        self.psql("-c", f'CREATE DATABASE "{DATABASE}" OWNER {LOADER}', "-c",
-                  f'GRANT CREATE ON DATABASE "{DATABASE}" TO {OWNER}', db="postgres")
-        self.psql("-c", f"GRANT CREATE ON SCHEMA public TO {OWNER}")
+        """ROLES_SQL, then DATABASE owned by LOADER; OWNER may create in it (schemas, public's objects);
+        then the settings stored before any load (our own only). One psql: it runs while restic restores."""
+        lines = self.psql(*(arg for sql in ROLES_SQL for arg in ("-c", sql)),
+                          "-c", f'CREATE DATABASE "{DATABASE}" OWNER {LOADER}',
+                          "-c", f'GRANT CREATE ON DATABASE "{DATABASE}" TO {OWNER}',
+                          "-c", f"\\connect {DATABASE}", "-c", f"GRANT CREATE ON SCHEMA public TO {OWNER}",
+                          "-c", pgcount.settings_sql(LOADER), db="postgres").splitlines()
+        self.baseline = _scoped(pgcount.settings(lines))
 
     def tune(self, loaders: int) -> None:
         """Index builds of `loaders` concurrent sessions sort in memory (maintenance_mb())."""
@@ -222,8 +224,7 @@ class Cluster:
         """(on a role?, 'name=value') of every setting stored for DATABASE (on it, or on a role in it) and
         on LOADER anywhere: pg_dump writes none without --create, so one the load adds is the dump's
         doing. Read as PROBE (pgcount.settings_sql: pg_catalog-qualified, search_path = pg_catalog)."""
-        return {(role is not None, setting)
-                for _, role, setting in pgcount.settings(self.query(pgcount.settings_sql(LOADER)))}
+        return _scoped(pgcount.settings(self.query(pgcount.settings_sql(LOADER))))
 
     def unset(self, planted: set[tuple[bool, str]]) -> list[str]:
         """A problem per setting the load left; those on the database are reset, so no session inherits
@@ -290,6 +291,11 @@ class Cluster:
             error = "timed out" if done.timed_out else _server_error(done.stderr)
             raise Finding(error)
         return done.stdout.decode("utf-8", "replace").splitlines()
+
+
+def _scoped(found) -> set[tuple[bool, str]]:
+    """(on a role?, 'name=value') from pgcount.settings()."""
+    return {(role is not None, setting) for _, role, setting in found}
 
 
 def _conninfo_value(value: str) -> str:
