@@ -134,3 +134,17 @@ def policy(stack, tmp_path):
         return make_setup(stack, tmp_path / "work", pdir, **extra)
 
     return make
+
+
+def program_target(name: str, drill: str, programs) -> str:
+    """Policy YAML of an evaluation system-program target backing up `programs`, drilled with spec `drill`."""
+    return f"""  - name: {name}
+    category: system_program
+    environment: evaluation
+    owner: test
+    sources: {{paths: ['{programs}']}}
+    frequency: 1d
+    retention: {{keep_daily: 7, keep_weekly: 8}}
+    destinations: [worm]
+    drill: {drill}
+"""

@@ -12,18 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.conftest import program_target
+
 pytestmark = pytest.mark.integration
 
-TARGET = """  - name: greedy
-    category: system_program
-    environment: evaluation
-    owner: test
-    sources: {{paths: ['{programs}']}}
-    frequency: 1d
-    retention: {{keep_daily: 7, keep_weekly: 8}}
-    destinations: [worm]
-    drill: greedy
-"""
 #: 8 processes of ~110 MiB each (touched, so resident), far below RLIMIT_AS (2 GiB); the shell exits 0.
 BOMB = """version: 1
 name: greedy
@@ -55,7 +47,7 @@ def _setup(policy, tmp_path: Path, spec: str, repo: str):
     specs = tmp_path / "specs"
     specs.mkdir()
     (specs / "greedy.yaml").write_text(spec)
-    setup = policy(TARGET.format(programs=programs), repo, restore_tests=f"'{specs}'")
+    setup = policy(program_target("greedy", "greedy", programs), repo, restore_tests=f"'{specs}'")
     assert setup.cli("backup", "--target", "greedy").code == 0
     return setup
 

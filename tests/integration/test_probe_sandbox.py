@@ -17,21 +17,11 @@ from urllib.parse import urlparse
 import pytest
 
 from backupd import sandbox
-from tests.integration.conftest import ROOT
+from tests.integration.conftest import ROOT, program_target
 
 pytestmark = pytest.mark.integration
 
 MARKERS = ("654321", "876543", "765432")  # sleep arguments of the setsid child, the fork bomb, the last exec
-TARGET = """  - name: evil-programs
-    category: system_program
-    environment: evaluation
-    owner: test
-    sources: {{paths: ['{programs}']}}
-    frequency: 1d
-    retention: {{keep_daily: 7, keep_weekly: 8}}
-    destinations: [worm]
-    drill: evil
-"""
 SPEC = """version: 1
 name: evil
 kind: full
@@ -95,7 +85,7 @@ def test_a_trojaned_program_in_a_snapshot_is_contained_and_fails_the_drill(polic
     specs = tmp_path / "specs"
     specs.mkdir()
     (specs / "evil.yaml").write_text(SPEC)
-    setup = policy(TARGET.format(programs=programs), "t-probe-sandbox", restore_tests=f"'{specs}'")
+    setup = policy(program_target("evil-programs", "evil", programs), "t-probe-sandbox", restore_tests=f"'{specs}'")
     endpoint = urlparse(stack.env["BACKUPD_S3_ENDPOINT"])
     host_tmp = Path("/tmp") / f"backupd-evil-{uuid.uuid4().hex}"
     trojan = programs / "bin" / "tos-evil"
@@ -216,16 +206,6 @@ def test_a_non_root_service_runs_its_probes_under_a_subordinate_uid_neither_root
             Path(name).write_text("".join(ln for ln in lines if ln.split(":")[0] != user))
 
 
-USERNS_TARGET = """  - name: userns-programs
-    category: system_program
-    environment: evaluation
-    owner: test
-    sources: {{paths: ['{programs}']}}
-    frequency: 1d
-    retention: {{keep_daily: 7, keep_weekly: 8}}
-    destinations: [worm]
-    drill: slow
-"""
 #: A probe that lives long enough to be looked at from the host (sleep takes fractions: a unique argv).
 SLOW_SPEC = """version: 1
 name: slow
@@ -255,7 +235,7 @@ def test_a_daemon_drill_runs_its_probes_in_the_probe_user_namespace(policy, stac
     (programs / "tool").write_text("#!/bin/sh\n")
     specs.mkdir()
     (specs / "slow.yaml").write_text(SLOW_SPEC)
-    setup = policy(USERNS_TARGET.format(programs=programs), "t-probe-userns", restore_tests=f"'{specs}'")
+    setup = policy(program_target("userns-programs", "slow", programs), "t-probe-userns", restore_tests=f"'{specs}'")
     assert setup.cli("backup", "--target", "userns-programs").code == 0
     for key, value in stack.env.items():
         monkeypatch.setenv(key, value)
