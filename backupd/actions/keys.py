@@ -11,6 +11,7 @@ import json
 import os
 import tempfile
 from collections import defaultdict
+from datetime import datetime, timezone
 from pathlib import Path
 
 from botocore.exceptions import ClientError
@@ -21,12 +22,13 @@ from backupd.actions.common import repository
 from backupd.config import Config
 from backupd.engine import init as restic_init
 from backupd.engine import key as restic_key
+from backupd.engine.exitcodes import WrongPassword
 from backupd.errors import BackupdError, ConfigError, DependencyError
 from backupd.keys import escrow as sealing
 from backupd.keys import password
 from backupd.policy.lint import lint_paths
 from backupd.policy.schema import S3Destination
-from backupd.storage import client
+from backupd.storage import client, escrow_copies
 
 ESCROW_DIR = ".backupd-escrow"
 
@@ -94,16 +96,64 @@ def escrow(cfg: Config, policy_set, public_key_file: Path) -> list[dict]:
     return results
 
 
-def _envelope(cfg: Config, name: str, dest) -> tuple[dict, str]:
-    """The escrow envelope of a destination: local copy first, else the bucket's."""
+def _envelopes(cfg: Config, name: str, dest, unusable: list[str]):
+    """(envelope, source) candidates: the local copy, then every bucket version, oldest locked first.
+
+    A copy that cannot be read is named in unusable and skipped; a writer's garbage version or delete
+    marker on top of the escrow object must not block recovery after the host is lost."""
     path = cfg.state_dir / "escrow" / f"{name}.json"
     if path.exists():
-        return json.loads(path.read_text()), "local"
+        try:
+            yield json.loads(path.read_text()), "local"
+        except (OSError, ValueError) as exc:
+            unusable.append(f"local {path}: unreadable ({exc.__class__.__name__})")
     if not isinstance(dest, S3Destination):
-        raise ConfigError(f"{name}: no escrow file at {path}")
+        if not path.exists():
+            raise ConfigError(f"{name}: no escrow file at {path}")
+        return
+    s3, key = s3_client(dest), _escrow_key(dest, name)
     with client.reachable(f"read escrow of {name}"):
-        body = s3_client(dest).get_object(Bucket=dest.bucket, Key=_escrow_key(dest, name))["Body"].read()
-    return json.loads(body), "bucket"
+        found, markers = escrow_copies.copies(s3, dest.bucket, key, datetime.now(timezone.utc))
+    unusable.extend(f"bucket {m}: skipped" for m in markers)
+    for copy in found:
+        try:
+            with client.reachable(f"read escrow of {name}"):
+                doc = escrow_copies.read(s3, dest.bucket, key, copy)
+        except (ValueError, ClientError) as exc:
+            unusable.append(f"bucket version {copy.version_id}: {_why(exc)}")
+            continue
+        yield doc, f"bucket version {copy.version_id}" + (" (locked)" if copy.locked_until else "")
+
+
+def _why(exc: Exception) -> str:
+    return f"refused ({client.error_code(exc)})" if isinstance(exc, ClientError) else str(exc)
+
+
+def _recover_one(cfg: Config, name: str, dest, private, out_dir: Path | None) -> dict:
+    """Try every escrow copy until one opens the repository; name the copies that could not be used."""
+    out = {"destination": name, "status": "failed", "opens": False}
+    unusable: list[str] = []
+    for envelope, source in _envelopes(cfg, name, dest, unusable):
+        try:
+            secret = sealing.open_envelope(envelope, private)
+            opens = _opens(cfg, name, dest, secret)
+        except WrongPassword:
+            opens = False
+        except (sealing.EscrowError, UnicodeDecodeError) as exc:
+            unusable.append(f"{source}: {exc if isinstance(exc, sealing.EscrowError) else 'not a password'}")
+            continue
+        if not opens:
+            unusable.append(f"{source}: its password does not open the repository")
+            continue
+        if out_dir is not None:
+            password.write_secret_file(Path(out_dir) / f"{name}.password", secret.decode() + "\n")
+        out.update(status="ok", opens=True, source=source)
+        break
+    else:
+        out["error"] = "no escrow copy opens the repository"
+    if unusable:
+        out["unusable"] = unusable
+    return out
 
 
 def _opens(cfg: Config, name: str, dest, secret: bytes) -> bool:
@@ -120,21 +170,13 @@ def recover(cfg: Config, policy_set, private_key_file: Path, out_dir: Path | Non
     private = _read_key_file(private_key_file, sealing.load_private)
     results = []
     for name, dest in policy_set.destinations.items():
-        out = {"destination": name, "status": "failed", "opens": False}
         try:
-            envelope, out["source"] = _envelope(cfg, name, dest)
-            secret = sealing.open_envelope(envelope, private)
-            out["opens"] = _opens(cfg, name, dest, secret)
-            if out_dir is not None:
-                password.write_secret_file(Path(out_dir) / f"{name}.password", secret.decode() + "\n")
-            out["status"] = "ok" if out["opens"] else "failed"
-        except sealing.EscrowError as exc:
-            out["error"] = str(exc)
+            results.append(_recover_one(cfg, name, dest, private, out_dir))
         except DependencyError as exc:
-            out.update(status="unavailable", error=str(exc))
+            results.append({"destination": name, "status": "unavailable", "opens": False, "error": str(exc)})
         except (BackupdError, ClientError, ValueError) as exc:
-            out["error"] = f"{exc.__class__.__name__}: {exc}"[:300]
-        results.append(out)
+            results.append({"destination": name, "status": "failed", "opens": False,
+                            "error": f"{exc.__class__.__name__}: {exc}"[:300]})
     evidence.record(cfg, "keys_recover", {"destinations": results})
     return results
 

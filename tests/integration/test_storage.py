@@ -273,7 +273,7 @@ def test_keys_escrow_recover_and_rotate(sw, data, tmp_path):
     (tmp_path / "state" / "escrow" / "worm.json").unlink()  # the host is lost: the bucket copy must do
     rec = env.cli("keys", "recover", "--private-key", str(priv), "--out", str(tmp_path / "out"), "--json")
     assert rec.returncode == 0, rec.stdout + rec.stderr
-    assert json.loads(rec.stdout)["results"][0]["source"] == "bucket"
+    assert json.loads(rec.stdout)["results"][0]["source"].startswith("bucket version")
     assert json.loads(rec.stdout)["results"][0]["opens"] is True
     assert (tmp_path / "out" / "worm.password").read_text().strip() == secret
     rot = env.cli("keys", "rotate", "--json")
@@ -282,6 +282,27 @@ def test_keys_escrow_recover_and_rotate(sw, data, tmp_path):
     assert env.cli("restore", "--target", "logs", "--to", str(tmp_path / "r")).returncode == 0
     stale = env.cli("keys", "recover", "--private-key", str(priv), "--json")  # escrow still holds the old key
     assert stale.returncode == 1 and json.loads(stale.stdout)["results"][0]["opens"] is False
+
+
+def test_keys_recover_gets_past_a_garbage_version_and_a_delete_marker_the_writer_put_on_the_escrow(sw, data,
+                                                                                                  tmp_path):
+    env = _env(sw, data, tmp_path, worm=_dest(sw, "worm-ok", "keys-poisoned"))
+    assert env.cli("backup", "--target", "logs").returncode == 0
+    priv, pub = _recovery_keypair(tmp_path)
+    assert env.cli("keys", "escrow", "--recovery-public-key", str(pub)).returncode == 0
+    secret = env.password.read_text().strip()
+    (tmp_path / "state" / "escrow" / "worm.json").unlink()  # the host is lost
+    writer, key = sw.client("writer"), "keys-poisoned/.backupd-escrow/worm.json"
+    writer.put_object(Bucket="worm-ok", Key=key, Body=b'{"format": "garbage"}')
+    writer.put_object(Bucket="worm-ok", Key=key, Body=b"\x00" * 100)
+    writer.delete_object(Bucket="worm-ok", Key=key)  # a delete marker on top
+    rec = env.cli("keys", "recover", "--private-key", str(priv), "--out", str(tmp_path / "out"), "--json")
+    assert rec.returncode == 0, rec.stdout + rec.stderr
+    result = json.loads(rec.stdout)["results"][0]
+    assert result["opens"] is True and result["source"].endswith("(locked)")
+    assert (tmp_path / "out" / "worm.password").read_text().strip() == secret
+    unusable = " ".join(result["unusable"])
+    assert "delete marker" in unusable and "not JSON" in unusable and "unknown escrow format" in unusable
 
 
 def test_bad_input_is_a_clear_usage_error(sw, data, tmp_path):
