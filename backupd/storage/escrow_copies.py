@@ -29,7 +29,8 @@ class Copy:
 def copies(s3, bucket: str, key: str, now: datetime) -> tuple[list[Copy], list[str]]:
     """(object versions of key in the order to try them, delete markers found on it as notes)."""
     folder = key.rpartition("/")[0]
-    found = [v for v in list_versions(s3, bucket, folder) if v.key == key]
+    # S3 lists a key's versions newest first; reversed, equal times keep their true order in the sort
+    found = [v for v in reversed(list_versions(s3, bucket, folder)) if v.key == key]
     notes = [f"delete marker {v.version_id} ({v.last_modified:%Y-%m-%d %H:%M}Z)" for v in found if v.delete_marker]
     out = []
     for v in (v for v in found if not v.delete_marker):

@@ -1,0 +1,50 @@
+"""Escrow copies in the bucket: every version is a candidate, locked ones first, oldest first."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from backupd.storage import escrow_copies
+
+KEY = "repo/.backupd-escrow/worm.json"
+
+
+@pytest.fixture
+def s3():
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket="escrow-b", ObjectLockEnabledForBucket=True)
+        yield client
+
+
+def test_locked_versions_come_first_oldest_first_and_delete_markers_are_noted(s3):
+    now = datetime.now(timezone.utc)
+    until = now + timedelta(days=30)
+    first = s3.put_object(Bucket="escrow-b", Key=KEY, Body=b'{"n": 1}', ObjectLockMode="COMPLIANCE",
+                          ObjectLockRetainUntilDate=until)["VersionId"]
+    loose = s3.put_object(Bucket="escrow-b", Key=KEY, Body=b"garbage")["VersionId"]
+    second = s3.put_object(Bucket="escrow-b", Key=KEY, Body=b'{"n": 2}', ObjectLockMode="COMPLIANCE",
+                           ObjectLockRetainUntilDate=until)["VersionId"]
+    s3.put_object(Bucket="escrow-b", Key=KEY + ".other", Body=b"{}")
+    s3.delete_object(Bucket="escrow-b", Key=KEY)
+    found, notes = escrow_copies.copies(s3, "escrow-b", KEY, now)
+    assert [c.version_id for c in found] == [first, second, loose]
+    assert len(notes) == 1 and notes[0].startswith("delete marker")
+    assert escrow_copies.read(s3, "escrow-b", KEY, found[1]) == {"n": 2}
+    with pytest.raises(ValueError, match="not JSON"):
+        escrow_copies.read(s3, "escrow-b", KEY, found[2])
+
+
+def test_an_oversized_or_non_object_version_is_not_an_envelope(s3):
+    big = s3.put_object(Bucket="escrow-b", Key=KEY, Body=b"[" + b" " * escrow_copies.MAX_BYTES + b"]")["VersionId"]
+    arr = s3.put_object(Bucket="escrow-b", Key=KEY, Body=b"[1]")["VersionId"]
+    found, _ = escrow_copies.copies(s3, "escrow-b", KEY, datetime.now(timezone.utc))
+    by_id = {c.version_id: c for c in found}
+    with pytest.raises(ValueError, match="larger"):
+        escrow_copies.read(s3, "escrow-b", KEY, by_id[big])
+    with pytest.raises(ValueError, match="not a JSON object"):
+        escrow_copies.read(s3, "escrow-b", KEY, by_id[arr])
