@@ -119,13 +119,6 @@ def _audits(records: list[dict]) -> list[dict]:
     return out
 
 
-def _ring_doc(ring) -> dict | None:
-    if ring is None:
-        return None
-    return {"file": ring.path, "roles": {n: {"kinds": sorted(r.kinds) if r.kinds is not None else ["*"],
-                                             "verifier": r.verifier, "keys": r.kids} for n, r in ring.roles.items()}}
-
-
 def host_report(pulled: dict, policy_set, now: datetime, ring) -> dict:
     """One host of the estate: verification, site, targets (the policy's), audits, conformance."""
     records = _records(pulled["ledger"])
@@ -135,7 +128,7 @@ def host_report(pulled: dict, policy_set, now: datetime, ring) -> dict:
     expected = {t.name for t in policy_set.targets}
     others = sorted({_data(r).get("target") for r in records if r["kind"] == "backup"} - expected - {None})
     report = {"targets": targets, "specific_port": policy_set.site.specific_port,
-              "keyring": _ring_doc(ring), "attestations": pulled.get("attestations", [])}
+              "keyring": keyring_mod.describe(ring), "attestations": pulled.get("attestations", [])}
     # the records come from the WORM mirror itself, so they are mirrored by construction
     conformance = evidence_conformance.evaluate(report, records, now, mirrored=bool(records))
     return {"host": pulled["host"], "site": site, "site_from": site_from, "verified": pulled["ok"],

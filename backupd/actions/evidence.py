@@ -166,9 +166,7 @@ def _attest(report: dict, part, whole, ring) -> None:
             got = by_seq.get(drill["seq"])
             drill["attested_by"] = got["role"] if got else None
     report["attestations"] = found
-    report["keyring"] = None if ring is None else {
-        "file": ring.path, "roles": {n: {"kinds": sorted(r.kinds) if r.kinds is not None else ["*"],
-                                         "verifier": r.verifier, "keys": r.kids} for n, r in ring.roles.items()}}
+    report["keyring"] = keyring_mod.describe(ring)
 
 
 def pull(cfg, policy_set, destination: str, out_dir: Path, host: str | None = None,
@@ -180,7 +178,8 @@ def pull(cfg, policy_set, destination: str, out_dir: Path, host: str | None = No
     for got in pulled:
         check = None
         if got.ledger and got.public_key:
-            check = evidence_verify.verify(got.ledger, [got.public_key], keyring, checkpoints=got.checkpoints)
+            check = evidence_verify.verify(got.ledger, [got.public_key], keyring, checkpoints=got.checkpoints,
+                                           host=got.host)  # rebuilt from evidence/<host>/: that host's ledger
         problems = got.problems + (check["problems"] if check else ["no records or no public key in the mirror"])
         hosts.append({"host": got.host, "records": got.records, "ledger": str(got.ledger) if got.ledger else None,
                       "public_key": str(got.public_key) if got.public_key else None,
@@ -188,6 +187,7 @@ def pull(cfg, policy_set, destination: str, out_dir: Path, host: str | None = No
                       "checkpoints": len(got.checkpoints),
                       "last_checkpoint": max((c["seq"] for c in got.checkpoints), default=None),
                       "attestations": check["attestations"] if check else [],
+                      "notes": check["notes"] if check else [],
                       "ok": not problems, "problems": problems})
     return {"ok": bool(hosts) and all(h["ok"] for h in hosts), "bucket": pulled_bucket(policy_set, destination),
             "out": str(out_dir), "hosts": hosts}

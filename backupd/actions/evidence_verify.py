@@ -18,11 +18,12 @@ from backupd.evidence.verify import Problem, check_checkpoints, verify_lines
 
 
 def verify(path: Path, public_keys=(), keyring: Path | None = None, mirror_copy=None,
-           checkpoints: list[dict] | None = None, all_signatures: bool = False) -> dict:
+           checkpoints: list[dict] | None = None, all_signatures: bool = False, host: str | None = None) -> dict:
     """Verify path; mirror_copy (mirror.PulledHost) adds the comparison with the WORM mirror,
     checkpoints (signed, from the mirror) must match the ledger at their seqs. A raw ledger is
     streamed from disk; all_signatures checks every record's signature (on all cores), not only the
-    ones that authenticate the chain (verify.py)."""
+    ones that authenticate the chain (verify.py). host: whose ledger it is (default: the mirror
+    prefix it is compared with, else its first record's host); a record of another host is a finding."""
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
     ring = keyring_mod.load(keyring) if keyring else None
@@ -43,8 +44,10 @@ def verify(path: Path, public_keys=(), keyring: Path | None = None, mirror_copy=
         pinned, source = [keys.read_public(beside)], str(beside)
     lines = LineFile(path)
     cps = mirror_copy.checkpoints if mirror_copy is not None else (checkpoints or [])
+    if host is None and mirror_copy is not None:
+        host = mirror_copy.host  # records under evidence/<host>/ are that host's, whatever they claim
     chain = verify_lines(lines, pinned, keyring=ring, all_signatures=all_signatures,
-                         checkpoint_seqs={c["seq"] for c in cps})
+                         checkpoint_seqs={c["seq"] for c in cps}, host=host)
     problems = list(chain.problems)
     if mirror_copy is not None:
         problems += compare_with_mirror(lines, mirror_copy, chain)
@@ -85,4 +88,4 @@ def _doc(path: Path, kind: str, chain, problems: list, source, pinned: list, fin
         ledger["first_bad_seq"] = min((p.seq for p in problems if p.seq is not None), default=None)
     return {"ok": not problems and chain.ok, "file": str(path), "type": kind, "key_source": source,
             "key_fingerprint": fp, "problems": [str(p) for p in problems], "ledger": ledger,
-            "attestations": chain.attestations}
+            "attestations": chain.attestations, "notes": chain.notes}

@@ -79,6 +79,7 @@ def register(main: click.Group) -> None:
                 f"signature(s) checked{' (all)' if all_signatures else ''}")
         lines = [head] + [f"  {a['kind']} #{a['seq']} {a['target'] or ''}: signed by role {a['role'] or 'unknown'} "
                           f"(key {a['kid']})" for a in doc["attestations"]]
+        lines += [f"  note: {n}" for n in doc["notes"]]
         return _finish(doc, as_json, lines + [f"  problem: {p}" for p in doc["problems"]])
 
     @group.command("rotate-key")
@@ -157,7 +158,7 @@ def register(main: click.Group) -> None:
             lines.append(f"{h['host']}: {h['records']} records -> {h['ledger']} "
                          f"({'intact' if h['ok'] else 'NOT INTACT'}, key {h['key_fingerprint']}, "
                          f"{h['checkpoints']} checkpoint(s), last at seq {h['last_checkpoint'] or '-'})")
-            lines += [f"  problem: {p}" for p in h["problems"]]
+            lines += [f"  note: {n}" for n in h["notes"]] + [f"  problem: {p}" for p in h["problems"]]
         if doc.get("estate"):
             lines += _estate_lines(doc["estate"])
         return _finish(doc, as_json, lines or [f"no evidence found in s3://{doc['bucket']}/evidence/"])

@@ -203,7 +203,7 @@ def verify(members: dict[str, bytes], pinned=None, keyring=None, all_signatures:
     chain = verify_lines(split_lines(data), trusted, first_seq=int(manifest.get("first_seq") or 1),
                          first_prev=str(manifest.get("first_prev") or record_format.GENESIS),
                          torn_tail=bool(data) and not data.endswith(b"\n"), keyring=keyring,
-                         all_signatures=all_signatures)
+                         all_signatures=all_signatures, host=_host(manifest))
     known = chain.trusted_keys or {keys.fingerprint(k): k for k in trusted}
     if bundled is not None and (pins or keyring is not None) and keys.fingerprint(bundled) not in known:
         problems.append(Problem(None, f"the bundle's public key {keys.fingerprint(bundled)} is not a trusted key "
@@ -220,6 +220,12 @@ def verify(members: dict[str, bytes], pinned=None, keyring=None, all_signatures:
         problems.append(Problem(manifest.get("last_seq"), f"the manifest declares records up to seq "
                                 f"{manifest.get('last_seq')} but the ledger ends at seq {chain.last_seq} (truncated)"))
     return BundleReport(chain, problems, manifest, source)
+
+
+def _host(manifest: dict) -> str | None:
+    """The host the manifest names (signed with it): the slice must be that host's records."""
+    host = manifest.get("host")
+    return host if isinstance(host, str) and host else None
 
 
 def _bundled_key(members: dict[str, bytes], problems: list[Problem]):

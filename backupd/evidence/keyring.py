@@ -1,19 +1,23 @@
-"""Keyring: which key belongs to which role, and which record kinds each role may sign.
+"""Keyring: which key belongs to which role and host(s), and which record kinds each role may sign.
 
-A YAML or JSON file (auditors keep it; `evidence verify|export --keyring FILE`):
+A YAML or JSON file (auditors keep it; `evidence verify|export|pull --keyring FILE`):
 
 ```yaml
 roles:
   backup-host:
     public_key: tos-01.pub            # PEM file (relative to the keyring) or inline PEM; or public_keys: [...]
+    hosts: [tos-01]                   # the hosts whose records its keys may sign
     kinds: ["*"]                      # "*" (default): any kind
   verifier:                           # a role named verifier* (or with verifier: true) attests drills
     public_key: verifier.pub
+    hosts: [verifier-01]
     kinds: [drill, check, storage_audit]
 ```
 
 With a verifier role present, a drill record signed by any other role is a finding: the host attested
-its own drill (separation of duties).
+its own drill (separation of duties). A record whose `host` is not one of its signing role's `hosts`
+is a finding (a host writing records in another host's name). Without `hosts` (older keyrings) each
+key is bound to the host of the first record it signs, and verify says so in a note.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class Role:
     kinds: frozenset[str] | None  # None: any kind
     verifier: bool
     kids: list[str] = field(default_factory=list)
+    hosts: frozenset[str] | None = None  # None: bound by the first record each key signs
 
     def may_sign(self, kind: str) -> bool:
         return self.kinds is None or kind in self.kinds or kind in LEDGER_KINDS
@@ -53,6 +58,15 @@ class Keyring:
     @property
     def has_verifier(self) -> bool:
         return any(r.verifier for r in self.roles.values())
+
+
+def describe(ring: Keyring | None) -> dict | None:
+    """The keyring as reports show it: per role its kinds, hosts, keys and whether it is a verifier."""
+    if ring is None:
+        return None
+    return {"file": ring.path, "roles": {n: {"kinds": sorted(r.kinds) if r.kinds is not None else ["*"],
+                                             "hosts": sorted(r.hosts) if r.hosts is not None else None,
+                                             "verifier": r.verifier, "keys": r.kids} for n, r in ring.roles.items()}}
 
 
 def load(path: Path) -> Keyring:
@@ -83,7 +97,7 @@ def _role(ring: Keyring, base: Path, name: str, spec) -> None:
     where = f"{ring.path}: roles.{name}"
     if not isinstance(spec, dict):
         raise ConfigError(f"{where}: expected a mapping with public_key and kinds")
-    unknown = set(spec) - {"public_key", "public_keys", "kinds", "verifier"}
+    unknown = set(spec) - {"public_key", "public_keys", "kinds", "verifier", "hosts"}
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}")
     pems = spec.get("public_keys", []) if "public_keys" in spec else [spec.get("public_key")]
@@ -95,7 +109,12 @@ def _role(ring: Keyring, base: Path, name: str, spec) -> None:
     verifier = spec.get("verifier", name.startswith("verifier"))
     if not isinstance(verifier, bool):
         raise ConfigError(f"{where}.verifier: expected true or false")
-    role = Role(name, None if "*" in kinds else frozenset(kinds), verifier)
+    hosts = spec.get("hosts")
+    if hosts is not None and (not isinstance(hosts, list) or not hosts
+                              or not all(isinstance(h, str) and h for h in hosts)):
+        raise ConfigError(f"{where}.hosts: expected a list of host names (the hosts whose records its keys sign)")
+    role = Role(name, None if "*" in kinds else frozenset(kinds), verifier,
+                hosts=frozenset(hosts) if hosts is not None else None)
     for pem in pems:
         key = _public(base, pem, f"{where}.public_key")
         kid = keys.fingerprint(key)

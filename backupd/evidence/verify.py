@@ -14,6 +14,10 @@ every line and checks every link, seq and key id without parsing the records' da
 at signed checkpoints, each key-rotation record and its neighbours, and the records on both sides of
 any broken link (so a changed record is named by its own bad signature). `all_signatures` checks
 every record in full (signatures.py, on all cores).
+
+Host identity: a ledger is one host's (its mirror prefix, or its first record's host), so a record
+claiming another host is a finding even without a keyring; with one, every record's host must be one
+its signing key's role is bound to (keyring `hosts`, else the host of the first record the key signed).
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from backupd.evidence import keys, record_format
 ATTESTED = ("drill", "check", "storage_audit")
 _ATTESTED_B = frozenset(k.encode() for k in ATTESTED)
 _ROTATION_B = record_format.ROTATION.encode()
+#: Records claiming another host named one by one; beyond this, one finding counts the rest.
+HOSTS_NAMED = 20
 
 
 @dataclass
@@ -48,6 +54,8 @@ class ChainReport:
     first_seq: int | None = None
     last_seq: int | None = None
     hosts: list[str] = field(default_factory=list)
+    host: str | None = None  # the host the ledger belongs to (expected, or its first record's)
+    notes: list[str] = field(default_factory=list)  # how the verify reasoned, not findings
     kinds: dict[str, int] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     head: str | None = None  # hash of the last good line: what the next record must chain to
@@ -64,7 +72,7 @@ class ChainReport:
 
     def to_dict(self) -> dict:
         return {"ok": self.ok, "records": self.records, "first_seq": self.first_seq, "last_seq": self.last_seq,
-                "hosts": self.hosts, "kinds": self.kinds, "head_sha256": self.head,
+                "hosts": self.hosts, "host": self.host, "notes": self.notes, "kinds": self.kinds, "head_sha256": self.head,
                 "problems": [{"seq": p.seq, "message": p.message} for p in self.problems], "keys": self.epochs,
                 "attestations": self.attestations, "signatures_checked": self.signatures_checked,
                 "first_bad_seq": next((p.seq for p in self.problems), None)}
@@ -72,13 +80,15 @@ class ChainReport:
 
 def verify_lines(lines, public_keys: list, *, first_seq: int = 1, first_prev: str = record_format.GENESIS,
                  torn_tail: bool = False, keyring=None, all_signatures: bool = False,
-                 checkpoint_seqs=()) -> ChainReport:
+                 checkpoint_seqs=(), host: str | None = None) -> ChainReport:
     """Check lines (a list without newlines, or a ledger.LineFile) against the trusted keys and roles.
 
     first_seq/first_prev describe where a slice starts (an export may hold seq 40..90). torn_tail
     says the last list item had no newline: a record cut off by truncation (a LineFile knows it
     itself). checkpoint_seqs: seqs of signed checkpoints; their records' signatures are checked and
     their line hashes kept for check_checkpoints. all_signatures: check every record's signature.
+    host: whose ledger this is (the mirror prefix it was pulled from, a bundle's manifest); default:
+    the first record's host. A record claiming another host is a finding.
     """
     trust = _Trust(public_keys, keyring)
     report = ChainReport()
@@ -86,6 +96,7 @@ def verify_lines(lines, public_keys: list, *, first_seq: int = 1, first_prev: st
     if isinstance(lines, list) and torn_tail and lines:
         lines, torn = lines[:-1], lines[-1]
     scan = _Scan(lines, first_seq, first_prev, trust, report, {s - first_seq + 1 for s in checkpoint_seqs})
+    scan.home = _raw(host) if host is not None else None
     scan.run()
     torn = torn if torn is not None else getattr(lines, "torn", None)
     if torn is not None:
@@ -116,6 +127,8 @@ class _Scan:
         self.kept: dict[int, tuple[int, bytes]] = {}  # line number -> (seq, line): signatures to check
         self.skip: set[int] = set()  # line numbers already judged (damaged, wrong key): no signature check
         self.positions: dict[int, int] | None = None
+        self.home: bytes | None = None  # the ledger's host, as its raw JSON string bytes
+        self.foreign: list[int] = []    # seqs of records claiming another host
 
     def run(self) -> None:
         """The hot loop: one SHA-256 and one split per line (record_format.scan, inlined); anything
@@ -125,7 +138,7 @@ class _Scan:
         kinds: dict[bytes, int] = {}
         hosts: dict[bytes, None] = {}
         expected, prev, number, last, last_seq, after = self.expected, self.prev, 0, None, 0, False
-        current, trusted = b"", False
+        current, trusted, home = b"", False, self.home
         for line in self.source:
             number += 1
             digest = sha256(line).hexdigest().encode()
@@ -156,8 +169,10 @@ class _Scan:
                     kept[number], after = (seq, line), True
             elif not trusted:  # a key no pinned key vouches for yet: a later rotation record may
                 trust.deferred.append((seq, kid))
+            if host != home:
+                home = self._host(seq, host)
             if ring:
-                trust.signed.append((seq, kind, kid, target))
+                trust.signed.append((seq, kind, kid, target, host))
             kinds[kind] = kinds.get(kind, 0) + 1
             if host not in hosts:
                 hosts[host] = None
@@ -175,6 +190,23 @@ class _Scan:
         rep.line_count = number
         rep.kinds = {_text(k): n for k, n in kinds.items()}
         rep.hosts = list(dict.fromkeys(_text(h) for h in hosts))
+        rep.host = _text(home) if home is not None else None
+        if len(self.foreign) > HOSTS_NAMED:
+            rep.problems.append(Problem(self.foreign[HOSTS_NAMED], f"{len(self.foreign) - HOSTS_NAMED} more "
+                                        f"record(s) from here on claim a host other than {rep.host} (not named "
+                                        f"one by one)"))
+
+    def _host(self, seq: int, host: bytes) -> bytes:
+        """The ledger's host: the expected one, else the first record's. Key rotations keep it: a ledger
+        is one host's, so a record claiming another was written in that host's name by this one."""
+        if self.home is None:
+            self.home = host
+        else:
+            self.foreign.append(seq)
+            if len(self.foreign) <= HOSTS_NAMED:
+                self.report.problems.append(Problem(seq, f"claims host {_text(host)} in a ledger of host "
+                                                         f"{_text(self.home)}"))
+        return self.home
 
     def _full_scan(self, line: bytes, number: int, expected: int) -> tuple | None:
         """Fields through the full parser (an escaped host or kind, or a damaged line: then None, named)."""
@@ -277,7 +309,7 @@ class _Trust:
         self.retired: dict[str, int] = {}
         self.epochs: list[dict] = []
         self.deferred: list[tuple] = []  # (seq, kid) of records whose key is not trusted (yet)
-        self.signed: list[tuple] = []    # (seq, kind, kid, target) when a keyring judges roles
+        self.signed: list[tuple] = []    # (seq, kind, kid, target, host) when a keyring judges roles
 
     def check(self, seq: int, kind: str, kid: str, rec: dict | None, report: ChainReport) -> bool:
         """Key continuity of one record (rec: parsed, for a rotation); False when its key may not sign here."""
@@ -334,9 +366,13 @@ class _Trust:
         if merged & self.pinned:
             self.trusted |= merged
 
+    def ring_kid(self, kid: str) -> str | None:
+        """The keyring key kid is, or is linked to by rotation records."""
+        return next((k for k in self.groups.get(kid, {kid}) if k in self.keyring.role_of), None)
+
     def role(self, kid: str) -> str | None:
-        ring = self.keyring
-        return next((ring.role_of[k] for k in self.groups.get(kid, {kid}) if k in ring.role_of), None)
+        found = self.ring_kid(kid)
+        return self.keyring.role_of[found] if found else None
 
     def settle(self, report: ChainReport) -> None:
         """Records whose key no pinned key vouches for, even through the rotations that came later."""
@@ -349,6 +385,7 @@ class _Trust:
     def finish(self, report: ChainReport) -> None:
         if self.keyring is not None:
             self._roles(report)
+            self._hosts(report)
         report.problems.sort(key=lambda p: (p.seq is None, p.seq or 0))  # stable: in seq order, as found
         report.epochs = self.epochs
         report.trusted_keys = self.trusted_public()
@@ -356,7 +393,7 @@ class _Trust:
     def _roles(self, report: ChainReport) -> None:
         """Kinds each role may sign; drills attested by a verifier when the keyring has one."""
         ring = self.keyring
-        for seq, kind, kid, target in self.signed:
+        for seq, kind, kid, target, _host in self.signed:
             kind, kid = _text(kind), _text(kid)
             name = self.role(kid)
             role = ring.roles.get(name) if name else None
@@ -370,6 +407,38 @@ class _Trust:
             if kind in ATTESTED:
                 report.attestations.append({"seq": seq, "kind": kind, "target": target, "kid": kid, "role": name,
                                             "verifier": bool(role and role.verifier)})
+
+
+    def _hosts(self, report: ChainReport) -> None:
+        """Each record's host must be one of its key's role's hosts (keyring `hosts`), else the host of the
+        first record the key signed (said in a note). A record for another host than the ledger's is already
+        named (_Scan._host); here a key signing its ledger's own host's records is judged, once per host."""
+        bound: dict[str, tuple] = {}  # keyring kid -> (hosts, by what)
+        wrong: dict[tuple, list[int]] = {}  # (keyring kid, host) -> seqs
+        for seq, _kind, kid, _target, host in self.signed:
+            kid, host = _text(kid), _text(host)
+            ring_kid = self.ring_kid(kid)
+            if ring_kid is None or host != report.host:
+                continue
+            if ring_kid not in bound:
+                bound[ring_kid] = self._binding(ring_kid, seq, host, report)
+            if host not in bound[ring_kid][0]:
+                wrong.setdefault((ring_kid, host), []).append(seq)
+        for (ring_kid, host), seqs in wrong.items():
+            hosts, how = bound[ring_kid]
+            more = f" (and {len(seqs) - 1} later record(s) for {host})" if len(seqs) > 1 else ""
+            report.problems.append(Problem(seqs[0], f"claims host {host} but is signed by key {ring_kid} of role "
+                                                    f"{self.keyring.role_of[ring_kid]}, which {how} binds to host(s) "
+                                                    f"{', '.join(sorted(hosts))}{more}"))
+
+    def _binding(self, ring_kid: str, seq: int, host: str, report: ChainReport) -> tuple:
+        name = self.keyring.role_of[ring_kid]
+        hosts = self.keyring.roles[name].hosts
+        if hosts is not None:
+            return hosts, "the keyring"
+        report.notes.append(f"keyring role {name} names no hosts: key {ring_kid} is bound to host {host}, the host "
+                            f"of the first record it signed (seq {seq}); add hosts: [...] to the role to pin it")
+        return frozenset({host}), "its first record"
 
 
 def _raw(value) -> bytes:

@@ -232,3 +232,69 @@ def test_a_process_holding_the_old_key_signs_with_the_new_one_after_a_concurrent
     rec = record(cfg, "backup", {"target": "late"}, key=stale)
     assert rec["kid"] == keys.fingerprint(keys.read_public(_pub(cfg)))
     assert verify_lines(_lines(cfg), [stale.public_key()]).ok
+
+
+def _hosts_keyring(path, host_pub, verifier_pub, host_hosts="[tos-01]", verifier_hosts="[verifier-01]"):
+    path.write_text(f"roles:\n  backup-host:\n    public_key: {host_pub}\n    hosts: {host_hosts}\n"
+                    f"  verifier:\n    public_key: {verifier_pub}\n    hosts: {verifier_hosts}\n"
+                    f"    kinds: [drill, check, storage_audit]\n")
+    return path
+
+
+def test_a_key_bound_to_one_host_signing_records_of_another_is_flagged(roles, tmp_path):
+    """A whole ledger in the verifier's name, signed by the backup host's key: one host throughout, so
+    only the keyring's host binding tells that the key is not the verifier's."""
+    host, verifier = roles
+    fake = _cfg(tmp_path, "fake", host="verifier-01")
+    record(fake, "drill", {"target": "tos-db", "status": "pass"}, key=keys.load_or_create(host.state_dir))
+    path = str(Ledger(fake.state_dir).path)
+    ring = _hosts_keyring(tmp_path / "ring.yaml", _pub(host), _pub(verifier))
+    code, doc = cli("evidence", "verify", path, "--keyring", str(ring))
+    kid = keys.fingerprint(keys.read_public(_pub(host)))
+    assert code == 1 and f"record 1: claims host verifier-01 but is signed by key {kid} of role backup-host, " \
+                          f"which the keyring binds to host(s) tos-01" in doc["problems"]
+    code, doc = cli("evidence", "verify", path, "--public-key", str(_pub(host)))
+    assert code == 0  # a key alone cannot tell whose it is: that is what the keyring's hosts are for
+
+
+def test_keyring_hosts_leave_legitimate_ledgers_clean_and_bind_rotated_keys(roles, rotated, tmp_path):
+    host, verifier = roles
+    ring = _hosts_keyring(tmp_path / "ring.yaml", _pub(host), _pub(verifier))
+    for cfg in (host, verifier):
+        report = verify_lines(_lines(cfg), [], keyring=keyring.load(ring))
+        assert not [p for p in report.problems if "claims host" in p.message], report.problems
+        assert not report.notes
+    cfg, first, _ = rotated  # tos-01 rotated its key: the new key inherits the first key's role and hosts
+    first_pem = tmp_path / "first.pub"
+    first_pem.write_bytes(keys.public_pem(first))
+    ring = _hosts_keyring(tmp_path / "rot.yaml", first_pem, _pub(verifier))
+    report = verify_lines(_lines(cfg), [], keyring=keyring.load(ring))
+    assert report.ok, report.problems
+    ring = _hosts_keyring(tmp_path / "elsewhere.yaml", first_pem, _pub(verifier), host_hosts="[tos-02]")
+    report = verify_lines(_lines(cfg), [], keyring=keyring.load(ring))
+    assert [p.seq for p in report.problems] == [1]
+    assert "binds to host(s) tos-02 (and 5 later record(s) for tos-01)" in report.problems[0].message
+
+
+def test_a_keyring_without_hosts_binds_each_key_by_its_first_record_and_says_so(roles, tmp_path):
+    host, verifier = roles
+    ring = _keyring(tmp_path / "ring.yaml", _pub(host))
+    code, doc = cli("evidence", "verify", str(Ledger(host.state_dir).path), "--keyring", str(ring))
+    kid = keys.fingerprint(keys.read_public(_pub(host)))
+    assert code == 0 and doc["notes"] == [
+        f"keyring role backup-host names no hosts: key {kid} is bound to host tos-01, the host of the first "
+        f"record it signed (seq 1); add hosts: [...] to the role to pin it"]
+    lines = _lines(host)  # the host appends a record in the verifier's name, signed with its own key
+    forged = record_format.build(3, record_format.line_hash(lines[-1]), "verifier-01", "backup", {"target": "x"},
+                                 keys.load_or_create(host.state_dir))
+    Ledger(host.state_dir).path.write_bytes(b"".join(l + b"\n" for l in lines + [forged]))
+    code, doc = cli("evidence", "verify", str(Ledger(host.state_dir).path), "--keyring", str(ring))
+    assert code == 1 and doc["problems"] == ["record 3: claims host verifier-01 in a ledger of host tos-01"]
+
+
+def test_bad_keyring_hosts_is_a_usage_error_naming_the_field(roles, tmp_path):
+    host, _ = roles
+    ring = tmp_path / "ring.yaml"
+    ring.write_text(f"roles:\n  backup-host:\n    public_key: {_pub(host)}\n    hosts: tos-01\n")
+    code, doc = cli("evidence", "verify", str(Ledger(host.state_dir).path), "--keyring", str(ring))
+    assert code == 2 and "roles.backup-host.hosts: expected a list of host names" in doc["error"]

@@ -248,3 +248,93 @@ def test_rotation_forged_without_the_old_key_is_caught_by_default_verify(ledger)
     code, doc = verify(path, key)
     assert code == 1 and doc["problems"] == ["record 7: signature does not verify: the record was changed after "
                                              "signing"]
+
+
+def _append_as(path, host, key_state_dir, kind="drill", n=1):
+    """n records claiming host appended to the ledger at path, signed with the key in key_state_dir."""
+    key = keys.load_or_create(key_state_dir)
+    lines = lines_of(path)
+    for _ in range(n):
+        seq = record_format.parse(lines[-1])["seq"] + 1
+        lines.append(record_format.build(seq, record_format.line_hash(lines[-1]), host, kind,
+                                         {"target": "tos-db", "status": "pass"}, key))
+    write_lines(path, lines)
+
+
+def test_a_record_for_another_host_in_a_single_host_ledger_is_flagged_with_the_public_key_alone(ledger):
+    """The backup host appends a drill in the verifier's name, signed with its own key: every signature
+    and link holds, but a ledger is one host's."""
+    path, key = ledger
+    _append_as(path, "verifier-01", path.parent.parent)
+    code, doc = verify(path, key)
+    assert code == 1 and doc["problems"] == ["record 7: claims host verifier-01 in a ledger of host tos-01"]
+    assert doc["ledger"]["host"] == "tos-01" and doc["ledger"]["first_bad_seq"] == 7
+
+
+def test_many_records_for_another_host_are_named_up_to_a_limit_then_counted(ledger):
+    from backupd.evidence.verify import HOSTS_NAMED
+
+    path, key = ledger
+    _append_as(path, "verifier-01", path.parent.parent, n=HOSTS_NAMED + 5)
+    code, doc = verify(path, key)
+    assert code == 1 and len(doc["problems"]) == HOSTS_NAMED + 1
+    assert doc["problems"][-1].startswith(f"record {7 + HOSTS_NAMED}: 5 more record(s) from here on claim a host "
+                                          f"other than tos-01")
+
+
+def test_a_key_rotation_keeps_the_host(ledger):
+    """A rotated ledger verifies; records after the rotation in another host's name do not (a rotation
+    does not hand the ledger to another host)."""
+    from backupd.evidence.rotation import rotate
+
+    path, key = ledger
+    cfg = Config(path=None, state_dir=path.parent.parent, host="tos-01")
+    rotate(cfg, "yearly")
+    record(cfg, "backup", {"target": "after"})
+    code, doc = verify(path, key)
+    assert code == 0 and doc["ledger"]["hosts"] == ["tos-01"] and len(doc["ledger"]["keys"]) == 2, doc["problems"]
+    record(Config(path=None, state_dir=cfg.state_dir, host="tos-02"), "backup", {"target": "renamed"})
+    code, doc = verify(path, key)
+    assert code == 1 and doc["problems"] == ["record 9: claims host tos-02 in a ledger of host tos-01"]
+
+
+@pytest.fixture
+def planted(tmp_path):
+    """tos-01's mirrored evidence copied under evidence/verifier-01/ (what the shared writer grant allows):
+    (s3 client, bucket, tos-01's ledger path)."""
+    import boto3
+    from moto import mock_aws
+
+    from backupd.evidence import mirror
+
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="evidence-bkt", ObjectLockEnabledForBucket=True)
+        cfg = Config(path=None, state_dir=tmp_path / "state", host="tos-01")
+        for i in range(3):
+            record(cfg, "backup", {"target": f"t{i}"})
+        mirror.push_pending(cfg.state_dir, type("D", (), {"bucket": "evidence-bkt"})(), s3)
+        for obj in s3.list_objects_v2(Bucket="evidence-bkt", Prefix="evidence/tos-01/")["Contents"]:
+            body = s3.get_object(Bucket="evidence-bkt", Key=obj["Key"])["Body"].read()
+            s3.put_object(Bucket="evidence-bkt", Key=obj["Key"].replace("/tos-01/", "/verifier-01/"), Body=body)
+        yield s3, "evidence-bkt", Ledger(cfg.state_dir).path
+
+
+def test_a_ledger_pulled_from_one_host_prefix_whose_records_claim_another_host_is_flagged(planted, tmp_path,
+                                                                                          monkeypatch):
+    from backupd.actions import evidence as action
+    from backupd.actions import evidence_verify
+    from backupd.evidence import mirror
+
+    s3, bucket, own = planted
+    monkeypatch.setattr(action, "pull_hosts", lambda *a, **k: mirror.pull(s3, bucket, tmp_path / "p"))
+    monkeypatch.setattr(action, "pulled_bucket", lambda *a: bucket)
+    doc = action.pull(None, None, "worm", tmp_path / "p")
+    by_host = {h["host"]: h for h in doc["hosts"]}
+    assert by_host["tos-01"]["ok"] and not by_host["verifier-01"]["ok"] and not doc["ok"]
+    assert by_host["verifier-01"]["problems"][0] == "record 1: claims host tos-01 in a ledger of host verifier-01"
+    [got] = mirror.pull(s3, bucket, tmp_path / "q", "verifier-01")  # evidence verify --mirror --host verifier-01
+    doc = evidence_verify.verify(own, mirror_copy=got)
+    assert not doc["ok"] and "record 1: claims host tos-01 in a ledger of host verifier-01" in doc["problems"]
+    [got] = mirror.pull(s3, bucket, tmp_path / "r", "tos-01")  # the host's own prefix: clean
+    assert evidence_verify.verify(own, mirror_copy=got)["ok"]
