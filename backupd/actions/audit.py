@@ -1,11 +1,12 @@
 """`backupd audit storage`: prove each S3 destination is WORM by configuration, readback and a
 delete canary (run with the dedicated canary identity, `canary_credentials_file`), that no lifecycle
 rule can expire a backup version before min_history, and that the daemon's own credentials cannot
-weaken the bucket."""
+weaken the bucket nor write under another host's evidence prefix (storage/confinement.py)."""
 
 from __future__ import annotations
 
 import json
+import socket
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from backupd.config import Config
 from backupd.credentials import read_credentials
 from backupd.errors import ConfigError, DependencyError
 from backupd.policy.schema import S3Destination
-from backupd.storage import canary, client, freeze, lockconfig, readback
+from backupd.storage import canary, client, confinement, freeze, lockconfig, readback
 from backupd.storage.checks import Check
 
 
@@ -72,7 +73,10 @@ def _writer_probes(cfg: Config, dest: S3Destination, auditor, probe_config) -> l
     if getattr(cfg, "verifier", False):
         return [Check("writer_probes", False, "not run in the verifier role (it holds no writer keys); the "
                       "backup host's weekly audit runs them", "warning")]
-    return canary.writer_probes(s3_client(dest), auditor, dest.bucket, probe_config)
+    writer = s3_client(dest)
+    host = cfg.host or socket.gethostname()
+    return [*canary.writer_probes(writer, auditor, dest.bucket, probe_config),
+            confinement.confinement_probe(writer, dest.bucket, host)]
 
 
 def _auditor(dest: S3Destination):

@@ -37,36 +37,73 @@ class Bucket:
     region: str
     path: str
     required: timedelta
+    host: str | None = None  # the writer's host: its identity is confined to evidence/<host>/
+    paths: tuple[str, ...] = ()  # every repository path of that host in the bucket (default: path)
 
 
-def from_config(cfg, only: str | None) -> list[Bucket]:
-    """The S3 destinations of the config's policies (schema-valid is enough: secrets may not exist yet)."""
+def from_config(cfg, only: str | None, host: str | None = None) -> list[Bucket]:
+    """The S3 destinations of the config's policies (schema-valid is enough: secrets may not exist yet); the
+    writer's host is `host`, else the config's `host:`, else the policy's site.host."""
     loaded = lint_paths(cfg.policy_files(), cfg.secrets_dir).policies
     policies = [lp.policy for lp in loaded if lp.policy]
     if not policies:
         raise ConfigError("no valid policy file; run backupd policy lint")
     found = []
+    host = host or cfg.host or next((p.site.host for p in policies if getattr(p.site, "host", None)), None)
+    paths: dict[str, list[str]] = {}
+    for policy in policies:
+        for dest in policy.destinations.values():
+            if isinstance(dest, S3Destination):
+                paths.setdefault(dest.bucket, []).append(dest.path.strip("/"))
     for policy in policies:
         for name, dest in policy.destinations.items():
             if not isinstance(dest, S3Destination) or (only and name != only):
                 continue
             spans = [t.retention.min_history for t in policy.targets if name in t.destinations]
             found.append(Bucket(name, dest.endpoint, dest.bucket, dest.region, dest.path,
-                                max(spans, default=timedelta(0))))
+                                max(spans, default=timedelta(0)), host,
+                                tuple(dict.fromkeys(paths[dest.bucket]))))
     if not found:
         raise ConfigError(f"no S3 destination {only!r} in the policies" if only
                           else "no S3 destination in the policies")
     return found
 
 
-def identity_policies(bucket: str, prefix: str) -> dict:
-    """The identity policies of one bucket: {"aws_iam": {identity: policy}, "seaweedfs": s3-identities doc}."""
-    def fill(text: str) -> dict:
-        return json.loads(text.replace("@BUCKET@", bucket).replace("@PREFIX@", prefix.strip("/")))
+def identity_policies(bucket: str, prefix: str | list[str], host: str | None = None,
+                      verifier_host: str | None = None) -> dict:
+    """The identity policies of one bucket: {"aws_iam": {identity: policy}, "seaweedfs": s3-identities doc}.
 
-    iam = {name: fill(templates.path("deploy", "iam", f"{name}.json").read_text()) for name in IDENTITIES}
-    seaweed = fill(templates.path("deploy", "seaweedfs", "s3-identities.example.json").read_text())
+    The writer is confined to the repository path(s) (`prefix`: one or more) and to `evidence/<host>/`, the
+    verifier to `evidence/<verifier_host>/`; a host left None keeps its placeholder for the operator."""
+    paths = [p.strip("/") for p in ([prefix] if isinstance(prefix, str) else prefix)]
+    values = {"@BUCKET@": [bucket], "@PREFIX@": paths, "@HOST@": [host] if host else None,
+              "@VERIFIER_HOST@": [verifier_host] if verifier_host else None}
+    fill = {k: v for k, v in values.items() if v}
+    iam = {name: _expand(json.loads(templates.path("deploy", "iam", f"{name}.json").read_text()), fill)
+           for name in IDENTITIES}
+    seaweed = _expand(json.loads(templates.path("deploy", "seaweedfs", "s3-identities.example.json").read_text()),
+                      fill)
     return {"aws_iam": iam, "seaweedfs": seaweed}
+
+
+def _expand(doc, fill: dict[str, list[str]]):
+    """doc with every placeholder replaced; a string in a list with a placeholder of several values (paths)
+    becomes one string per value, a lone string a list of them."""
+    def strings(text: str) -> list[str]:
+        out = [text]
+        for key, vals in fill.items():
+            if key in text:
+                out = [s.replace(key, v) for s in out for v in vals]
+        return out
+
+    if isinstance(doc, dict):
+        return {k: _expand(v, fill) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [s for item in doc for s in (strings(item) if isinstance(item, str) else [_expand(item, fill)])]
+    if isinstance(doc, str):
+        got = strings(doc)
+        return got[0] if len(got) == 1 else got
+    return doc
 
 
 def _one(s3, target: Bucket) -> dict:
@@ -90,12 +127,16 @@ def _one(s3, target: Bucket) -> dict:
     return out
 
 
-def run(targets: list[Bucket], admin_credentials: Path) -> dict:
-    """Set up every bucket; the identity policies come with each one."""
+def run(targets: list[Bucket], admin_credentials: Path, verifier_host: str | None = None) -> dict:
+    """Set up every bucket; the identity policies (writer of target.host, verifier of verifier_host) come
+    with each one."""
     keys = read_credentials(admin_credentials)
     results = []
     for target in targets:
         result = _one(client.make(target.endpoint, target.region, keys), target)
-        result["identity_policies"] = identity_policies(target.bucket, target.path)
+        result["identity_policies"] = identity_policies(target.bucket, list(target.paths) or [target.path],
+                                                        target.host, verifier_host)
+        result["unfilled"] = sorted({k for k in ("@HOST@", "@VERIFIER_HOST@")
+                                     if k in json.dumps(result["identity_policies"])})
         results.append(result)
     return {"destinations": results}

@@ -69,6 +69,8 @@ def _storage_report(result: dict, as_json: bool) -> int:
             print(f"\n# AWS IAM policy of the {name} identity (bucket {r['bucket']})\n{json.dumps(doc, indent=2)}")
         print(f"\n# SeaweedFS -s3.config identities (replace the @..._KEY@ placeholders)\n"
               f"{json.dumps(policies['seaweedfs'], indent=2)}")
+        if r.get("unfilled"):
+            print(f"\n# still to fill in: {', '.join(r['unfilled'])} (--host, --verifier-host)")
     return code
 
 
@@ -123,21 +125,39 @@ def register(main: click.Group) -> None:
                   help="Without a config: the repository prefix (for the identity policies).")
     @click.option("--retention", default="12w", show_default=True,
                   help="Without a config: default retention, >= the longest min_history of the site's targets.")
+    @click.option("--host", default=None,
+                  help="The backup host whose writer the policies confine (default: the config's host).")
+    @click.option("--verifier-host", default=None,
+                  help="The verifier's host (its config's host:) for the verifier policy.")
     @common
-    def storage_init(admin_credentials, destination, bucket, endpoint, region, prefix, retention,
-                     config_path, as_json):
+    def storage_init(admin_credentials, destination, bucket, endpoint, region, prefix, retention, host,
+                     verifier_host, config_path, as_json):
         """Create the Object-Lock bucket(s): versioning, COMPLIANCE retention >= min_history, a reclaim rule
         that never expires a version before it; print the identity policies. Never weakens an existing bucket."""
         from backupd.actions import storage_init as action
         from backupd.policy.durations import parse_duration
 
+        for name in (host, verifier_host):
+            if name is not None:
+                _check_host(name)
         if bucket:
             if destination:
                 raise ConfigError("--bucket and --destination exclude each other")
-            targets = [action.Bucket(bucket, endpoint, bucket, region, prefix, _duration(parse_duration, retention))]
+            targets = [action.Bucket(bucket, endpoint, bucket, region, prefix, _duration(parse_duration, retention),
+                                     host)]
         else:
-            targets = action.from_config(load_config(config_path), destination)
-        return _storage_report(action.run(targets, admin_credentials), as_json)
+            targets = action.from_config(load_config(config_path), destination, host)
+        return _storage_report(action.run(targets, admin_credentials, verifier_host), as_json)
+
+
+def _check_host(name: str) -> None:
+    """--host/--verifier-host must be a host name (it becomes an S3 key prefix in the policies)."""
+    from backupd.policy.schema import check_name
+
+    try:
+        check_name(name, "host")
+    except ValueError as exc:
+        raise ConfigError(f"--host/--verifier-host: {exc}") from None
 
 
 def _duration(parse, text: str):

@@ -92,7 +92,11 @@ def test_storage_init_creates_a_worm_bucket_from_the_config(tmp_path, admin_keys
     iam = result["identity_policies"]["aws_iam"]
     assert set(iam) == {"writer", "maintainer", "auditor", "canary", "verifier"}
     assert "arn:aws:s3:::backupd-site/restic/*" in str(iam["writer"]) and "@BUCKET@" not in str(iam)
-    assert "Write:backupd-site/*" in str(result["identity_policies"]["seaweedfs"])
+    writer = next(i for i in result["identity_policies"]["seaweedfs"]["identities"] if i["name"] == "writer-tos-9")
+    assert {"Write:backupd-site/restic/*", "Write:backupd-site/evidence/tos-9/*"} <= set(writer["actions"])
+    assert not [a for a in writer["actions"] if a.startswith("Write:") and a.endswith("backupd-site/*")]
+    assert "arn:aws:s3:::backupd-site/evidence/tos-9/*" in str(iam["writer"])
+    assert result["unfilled"] == ["@VERIFIER_HOST@"]  # no --verifier-host
 
 
 def test_storage_init_reports_an_existing_bucket_without_object_lock_and_leaves_it(admin_keys):
