@@ -13,6 +13,7 @@ storage_timeout_seconds: 30                # bound of the pre-flight probe and o
 lock_wait_seconds: 60                      # backup/check: wait this long for a live repository lock
 role: backup                               # or verifier: read-only keys, never writes
 hosts: [tos-01]                            # verifier only: backup hosts whose snapshots it reads
+grants: {seaweedfs_identities: s3-identities.json}   # the audit judges every identity's S3 grants
 ```
 
 `load(path)` -> `Config`. Every key and section is validated by backupd.config_schema (types, ranges, unknown
@@ -34,12 +35,12 @@ from backupd.errors import ConfigError
 DEFAULT_PATH = Path("/etc/backupd/backupd.yaml")
 KEYS = {"policies", "state_dir", "secrets_dir", "host", "restic", "retry_attempts", "retry_wait_seconds",
         "job_timeout_seconds", "storage_timeout_seconds", "lock_wait_seconds",
-        "daemon", "notify", "metrics", "restore_tests", "evidence", "role", "hosts"}
+        "daemon", "notify", "metrics", "restore_tests", "evidence", "role", "hosts", "grants"}
 #: backup: the TOS host's daemon (writer keys). verifier: a separate unit or host that runs drills, check
 #: slices and storage audits with the auditor's read-only keys and its own signing key; it never writes.
 #: Sections: mappings validated by backupd.config_schema (the typed settings come from backupd.daemon.settings
 #: and backupd.evidence.settings).
-SECTIONS = ("daemon", "notify", "metrics", "evidence")
+SECTIONS = ("daemon", "notify", "metrics", "evidence", "grants")
 
 
 @dataclass
@@ -64,6 +65,7 @@ class Config:
     restore_tests: Path | None = None  # drill specs; default: restore_tests/ beside the policies' directory
     role: str = "backup"
     hosts: list[str] = field(default_factory=list)  # verifier: the backup hosts whose snapshots it reads
+    grants: dict = field(default_factory=dict)  # config_schema.GrantsSection: grant documents the audit judges
 
     @property
     def verifier(self) -> bool:

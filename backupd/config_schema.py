@@ -106,8 +106,26 @@ class EvidenceSection(_Section):
     keyring: Text | None = None  # default --keyring of evidence export; relative -> beside backupd.yaml
 
 
+Identity = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_text)]
+HostName = Annotated[Text, AfterValidator(lambda v: check_name(v, "host"))]
+
+
+class GrantsSection(_Section):
+    """Grant documents the storage audit judges itself (backupd.storage.grants); paths relative -> beside
+    backupd.yaml."""
+
+    seaweedfs_identities: Text | None = None  # a copy of the SeaweedFS -s3.config file (credentials removed)
+    iam_policies: dict[Identity, Text] | None = None  # AWS: identity name -> the IAM policy JSON attached to it
+    bucket_policy: bool = True  # AWS: also judge each bucket's policy (GetBucketPolicy with the auditor's keys)
+    writers: dict[HostName, Identity] | None = None  # backup host -> its writer identity (default: writer)
+    verifiers: dict[HostName, Identity] | None = None  # verifier host -> its identity (default: this host: verifier)
+    privileged: list[Identity] = ["admin", "maintainer"]  # may hold more than the rules allow; not judged
+    canary: Identity | None = "canary"  # confined to .backupd-canary/
+
+
 SECTION_MODELS: dict[str, type[_Section]] = {
     "daemon": DaemonSection, "notify": NotifySection, "metrics": MetricsSection, "evidence": EvidenceSection,
+    "grants": GrantsSection,
 }
 
 
@@ -135,6 +153,7 @@ class ConfigFile(BaseModel):
     notify: NotifySection | None = None
     metrics: MetricsSection | None = None
     evidence: EvidenceSection | None = None
+    grants: GrantsSection | None = None
 
 
 def _message(error: dict) -> str | None:

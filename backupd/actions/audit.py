@@ -13,6 +13,7 @@ from pathlib import Path
 from botocore.exceptions import ClientError
 
 from backupd import evidence
+from backupd.actions import grants_audit
 from backupd.config import Config
 from backupd.credentials import read_credentials
 from backupd.errors import ConfigError, DependencyError
@@ -86,7 +87,8 @@ def _auditor(dest: S3Destination):
     return s3_client(dest)
 
 
-def _checks(cfg: Config, name: str, dest: S3Destination, required: timedelta, now: datetime) -> tuple[list, int]:
+def _checks(cfg: Config, name: str, dest: S3Destination, required: timedelta, now: datetime,
+            grants: grants_audit.Documents, policy_set) -> tuple[list, int]:
     auditor = _auditor(dest)
     checks = [lockconfig.versioning_check(auditor, dest.bucket)]
     config = lockconfig.read_lock_config(auditor, dest.bucket)
@@ -97,13 +99,14 @@ def _checks(cfg: Config, name: str, dest: S3Destination, required: timedelta, no
                                              [dest.path, freeze.PREFIX], required))
     probe_config = lockconfig.config_from_observed(observed) if config == "denied" and observed else config
     checks += _writer_probes(cfg, dest, auditor, probe_config)
+    checks += grants_audit.checks(grants, policy_set, dest, auditor)  # the store's word, not the writer's keys
     since = _last_audits(cfg).get(name)
     check, read = readback.readback(auditor, dest.bucket, dest.path,
                                     datetime.fromisoformat(since) if since else None, required, now)
     return checks + [check], read
 
 
-def audit_destination(cfg: Config, policy_set, name: str, dest) -> dict:
+def audit_destination(cfg: Config, policy_set, name: str, dest, grants: grants_audit.Documents | None = None) -> dict:
     """All checks of one destination as a JSON-ready dict with status ok|finding|unavailable|skipped."""
     out = {"destination": name, "status": "ok", "checks": []}
     if not isinstance(dest, S3Destination) or not dest.object_lock:
@@ -114,7 +117,8 @@ def audit_destination(cfg: Config, policy_set, name: str, dest) -> dict:
     out["required_retention"] = str(required)
     try:
         with client.reachable(f"audit {name}"):
-            checks, out["objects_read_back"] = _checks(cfg, name, dest, required, now)
+            checks, out["objects_read_back"] = _checks(cfg, name, dest, required, now,
+                                                       grants or grants_audit.load(cfg), policy_set)
     except DependencyError as exc:
         return {**out, "status": "unavailable", "error": str(exc)}
     except ClientError as exc:
@@ -129,6 +133,7 @@ def audit_destination(cfg: Config, policy_set, name: str, dest) -> dict:
 
 def run(cfg: Config, policy_set) -> list[dict]:
     """Audit every destination; one evidence record per run."""
-    results = [audit_destination(cfg, policy_set, n, d) for n, d in policy_set.destinations.items()]
+    grants = grants_audit.load(cfg)  # a bad grants: section or document is a config error before any S3 call
+    results = [audit_destination(cfg, policy_set, n, d, grants) for n, d in policy_set.destinations.items()]
     evidence.record(cfg, "storage_audit", {"destinations": results})
     return results

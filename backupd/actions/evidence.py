@@ -34,21 +34,46 @@ def verify(path: Path, public_key: Path | None = None) -> dict:
 def verify_against_mirror(cfg, policy_set, path: Path, destination: str, host: str | None,
                           credentials: Path | None, public_keys: list, keyring: Path | None,
                           all_signatures: bool = False) -> dict:
-    """Verify a raw ledger and compare it with the host's records and checkpoints in the WORM mirror."""
+    """Verify a raw ledger or an export bundle and compare it with the host's records and checkpoints in
+    the WORM mirror."""
     import tempfile
 
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
     if bundle.is_bundle(path):
-        raise ConfigError(f"{path}: --mirror compares a raw ledger (ledger.jsonl); verify bundles without it")
+        return _verify_bundle_against_mirror(cfg, policy_set, path, destination, host, credentials, public_keys,
+                                             keyring, all_signatures)
     host = host or _ledger_host(path)
     with tempfile.TemporaryDirectory(prefix="backupd-mirror-") as tmp:
-        [got] = pull_hosts(cfg, policy_set, destination, Path(tmp), host, credentials)
+        [got] = pull_hosts(cfg, policy_set, destination, Path(tmp), host, credentials, public_keys, keyring)
         doc = evidence_verify.verify(path, public_keys, keyring, mirror_copy=got, all_signatures=all_signatures)
     doc["mirror"] = {"destination": destination, "host": host, "records": got.records,
                      "checkpoints": len(got.checkpoints),
-                     "last_checkpoint": max((c["seq"] for c in got.checkpoints), default=None)}
+                     "last_checkpoint": max((c["seq"] for c in got.checkpoints), default=None),
+                     "first_key": got.first_key, "foreign_objects": got.foreign}
     return doc
+
+
+def _verify_bundle_against_mirror(cfg, policy_set, path: Path, destination: str, host: str | None,
+                                  credentials: Path | None, public_keys: list, keyring: Path | None,
+                                  all_signatures: bool) -> dict:
+    """A bundle's records and checkpoints against the mirror, read object by object with the auditor's keys."""
+    dest = _mirror_destination(policy_set, destination)
+    s3 = mirror.client(dest, read_credentials(credentials or cfg.secrets_dir / "s3-auditor.env"))
+    try:
+        doc = evidence_verify.verify(path, public_keys, keyring, all_signatures=all_signatures, host=host,
+                                     mirror_store=(s3, dest.bucket))
+    except (BotoCoreError, ClientError) as exc:
+        raise DependencyError(f"cannot read s3://{dest.bucket}/{mirror.PREFIX}: {exc.__class__.__name__}") from None
+    doc["mirror"]["destination"] = destination
+    return doc
+
+
+def _mirror_destination(policy_set, destination: str):
+    dests = policy_set.destinations
+    if destination not in dests:
+        raise ConfigError(f"no destination {destination!r}; known: {', '.join(sorted(dests))}")
+    return dests[destination]
 
 
 def _ledger_host(path: Path) -> str:
@@ -173,7 +198,7 @@ def pull(cfg, policy_set, destination: str, out_dir: Path, host: str | None = No
          credentials: Path | None = None, keyring: Path | None = None) -> dict:
     """Rebuild ledgers from the WORM mirror with read-only (auditor) credentials, then verify each
     against the host's first key (and rotations), the keyring and the signed checkpoints."""
-    pulled = pull_hosts(cfg, policy_set, destination, out_dir, host, credentials)
+    pulled = pull_hosts(cfg, policy_set, destination, out_dir, host, credentials, keyring=keyring)
     hosts = []
     for got in pulled:
         check = None
@@ -188,6 +213,7 @@ def pull(cfg, policy_set, destination: str, out_dir: Path, host: str | None = No
                       "last_checkpoint": max((c["seq"] for c in got.checkpoints), default=None),
                       "attestations": check["attestations"] if check else [],
                       "notes": check["notes"] if check else [],
+                      "first_key": got.first_key, "foreign_objects": got.foreign,
                       "ok": not problems, "problems": problems})
     return {"ok": bool(hosts) and all(h["ok"] for h in hosts), "bucket": pulled_bucket(policy_set, destination),
             "out": str(out_dir), "hosts": hosts}
@@ -198,15 +224,15 @@ def pulled_bucket(policy_set, destination: str) -> str:
 
 
 def pull_hosts(cfg, policy_set, destination: str, out_dir: Path, host: str | None = None,
-               credentials: Path | None = None) -> list:
-    """mirror.pull with the auditor credentials; ConfigError/DependencyError as the CLI expects."""
-    dests = policy_set.destinations
-    if destination not in dests:
-        raise ConfigError(f"no destination {destination!r}; known: {', '.join(sorted(dests))}")
-    dest = dests[destination]
+               credentials: Path | None = None, public_keys=(), keyring: Path | None = None) -> list:
+    """mirror.pull with the auditor credentials; ConfigError/DependencyError as the CLI expects. The host's
+    key chain starts at public_keys (pinned first keys) or a keyring key, else at the mirror's anchor."""
+    dest = _mirror_destination(policy_set, destination)
     creds = read_credentials(credentials or cfg.secrets_dir / "s3-auditor.env")
+    pinned = [keys.read_public(p) for p in public_keys]
+    ring = keyring_mod.load(keyring) if keyring else None
     try:
-        return mirror.pull(mirror.client(dest, creds), dest.bucket, out_dir, host)
+        return mirror.pull(mirror.client(dest, creds), dest.bucket, out_dir, host, pinned, ring)
     except (BotoCoreError, ClientError) as exc:
         raise DependencyError(f"cannot read s3://{dest.bucket}/{mirror.PREFIX}: {exc.__class__.__name__}") from None
 
@@ -222,9 +248,9 @@ def sync(cfg) -> dict:
     creds = read_credentials(mirror.credentials_of(cfg, opts, dest))
     try:
         s3 = mirror.client(dest, creds)
-        pushed = mirror.push_pending(cfg.state_dir, dest, s3)
+        pushed = mirror.push_pending(cfg.state_dir, dest, s3, opts.retention)
         mirror.checkpoint_if_due(cfg.state_dir, dest, s3, keys.load_or_create(cfg.state_dir),
-                                 opts.checkpoint_period)
+                                 opts.checkpoint_period, retention=opts.retention)
     except (BotoCoreError, ClientError) as exc:
         raise DependencyError(f"cannot write to s3://{dest.bucket}/{mirror.PREFIX}: {exc.__class__.__name__}") from None
     pending = len(Ledger(cfg.state_dir).index.unmirrored())

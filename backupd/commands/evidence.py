@@ -51,7 +51,8 @@ def register(main: click.Group) -> None:
                   help="Roles and their keys (YAML/JSON): which role signed each drill and audit; with a verifier "
                        "role, drills signed by any other key are findings.")
     @click.option("--mirror", "mirror_dest", default=None,
-                  help="Also compare with the WORM mirror in this policy destination (records, signed checkpoints).")
+                  help="Also compare with the WORM mirror in this policy destination (records, signed checkpoints); "
+                       "a bundle's records must be the mirrored ones, none of its period left out.")
     @click.option("--host", default=None, help="With --mirror: the host's evidence (default: the ledger's host).")
     @click.option("--credentials", type=click.Path(path_type=Path), default=None,
                   help="With --mirror: read-only S3 credentials (default: secrets_dir/s3-auditor.env).")
@@ -80,6 +81,14 @@ def register(main: click.Group) -> None:
         lines = [head] + [f"  {a['kind']} #{a['seq']} {a['target'] or ''}: signed by role {a['role'] or 'unknown'} "
                           f"(key {a['kid']})" for a in doc["attestations"]]
         lines += [f"  note: {n}" for n in doc["notes"]]
+        if doc["type"] == "bundle":
+            m = doc["manifest"]
+            lines.append(f"  period {m['since']} .. {m['until']} (exported {m['created']})")
+        if doc.get("mirror"):
+            m = doc["mirror"]
+            lines.append(f"  WORM mirror {m['destination']} ({m['host']}): {m['records']} record(s), "
+                         f"{m['checkpoints']} checkpoint(s)"
+                         + (f", {m['identical']} of the bundle's records identical" if "identical" in m else ""))
         return _finish(doc, as_json, lines + [f"  problem: {p}" for p in doc["problems"]])
 
     @group.command("rotate-key")
@@ -99,14 +108,18 @@ def register(main: click.Group) -> None:
     @click.option("--reason", required=True, help="What was found and how the ledger was restored (recorded).")
     @common
     def acknowledge(reason, config_path, as_json):
-        """After a head regression: check the restored ledger again and, when it is whole, record and reopen it."""
+        """After a head regression: check the restored ledger again and, when it is whole, record and reopen it.
+        Also closes the finding of objects others planted in this host's mirror prefix."""
         from backupd.actions import evidence_keys
 
         cfg = load_config(config_path)
         load_policies(cfg)
         doc = evidence_keys.acknowledge(cfg, reason)
+        planted = doc.get("foreign_objects") or []
         return _finish(doc, as_json, [f"ledger head regression acknowledged (record seq {doc['seq']}); appends "
-                                      f"resume" if doc["acknowledged"] else "no open ledger head regression"])
+                                      f"resume" if doc["acknowledged"] else "no open ledger head regression"] +
+                       ([f"{len(planted)} foreign object(s) in this host's mirror prefix acknowledged"] if planted
+                        else []))
 
     @group.command("export")
     @click.option("--out", required=True, type=click.Path(path_type=Path), help="Bundle to write (.tar.gz).")

@@ -33,7 +33,8 @@ from backupd.evidence import keys
 
 MAX_BYTES = 1024 * 1024
 #: Kinds the ledger machinery writes itself; every role may sign them.
-LEDGER_KINDS = frozenset({"key-rotation", "ledger-repair", "ledger-regression"})
+LEDGER_KINDS = frozenset({"key-rotation", "ledger-repair", "ledger-regression", "mirror-foreign-object",
+                          "mirror-foreign-object-acknowledged"})
 
 
 @dataclass

@@ -1,12 +1,16 @@
 """WORM mirror: every record becomes an object `evidence/<host>/records/<seq>.json` in an Object-Lock bucket.
 
-The bucket's default COMPLIANCE retention locks each object; the writer identity cannot delete it and an
-overwrite only adds a newer version, which `pull` reports (it always uses the oldest version). The host's
+Each object is written locked COMPLIANCE until now + `evidence.retention` (its own retain-until, not the
+bucket's shorter default; `storage extend-locks` keeps extending it): the writer identity cannot delete it and an
+overwrite only adds a newer version, which `pull` reports (it uses the oldest version the host's key chain
+signed, pull.py). The host's
 first public key is stored once as `evidence/<host>/evidence-ed25519.pub`, pinning it for auditors; every
 key as `keys/<kid>.pub`; signed checkpoints as `checkpoints/<seq>-<time>.json` (checkpoint.py).
 
-The mirror anchors the ledger: `probe` refuses an append whose seq the mirror already holds, and an
-upload that meets an object with other content is a head regression (guard.py), never a warning.
+The mirror anchors the ledger: `probe` refuses an append whose seq the mirror already holds signed by this
+host, and an upload that meets such an object with other content is a head regression (guard.py), never a
+warning. An object there that none of this host's keys signed was planted by another identity: it is
+reported (foreign.py) and never blocks the ledger.
 """
 
 from __future__ import annotations
@@ -14,36 +18,43 @@ from __future__ import annotations
 import fcntl
 import logging
 import socket
-from dataclasses import dataclass, field
+import threading
+import time
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from backupd.credentials import read_credentials
 from backupd.errors import BackupdError, ConfigError, Finding
-from backupd.evidence import canonical, checkpoint, guard, keys, record_format, settings
+from backupd.evidence import bounded, checkpoint, foreign, guard, keys, record_format, settings
 from backupd.evidence.ledger import Ledger, evidence_dir
+from backupd.evidence.pull import NoEvidence, PulledHost, listing, pull  # noqa: F401 (mirror.pull, as before)
+from backupd.storage.evidence_objects import EVIDENCE_PREFIX as PREFIX
+from backupd.storage.lockconfig import compliance
 
 log = logging.getLogger(__name__)
-PREFIX = "evidence/"
 
 
 def record_key(host: str, seq: int) -> str:
     return f"{PREFIX}{host}/records/{seq:012d}.json"
 
 
-def client(dest, credentials: dict[str, str]):
-    """boto3 S3 client for a policy S3 destination; path-style, short timeouts, bounded retries."""
+def client(dest, credentials: dict[str, str], limits: bounded.Limits | None = None, session=None):
+    """boto3 S3 client for a policy S3 destination, path-style. limits: per-request timeouts and attempts
+    (bounded.py); None: connect 5 s, read 30 s, 3 attempts (pulls and syncs an operator starts)."""
     import boto3
     from botocore.config import Config as BotoConfig
 
     if getattr(dest, "kind", None) != "s3":
         raise ConfigError("the evidence mirror needs an S3 destination with Object Lock")
-    return boto3.client(
+    limits = limits or bounded.Limits(connect=5, read=30, attempts=3)
+    return (session or boto3).client(
         "s3", endpoint_url=dest.endpoint, region_name=dest.region,
         aws_access_key_id=credentials["AWS_ACCESS_KEY_ID"], aws_secret_access_key=credentials["AWS_SECRET_ACCESS_KEY"],
         aws_session_token=credentials.get("AWS_SESSION_TOKEN"),
-        config=BotoConfig(s3={"addressing_style": "path"}, retries={"max_attempts": 2},
-                          connect_timeout=5, read_timeout=30))
+        config=BotoConfig(s3={"addressing_style": "path"}, retries={"mode": "standard",
+                                                                    "total_max_attempts": limits.attempts},
+                          connect_timeout=limits.connect, read_timeout=limits.read))
 
 
 def destination(cfg, name: str):
@@ -58,16 +69,40 @@ def destination(cfg, name: str):
 
 @dataclass
 class Remote:
-    """The configured evidence mirror: destination, S3 client and the host the records are filed under."""
+    """The configured evidence mirror: destination, S3 client and the host the records are filed under.
+    With credentials it makes clients with other timeouts (client_for); without, s3 serves every call."""
 
     name: str
     dest: object
     s3: object
     host: str
+    credentials: dict | None = field(default=None, repr=False)
+    _clients: dict = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def client_for(self, limits: bounded.Limits | None):
+        """A client with these per-request limits, made once per process (None: the default one)."""
+        if limits is None or self.credentials is None:
+            return self.s3
+        with self._lock:  # boto3 sessions are not thread-safe; the daemon's jobs share this mirror
+            if limits not in self._clients:
+                if "session" not in self._clients:
+                    import boto3
+
+                    self._clients["session"] = boto3.session.Session()
+                self._clients[limits] = client(self.dest, self.credentials, limits, self._clients["session"])
+            return self._clients[limits]
+
+
+#: The resolved mirror of each configuration: (key, Remote, credentials file, its stat); see connect_if_configured.
+_resolved: dict[tuple, tuple[Remote, Path, tuple]] = {}
+_resolved_lock = threading.Lock()
 
 
 def connect_if_configured(cfg) -> Remote | None:
-    """The mirror of `evidence.mirror`, or None when unset or unusable (logged; records stay pending)."""
+    """The mirror of `evidence.mirror`, or None when unset or unusable (logged; records stay pending).
+    Resolved once per configuration: the policies are linted and the client made again only when the
+    config, a policy file or the credentials file changed."""
     try:
         opts = settings.of(cfg)
     except ConfigError as exc:
@@ -76,12 +111,47 @@ def connect_if_configured(cfg) -> Remote | None:
     if not opts.mirror:
         return None
     try:
-        dest = destination(cfg, opts.mirror)
-        s3 = client(dest, read_credentials(credentials_of(cfg, opts, dest)))
+        key = _config_key(cfg, opts)
+        with _resolved_lock:
+            known = _resolved.get(key)
+            if known is not None and _stat(known[1]) == known[2]:
+                return known[0]
+            dest = destination(cfg, opts.mirror)
+            path = credentials_of(cfg, opts, dest)
+            stamp, creds = _stat(path), read_credentials(path)
+            remote = Remote(opts.mirror, dest, client(dest, creds), cfg.host or socket.gethostname(), creds)
+            _resolved.clear()  # one configuration per process; a reload replaces it
+            _resolved[key] = (remote, path, stamp)
+            return remote
     except (BackupdError, OSError) as exc:
         log.warning("evidence mirror %s: records stay pending: %s", opts.mirror, exc)
         return None
-    return Remote(opts.mirror, dest, s3, cfg.host or socket.gethostname())
+
+
+def _config_key(cfg, opts) -> tuple:
+    """What the resolved mirror depends on: the evidence settings, host, role and every policy file's stat."""
+    files = tuple((str(p), _stat(p)) for p in cfg.policy_files())
+    return (str(getattr(cfg, "path", None)), cfg.host, bool(getattr(cfg, "verifier", False)),
+            str(getattr(cfg, "secrets_dir", None)), repr(opts), files)
+
+
+def _stat(path: Path) -> tuple:
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return ()
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def bound(cfg, remote: Remote) -> Remote:
+    """remote whose S3 calls all end by the mirror's deadline (bounded.end_of: storage_timeout_seconds, and
+    the calling thread's job deadline + GRACE_SECONDS); an already bounded remote keeps its deadline."""
+    from backupd import execute
+
+    if isinstance(remote.s3, bounded.BoundedS3):
+        return remote
+    end = bounded.end_of(getattr(cfg, "storage_timeout_seconds", 30.0), execute.time_left(), time.monotonic())
+    return replace(remote, s3=bounded.BoundedS3(remote.client_for, end, remote.name))
 
 
 def probe(remote: Remote, ev_dir: Path, seq: int) -> bool:
@@ -101,9 +171,17 @@ def probe(remote: Remote, ev_dir: Path, seq: int) -> bool:
         log.warning("evidence mirror %s: unreachable (%s); records stay pending", remote.name,
                     exc.__class__.__name__)
         return False
+    try:  # only a record this host signed proves the ledger went further; anyone else's is a plant
+        planted = foreign.Judge(Path(ev_dir).parent, ev_dir).foreign(remote.s3, remote.dest.bucket, key)
+    except Exception as exc:  # noqa: BLE001 - botocore raises many types; judged again when pushed
+        log.warning("evidence mirror %s: cannot read s3://%s/%s (%s); records stay pending", remote.name,
+                    remote.dest.bucket, key, exc.__class__.__name__)
+        return False
+    if planted:
+        return True
     guard.refuse(ev_dir, [f"record {seq} is about to be appended but s3://{remote.dest.bucket}/{key} already "
-                          f"exists: the ledger ends before records already mirrored (cut off or rolled back)"],
-                 "mirror")
+                          f"exists, signed by this host: the ledger ends before records already mirrored (cut off "
+                          f"or rolled back)"], "mirror")
     return False
 
 
@@ -112,9 +190,12 @@ def push_and_checkpoint(cfg, remote: Remote, private_key) -> int:
 
     A refused upload is a LedgerRegression (raised); an unreachable mirror is logged (records stay pending).
     """
+    remote = bound(cfg, remote)
     try:
-        pushed = push_pending(cfg.state_dir, remote.dest, remote.s3)
-        checkpoint_if_due(cfg.state_dir, remote.dest, remote.s3, private_key, settings.of(cfg).checkpoint_period)
+        opts = settings.of(cfg)
+        pushed = push_pending(cfg.state_dir, remote.dest, remote.s3, opts.retention)
+        checkpoint_if_due(cfg.state_dir, remote.dest, remote.s3, private_key, opts.checkpoint_period,
+                          retention=opts.retention)
         return pushed
     except guard.LedgerRegression:
         raise
@@ -156,8 +237,9 @@ def credentials_of(cfg, opts: settings.EvidenceSettings, dest) -> Path:
     return dest.credentials_file
 
 
-def push_pending(state_dir: Path, dest, s3) -> int:
-    """Upload records not yet mirrored (in seq order); returns how many were uploaded or confirmed.
+def push_pending(state_dir: Path, dest, s3, retention: timedelta = settings.MIN_RETENTION) -> int:
+    """Upload records not yet mirrored (in seq order), each locked for retention (evidence.retention);
+    returns how many were uploaded or confirmed.
 
     LedgerRegression when the ledger lost records or the mirror holds other content for a seq.
     """
@@ -172,29 +254,35 @@ def push_pending(state_dir: Path, dest, s3) -> int:
             return 0
         host = record_format.parse(first)["host"]
         ledger.check_head()
-        _put_public_keys(s3, dest.bucket, host, state_dir)
+        until = datetime.now(timezone.utc) + retention
+        judge = foreign.Judge(state_dir, ledger.dir)  # an object another identity planted is noted, not obeyed
+        _put_public_keys(s3, dest.bucket, host, state_dir, until, judge)
         done = 0
         for seq, offset, length in ledger.index.unmirrored():
             with open(ledger.path, "rb") as handle:
                 handle.seek(offset)
                 line = handle.read(length).rstrip(b"\n")
             try:
-                _put_once(s3, dest.bucket, record_key(host, seq), line + b"\n", record_format.line_hash(line))
+                _put_once(s3, dest.bucket, record_key(host, seq), line + b"\n", record_format.line_hash(line), until,
+                          judge=judge)
             except Conflict as exc:
-                guard.refuse(ledger.dir, [f"{exc}: the mirror already holds another record {seq} (the ledger was "
-                                          f"rolled back, cut off or replaced)"], "mirror")
+                guard.refuse(ledger.dir, [f"{exc}: the mirror already holds another record {seq} signed by this "
+                                          f"host (the ledger was rolled back, cut off or replaced)"], "mirror")
             ledger.index.mark_mirrored(seq)
             done += 1
     return done
 
 
-def checkpoint_if_due(state_dir: Path, dest, s3, private_key, period: timedelta, force: bool = False) -> dict | None:
-    """Push a signed checkpoint of the mirrored head when the last one is older than period."""
+def checkpoint_if_due(state_dir: Path, dest, s3, private_key, period: timedelta, force: bool = False,
+                      retention: timedelta = settings.MIN_RETENTION) -> dict | None:
+    """Push a signed checkpoint of the mirrored head (locked for retention) when the last one is older than
+    period."""
     with Ledger(state_dir) as ledger:
-        return _checkpoint(ledger, dest, s3, private_key, period, force)
+        return _checkpoint(ledger, dest, s3, private_key, period, force, retention)
 
 
-def _checkpoint(ledger: Ledger, dest, s3, private_key, period: timedelta, force: bool) -> dict | None:
+def _checkpoint(ledger: Ledger, dest, s3, private_key, period: timedelta, force: bool,
+                retention: timedelta) -> dict | None:
     last = checkpoint.load_local(ledger.dir)
     age = checkpoint.age_seconds(last, datetime.now(timezone.utc))
     if not force and age is not None and age < period.total_seconds():
@@ -208,7 +296,8 @@ def _checkpoint(ledger: Ledger, dest, s3, private_key, period: timedelta, force:
     doc = checkpoint.parse(data)
     key = checkpoint.object_key(PREFIX, host, doc)
     try:
-        _put_once(s3, dest.bucket, key, data + b"\n", record_format.line_hash(data))
+        _put_once(s3, dest.bucket, key, data + b"\n", record_format.line_hash(data),
+                  datetime.now(timezone.utc) + retention, judge=foreign.Judge(ledger.dir.parent, ledger.dir))
     except Conflict as exc:
         guard.refuse(ledger.dir, [str(exc)], "mirror")
     checkpoint.save_local(ledger.dir, data)
@@ -222,40 +311,44 @@ def _line_at(ledger: Ledger, seq: int) -> bytes:
         return handle.read(row[1]).rstrip(b"\n")
 
 
-def _put_public_keys(s3, bucket: str, host: str, state_dir: Path) -> None:
+def _put_public_keys(s3, bucket: str, host: str, state_dir: Path, until: datetime, judge=None) -> None:
     """keys/<kid>.pub for the current key (write once); evidence-ed25519.pub only once: the first key
-    anchors the chain, later keys are introduced by key-rotation records."""
+    anchors the chain, later keys are introduced by key-rotation records. An anchor or key file another
+    identity planted is noted (judge) and this host's is written beside it, as a newer version."""
     from backupd.evidence.canonical import sha256
 
     pem = (keys.key_dir(state_dir) / keys.PUB_NAME).read_bytes()
     kid = keys.fingerprint(keys.load_public(pem, keys.PUB_NAME))
-    _put_once(s3, bucket, f"{PREFIX}{host}/keys/{kid}.pub", pem, sha256(pem))
-    if not _exists(s3, bucket, f"{PREFIX}{host}/{keys.PUB_NAME}"):
-        _put_once(s3, bucket, f"{PREFIX}{host}/{keys.PUB_NAME}", pem, sha256(pem))
-
-
-class NoEvidence(ConfigError):
-    """The mirror holds no object of the host asked for."""
+    _put_once(s3, bucket, f"{PREFIX}{host}/keys/{kid}.pub", pem, sha256(pem), until, judge=judge)
+    anchor = _head(s3, bucket, f"{PREFIX}{host}/{keys.PUB_NAME}")
+    mine = {sha256(keys.public_pem(k)) for k in (judge.own.values() if judge else ())}
+    if anchor is None or (judge is not None and anchor.get("Metadata", {}).get("sha256") not in mine):
+        try:
+            _put_once(s3, bucket, f"{PREFIX}{host}/{keys.PUB_NAME}", pem, sha256(pem), until, judge=judge)
+        except Conflict:
+            pass  # the anchor holds an older key of this host: the first key stays the anchor
 
 
 class Conflict(Finding):
     """An object exists in the mirror with other content."""
 
 
-def _exists(s3, bucket: str, key: str) -> bool:
+def _head(s3, bucket: str, key: str) -> dict | None:
+    """HEAD of key, None when it does not exist."""
     from botocore.exceptions import ClientError
 
     try:
-        s3.head_object(Bucket=bucket, Key=key)
+        return s3.head_object(Bucket=bucket, Key=key)
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-            return False
+            return None
         raise
-    return True
 
 
-def _put_once(s3, bucket: str, key: str, body: bytes, digest: str) -> None:
-    """PUT unless the object exists; an existing object with other content is never overwritten (Conflict)."""
+def _put_once(s3, bucket: str, key: str, body: bytes, digest: str, until: datetime, judge=None) -> None:
+    """PUT (locked COMPLIANCE until `until`) unless the object exists; an existing object with other content is
+    never overwritten (Conflict) when this host wrote it; one that judge (foreign.Judge) finds planted by
+    someone else is noted and this object is written as a newer version (pull picks the signed one)."""
     from botocore.exceptions import ClientError
 
     try:
@@ -266,76 +359,11 @@ def _put_once(s3, bucket: str, key: str, body: bytes, digest: str) -> None:
     else:
         if head.get("Metadata", {}).get("sha256") == digest:
             return
-        raise Conflict(f"s3://{bucket}/{key} exists with other content; not overwriting")
-    s3.put_object(Bucket=bucket, Key=key, Body=body, Metadata={"sha256": digest})
-
-
-@dataclass
-class PulledHost:
-    host: str
-    records: int = 0
-    ledger: Path | None = None
-    public_key: Path | None = None
-    problems: list[str] = field(default_factory=list)
-    checkpoints: list[dict] = field(default_factory=list)  # signed checkpoints (parsed, not yet verified)
-
-
-def pull(s3, bucket: str, out_dir: Path, host: str | None = None) -> list[PulledHost]:
-    """Rebuild each host's ledger (oldest version of every object) under out_dir/<host>/.
-
-    Records are appended to ledger.jsonl as they are read (seq order: the keys are zero-padded), so a
-    long ledger never sits in memory."""
-    versions = _versions(s3, bucket, f"{PREFIX}{host}/" if host else PREFIX)
-    hosts: dict[str, PulledHost] = {}
-    ledgers: dict[str, object] = {}  # host -> open ledger.jsonl
-    try:
-        for key in sorted(versions):
-            parts = key[len(PREFIX):].split("/")
-            name = parts[0]
-            if not name or name.startswith(".") or ".." in name:
-                continue
-            got = hosts.setdefault(name, PulledHost(name))
-            found = versions[key]
-            if len(found) > 1:
-                got.problems.append(f"{key}: {len(found)} versions (someone tried to overwrite it); the oldest is "
-                                    f"used")
-            body = s3.get_object(Bucket=bucket, Key=key, **({"VersionId": found[0]} if found[0] else {}))["Body"].read()
-            if parts[1:] == [keys.PUB_NAME]:
-                got.public_key = _write(out_dir / name / keys.PUB_NAME, body)
-            elif len(parts) == 3 and parts[1] == "records":
-                if name not in ledgers:
-                    got.ledger = _write(out_dir / name / "ledger.jsonl", b"")
-                    ledgers[name] = open(got.ledger, "ab")
-                ledgers[name].write(body if body.endswith(b"\n") else body + b"\n")
-                got.records += 1
-            elif len(parts) == 3 and parts[1] == "checkpoints":
-                try:
-                    got.checkpoints.append(checkpoint.parse(body.strip()))
-                except ValueError as exc:
-                    got.problems.append(f"{key}: damaged checkpoint ({exc})")
-    finally:
-        for handle in ledgers.values():
-            handle.close()
-    for got in hosts.values():
-        if got.checkpoints:
-            _write(out_dir / got.host / "checkpoints.jsonl",
-                   b"".join(canonical.dumps(c) + b"\n" for c in got.checkpoints))
-    if host and host not in hosts:
-        raise NoEvidence(f"no evidence of host {host!r} in s3://{bucket}/{PREFIX}")
-    return [hosts[h] for h in sorted(hosts)]
+        if judge is None or not judge.foreign(s3, bucket, key):
+            raise Conflict(f"s3://{bucket}/{key} exists with other content; not overwriting")
+    s3.put_object(Bucket=bucket, Key=key, Body=body, Metadata={"sha256": digest}, **compliance(until))
 
 
 def _versions(s3, bucket: str, prefix: str) -> dict[str, list[str | None]]:
-    """key -> version ids, oldest first (S3 lists a key's versions newest first); None when unversioned."""
-    out: dict[str, list[str | None]] = {}
-    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
-        for v in page.get("Versions", []):
-            vid = v.get("VersionId")
-            out.setdefault(v["Key"], []).append(None if vid in (None, "null") else vid)
-    return {k: list(reversed(vs)) for k, vs in out.items()}
-
-
-def _write(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return path
+    """key -> version ids, oldest first; None when unversioned (pull.listing without the sizes)."""
+    return {k: [vid for vid, _ in vs] for k, vs in listing(s3, bucket, prefix).items()}

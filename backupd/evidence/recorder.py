@@ -1,18 +1,23 @@
 """Recording an event: the one write path actions use (``backupd.evidence.record``).
 
 Settles an interrupted key rotation, appends the signed record to the ledger (ledger.py), probing the
-WORM mirror first when one is configured, then pushes pending records and checkpoints (mirror.py). It sits
-above both, so neither needs the other.
+WORM mirror first when one is configured, then pushes pending records and checkpoints (mirror.py), all
+within one deadline (bounded.py: storage_timeout_seconds and the job's own). It sits above both, so neither
+needs the other.
 """
 
 from __future__ import annotations
 
+import logging
 import socket
 from pathlib import Path
 
 from backupd.config import Config
-from backupd.evidence import guard, keys, record_format
+from backupd.errors import BackupdError
+from backupd.evidence import foreign, guard, keys, record_format
 from backupd.evidence.ledger import Ledger, evidence_dir
+
+log = logging.getLogger(__name__)
 
 
 def record(cfg: Config, kind: str, data, *, key=None) -> dict:
@@ -22,6 +27,7 @@ def record(cfg: Config, kind: str, data, *, key=None) -> dict:
     data may be a callable(seq, prev, time) -> dict; key overrides the host's signing key.
     """
     guard.refuse_if_open(evidence_dir(cfg.state_dir))
+    key_given = key is not None  # a rotation signs with the old key: the report waits for the next record
     if key is None:
         if keys.pending_path(cfg.state_dir).exists():
             _settle_rotation(cfg.state_dir)
@@ -29,6 +35,8 @@ def record(cfg: Config, kind: str, data, *, key=None) -> dict:
     from backupd.evidence import mirror  # boto3 is only imported when a mirror is configured
 
     remote = mirror.connect_if_configured(cfg)
+    if remote is not None:  # the probe and the push share one deadline (storage and job timeouts)
+        remote = mirror.bound(cfg, remote)
     reachable = [remote is not None]
     ledger = Ledger(cfg.state_dir)
     try:
@@ -42,7 +50,28 @@ def record(cfg: Config, kind: str, data, *, key=None) -> dict:
         ledger.index.close()
     if reachable[0]:
         mirror.push_and_checkpoint(cfg, remote, key)
+    if kind not in (foreign.KIND, foreign.ACK_KIND) and not key_given:  # the acknowledgement names them too
+        report_foreign(cfg)
     return rec
+
+
+def report_foreign(cfg: Config) -> None:
+    """One `mirror-foreign-object` record for the objects others planted in this host's prefix that were found
+    since the last one (mirror.py notes them); a plant met while writing it is reported by the next record."""
+    ev_dir = evidence_dir(cfg.state_dir)
+    found = foreign.unrecorded(ev_dir)
+    if not found:
+        return
+    data = {"objects": [{"object": o.get("key"), **{k: o.get(k) for k in ("version_id", "sha256", "size", "found")}}
+                        for o in found],  # "object", not "key": records redact fields named like secrets
+            "reason": "objects under this host's evidence prefix that none of its keys signed: another identity "
+                      "wrote there (not a regression; this host's own objects were written beside them)"}
+    try:
+        rec = record(cfg, foreign.KIND, data)
+    except BackupdError as exc:  # the event itself was recorded; the report follows with the next record
+        log.warning("evidence: cannot record the foreign objects in the mirror yet: %s", exc)
+        return
+    foreign.mark_recorded(ev_dir, found, rec["seq"])
 
 
 def _settle_rotation(state_dir: Path) -> None:

@@ -132,7 +132,9 @@ def test_swapped_in_resigned_ledger_is_detected_and_refused(host, s3, tmp_path):
 
 def test_refused_mirror_upload_is_a_finding_that_blocks_appends_and_alerts(host, s3, tmp_path):
     cfg, path = host
-    s3.put_object(Bucket=BUCKET, Key=mirror.record_key("tos-01", 6), Body=b"planted\n")
+    rolled_back = record_format.build(6, record_format.GENESIS, "tos-01", "backup", {},
+                                      keys.load_or_create(cfg.state_dir))  # signed by this host: a regression
+    s3.put_object(Bucket=BUCKET, Key=mirror.record_key("tos-01", 6), Body=rolled_back + b"\n")
     with pytest.raises(LedgerRegression, match="already exists"):
         record(cfg, "backup", {"target": "t6"})  # the probe sees seq 6 taken before appending
     sent = []
@@ -148,7 +150,9 @@ def test_refused_mirror_upload_is_a_finding_that_blocks_appends_and_alerts(host,
 def test_push_of_a_conflicting_record_is_a_finding(tmp_path, s3):
     cfg = Config(path=None, state_dir=tmp_path / "state", host="tos-01")
     record(cfg, "backup", {})  # no mirror configured yet: stays pending
-    s3.put_object(Bucket=BUCKET, Key=mirror.record_key("tos-01", 1), Body=b"forged\n")
+    other = record_format.build(1, record_format.GENESIS, "tos-01", "backup", {"x": 1},
+                                keys.load_or_create(cfg.state_dir))  # this host's key: the ledger was replaced
+    s3.put_object(Bucket=BUCKET, Key=mirror.record_key("tos-01", 1), Body=other + b"\n")
     with pytest.raises(LedgerRegression, match="not overwriting"):
         mirror.push_pending(cfg.state_dir, DEST, s3)
     assert guard.open_finding(_ev(cfg))["source"] == "mirror"

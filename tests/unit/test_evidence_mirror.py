@@ -10,7 +10,7 @@ from moto import mock_aws
 
 from backupd.config import Config
 from backupd.evidence.guard import LedgerRegression
-from backupd.evidence import keys, mirror, record
+from backupd.evidence import keys, mirror, record, record_format
 from backupd.evidence.ledger import Ledger
 from backupd.evidence.verify import verify_lines
 
@@ -56,8 +56,14 @@ def test_lost_index_does_not_reupload(s3, cfg):
     assert len(versions) == 5  # 3 records + the public key (anchor and keys/<kid>.pub), one version each
 
 
+def own_record(cfg, seq: int) -> bytes:
+    """Another record at seq signed by the host's own key: what a rolled-back ledger wrote once."""
+    return record_format.build(seq, record_format.GENESIS, "tos-01", "backup", {"target": "other"},
+                               keys.load_or_create(cfg.state_dir)) + b"\n"
+
+
 def test_existing_object_with_other_content_is_never_overwritten(s3, cfg):
-    s3.put_object(Bucket=BUCKET, Key=mirror.record_key("tos-01", 1), Body=b"forged\n")
+    s3.put_object(Bucket=BUCKET, Key=mirror.record_key("tos-01", 1), Body=own_record(cfg, 1))
     with pytest.raises(LedgerRegression, match="not overwriting"):
         mirror.push_pending(cfg.state_dir, DEST, s3)
 
@@ -66,6 +72,7 @@ def test_pull_uses_the_oldest_version_and_reports_overwrites(s3, cfg, tmp_path):
     mirror.push_pending(cfg.state_dir, DEST, s3)
     s3.put_object(Bucket=BUCKET, Key=mirror.record_key("tos-01", 2), Body=b"forged\n")
     [got] = mirror.pull(s3, BUCKET, tmp_path / "pulled")
-    assert any("000000000002.json: 2 versions" in p for p in got.problems)
+    assert any("foreign object evidence/tos-01/records/000000000002.json" in p for p in got.problems)
+    assert [f["why"] for f in got.foreign] == ["not signed by the host's key chain"]
     pub = keys.read_public(got.public_key)
     assert verify_lines(got.ledger.read_bytes().split(b"\n")[:-1], [pub]).ok

@@ -1,0 +1,214 @@
+"""The grant judgement (backupd.storage.grants): SeaweedFS identities and AWS policies, read from the store's
+documents rather than probed with the audited host's keys."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from backupd.storage import grants
+
+ROOT = Path(__file__).resolve().parents[2]
+B = "backupd-tos"
+SCOPE = grants.Scope(bucket=B, restic_paths=("restic",), writers={"writer": ("tos-01",)},
+                     verifiers={"verifier": ("verifier-01",)})
+CONFINED = ["Read:backupd-tos", "List:backupd-tos", "Write:backupd-tos/restic/*",
+            "Write:backupd-tos/evidence/tos-01/*", "Write:backupd-tos/.backupd-incident/tos-01.json",
+            "Tagging:backupd-tos/restic/*", "PutObjectRetention:backupd-tos/evidence/tos-01/*"]
+
+
+def rules(identities: dict, scope: grants.Scope = SCOPE) -> set[tuple[str, str]]:
+    return {(f.identity, f.rule) for f in grants.judge_seaweed(identities, scope)}
+
+
+@pytest.mark.parametrize("actions, expected", [
+    (["Read:backupd-tos", "List:backupd-tos", "Write:backupd-tos/*", "Tagging:backupd-tos/*"], {"write_reach"}),
+    (CONFINED, set()),
+    (["Admin"], {"admin"}),
+    (["Admin:backupd-tos"], {"admin"}),
+    (["Admin:backupd-tos/restic/*"], {"admin"}),
+    (["Write"], {"bucket_write"}),
+    (["Write:backupd-tos"], {"bucket_write"}),
+    (["Write:backupd-t*"], {"bucket_write"}),
+    (["PutBucketObjectLockConfiguration:backupd-tos"], {"bucket_write"}),
+    (["PutObjectRetention"], {"retention"}),
+    (["PutObjectRetention:backupd-tos/*"], {"retention"}),
+    (["PutObjectRetention:backupd-tos/evidence/tos-01/*"], set()),
+    (["BypassGovernanceRetention:backupd-tos/evidence/tos-01/*"], {"bypass_governance"}),
+    (["Write:backupd-tos/evidence/*"], {"write_reach"}),  # every host's evidence, the verifier's too
+    (["Write:backupd-tos/evidence/tos-01*"], {"write_reach"}),  # also evidence/tos-010/
+    (["Write:backupd-tos/evidence/verifier-01/*"], {"write_reach"}),
+    (["Write:other-bucket/*", "Admin:other-bucket"], set()),  # another bucket: not this scope
+    (["Write:backupd-tos/evidence/x"], set()),  # an exact key grant never matches in SeaweedFS
+])
+def test_a_writer_is_judged_by_each_grant(actions, expected):
+    assert {r for _, r in rules({"writer": actions})} == expected
+
+
+def test_the_old_broad_writer_is_named_with_its_grant_and_the_verifiers_prefix():
+    (finding,) = grants.judge_seaweed({"writer": ["Write:backupd-tos/*"]}, SCOPE)
+    assert finding.identity == "writer" and finding.grant == "Write:backupd-tos/*"
+    assert "evidence/verifier-01/" in finding.text() and "version deletes" in finding.text()
+
+
+def test_other_identities_are_confined_to_their_own_area_and_privileged_ones_are_not_judged():
+    doc = {"admin": ["Admin", "Write"], "maintainer": ["Write:backupd-tos/*", "PutObjectRetention"],
+           "auditor": ["Read:backupd-tos", "List:backupd-tos"],
+           "canary": ["Read:backupd-tos/.backupd-canary/*", "Write:backupd-tos/.backupd-canary/*"],
+           "verifier": ["Write:backupd-tos/evidence/verifier-01/*"]}
+    assert rules(doc) == set()
+    assert rules({"auditor": ["Write:backupd-tos/restic/*"]}) == {("auditor", "write_reach")}
+    assert rules({"canary": ["Write:backupd-tos/*"]}) == {("canary", "write_reach")}
+    assert rules({"verifier": ["Write:backupd-tos/evidence/tos-01/*"]}) == {("verifier", "write_reach")}
+    shared = grants.Scope(bucket=B, writers={"writer": ("tos-01", "tos-02")})
+    assert ("writer", "shared_identity") in rules({"writer": []}, shared)
+
+
+@pytest.mark.parametrize("text, field", [
+    ("{", "not JSON"), ("[]", "identities"), ('{"identities": [{"actions": []}]}', "identities[0].name"),
+    ('{"identities": [{"name": "w", "actions": "Write"}]}', "identities[0].actions"),
+    ('{"identities": [{"name": "w"}, {"name": "w"}]}', "identities[1].name"),
+])
+def test_a_malformed_identities_file_names_the_file_and_field(text, field):
+    with pytest.raises(grants.GrantsError, match=re.escape(f"ids.json: {field}") if field != "not JSON"
+                       else "ids.json: not JSON"):
+        grants.parse_seaweed(text, "ids.json")
+
+
+def test_credentials_are_noticed_but_never_echoed():
+    doc = {"identities": [{"name": "w", "credentials": [{"accessKey": "AK", "secretKey": "SECRET"}],
+                           "actions": ["Write:b/*"]}]}
+    ids, secrets = grants.parse_seaweed(json.dumps(doc), "f")
+    assert secrets and ids == {"w": ["Write:b/*"]}
+    assert all("SECRET" not in f.text() for f in grants.judge_seaweed(ids, grants.Scope(bucket="b")))
+
+
+# --- a reference of SeaweedFS' canDo, to check the judgement never passes a grant that reaches too far ----
+
+def can_do(actions: list[str], action: str, bucket: str, key: str) -> bool:
+    """SeaweedFS (weed/s3api/auth_credentials.go) Identity.canDo, for object keys."""
+    if "Admin" in actions or action in actions:
+        return True
+    target, admin = f"{action}:{bucket}/{key}", f"Admin:{bucket}/{key}"
+    for act in actions:
+        if act.endswith("*"):
+            if target.startswith(act[:-1]) or admin.startswith(act[:-1]):
+                return True
+        elif act in (f"{action}:{bucket}", f"Admin:{bucket}"):
+            return True
+    return False
+
+
+PROBES = ["restic/data/00/pack", "evidence/tos-01/records/1.json", "evidence/tos-010/records/1.json",
+          "evidence/tos-02/records/1.json", "evidence/verifier-01/records/1.json", ".backupd-incident/tos-02.json",
+          ".backupd-incident/tos-01.json", "locks/x", "evidence/tos-01-keys.pub"]
+PIECES = ["Write", "Admin", "Read", "PutObjectRetention"]
+RESOURCES = ["", ":backupd-tos", ":backupd-tos/*", ":backupd-*", ":backupd-tos/restic/*", ":backupd-tos/evidence/*",
+             ":backupd-tos/evidence/tos-01/*", ":backupd-tos/evidence/tos-01*", ":backupd-tos/.backupd-incident/*",
+             ":backupd-tos/evidence/tos-0*", ":other/*", ":backupd-tos/r*"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(PIECES), st.sampled_from(RESOURCES)), max_size=4))
+def test_no_grant_that_writes_outside_the_writers_area_passes(pairs):
+    actions = [a + r for a, r in pairs]
+    area = SCOPE.write_area("writer")
+    escapes = [k for k in PROBES if can_do(actions, "Write", B, k) and not any(k.startswith(p) for p in area)]
+    if escapes:
+        assert grants.judge_seaweed({"writer": actions}, SCOPE), (actions, escapes)
+
+
+# --- the shipped templates, filled in for one host --------------------------------------------------------
+
+def fill(text: str, host: str = "tos-01") -> str:
+    text = text.replace("@BUCKET@", B).replace("@PREFIX@", "restic").replace("@VERIFIER_HOST@", "verifier-01")
+    text = re.sub(r"@[A-Z_]*HOST@", host, text)
+    return re.sub(r"@[A-Z_]+@", "placeholder", text)
+
+
+def template_scope(names) -> grants.Scope:
+    writers = {n: ("tos-01",) for n in names if n.startswith("writer")}
+    return grants.Scope(bucket=B, restic_paths=("restic",), writers=writers,
+                        verifiers={n: ("verifier-01",) for n in names if n.startswith("verifier")})
+
+
+def test_the_shipped_seaweedfs_template_passes_and_the_old_broad_writer_fails():
+    text = fill((ROOT / "deploy/seaweedfs/s3-identities.example.json").read_text())
+    ids, _ = grants.parse_seaweed(text, "s3-identities.example.json")
+    scope = template_scope(ids)
+    assert scope.writers, ids
+    assert grants.judge_seaweed(ids, scope) == []
+    broad = {**ids, **{w: [f"Read:{B}", f"List:{B}", f"Write:{B}/*", f"Tagging:{B}/*"] for w in scope.writers}}
+    assert {f.rule for f in grants.judge_seaweed(broad, scope)} == {"write_reach"}
+
+
+# --- AWS ---------------------------------------------------------------------------------------------------
+
+def aws(policy: dict | str, name: str = "writer", scope: grants.Scope = SCOPE) -> set[str]:
+    text = policy if isinstance(policy, str) else json.dumps(policy)
+    return {f.rule for f in grants.judge_aws({name: grants.parse_policy(text, "p.json")}, scope)}
+
+
+def allow(actions, resource, effect="Allow", **extra):
+    return {"Effect": effect, "Action": actions, "Resource": resource, **extra}
+
+
+DENY = allow(["s3:DeleteObjectVersion", "s3:BypassGovernanceRetention", "s3:PutObjectRetention"],
+             f"arn:aws:s3:::{B}/*", "Deny")
+WRITES = allow(["s3:PutObject", "s3:GetObject", "s3:DeleteObject"],
+               [f"arn:aws:s3:::{B}/restic/*", f"arn:aws:s3:::{B}/evidence/tos-01/*"])
+
+
+@pytest.mark.parametrize("statements, expected", [
+    ([WRITES, DENY], set()),
+    ([WRITES], {"missing_deny"}),
+    ([allow("s3:PutObject", f"arn:aws:s3:::{B}/*"), DENY], {"write_reach"}),
+    ([allow("s3:*", f"arn:aws:s3:::{B}/*"), DENY], {"write_reach", "retention"}),  # PutObjectLegalHold too
+    ([WRITES, allow("s3:*", f"arn:aws:s3:::{B}"), DENY], {"bucket_write"}),
+    ([WRITES, allow("s3:PutObjectRetention", f"arn:aws:s3:::{B}/*"),
+      allow(["s3:DeleteObjectVersion", "s3:BypassGovernanceRetention"], f"arn:aws:s3:::{B}/*", "Deny")],
+     {"retention", "missing_deny"}),
+    ([WRITES, allow("s3:DeleteObjectVersion", f"arn:aws:s3:::{B}/restic/*")], {"delete_version", "missing_deny"}),
+    ([WRITES, DENY, allow("s3:DeleteObjectVersion", f"arn:aws:s3:::{B}/*")], set()),  # the deny wins
+    ([WRITES, {**DENY, "Condition": {"Bool": {"aws:SecureTransport": "false"}}}], {"missing_deny"}),
+    ([WRITES, allow(["s3:DeleteObjectVersion", "s3:BypassGovernanceRetention"], f"arn:aws:s3:::{B}/*", "Deny"),
+      {"Effect": "Deny", "Action": "s3:PutObjectRetention", "NotResource": f"arn:aws:s3:::{B}/evidence/tos-01/*"},
+      allow("s3:PutObjectRetention", f"arn:aws:s3:::{B}/evidence/tos-01/*")], set()),
+    ([allow("s3:PutObject", f"arn:aws:s3:::{B}/evidence/*"), DENY], {"write_reach"}),
+])
+def test_an_aws_writer_policy_is_judged(statements, expected):
+    assert aws({"Statement": statements}) == expected
+
+
+def test_a_bucket_policy_names_its_principals():
+    policy = {"Statement": [{"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::1:user/auditor"},
+                             "Action": "s3:DeleteObjectVersion", "Resource": f"arn:aws:s3:::{B}/*"}]}
+    statements = grants.parse_policy(json.dumps(policy), "bp", bucket_policy=True)
+    found = grants.judge_aws({"auditor": statements, "writer": []}, SCOPE)
+    assert {(f.identity, f.rule) for f in found} >= {("auditor", "delete_version")}
+    assert not any(f.identity == "writer" and f.rule != "missing_deny" for f in found)
+    with pytest.raises(grants.GrantsError, match=r"bp: Statement\[0\]\.Principal"):
+        grants.parse_policy(json.dumps({"Statement": [allow("s3:*", "*")]}), "bp", bucket_policy=True)
+
+
+@pytest.mark.parametrize("doc, field", [
+    ({"Statement": [{"Effect": "Maybe", "Action": "s3:*", "Resource": "*"}]}, r"Statement\[0\]\.Effect"),
+    ({"Statement": [{"Effect": "Allow", "Action": 3, "Resource": "*"}]}, r"Statement\[0\]\.Action"),
+    ({"Statement": [{"Effect": "Allow", "Resource": "*"}]}, r"Statement\[0\]: needs exactly one"),
+    ({"Version": "2012-10-17"}, "Statement"),
+])
+def test_a_malformed_policy_names_the_file_and_field(doc, field):
+    with pytest.raises(grants.GrantsError, match=f"p.json: {field}"):
+        grants.parse_policy(json.dumps(doc), "p.json")
+
+
+def test_the_shipped_iam_templates_pass_for_their_identity():
+    for name, scope_name in (("writer", "writer"), ("verifier", "verifier"), ("auditor", "auditor"),
+                             ("canary", "canary")):
+        text = fill((ROOT / f"deploy/iam/{name}.json").read_text())
+        assert aws(text, scope_name) == set(), name
