@@ -1,7 +1,7 @@
 """`backupd status`: per target the last successful backup and its age against the RPO, and what proves
 it recoverable: the verified RPO and last drill (state job "drill"), the immutability of its destinations
 (the last storage audit in the evidence ledger), their check coverage (state job "check") and the
-daemon's next due time (its persisted jobs)."""
+daemon's next due time (its persisted jobs). `mirror_lag`: what this host has not yet mirrored (evidence/lag.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 from backupd.actions import time_to_service
 from backupd.config import Config
+from backupd.evidence import foreign, lag
 from backupd.evidence.ledger import LEDGER_NAME, Ledger, evidence_dir
 from backupd.jobs import JobStore, job_name
 from backupd.policy.durations import format_duration
@@ -187,6 +188,17 @@ def run(cfg: Config, policy_set) -> list[dict]:
         row["state"], row["state_reasons"] = overall(row, _suspect(state, target), _checks_failed(state, target))
         rows.append(row)
     return rows
+
+
+def mirror_lag(cfg: Config) -> dict | None:
+    """This host's evidence mirror lag (evidence/lag.py, local state only); None without a mirror."""
+    return lag.of(cfg)
+
+
+def foreign_objects(cfg: Config) -> list[dict]:
+    """Objects another identity planted under this host's evidence prefix, not yet acknowledged (foreign.py)."""
+    found = foreign.open_finding(evidence_dir(cfg.state_dir))
+    return found["objects"] if found else []
 
 
 def terminal(cfg: Config, policy_set, rows: list[dict]) -> dict:

@@ -13,11 +13,13 @@ def register(main: click.Group) -> None:
     @main.command()
     @common
     def status(config_path, as_json):
-        """Per target: backup age vs RPO, verified RPO, last drill vs RTO, WORM state, check coverage."""
+        """Per target: backup age vs RPO, verified RPO, last drill vs RTO, WORM state, check coverage; the
+        evidence mirror's lag."""
         from backupd.actions import status as action
         from backupd.render import results as report
 
         cfg = load_config(config_path)
         policy_set = load_policies(cfg)
         rows = action.run(cfg, policy_set)
-        return report.status_rows(rows, as_json, action.terminal(cfg, policy_set, rows))
+        return report.status_rows(rows, as_json, action.terminal(cfg, policy_set, rows), action.mirror_lag(cfg),
+                                  action.foreign_objects(cfg))

@@ -216,12 +216,18 @@ def _seconds(value: float) -> str:
     return f"{value:.2f}s" if value < 10 else f"{value:.1f}s" if value < 100 else f"{value:.0f}s"
 
 
-def status_rows(rows: list[dict], as_json: bool, terminal: dict | None = None) -> int:
-    """The status table, then the whole terminal's projected time to service (time_to_service)."""
-    code = exit_for(["failed" if needs_attention(r) else "ok" for r in rows])
+def status_rows(rows: list[dict], as_json: bool, terminal: dict | None = None, mirror: dict | None = None,
+                foreign: list[dict] | None = None) -> int:
+    """The status table, then the whole terminal's projected time to service (time_to_service) and the
+    evidence mirror's lag (evidence/lag.py; a stale one needs attention like a failed target)."""
+    stale = bool(mirror and (mirror["unmirrored_stale"] or mirror["checkpoint_stale"]))
+    code = exit_for(["failed" if needs_attention(r) else "ok" for r in rows] + (["failed"] if stale else [])
+                    + (["failed"] if foreign else []))  # objects planted in this host's evidence prefix
     if as_json:
         output.emit_json({"ok": code == EXIT_OK, "exit_code": code, "targets": rows,
-                          **({"terminal": terminal} if terminal is not None else {})})
+                          **({"terminal": terminal} if terminal is not None else {}),
+                          **({"evidence_mirror": mirror} if mirror is not None else {}),
+                          **({"evidence_foreign_objects": foreign} if foreign else {})})
         return code
     output.table("status", ["target", "category", "last backup", "age", "RPO", "verified RPO",
                             "drill ready/RTO", "projected/RTO", "WORM", "check", "next due", "state"],
@@ -236,7 +242,33 @@ def status_rows(rows: list[dict], as_json: bool, terminal: dict | None = None) -
     for r in rows:
         for reason in r.get("state_reasons", []):
             output.note(f"{r['target']}: {reason}")
+    if mirror is not None:
+        (output.error if stale else output.note)(describe_mirror(mirror))
+    for obj in foreign or []:
+        output.error(f"evidence mirror: {escape(str(obj.get('key')))} (sha256 {str(obj.get('sha256'))[:16]}, "
+                     f"{obj.get('size')} bytes) was written by another identity into this host's prefix; confine "
+                     f"the writers, then `backupd evidence acknowledge --reason TEXT`")
     return code
+
+
+def describe_mirror(lag: dict) -> str:
+    """One line: what is not yet in the evidence mirror and how old the newest signed checkpoint is."""
+    pending = (f"{lag['unmirrored_records']} record(s) not yet mirrored, the oldest "
+               f"{_span(lag['unmirrored_oldest_age_seconds'])} old" if lag["unmirrored_records"]
+               else "every record mirrored")
+    cp = f"newest checkpoint {_span(lag['checkpoint_age_seconds'])} old" if lag["checkpoint_time"] else "no checkpoint yet"
+    stale = " - STALE" if lag["unmirrored_stale"] or lag["checkpoint_stale"] else ""
+    return (f"evidence mirror {escape(lag['mirror'])} (host {escape(lag['host'])}): {pending}; {cp} (period "
+            f"{_span(lag['checkpoint_period_seconds'])}, stale after {_span(lag['stale_after_seconds'])}){stale}")
+
+
+def _span(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
 
 
 def drill_exit_code(reports: list[dict]) -> int:

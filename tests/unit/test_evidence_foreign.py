@@ -163,3 +163,19 @@ def test_pull_follows_key_rotations(host, s3, tmp_path):
     [got] = mirror.pull(s3, BUCKET, tmp_path / "pulled", "tos-01")
     assert got.ledger.read_bytes() == path.read_bytes()
     assert [f["key"] for f in got.foreign] == [mirror.record_key("tos-01", 8)]
+
+
+def test_status_shows_planted_objects_until_acknowledged(tmp_path, s3, capsys):
+    from backupd.actions import status
+    from backupd.render import results
+
+    cfg = Config(path=None, state_dir=tmp_path / "state", host="tos-01")
+    record(cfg, "backup", {})
+    assert results.status_rows([], True, None, None, status.foreign_objects(cfg)) == 0
+    s3.put_object(Bucket=BUCKET, Key=mirror.record_key("tos-01", 1), Body=b"planted\n")
+    mirror.push_pending(cfg.state_dir, DEST, s3)
+    capsys.readouterr()
+    assert results.status_rows([], True, None, None, status.foreign_objects(cfg)) == 1
+    assert "evidence_foreign_objects" in capsys.readouterr().out
+    evidence_keys.acknowledge(cfg, "writers confined")
+    assert results.status_rows([], True, None, None, status.foreign_objects(cfg)) == 0
