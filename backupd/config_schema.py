@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo,
+                      field_validator)
 
 from backupd.errors import ConfigError
 from backupd.policy.durations import parse_duration
@@ -104,6 +105,17 @@ class EvidenceSection(_Section):
     credentials_file: Text | None = None  # keys that write the mirror; relative -> secrets_dir
     checkpoint_period: Annotated[str | int, AfterValidator(_duration)] = "1h"  # signed checkpoints to the mirror
     keyring: Text | None = None  # default --keyring of evidence export; relative -> beside backupd.yaml
+    # how long each evidence object stays locked (COMPLIANCE); default: the longer of audit_period and 1y
+    retention: Annotated[str | int, AfterValidator(_duration)] | None = None
+
+    @field_validator("retention")
+    @classmethod
+    def _outlives_audit_period(cls, value, info: ValidationInfo):
+        period = info.data.get("audit_period")
+        if value is not None and period is not None and parse_duration(value) < parse_duration(period):
+            raise ValueError(f"{value} is shorter than evidence.audit_period ({period}): evidence would be "
+                             "deletable before the audit period ends")
+        return value
 
 
 Identity = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_text)]

@@ -32,6 +32,9 @@ _ACTIONS = {
 # `Write:bucket/*` matches object keys only, so SeaweedFS refuses writer and maintainer bucket-level Write calls
 # (PutBucketVersioning, Put/DeleteBucketLifecycle) while object PUT/DELETE (delete markers) still work.
 _OBJECT_ONLY = {"writer": ("Write", "Tagging"), "maintainer": ("Write", "Tagging")}
+#: Evidence objects carry their own COMPLIANCE retain-until, and SeaweedFS refuses lock headers on a PUT without
+#: PutObjectRetention for the key: the writer gets it on the evidence prefixes only (it cannot shorten a lock).
+EVIDENCE_PREFIXES = ("evidence/", ".backupd-incident/", "*/.backupd-escrow/")
 #: The audit's delete canary may read and write (which includes deleting versions) under .backupd-canary/
 #: only, so when it is refused deleting a locked canary version, only Object Lock can have refused it.
 CANARY_PREFIX = ".backupd-canary/"
@@ -62,12 +65,15 @@ def s3_config(keys: dict[str, tuple[str, str]], buckets: list[str],
         elif name == "canary":
             actions = [f"{a}:{b}/{CANARY_PREFIX}*" for b in buckets for a in ("Read", "Write")]
         elif name == "verifier":
-            actions = [f"{a}:{b}/evidence/{VERIFIER_HOST}/*" for b in buckets for a in ("Read", "Write")]
+            actions = [f"{a}:{b}/evidence/{VERIFIER_HOST}/*" for b in buckets
+                       for a in ("Read", "Write", "PutObjectRetention")]
         else:
             actions = [f"{a}:{b}/*" if a in _OBJECT_ONLY.get(name, ()) else f"{a}:{b}"
                        for b in buckets for a in _ACTIONS[name]]
             if name == "maintainer":
                 actions.append("PutObjectRetention")  # extend-locks; COMPLIANCE still forbids shortening
+            elif name == "writer":
+                actions += [f"PutObjectRetention:{b}/{p}*" for b in buckets for p in EVIDENCE_PREFIXES]
         identities.append({"name": name, "credentials": [{"accessKey": access, "secretKey": secret}],
                            "actions": actions})
     return {"identities": identities}

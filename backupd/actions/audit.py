@@ -1,7 +1,8 @@
 """`backupd audit storage`: prove each S3 destination is WORM by configuration, readback and a
 delete canary (run with the dedicated canary identity, `canary_credentials_file`), that no lifecycle
-rule can expire a backup version before min_history, and that the daemon's own credentials cannot
-weaken the bucket nor write under another host's evidence prefix (storage/confinement.py)."""
+rule can expire a backup version before min_history, that the evidence objects are locked for
+evidence.retention, and that the daemon's own credentials cannot weaken the bucket nor write under another host's
+evidence prefix (storage/confinement.py)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from backupd.actions import grants_audit
 from backupd.config import Config
 from backupd.credentials import read_credentials
 from backupd.errors import ConfigError, DependencyError
+from backupd.evidence import settings as evidence_settings
 from backupd.policy.schema import S3Destination
-from backupd.storage import canary, client, confinement, freeze, lockconfig, readback
+from backupd.storage import canary, client, confinement, evidence_objects, freeze, lockconfig, readback
 from backupd.storage.checks import Check
 
 
@@ -101,9 +103,12 @@ def _checks(cfg: Config, name: str, dest: S3Destination, required: timedelta, no
     checks += _writer_probes(cfg, dest, auditor, probe_config)
     checks += grants_audit.checks(grants, policy_set, dest, auditor)  # the store's word, not the writer's keys
     since = _last_audits(cfg).get(name)
-    check, read = readback.readback(auditor, dest.bucket, dest.path,
-                                    datetime.fromisoformat(since) if since else None, required, now)
-    return checks + [check], read
+    since = datetime.fromisoformat(since) if since else None
+    check, read = readback.readback(auditor, dest.bucket, dest.path, since, required, now)
+    opts = evidence_settings.of(cfg)
+    kept, _ = readback.evidence_readback(auditor, dest.bucket, evidence_objects.prefixes(
+        dest.path, mirror=name == opts.mirror), since, opts.retention, now)
+    return checks + [check, kept], read
 
 
 def audit_destination(cfg: Config, policy_set, name: str, dest, grants: grants_audit.Documents | None = None) -> dict:

@@ -1,7 +1,9 @@
 """`backupd extend-locks`: keep every live repository object locked for at least R more.
 
-R is the destination's `lock_extension`, default the longest min_history of its targets. Runs with
-the maintainer identity (`maintainer_credentials_file`); the daemon's writer may not extend."""
+R is the destination's `lock_extension`, default the longest min_history of its targets. Every version of
+every evidence object in the destination (its escrow, the bucket's incident markers and, on the evidence
+mirror, evidence/) is kept locked for at least evidence.retention more. Runs with the maintainer identity
+(`maintainer_credentials_file`); the daemon's writer may not extend."""
 
 from __future__ import annotations
 
@@ -13,12 +15,14 @@ from backupd import evidence
 from backupd.actions.audit import required_history, s3_client
 from backupd.config import Config
 from backupd.errors import ConfigError, DependencyError
+from backupd.evidence import settings as evidence_settings
+from backupd.policy.durations import format_duration
 from backupd.policy.schema import S3Destination
-from backupd.storage import client
+from backupd.storage import client, evidence_objects
 from backupd.storage import extend as extender
 
 
-def _one(policy_set, name: str, dest: S3Destination, now: datetime) -> dict:
+def _one(policy_set, name: str, dest: S3Destination, now: datetime, evidence_opts) -> dict:
     out = {"destination": name, "status": "failed"}
     period = dest.lock_extension or required_history(policy_set, name)
     if not dest.maintainer_credentials_file:
@@ -27,16 +31,25 @@ def _one(policy_set, name: str, dest: S3Destination, now: datetime) -> dict:
         with client.reachable(f"extend-locks {name}"):
             s3 = s3_client(dest, dest.maintainer_credentials_file)
             result = extender.extend(s3, dest.bucket, dest.path, period, now)
+            kept = _evidence(s3, name, dest, evidence_opts, now)
     except DependencyError as exc:
         return {**out, "status": "unavailable", "error": str(exc)}
     except ClientError as exc:
         return {**out, "error": f"S3 refused: {client.error_code(exc)}"}
-    out.update(result.to_dict(), period=str(period))
-    if result.failed:
-        out["error"] = f"{len(result.failed)} object(s) could not be extended: " + "; ".join(result.failed[:5])
+    out.update(result.to_dict(), period=str(period), evidence_retention=format_duration(evidence_opts.retention),
+               evidence_objects=kept.objects, evidence_extended=kept.extended, evidence_until=kept.until)
+    failed = result.failed + kept.failed
+    if failed:
+        out["error"] = f"{len(failed)} object(s) could not be extended: " + "; ".join(failed[:5])
     else:
         out["status"] = "ok"
     return out
+
+
+def _evidence(s3, name: str, dest: S3Destination, opts, now: datetime) -> extender.ExtendResult:
+    """Extend the destination's evidence objects (escrow, incident markers; evidence/ on the mirror)."""
+    prefixes = evidence_objects.prefixes(dest.path, mirror=name == opts.mirror)
+    return extender.extend_evidence(s3, dest.bucket, prefixes, opts.retention, now)
 
 
 def run(cfg: Config, policy_set, destination: str | None = None) -> list[dict]:
@@ -46,6 +59,7 @@ def run(cfg: Config, policy_set, destination: str | None = None) -> list[dict]:
     if destination and destination not in dests:
         raise ConfigError(f"no S3 destination with object_lock named {destination!r}")
     now = datetime.now(timezone.utc)
-    results = [_one(policy_set, n, d, now) for n, d in dests.items()]
+    opts = evidence_settings.of(cfg)
+    results = [_one(policy_set, n, d, now, opts) for n, d in dests.items()]
     evidence.record(cfg, "extend_locks", {"destinations": results})
     return results

@@ -27,6 +27,7 @@ from backupd.config import Config
 from backupd.engine import backup as restic_backup
 from backupd.engine.repository import Repository
 from backupd.errors import ConfigError, DependencyError, Finding
+from backupd.evidence import settings as evidence_settings
 from backupd.policy.order import restore_order
 from backupd.policy.schema import S3Destination
 from backupd.storage import client, freeze
@@ -115,11 +116,12 @@ def _publish(cfg: Config, policy_set, marker: dict) -> list[dict]:
     from backupd.actions.audit import s3_client
 
     out = []
+    until = evidence_settings.retain_until(cfg)  # the incident trail is evidence: locked as long
     for name, dest in worm_buckets(policy_set).values():
         row = {"destination": name, "bucket": dest.bucket, "status": "failed"}
         try:
             with client.reachable(f"incident marker in bucket {dest.bucket}"):
-                row.update(freeze.write(s3_client(dest), dest.bucket, cfg.host or marker["host"], marker),
+                row.update(freeze.write(s3_client(dest), dest.bucket, cfg.host or marker["host"], marker, until),
                            status="written")
         except (DependencyError, ConfigError) as exc:
             row["error"] = str(exc)

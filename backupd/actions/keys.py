@@ -24,13 +24,13 @@ from backupd.engine import init as restic_init
 from backupd.engine import key as restic_key
 from backupd.engine.exitcodes import WrongPassword
 from backupd.errors import BackupdError, ConfigError, DependencyError
+from backupd.evidence import settings as evidence_settings
 from backupd.keys import escrow as sealing
 from backupd.keys import password
 from backupd.policy.lint import lint_paths
 from backupd.policy.schema import S3Destination
-from backupd.storage import client, escrow_copies
-
-ESCROW_DIR = ".backupd-escrow"
+from backupd.storage import client, escrow_copies, lockconfig
+from backupd.storage.evidence_objects import ESCROW_DIR
 
 
 def _read_key_file(path: Path, loader):
@@ -62,18 +62,20 @@ def init(cfg: Config) -> list[dict]:
     return results
 
 
-def _mirror(dest, name: str, envelope: dict) -> bool:
+def _mirror(dest, name: str, envelope: dict, until: datetime) -> bool:
+    """PUT the envelope beside the repository, locked COMPLIANCE until `until` (evidence.retention)."""
     if not isinstance(dest, S3Destination):
         return False
     with client.reachable(f"mirror escrow of {name}"):
         s3_client(dest).put_object(Bucket=dest.bucket, Key=_escrow_key(dest, name),
-                                   Body=json.dumps(envelope, indent=1).encode())
+                                   Body=json.dumps(envelope, indent=1).encode(), **lockconfig.compliance(until))
     return True
 
 
 def escrow(cfg: Config, policy_set, public_key_file: Path) -> list[dict]:
     """Seal each destination's password to the recovery key; write locally and mirror to the bucket."""
     public = _read_key_file(public_key_file, sealing.load_public)
+    until = evidence_settings.retain_until(cfg)
     results = []
     for name, dest in policy_set.destinations.items():
         out = {"destination": name, "status": "failed", "recipient": sealing.fingerprint(public)}
@@ -86,7 +88,7 @@ def escrow(cfg: Config, policy_set, public_key_file: Path) -> list[dict]:
         password.write_secret_file(path, json.dumps(envelope, indent=1))
         out.update(file=str(path), algorithm=sealing.ALGORITHM)
         try:
-            out.update(mirrored=_mirror(dest, name, envelope), status="ok")
+            out.update(mirrored=_mirror(dest, name, envelope, until), status="ok")
         except DependencyError as exc:
             out.update(status="unavailable", error=str(exc))
         except ClientError as exc:

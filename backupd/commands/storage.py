@@ -67,13 +67,15 @@ def register(main: click.Group) -> None:
     @click.option("--destination", default=None, help="Only this destination.")
     @common
     def extend_locks(destination, config_path, as_json):
-        """Extend retain-until of every live repository object to now + R (maintainer identity)."""
+        """Extend retain-until of every live repository object to now + R and of every evidence object to
+        now + evidence.retention (maintainer identity)."""
         from backupd.actions import extend as action
 
         cfg = load_config(config_path, writes="extend-locks")
         results = action.run(cfg, load_policies(cfg), destination)
         return _emit("extend-locks", results, as_json, exit_for(results),
-                     ["destination", "status", "objects", "extended", "already", "until"])
+                     ["destination", "status", "objects", "extended", "already", "until", "evidence_extended",
+                      "evidence_until"])
 
     @main.command("recover-repo")
     @click.option("--destination", required=True, help="Destination whose repository was damaged.")

@@ -8,17 +8,24 @@ evidence:
                                       # a verifier's may only add objects under evidence/<its host>/
   checkpoint_period: 1h    # push a signed checkpoint of the ledger head to the mirror at least this often
   keyring: keyring.yaml    # default --keyring of `evidence export` (relative -> beside backupd.yaml)
+  retention: 2y            # every evidence object is locked (COMPLIANCE) this long; `storage extend-locks`
+                           # keeps it so. Default: the longer of audit_period and 1y; never below audit_period
 ```
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from backupd import config_schema
 from backupd.policy.durations import parse_duration
+
+
+#: the shortest default lock of an evidence object (an explicit evidence.retention may be shorter, never below
+#: audit_period)
+MIN_RETENTION = timedelta(days=365)
 
 
 @dataclass
@@ -28,6 +35,7 @@ class EvidenceSettings:
     credentials_file: Path | None = None  # relative -> secrets_dir
     checkpoint_period: timedelta = timedelta(hours=1)
     keyring: Path | None = None  # relative -> the config file's directory
+    retention: timedelta = MIN_RETENTION  # lock of every evidence object (records, checkpoints, keys, markers, escrow)
 
 
 def of(cfg) -> EvidenceSettings:
@@ -35,9 +43,16 @@ def of(cfg) -> EvidenceSettings:
     raw = config_schema.section("evidence", getattr(cfg, "evidence", None) or {})
     out = EvidenceSettings(mirror=raw.mirror, audit_period=parse_duration(raw.audit_period),
                            checkpoint_period=parse_duration(raw.checkpoint_period))
+    out.retention = (parse_duration(raw.retention) if raw.retention is not None
+                     else max(out.audit_period, MIN_RETENTION))
     if raw.credentials_file is not None:
         out.credentials_file = Path(getattr(cfg, "secrets_dir", ".")) / raw.credentials_file
     if raw.keyring is not None:
         base = Path(cfg.path).parent if getattr(cfg, "path", None) else Path(".")
         out.keyring = base / raw.keyring
     return out
+
+
+def retain_until(cfg, now: datetime | None = None) -> datetime:
+    """The retain-until date of an evidence object written now: now + evidence.retention (ConfigError as of())."""
+    return (now or datetime.now(timezone.utc)) + of(cfg).retention

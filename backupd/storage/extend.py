@@ -1,4 +1,5 @@
-"""Retention extender: keep every live repository object locked until at least now + R.
+"""Retention extender: keep every live repository object locked until at least now + R, and every version of
+every evidence object (storage/evidence_objects.py) until now + evidence.retention.
 
 Invariant (docs/threat-model.md): extension interval + longest outage of the extender < R, so no live
 pack's lock ever lapses. Locks are only ever lengthened; COMPLIANCE forbids shortening anyway.
@@ -11,9 +12,10 @@ from datetime import datetime, timedelta
 
 from botocore.exceptions import ClientError
 
+from backupd.storage import evidence_objects
 from backupd.storage.client import error_code
 from backupd.storage.lockconfig import observed_lock
-from backupd.storage.versions import list_versions, repository_data
+from backupd.storage.versions import Version, list_versions, repository_data
 
 #: extend only when the lock would end within this margin of the goal: spares rewriting every
 #: object's retention on every run
@@ -40,9 +42,20 @@ def needs_extension(current: datetime | None, goal: datetime, margin: timedelta 
 def extend(s3, bucket: str, prefix: str, period: timedelta, now: datetime,
            margin: timedelta = MARGIN) -> ExtendResult:
     """Raise retain-until of every live object under prefix to now + period (COMPLIANCE)."""
-    goal = now + period
+    return extend_versions(s3, bucket, repository_data(list_versions(s3, bucket, prefix), prefix), now + period,
+                           margin)
+
+
+def extend_evidence(s3, bucket: str, prefixes: list[str], retention: timedelta, now: datetime,
+                    margin: timedelta = MARGIN) -> ExtendResult:
+    """Raise retain-until of every evidence object version under prefixes to now + retention (COMPLIANCE)."""
+    return extend_versions(s3, bucket, evidence_objects.versions(s3, bucket, prefixes), now + retention, margin)
+
+
+def extend_versions(s3, bucket: str, versions: list[Version], goal: datetime, margin: timedelta) -> ExtendResult:
+    """Raise each version's retain-until to goal when it would end before goal - margin."""
     result = ExtendResult(until=goal.isoformat())
-    for v in repository_data(list_versions(s3, bucket, prefix), prefix):
+    for v in versions:
         result.objects += 1
         lock = observed_lock(s3.head_object(Bucket=bucket, Key=v.key, VersionId=v.version_id))
         if not needs_extension(lock and lock["retain_until"], goal, margin):

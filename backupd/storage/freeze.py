@@ -1,7 +1,8 @@
 """Incident markers in the WORM bucket: the retention freeze every role can read.
 
 One object per host under `.backupd-incident/` (`<host>.json`); each state change is a new version
-(open, then closed), locked by the bucket's default retention and never deleted. Whoever would
+(open, then closed), locked COMPLIANCE until its own retain-until (evidence.retention, not the bucket's
+shorter default) and never deleted. Whoever would
 forget or prune reads the latest version of every marker in the bucket first, so a freeze opened on
 the TOS host also binds the maintenance host. Anything but a readable, well-formed "closed" latest
 version counts as frozen: an open incident, a malformed body, or a delete marker on top (someone tried
@@ -12,9 +13,12 @@ from __future__ import annotations
 
 import json
 
+from datetime import datetime
+
 from botocore.exceptions import ClientError
 
 from backupd.storage.client import error_code
+from backupd.storage.lockconfig import compliance
 
 PREFIX = ".backupd-incident/"
 STATES = ("open", "closed")
@@ -29,13 +33,15 @@ def marker_key(host: str) -> str:
     return f"{PREFIX}{host}.json"
 
 
-def write(s3, bucket: str, host: str, marker: dict) -> dict:
-    """PUT a new marker version; returns {"key", "version_id", "retain_until"} (retain_until None: no lock)."""
+def write(s3, bucket: str, host: str, marker: dict, retain_until: datetime) -> dict:
+    """PUT a new marker version locked until retain_until; returns {"key", "version_id", "retain_until"} (as read
+    back; None: no lock)."""
     if marker.get("state") not in STATES:
         raise ValueError(f"marker state must be one of {STATES}")
     key = marker_key(host)
     body = json.dumps(marker, sort_keys=True).encode()
-    version = s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json").get("VersionId")
+    version = s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json",
+                            **compliance(retain_until)).get("VersionId")
     until = None
     if version:
         until = s3.head_object(Bucket=bucket, Key=key, VersionId=version).get("ObjectLockRetainUntilDate")

@@ -93,6 +93,11 @@ def observed_lock(head: dict) -> dict | None:
             "last_modified": head["LastModified"]}
 
 
+def compliance(retain_until) -> dict:
+    """put_object arguments that lock the new version COMPLIANCE until retain_until (the bucket's default
+    retention may be shorter, or lapse; on SeaweedFS and AWS the identity needs PutObjectRetention)."""
+    return {"ObjectLockMode": "COMPLIANCE", "ObjectLockRetainUntilDate": retain_until}
+
 
 def config_from_observed(observed: dict) -> dict:
     """The lock configuration a fresh object's readback implies (for a no-op write probe)."""

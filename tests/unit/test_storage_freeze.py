@@ -2,6 +2,7 @@
 The cross-role freeze on a real SeaweedFS is in tests/integration/test_incident.py."""
 
 import json
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -24,26 +25,30 @@ def s3():
         yield client
 
 
+UNTIL = (datetime.now(timezone.utc) + timedelta(days=400)).replace(microsecond=0)
+
+
 def _marker(state: str, ident: str = "INC-1") -> dict:
     return {"id": ident, "state": state, "host": "tos-01", "started": "2026-07-01T00:00:00+00:00"}
 
 
 def test_open_then_closed_marker_versions(s3):
-    written = freeze.write(s3, "worm", "tos-01", _marker("open"))
+    written = freeze.write(s3, "worm", "tos-01", _marker("open"), UNTIL)
     assert written["key"] == ".backupd-incident/tos-01.json" and written["version_id"]
+    assert written["retain_until"] == UNTIL.isoformat()  # its own lock, not the bucket's (here: no) default
     assert [m["id"] for m in freeze.open_incidents(s3, "worm")] == ["INC-1"]
-    freeze.write(s3, "worm", "tos-01", _marker("closed"))
+    freeze.write(s3, "worm", "tos-01", _marker("closed"), UNTIL)
     assert freeze.open_incidents(s3, "worm") == []
     versions = s3.list_object_versions(Bucket="worm", Prefix=freeze.PREFIX)["Versions"]
     assert len(versions) == 2  # closing added a version; nothing was deleted
 
 
 def test_a_hidden_or_malformed_marker_means_frozen(s3):
-    freeze.write(s3, "worm", "tos-01", _marker("open"))
+    freeze.write(s3, "worm", "tos-01", _marker("open"), UNTIL)
     s3.delete_object(Bucket="worm", Key=freeze.marker_key("tos-01"))  # an attacker hides the incident
     with pytest.raises(freeze.Unreadable, match="delete marker"):
         freeze.open_incidents(s3, "worm")
-    freeze.write(s3, "worm", "tos-01", _marker("closed"))  # `incident end` writes a closed version on top
+    freeze.write(s3, "worm", "tos-01", _marker("closed"), UNTIL)  # `incident end` writes a closed version on top
     assert freeze.open_incidents(s3, "worm") == []
     s3.put_object(Bucket="worm", Key=freeze.marker_key("tos-02"), Body=b"{not json")
     with pytest.raises(freeze.Unreadable, match="malformed"):
