@@ -112,7 +112,8 @@ def _bucket_policy(auditor, bucket: str) -> tuple[list[grants.Statement] | None,
 def _aws_statements(docs: Documents, sc: grants.Scope, policy: list | None) -> dict[str, list[grants.Statement]]:
     names = set(docs.iam) | set(docs.writers) | set(docs.verifiers) | ({docs.canary} if docs.canary else set())
     for st in policy or []:
-        names |= {p.rsplit("/", 1)[-1] for p in st.principals or () if p != "*"}
+        # the account itself (`arn:aws:iam::N:root`) delegates to IAM: not an identity to judge
+        names |= {p.rsplit("/", 1)[-1] for p in st.principals or () if p != "*" and not p.endswith(":root")}
     return {n: [*docs.iam.get(n, []), *[s for s in policy or [] if s.names(n)]] for n in sorted(names)
             if n in docs.iam or policy}
 
@@ -124,25 +125,9 @@ def _to_checks(findings: list[grants.Finding]) -> list[Check]:
 def checks(docs: Documents, policy_set, dest: S3Destination, auditor) -> list[Check]:
     """The grant checks of one destination; a store that exposes nothing gives one "not checked" warning."""
     sc = scope(docs, policy_set, dest)
-    out: list[Check] = []
-    judged: list[str] = []
-    if docs.seaweed is not None and grants.seaweed_names_bucket(docs.seaweed, dest.bucket):
-        out += _to_checks(grants.judge_seaweed(docs.seaweed, sc))
-        judged.append(f"the SeaweedFS identities file {docs.seaweed_source} ({len(docs.seaweed)} identities)")
-        if docs.seaweed_secrets:
-            out.append(Check("grants_file_secrets", False, f"{docs.seaweed_source} carries secret keys: hand this "
-                             "host a copy without the identities' credentials", "warning"))
-    policy, problem = _bucket_policy(auditor, dest.bucket) if docs.bucket_policy else (None, None)
-    out += [problem] if problem else []
-    statements = _aws_statements(docs, sc, policy)
-    if statements:
-        out += _to_checks(grants.judge_aws(statements, sc))
-        judged.append(" and ".join(x for x in ("the bucket policy" if policy else "",
-                                                 f"IAM policies of {', '.join(sorted(docs.iam))}" if docs.iam else "")
-                                   if x))
-        out += [Check("grants_partial", False, f"the IAM policy of writer '{w}' was not handed over "
-                      "(grants.iam_policies): its explicit denies are unchecked", "warning")
-                for w in sorted(docs.writers) if policy and w not in docs.iam and docs.seaweed is None]
+    out, judged = _seaweed_checks(docs, sc)
+    more, source = _aws_checks(docs, sc, auditor)
+    out, judged = out + more, judged + ([source] if source else [])
     if not judged:
         return out + [Check("grants", False, "not checked: this store exposes no grants to this host (no bucket "
                             "policy; configure grants.seaweedfs_identities or grants.iam_policies)", "warning")]
@@ -151,3 +136,29 @@ def checks(docs: Documents, policy_set, dest: S3Destination, auditor) -> list[Ch
                           f"delete versions or write outside its own prefix (judged from {'; '.join(judged)})"))
     return out
 
+
+def _seaweed_checks(docs: Documents, sc: grants.Scope) -> tuple[list[Check], list[str]]:
+    """(checks, [what was judged]) from the identities file, when it grants anything on this bucket."""
+    if docs.seaweed is None or not grants.seaweed_names_bucket(docs.seaweed, sc.bucket):
+        return [], []
+    out = _to_checks(grants.judge_seaweed(docs.seaweed, sc))
+    if docs.seaweed_secrets:
+        out.append(Check("grants_file_secrets", False, f"{docs.seaweed_source} carries secret keys: hand this "
+                         "host a copy without the identities' credentials", "warning"))
+    return out, [f"the SeaweedFS identities file {docs.seaweed_source} ({len(docs.seaweed)} identities)"]
+
+
+def _aws_checks(docs: Documents, sc: grants.Scope, auditor) -> tuple[list[Check], str | None]:
+    """(checks, what was judged or None) from the bucket policy and the IAM policy files."""
+    policy, problem = _bucket_policy(auditor, sc.bucket) if docs.bucket_policy else (None, None)
+    out = [problem] if problem else []
+    statements = _aws_statements(docs, sc, policy)
+    if not statements:
+        return out, None
+    out += _to_checks(grants.judge_aws(statements, sc, expect_denies=frozenset(docs.iam)))
+    out += [Check("grants_partial", False, f"the IAM policy of writer '{w}' was not handed over "
+                  "(grants.iam_policies): its explicit denies are unchecked", "warning")
+            for w in sorted(docs.writers) if policy and w not in docs.iam and docs.seaweed is None]
+    parts = (["the bucket policy"] if policy else []) + ([f"IAM policies of {', '.join(sorted(docs.iam))}"]
+                                                        if docs.iam else [])
+    return out, " and ".join(parts)

@@ -387,16 +387,18 @@ def _touches(a: Reach, b: Reach) -> bool:
     return a.prefix.startswith(b.prefix) or b.prefix.startswith(a.prefix)
 
 
-def judge_aws(statements: dict[str, list[Statement]], scope: Scope) -> list[Finding]:
+def judge_aws(statements: dict[str, list[Statement]], scope: Scope,
+              expect_denies: frozenset[str] | None = None) -> list[Finding]:
     """Rules broken by each non-privileged identity, given the statements that apply to it (IAM policies
-    attached to it plus the bucket policy)."""
+    attached to it plus the bucket policy). Writers in expect_denies (default: every writer) must carry the
+    explicit denies; leave out a writer whose own policy was not seen."""
     findings: list[Finding] = []
     for name, sts in statements.items():
         if name in scope.privileged:
             continue
         findings += _aws_bucket_level(name, sts, scope)
         findings += _aws_objects(name, sts, scope)
-        if name in scope.writers:
+        if name in scope.writers and (expect_denies is None or name in expect_denies):
             findings += _aws_expected_denies(name, sts, scope)
         findings += _shared_writer(name, scope)
     return findings

@@ -212,3 +212,79 @@ def test_the_shipped_iam_templates_pass_for_their_identity():
                              ("canary", "canary")):
         text = fill((ROOT / f"deploy/iam/{name}.json").read_text())
         assert aws(text, scope_name) == set(), name
+
+
+# --- the audit's wiring (backupd.actions.grants_audit) -------------------------------------------------------
+
+class FakeAuditor:
+    """get_bucket_policy only: a policy document, or the error code S3 would answer."""
+
+    def __init__(self, policy: dict | None = None, code: str = "NoSuchBucketPolicy"):
+        self.policy, self.code = policy, code
+
+    def get_bucket_policy(self, Bucket):
+        from botocore.exceptions import ClientError
+        if self.policy is None:
+            raise ClientError({"Error": {"Code": self.code, "Message": "x"}}, "GetBucketPolicy")
+        return {"Policy": json.dumps(self.policy)}
+
+
+def wiring(tmp_path, grants_section: dict, role: str = "verifier"):
+    from types import SimpleNamespace
+
+    from backupd.config import Config
+    from backupd.policy.schema import S3Destination
+    cfg = Config(path=tmp_path / "backupd.yaml", host="verifier-01", role=role, hosts=["tos-01"],
+                 grants=grants_section)
+    dest = S3Destination(kind="s3", endpoint="http://s3.test", bucket=B, path="restic", object_lock=True,
+                         credentials_file=Path("s3-writer.env"), password_file=Path("restic-password"))
+    return cfg, SimpleNamespace(destinations={"worm": dest}), dest
+
+
+def test_the_audit_judges_the_handed_identities_file_and_names_the_writer(tmp_path):
+    from backupd.actions import grants_audit
+    (tmp_path / "ids.json").write_text(json.dumps({"identities": [
+        {"name": "writer", "actions": [f"Write:{B}/*"]},
+        {"name": "verifier", "actions": [f"Write:{B}/evidence/verifier-01/*"]}]}))
+    cfg, policy_set, dest = wiring(tmp_path, {"seaweedfs_identities": "ids.json"})
+    checks = grants_audit.checks(grants_audit.load(cfg), policy_set, dest, FakeAuditor())
+    (bad,) = [c for c in checks if not c.ok]
+    assert bad.name == "grants_write_reach:writer" and bad.severity == "error" and f"Write:{B}/*" in bad.detail
+
+
+def test_a_store_that_exposes_nothing_is_not_checked_and_a_bucket_policy_is_judged(tmp_path):
+    from backupd.actions import grants_audit
+    cfg, policy_set, dest = wiring(tmp_path, {})
+    (check,) = grants_audit.checks(grants_audit.load(cfg), policy_set, dest, FakeAuditor())
+    assert check.name == "grants" and not check.ok and check.severity == "warning" and "not checked" in check.detail
+    policy = {"Statement": [{"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::1:user/writer"},
+                             "Action": "s3:DeleteObjectVersion", "Resource": f"arn:aws:s3:::{B}/*"}]}
+    names = {c.name for c in grants_audit.checks(grants_audit.load(cfg), policy_set, dest, FakeAuditor(policy))
+             if not c.ok and c.severity == "error"}
+    assert "grants_delete_version:writer" in names
+    assert "grants_missing_deny:writer" not in names  # its own IAM policy was not handed over: not judged
+    (tmp_path / "writer.json").write_text(json.dumps({"Statement": [WRITES]}))
+    cfg, _, _ = wiring(tmp_path, {"iam_policies": {"writer": "writer.json"}})
+    names = {c.name for c in grants_audit.checks(grants_audit.load(cfg), policy_set, dest, FakeAuditor())
+             if not c.ok and c.severity == "error"}
+    assert names == {"grants_missing_deny:writer"}
+    garbage = {c.name for c in grants_audit.checks(grants_audit.load(cfg), policy_set, dest,
+                                                   FakeAuditor({"Statement": [{"Effect": 1}]}))}
+    assert "grants_bucket_policy" in garbage  # attacker input from the store: a finding, never a traceback
+
+
+@pytest.mark.parametrize("section, text, expected", [
+    ({"seaweedfs_identities": "ids.json"}, "{not json", r"grants: .*ids.json: not JSON"),
+    ({"seaweedfs_identities": "ids.json"}, '{"identities": [{"name": 3}]}', r"ids.json: identities\[0\]\.name"),
+    ({"seaweedfs_identities": "missing.json"}, None, r"grants.seaweedfs_identities: cannot read .*missing.json"),
+    ({"iam_policies": {"writer": "ids.json"}}, '{"Statement": 1}', r"ids.json: Statement"),
+    ({"writers": {"tos-01": 5}}, None, r"grants.writers"),
+])
+def test_a_bad_grants_section_or_document_is_a_config_error_naming_it(tmp_path, section, text, expected):
+    from backupd.actions import grants_audit
+    from backupd.errors import ConfigError
+    if text is not None:
+        (tmp_path / "ids.json").write_text(text)
+    cfg, _, _ = wiring(tmp_path, section)
+    with pytest.raises(ConfigError, match=expected):
+        grants_audit.load(cfg)
