@@ -68,15 +68,25 @@ def pair(policy, stack, tmp_path, host, verifier_state):
                                  pguser=env["TOS_PGUSER"]), REPO, restore_tests=f"'{ROOT / 'restore_tests'}'",
                   evidence="{mirror: worm}")
     main.config.write_text(main.config.read_text().replace("host: it-host", f"host: {host}"))
+    _auditor_keys(tmp_path)
+    for target in ("v-programs", "v-tos-db"):
+        run = main.cli("backup", "--target", target, "--json")
+        assert run.code == 0, run.stdout + run.stderr
+    return main, _verifier(stack, tmp_path, host, verifier_state)
+
+
+def _auditor_keys(tmp_path) -> None:
+    """The policy's destination names the auditor's (read-only) and the canary's keys, which a verifier uses."""
     policy_file = tmp_path / "policies" / "test.yaml"
     text = policy_file.read_text().replace(
         "    credentials_file: s3-writer.env\n",
         "    credentials_file: s3-writer.env\n    auditor_credentials_file: s3-auditor.env\n"
         "    canary_credentials_file: s3-canary.env\n")
     policy_file.write_text(text)
-    for target in ("v-programs", "v-tos-db"):
-        run = main.cli("backup", "--target", target, "--json")
-        assert run.code == 0, run.stdout + run.stderr
+
+
+def _verifier(stack, tmp_path, host: str, verifier_state) -> Setup:
+    """The verifier's setup on tmp_path/policies, continuing the module's verifier state."""
     secrets = tmp_path / "verifier-secrets"
     secrets.mkdir(mode=0o700)
     for name in VERIFIER_SECRETS:  # never the writer's or maintainer's keys
@@ -91,7 +101,7 @@ def pair(policy, stack, tmp_path, host, verifier_state):
         f"secrets_dir: '{secrets}'", f"host: {VERIFIER_HOST}", f"hosts: [{host}]",
         f"restore_tests: '{ROOT / 'restore_tests'}'",
         "evidence: {mirror: worm, credentials_file: s3-verifier.env}"]) + "\n")
-    return main, Setup(stack, vdir, config)
+    return Setup(stack, vdir, config)
 
 
 def test_a_verifier_with_read_only_keys_drills_both_targets_and_signs_with_its_own_key(pair, stack, host):
@@ -228,3 +238,43 @@ def test_a_snapshot_the_backup_host_never_announced_is_a_finding_never_drilled(p
     run = verifier.cli("drill", "--target", "v-programs", "--json")
     (drill,) = run.doc["drills"]
     assert run.code == 1 and "no mirrored ledger of vh-nowhere" in drill["reason"], drill
+
+
+def test_a_record_planted_in_the_verifiers_prefix_is_reported_and_never_blocks_it(policy, stack, tmp_path, host,
+                                                                                  verifier_state):
+    """Runs last in this module: it leaves a plant under the module's evidence/verifier-01/."""
+    env = stack.env
+    main = policy(TARGETS.format(root=env["TOS_ROOT"], pghost=env["TOS_PGHOST"], pgport=env["TOS_PGPORT"],
+                                 pguser=env["TOS_PGUSER"]), REPO,
+                  restore_tests=f"'{ROOT / 'restore_tests'}'", evidence="{mirror: worm}")
+    _auditor_keys(tmp_path)
+    verifier = _verifier(stack, tmp_path, host, verifier_state)
+    assert verifier.cli("audit", "storage", "--json").code in (0, 1)  # records (and mirrors) a storage_audit
+    ledger = verifier.dir / "state" / "evidence" / "ledger.jsonl"
+    following = len(ledger.read_bytes().splitlines()) + 1
+    key = f"evidence/{VERIFIER_HOST}/records/{following:012d}.json"
+    admin = stack.seaweed.client("admin")  # any identity with a write grant on the verifier's prefix
+    plant = b'{"planted": "by the backup host"}\n'
+    admin.put_object(Bucket=stack.bucket, Key=key, Body=plant)
+    admin.put_object(Bucket=stack.bucket, Key="evidence/fake-01/records/000000000001.json", Body=plant)
+
+    run = verifier.cli("audit", "storage", "--json")  # before: a head regression, the verifier blocked for good
+    assert run.code in (0, 1) and "head regression" not in run.stdout + run.stderr, run.stdout + run.stderr
+    lines = ledger.read_bytes().splitlines()
+    assert len(lines) == following + 1 and json.loads(lines[-1])["kind"] == "mirror-foreign-object"
+    [obj] = json.loads(lines[-1])["data"]["objects"]
+    assert obj["object"] == key and obj["size"] == len(plant)
+    assert admin.get_object(Bucket=stack.bucket, Key=key)["Body"].read() == lines[following - 1] + b"\n"
+    run = verifier.cli("status", "--json")
+    assert run.code == 1 and [o["key"] for o in run.doc["evidence_foreign_objects"]] == [key], run.stdout
+
+    own_key = verifier.dir / "state" / "keys" / "evidence-ed25519.pub"
+    run = main.cli("evidence", "verify", str(ledger), "--mirror", "worm", "--host", VERIFIER_HOST,
+                   "--public-key", str(own_key), "--json")
+    assert run.code == 1, run.stdout + run.stderr
+    assert run.doc["mirror"]["records"] == len(lines)  # the genuine version of every record
+    assert [f["key"] for f in run.doc["mirror"]["foreign_objects"]] == [key]
+    assert [p for p in run.doc["problems"] if "foreign object" not in p] == [], run.doc["problems"]
+    run = main.cli("evidence", "pull", "--destination", "worm", "--host", "fake-01", "--out",
+                   str(tmp_path / "pulled"), "--json")
+    assert run.code == 1 and any("unverifiable host" in p for p in run.doc["hosts"][0]["problems"]), run.stdout
