@@ -57,14 +57,15 @@ def verify_against_mirror(cfg, policy_set, path: Path, destination: str, host: s
 def _verify_bundle_against_mirror(cfg, policy_set, path: Path, destination: str, host: str | None,
                                   credentials: Path | None, public_keys: list, keyring: Path | None,
                                   all_signatures: bool) -> dict:
-    """A bundle's records and checkpoints against the mirror, read object by object with the auditor's keys."""
-    dest = _mirror_destination(policy_set, destination)
-    s3 = mirror.client(dest, read_credentials(credentials or cfg.secrets_dir / "s3-auditor.env"))
-    try:
+    """A bundle's records and checkpoints against its host's mirror, rebuilt by `pull` with the auditor's keys."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="backupd-mirror-") as tmp:
+        def pulled(name: str):
+            return pull_hosts(cfg, policy_set, destination, Path(tmp), name, credentials, public_keys, keyring)[0]
+
         doc = evidence_verify.verify(path, public_keys, keyring, all_signatures=all_signatures, host=host,
-                                     mirror_store=(s3, dest.bucket))
-    except (BotoCoreError, ClientError) as exc:
-        raise DependencyError(f"cannot read s3://{dest.bucket}/{mirror.PREFIX}: {exc.__class__.__name__}") from None
+                                     pull_mirror=pulled)
     doc["mirror"]["destination"] = destination
     return doc
 

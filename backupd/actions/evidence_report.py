@@ -76,7 +76,7 @@ def _destination_row(dest_name: str, dest, found: dict, min_history: timedelta, 
             "meets_min_history": bool(oldest and now - oldest >= min_history)}
 
 
-def _by_target(records: list[dict]) -> dict[tuple, list[dict]]:
+def by_target(records: list[dict]) -> dict[tuple, list[dict]]:
     """(kind, target) -> records, in ledger order: one pass, however many targets."""
     out: dict[tuple, list[dict]] = {}
     for rec in records:
@@ -137,16 +137,22 @@ def _history(records: list[dict], kind: str, target: str) -> list[dict]:
     return out
 
 
+def activity(grouped: dict[tuple, list[dict]], backups: BackupTally, target: str) -> dict:
+    """A target's backups and drills in the report, from the period's records alone (grouped by
+    by_target): what `evidence verify` rebuilds to check a bundle's report."""
+    return {"backups": backups.summary(target),
+            "drills": _history(grouped.get(("drill", target), []), "drill", target)}
+
+
 def build(cfg, policy_set, records: list[dict], now: datetime, host: str, found: dict,
           backups: BackupTally | None = None) -> dict:
     """report.json: one entry per target (found = inventory(...)); backups: the period's backup records
     already tallied (else the backup records among records are)."""
     dests = policy_set.destinations
     targets = []
-    grouped = _by_target(records)
+    grouped = by_target(records)
     backups = backups if backups is not None else BackupTally.of(records)
     for t in policy_set.targets:
-        drills = _history(grouped.get(("drill", t.name), []), "drill", t.name)
         targets.append({
             "name": t.name, "category": t.category, "environment": t.environment, "source": t.source,
             "owner": t.owner, "frequency": format_duration(t.frequency),
@@ -156,8 +162,7 @@ def build(cfg, policy_set, records: list[dict], now: datetime, host: str, found:
             "min_history_seconds": t.retention.min_history.total_seconds(),
             "destinations": [_destination_row(d, dests[d], found[(t.name, d)], t.retention.min_history, now)
                              for d in t.destinations],
-            "backups": backups.summary(t.name),
-            "drills": drills})
+            **activity(grouped, backups, t.name)})
     site = policy_set.site
     return {"generated": iso(now), "host": host, "site": site.name, "port": site.port,
             "specific_port": site.specific_port, "targets": targets}

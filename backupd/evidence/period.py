@@ -56,10 +56,11 @@ def _time(line: bytes) -> bytes | None:
     return parts[7][7:-2] if len(parts) == 8 else None
 
 
-def read(path: Path, since: str, until: str, wanted: Mapping[str, tuple[str, ...]],
+def read(path, since: str, until: str, wanted: Mapping[str, tuple[str, ...]],
          limit: int | None = None,
          fold: Mapping[str, tuple[tuple[str, ...], Callable[[int, str, object], None]]] | None = None) -> Period:
-    """The period [since, until] (ISO 8601 UTC strings) of the ledger at path (its first limit bytes).
+    """The period [since, until] (ISO 8601 UTC strings) of the ledger at path (its first limit bytes);
+    path may also be the lines themselves (a bundle's ledger, which verify re-reads to rebuild its report).
 
     wanted: kind -> the data fields the caller reads of records of that kind (an empty tuple: none,
     the data is not parsed). fold: kind -> (fields, function): the function is given (seq, time, data)
@@ -75,7 +76,8 @@ def read(path: Path, since: str, until: str, wanted: Mapping[str, tuple[str, ...
     number, offset, previous, first, last, last_end, last_parts = 0, 0, None, None, None, 0, None
     # records after the last line inside the period so far: part of it only if a later line is inside
     pending: list[tuple] = []
-    for line in LineFile(path, limit):  # limit: lines appended after the export began are not read
+    lines = LineFile(path, limit) if isinstance(path, (str, Path)) else path
+    for line in lines:  # limit: lines appended after the export began are not read
         number += 1
         size = len(line) + 1
         parts = line.rsplit(b',"', 7)

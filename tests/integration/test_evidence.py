@@ -148,3 +148,75 @@ def test_key_rotation_is_mirrored_and_verifies_from_the_first_key(mirrored, stac
     [got] = run.doc["hosts"]
     assert run.code == 0 and got["records"] == 4, run.stdout  # anchored at the first key, rotation accepted
     assert got["last_checkpoint"] == 3  # the rotation pushed a checkpoint signed by the new key
+
+
+def _record_failed_drill(setup, host):
+    """A failed drill record (mirrored by the next backup's push, like any pending record)."""
+    from backupd.config import Config
+    from backupd.evidence import record
+
+    return record(Config(path=None, state_dir=setup.dir / "state", host=host), "drill",
+                  {"target": "ev-logs", "status": "failed", "verdict": "restore failed"})["seq"]
+
+
+def _resigned_export(setup, stack, host, drop_seq, tmp_path):
+    """Root on the host: a copy of the state whose ledger lacks record drop_seq (later records renumbered and
+    re-signed with the host's own key), exported from a config without the mirror (it would refuse)."""
+    import shutil
+
+    from backupd.evidence import record_format
+
+    from tests.integration.conftest import Setup
+
+    state = tmp_path / "forger" / "state"
+    shutil.copytree(setup.dir / "state", state)
+    key = keys.load_or_create(state)
+    path, out, prev = state / "evidence" / "ledger.jsonl", [], record_format.GENESIS
+    for line in path.read_bytes().split(b"\n")[:-1]:
+        rec = record_format.parse(line)
+        if rec["seq"] != drop_seq:
+            out.append(record_format.build(len(out) + 1, prev, host, rec["kind"], rec["data"], key, rec["time"]))
+            prev = record_format.line_hash(out[-1])
+    path.write_bytes(b"".join(line + b"\n" for line in out))
+    for name in ("index.sqlite", "index.sqlite-wal", "index.sqlite-shm", "checkpoint.json"):
+        (state / "evidence" / name).unlink(missing_ok=True)
+    config = tmp_path / "forger" / "backupd.yaml"
+    config.write_text("".join(line for line in setup.config.read_text().splitlines(keepends=True)
+                              if not line.startswith(("state_dir:", "evidence:"))) + f"state_dir: '{state}'\n")
+    bundle = tmp_path / "forged.tar.gz"
+    run = Setup(stack, tmp_path / "forger", config).cli("evidence", "export", "--out", str(bundle), "--json")
+    assert run.code == 0, run.stdout + run.stderr
+    return bundle
+
+
+def test_resigned_bundle_and_edited_report_are_caught_against_the_mirror(mirrored, stack, tmp_path):
+    from backupd.evidence import bundle
+
+    setup, host = mirrored
+    failed = _record_failed_drill(setup, host)  # seq 3
+    run = setup.cli("backup", "--target", "ev-logs", "--json")  # seq 4; pushes 3 and 4
+    assert run.code == 0, run.stdout + run.stderr
+    pub = str(setup.dir / "state" / "keys" / keys.PUB_NAME)
+    auditor = ("--credentials", str(stack.secrets_dir / "s3-auditor.env"))
+    honest = tmp_path / "honest.tar.gz"
+    assert setup.cli("evidence", "export", "--out", str(honest), "--json").code == 0
+    run = setup.cli("evidence", "verify", str(honest), "--public-key", pub, "--mirror", "worm", *auditor, "--json")
+    assert run.code == 0 and run.doc["ok"], run.stdout + run.stderr
+    assert run.doc["mirror"]["identical"] == 4 and run.doc["mirror"]["checkpoints"] >= 1
+
+    forged = _resigned_export(setup, stack, host, failed, tmp_path)
+    run = setup.cli("evidence", "verify", str(forged), "--public-key", pub, "--json")
+    assert run.code == 0, run.stdout  # the host's own key signed it: offline it verifies
+    run = setup.cli("evidence", "verify", str(forged), "--public-key", pub, "--mirror", "worm", *auditor, "--json")
+    assert run.code == 1 and run.doc["ledger"]["first_bad_seq"] == failed, run.stdout + run.stderr
+    assert any(p.startswith(f"record {failed}: records {failed}..") and "differ from the WORM mirror" in p
+               for p in run.doc["problems"]), run.stdout  # the re-signed records after the one left out
+
+    members = bundle.read(honest)
+    manifest = json.loads(members.pop(bundle.MANIFEST))
+    members.pop(bundle.SIGNATURE)
+    members["report.json"] = members["report.json"].replace(b'"status": "failed"', b'"status": "ok"')
+    bundle.write(honest, members, {k: v for k, v in manifest.items() if k not in ("format", "files")},
+                 keys.load_or_create(setup.dir / "state"))
+    run = setup.cli("evidence", "verify", str(honest), "--public-key", pub, "--json")
+    assert run.code == 1 and any(p.startswith("report.json: target ev-logs: drills") for p in run.doc["problems"])
