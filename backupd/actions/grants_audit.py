@@ -118,8 +118,19 @@ def _aws_statements(docs: Documents, sc: grants.Scope, policy: list | None) -> d
             if n in docs.iam or policy}
 
 
-def _to_checks(findings: list[grants.Finding]) -> list[Check]:
-    return [Check(f"grants_{f.rule}:{f.identity}", False, f.text()) for f in findings]
+def _to_checks(findings: list[grants.Finding], shown: int = 3) -> list[Check]:
+    """One check per identity and rule: the first findings in full, the further grants by name."""
+    groups: dict[tuple[str, str], list[grants.Finding]] = {}
+    for f in findings:
+        groups.setdefault((f.identity, f.rule), []).append(f)
+    out = []
+    for (identity, rule), group in groups.items():
+        detail = "; ".join(f.text() for f in group[:shown])
+        if len(group) > shown:
+            rest = [f.grant for f in group[shown:]]
+            detail += f"; and {len(rest)} more grants ({', '.join(rest[:10])}{', ...' if len(rest) > 10 else ''})"
+        out.append(Check(f"grants_{rule}:{identity}", False, detail))
+    return out
 
 
 def checks(docs: Documents, policy_set, dest: S3Destination, auditor) -> list[Check]:

@@ -210,6 +210,7 @@ def _sw_action(name: str, grant: str, scope: Scope) -> list[Finding]:
     reach = _sw_reach(resource, scope.bucket)
     if reach is None:
         return []
+    own = (*scope.writers.get(name, ()), *scope.verifiers.get(name, ()))
     if act == "Admin":
         return [Finding(name, grant, "admin", "Admin: every action, on the bucket and every version")]
     if act in _SW_BUCKET_LEVEL and _sw_bucket_level(resource, scope.bucket):
@@ -219,9 +220,8 @@ def _sw_action(name: str, grant: str, scope: Scope) -> list[Finding]:
         return [Finding(name, grant, "bypass_governance", "may bypass GOVERNANCE retention")]
     if act in ("PutObjectRetention", "PutObjectLegalHold") and not reach.within(scope.retention_area(name)):
         return [Finding(name, grant, "retention", f"{act} " + _outside(
-            reach, scope.retention_area(name), scope.known_hosts(), ()))]
+            reach, scope.retention_area(name), scope.known_hosts(), own))]
     if act == "Write" and not reach.within(scope.write_area(name)):
-        own = (*scope.writers.get(name, ()), *scope.verifiers.get(name, ()))
         return [Finding(name, grant, "write_reach", "Write (puts and version deletes) "
                         + _outside(reach, scope.write_area(name), scope.known_hosts(), own))]
     return []

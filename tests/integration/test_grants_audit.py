@@ -24,6 +24,7 @@ def verifier(stack, tmp_path, policy, identities) -> Setup:
     policy_file.write_text(policy_file.read_text().replace(
         "    credentials_file: s3-writer.env\n", "    credentials_file: s3-writer.env\n"
         "    auditor_credentials_file: s3-auditor.env\n    canary_credentials_file: s3-canary.env\n"))
+    tmp_path.mkdir(exist_ok=True)
     secrets = tmp_path / "verifier-secrets"
     secrets.mkdir(mode=0o700)
     for name in SECRETS:
@@ -45,30 +46,42 @@ def grant_checks(setup: Setup) -> dict[str, dict]:
     return {c["name"]: c for c in dest["checks"] if c["name"].startswith("grants")}
 
 
+def handed(tmp_path, source, name: str, writer: list[str] | None):
+    """A copy of the identities file `source` without credentials, the writer's actions replaced if given."""
+    doc = json.loads(source.read_text())
+    for identity in doc["identities"]:
+        identity.pop("credentials")
+        if writer is not None and identity["name"] == "writer":
+            identity["actions"] = writer
+    path = tmp_path / name
+    path.write_text(json.dumps(doc))
+    return path
+
+
 def test_the_verifier_reports_the_broad_writer_from_the_stacks_identities_file(stack, tmp_path, policy):
     stacks_file = stack.seaweed.workdir / "s3-identities.json"
     writer = {i["name"]: i["actions"] for i in json.loads(stacks_file.read_text())["identities"]}["writer"]
-    assert f"Write:{stack.bucket}/*" in writer  # the stack's test writer: every key of the bucket
 
-    checks = grant_checks(verifier(stack, tmp_path, policy, stacks_file))
+    # The stack's own file: its test writer writes far beyond it-host's restic path and evidence prefix.
+    checks = grant_checks(verifier(stack, tmp_path / "stack", policy, stacks_file))
     found = checks["grants_write_reach:writer"]
     assert not found["ok"] and found["severity"] == "error"
-    assert f"Write:{stack.bucket}/*" in found["detail"] and f"evidence/{VERIFIER_HOST}/" in found["detail"]
+    assert any(f"'writer': {grant}:" in found["detail"] for grant in writer), found
     assert checks["grants_file_secrets"]["severity"] == "warning"  # it was handed every identity's keys
-    assert "secretKey" not in json.dumps(checks) and "grants" not in checks  # no pass beside a finding
+    assert "grants" not in checks  # no pass beside a finding
+
+    # The old shipped writer (`Write:<bucket>/*`): named, with the verifier's prefix it may overwrite.
+    old = handed(tmp_path, stacks_file, "old.json", [f"Read:{stack.bucket}", f"List:{stack.bucket}",
+                                                       f"Write:{stack.bucket}/*", f"Tagging:{stack.bucket}/*"])
+    found = grant_checks(verifier(stack, tmp_path / "old", policy, old))["grants_write_reach:writer"]
+    assert f"Write:{stack.bucket}/*" in found["detail"] and f"evidence/{VERIFIER_HOST}/" in found["detail"]
 
     # The same store with the writer confined to its restic path and its own evidence prefix: no finding.
-    doc = json.loads(stacks_file.read_text())
-    for identity in doc["identities"]:
-        identity.pop("credentials")
-        if identity["name"] == "writer":
-            identity["actions"] = [f"Read:{stack.bucket}", f"List:{stack.bucket}", f"Write:{stack.bucket}/{REPO}/*",
-                                   f"Write:{stack.bucket}/evidence/it-host/*"]
-    confined = tmp_path / "confined.json"
-    confined.write_text(json.dumps(doc))
-    (tmp_path / "c").mkdir()
-    checks = grant_checks(verifier(stack, tmp_path / "c", policy, confined))
-    assert checks["grants"]["ok"], checks
+    confined = handed(tmp_path, stacks_file, "confined.json", [
+        f"Read:{stack.bucket}", f"List:{stack.bucket}", f"Write:{stack.bucket}/{REPO}/*",
+        f"Write:{stack.bucket}/evidence/it-host/*", f"PutObjectRetention:{stack.bucket}/evidence/it-host/*"])
+    checks = grant_checks(verifier(stack, tmp_path / "confined", policy, confined))
+    assert checks["grants"]["ok"] and "grants_file_secrets" not in checks, checks
     assert not any(not c["ok"] and c["severity"] == "error" for c in checks.values()), checks
 
 

@@ -288,3 +288,11 @@ def test_a_bad_grants_section_or_document_is_a_config_error_naming_it(tmp_path, 
     cfg, _, _ = wiring(tmp_path, section)
     with pytest.raises(ConfigError, match=expected):
         grants_audit.load(cfg)
+
+
+def test_many_grants_breaking_one_rule_are_one_check_naming_them():
+    from backupd.actions import grants_audit
+    many = [f"Write:{B}/{c}*" for c in "abcdefghijklmnop"]
+    (check,) = grants_audit._to_checks(grants.judge_seaweed({"writer": many}, SCOPE))
+    assert check.name == "grants_write_reach:writer" and "and 13 more grants" in check.detail
+    assert f"Write:{B}/p*" not in check.detail and check.detail.endswith(", ...)")
