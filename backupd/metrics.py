@@ -51,6 +51,13 @@ HELP = {
     "backupd_daemon_running_jobs": "Jobs (backups, drills, checks, audits) running now.",
     "backupd_daemon_start_timestamp_seconds": "Unix time the daemon started.",
     "backupd_daemon_ready_seconds": "Seconds from the daemon's start to READY (systemd notify).",
+    "backupd_evidence_unmirrored_records": "Evidence records of the host not yet in the WORM mirror.",
+    "backupd_evidence_unmirrored_oldest_age_seconds": "Age of the host's oldest evidence record not yet mirrored "
+                                                      "(0 when all are).",
+    "backupd_evidence_checkpoint_age_seconds": "Age of the host's newest signed checkpoint in the mirror.",
+    "backupd_evidence_checkpoint_period_seconds": "evidence.checkpoint_period: how often a checkpoint is due.",
+    "backupd_evidence_mirror_stale": "1 when records stayed unmirrored, or the newest checkpoint aged, beyond "
+                                     "twice the checkpoint period (the daemon alerts).",
 }
 
 
@@ -71,7 +78,8 @@ class Metrics:
 
     def update(self, rows: list[dict], daemon: dict | None = None) -> None:
         """rows: status rows (+ next_due, suspect_generations); daemon: running_jobs, start_time,
-        ready_seconds, outbox (count, oldest created), reachable {destination: bool}; a callable
+        ready_seconds, outbox (count, oldest created), reachable {destination: bool}, evidence_mirror (the
+        lag of backupd.evidence.lag); a callable
         value is called at each scrape."""
         with self._lock:
             self._rows, self._daemon = list(rows), dict(daemon or {})
@@ -92,6 +100,7 @@ class Metrics:
         count, oldest = daemon.get("outbox") or (0, None)
         fam["backupd_alert_outbox_messages"].add_metric([], count)
         fam["backupd_alert_outbox_oldest_age_seconds"].add_metric([], max(0.0, now - oldest) if oldest else 0.0)
+        self._mirror(fam, daemon.get("evidence_mirror"), now)
         for key, name in (("running_jobs", "backupd_daemon_running_jobs"),
                           ("start_time", "backupd_daemon_start_timestamp_seconds"),
                           ("ready_seconds", "backupd_daemon_ready_seconds")):
@@ -105,9 +114,25 @@ class Metrics:
             return ["destination"]
         if name.startswith(("backupd_alert_", "backupd_daemon_")):
             return []
+        if name.startswith("backupd_evidence_"):
+            return ["host"]
         extra = {"backupd_backup_status": ["status"], "backupd_drill_verdict": ["verdict"],
                  "backupd_storage_audit_status": ["status"], "backupd_check_coverage_ratio": ["destination"]}
         return ["target", *extra.get(name, [])]
+
+    @staticmethod
+    def _mirror(fam: dict, lag: dict | None, now: float) -> None:
+        """The evidence mirror lag (backupd.evidence.lag), ages at scrape time; nothing without a mirror."""
+        if not lag:
+            return
+        host = [lag["host"]]
+        oldest, cp = _unix(lag.get("unmirrored_oldest_time")), _unix(lag.get("checkpoint_time"))
+        fam["backupd_evidence_unmirrored_records"].add_metric(host, lag["unmirrored_records"])
+        fam["backupd_evidence_unmirrored_oldest_age_seconds"].add_metric(host, max(0.0, now - oldest) if oldest else 0.0)
+        if cp is not None:
+            fam["backupd_evidence_checkpoint_age_seconds"].add_metric(host, max(0.0, now - cp))
+        fam["backupd_evidence_checkpoint_period_seconds"].add_metric(host, lag["checkpoint_period_seconds"])
+        fam["backupd_evidence_mirror_stale"].add_metric(host, float(lag["unmirrored_stale"] or lag["checkpoint_stale"]))
 
     @staticmethod
     def _target(fam: dict, row: dict, now: float) -> None:

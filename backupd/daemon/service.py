@@ -83,6 +83,7 @@ class Service:
         self._last_health = 0.0
         self._next_health: float | None = None
         self._next_checkpoint: float | None = None  # when the evidence mirror wants its next signed checkpoint
+        self._mirror_lag: dict | None = None  # evidence/lag.py, for the metrics
         self._status_text = ""
         self._last_watchdog = 0.0
 
@@ -458,6 +459,7 @@ class Service:
             self._alert_conditions(row, now)
         self._next_health = min(boundaries, default=None)
         self._evidence_health(now)
+        self._mirror_health(now)
         self._publish_metrics(rows)
         self._update_status(rows, now)
 
@@ -477,6 +479,28 @@ class Service:
             self._side.put(lambda: mirror.push_if_configured(self.cfg))
             due = CHECKPOINT_RECHECK  # by then pushed (the next is a period away) or the mirror was down: retry
         self._next_checkpoint = now + due if due is not None else None
+
+    def _mirror_health(self, now: float) -> None:
+        """Alert once when records stay unmirrored, or the newest checkpoint ages, beyond twice the checkpoint
+        period (evidence/lag.py, local state only), and once when that ends; retry pending records from the
+        side thread; wake when the lag would turn stale."""
+        from backupd.evidence import lag, mirror
+
+        found = self._mirror_lag = lag.of(self.cfg)
+        if found is None:
+            return
+        stale = found["unmirrored_stale"] or found["checkpoint_stale"]
+        self.alerts.update("evidence_mirror_lag", stale, Message(
+            "evidence_mirror_lag", "firing" if stale else "resolved", found["mirror"], self.cfg.host or "",
+            lag.summary(found) if stale else f"evidence mirror {found['mirror']}: caught up again",
+            {k: found[k] for k in ("unmirrored_records", "unmirrored_oldest_age_seconds", "checkpoint_age_seconds",
+                                   "stale_after_seconds")}, now))
+        wakes = [self._next_checkpoint, now + w if (w := lag.stale_in(found)) is not None else None]
+        if found["unmirrored_records"] and self._side_thread is not None:
+            if self._side.empty():
+                self._side.put(lambda: mirror.push_if_configured(self.cfg))
+            wakes.append(now + CHECKPOINT_RECHECK)  # pending records: try again then
+        self._next_checkpoint = min((w for w in wakes if w is not None), default=None)
 
     #: (kind, is it firing for a status row, what the alert says)
     CONDITIONS = (
@@ -519,7 +543,7 @@ class Service:
         names = {d for t in self.policy_set.targets for d in t.destinations}
         self.metrics.update(rows, {
             "running_jobs": lambda: len(self.running), "outbox": self.alerts.depth,
-            "start_time": self.started_at, "ready_seconds": self.ready_seconds,
+            "start_time": self.started_at, "ready_seconds": self.ready_seconds, "evidence_mirror": self._mirror_lag,
             "reachable": {d: d not in self.down for d in names if d in self.down or d in self.reachable}})
         if self.metrics_settings.textfile:
             try:

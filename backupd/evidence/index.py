@@ -104,6 +104,13 @@ class Index:
         """(seq, offset, length) of records not yet in the WORM mirror."""
         return self._db.execute("SELECT seq, offset, length FROM records WHERE mirrored = 0 ORDER BY seq").fetchall()
 
+    def unmirrored_span(self) -> tuple[int, str | None, str | None]:
+        """(records not yet in the WORM mirror, time of the oldest of them, time of the first record)."""
+        count = self._db.execute("SELECT COUNT(*) FROM records WHERE mirrored = 0").fetchone()[0]
+        oldest = self._db.execute("SELECT time FROM records WHERE mirrored = 0 ORDER BY seq LIMIT 1").fetchone()
+        first = self._db.execute("SELECT time FROM records ORDER BY seq LIMIT 1").fetchone()
+        return count, oldest[0] if oldest else None, first[0] if first else None
+
     def mark_mirrored(self, seq: int) -> None:
         with self._db as db:
             db.execute("UPDATE records SET mirrored = 1 WHERE seq = ?", (seq,))
