@@ -248,7 +248,8 @@ def sync(cfg) -> dict:
     dest = mirror.destination(cfg, name)
     creds = read_credentials(mirror.credentials_of(cfg, opts, dest))
     try:
-        s3 = mirror.client(dest, creds)
+        # every request and the whole push end within storage_timeout_seconds (a rerun sends the rest)
+        s3 = mirror.bound(cfg, mirror.Remote(name, dest, mirror.client(dest, creds), cfg.host or "", creds)).s3
         pushed = mirror.push_pending(cfg.state_dir, dest, s3, opts.retention)
         mirror.checkpoint_if_due(cfg.state_dir, dest, s3, keys.load_or_create(cfg.state_dir),
                                  opts.checkpoint_period, retention=opts.retention)

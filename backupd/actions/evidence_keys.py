@@ -13,6 +13,7 @@ def rotate(cfg, reason: str = "") -> dict:
     rec = rotation.rotate(cfg, reason)
     remote = mirror.connect_if_configured(cfg)
     if remote is not None:
+        remote = mirror.bound(cfg, remote)  # the push and the checkpoint share one deadline
         new = keys.load_or_create(cfg.state_dir)
         mirror.push_and_checkpoint(cfg, remote, new)
         try:
