@@ -10,7 +10,6 @@ from __future__ import annotations
 import socket
 from datetime import datetime, timedelta, timezone
 
-from backupd.errors import ConfigError
 from backupd.evidence import checkpoint, settings
 from backupd.evidence.ledger import Ledger, evidence_dir
 
@@ -20,11 +19,8 @@ STALE_PERIODS = 2
 
 def of(cfg, now: datetime | None = None) -> dict | None:
     """This host's mirror lag; None when no mirror is configured (or the evidence settings are wrong)."""
-    try:
-        opts = settings.of(cfg)
-    except ConfigError:
-        return None
-    if not opts.mirror:
+    opts = settings.mirrored(cfg)
+    if opts is None:
         return None
     now = now or datetime.now(timezone.utc)
     ledger = Ledger(cfg.state_dir)

@@ -208,11 +208,8 @@ def push_and_checkpoint(cfg, remote: Remote, private_key) -> int:
 
 def checkpoint_due(cfg, now: datetime | None = None) -> float | None:
     """Seconds until the next checkpoint is due (<= 0: due now); None without a mirror. Local reads only."""
-    try:
-        opts = settings.of(cfg)
-    except ConfigError:
-        return None
-    if not opts.mirror:
+    opts = settings.mirrored(cfg)
+    if opts is None:
         return None
     age = checkpoint.age_seconds(checkpoint.load_local(evidence_dir(cfg.state_dir)), now or datetime.now(timezone.utc))
     return 0.0 if age is None else opts.checkpoint_period.total_seconds() - age

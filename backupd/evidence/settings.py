@@ -20,6 +20,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from backupd import config_schema
+from backupd.errors import ConfigError
 from backupd.policy.durations import parse_duration
 
 
@@ -56,3 +57,13 @@ def of(cfg) -> EvidenceSettings:
 def retain_until(cfg, now: datetime | None = None) -> datetime:
     """The retain-until date of an evidence object written now: now + evidence.retention (ConfigError as of())."""
     return (now or datetime.now(timezone.utc)) + of(cfg).retention
+
+
+def mirrored(cfg) -> EvidenceSettings | None:
+    """The settings when `evidence.mirror` is set; None without a mirror or when they are wrong (commands that
+    only read local state then show nothing instead of failing)."""
+    try:
+        opts = of(cfg)
+    except ConfigError:
+        return None
+    return opts if opts.mirror else None
