@@ -58,6 +58,17 @@ def print_time_to_service(stack: LocalStack, config: Path) -> None:
           + "; lanes: " + "; ".join(f"{ln['lane']}: {' -> '.join(ln['targets'])}" for ln in term["lanes"]))
 
 
+def policies_with_auditor(out: Path) -> Path:
+    """Copies of the example policies reading bucket settings with the auditor's keys: the demo's writer is
+    confined to its own prefixes (deploy/seaweedfs), so it may not read the bucket's settings itself."""
+    out.mkdir(parents=True, exist_ok=True)
+    for source in sorted((ROOT / "policies").glob("*.yaml")):
+        lines = [line + ("\n    auditor_credentials_file: s3-auditor.env" if line.startswith(verifier.WRITER_KEYS)
+                         else "") for line in source.read_text().splitlines()]
+        (out / source.name).write_text("\n".join(lines) + "\n")
+    return out
+
+
 def prove_worm(stack: LocalStack) -> bool:
     """Try to delete a locked object version with the writer keys; True when refused."""
     writer = stack.seaweed.client("writer")
@@ -85,10 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     failures = 0
     t0 = time.monotonic()
     step(f"starting the local stack in {args.workdir} (SeaweedFS + PostgreSQL on 127.0.0.1)")
-    with LocalStack(args.workdir, containers=args.containers, lock_days=LOCK_DAYS) as stack:
+    with LocalStack(args.workdir, containers=args.containers, lock_days=LOCK_DAYS, confined_writer=True) as stack:
         print(f"S3 endpoint {stack.env['BACKUPD_S3_ENDPOINT']}, bucket {stack.bucket} (Object Lock COMPLIANCE); "
               f"TOS database: {', '.join(f'{k}={v}' for k, v in sorted(stack.facts.items()))}")
-        config = stack.write_config(ROOT / "policies")
+        config = stack.write_config(policies_with_auditor(args.workdir / "policies"))
         with open(config, "a", encoding="utf-8") as handle:
             handle.write("evidence: {mirror: worm-primary}\n")  # every record also goes to the WORM bucket
         step("lint the example policy")
@@ -112,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         step("integrity: the next restic check --read-data-subset slice, with coverage ledger")
         failures += cli(stack, config, "check") != 0
         step("storage audit: versioning, Object Lock COMPLIANCE, retention >= min_history, lifecycle, a delete "
-             "canary run with the canary identity (its refusal proven to be Object Lock's), writer probes")
+             "canary run with the canary identity (its refusal proven to be Object Lock's), writer probes, and the "
+             f"writer's confinement (this host's writer may not write under another host's evidence prefix)")
         failures += cli(stack, config, "audit", "storage") != 0
         step("evidence for auditors: export a signed bundle, verify it offline")
         bundle = args.workdir / "evidence.tar.gz"

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
+import socket
+import string
 import sys
 import time
 from pathlib import Path
@@ -52,6 +54,36 @@ def weed_binary() -> str:
     return found
 
 
+#: Host-name prefixes whose evidence the generic test `writer` may write (the tests' and the demo's hosts:
+#: it-host, ev-<random>, tos-..., and this machine's name, the default host). It writes anywhere else in its
+#: buckets (any restic path) but under no other `evidence/<host>/` (a verifier's, the audit's confinement
+#: probe's), so the probe is refused as for a per-host writer.
+WRITER_HOSTS = ("it-host/", "ev-", "tos-", "demo-tos-01/", "maint-01/", "auditor-01/", socket.gethostname() + "/")
+#: Key characters the complement grants spell out: S3's safe characters (`*` is SeaweedFS's wildcard, and a `:`
+#: in a grant would be read as a separator, a grant on the whole bucket).
+_KEY_CHARS = string.ascii_letters + string.digits + "!-_.'()/"
+
+
+def _writes_but_foreign_evidence(bucket: str) -> list[str]:
+    """`Write` grants on every key of bucket except under evidence/<host>/ of hosts not in WRITER_HOSTS:
+    SeaweedFS grants are prefixes only, so the complement of `evidence/` is spelt out one character at a time."""
+    grants = []
+    for i, char in enumerate("evidence/"):
+        grants += [f"Write:{bucket}/evidence/"[:len(f"Write:{bucket}/") + i] + c + "*" for c in _KEY_CHARS
+                   if c != char]
+    return grants + [f"Write:{bucket}/evidence/{host}*" for host in dict.fromkeys(WRITER_HOSTS)]
+
+
+def host_writer(bucket: str, host: str, paths: list[str]) -> list[str]:
+    """The shipped per-host writer identity's actions (deploy/seaweedfs/s3-identities.example.json), filled in:
+    its repository paths, evidence/<host>/ and its incident marker only (what `backupd storage init` prints)."""
+    template = json.loads((Path(__file__).resolve().parents[1] / "deploy" / "seaweedfs"
+                           / "s3-identities.example.json").read_text())
+    actions = next(i["actions"] for i in template["identities"] if i["name"] == "writer-@HOST@")
+    return [a.replace("@BUCKET@", bucket).replace("@HOST@", host).replace("@PREFIX@", path.strip("/"))
+            for a in actions for path in (paths if "@PREFIX@" in a else paths[:1])]
+
+
 def s3_config(keys: dict[str, tuple[str, str]], buckets: list[str],
               extra: dict[str, list[str]] | None = None) -> dict:
     """The `-s3.config` document: admin is global, the others are scoped to `buckets`; `extra` maps further
@@ -74,6 +106,8 @@ def s3_config(keys: dict[str, tuple[str, str]], buckets: list[str],
                 actions.append("PutObjectRetention")  # extend-locks; COMPLIANCE still forbids shortening
             elif name == "writer":
                 actions += [f"PutObjectRetention:{b}/{p}*" for b in buckets for p in EVIDENCE_PREFIXES]
+                actions = [g for a in actions for g in (_writes_but_foreign_evidence(a[6:-2]) if a.startswith(
+                    "Write:") and a.endswith("/*") else [a])]
         identities.append({"name": name, "credentials": [{"accessKey": access, "secretKey": secret}],
                            "actions": actions})
     return {"identities": identities}
@@ -138,7 +172,7 @@ class SeaweedFS(Service):
 
     def _write_identities(self) -> None:
         """One `secrets_dir/s3-<name>.env` (0600) per identity, and the `-s3.config` file."""
-        for name in (*IDENTITIES, *self.extra_identities):
+        for name in dict.fromkeys((*IDENTITIES, *self.extra_identities)):
             access = "AK" + secrets.token_hex(9).upper()
             secret = secrets.token_urlsafe(30)
             self.keys[name] = (access, secret)

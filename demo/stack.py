@@ -27,7 +27,7 @@ from pathlib import Path
 from demo._util import Service, write_secret
 from demo.postgres import PostgresCluster
 from demo.cluster import SeaweedCluster
-from demo.seaweed import SeaweedFS
+from demo.seaweed import SeaweedFS, host_writer
 from demo.tos_data import create_tos_database
 from demo.tos_files import generate_tree
 
@@ -42,10 +42,13 @@ class LocalStack(Service):
     """SeaweedFS + PostgreSQL + TOS data under `workdir`; every process stops on exit (and at interpreter exit)."""
 
     def __init__(self, workdir: Path, containers: int = 100_000, lock_days: int = 1, seed: int = 7,
-                 tree_scale: float = 1.0, cluster: bool = False):
+                 tree_scale: float = 1.0, cluster: bool = False, confined_writer: bool = False):
         self.workdir = Path(workdir).resolve()
         self.containers, self.lock_days, self.seed, self.tree_scale = containers, lock_days, seed, tree_scale
         self.cluster = cluster
+        #: True: s3-writer.env holds HOST's own writer (the shipped per-host template: restic/, evidence/HOST/,
+        #: its incident marker), as `storage init` prints it; False: the generic test writer of every bucket.
+        self.confined_writer = confined_writer
         self.secrets_dir = self.workdir / "secrets"
         self.state_dir = self.workdir / "state"
         self.tos_root = self.workdir / "tos"
@@ -64,8 +67,9 @@ class LocalStack(Service):
         self.state_dir.mkdir(mode=0o700, exist_ok=True)
         write_secret(self.secrets_dir / "restic-password", secrets.token_urlsafe(32) + "\n")
         storage = SeaweedCluster if self.cluster else SeaweedFS
+        extra = {"writer": host_writer(BUCKET, HOST, ["restic"])} if self.confined_writer else None
         self.seaweed = storage(self.workdir / "seaweedfs", secrets_dir=self.secrets_dir,
-                               buckets=[BUCKET, *SPARE_BUCKETS])
+                               buckets=[BUCKET, *SPARE_BUCKETS], extra_identities=extra)
         self.postgres = PostgresCluster(self.workdir / "postgres")
         with ThreadPoolExecutor(max_workers=1) as pool:
             s3_ready = pool.submit(self._start_seaweed)
