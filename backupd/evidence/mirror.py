@@ -25,7 +25,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from backupd.credentials import read_credentials
-from backupd.errors import BackupdError, ConfigError, Finding
+from backupd.errors import BackupdError, ConfigError, DependencyError, Finding
 from backupd.evidence import bounded, checkpoint, foreign, guard, keys, record_format, settings
 from backupd.evidence.ledger import Ledger, evidence_dir
 from backupd.evidence.pull import NoEvidence, PulledHost, listing, pull  # noqa: F401 (mirror.pull, as before)
@@ -164,8 +164,9 @@ def probe(remote: Remote, ev_dir: Path, seq: int) -> bool:
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
             return True
-        log.warning("evidence mirror %s: cannot check s3://%s/%s (%s); records stay pending", remote.name,
-                    remote.dest.bucket, key, exc.response.get("Error", {}).get("Code"))
+        code = exc.response.get("Error", {}).get("Code")
+        log.warning("evidence mirror %s: cannot check s3://%s/%s (%s)%s; records stay pending", remote.name,
+                    remote.dest.bucket, key, code, NO_LIST if code in ("403", "AccessDenied", "Forbidden") else "")
         return False
     except Exception as exc:  # botocore raises many types; the record is kept locally and pushed later
         log.warning("evidence mirror %s: unreachable (%s); records stay pending", remote.name,
@@ -330,6 +331,16 @@ class Conflict(Finding):
     """An object exists in the mirror with other content."""
 
 
+#: A HEAD of a missing key answers 403, not 404, to an identity without s3:ListBucket (AWS).
+NO_LIST = "; an identity without s3:ListBucket is answered 403 for a key that does not exist yet (deploy/iam)"
+
+
+def _cannot_check(exc, bucket: str, key: str) -> None:
+    """A refused HEAD (403) says nothing about the key: raise 'cannot check' (records stay pending, logged)."""
+    if exc.response.get("Error", {}).get("Code") in ("403", "AccessDenied", "Forbidden"):
+        raise DependencyError(f"cannot check s3://{bucket}/{key}: refused (403){NO_LIST}") from None
+
+
 def _head(s3, bucket: str, key: str) -> dict | None:
     """HEAD of key, None when it does not exist."""
     from botocore.exceptions import ClientError
@@ -339,6 +350,7 @@ def _head(s3, bucket: str, key: str) -> dict | None:
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
             return None
+        _cannot_check(exc, bucket, key)
         raise
 
 
@@ -352,6 +364,7 @@ def _put_once(s3, bucket: str, key: str, body: bytes, digest: str, until: dateti
         head = s3.head_object(Bucket=bucket, Key=key)
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+            _cannot_check(exc, bucket, key)
             raise
     else:
         if head.get("Metadata", {}).get("sha256") == digest:
