@@ -1,7 +1,7 @@
 """WORM mirror: every record becomes an object `evidence/<host>/records/<seq>.json` in an Object-Lock bucket.
 
 Each object is written locked COMPLIANCE until now + `evidence.retention` (its own retain-until, not the
-bucket's shorter default; `storage extend-locks` keeps extending it): the writer identity cannot delete it and an
+bucket's shorter default; `backupd extend-locks` keeps extending it): the writer identity cannot delete it and an
 overwrite only adds a newer version, which `pull` reports (it uses the oldest version the host's key chain
 signed, pull.py). The host's
 first public key is stored once as `evidence/<host>/evidence-ed25519.pub`, pinning it for auditors; every

@@ -8,7 +8,7 @@ evidence:
                                       # a verifier's may only add objects under evidence/<its host>/
   checkpoint_period: 1h    # push a signed checkpoint of the ledger head to the mirror at least this often
   keyring: keyring.yaml    # default --keyring of `evidence export` (relative -> beside backupd.yaml)
-  retention: 2y            # every evidence object is locked (COMPLIANCE) this long; `storage extend-locks`
+  retention: 2y            # every evidence object is locked (COMPLIANCE) this long; `backupd extend-locks`
                            # keeps it so. Default: the longer of audit_period and 1y; never below audit_period
 ```
 """
