@@ -289,13 +289,15 @@ def test_keys_recover_gets_past_a_garbage_version_and_a_delete_marker_the_writer
     env = _env(sw, data, tmp_path, worm=_dest(sw, "worm-ok", "keys-poisoned"))
     assert env.cli("backup", "--target", "logs").returncode == 0
     priv, pub = _recovery_keypair(tmp_path)
+    writer, key = sw.client("writer"), "keys-poisoned/.backupd-escrow/worm.json"
+    # planted before the escrow (so older, and locked by the bucket's default like the real one) ...
+    writer.put_object(Bucket="worm-ok", Key=key, Body=b'{"format": "garbage"}')
+    writer.put_object(Bucket="worm-ok", Key=key, Body=b"\x00" * 100)
     assert env.cli("keys", "escrow", "--recovery-public-key", str(pub)).returncode == 0
     secret = env.password.read_text().strip()
     (tmp_path / "state" / "escrow" / "worm.json").unlink()  # the host is lost
-    writer, key = sw.client("writer"), "keys-poisoned/.backupd-escrow/worm.json"
-    writer.put_object(Bucket="worm-ok", Key=key, Body=b'{"format": "garbage"}')
-    writer.put_object(Bucket="worm-ok", Key=key, Body=b"\x00" * 100)
-    writer.delete_object(Bucket="worm-ok", Key=key)  # a delete marker on top
+    writer.put_object(Bucket="worm-ok", Key=key, Body=b"{}")  # ... and after it, with a delete marker on top
+    writer.delete_object(Bucket="worm-ok", Key=key)
     rec = env.cli("keys", "recover", "--private-key", str(priv), "--out", str(tmp_path / "out"), "--json")
     assert rec.returncode == 0, rec.stdout + rec.stderr
     result = json.loads(rec.stdout)["results"][0]
