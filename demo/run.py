@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         config = stack.write_config(policies_with_auditor(args.workdir / "policies"))
         with open(config, "a", encoding="utf-8") as handle:
             handle.write("evidence: {mirror: worm-primary}\n")  # every record also goes to the WORM bucket
+            handle.write(f"restore_tests: {json.dumps(str(ROOT / 'restore_tests'))}\n")  # the policies are copies
         step("lint the example policy")
         failures += cli(stack, config, "policy", "lint") != 0
         step("back up every target (restic, encrypted, to the Object-Lock bucket)")

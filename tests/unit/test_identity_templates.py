@@ -37,6 +37,9 @@ RESTIC_RW = [("ListObjectsV2", {"Prefix": f"{PATH}/"}), ("HeadObject", {"Key": f
              ("GetObject", {"Key": f"{PATH}/config"}), ("PutObject", {"Key": f"{PATH}/data/00/00aa"}),
              ("DeleteObject", {"Key": f"{PATH}/locks/0011"})]
 RESTIC_READ = RESTIC_RW[:3]
+#: `restic init` (backupd's first backup to a destination) asks whether the bucket exists (HeadBucket): AWS
+#: allows it with s3:ListBucket, SeaweedFS only with `Read:<bucket>`, which has no bucket-only form.
+RESTIC_INIT = [("HeadBucket", {})]
 
 
 def _recorded(s3, calls: list):
@@ -108,7 +111,7 @@ def writer_ops(tmp_path, monkeypatch) -> tuple[list, list]:
     bad.put_object(Bucket=BUCKET, Key=freeze.marker_key(OTHER), Body=b"x")
     bad.put_object(Bucket=BUCKET, Key=f"{PATH}2/data/x", Body=b"x")  # a sibling path is not this repository
     bad.put_object(Bucket=BUCKET, Key="evidence/tos-011/records/000000000001.json", Body=b"x")
-    return [("restic", p) for p in RESTIC_RW] + calls, refused
+    return [("restic", p) for p in RESTIC_INIT + RESTIC_RW] + calls, refused
 
 
 def verifier_ops(tmp_path, monkeypatch) -> tuple[list, list]:
@@ -188,7 +191,7 @@ def aws_needs(op: str, p: dict) -> list[tuple[str, str]]:
                 else [("s3:GetObject", o), ("s3:ListBucket", b)])
     if op == "DeleteObject":
         return [("s3:DeleteObjectVersion" if versioned else "s3:DeleteObject", o)]
-    if op in ("ListObjects", "ListObjectsV2"):
+    if op in ("ListObjects", "ListObjectsV2", "HeadBucket"):
         return [("s3:ListBucket", b)]
     if op == "ListObjectVersions":
         return [("s3:ListBucketVersions", b)]
@@ -212,7 +215,7 @@ def seaweed_needs(op: str, p: dict) -> list[tuple[str, str]]:
         return [("List", f"{BUCKET}/{p['Prefix']}" if p.get("Prefix") else BUCKET)]
     if op == "PutObjectRetention":
         return [("PutObjectRetention", o)]
-    if op in _BUCKET_READS:
+    if op in _BUCKET_READS or op == "HeadBucket":
         return [("Read", BUCKET)]
     if op in _BUCKET_WRITES:
         return [("Write", BUCKET)]
