@@ -48,22 +48,24 @@ def own_keys(state_dir: Path) -> dict:
 
 
 def signer(key: str, body: bytes, trusted: dict) -> str | None:
-    """The kid in trusted that signed body (a record, checkpoint or public key under key), else None."""
+    """The kid in trusted that signed body (a record, checkpoint or public key under key), else None.
+    The body must also be the object its key names (record <seq>, checkpoint <seq>-<time>, keys/<kid>.pub):
+    a genuine object copied to another key (the host's record 1 as its next record) is not the host's."""
     data = body.rstrip(b"\n")
     name = key.rsplit("/", 2)
     try:
         if name[-2] == "records":
             rec = record_format.parse(data)
             ok = rec["kid"] in trusted and record_format.signature_ok(rec, trusted[rec["kid"]])
-            return rec["kid"] if ok else None
+            return rec["kid"] if ok and name[-1] == f"{rec['seq']:012d}.json" else None
         if name[-2] == "checkpoints":
             doc = checkpoint.parse(data)
             ok = doc["kid"] in trusted and checkpoint.signature_ok(doc, trusted[doc["kid"]])
-            return doc["kid"] if ok else None
+            return doc["kid"] if ok and name[-1] == checkpoint.object_key("", "", doc).rsplit("/", 1)[-1] else None
         if key.endswith(".pub"):
             kid = keys.fingerprint(keys.load_public(body, key))
-            return kid if kid in trusted else None
-    except (ValueError, TypeError, KeyError, ConfigError):
+            return kid if kid in trusted and (name[-2] != "keys" or name[-1] == f"{kid}.pub") else None
+    except (ValueError, TypeError, KeyError, AttributeError, ConfigError):
         return None
     return None
 

@@ -179,3 +179,33 @@ def test_status_shows_planted_objects_until_acknowledged(tmp_path, s3, capsys):
     assert "evidence_foreign_objects" in capsys.readouterr().out
     evidence_keys.acknowledge(cfg, "writers confined")
     assert results.status_rows([], True, None, None, status.foreign_objects(cfg)) == 0
+
+
+def test_a_copy_of_an_older_host_record_planted_at_the_next_seq_is_foreign_not_a_regression(host, s3, tmp_path):
+    """The host's own record 1, copied to records/<next seq>: signed by the host, but not record 6. A signature
+    alone would make it a head regression (the ledger blocked for good by anyone who can read and write)."""
+    cfg, path = host
+    replay = body(s3, mirror.record_key("tos-01", 1))
+    s3.put_object(Bucket=BUCKET, Key=mirror.record_key("tos-01", 6), Body=replay)
+    assert record(cfg, "backup", {"target": "t6"})["seq"] == 6
+    assert guard.open_finding(cfg.state_dir / "evidence") is None
+    assert [o["key"] for o in foreign.unrecorded(cfg.state_dir / "evidence")] == [] and \
+        foreign.open_finding(cfg.state_dir / "evidence")["objects"][0]["key"] == mirror.record_key("tos-01", 6)
+    [got] = mirror.pull(s3, BUCKET, tmp_path / "pulled", "tos-01")
+    assert got.ledger.read_bytes() == path.read_bytes()  # the genuine record 6, not the older replayed copy
+    assert [(f["key"], f["sha256"]) for f in got.foreign] == [(mirror.record_key("tos-01", 6),
+                                                               canonical.sha256(replay))]
+
+
+def test_a_key_file_holding_another_key_of_the_host_is_foreign(tmp_path, s3):
+    """keys/<kid>.pub with the host's other (older) key: not a conflict that blocks the mirror."""
+    cfg = Config(path=None, state_dir=tmp_path / "state", host="tos-01")
+    record(cfg, "backup", {})
+    mirror.push_pending(cfg.state_dir, DEST, s3)
+    old = (cfg.state_dir / "keys" / keys.PUB_NAME).read_bytes()
+    rotation.rotate(cfg, "yearly")
+    kid = keys.fingerprint(keys.load_or_create(cfg.state_dir).public_key())
+    s3.put_object(Bucket=BUCKET, Key=f"evidence/tos-01/keys/{kid}.pub", Body=old)
+    assert mirror.push_pending(cfg.state_dir, DEST, s3) == 1
+    assert guard.open_finding(cfg.state_dir / "evidence") is None
+    assert body(s3, f"evidence/tos-01/keys/{kid}.pub") == (cfg.state_dir / "keys" / keys.PUB_NAME).read_bytes()
