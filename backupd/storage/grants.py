@@ -400,7 +400,8 @@ def judge_aws(statements: dict[str, list[Statement]], scope: Scope,
         findings += _aws_objects(name, sts, scope)
         if name in scope.writers and (expect_denies is None or name in expect_denies):
             findings += _aws_expected_denies(name, sts, scope)
-        findings += _shared_writer(name, scope)
+        if sts:  # an identity no document names (a default name) may not exist at all
+            findings += _shared_writer(name, scope)
     return findings
 
 

@@ -296,3 +296,35 @@ def test_many_grants_breaking_one_rule_are_one_check_naming_them():
     (check,) = grants_audit._to_checks(grants.judge_seaweed({"writer": many}, SCOPE))
     assert check.name == "grants_write_reach:writer" and "and 13 more grants" in check.detail
     assert f"Write:{B}/p*" not in check.detail and check.detail.endswith(", ...)")
+
+
+@pytest.mark.parametrize("role", ["backup", "verifier"])
+def test_the_identities_file_storage_init_prints_passes_without_naming_the_writers(tmp_path, role):
+    """storage init names the writer `writer-<host>`: handed over as printed (no grants.writers), it passes
+    (a backup host does not know the verifier's host: it names it in grants.verifiers)."""
+    from backupd.actions import grants_audit, storage_init
+    doc = storage_init.identity_policies(B, "restic", "tos-01", "verifier-01")["seaweedfs"]
+    for identity in doc["identities"]:
+        identity.pop("credentials")
+    (tmp_path / "ids.json").write_text(json.dumps(doc))
+    section = {"seaweedfs_identities": "ids.json"}
+    cfg, policy_set, dest = wiring(tmp_path, section, role)
+    if role == "backup":
+        cfg, _, _ = wiring(tmp_path, {**section, "verifiers": {"verifier-01": "verifier"}}, role)
+        cfg.host = "tos-01"
+    found = [c for c in grants_audit.checks(grants_audit.load(cfg), policy_set, dest, FakeAuditor()) if not c.ok]
+    assert found == [], found
+
+
+def test_a_bucket_policy_judges_only_identities_it_names_or_all_and_warns_once_about_unseen_iam(tmp_path):
+    """Default writer names that exist nowhere are not judged (no shared_identity for a `writer` nobody has);
+    the writers whose IAM policies were not handed over are named in one warning."""
+    from backupd.actions import grants_audit
+    cfg, policy_set, dest = wiring(tmp_path, {})
+    cfg.hosts = ["tos-01", "tos-02"]
+    policy = {"Statement": [{"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::1:user/auditor"},
+                             "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{B}/*"}]}
+    found = [c for c in grants_audit.checks(grants_audit.load(cfg), policy_set, dest, FakeAuditor(policy))
+             if not c.ok]
+    assert [c.name for c in found] == ["grants_partial"], found
+    assert "writer-tos-01" in found[0].detail and "writer-tos-02" in found[0].detail
