@@ -57,5 +57,5 @@ def _acknowledge_foreign(cfg, ev_dir, reason: str) -> list[dict]:
     objects = [{"object": o.get("key"), **{k: o.get(k) for k in ("sha256", "size", "recorded_seq")}}
                for o in found["objects"]]
     evidence.record(cfg, foreign.ACK_KIND, {"objects": objects, "reason": reason})
-    foreign.clear(ev_dir)
+    foreign.clear(ev_dir, found["objects"])  # what was met meanwhile (this record's push) stays open
     return objects

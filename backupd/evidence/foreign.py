@@ -10,6 +10,8 @@ key chain signed. Bodies are read bounded: data read from storage is attacker in
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -129,6 +131,11 @@ class Judge:
 
 def note(ev_dir: Path, objects: list[dict], bucket: str) -> None:
     """Log each foreign object and add the new ones to state_dir/evidence/foreign.json (to be recorded)."""
+    with _locked(ev_dir):
+        _add(ev_dir, objects, bucket)
+
+
+def _add(ev_dir: Path, objects: list[dict], bucket: str) -> None:
     doc = open_finding(ev_dir) or {"objects": []}
     known = {(o.get("key"), o.get("sha256")) for o in doc["objects"]}
     for obj in objects:
@@ -156,6 +163,15 @@ def open_finding(ev_dir: Path) -> dict | None:
     return doc if doc["objects"] else None
 
 
+@contextlib.contextmanager
+def _locked(ev_dir: Path):
+    """foreign.json is read, changed and replaced by the daemon's jobs, CLI pushes and `acknowledge` at once:
+    one at a time, so no object found is lost (an exclusive flock beside it)."""
+    with open(Path(ev_dir) / ".foreign.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def _save(ev_dir: Path, doc: dict) -> None:
     path = Path(ev_dir) / FINDING_NAME
     tmp = path.with_name(path.name + ".tmp")
@@ -169,13 +185,22 @@ def unrecorded(ev_dir: Path) -> list[dict]:
 
 
 def mark_recorded(ev_dir: Path, objects: list[dict], seq: int) -> None:
-    doc = open_finding(ev_dir) or {"objects": []}
     done = {(o.get("key"), o.get("sha256")) for o in objects}
-    for obj in doc["objects"]:
-        if (obj.get("key"), obj.get("sha256")) in done:
-            obj["recorded_seq"] = seq
-    _save(ev_dir, doc)
+    with _locked(ev_dir):
+        doc = open_finding(ev_dir) or {"objects": []}
+        for obj in doc["objects"]:
+            if (obj.get("key"), obj.get("sha256")) in done:
+                obj["recorded_seq"] = seq
+        _save(ev_dir, doc)
 
 
-def clear(ev_dir: Path) -> None:
-    (Path(ev_dir) / FINDING_NAME).unlink(missing_ok=True)
+def clear(ev_dir: Path, objects: list[dict]) -> None:
+    """Close the finding of these objects (acknowledged); any found since stay open."""
+    done = {(o.get("key"), o.get("sha256")) for o in objects}
+    with _locked(ev_dir):
+        doc = open_finding(ev_dir) or {"objects": []}
+        left = [o for o in doc["objects"] if (o.get("key"), o.get("sha256")) not in done]
+        if left:
+            _save(ev_dir, {**doc, "objects": left})
+        else:
+            (Path(ev_dir) / FINDING_NAME).unlink(missing_ok=True)

@@ -209,3 +209,17 @@ def test_a_key_file_holding_another_key_of_the_host_is_foreign(tmp_path, s3):
     assert mirror.push_pending(cfg.state_dir, DEST, s3) == 1
     assert guard.open_finding(cfg.state_dir / "evidence") is None
     assert body(s3, f"evidence/tos-01/keys/{kid}.pub") == (cfg.state_dir / "keys" / keys.PUB_NAME).read_bytes()
+
+
+def test_a_plant_met_while_acknowledging_stays_open(host, s3):
+    """The acknowledgement's own record meets a new plant: that one was not acknowledged and stays a finding."""
+    cfg, _ = host
+    ev = cfg.state_dir / "evidence"
+    s3.put_object(Bucket=BUCKET, Key=mirror.record_key("tos-01", 6), Body=forged(6))
+    record(cfg, "backup", {"target": "t6"})  # 6, and 7 reports the plant
+    s3.put_object(Bucket=BUCKET, Key=mirror.record_key("tos-01", 8), Body=forged(8))
+    doc = evidence_keys.acknowledge(cfg, "confined")  # record 8 meets the second plant
+    assert [o["object"] for o in doc["foreign_objects"]] == [mirror.record_key("tos-01", 6)]
+    assert [o["key"] for o in foreign.open_finding(ev)["objects"]] == [mirror.record_key("tos-01", 8)]
+    record(cfg, "backup", {"target": "t9"})
+    assert record_format.parse(Ledger(cfg.state_dir).path.read_bytes().split(b"\n")[-2])["kind"] == foreign.KIND
