@@ -36,6 +36,7 @@ class Documents:
     verifiers: dict[str, tuple[str, ...]] = field(default_factory=dict)
     privileged: frozenset[str] = frozenset(grants.DEFAULT_PRIVILEGED)
     canary: str | None = "canary"
+    verifier: bool = False  # read by a verifier, which holds no writer keys: the grants are its only check
 
 
 def _read(cfg, key: str, raw: str) -> tuple[str, str]:
@@ -72,7 +73,8 @@ def _default_writers(hosts: list[str]) -> dict[str, tuple[str, ...]]:
 def load(cfg) -> Documents:
     """Parse the `grants:` section and every document it names; ConfigError (exit 2) on any problem."""
     raw = config_schema.section("grants", getattr(cfg, "grants", None) or {})
-    docs = Documents(bucket_policy=raw.bucket_policy, privileged=frozenset(raw.privileged), canary=raw.canary)
+    docs = Documents(bucket_policy=raw.bucket_policy, privileged=frozenset(raw.privileged), canary=raw.canary,
+                     verifier=bool(getattr(cfg, "verifier", False)))
     hosts = cfg.backup_hosts() if hasattr(cfg, "backup_hosts") else []
     docs.writers = _by_identity(raw.writers) if raw.writers is not None else _default_writers(hosts)
     own = {cfg.host: "verifier"} if getattr(cfg, "verifier", False) and cfg.host else {}
@@ -140,14 +142,16 @@ def _to_checks(findings: list[grants.Finding], shown: int = 3) -> list[Check]:
 
 
 def checks(docs: Documents, policy_set, dest: S3Destination, auditor) -> list[Check]:
-    """The grant checks of one destination; a store that exposes nothing gives one "not checked" warning."""
+    """The grant checks of one destination; a store that exposes nothing gives one "not checked" line: a
+    warning on a verifier, info on a backup host (whose writer probes test its own keys)."""
     sc = scope(docs, policy_set, dest)
     out, judged = _seaweed_checks(docs, sc)
     more, source = _aws_checks(docs, sc, auditor)
     out, judged = out + more, judged + ([source] if source else [])
     if not judged:
         return out + [Check("grants", False, "not checked: this store exposes no grants to this host (no bucket "
-                            "policy; configure grants.seaweedfs_identities or grants.iam_policies)", "warning")]
+                            "policy; configure grants.seaweedfs_identities or grants.iam_policies)",
+                            "warning" if docs.verifier else "info")]
     if not any(not c.ok and c.severity == "error" for c in out):
         out.append(passed("grants", f"no identity but {', '.join(sorted(sc.privileged))} may weaken the bucket, "
                           f"delete versions or write outside its own prefix (judged from {'; '.join(judged)})"))

@@ -328,3 +328,16 @@ def test_a_bucket_policy_judges_only_identities_it_names_or_all_and_warns_once_a
              if not c.ok]
     assert [c.name for c in found] == ["grants_partial"], found
     assert "writer-tos-01" in found[0].detail and "writer-tos-02" in found[0].detail
+
+
+@pytest.mark.parametrize("role, severity", [("backup", "info"), ("verifier", "warning")])
+def test_no_grants_is_an_info_line_on_a_backup_host_and_a_warning_on_the_verifier(tmp_path, role, severity):
+    """A backup host proves its own writer with the probes; only the verifier, which has no writer keys, relies
+    on the grants to check the writer, so only there does `--strict` fail on "not checked"."""
+    from backupd.actions import grants_audit
+    from backupd.commands.storage import exit_for
+    cfg, policy_set, dest = wiring(tmp_path, {}, role)
+    (check,) = grants_audit.checks(grants_audit.load(cfg), policy_set, dest, FakeAuditor())
+    assert check.name == "grants" and not check.ok and check.severity == severity
+    result = [{"status": "ok", "checks": [check.to_dict()]}]
+    assert exit_for(result, strict=True) == (0 if role == "backup" else 1)
