@@ -165,8 +165,11 @@ def parse_seaweed(text: str, source: str) -> tuple[dict[str, list[str]], bool]:
             raise GrantsError(f"{where}.actions: expected a list of strings")
         if item["name"] in out:
             raise GrantsError(f"{where}.name: identity '{item['name'][:64]}' is listed twice")
+        credentials = item.get("credentials") or []
+        if not isinstance(credentials, list):
+            raise GrantsError(f"{where}.credentials: expected a list of credentials")
         out[item["name"]] = actions
-        secrets = secrets or any(isinstance(c, dict) and c.get("secretKey") for c in item.get("credentials") or [])
+        secrets = secrets or any(isinstance(c, dict) and c.get("secretKey") for c in credentials)
     return out, secrets
 
 

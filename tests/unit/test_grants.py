@@ -73,6 +73,8 @@ def test_other_identities_are_confined_to_their_own_area_and_privileged_ones_are
     ("{", "not JSON"), ("[]", "identities"), ('{"identities": [{"actions": []}]}', "identities[0].name"),
     ('{"identities": [{"name": "w", "actions": "Write"}]}', "identities[0].actions"),
     ('{"identities": [{"name": "w"}, {"name": "w"}]}', "identities[1].name"),
+    ('{"identities": [{"name": "w", "credentials": 5}]}', "identities[0].credentials"),
+    ('{"identities": [{"name": "w", "credentials": {"secretKey": "s"}}]}', "identities[0].credentials"),
 ])
 def test_a_malformed_identities_file_names_the_file_and_field(text, field):
     with pytest.raises(grants.GrantsError, match=re.escape(f"ids.json: {field}") if field != "not JSON"
