@@ -459,6 +459,7 @@ class Service:
             self._alert_conditions(row, now)
         self._next_health = min(boundaries, default=None)
         self._evidence_health(now)
+        self._foreign_health(now)
         self._mirror_health(now)
         self._publish_metrics(rows)
         self._update_status(rows, now)
@@ -479,6 +480,20 @@ class Service:
             self._side.put(lambda: mirror.push_if_configured(self.cfg))
             due = CHECKPOINT_RECHECK  # by then pushed (the next is a period away) or the mirror was down: retry
         self._next_checkpoint = now + due if due is not None else None
+
+    def _foreign_health(self, now: float) -> None:
+        """Alert once while objects another identity planted under this host's evidence prefix are open (the
+        mirror noted them, foreign.py; local state only), and once when `evidence acknowledge` closed them."""
+        from backupd.evidence import foreign
+        from backupd.evidence.ledger import evidence_dir
+
+        found = (foreign.open_finding(evidence_dir(self.cfg.state_dir)) or {}).get("objects") or []
+        named = ", ".join(str(o.get("key")) for o in found[:5] if isinstance(o, dict))
+        self.alerts.update("evidence_foreign_objects", bool(found), Message(
+            "evidence_foreign_objects", "firing" if found else "resolved", "evidence", self.cfg.host or "",
+            f"{len(found)} object(s) in this host's evidence prefix not signed by it: another identity wrote there "
+            f"({named}); see `backupd status`, then `backupd evidence acknowledge`" if found
+            else "foreign objects in this host's evidence prefix acknowledged", {"objects": len(found)}, now))
 
     def _mirror_health(self, now: float) -> None:
         """Alert once when records stay unmirrored, or the newest checkpoint ages, beyond twice the checkpoint

@@ -223,3 +223,26 @@ def test_a_plant_met_while_acknowledging_stays_open(host, s3):
     assert [o["key"] for o in foreign.open_finding(ev)["objects"]] == [mirror.record_key("tos-01", 8)]
     record(cfg, "backup", {"target": "t9"})
     assert record_format.parse(Ledger(cfg.state_dir).path.read_bytes().split(b"\n")[-2])["kind"] == foreign.KIND
+
+
+def test_the_daemon_alerts_once_on_planted_objects_and_once_when_acknowledged(host, s3, tmp_path):
+    import time
+
+    from backupd.daemon.service import Service
+    from backupd.notify import Alerts
+
+    cfg, _ = host
+    sent = []
+    fake = SimpleNamespace(cfg=cfg, alerts=Alerts(tmp_path / "alerts", SimpleNamespace(rate_limit_per_hour=100),
+                                                  lambda *a, **k: None, send_to={"test": sent.append}))
+    Service._foreign_health(fake, time.time())
+    assert sent == []
+    s3.put_object(Bucket=BUCKET, Key=mirror.record_key("tos-01", 6), Body=forged(6))
+    record(cfg, "backup", {"target": "t6"})
+    for _ in range(2):
+        Service._foreign_health(fake, time.time())
+    assert [(m.kind, m.state) for m in sent] == [("evidence_foreign_objects", "firing")]
+    assert mirror.record_key("tos-01", 6) in sent[0].summary
+    evidence_keys.acknowledge(cfg, "writers confined")
+    Service._foreign_health(fake, time.time())
+    assert [(m.kind, m.state) for m in sent[1:]] == [("evidence_foreign_objects", "resolved")]
