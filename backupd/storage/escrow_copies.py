@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
+from botocore.exceptions import ClientError
+
 from backupd.storage.lockconfig import observed_lock
 from backupd.storage.versions import list_versions
 
@@ -34,11 +36,20 @@ def copies(s3, bucket: str, key: str, now: datetime) -> tuple[list[Copy], list[s
     notes = [f"delete marker {v.version_id} ({v.last_modified:%Y-%m-%d %H:%M}Z)" for v in found if v.delete_marker]
     out = []
     for v in (v for v in found if not v.delete_marker):
-        lock = observed_lock(s3.head_object(Bucket=bucket, Key=key, VersionId=v.version_id)) or {}
-        until = lock.get("retain_until")
+        until = _locked_until(s3, bucket, key, v.version_id)
         out.append(Copy(v.version_id, v.last_modified, until if until and until > now else None))
     out.sort(key=lambda c: (c.locked_until is None, c.written))
     return out, notes
+
+
+def _locked_until(s3, bucket: str, key: str, version_id: str) -> datetime | None:
+    """The version's retain-until; None when it has none or its HEAD is refused (a writer's version, e.g. one
+    encrypted with a customer key: it goes last and its read names the refusal, never blocking the others)."""
+    try:
+        head = s3.head_object(Bucket=bucket, Key=key, VersionId=version_id)
+    except ClientError:
+        return None
+    return (observed_lock(head) or {}).get("retain_until")
 
 
 def read(s3, bucket: str, key: str, copy: Copy) -> dict:

@@ -48,3 +48,28 @@ def test_an_oversized_or_non_object_version_is_not_an_envelope(s3):
         escrow_copies.read(s3, "escrow-b", KEY, by_id[big])
     with pytest.raises(ValueError, match="not a JSON object"):
         escrow_copies.read(s3, "escrow-b", KEY, by_id[arr])
+
+
+class RefusesHead:
+    """The bucket as seen when one version cannot be HEADed (e.g. a writer's SSE-C version: 400 without its key)."""
+
+    def __init__(self, s3, version_id: str):
+        self.s3, self.version_id = s3, version_id
+
+    def __getattr__(self, name):
+        return getattr(self.s3, name)
+
+    def head_object(self, **kw):
+        from botocore.exceptions import ClientError
+        if kw.get("VersionId") == self.version_id:
+            raise ClientError({"Error": {"Code": "400", "Message": "Bad Request"}}, "HeadObject")
+        return self.s3.head_object(**kw)
+
+
+def test_a_version_that_cannot_be_headed_is_tried_last_and_never_blocks_the_others(s3):
+    now = datetime.now(timezone.utc)
+    good = s3.put_object(Bucket="escrow-b", Key=KEY, Body=b'{"n": 1}', ObjectLockMode="COMPLIANCE",
+                         ObjectLockRetainUntilDate=now + timedelta(days=30))["VersionId"]
+    odd = s3.put_object(Bucket="escrow-b", Key=KEY, Body=b"sse-c")["VersionId"]
+    found, _ = escrow_copies.copies(RefusesHead(s3, odd), "escrow-b", KEY, now)
+    assert [(c.version_id, c.locked_until is not None) for c in found] == [(good, True), (odd, False)]
