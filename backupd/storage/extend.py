@@ -57,11 +57,11 @@ def extend_versions(s3, bucket: str, versions: list[Version], goal: datetime, ma
     result = ExtendResult(until=goal.isoformat())
     for v in versions:
         result.objects += 1
-        lock = observed_lock(s3.head_object(Bucket=bucket, Key=v.key, VersionId=v.version_id))
-        if not needs_extension(lock and lock["retain_until"], goal, margin):
-            result.already += 1
-            continue
-        try:
+        try:  # one version that cannot be read (e.g. a host's SSE-C plant) never stops the others
+            lock = observed_lock(s3.head_object(Bucket=bucket, Key=v.key, VersionId=v.version_id))
+            if not needs_extension(lock and lock["retain_until"], goal, margin):
+                result.already += 1
+                continue
             s3.put_object_retention(Bucket=bucket, Key=v.key, VersionId=v.version_id,
                                     Retention={"Mode": "COMPLIANCE", "RetainUntilDate": goal})
             result.extended += 1

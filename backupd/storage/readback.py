@@ -6,9 +6,12 @@ from __future__ import annotations
 import random
 from datetime import datetime, timedelta
 
+from botocore.exceptions import ClientError
+
 from backupd.policy.durations import format_duration
 from backupd.storage import evidence_objects
 from backupd.storage.checks import Check, passed
+from backupd.storage.client import error_code
 from backupd.storage.extend import MARGIN
 from backupd.storage.lockconfig import observed_lock
 from backupd.storage.versions import Version, list_versions, repository_data
@@ -68,8 +71,12 @@ def _problems(s3, bucket: str, chosen: list[Version], required: timedelta, now: 
     """HEAD each chosen version; the reasons its lock falls short."""
     found = []
     for v in chosen:
-        why = problem(v, s3.head_object(Bucket=bucket, Key=v.key, VersionId=v.version_id), required, now, what,
-                      slack)
+        try:
+            head = s3.head_object(Bucket=bucket, Key=v.key, VersionId=v.version_id)
+        except ClientError as exc:  # e.g. a version put with a customer key (SSE-C): its lock is unproven
+            found.append(f"{v.key}: its lock cannot be read ({error_code(exc)})")
+            continue
+        why = problem(v, head, required, now, what, slack)
         if why:
             found.append(why)
     return found

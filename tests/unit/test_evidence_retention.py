@@ -164,3 +164,20 @@ def test_evidence_readback_flags_short_missing_and_lapsed_locks_but_not_the_exte
     assert "000000000001" not in check.detail and "000000000002" not in check.detail
     check, _ = readback.evidence_readback(s3, BUCKET, prefixes, None, YEAR, now + YEAR + timedelta(days=1))
     assert "000000000001.json: retention lapsed" in check.detail
+
+
+def test_a_version_whose_lock_cannot_be_read_is_named_and_never_stops_extension_or_audit(s3):
+    """A host may put a version in its own prefix that HEAD refuses (e.g. SSE-C: 400 without its key): the
+    extender still extends every other host's evidence, and the audit names it instead of failing whole."""
+    from tests.unit.test_escrow_copies import RefusesHead
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    odd = _put(s3, "evidence/tos-01/records/000000000001.json", now + timedelta(days=2))
+    _put(s3, "evidence/verifier-01/records/000000000001.json", now + timedelta(days=2))
+    bucket = RefusesHead(s3, odd)
+    result = extend.extend_evidence(bucket, BUCKET, ["evidence/"], YEAR, now)
+    assert (result.objects, result.extended) == (2, 1) and len(result.failed) == 1
+    assert result.failed[0].startswith("evidence/tos-01/records/000000000001.json") and "400" in result.failed[0]
+    assert _lock(s3, "evidence/verifier-01/records/000000000001.json")[1] == now + YEAR
+    check, read = readback.evidence_readback(bucket, BUCKET, ["evidence/"], None, YEAR, now)
+    assert read == 2 and not check.ok and "evidence/tos-01/records/000000000001.json" in check.detail
+    assert "1 of 2" in check.detail
