@@ -105,30 +105,41 @@ class _Host:
 
         A pinned key that signs the first record is the start; one that does not (the auditor pinned a later
         key) leaves the start to the anchor rule, and verify then links the chain to the pinned key."""
-        firsts = [foreign.read(self.s3, self.bucket, records[0], vid) for vid, _ in self.versions[records[0]]] \
-            if records else []
-
-        def signs(key) -> bool:
-            kid = keys.fingerprint(key)
-            return not records or any(b and foreign.signer(records[0], b, {kid: key}) for b in firsts)
-
-        for key in pinned:
-            if signs(key):
-                return key, "--public-key (pinned)"
         ring = dict(getattr(keyring, "keys", None) or {})
-        anchors = []
-        for vid, _size in self.versions.get(self.base + keys.PUB_NAME, []):
-            try:
-                anchors.append(keys.load_public(foreign.read(self.s3, self.bucket, self.base + keys.PUB_NAME, vid)
-                                                or b"", keys.PUB_NAME))
-            except ConfigError:
-                continue
+        anchors = self._anchors()
         anchors.sort(key=lambda k: keys.fingerprint(k) not in ring)  # stable: a keyring key first, else oldest
+        signed = self._signers(records[0], [*pinned, *anchors]) if records else None
+        for key in pinned:
+            if signed is None or keys.fingerprint(key) in signed:
+                return key, "--public-key (pinned)"
         for key in anchors:
-            if signs(key):
+            if signed is None or keys.fingerprint(key) in signed:
                 where = "in the keyring" if keys.fingerprint(key) in ring else "the oldest that signs the first record"
                 return key, f"{keys.PUB_NAME} in the mirror ({where})"
         return None
+
+    def _anchors(self) -> list:
+        """The public keys in the versions of evidence-ed25519.pub, oldest first (what is no key is skipped)."""
+        found = []
+        for vid, _size in self.versions.get(self.base + keys.PUB_NAME, []):
+            try:
+                found.append(keys.load_public(foreign.read(self.s3, self.bucket, self.base + keys.PUB_NAME, vid)
+                                              or b"", keys.PUB_NAME))
+            except ConfigError:
+                continue
+        return found
+
+    def _signers(self, key: str, candidates: list) -> set[str]:
+        """The kids among candidates that sign some version of key; the versions are read one at a time
+        (they are attacker input: many large ones must not sit in memory together)."""
+        trusted = {keys.fingerprint(k): k for k in candidates}
+        found = set()
+        for vid, _size in self.versions[key]:
+            body = foreign.read(self.s3, self.bucket, key, vid)
+            kid = foreign.signer(key, body, trusted) if body and len(body) <= foreign.MAX_BYTES else None
+            if kid:
+                found.add(kid)
+        return found
 
     def _records(self, records: list[str], out: Path) -> None:
         got = self.got

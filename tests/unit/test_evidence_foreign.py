@@ -246,3 +246,30 @@ def test_the_daemon_alerts_once_on_planted_objects_and_once_when_acknowledged(ho
     evidence_keys.acknowledge(cfg, "writers confined")
     Service._foreign_health(fake, time.time())
     assert [(m.kind, m.state) for m in sent[1:]] == [("evidence_foreign_objects", "resolved")]
+
+
+def test_pull_does_not_hold_every_planted_version_of_record_1_in_memory(host, s3, tmp_path, monkeypatch):
+    """Versions of record 1 are attacker input (each up to 16 MiB read): the first key is found reading them
+    one at a time, never all kept together."""
+    live = [0, 0]  # bodies read and not yet freed, the most at once
+
+    class Body(bytes):
+        def __del__(self):
+            live[0] -= 1
+
+    read = foreign.read
+
+    def counted(*args, **kwargs):
+        got = read(*args, **kwargs)
+        if got is None:
+            return None
+        live[0] += 1
+        live[1] = max(live)
+        return Body(got)
+
+    monkeypatch.setattr(foreign, "read", counted)
+    for i in range(12):
+        s3.put_object(Bucket=BUCKET, Key=mirror.record_key("tos-01", 1), Body=bytes([65 + i]) * 1000)
+    [got] = mirror.pull(s3, BUCKET, tmp_path / "pulled", "tos-01")
+    assert got.records == 5 and len(got.foreign) == 12
+    assert live[1] <= 3
