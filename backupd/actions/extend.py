@@ -8,6 +8,7 @@ mirror, evidence/) is kept locked for at least evidence.retention more. Runs wit
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 
 from botocore.exceptions import ClientError
 
@@ -20,9 +21,10 @@ from backupd.policy.durations import format_duration
 from backupd.policy.schema import S3Destination
 from backupd.storage import client, evidence_objects
 from backupd.storage import extend as extender
+from backupd.storage.lock_cache import LockCache
 
 
-def _one(policy_set, name: str, dest: S3Destination, now: datetime, evidence_opts) -> dict:
+def _one(policy_set, name: str, dest: S3Destination, now: datetime, evidence_opts, state_dir: Path) -> dict:
     out = {"destination": name, "status": "failed"}
     period = dest.lock_extension or required_history(policy_set, name)
     if not dest.maintainer_credentials_file:
@@ -31,7 +33,7 @@ def _one(policy_set, name: str, dest: S3Destination, now: datetime, evidence_opt
         with client.reachable(f"extend-locks {name}"):
             s3 = s3_client(dest, dest.maintainer_credentials_file)
             result = extender.extend(s3, dest.bucket, dest.path, period, now)
-            kept = _evidence(s3, name, dest, evidence_opts, now)
+            kept = _evidence(s3, name, dest, evidence_opts, now, state_dir)
     except DependencyError as exc:
         return {**out, "status": "unavailable", "error": str(exc)}
     except ClientError as exc:
@@ -46,10 +48,11 @@ def _one(policy_set, name: str, dest: S3Destination, now: datetime, evidence_opt
     return out
 
 
-def _evidence(s3, name: str, dest: S3Destination, opts, now: datetime) -> extender.ExtendResult:
+def _evidence(s3, name: str, dest: S3Destination, opts, now: datetime, state_dir: Path) -> extender.ExtendResult:
     """Extend the destination's evidence objects (escrow, incident markers; evidence/ on the mirror)."""
     prefixes = evidence_objects.prefixes(dest.path, mirror=name == opts.mirror)
-    return extender.extend_evidence(s3, dest.bucket, prefixes, opts.retention, now)
+    with LockCache(Path(state_dir) / "evidence-locks.sqlite") as cache:
+        return extender.extend_evidence(s3, dest.bucket, prefixes, opts.retention, now, cache=cache)
 
 
 def run(cfg: Config, policy_set, destination: str | None = None) -> list[dict]:
@@ -60,6 +63,6 @@ def run(cfg: Config, policy_set, destination: str | None = None) -> list[dict]:
         raise ConfigError(f"no S3 destination with object_lock named {destination!r}")
     now = datetime.now(timezone.utc)
     opts = evidence_settings.of(cfg)
-    results = [_one(policy_set, n, d, now, opts) for n, d in dests.items()]
+    results = [_one(policy_set, n, d, now, opts, cfg.state_dir) for n, d in dests.items()]
     evidence.record(cfg, "extend_locks", {"destinations": results})
     return results

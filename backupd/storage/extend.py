@@ -20,6 +20,8 @@ from backupd.storage.versions import Version, list_versions, repository_data
 #: extend only when the lock would end within this margin of the goal: spares rewriting every
 #: object's retention on every run
 MARGIN = timedelta(days=1)
+#: evidence is locked for a year or more: re-extend a version once a month, not on every weekly run
+EVIDENCE_MARGIN = timedelta(days=30)
 
 
 @dataclass
@@ -47,24 +49,35 @@ def extend(s3, bucket: str, prefix: str, period: timedelta, now: datetime,
 
 
 def extend_evidence(s3, bucket: str, prefixes: list[str], retention: timedelta, now: datetime,
-                    margin: timedelta = MARGIN) -> ExtendResult:
-    """Raise retain-until of every evidence object version under prefixes to now + retention (COMPLIANCE)."""
-    return extend_versions(s3, bucket, evidence_objects.versions(s3, bucket, prefixes), now + retention, margin)
+                    margin: timedelta = EVIDENCE_MARGIN, cache=None) -> ExtendResult:
+    """Raise retain-until of every evidence object version under prefixes to now + retention (COMPLIANCE).
+
+    cache (lock_cache.LockCache): versions remembered locked until goal - margin are not read again."""
+    return extend_versions(s3, bucket, evidence_objects.versions(s3, bucket, prefixes), now + retention, margin,
+                           cache)
 
 
-def extend_versions(s3, bucket: str, versions: list[Version], goal: datetime, margin: timedelta) -> ExtendResult:
+def extend_versions(s3, bucket: str, versions: list[Version], goal: datetime, margin: timedelta,
+                    cache=None) -> ExtendResult:
     """Raise each version's retain-until to goal when it would end before goal - margin."""
     result = ExtendResult(until=goal.isoformat())
     for v in versions:
         result.objects += 1
+        if cache is not None and not needs_extension(cache.get(bucket, v.key, v.version_id), goal, margin):
+            result.already += 1
+            continue
         try:  # one version that cannot be read (e.g. a host's SSE-C plant) never stops the others
             lock = observed_lock(s3.head_object(Bucket=bucket, Key=v.key, VersionId=v.version_id))
-            if not needs_extension(lock and lock["retain_until"], goal, margin):
+            until = lock and lock["retain_until"]
+            if needs_extension(until, goal, margin):
+                s3.put_object_retention(Bucket=bucket, Key=v.key, VersionId=v.version_id,
+                                        Retention={"Mode": "COMPLIANCE", "RetainUntilDate": goal})
+                result.extended += 1
+                until = goal
+            else:
                 result.already += 1
-                continue
-            s3.put_object_retention(Bucket=bucket, Key=v.key, VersionId=v.version_id,
-                                    Retention={"Mode": "COMPLIANCE", "RetainUntilDate": goal})
-            result.extended += 1
+            if cache is not None and until:
+                cache.put(bucket, v.key, v.version_id, until)
         except ClientError as exc:
             result.failed.append(f"{v.key}: {error_code(exc)}")
     return result

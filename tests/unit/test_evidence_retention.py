@@ -18,6 +18,7 @@ from backupd.errors import ConfigError
 from backupd.evidence import keys, mirror, record, settings
 from backupd.policy.schema import S3Destination
 from backupd.storage import evidence_objects, extend, freeze, readback
+from backupd.storage.lock_cache import LockCache
 from tests.unit.cli_helper import cli, write_secrets
 
 BUCKET = "worm"
@@ -127,6 +128,28 @@ def test_extend_evidence_lengthens_every_version_under_the_evidence_prefixes_onl
     again = extend.extend_evidence(s3, BUCKET, prefixes, YEAR, now + timedelta(hours=1))
     assert (again.extended, again.already) == (0, 4)
     assert extend.extend_evidence(s3, BUCKET, evidence_objects.prefixes("repo", mirror=False), YEAR, now).objects == 2
+
+
+def test_extend_evidence_reads_a_remembered_lock_only_when_it_is_due_again(s3, tmp_path, monkeypatch):
+    """A weekly run must not HEAD (nor re-lock) every evidence version ever written: the cache remembers what
+    was set, and a version is read again only once its lock comes within the margin of the goal."""
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    for seq in range(1, 6):
+        _put(s3, f"evidence/tos-01/records/{seq:012d}.json", now + timedelta(days=2))
+    heads = []
+    real = s3.head_object
+    monkeypatch.setattr(s3, "head_object", lambda **kw: heads.append(kw["Key"]) or real(**kw))
+    with LockCache(tmp_path / "locks.sqlite") as cache:
+        first = extend.extend_evidence(s3, BUCKET, ["evidence/"], YEAR, now, cache=cache)
+    assert (first.extended, len(heads)) == (5, 5)
+    heads.clear()
+    with LockCache(tmp_path / "locks.sqlite") as cache:
+        weekly = extend.extend_evidence(s3, BUCKET, ["evidence/"], YEAR, now + timedelta(days=7), cache=cache)
+    assert (weekly.extended, weekly.already, heads) == (0, 5, [])
+    with LockCache(tmp_path / "locks.sqlite") as cache:
+        due = extend.extend_evidence(s3, BUCKET, ["evidence/"], YEAR, now + timedelta(days=40), cache=cache)
+    assert (due.extended, len(heads)) == (5, 5)
+    assert _lock(s3, "evidence/tos-01/records/000000000001.json")[1] == now + timedelta(days=40) + YEAR
 
 
 def test_extend_locks_extends_evidence_with_the_maintainer_identity(s3, tmp_path, monkeypatch):
