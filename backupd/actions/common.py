@@ -22,16 +22,26 @@ def repository(cfg: Config, name: str, dest, credentials_file: Path | None = Non
     """The restic repository behind a policy destination. In the verifier role it opens read-only, with
     the destination's auditor_credentials_file (never the writer's keys)."""
     cache = cfg.state_dir / "cache"
+    if dest.kind == "removable":  # its repository lives on whichever medium is attached (actions/media.py)
+        raise ConfigError(f"destination {name} is a removable rotation set: its repository is on an attached "
+                          "medium (backupd media sync; --destination MEDIUM)")
     if dest.kind == "s3":
         url = f"s3:{dest.endpoint.rstrip('/')}/{dest.bucket}/{dest.path}"
-        keys = read_credentials(credentials_file or _credentials_of(cfg, name, dest))
+        keys = read_credentials(credentials_file or role_credentials(cfg, name, dest))
         keys.setdefault("AWS_DEFAULT_REGION", dest.region)
         return Repository(name, url, dest.password_file, keys, cache, cfg.restic, read_only=cfg.verifier,
                           stuck_request_timeout=cfg.storage_timeout_seconds)
     return Repository(name, str(dest.path), dest.password_file, {}, cache, cfg.restic, read_only=cfg.verifier)
 
 
-def _credentials_of(cfg: Config, name: str, dest) -> Path:
+def role_credentials(cfg: Config, name: str, dest) -> Path:
+    """The keys this role acts on an S3 destination with: the writer's (backup), the maintainer's
+    (maintenance, which holds no writer keys) or the auditor's (verifier); ConfigError when unset."""
+    if cfg.maintenance:
+        if not dest.maintainer_credentials_file:
+            raise ConfigError(f"destination {name}: role maintenance acts with maintainer_credentials_file; "
+                              "set it in the policy")
+        return dest.maintainer_credentials_file
     if not cfg.verifier:
         return dest.credentials_file
     if not dest.auditor_credentials_file:
@@ -130,7 +140,7 @@ class Preflight:
         if left is not None:
             timeout = max(1.0, min(timeout, left))
         key = "/".join(p for p in (str(dest.path or "").strip("/"), "config") if p)  # the repository's config
-        why = probe.head(dest.endpoint, dest.region, dest.bucket, key, timeout=timeout)
+        why = probe.head(dest.endpoint, dest.region, dest.bucket, key, timeout=timeout, cancel=self.cancel)
         return f"{dest.endpoint}: {why}" if why else None
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from backupd.errors import ConfigError
 from backupd.policy.durations import format_duration as fmt
 from backupd.policy.loader import LintFinding, LoadedPolicy, dotted, load_policy_file
-from backupd.policy.schema import REQUIRED_CATEGORIES, S3Destination, Site, Target
+from backupd.policy.schema import REQUIRED_CATEGORIES, RemovableDestination, S3Destination, Site, Target
 
 __all__ = ["LintFinding", "LintResult", "PolicySet", "lint_paths", "load_policy_set", "expand_paths"]
 
@@ -106,23 +106,24 @@ def expand_paths(paths: Iterable[Path]) -> tuple[list[Path], list[LintFinding]]:
 
 
 def lint_paths(paths: Iterable[Path], secrets_dir: Path, env: Mapping[str, str] | None = None,
-               held: frozenset[str] | None = None) -> LintResult:
+               held: frozenset[str] | None = None, named: tuple[str, ...] = ()) -> LintResult:
     """Load every file, then run the guideline checks across the whole set. `held` names the secret
-    fields this host holds (None: all); the others need not exist here (a verifier holds no writer keys)."""
+    fields this role reads (None: every one but the canary's); the others need not exist here (a verifier
+    holds no writer keys, the daemon no maintainer keys). `named`: fields every S3 destination must set."""
     files, problems = expand_paths(paths)
     if not files and not problems:
         problems.append(LintFinding("(none)", 0, "(file)", "no policy files given"))
     loaded = [load_policy_file(f, secrets_dir, env) for f in files]
     findings = problems + [f for lp in loaded for f in lp.findings]
-    findings += _check_set(loaded, held)
+    findings += _check_set(loaded, held, named)
     unreadable = bool(problems) or any(lp.unreadable for lp in loaded)
     return LintResult(findings, loaded, unreadable)
 
 
 def load_policy_set(paths: Iterable[Path], secrets_dir: Path, env: Mapping[str, str] | None = None,
-                    held: frozenset[str] | None = None) -> PolicySet:
+                    held: frozenset[str] | None = None, named: tuple[str, ...] = ()) -> PolicySet:
     """Lint and return the set; raise ConfigError naming every error finding (warnings are kept on the set)."""
-    result = lint_paths(paths, secrets_dir, env, held)
+    result = lint_paths(paths, secrets_dir, env, held, named)
     if result.errors:
         lines = [str(f) for f in result.errors]
         more = len(lines) - _MAX_MESSAGE_FINDINGS
@@ -134,11 +135,12 @@ def load_policy_set(paths: Iterable[Path], secrets_dir: Path, env: Mapping[str, 
 # --- checks ---------------------------------------------------------------------------------------------
 
 
-def _check_set(loaded: list[LoadedPolicy], held: frozenset[str] | None = None) -> list[LintFinding]:
+def _check_set(loaded: list[LoadedPolicy], held: frozenset[str] | None = None,
+               named: tuple[str, ...] = ()) -> list[LintFinding]:
     """Per-target and per-destination checks on valid files; set-wide checks when every file is valid."""
     valid = [lp for lp in loaded if lp.policy is not None]
     out: list[LintFinding] = []
-    out += _check_destinations(valid, held)
+    out += _check_destinations(valid, held, named)
     destinations = {n: d for lp in valid for n, d in lp.policy.destinations.items()}
     seen: dict[str, str] = {}
     for lp in valid:
@@ -158,7 +160,8 @@ def _gap(lp: LoadedPolicy, path: tuple, message: str) -> LintFinding:
     return LintFinding(str(lp.path), lp.line_of(path), dotted(path), message, "warning", gap=True)
 
 
-def _check_destinations(valid: list[LoadedPolicy], held: frozenset[str] | None = None) -> list[LintFinding]:
+def _check_destinations(valid: list[LoadedPolicy], held: frozenset[str] | None = None,
+                        named: tuple[str, ...] = ()) -> list[LintFinding]:
     out: list[LintFinding] = []
     seen: dict[str, str] = {}
     for lp in valid:
@@ -171,9 +174,7 @@ def _check_destinations(valid: list[LoadedPolicy], held: frozenset[str] | None =
             if isinstance(dest, S3Destination) and dest.lock_mode == "GOVERNANCE" and not dest.pilot:
                 out.append(_finding(lp, here + ("lock_mode",), "GOVERNANCE mode lets privileged users delete "
                                     "locked backups; use COMPLIANCE (GOVERNANCE only with pilot: true)"))
-            for key, secret in dest.secret_files.items():
-                if held is None or key in held:
-                    out += _check_secret(lp, here + (key,), secret)
+            out += _check_role_secrets(lp, here, dest, held, named)
     out += _check_copy_from(valid)
     return out
 
@@ -190,6 +191,8 @@ def _check_copy_from(valid: list[LoadedPolicy]) -> list[LintFinding]:
             here = ("destinations", name, "copy_from")
             if source == name or source not in dests:
                 out.append(_finding(lp, here, f"copy_from {source!r} must name another destination"))
+            elif isinstance(dests[source], RemovableDestination):
+                out.append(_finding(lp, here, f"copy_from {source!r} is a removable destination; copy from the primary"))
             elif dests[source].copy_from is not None:
                 out.append(_finding(lp, here, f"copy_from {source!r} is itself a copy; copy from the primary"))
     for lp in valid:
@@ -199,6 +202,22 @@ def _check_copy_from(valid: list[LoadedPolicy]) -> list[LintFinding]:
                 if source and source not in target.destinations:
                     out.append(_finding(lp, ("targets", i, "destinations"), f"destination {name!r} is copied "
                                         f"from {source!r}, which this target does not list"))
+    return out
+
+
+def _check_role_secrets(lp: LoadedPolicy, here: tuple, dest, held: frozenset[str] | None,
+                        named: tuple[str, ...]) -> list[LintFinding]:
+    """The secret files this role reads must be readable; the fields it cannot act without must be set."""
+    out: list[LintFinding] = []
+    files = dict(dest.secret_files)
+    if held is not None and "canary_credentials_file" in held and getattr(dest, "canary_credentials_file", None):
+        files["canary_credentials_file"] = dest.canary_credentials_file  # only a role's own lint asks for it
+    for key, secret in files.items():
+        if held is None or key in held:
+            out += _check_secret(lp, here + (key,), secret)
+    for key in named:
+        if isinstance(dest, S3Destination) and getattr(dest, key) is None:
+            out.append(_finding(lp, here, f"no {key}: this role acts on the destination with that identity only"))
     return out
 
 
@@ -231,6 +250,41 @@ def _check_target(lp: LoadedPolicy, i: int, target: Target, destinations: dict, 
                         "downtime that drills are judged against"))
     out += _check_retention(lp, here + ("retention",), target)
     out += _check_target_destinations(lp, here, target, destinations)
+    out += _check_offline(lp, here, target, destinations)
+    return out
+
+
+def offline_destination(target: Target, destinations: dict) -> str | None:
+    """The removable destination holding target's offline copies: offline.destination, else the only one."""
+    if target.offline is None:
+        return None
+    if target.offline.destination is not None:
+        return target.offline.destination
+    removable = [n for n, d in destinations.items() if isinstance(d, RemovableDestination)]
+    return removable[0] if len(removable) == 1 else None
+
+
+def _check_offline(lp: LoadedPolicy, here: tuple, target: Target, destinations: dict) -> list[LintFinding]:
+    """Removable destinations are reached through `offline`, never `destinations`; `offline` names one."""
+    out = [_finding(lp, here + ("destinations", j), f"{name!r} is a removable destination, filled by `backupd "
+                    "media sync` while a medium is attached; name it in 'offline' (with max_age) instead")
+           for j, name in enumerate(target.destinations) if isinstance(destinations.get(name), RemovableDestination)]
+    if target.offline is None:
+        return out
+    name = offline_destination(target, destinations)
+    removable = sorted(n for n, d in destinations.items() if isinstance(d, RemovableDestination))
+    if name is None:
+        out.append(_finding(lp, here + ("offline",), "no removable destination to hold the offline copies" if not
+                            removable else f"several removable destinations ({', '.join(removable)}); name one in "
+                            "offline.destination"))
+    elif not isinstance(destinations.get(name), RemovableDestination):
+        out.append(_finding(lp, here + ("offline", "destination"), f"{name!r} is not a removable destination; "
+                            f"known: {', '.join(removable) or '(none)'}"))
+    else:
+        source = destinations[name].copy_from
+        if source is not None and source not in target.destinations:
+            out.append(_finding(lp, here + ("offline",), f"removable destination {name!r} copies from {source!r}, "
+                                "which this target does not list"))
     return out
 
 

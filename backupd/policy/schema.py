@@ -240,7 +240,60 @@ class LocalDestination(_Destination):
         return v
 
 
-Destination = Annotated[Union[S3Destination, LocalDestination], Field(discriminator="kind")]
+_UUID_RE = re.compile(r"^[0-9A-Fa-f]{4}([0-9A-Fa-f-]{0,32}[0-9A-Fa-f])?$")
+
+
+class Medium(_Model):
+    """One medium of a rotation set: a name, and the filesystem UUID and/or label that identify it when it
+    is attached (both, when given, must match; a mount path alone never identifies a medium)."""
+
+    name: str
+    uuid: str | None = Field(default=None, description="filesystem UUID (blkid/lsblk -f), e.g. of ext4")
+    label: str | None = Field(default=None, max_length=64, description="filesystem label")
+
+    _name = field_validator("name")(lambda v: check_name(v, "medium name"))
+
+    @field_validator("uuid")
+    @classmethod
+    def _uuid(cls, v: str | None) -> str | None:
+        if v is not None and not _UUID_RE.match(v):
+            raise ValueError(f"uuid {v[:80]!r} is not a filesystem UUID (hex digits and '-')")
+        return v.lower() if v is not None else None
+
+    @field_validator("label")
+    @classmethod
+    def _label(cls, v: str | None) -> str | None:
+        return v if v is None else _no_option(v)
+
+    @model_validator(mode="after")
+    def _identified(self) -> Medium:
+        if self.uuid is None and self.label is None:
+            raise ValueError(f"medium {self.name!r} needs 'uuid' or 'label' (never a mount path alone)")
+        return self
+
+
+class RemovableDestination(_Destination):
+    """A rotation set of removable media (USB disks swapped weekly): each holds its own restic repository,
+    filled by `backupd media sync` with `restic copy` while it is attached. Targets name it in `offline`,
+    never in `destinations` (it is absent most of the time)."""
+
+    kind: Literal["removable"]
+    media: list[Medium] = Field(min_length=1, description="the rotation set, e.g. weekly-a, weekly-b, weekly-c")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> RemovableDestination:
+        for key in ("name", "uuid", "label"):
+            values = [getattr(m, key) for m in self.media if getattr(m, key) is not None]
+            dup = sorted({v for v in values if values.count(v) > 1})
+            if dup:
+                raise ValueError(f"media: {key} {dup[0]!r} is given to more than one medium")
+        return self
+
+    def medium(self, name: str) -> Medium | None:
+        return next((m for m in self.media if m.name == name), None)
+
+
+Destination = Annotated[Union[S3Destination, LocalDestination, RemovableDestination], Field(discriminator="kind")]
 
 
 class DumpSource(_Model):
@@ -332,6 +385,22 @@ class Retention(_Model):
     min_history: Duration = Field(default=timedelta(weeks=6), description="oldest generation kept; default 6w")
 
 
+class Offline(_Model):
+    """The target's offline copies on a removable rotation set (backupd media sync)."""
+
+    max_age: Duration = Field(description="the newest read-back-verified offline copy must be younger than "
+                                          "this (e.g. 8d for a weekly rotation)")
+    destination: str | None = Field(default=None, description="the removable destination; default: the only "
+                                                              "one in the policy set")
+
+    @field_validator("max_age")
+    @classmethod
+    def _positive(cls, v: timedelta) -> timedelta:
+        if v <= timedelta(0):
+            raise ValueError("max_age must be greater than zero")
+        return v
+
+
 class Target(_Model):
     """One backup target: what, how often (frequency = RPO), how long a restore may take (RTO), where to."""
 
@@ -351,6 +420,7 @@ class Target(_Model):
     retention: Retention = Field(default_factory=Retention)
     destinations: list[str] = Field(min_length=1)
     drill: str | None = Field(default=None, description="restore_tests/ spec reference")
+    offline: Offline | None = Field(default=None, description="offline copies on a removable rotation set")
     append_only: bool | None = Field(
         default=None, description="files only grow (or rotate): previously backed-up bytes must still be each "
                                   "file's prefix, checked at every backup; default true for category logs"
