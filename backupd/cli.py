@@ -14,7 +14,8 @@ import sys
 import click
 
 from backupd import statedir
-from backupd.commands import backups, daemon, drill, evidence, incident, policy, runbook, setup, status, storage
+from backupd.commands import (backups, daemon, drill, evidence, incident, media, policy, runbook, setup, status,
+                              storage)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -26,7 +27,7 @@ def main() -> None:
                         stream=sys.stderr)
 
 
-for _group in (policy, backups, status, storage, drill, evidence, daemon, incident, runbook, setup):
+for _group in (policy, backups, status, storage, drill, evidence, daemon, incident, runbook, setup, media):
     _group.register(main)
 
 if __name__ == "__main__":  # pragma: no cover

@@ -37,6 +37,8 @@ def inventory(cfg, policy_set, host: str | list[str]) -> dict[tuple[str, str], d
     destination (data snapshots and the companions that flag or accept generations)."""
     out: dict[tuple[str, str], dict] = {}
     for name, dest in policy_set.destinations.items():
+        if dest.kind == "removable":
+            continue  # media come and go: their rotations are reported from the media-sync records
         repo = None  # with the listing given, the functions below call no restic
         try:
             repo = repository(cfg, name, dest)

@@ -10,6 +10,7 @@ from backupd.engine import command, exitcodes, feature
 from backupd.engine.repository import Repository
 from backupd.errors import ConfigError
 
+_HEX = re.compile(r"[0-9a-f]{64}")
 _SAVED = re.compile(r"snapshot ([0-9a-f]{8,64}) saved|saved as ([0-9a-f]{8,64})")
 
 
@@ -50,8 +51,11 @@ def init_like(dest: Repository, source: Repository) -> None:
 
 
 def copy(dest: Repository, source: Repository, *, tags: list[str], host: str,
-         timeout: float = command.DEFAULT_TIMEOUT) -> list[str]:
-    """Copy the snapshots carrying all tags on host that dest lacks; returns the new ids."""
-    done = _run(dest, source, "copy", "--host", host, "--tag", ",".join(tags),
-                what=f"copy {source.name} -> {dest.name}", timeout=timeout)
+         timeout: float = command.DEFAULT_TIMEOUT, ids: list[str] | None = None) -> list[str]:
+    """Copy the snapshots carrying all tags on host that dest lacks (or exactly the snapshots `ids`, full
+    hex ids); returns the new ids."""
+    args = [i for i in ids if _HEX.fullmatch(i)] if ids is not None else ["--host", host, "--tag", ",".join(tags)]
+    if ids is not None and not args:
+        return []
+    done = _run(dest, source, "copy", *args, what=f"copy {source.name} -> {dest.name}", timeout=timeout)
     return [a or b for a, b in _SAVED.findall(done.stdout.decode("utf-8", "replace"))]

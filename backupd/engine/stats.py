@@ -16,7 +16,11 @@ def parse_raw_size(stdout: bytes) -> int:
         return 0
 
 
-def raw_size(repo: Repository, timeout: float = 1800) -> int:
-    """Bytes of blob data the repository stores (after deduplication)."""
-    done = command.run(repo, "stats", "--mode", "raw-data", what=f"stats {repo.name}", timeout=timeout)
+def raw_size(repo: Repository, timeout: float = 1800, ids: list[str] | None = None) -> int:
+    """Bytes of blob data the repository stores (after deduplication); with `ids` (full hex snapshot ids),
+    the blob data those snapshots reference together (0 for an empty list)."""
+    if ids is not None and not ids:
+        return 0
+    done = command.run(repo, "stats", "--mode", "raw-data", *(ids or []), what=f"stats {repo.name}",
+                       timeout=timeout)
     return parse_raw_size(done.stdout)

@@ -1,0 +1,46 @@
+"""`backupd media sync`: registered on the main command group as the `media` group."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from backupd import output
+from backupd.commands.common import common, load_config, load_policies
+from backupd.errors import EXIT_DEPENDENCY, EXIT_FINDING, EXIT_OK
+
+
+def register(main: click.Group) -> None:
+    """Add the media group to main."""
+
+    @main.group()
+    def media() -> None:
+        """Offline copies on removable media of a rotation set."""
+
+    @media.command()
+    @click.option("--medium", "medium_name", default=None, help="Sync this medium of the set (default: the one "
+                                                               "attached).")
+    @click.option("--mountpoint", type=click.Path(path_type=Path), default=None,
+                  help="The filesystem mounted here must be a medium of the set (as a udev/systemd unit passes it).")
+    @common
+    def sync(medium_name, mountpoint, config_path, as_json):
+        """Copy every offline target's missing generations to the attached medium, read them back, record it."""
+        from backupd.actions import media as action
+
+        cfg = load_config(config_path, writes="media sync")
+        result = action.sync(cfg, load_policies(cfg), medium_name, mountpoint)
+        code = {"ok": EXIT_OK, "unavailable": EXIT_DEPENDENCY}.get(result["status"], EXIT_FINDING)
+        if as_json:
+            output.emit_json({"ok": code == EXIT_OK, "exit_code": code, **result})
+            return code
+        output.table(f"media sync: {result['medium']} ({result['destination']})",
+                     ["target", "generations on medium", "newest", "copied now"],
+                     [[name, t["generations"], t["newest_time"] or "-",
+                       sum(c["target"] == name for c in result["copied"])] for name, t in result["targets"].items()])
+        output.note(f"read-back (restic check --read-data): {result['read_back']}; "
+                    f"{output.human_bytes(result.get('bytes_written', 0))} written; record #{result['seq']}")
+        if result.get("error"):
+            output.error(result["error"])
+        output.note(action.detach_hint(result))
+        return code
