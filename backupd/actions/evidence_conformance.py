@@ -87,6 +87,28 @@ def _generations(targets) -> dict:
                  if not short else f"history shorter than 2 weeks: {', '.join(short)}")
 
 
+def _offline(targets, now) -> dict:
+    """Offline copies on rotated media: every target with offline.max_age has a read-back-verified rotation
+    whose newest generation is younger than max_age."""
+    en, ja = "Offline copies on rotated media, read back", "ローテーション外部媒体へのオフライン保管 (読み戻し確認)"
+    configured = [t for t in targets if t.get("offline_max_age_seconds")]
+    rots = [r for t in configured for r in t.get("offline_rotations", [])]
+    seqs = [r["seq"] for r in rots if isinstance(r.get("seq"), int)]
+    if not configured:
+        return _item("G6", en, ja, NONE, "no target keeps offline copies (offline.max_age on a removable "
+                                         "destination)")
+    late = [t["name"] for t in configured if not any(
+        r["status"] == "ok" and r["read_back"] == "ok" and r.get("newest_time")
+        and _within(r["newest_time"], now, timedelta(seconds=t["offline_max_age_seconds"]))
+        for r in t.get("offline_rotations", []))]
+    if late:
+        return _item("G6", en, ja, NOT_MET, f"no read-back-verified rotation within offline.max_age: "
+                                            f"{', '.join(late)}", seqs)
+    media = sorted({r["medium"] for r in rots if r["status"] == "ok" and r["read_back"] == "ok"})
+    return _item("G6", en, ja, MET, f"every offline target has a read-back-verified copy within its max_age "
+                                    f"({len(seqs)} rotation(s) on {', '.join(media)})", seqs)
+
+
 def _kind_item(id_, en, ja, records, kinds, what) -> dict:
     seqs = [r["seq"] for r in records if r["kind"] in kinds]
     return _item(id_, en, ja, MET if seqs else NONE, f"{len(seqs)} {what} record(s)" if seqs
@@ -129,7 +151,7 @@ def evaluate(report: dict, records: list[dict], now: datetime, mirrored: bool) -
                    MET if mirrored else NOT_MET, "records are hash-chained, signed and mirrored to Object-Lock "
                    "storage" if mirrored else "records are signed but not mirrored to WORM storage "
                    "(set evidence.mirror)"),
-             _separation(report)]
+             _separation(report), _offline(targets, now)]
     if report["specific_port"]:
         items += [_item("S1", "Incident procedures with periodic training", "インシデント対応手順と訓練", NONE,
                         "outside backupd; drills are supporting evidence", seqs),

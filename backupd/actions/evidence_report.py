@@ -11,6 +11,7 @@ import io
 import json
 from datetime import datetime, timedelta
 
+from backupd.actions import offline
 from backupd.actions.common import repository
 from backupd.actions.snapshot_choice import data_snapshots, flagged
 from backupd.engine import snapshots as restic_snapshots
@@ -24,7 +25,8 @@ from backupd.render.charts import number
 #: parsed: only their seqs are reported), and folds backup records into a BackupTally as it reads
 #: them, so a ledger of a million records never sits in memory.
 DATA_FIELDS = ("target", "status", "verdict", "ok", "destination", "snapshot_id", "service_ready_seconds")
-RECORD_FIELDS = {"drill": DATA_FIELDS, "runbook": (), "keys_escrow": (), "key-backup": (), "evidence-export": ()}
+RECORD_FIELDS = {"drill": DATA_FIELDS, "runbook": (), "keys_escrow": (), "key-backup": (), "evidence-export": (),
+                 offline.KIND: offline.FIELDS}
 RECORD_KINDS = frozenset(RECORD_FIELDS) | {"backup"}
 
 #: Age buckets of "generations by age" (label, upper bound).
@@ -143,7 +145,8 @@ def activity(grouped: dict[tuple, list[dict]], backups: BackupTally, target: str
     """A target's backups and drills in the report, from the period's records alone (grouped by
     by_target): what `evidence verify` rebuilds to check a bundle's report."""
     return {"backups": backups.summary(target),
-            "drills": _history(grouped.get(("drill", target), []), "drill", target)}
+            "drills": _history(grouped.get(("drill", target), []), "drill", target),
+            "offline_rotations": offline.rotations(grouped.get((offline.KIND, None), []), target)}
 
 
 def build(cfg, policy_set, records: list[dict], now: datetime, host: str, found: dict,
@@ -162,12 +165,22 @@ def build(cfg, policy_set, records: list[dict], now: datetime, host: str, found:
             "rto_seconds": t.rto.total_seconds() if t.rto else None,
             "min_history": format_duration(t.retention.min_history),
             "min_history_seconds": t.retention.min_history.total_seconds(),
+            "offline_max_age_seconds": t.offline.max_age.total_seconds() if t.offline else None,
             "destinations": [_destination_row(d, dests[d], found[(t.name, d)], t.retention.min_history, now)
                              for d in t.destinations],
             **activity(grouped, backups, t.name)})
     site = policy_set.site
+    others = [{"name": n, **activity(grouped, backups, n)}
+              for n in sorted(recorded_targets(grouped, backups) - {t.name for t in policy_set.targets})]
     return {"generated": iso(now), "host": host, "site": site.name, "port": site.port,
-            "specific_port": site.specific_port, "targets": targets}
+            "specific_port": site.specific_port, "targets": targets, "other_targets": others}
+
+
+def recorded_targets(grouped: dict[tuple, list[dict]], backups: BackupTally) -> set[str]:
+    """Targets the period's backup and drill records name: each must be in the report, in the policy's
+    targets or (no longer in the policy) in other_targets, so dropping one from a bundle's report shows."""
+    named = {t for (kind, t) in grouped if kind == "drill"} | set(backups.targets)
+    return {t for t in named if isinstance(t, str)}
 
 
 CSV_COLUMNS = ("target", "category", "destination", "snapshots", "oldest_restorable", "newest", "oldest_age_days",

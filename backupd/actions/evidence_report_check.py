@@ -74,6 +74,9 @@ def _records(report: dict, manifest: dict, lines: list[bytes]) -> list[Problem]:
     problems, targets = [], []
     for t in report["targets"]:
         want = _plain(evidence_report.activity(grouped, tally, t["name"]))
+        if t.get("offline_rotations", []) != want["offline_rotations"]:
+            problems.append(_differs(JSON, f"target {t['name']}: offline_rotations", t.get("offline_rotations"),
+                                     want["offline_rotations"]))
         if t["backups"] != want["backups"]:
             problems.append(_differs(JSON, f"target {t['name']}: backups", t["backups"], want["backups"]))
         drills = [{k: v for k, v in d.items() if k != "attested_by"} for d in t["drills"]]
@@ -84,8 +87,21 @@ def _records(report: dict, manifest: dict, lines: list[bytes]) -> list[Problem]:
                 problems.append(_differs(JSON, f"drill #{d['seq']}: attested_by", d.get("attested_by"),
                                          roles.get(d["seq"])))
         targets.append({**t, **want, "drills": [{**d, "attested_by": roles.get(d["seq"])} for d in want["drills"]]})
+    problems += _others(report, grouped, tally)
     problems += _attestations(report, manifest, lines)
     problems += _conformance(report, targets, part.records)
+    return problems
+
+
+def _others(report: dict, grouped: dict, tally) -> list[Problem]:
+    """Targets with records but outside the policy are listed with their activity; none is left out."""
+    others = report.get("other_targets") or []
+    problems = [_differs(JSON, f"other target {o['name']}", o, want) for o in others
+                if o != (want := _plain({"name": o["name"], **evidence_report.activity(grouped, tally, o["name"])}))]
+    listed = {t["name"] for t in report["targets"]} | {o["name"] for o in others}
+    for name in sorted(evidence_report.recorded_targets(grouped, tally) - listed):
+        problems.append(Problem(None, f"{JSON}: the bundle's records name target {name!r} but the report lists no "
+                                      f"such target (dropped from the report: it was edited)"))
     return problems
 
 

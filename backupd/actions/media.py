@@ -185,7 +185,7 @@ def _base(cfg: Config, attached: Attached) -> dict:
     fs = attached.fs
     return {"destination": attached.destination, "medium": attached.medium.name, "uuid": fs.uuid,
             "label": fs.label, "device": fs.device, "mountpoint": str(fs.mountpoint), "host": cfg.host,
-            "status": "failed", "read_back": "not run", "copied": [], "targets": {}}
+            "status": "failed", "read_back": "not run", "copied": [], "targets": {}, "planned": []}
 
 
 def _refuse(cfg: Config, out: dict, why: str, exc_type=Finding) -> None:
@@ -199,6 +199,7 @@ def sync(cfg: Config, policy_set, medium_name: str | None = None, mountpoint=Non
     attached = one(policy_set, medium_name, mountpoint)
     targets = offline_targets(policy_set).get(attached.destination, [])
     out, t0 = _base(cfg, attached), time.monotonic()
+    out["planned"] = [t.name for t in targets]
     if not targets:
         raise ConfigError(f"no target has offline copies on {attached.destination} (set offline: {{max_age: ...}})")
     if attached.fs.read_only:

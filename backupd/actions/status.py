@@ -9,7 +9,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from backupd.actions import time_to_service
+from backupd.actions import offline, time_to_service
 from backupd.config import Config
 from backupd.evidence import foreign, lag
 from backupd.evidence.ledger import LEDGER_NAME, Ledger, evidence_dir
@@ -163,6 +163,7 @@ def overall(row: dict, suspect: bool, checks_failed: list[str]) -> tuple[str, li
     elif verdict == "WARN":
         reasons.append("warn: last drill needed >= 80% of the RTO")
     reasons += [f"check failed: last check slice of {d} failed" for d in checks_failed]
+    reasons += [r for r in [offline.reason(row)] if r]
     if row.get("immutability") == "finding":
         reasons.append(f"finding: storage audit {row['immutability']}")
     labels = [r.split(":")[0] if ":" in r else r.replace("backup ", "") for r in reasons]
@@ -183,6 +184,7 @@ def run(cfg: Config, policy_set) -> list[dict]:
                **_drill_fields(state, target, now),
                **_immutability(target, policy_set.destinations, audits), **_coverage(state, target),
                "next_due": job.next_due if job else None, "log_silent": _log_silent(state, target),
+               **offline.fields(cfg.state_dir, target, now),
                **time_to_service.for_target(state, target)}
         row["next_due_in"] = (("now" if job.next_due <= now else _age(job.next_due - now)) if job else None)
         row["state"], row["state_reasons"] = overall(row, _suspect(state, target), _checks_failed(state, target))

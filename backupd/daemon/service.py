@@ -457,6 +457,8 @@ class Service:
                 "rpo_breach", "firing" if breached else "resolved", row["target"], self.cfg.host or "",
                 summary, {"age_seconds": row["age_seconds"], "rpo_seconds": rpo, "status": row["status"]}, now))
             self._alert_conditions(row, now)
+            if row.get("offline_status") == "ok" and row.get("offline_due"):
+                boundaries.append(row["offline_due"] + 1.0)  # wake when the offline copy turns too old
         self._next_health = min(boundaries, default=None)
         self._evidence_health(now)
         self._foreign_health(now)
@@ -529,6 +531,11 @@ class Service:
          lambda r: f"{r['target']}: the last storage audit of its destination found a problem"),
         ("log_silent", lambda r: bool(r.get("log_silent")),
          lambda r: f"{r['target']}: the newest log generation brought no new data; is the log source off?"),
+        ("offline_copy", lambda r: r.get("offline_status") in ("stale", "never"),
+         lambda r: f"{r['target']}: " + (f"newest offline copy (on {r.get('offline_medium')}) is older than "
+                                         f"offline.max_age {r.get('offline_max_age')}" if r.get("offline_medium")
+                                         else "no read-back-verified offline copy")
+                   + "; attach the next medium of the rotation and run backupd media sync"),
     )
 
     def _alert_conditions(self, row: dict, now: float) -> None:

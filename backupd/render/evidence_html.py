@@ -56,7 +56,20 @@ def _target(t: dict, now: str) -> str:
               f"{_t('最終成功', 'last ok')}: {escape(last['time'] if last else '-')}</p>"
             + (_table([_t("記録番号", "seq"), _t("日時", "time"), _t("結果", "result"), _t("スナップショット", "snapshot"),
                        _t("署名した役割", "attested by")],
-                      drills) if drills else f"<p>{_t('復旧訓練の記録なし', 'no drill records')}</p>"))
+                      drills) if drills else f"<p>{_t('復旧訓練の記録なし', 'no drill records')}</p>")
+            + _rotations(t))
+
+
+def _rotations(t: dict) -> str:
+    """Every rotation of the target's offline copies (media-sync records), for targets that keep them."""
+    if not t.get("offline_max_age_seconds"):
+        return ""
+    rows = [[r["seq"], r["time"], r["medium"], r["status"], r["read_back"], r.get("newest_time") or "-",
+             r.get("generations") if r.get("generations") is not None else "-"] for r in t.get("offline_rotations", [])]
+    if not rows:
+        return f"<p>{_t('オフライン媒体への保管記録なし', 'no offline rotation records')}</p>"
+    return _table([_t("記録番号", "seq"), _t("日時", "time"), _t("媒体", "medium"), _t("結果", "result"),
+                   _t("読み戻し", "read-back"), _t("最新世代", "newest generation"), _t("世代数", "generations")], rows)
 
 
 def render(report: dict) -> bytes:

@@ -242,6 +242,9 @@ def status_rows(rows: list[dict], as_json: bool, terminal: dict | None = None, m
     for r in rows:
         for reason in r.get("state_reasons", []):
             output.note(f"{r['target']}: {reason}")
+        if r.get("offline_status") == "ok":
+            output.note(f"{escape(r['target'])}: offline copy on {escape(str(r['offline_medium']))}, "
+                        f"{_span(r['offline_age_seconds'])} old (max {r['offline_max_age']})")
     if mirror is not None:
         (output.error if stale else output.note)(describe_mirror(mirror))
     for obj in foreign or []:
