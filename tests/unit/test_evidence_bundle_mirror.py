@@ -7,9 +7,10 @@ from __future__ import annotations
 import json
 import uuid
 
-from backupd.actions import evidence_verify
+from backupd.actions import evidence_report, evidence_verify
 from backupd.config import Config
 from backupd.evidence import bundle, keys, mirror, pull, record, record_format
+from backupd.render import evidence_html
 from tests.unit.cli_helper import cli
 from tests.unit.test_evidence_export import setup  # noqa: F401 (fixture: config, 4 backups, 1 passed drill)
 from tests.unit.test_evidence_mirror import BUCKET, DEST, s3  # noqa: F401 (fixture: moto bucket with Object Lock)
@@ -147,6 +148,21 @@ def test_edited_report_is_caught_naming_the_file(setup):  # noqa: F811
     out.write_bytes(original)
     _resign(out, tmp, {"report.json": b"[1, 2"})
     assert any(p.startswith("report.json: not a report") for p in _verify(out)["problems"])
+
+
+def test_a_target_dropped_from_the_report_with_its_renderings_is_caught(setup):  # noqa: F811
+    """Root re-renders report.html/csv from a report.json without target db (and its FAIL drill)."""
+    tmp, config = setup
+    _drills(tmp)
+    out = _export(tmp, config, "dropped.tar.gz")
+    members = bundle.read(out)
+    report = json.loads(members["report.json"])
+    assert report["other_targets"] == []
+    report["targets"] = [t for t in report["targets"] if t["name"] != "db"]
+    _resign(out, tmp, {"report.json": evidence_report.to_json(report), "report.csv": evidence_report.to_csv(report),
+                       "report.html": evidence_html.render(report)})
+    problems = _verify(out)["problems"]
+    assert any("records name target 'db' but the report lists no such target" in p for p in problems), problems
 
 
 def test_mirror_with_a_bundle_needs_no_ledger_host_and_reads_the_destination(setup):  # noqa: F811
