@@ -11,7 +11,8 @@ retry_wait_seconds: 10                     # wait before the 2nd try (x2 before 
 job_timeout_seconds: 14400                 # wall-clock bound of one target's backup (or one check run)
 storage_timeout_seconds: 30                # bound of the pre-flight probe and of a storage request's stall
 lock_wait_seconds: 60                      # backup/check: wait this long for a live repository lock
-role: backup                               # or verifier: read-only keys, never writes
+role: backup                               # or maintenance (forget, prune, extend-locks with the maintainer's
+                                           # keys) or verifier (read-only keys, never writes)
 hosts: [tos-01]                            # verifier only: backup hosts whose snapshots it reads
 grants: {seaweedfs_identities: s3-identities.json}   # the audit judges every identity's S3 grants
 ```
@@ -29,15 +30,17 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backupd import config_schema
+from backupd import config_schema, credentials
 from backupd.errors import ConfigError
 
 DEFAULT_PATH = Path("/etc/backupd/backupd.yaml")
 KEYS = {"policies", "state_dir", "secrets_dir", "host", "restic", "retry_attempts", "retry_wait_seconds",
         "job_timeout_seconds", "storage_timeout_seconds", "lock_wait_seconds",
         "daemon", "notify", "metrics", "restore_tests", "evidence", "role", "hosts", "grants"}
-#: backup: the TOS host's daemon (writer keys). verifier: a separate unit or host that runs drills, check
+#: backup: the TOS host's daemon (writer keys). maintenance: backupd-maintenance.service, forget, prune and
+#: extend-locks with the maintainer's keys only. verifier: a separate unit or host that runs drills, check
 #: slices and storage audits with the auditor's read-only keys and its own signing key; it never writes.
+#: Each role needs only its own credential files (backupd.credentials: LOAD, USES).
 #: Sections: mappings validated by backupd.config_schema (the typed settings come from backupd.daemon.settings
 #: and backupd.evidence.settings).
 SECTIONS = ("daemon", "notify", "metrics", "evidence", "grants")
@@ -72,9 +75,15 @@ class Config:
         """True in the read-only verifier role."""
         return self.role == "verifier"
 
-    def secrets_held(self) -> frozenset[str] | None:
-        """Policy secret fields this host must hold (None: all); a verifier holds no writer/maintainer keys."""
-        return frozenset({"password_file", "auditor_credentials_file"}) if self.verifier else None
+    @property
+    def maintenance(self) -> bool:
+        """True in the maintenance role (the maintainer's keys; no writer keys)."""
+        return self.role == "maintenance"
+
+    def secrets_held(self) -> frozenset[str]:
+        """Policy secret fields this role must be able to read to load its policies; files only another
+        role (or only this role's audit) reads are not among them."""
+        return credentials.LOAD[self.role]
 
     def backup_hosts(self) -> list[str]:
         """Host names whose snapshots restores, drills and manifests read: a verifier's `hosts` (default:

@@ -158,7 +158,7 @@ class ConfigFile(BaseModel):
     storage_timeout_seconds: Annotated[float, Field(ge=1, le=3600)] = 30.0
     lock_wait_seconds: Annotated[float, Field(ge=0, le=86400)] = 60.0
     restore_tests: Text | None = None
-    role: Literal["backup", "verifier"] = "backup"
+    role: Literal["backup", "maintenance", "verifier"] = "backup"
     hosts: Annotated[list[Annotated[Text, AfterValidator(lambda v: check_name(v, "host"))]],
                      Field(min_length=1)] | None = None
     daemon: DaemonSection | None = None

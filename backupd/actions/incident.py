@@ -22,7 +22,7 @@ from botocore.exceptions import ClientError
 from backupd import evidence
 from backupd.actions import drill as drill_action
 from backupd.actions import restore as restore_action
-from backupd.actions.common import ensure_repository, repository
+from backupd.actions.common import ensure_repository, repository, role_credentials
 from backupd.config import Config
 from backupd.engine import backup as restic_backup
 from backupd.engine.repository import Repository
@@ -90,15 +90,15 @@ def guard(cfg: Config, operation: str, policy_set=None, destinations=None) -> No
                       f"{open_incident['started']}; retention is frozen until `backupd incident end`")
     if policy_set is not None:
         for name, dest in worm_buckets(policy_set, destinations).values():
-            _guard_bucket(operation, name, dest)
+            _guard_bucket(operation, name, dest, role_credentials(cfg, name, dest))
 
 
-def _guard_bucket(operation: str, name: str, dest: S3Destination) -> None:
+def _guard_bucket(operation: str, name: str, dest: S3Destination, keys: Path) -> None:
     from backupd.actions.audit import s3_client
 
     try:
         with client.reachable(f"incident markers in bucket {dest.bucket} ({name})"):
-            found = freeze.open_incidents(s3_client(dest), dest.bucket)
+            found = freeze.open_incidents(s3_client(dest, keys), dest.bucket)
     except DependencyError as exc:
         raise DependencyError(f"{operation} refused: {exc}; retention stays frozen until the incident markers "
                               "can be read") from None

@@ -18,13 +18,14 @@ from ruamel.yaml import YAML
 from backupd import templates
 from backupd.actions import keys
 from backupd.actions.lint import drill_findings
-from backupd.credentials import read_credentials
+from backupd.credentials import FILE_NAMES, read_credentials
 from backupd.errors import ConfigError
 from backupd.keys.password import write_secret_file
 from backupd.policy.lint import lint_paths, load_policy_set
 
 PORTS = ("keihin", "nagoya", "osaka", "kobe", "hakata", "other")
 DESTINATION = "worm-primary"  # the shipped policy's destination
+MAINTENANCE_SECRETS = "/etc/backupd/maintenance-secrets"  # deploy/systemd/install.sh, backupd-maintenance.service
 
 
 @dataclass
@@ -64,9 +65,9 @@ def _paths(a: Answers) -> dict[str, Path]:
     for spec in sorted(templates.path("restore_tests").glob("*.yaml")):
         out[f"drill {spec.stem}"] = a.config_dir / "restore_tests" / spec.name
     if a.writer_credentials:
-        out["writer credentials"] = a.secrets_dir / "s3-writer.env"
+        out["writer credentials"] = a.secrets_dir / FILE_NAMES["credentials_file"]
     if a.canary_credentials:
-        out["canary credentials"] = a.secrets_dir / "s3-canary.env"
+        out["canary credentials"] = a.secrets_dir / FILE_NAMES["canary_credentials_file"]
     return out
 
 
@@ -127,7 +128,7 @@ def write_files(a: Answers) -> dict[str, str]:
 
 def _lint(cfg) -> list[str]:
     paths = cfg.policy_files()
-    result = lint_paths(paths, cfg.secrets_dir)
+    result = lint_paths(paths, cfg.secrets_dir, held=cfg.secrets_held())  # what the daemon needs to start
     result.findings += drill_findings(result, cfg.restore_tests)
     return [str(f) for f in result.findings if f.severity == "error" or f.gap]
 
@@ -136,12 +137,18 @@ def bootstrap(cfg, recovery_public_key: Path | None) -> dict:
     """keys init, lint, keys escrow (when a recovery key is given and lint is clean); the next steps."""
     out = {"keys": keys.init(cfg), "lint": _lint(cfg), "escrow": [], "next": []}
     secrets = cfg.secrets_dir
-    missing = [n for n in ("s3-writer.env", "s3-canary.env") if not (secrets / n).exists()]
+    names = {FILE_NAMES[f]: f for f in ("credentials_file", "canary_credentials_file", "auditor_credentials_file")}
+    missing = [n for n in names if not (secrets / n).exists()]
     if missing:
-        out["next"].append(f"put {' and '.join(missing)} (AWS_ACCESS_KEY_ID=/AWS_SECRET_ACCESS_KEY=, mode 0600) "
-                           f"into {secrets}: the writer and canary identities that `backupd storage init` prints")
+        out["next"].append(f"put {', '.join(missing)} (AWS_ACCESS_KEY_ID=/AWS_SECRET_ACCESS_KEY=, mode 0600) "
+                           f"into {secrets}: the keys of the identities `backupd storage init` prints, named by the "
+                           f"policy's {', '.join(names[n] for n in missing)} (backupd.service loads them)")
+    out["next"].append(f"put {FILE_NAMES['maintainer_credentials_file']} (the maintainer identity) into "
+                       f"{MAINTENANCE_SECRETS} only: backupd-maintenance.service loads it, the backup service "
+                       "never holds it")
     if recovery_public_key and not out["lint"]:
-        out["escrow"] = keys.escrow(cfg, load_policy_set(cfg.policy_files(), cfg.secrets_dir), recovery_public_key)
+        out["escrow"] = keys.escrow(cfg, load_policy_set(cfg.policy_files(), cfg.secrets_dir,
+                                                         held=cfg.secrets_held()), recovery_public_key)
     elif recovery_public_key:
         out["next"].append(f"after lint is clean: backupd keys escrow --recovery-public-key {recovery_public_key}")
     else:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from botocore.exceptions import ClientError
 
-from backupd import templates
+from backupd import credentials, templates
 from backupd.credentials import read_credentials
 from backupd.errors import ConfigError
 from backupd.policy.durations import format_duration
@@ -127,6 +127,18 @@ def _one(s3, target: Bucket) -> dict:
     return out
 
 
+def credential_files() -> dict[str, dict]:
+    """Per identity: the file its keys go into, the policy (or config) field naming it and the units that load
+    it (backupd.credentials: the same names as the units, the shipped policy and the operator guide)."""
+    out = {}
+    for identity, key in credentials.IDENTITY_FIELDS.items():
+        roles = [r for r in credentials.UNITS if key in credentials.USES[r]
+                 or (key == "evidence.credentials_file" and r == "verifier")]
+        out[identity] = {"file": credentials.FILE_NAMES[key], "field": key,
+                         "units": [credentials.UNITS[r] for r in roles]}
+    return out
+
+
 def run(targets: list[Bucket], admin_credentials: Path, verifier_host: str | None = None) -> dict:
     """Set up every bucket; the identity policies (writer of target.host, verifier of verifier_host) come
     with each one."""
@@ -138,5 +150,6 @@ def run(targets: list[Bucket], admin_credentials: Path, verifier_host: str | Non
                                                         target.host, verifier_host)
         result["unfilled"] = sorted({k for k in ("@HOST@", "@VERIFIER_HOST@")
                                      if k in json.dumps(result["identity_policies"])})
+        result["credential_files"] = credential_files()
         results.append(result)
     return {"destinations": results}

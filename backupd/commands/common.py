@@ -60,12 +60,19 @@ def _fail(message: str, code: int, as_json: bool) -> None:
     sys.exit(code)
 
 
+#: what the maintenance role (backupd-maintenance.service) runs; it holds no writer keys for anything else
+MAINTENANCE_COMMANDS = ("forget", "prune", "extend-locks")
+
+
 def load_config(config_path: Path | None, writes: str | None = None):
     """The config; `writes` names a command that writes to storage, which the verifier role refuses (exit 2)."""
     cfg = config_mod.load(config_path)
     if writes and cfg.verifier:  # refused before anything runs or is created
         raise ConfigError(f"{writes} refused: {cfg.path} has role: verifier (read-only keys); writing "
                           "commands run on the backup host with its own config")
+    if writes and cfg.maintenance and writes not in MAINTENANCE_COMMANDS:
+        raise ConfigError(f"{writes} refused: {cfg.path} has role: maintenance (the maintainer's keys only: "
+                          f"{', '.join(MAINTENANCE_COMMANDS)}); run it with the backup host's config")
     for warning in statedir.ensure_private(cfg.state_dir):  # private state, checked before anything runs
         output.note(f"warning: {warning}")
     return cfg

@@ -20,13 +20,16 @@ def register(main: click.Group) -> None:
     @policy.command("lint")
     @click.argument("files", nargs=-1, type=click.Path(path_type=Path))
     @click.option("--strict", is_flag=True, help="Warnings count as findings (exit 1).")
+    @click.option("--role", type=click.Choice(["daemon", "maintenance", "verifier"]), default=None,
+                  help="Check every credential file this role reads (its unit must load them); other roles' "
+                       "files are not checked.")
     @common
-    def policy_lint(files, strict, config_path, as_json):
+    def policy_lint(files, strict, role, config_path, as_json):
         """Check policy files against the schema and the port-sector guideline."""
         from backupd.actions import lint
         from backupd.render import results as report
 
-        return report.lint_results(lint.run(files, config_path), strict, as_json)
+        return report.lint_results(lint.run(files, config_path, role), strict, as_json)
 
     @policy.command("schema")
     @common

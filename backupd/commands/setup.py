@@ -71,6 +71,10 @@ def _storage_report(result: dict, as_json: bool) -> int:
               f"{json.dumps(policies['seaweedfs'], indent=2)}")
         if r.get("unfilled"):
             print(f"\n# still to fill in: {', '.join(r['unfilled'])} (--host, --verifier-host)")
+        print("\n# each identity's keys (AWS_ACCESS_KEY_ID=/AWS_SECRET_ACCESS_KEY=, mode 0600) go into the file "
+              "the policy field names; the units load it under that name")
+        for name, where in r.get("credential_files", {}).items():
+            print(f"#   {name}: {where['file']} ({where['field']}; {', '.join(where['units'])})")
     return code
 
 

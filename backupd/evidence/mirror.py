@@ -229,8 +229,8 @@ def credentials_of(cfg, opts: settings.EvidenceSettings, dest) -> Path:
     which a verifier never holds."""
     if opts.credentials_file:
         return opts.credentials_file
-    if getattr(cfg, "verifier", False):
-        raise ConfigError("role verifier: set evidence.credentials_file (keys that may only add objects under "
+    if getattr(cfg, "role", "backup") != "backup":  # the maintainer and the verifier hold no writer keys
+        raise ConfigError(f"role {cfg.role}: set evidence.credentials_file (keys that may only add objects under "
                           "evidence/<this host>/) to mirror its records")
     return dest.credentials_file
 

@@ -1,22 +1,39 @@
 #!/usr/bin/env bash
 # Install backupd's systemd units, users and directories. Idempotent; run as root.
-#   deploy/systemd/install.sh [--enable] [--verifier]
-# Secrets are not created here: put restic-password, s3-writer.env and s3-canary.env into /etc/backupd/secrets
-# (mode 0600, root) and s3-maintainer.env into /etc/backupd/maintenance-secrets yourself.
+#   deploy/systemd/install.sh [--enable] [--verifier] [--uninstall]
+# Secrets are not created here: put restic-password, s3-writer.env, s3-auditor.env and s3-canary.env into
+# /etc/backupd/secrets (mode 0600, root) and s3-maintainer.env into /etc/backupd/maintenance-secrets yourself.
 # --verifier installs only the verifier (a second host): user backupd-verifier, /etc/backupd/verifier.yaml,
 # backupd-verifier.service/.timer; its secrets (restic-password, s3-auditor.env, s3-verifier.env,
 # s3-canary.env) go into /etc/backupd/verifier-secrets, never the writer's or the maintainer's keys.
+# --uninstall stops, disables and removes every backupd unit, the probe-userns helper and the docs; it never
+# touches state or evidence (/var/lib/backupd*), configs and secrets (/etc/backupd) or the service users.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-enable=no verifier=no
+enable=no verifier=no uninstall=no
 for arg in "$@"; do
   case "$arg" in
     --enable) enable=yes ;;
     --verifier) verifier=yes ;;
-    *) echo "install.sh: unknown option $arg (use --enable, --verifier)" >&2; exit 2 ;;
+    --uninstall) uninstall=yes ;;
+    *) echo "install.sh: unknown option $arg (use --enable, --verifier, --uninstall)" >&2; exit 2 ;;
   esac
 done
 [ "$(id -u)" = 0 ] || { echo "install.sh: run as root" >&2; exit 2; }
+
+if [ "$uninstall" = yes ]; then
+  units="backupd.service backupd-maintenance.service backupd-maintenance.timer backupd-verifier.service
+    backupd-verifier.timer"
+  for unit in $units; do
+    # a unit not installed here is not an error (a verifier host has only the verifier's)
+    [ -d /run/systemd/system ] && { systemctl disable --now "$unit" 2>/dev/null || true; }
+    rm -f "/etc/systemd/system/$unit"
+  done
+  rm -rf /usr/local/lib/backupd /usr/share/doc/backupd
+  [ -d /run/systemd/system ] && systemctl daemon-reload
+  echo "install.sh: units removed; state and evidence (/var/lib/backupd*), /etc/backupd and the users stay" >&2
+  exit 0
+fi
 command -v backupd >/dev/null || [ -x /usr/local/bin/backupd ] || {
   echo "install.sh: backupd is not installed (pip install . into a venv, link it to /usr/local/bin/backupd)" >&2; exit 3; }
 
@@ -79,9 +96,10 @@ install -d -m 0700 -o root -g root /etc/backupd/secrets /etc/backupd/maintenance
 install -d -m 0700 -o backupd -g backupd /var/lib/backupd
 install -d -m 0700 -o backupd-maint -g backupd-maint /var/lib/backupd-maintenance
 
-write_config() {  # path, state_dir, unit: never overwrite an operator's file
+write_config() {  # path, state_dir, unit, role: never overwrite an operator's file
   [ -e "$1" ] && return 0
   cat >"$1" <<CONF
+role: $4
 policies: [/etc/backupd/policies/*.yaml]
 state_dir: $2
 # systemd hands the secrets over in \$CREDENTIALS_DIRECTORY (LoadCredential in the unit)
@@ -92,8 +110,14 @@ metrics: {listen: 127.0.0.1:9187}
 CONF
   chmod 0644 "$1"
 }
-write_config /etc/backupd/backupd.yaml /var/lib/backupd backupd.service
-write_config /etc/backupd/maintenance.yaml /var/lib/backupd-maintenance backupd-maintenance.service
+write_config /etc/backupd/backupd.yaml /var/lib/backupd backupd.service backup
+write_config /etc/backupd/maintenance.yaml /var/lib/backupd-maintenance backupd-maintenance.service maintenance
+# An older maintenance.yaml has no role: the unit now hands over the maintainer's keys under their own name
+# (s3-maintainer.env), which only the maintenance role reads.
+if ! grep -q '^role:' /etc/backupd/maintenance.yaml; then
+  printf '%s\n' "role: maintenance   # added by install.sh: forget, prune, extend-locks with the maintainer's keys" \
+    >>/etc/backupd/maintenance.yaml
+fi
 
 install -m 0644 "$here"/backupd.service "$here"/backupd-maintenance.service \
   "$here"/backupd-maintenance.timer /etc/systemd/system/
@@ -105,5 +129,7 @@ if [ -d /run/systemd/system ]; then
     systemctl enable --now backupd.service backupd-maintenance.timer
   fi
 fi
-echo "install.sh: installed; put policies in /etc/backupd/policies and secrets in /etc/backupd/secrets," \
+echo "install.sh: installed; put policies in /etc/backupd/policies, restic-password, s3-writer.env," \
+     "s3-auditor.env and s3-canary.env in /etc/backupd/secrets and s3-maintainer.env in" \
+     "/etc/backupd/maintenance-secrets, check with 'backupd policy lint --role daemon|maintenance'," \
      "then: systemctl enable --now backupd.service backupd-maintenance.timer" >&2

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from backupd.errors import ConfigError
+from backupd.credentials import LOAD
 from backupd.policy.lint import lint_paths, load_policy_set
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "policies" / "terminal.yaml"
@@ -75,7 +76,7 @@ def test_clean_policy_has_no_findings(tmp_path, secrets):
 
 
 def test_example_policy_lints_clean(secrets):
-    result = lint_paths([EXAMPLE], secrets, env={})
+    result = lint_paths([EXAMPLE], secrets, env={}, held=LOAD["backup"])  # as the daemon loads it
     assert [str(f) for f in result.findings] == []
     names = {t.name for lp in result.policies for t in lp.policy.targets}
     assert {"tos-db", "tos-programs-development", "tos-programs-evaluation", "network-device-logs"} <= names
@@ -85,7 +86,8 @@ def test_example_policy_directory_argument(tmp_path, secrets):
     (tmp_path / "policies").mkdir()
     (tmp_path / "policies" / "terminal.yml").write_text(EXAMPLE.read_text())
     (tmp_path / "policies" / "README.txt").write_text("not a policy")
-    policy_set = load_policy_set([tmp_path / "policies"], secrets, env={"TOS_ROOT": "/data/tos"})
+    policy_set = load_policy_set([tmp_path / "policies"], secrets, env={"TOS_ROOT": "/data/tos"},
+                                 held=LOAD["backup"])
     assert policy_set.site.port == "nagoya"
     assert policy_set.target("tos-exports").sources.paths == ["/data/tos/exports"]
     assert policy_set.target("tos-db").sources.dump.database == "tos"

@@ -57,7 +57,8 @@ def test_init_writes_config_policy_and_a_private_password_then_refuses_to_overwr
 def test_init_without_s3_keys_lints_with_findings_and_names_the_next_step(tmp_path):
     code, doc = _init(tmp_path)
     assert code == 1 and any("s3-writer.env" in f for f in doc["lint"])
-    assert any("s3-writer.env and s3-canary.env" in step for step in doc["next"])
+    assert any("s3-writer.env, s3-canary.env, s3-auditor.env" in step for step in doc["next"])
+    assert any("s3-maintainer.env" in step and "maintenance-secrets" in step for step in doc["next"])
 
 
 def test_init_refuses_a_bad_answer_before_writing_anything(tmp_path):

@@ -123,7 +123,7 @@ def test_bad_role_settings_are_config_errors(tmp_path, extra, words):
 
 def test_the_backup_role_reads_its_own_host(tmp_path):
     cfg = config.load(_config(tmp_path, ""))
-    assert not cfg.verifier and cfg.backup_hosts() == ["verifier-01"] and cfg.secrets_held() is None
+    assert not cfg.verifier and cfg.backup_hosts() == ["verifier-01"] and cfg.secrets_held() == {"password_file", "credentials_file"}
 
 
 def test_evidence_key_creates_the_verifier_signing_key(tmp_path):
