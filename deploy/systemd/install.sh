@@ -115,6 +115,7 @@ write_config /etc/backupd/maintenance.yaml /var/lib/backupd-maintenance backupd-
 # An older maintenance.yaml has no role: the unit now hands over the maintainer's keys under their own name
 # (s3-maintainer.env), which only the maintenance role reads.
 if ! grep -q '^role:' /etc/backupd/maintenance.yaml; then
+  [ -z "$(tail -c1 /etc/backupd/maintenance.yaml)" ] || echo >>/etc/backupd/maintenance.yaml
   printf '%s\n' "role: maintenance   # added by install.sh: forget, prune, extend-locks with the maintainer's keys" \
     >>/etc/backupd/maintenance.yaml
 fi
