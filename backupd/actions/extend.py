@@ -1,8 +1,8 @@
 """`backupd extend-locks`: keep every live repository object locked for at least R more.
 
 R is the destination's `lock_extension`, default the longest min_history of its targets. Every version of
-every evidence object in the destination (its escrow, the bucket's incident markers and, on the evidence
-mirror, evidence/) is kept locked for at least evidence.retention more. Runs with the maintainer identity
+every evidence object in the destination (its escrow, the bucket's incident markers and the ledger mirrors
+under evidence/) is kept locked for at least evidence.retention more. Runs with the maintainer identity
 (`maintainer_credentials_file`); the daemon's writer may not extend."""
 
 from __future__ import annotations
@@ -50,7 +50,9 @@ def _one(policy_set, name: str, dest: S3Destination, now: datetime, evidence_opt
 
 def _evidence(s3, name: str, dest: S3Destination, opts, now: datetime, state_dir: Path) -> extender.ExtendResult:
     """Extend the destination's evidence objects (escrow, incident markers; evidence/ on the mirror)."""
-    prefixes = evidence_objects.prefixes(dest.path, mirror=name == opts.mirror)
+    # evidence/ on every locked destination, not only this config's evidence.mirror: the maintenance
+    # role's config names no mirror, and another host's ledger may be mirrored into this bucket
+    prefixes = evidence_objects.prefixes(dest.path, mirror=True)
     with LockCache(Path(state_dir) / "evidence-locks.sqlite") as cache:
         return extender.extend_evidence(s3, dest.bucket, prefixes, opts.retention, now, cache=cache)
 

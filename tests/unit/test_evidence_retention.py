@@ -171,6 +171,18 @@ def test_extend_locks_extends_evidence_with_the_maintainer_identity(s3, tmp_path
     assert _lock(s3, "repo/config")[1] < datetime.now(timezone.utc) + timedelta(weeks=7)
 
 
+def test_the_maintenance_role_extends_the_mirrored_evidence_without_naming_a_mirror(s3, tmp_path, monkeypatch):
+    """maintenance.yaml (role: maintenance) names no evidence.mirror: evidence/ in its buckets is still extended."""
+    _put(s3, "evidence/tos-01/records/000000000001.json", datetime.now(timezone.utc) + timedelta(days=1))
+    monkeypatch.setattr(extend_action, "s3_client", lambda dest, keys=None: s3)
+    dest = S3Destination(kind="s3", endpoint="http://s3.test", bucket=BUCKET, path="repo", object_lock=True,
+                         credentials_file="w.env", maintainer_credentials_file="m.env", password_file="pw")
+    cfg = Config(path=None, state_dir=tmp_path / "state", host="tos-01")
+    [out] = extend_action.run(cfg, SimpleNamespace(destinations={"worm": dest}, targets=[]))
+    assert out["status"] == "ok" and out["evidence_extended"] == 1, out
+    assert _lock(s3, "evidence/tos-01/records/000000000001.json")[1] > datetime.now(timezone.utc) + YEAR / 2
+
+
 def test_evidence_readback_flags_short_missing_and_lapsed_locks_but_not_the_extenders_margin(s3):
     now = datetime.now(timezone.utc)
     prefixes = evidence_objects.prefixes("repo", mirror=True)
