@@ -12,8 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from backupd import evidence, execute, output, probes, sandbox
-from backupd.actions import announced_mirror
-from backupd.actions.common import repository
+from backupd.actions import announced_mirror, media
 from backupd.actions.snapshot_choice import ManifestAlongside, Selection, in_background, load_manifest, select
 from backupd.config import Config
 from backupd.drill import projection, sample, verdict
@@ -334,26 +333,30 @@ def _suspect_verdict(report: dict) -> None:
 
 
 def _drill(cfg: Config, state: State, policy_set, target, full: bool, snapshot_id, cancel,
-           removals: list | None = None, announced=None) -> dict:
+           removals: list | None = None, announced=None, destination: str | None = None) -> dict:
     spec = spec_for(cfg, target)
     kind = "full" if full else spec.kind
-    dest_name = target.destinations[0]
+    dest_name = destination or target.destinations[0]
     report = {"target": target.name, "destination": dest_name, "kind": kind, "spec": spec.name,
               "rto_seconds": target.rto.total_seconds() if target.rto else None, "probes": [],
               "phases": {}, "verdict": "FAIL", "snapshot_id": None}
     timer, started, selection, repo, failure = PhaseTimer(), time.time(), None, None, None
     try:
         with timer.phase("select"):
-            repo = repository(cfg, dest_name, policy_set.destinations[dest_name])
+            source = media.source_for(cfg, policy_set, target, destination)  # a medium when asked or S3 is down
+            repo, report["destination"] = source.repo, source.label
+            if source.note:
+                report["source"] = source.note
             # a full drill restores its likely snapshot at once, the one `restic snapshots` confirming the
             # choice alongside; else that listing serves the choice, the flags and every manifest read
             # (a verifier chooses first, among what the backup host announced: nothing else is restored)
             first_guess, holder = (guess(state, target.name, dest_name, snapshot_id)
-                                   if kind == "full" and not cfg.verifier else (None, None))
+                                   if kind == "full" and not cfg.verifier and source.medium is None else (None, None))
             prefetch = _manifest_at(cfg, target, first_guess, holder)
             if first_guess is None:
                 selection = select(repo, target.name, cfg.backup_hosts(), snapshot_id,
-                                   announced=announced_mirror.of_target(cfg, policy_set, target.name, announced))
+                                   announced=announced_mirror.of_target(cfg, policy_set, target.name, announced),
+                                   exclude=media.exclusions(cfg, source, target.name, {}))
                 _chosen(report, selection, {})  # the flags come with the manifest
             # a sample is chosen from the manifest; a full drill reads it alongside its restore
             doc = None if kind == "full" else load_manifest(repo, selection.snap, target.name, cfg.backup_hosts(),
@@ -454,7 +457,8 @@ def _record(cfg: Config, state: State, report: dict, started: float, selection: 
 
 
 def run(cfg: Config, policy_set, target_name: str | None = None, *, full: bool = False,
-        snapshot_id: str | None = None, cancel: execute.Cancel | None = None, due: bool = False) -> list[dict]:
+        snapshot_id: str | None = None, cancel: execute.Cancel | None = None, due: bool = False,
+        destination: str | None = None) -> list[dict]:
     """Drill one target (or every target); one report per target. With `due`, only the targets whose
     spec schedule wants a drill now, each with the kind that is due (see backupd.drill.due)."""
     cancel = cancel or execute.Cancel()
@@ -474,7 +478,8 @@ def run(cfg: Config, policy_set, target_name: str | None = None, *, full: bool =
                 if cancel.is_set():  # a SIGTERM (or the daemon's stop) ends the whole run
                     break
                 reports.append(_drill(cfg, state, policy_set, t, as_full, snapshot_id, cancel, removals,
-                                      announced))
+                                      announced, destination if destination and media.names(policy_set, t,
+                                                                                           destination) else None))
         if reports:
             _refresh_report(cfg, policy_set)
     finally:

@@ -253,16 +253,20 @@ def _probe(cfg: Config, policy_set, target, res: dict) -> None:
 
 
 def restore_all(cfg: Config, policy_set, to_dir: Path, before: str | None = None,
-                keep_setuid: bool = False) -> dict:
+                keep_setuid: bool = False, destination: str | None = None) -> dict:
     """Restore every target (default: from before the incident started) and verify each one; setuid/setgid
-    bits are cleared unless keep_setuid."""
+    bits are cleared unless keep_setuid. `destination` (a destination or medium) applies to the targets
+    that have it; the others restore from their first destination (or an attached medium when S3 is down)."""
+    from backupd.actions import media
+
     inc = current(cfg)
     before = before or (inc["started"] if inc else "now")
     results = []
     for target in restore_order(policy_set):
         try:
             res = restore_action.run(cfg, policy_set, target.name, to_dir / target.name, before=before,
-                                     keep_setuid=keep_setuid)
+                                     keep_setuid=keep_setuid, destination=destination if destination and
+                                     media.names(policy_set, target, destination) else None)
             _probe(cfg, policy_set, target, res)
         except (Finding, ConfigError) as exc:
             res = {"target": target.name, "status": "failed", "error": str(exc)}

@@ -23,6 +23,7 @@ from backupd.engine import copy as restic_copy
 from backupd.engine import init as restic_init
 from backupd.engine import snapshots as restic_snapshots
 from backupd.engine import stats as restic_stats
+from backupd.engine.exitcodes import StorageUnavailable
 from backupd.engine.repository import Repository
 from backupd.errors import BackupdError, ConfigError, DependencyError, Finding
 from backupd.evidence.ledger import Ledger
@@ -292,3 +293,89 @@ def detach_hint(result: dict) -> str:
                 f"(umount {result['mountpoint']}), stored away, and checked on the verifier terminal")
     return f"medium {result['medium']}: sync {result['status']}: do not store it as a good copy"
 
+
+
+# --- restoring from a medium (restore, drill, incident restore) -------------------------------------------------
+
+@dataclass
+class Source:
+    """Where a restore reads: a destination's repository, or a medium's; `note` says why a medium."""
+
+    label: str
+    repo: Repository
+    note: str | None = None
+    medium: Attached | None = None
+
+
+def source_for(cfg: Config, policy_set, target, destination: str | None = None, found=None) -> Source:
+    """The repository a restore of target reads. `destination`: one of the target's destinations, its
+    removable destination or a medium of it (then the attached one); none: the first destination, unless
+    it is an S3 destination that does not answer and a medium of the target's set is attached: then the
+    newest attached one (by its last verified sync), said so in `note`."""
+    from backupd.actions.common import Preflight
+    from backupd.actions.common import repository as dest_repository
+
+    offline_dest = offline_destination(target, policy_set.destinations)
+    if destination is None or destination in target.destinations:
+        name = destination or target.destinations[0]
+        dest = policy_set.destinations[name]
+        source = Source(name, dest_repository(cfg, name, dest))
+        if destination is not None or offline_dest is None or dest.kind != "s3":
+            return source
+        try:
+            Preflight(cfg).require(name, dest)
+            return source
+        except StorageUnavailable as exc:
+            why = str(exc)
+        hits = find(policy_set, found=found)
+        hits = [h for h in hits if h.destination == offline_dest]
+        if not hits:
+            return source  # restic says the storage is down, as without media (exit 3)
+        best = _newest_attached(cfg, hits, target.name)
+        return Source(f"{best.destination}:{best.medium.name}", repository(cfg, best), medium=best,
+                      note=f"{why}; so restoring from medium "
+                           f"{best.medium.name}, the newest attached offline copy")
+    dest = policy_set.destinations.get(destination)
+    media_names = [m.name for m in policy_set.destinations[offline_dest].media] if offline_dest else []
+    if destination != offline_dest and destination not in media_names:
+        raise ConfigError(f"target {target.name} has no destination or medium {destination!r}; destinations: "
+                          f"{', '.join(target.destinations)}" + (f"; media: {', '.join(media_names)}" if media_names
+                                                                 else ""))
+    got = one(policy_set, None if dest is not None else destination, found=found)
+    return Source(f"{got.destination}:{got.medium.name}", repository(cfg, got), medium=got,
+                  note=f"restoring from medium {got.medium.name} ({got.fs.describe()})")
+
+
+def names(policy_set, target, destination: str) -> bool:
+    """True when destination is one of target's destinations, its removable destination or one of its media."""
+    offline_dest = offline_destination(target, policy_set.destinations)
+    media_names = [m.name for m in policy_set.destinations[offline_dest].media] if offline_dest else []
+    return destination in (*target.destinations, offline_dest, *media_names)
+
+
+def _newest_attached(cfg: Config, hits: list[Attached], target: str) -> Attached:
+    """The attached medium whose last verified sync holds target's newest generation (any, if none has one)."""
+    from backupd.actions import offline
+
+    rots = offline.rotations(offline.records(cfg.state_dir), target)
+    newest: dict[str, str] = {}
+    for r in rots:
+        if r["status"] == "ok" and r["read_back"] == "ok" and r.get("newest_time"):
+            newest[r["medium"]] = max(newest.get(r["medium"], ""), r["newest_time"])
+    return max(hits, key=lambda h: newest.get(h.medium.name, ""))
+
+
+def exclusions(cfg: Config, source: Source, target: str, base: dict[str, str]) -> dict[str, str]:
+    """For a medium: snapshot id -> why not to restore it: what `base` excludes by the id it was copied
+    from (failed drills, flags), and what this host's ledger never named (planted on the stored medium;
+    only when the ledger names some, a rebuilt host without its ledger restores what the medium holds)."""
+    if source.medium is None:
+        return base
+    known = known_ids(cfg)
+    out = dict(base)
+    for snap in restic_snapshots.list_snapshots(source.repo, tags=[f"target={target}"], lock=False):
+        if base.get(snap.original or ""):
+            out[snap.id] = base[snap.original]
+        elif known and snap.id not in known:
+            out[snap.id] = "on the medium, but no record of this host's ledger names it"
+    return out

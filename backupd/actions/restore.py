@@ -6,8 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from backupd.actions import announced_mirror
-from backupd.actions.common import repository
+from backupd.actions import announced_mirror, media
 from backupd.actions.snapshot_choice import Selection, load_manifest, rejected_text, select
 from backupd.config import Config
 from backupd.engine import restore as restic_restore
@@ -35,14 +34,16 @@ def excluded(cfg: Config, target: str, suspect: dict[str, str]) -> dict[str, str
     return {**{sid: "failed a restore drill" for sid in failed}, **suspect}
 
 
-def restore_point(cfg: Config, policy_set, repo, target: str, snapshot_id=None, before=None) -> tuple[Selection, dict]:
+def restore_point(cfg: Config, policy_set, repo, target: str, snapshot_id=None, before=None,
+                  source=None) -> tuple[Selection, dict]:
     """The snapshot a restore takes (select(): one listing; not flagged, not failed a drill, preferably
     passed one) and its backup-time manifest. A verifier chooses only among what the backup hosts
     announced, exactly as its drills do (announced_mirror.of_target), the manifest checked against the
     announcement; the snapshots it did not count are named in the explanation."""
     selection = select(repo, target, cfg.backup_hosts(), snapshot_id, before, drilled_snapshots(cfg, target),
                        announced=announced_mirror.of_target(cfg, policy_set, target),
-                       exclude=excluded(cfg, target, {}))
+                       exclude=media.exclusions(cfg, source, target, excluded(cfg, target, {}))
+                       if source is not None else excluded(cfg, target, {}))
     if selection.screened is not None and selection.screened.rejected:
         selection.explanation += f"; not counted: {rejected_text(selection.screened)}"
     doc = load_manifest(repo, selection.snap, target, cfg.backup_hosts(), selection.listing,
@@ -69,14 +70,14 @@ def run(cfg: Config, policy_set, target_name: str, to_dir: Path, *, snapshot_id=
     """Restore target into to_dir; returns the choice, its explanation, the verification and the warnings
     about dangerous modes (setuid/setgid bits cleared unless keep_setuid)."""
     target = policy_set.target(target_name)
-    dest_name = destination or target.destinations[0]
-    if dest_name not in target.destinations:
-        raise ConfigError(f"target {target_name} has no destination {dest_name!r}")
+    source = media.source_for(cfg, policy_set, target, destination)
+    dest_name, repo = source.label, source.repo
     _check_target_dir(to_dir, force)
-    repo = repository(cfg, dest_name, policy_set.destinations[dest_name])
     t0 = time.monotonic()
-    selection, doc = restore_point(cfg, policy_set, repo, target.name, snapshot_id, before)
+    selection, doc = restore_point(cfg, policy_set, repo, target.name, snapshot_id, before, source)
     snap, why = selection.snap, selection.explanation
+    if source.note:
+        why = f"{source.note}; {why}"
     restic_restore.restore(repo, snap.id, to_dir)
     verification = verify_tree(to_dir, doc)
     modes = defuse(to_dir, keep_setuid, snap.paths)

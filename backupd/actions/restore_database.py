@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backupd import execute
-from backupd.actions.common import repository
+from backupd.actions import media
 from backupd.actions.restore import restore_point
 from backupd.config import Config
 from backupd.drill.phases import PhaseTimer
@@ -238,15 +238,14 @@ def run(cfg: Config, policy_set, target_name: str, database: Database, *, snapsh
     target = policy_set.target(target_name)
     if target.sources.dump is None:
         raise ConfigError(f"target {target_name} is not a database dump; restore it with --to DIR")
-    dest_name = destination or target.destinations[0]
-    if dest_name not in target.destinations:
-        raise ConfigError(f"target {target_name} has no destination {dest_name!r}")
+    source = media.source_for(cfg, policy_set, target, destination)
+    dest_name, repo = source.label, source.repo
     warnings = _preflight(database, force, allow_superuser)
     timer, t0 = PhaseTimer(), time.monotonic()
-    repo = repository(cfg, dest_name, policy_set.destinations[dest_name])
     with timer.phase("select"):
-        chosen, doc = restore_point(cfg, policy_set, repo, target.name, snapshot_id, before)  # as `restore`
+        chosen, doc = restore_point(cfg, policy_set, repo, target.name, snapshot_id, before, source)  # as `restore`
         snap, why = chosen.snap, chosen.explanation
+        why = f"{source.note}; {why}" if source.note else why
     entry = _dump_entry(doc)
     result = {"target": target.name, "destination": dest_name, "snapshot_id": snap.id,
               "snapshot_time": snap.time.isoformat(), "into_database": database.dbname, "explanation": why,

@@ -82,7 +82,8 @@ def register(main: click.Group) -> None:
                   help="Parallel pg_restore jobs for a custom-format dump (default: CPU count).")
     @click.option("--snapshot", "snapshot_id", default=None, help="Snapshot id (default: newest complete).")
     @click.option("--before", default=None, help="Newest snapshot before this time (ISO 8601).")
-    @click.option("--destination", default=None, help="Destination to restore from (default: first).")
+    @click.option("--destination", default=None, help="Destination or medium to restore from (default: first; an "
+                  "attached medium of the target's rotation set when that S3 destination is unreachable).")
     @click.option("--force", is_flag=True, help="Allow restoring into a non-empty directory or database.")
     @click.option("--keep-setuid", is_flag=True, help="With --to: keep the setuid/setgid bits of restored files "
                   "(cleared by default: the backup is untrusted); they are still listed as warnings.")

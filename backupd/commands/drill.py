@@ -17,8 +17,10 @@ def register(main: click.Group) -> None:
     @click.option("--snapshot", "snapshot_id", default=None, help="Snapshot id (default: newest complete).")
     @click.option("--due", is_flag=True, help="Only drills the restore_tests schedules want now (a full one "
                   "when its period passed without a passed full drill, else a sample); for timers.")
+    @click.option("--destination", default=None, help="Destination or medium to drill from (a medium: the targets "
+                  "with offline copies on it); default: first destination, an attached medium when S3 is down.")
     @common
-    def drill(target_name, full, snapshot_id, due, config_path, as_json):
+    def drill(target_name, full, snapshot_id, due, destination, config_path, as_json):
         """Restore into a sandbox, verify against the manifest, probe, judge against the RTO."""
         from backupd.actions import drill as action
         from backupd.errors import ConfigError
@@ -30,7 +32,8 @@ def register(main: click.Group) -> None:
         cfg = load_config(config_path)
         policy_set = load_policies(cfg)
         with output.busy("restore drill running (restore, verify, probes)", enabled=not as_json):
-            reports = action.run(cfg, policy_set, target_name, full=full, snapshot_id=snapshot_id, due=due)
+            reports = action.run(cfg, policy_set, target_name, full=full, snapshot_id=snapshot_id, due=due,
+                                 destination=destination)
         return report.drill_results(reports, as_json)
 
     @main.command()

@@ -66,14 +66,16 @@ def preserve(paths, destination, config_path, as_json):
 @click.option("--before", default=None, help="Restore points before this time (default: incident start).")
 @click.option("--keep-setuid", is_flag=True, help="Keep the setuid/setgid bits of restored files (cleared by "
               "default: the backup is untrusted); they are still listed as warnings.")
+@click.option("--destination", default=None, help="Destination or medium to restore from (a medium: the targets "
+              "with offline copies on it); default: first destination, an attached medium when S3 is down.")
 @common
-def restore(to_dir, before, keep_setuid, config_path, as_json):
+def restore(to_dir, before, keep_setuid, destination, config_path, as_json):
     """Restore every target in restore order from clean points, verified, then print the checklist."""
     from backupd.actions import incident as action
     from backupd.render.results import exit_for
 
     cfg = load_config(config_path)
-    result = action.restore_all(cfg, load_policies(cfg), to_dir, before, keep_setuid)
+    result = action.restore_all(cfg, load_policies(cfg), to_dir, before, keep_setuid, destination)
     code = exit_for([result["status"]])
     if as_json:
         output.emit_json({"ok": code == 0, "exit_code": code, **result})

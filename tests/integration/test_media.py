@@ -135,6 +135,14 @@ def test_sync_rotate_refuse_and_restore_from_a_medium(policy, stack, media, tmp_
                     "--json")
     assert run.code == 0 and run.doc["destination"] == "offsite:weekly-b" and run.doc["verification"]["ok"]
 
+    # a drill with S3 down drills the medium, says so, and counts for the verified RPO
+    run = setup.cli("drill", "--target", "docs", "--full", "--json")
+    report = run.doc["drills"][0]
+    assert report["destination"] == "offsite:weekly-b" and "unreachable" in report["source"], run.stdout
+    assert report["verdict"] in ("PASS", "WARN"), run.stdout
+    row = next(r for r in setup.cli("status", "--json").doc["targets"] if r["target"] == "docs")
+    assert row["verified_snapshot_time"] is not None
+
 
 def test_a_full_medium_and_a_planted_snapshot_are_refused(policy, stack, media, tmp_path):
     root = stack.env["TOS_ROOT"]
