@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -177,3 +178,14 @@ def test_a_full_medium_and_a_planted_snapshot_are_refused(policy, stack, media, 
     run = setup.cli("media", "sync", "--json")
     assert run.code == 1 and "never announced" in run.doc["error"], run.stdout
     assert sorted(p.name for p in (repo / "snapshots").iterdir()) == before  # nothing written
+
+    # the evidence report lists every rotation (the refusals too); G6 met by the verified one; verify rebuilds it
+    bundle = tmp_path / "evidence.tar.gz"
+    run = setup.cli("evidence", "export", "--out", str(bundle), "--json")
+    assert run.doc["conformance"]["G6"] == "met", run.stdout
+    with tarfile.open(bundle) as tar:
+        report = json.load(tar.extractfile(next(m for m in tar.getmembers() if m.name.endswith("report.json"))))
+    docs = next(t for t in report["targets"] if t["name"] == "docs")
+    assert [(r["medium"], r["status"], r["read_back"]) for r in docs["offline_rotations"]] == [
+        ("weekly-c", "refused", "not run"), ("weekly-c", "ok", "ok"), ("weekly-c", "refused", "not run")]
+    assert setup.cli("evidence", "verify", str(bundle), "--json").code == 0
