@@ -341,7 +341,13 @@ def source_for(cfg: Config, policy_set, target, destination: str | None = None, 
         raise ConfigError(f"target {target.name} has no destination or medium {destination!r}; destinations: "
                           f"{', '.join(target.destinations)}" + (f"; media: {', '.join(media_names)}" if media_names
                                                                  else ""))
-    got = one(policy_set, None if dest is not None else destination, found=found)
+    hits = [h for h in find(policy_set, None if dest is not None else destination, found=found)
+            if h.destination == offline_dest]
+    if len(hits) != 1:
+        raise (ConfigError if hits else DependencyError)(
+            f"{len(hits) or 'no'} medium(s) of {offline_dest} attached for {destination!r}" + (
+                ": name one with --destination" if hits else "; attach and mount one"))
+    got = hits[0]
     return Source(f"{got.destination}:{got.medium.name}", repository(cfg, got), medium=got,
                   note=f"restoring from medium {got.medium.name} ({got.fs.describe()})")
 

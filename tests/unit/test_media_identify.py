@@ -71,3 +71,35 @@ def test_on_a_medium_unnamed_snapshots_and_copies_of_failed_ones_are_never_chose
     assert "1" * 64 not in out
     plain = media.Source("worm", repo=None)
     assert media.exclusions(None, plain, "docs", {failed: "x"}) == {failed: "x"}
+
+
+def test_destination_names_a_medium_or_the_set_and_only_attached_ones(tmp_path):
+    from backupd.config import Config
+    from backupd.errors import ConfigError
+    from backupd.policy.lint import PolicySet
+    from tests.unit.test_policy_removable import with_media
+    from tests.unit.test_policy_lint import lint
+
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    for name in ("s3.env", "restic-password"):
+        (secrets / name).write_text("x")
+        (secrets / name).chmod(0o600)
+    policy_set = PolicySet(lint(tmp_path, secrets, with_media()).policies)
+    target = policy_set.target("db")
+    cfg = Config(path=None, host="h", state_dir=tmp_path / "state")
+    a = identify.Filesystem(Path("/m/a"), "/dev/sdb1", "ext4", "0f0e0d0c-1111-2222-3333-444455556666", None, False)
+    b = identify.Filesystem(Path("/m/b"), "/dev/sdc1", "ext4", None, "weekly-b", False)
+    got = media.source_for(cfg, policy_set, target, "weekly-b", found=[a, b])
+    assert got.label == "offsite:weekly-b" and got.repo.url == "/m/b/backupd/h/repository"
+    with pytest.raises(ConfigError, match="name one with --destination"):
+        media.source_for(cfg, policy_set, target, "offsite", found=[a, b])
+    assert media.source_for(cfg, policy_set, target, "offsite", found=[a]).label == "offsite:weekly-a"
+    with pytest.raises(DependencyError, match="attach and mount one"):
+        media.source_for(cfg, policy_set, target, "weekly-c", found=[a, b])
+    with pytest.raises(ConfigError, match="no destination or medium 'nowhere'"):
+        media.source_for(cfg, policy_set, target, "nowhere", found=[a, b])
+    other = policy_set.target("prog-prod")  # keeps no offline copies
+    with pytest.raises(ConfigError, match="no destination or medium 'weekly-a'"):
+        media.source_for(cfg, policy_set, other, "weekly-a", found=[a, b])
+    assert not media.names(policy_set, other, "weekly-a") and media.names(policy_set, target, "offsite")
