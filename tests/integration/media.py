@@ -4,6 +4,7 @@ devices, mounted and unmounted like a USB disk that is attached and detached. Al
 from __future__ import annotations
 
 import subprocess
+import time
 import uuid as uuid_mod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,10 +36,15 @@ class Medium:
         return self.mountpoint
 
     def detach(self) -> None:
+        """Unmount and free the loop device; the kernel may still hold it a moment after umount: retried."""
         if self.device is None:
             return
         subprocess.run(["umount", str(self.mountpoint)], capture_output=True)
-        subprocess.run(["losetup", "-d", self.device], capture_output=True)
+        for _ in range(50):
+            subprocess.run(["losetup", "-d", self.device], capture_output=True)
+            if not _run("losetup", "-j", str(self.image)):
+                break
+            time.sleep(0.1)
         self.device = None
 
     def yaml(self) -> str:
