@@ -34,7 +34,7 @@ def test_inventory_flags_suspect_generations_unless_accepted_in_one_listing(monk
     monkeypatch.setattr(evidence_report.restic_snapshots, "list_snapshots",
                         lambda repo, **kw: calls.append(kw) or data + companions)
     target = SimpleNamespace(name="db", destinations=["worm"])
-    found = evidence_report.inventory(None, SimpleNamespace(destinations={"worm": object()}, targets=[target]),
+    found = evidence_report.inventory(None, SimpleNamespace(destinations={"worm": SimpleNamespace(kind="s3")}, targets=[target]),
                                       "tos-01")
     assert len(calls) == 1  # one listing serves data snapshots and flags
     got = found[("db", "worm")]
