@@ -320,7 +320,8 @@ def _put_public_keys(s3, bucket: str, host: str, state_dir: Path, until: datetim
     _put_once(s3, bucket, f"{PREFIX}{host}/keys/{kid}.pub", pem, sha256(pem), until, judge=judge)
     anchor = _head(s3, bucket, f"{PREFIX}{host}/{keys.PUB_NAME}")
     mine = {sha256(keys.public_pem(k)) for k in (judge.own.values() if judge else ())}
-    if anchor is None or (judge is not None and anchor.get("Metadata", {}).get("sha256") not in mine):
+    if anchor is None or (judge is not None and sha256(_stored(s3, bucket, f"{PREFIX}{host}/{keys.PUB_NAME}"))
+                          not in mine):
         try:
             _put_once(s3, bucket, f"{PREFIX}{host}/{keys.PUB_NAME}", pem, sha256(pem), until, judge=judge)
         except Conflict:
@@ -354,6 +355,15 @@ def _head(s3, bucket: str, key: str) -> dict | None:
         raise
 
 
+#: evidence objects are records, checkpoints and public keys: a few KiB at most
+MAX_OBJECT = 1 << 20
+
+
+def _stored(s3, bucket: str, key: str) -> bytes:
+    """The object's current bytes, at most MAX_OBJECT + 1 of them (more is no object this host wrote)."""
+    return s3.get_object(Bucket=bucket, Key=key)["Body"].read(MAX_OBJECT + 1)
+
+
 def _put_once(s3, bucket: str, key: str, body: bytes, digest: str, until: datetime, judge=None) -> None:
     """PUT (locked COMPLIANCE until `until`) unless the object exists; an existing object with other content is
     never overwritten (Conflict) when this host wrote it; one that judge (foreign.Judge) finds planted by
@@ -367,7 +377,9 @@ def _put_once(s3, bucket: str, key: str, body: bytes, digest: str, until: dateti
             _cannot_check(exc, bucket, key)
             raise
     else:
-        if head.get("Metadata", {}).get("sha256") == digest:
+        # the stored sha256 is only metadata, which whoever writes the object sets: a key file's content is
+        # public, so a plant could carry the right digest on other bytes; the bytes themselves must match
+        if head.get("Metadata", {}).get("sha256") == digest and _stored(s3, bucket, key) == body:
             return
         if judge is None or not judge.foreign(s3, bucket, key):
             raise Conflict(f"s3://{bucket}/{key} exists with other content; not overwriting")

@@ -125,6 +125,21 @@ def test_planted_key_files_do_not_stop_the_mirror(tmp_path, s3):
                                                      f"evidence/tos-01/keys/{kid}.pub"]
 
 
+def test_planted_key_files_carrying_the_right_digest_on_other_bytes_do_not_pass_for_the_hosts(tmp_path, s3):
+    """A key file's content is public: its sha256 metadata can be forged on garbage; the bytes decide."""
+    cfg = Config(path=None, state_dir=tmp_path / "state", host="tos-01")
+    record(cfg, "backup", {})
+    pem = (cfg.state_dir / "keys" / keys.PUB_NAME).read_bytes()
+    kid = keys.fingerprint(keys.load_public(pem, "pem"))
+    for key in (f"evidence/tos-01/keys/{kid}.pub", f"evidence/tos-01/{keys.PUB_NAME}"):
+        s3.put_object(Bucket=BUCKET, Key=key, Body=b"garbage", Metadata={"sha256": canonical.sha256(pem)})
+    assert mirror.push_pending(cfg.state_dir, DEST, s3) == 1
+    for key in (f"evidence/tos-01/keys/{kid}.pub", f"evidence/tos-01/{keys.PUB_NAME}"):
+        assert body(s3, key) == pem, key
+    [got] = mirror.pull(s3, BUCKET, tmp_path / "pulled")
+    assert got.public_key.read_bytes() == pem and got.records == 1
+
+
 def test_a_chain_planted_before_commissioning_is_defeated_by_the_pinned_first_key(tmp_path, s3):
     attacker = Ed25519PrivateKey.generate()
     s3.put_object(Bucket=BUCKET, Key=f"evidence/tos-01/{keys.PUB_NAME}", Body=keys.public_pem(attacker.public_key()))
