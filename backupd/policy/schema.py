@@ -212,6 +212,9 @@ class S3Destination(_Destination):
         parts = PurePosixPath(v.strip("/")).parts
         if not parts or any(p in (".", "..") for p in parts) or _CONTROL_RE.search(v):
             raise ValueError(f"path {v[:80]!r} must be a non-empty key prefix without '.' or '..' parts")
+        if parts[0] == "evidence" or parts[0].startswith(".backupd-"):
+            # the writer may write its repository path: one there would reach every host's evidence or markers
+            raise ValueError(f"path {v[:80]!r} is inside a prefix backupd reserves (evidence/, .backupd-*)")
         return "/".join(parts)
 
     @property

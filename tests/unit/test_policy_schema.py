@@ -133,5 +133,17 @@ def test_local_destination_needs_absolute_path():
         Policy.model_validate(data)
 
 
+@pytest.mark.parametrize("path", ["evidence", "evidence/tos-01", "/evidence/x", ".backupd-incident",
+                                  ".backupd-canary/repo"])
+def test_an_s3_repository_path_inside_a_reserved_prefix_is_refused(path):
+    """The writer may write its repository path: under evidence/ it would reach every host's evidence."""
+    data = policy_data()
+    data["destinations"]["worm"]["path"] = path
+    with pytest.raises(ValidationError, match="reserves"):
+        Policy.model_validate(data)
+    data["destinations"]["worm"]["path"] = "evidence-repo/tos-01"
+    Policy.model_validate(data)
+
+
 def test_version_must_be_1():
     assert (("version",), "literal_error") in errors_of(policy_data(version=2))
