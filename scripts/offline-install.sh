@@ -1,22 +1,25 @@
 #!/usr/bin/env bash
 # Install backupd from an offline bundle (built by scripts/offline-bundle.sh; shipped as install.sh inside it).
 # Uses nothing but the bundle: no network, no package index.
-#   ./install.sh [--prefix DIR] [--python PYTHON] [--no-system] [--enable] [--verifier]
+#   ./install.sh [--prefix DIR] [--python PYTHON] [--no-system] [--enable] [--verifier] [--uninstall]
 #   --prefix DIR   the venv (default /opt/backupd); its bin/backupd is linked to /usr/local/bin/backupd
 #   --no-system    only the venv (its share/ has the man pages, docs and bash completion): skip the Debian
 #                  packages, the /usr/local/bin link, the system-wide man pages and completion, units and docs
 #   --enable       enable and start the units (default: installed, not enabled)
 #   --verifier     install the verifier's units instead of the backup host's (deploy/systemd/install.sh)
+#   --uninstall    remove the program (venv, link, man pages, completion) and the units; keep state, evidence,
+#                  /etc/backupd, the users and the Debian packages
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-prefix=/opt/backupd python=python3 system=yes unit_args=()
-usage() { sed -n '2,10s/^# \{0,1\}//p' "$0" >&2; exit 2; }
+prefix=/opt/backupd python=python3 system=yes unit_args=() uninstall=no
+usage() { sed -n '2,12s/^# \{0,1\}//p' "$0" >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --prefix) [ $# -ge 2 ] || usage; prefix="$2"; shift ;;
     --python) [ $# -ge 2 ] || usage; python="$2"; shift ;;
     --no-system) system=no ;;
     --enable|--verifier) unit_args+=("$1") ;;
+    --uninstall) uninstall=yes ;;
     -h|--help) usage ;;
     *) echo "install.sh: unknown option $1" >&2; usage ;;
   esac
@@ -24,6 +27,18 @@ while [ $# -gt 0 ]; do
 done
 say() { echo "install.sh: $*" >&2; }
 prefix="$(realpath -m -- "$prefix")"  # the /usr/local/bin link must not be relative
+
+if [ "$uninstall" = yes ]; then
+  [ "$(id -u)" = 0 ] || { say "run as root"; exit 2; }
+  [ -x "$prefix/bin/backupd" ] || [ ! -e "$prefix" ] || { say "$prefix is not a backupd venv; not removed"; exit 2; }
+  "$here/deploy/systemd/install.sh" --uninstall
+  [ "$(readlink /usr/local/bin/backupd 2>/dev/null)" = "$prefix/bin/backupd" ] && rm -f /usr/local/bin/backupd
+  rm -f /usr/local/share/man/man1/backupd.1 /usr/local/share/man/man1/backupd-*.1 \
+    /usr/share/bash-completion/completions/backupd
+  rm -rf -- "$prefix"
+  say "removed $prefix and the units; state and evidence (/var/lib/backupd*) and /etc/backupd are kept"
+  exit 0
+fi
 
 (cd "$here" && sha256sum --quiet -c SHA256SUMS) || { say "bundle damaged: SHA256SUMS does not match"; exit 1; }
 want="$(sed -n 's/^python //p' "$here/BUNDLE-INFO")"

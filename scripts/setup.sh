@@ -14,6 +14,8 @@ command -v bwrap >/dev/null || need_apt+=(bubblewrap)  # the sandbox every drill
 # builds the sandbox's seccomp filter (apt and systemd depend on it, so it is rarely missing)
 ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2 ' || need_apt+=(libseccomp2)
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
+# boots a throw-away container with systemd as PID 1 (tests/integration/test_systemd_boot.py)
+command -v systemd-nspawn >/dev/null || need_apt+=(systemd-container)
 command -v chromium >/dev/null || need_apt+=(chromium)
 dpkg -s fonts-noto-cjk >/dev/null 2>&1 || need_apt+=(fonts-noto-cjk)  # Japanese glyphs in rendered reports
 command -v promtool >/dev/null || need_apt+=(prometheus)  # promtool checks the daemon's metrics
