@@ -65,10 +65,21 @@ def entropy(data: bytes) -> float:
     return min(8.0, plain + (len(counts) - 1) / (2 * n * math.log(2)))
 
 
+def sample(paths: list[str]) -> list[str]:
+    """The paths whose content is sampled for entropy (spread evenly over the list, at most SAMPLE_FILES)."""
+    step = max(1, len(paths) // SAMPLE_FILES)
+    return paths[::step][:SAMPLE_FILES]
+
+
+def changed_paths(previous: dict[str, str], current: dict) -> list[str]:
+    """Rewritten then added paths of current against previous (sorted each): what compare() samples."""
+    rewritten = [p for p in current if p in previous and previous[p] != current[p][0]]
+    return sorted(rewritten) + sorted(set(current) - set(previous))
+
+
 def _sample_entropy(paths: list[str]) -> list[float]:
     values = []
-    step = max(1, len(paths) // SAMPLE_FILES)
-    for path in paths[::step][:SAMPLE_FILES]:
+    for path in sample(paths):
         try:
             with open(path, "rb") as handle:
                 data = handle.read(SAMPLE_BYTES)
@@ -99,7 +110,7 @@ def compare(previous: dict[str, str], current: dict[str, tuple[str, int]]) -> Ch
     rewritten = [p for p in current if p in previous and previous[p] != current[p][0]]
     change.added, change.removed, change.changed = len(added), len(removed), len(rewritten)
     change.changed_bytes = sum(current[p][1] for p in rewritten) + sum(current[p][1] for p in added)
-    values = _sample_entropy(sorted(rewritten) + sorted(added))
+    values = _sample_entropy(changed_paths(previous, current))
     change.sampled = len(values)
     if values:
         change.mean_entropy = round(statistics.fmean(values), 3)

@@ -3,6 +3,7 @@ keys, through `backupd evidence pull`'s code: no second implementation of pullin
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import tempfile
 from pathlib import Path
@@ -31,29 +32,45 @@ def of_target(cfg, policy_set, target: str, announced=None) -> dict | None:
 
 def load(cfg, policy_set, targets: list[str]) -> dict[str, dict[str, Announcement]]:
     """target -> snapshot id -> its announcement by the verifier's backup hosts (`hosts`), for each of
-    `targets`, from one pull of the mirror destination
-    `evidence.mirror` with its read-only auditor keys; each host's ledger is pulled and verified by
-    `evidence pull`'s code (first key, rotations, keyring, signed checkpoints). Finding when a host has no
-    mirrored ledger or it does not verify, DependencyError (exit 3) when the bucket cannot be read. Each
-    host's ledger is read once, for every target."""
+    `targets`, from one pull of the mirror destination `evidence.mirror` (ledgers()). Each host's ledger
+    is read once, for every target."""
+    out: dict[str, dict[str, Announcement]] = {t: {} for t in targets}
+    with ledgers(cfg, policy_set) as pulled:
+        for host, path in pulled.items():
+            with open(path, "rb") as lines:
+                for target, announced in by_target(lines, host, targets).items():
+                    for sid, ann in announced.items():
+                        out[target].setdefault(sid, ann)
+    return out
+
+
+@contextlib.contextmanager
+def ledgers(cfg, policy_set, hosts: list[str] | None = None, mirror_name: str | None = None):
+    """Yields host -> path of its pulled and verified ledger, for each of `hosts` (default: the verifier's
+    `hosts`), from the mirror destination `mirror_name` (default: `evidence.mirror`) read with its
+    read-only auditor keys; each ledger is pulled and verified by `evidence pull`'s code (first key,
+    rotations, keyring, signed checkpoints). Finding when a host has no mirrored ledger or it does not
+    verify, DependencyError (exit 3) when the bucket cannot be read. The files are gone after the block."""
     from backupd.actions import evidence as evidence_action  # the S3 client only where a verifier chooses
     from backupd.evidence import mirror
 
     opts = settings.of(cfg)
-    if not opts.mirror:
-        raise ConfigError("role verifier drills only snapshots the backup host announced in its mirrored "
+    name = mirror_name or opts.mirror
+    if not name:
+        raise ConfigError("role verifier trusts only snapshots the backup host announced in its mirrored "
                           "ledger: set evidence.mirror to the destination both mirror to")
-    dest = policy_set.destinations.get(opts.mirror)
+    dest = policy_set.destinations.get(name)
     if dest is None or not getattr(dest, "auditor_credentials_file", None):
-        raise ConfigError(f"evidence.mirror {opts.mirror}: role verifier reads the backup host's ledger with "
+        raise ConfigError(f"evidence mirror {name}: role verifier reads the backup host's ledger with "
                           "the destination's auditor_credentials_file (read-only keys); set it in the policy")
-    if not cfg.backup_hosts():
+    hosts = cfg.backup_hosts() if hosts is None else hosts
+    if not hosts:
         raise ConfigError("role verifier: set hosts (the backup hosts whose announced snapshots it drills)")
-    out: dict[str, dict[str, Announcement]] = {t: {} for t in targets}
+    out: dict[str, Path] = {}
     with tempfile.TemporaryDirectory(prefix="backupd-announced-", dir=_tmp_parent(cfg)) as tmp:
-        for host in cfg.backup_hosts():
+        for host in hosts:
             try:
-                doc = evidence_action.pull(cfg, policy_set, opts.mirror, Path(tmp) / "pulled", host,
+                doc = evidence_action.pull(cfg, policy_set, name, Path(tmp) / "pulled", host,
                                            dest.auditor_credentials_file, opts.keyring)
             except mirror.NoEvidence:
                 raise Finding(f"no mirrored ledger of {host} in s3://{dest.bucket}/{mirror.PREFIX}: it announced "
@@ -63,11 +80,8 @@ def load(cfg, policy_set, targets: list[str]) -> dict[str, dict[str, Announcemen
                 why = "; ".join((got or {}).get("problems", ["missing"])[:3])
                 raise Finding(f"the mirrored ledger of {host} does not verify ({why}): no snapshot counts as "
                               "announced")
-            with open(got["ledger"], "rb") as lines:
-                for target, announced in by_target(lines, host, targets).items():
-                    for sid, ann in announced.items():
-                        out[target].setdefault(sid, ann)
-    return out
+            out[host] = Path(got["ledger"])
+        yield out
 
 
 def _tmp_parent(cfg) -> str | None:

@@ -104,9 +104,10 @@ def one(policy_set, medium_name: str | None = None, mountpoint=None, found=None)
     return hits[0]
 
 
-def repository(cfg: Config, attached: Attached) -> Repository:
-    """The restic repository on the attached medium (the destination's password)."""
-    url = Layout(attached.fs.mountpoint, cfg.host).repository
+def repository(cfg: Config, attached: Attached, host: str | None = None) -> Repository:
+    """The restic repository of `host` (default: this one) on the attached medium (the destination's
+    password); read-only (--no-lock, cache in state_dir) for a verifier."""
+    url = Layout(attached.fs.mountpoint, host or cfg.host).repository
     return Repository(f"{attached.destination}:{attached.medium.name}", str(url), attached.dest.password_file,
                       {}, cfg.state_dir / "cache", cfg.restic, read_only=cfg.verifier)
 

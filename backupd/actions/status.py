@@ -203,6 +203,14 @@ def foreign_objects(cfg: Config) -> list[dict]:
     return found["objects"] if found else []
 
 
+def media_checks(cfg: Config) -> list[dict]:
+    """Per medium the newest `media verify` of this (verifier) host; a failed one needs attention until a
+    clean check (media_verify.checks)."""
+    from backupd.actions import media_verify
+
+    return media_verify.checks(cfg.state_dir)
+
+
 def terminal(cfg: Config, policy_set, rows: list[dict]) -> dict:
     """The whole terminal's projected time to service against site.allowable_downtime (time_to_service)."""
     return time_to_service.terminal(State(cfg.state_dir), policy_set, {r["target"]: r for r in rows})

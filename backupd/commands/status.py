@@ -22,4 +22,4 @@ def register(main: click.Group) -> None:
         policy_set = load_policies(cfg)
         rows = action.run(cfg, policy_set)
         return report.status_rows(rows, as_json, action.terminal(cfg, policy_set, rows), action.mirror_lag(cfg),
-                                  action.foreign_objects(cfg))
+                                  action.foreign_objects(cfg), action.media_checks(cfg))

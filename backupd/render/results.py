@@ -217,17 +217,21 @@ def _seconds(value: float) -> str:
 
 
 def status_rows(rows: list[dict], as_json: bool, terminal: dict | None = None, mirror: dict | None = None,
-                foreign: list[dict] | None = None) -> int:
+                foreign: list[dict] | None = None, media: list[dict] | None = None) -> int:
     """The status table, then the whole terminal's projected time to service (time_to_service) and the
-    evidence mirror's lag (evidence/lag.py; a stale one needs attention like a failed target)."""
+    evidence mirror's lag (evidence/lag.py; a stale one needs attention like a failed target); `media`:
+    the newest check of each medium on this verifier (a failed one needs attention until a clean check)."""
     stale = bool(mirror and (mirror["unmirrored_stale"] or mirror["checkpoint_stale"]))
+    bad_media = [m for m in media or [] if m["status"] != "clean"]
     code = exit_for(["failed" if needs_attention(r) else "ok" for r in rows] + (["failed"] if stale else [])
-                    + (["failed"] if foreign else []))  # objects planted in this host's evidence prefix
+                    + (["failed"] if foreign else [])  # objects planted in this host's evidence prefix
+                    + (["failed"] if bad_media else []))
     if as_json:
         output.emit_json({"ok": code == EXIT_OK, "exit_code": code, "targets": rows,
                           **({"terminal": terminal} if terminal is not None else {}),
                           **({"evidence_mirror": mirror} if mirror is not None else {}),
-                          **({"evidence_foreign_objects": foreign} if foreign else {})})
+                          **({"evidence_foreign_objects": foreign} if foreign else {}),
+                          **({"media_checks": media} if media else {})})
         return code
     output.table("status", ["target", "category", "last backup", "age", "RPO", "verified RPO",
                             "drill ready/RTO", "projected/RTO", "WORM", "check", "next due", "state"],
@@ -247,6 +251,12 @@ def status_rows(rows: list[dict], as_json: bool, terminal: dict | None = None, m
                         f"{_span(r['offline_age_seconds'])} old (max {r['offline_max_age']})")
     if mirror is not None:
         (output.error if stale else output.note)(describe_mirror(mirror))
+    for m in media or []:
+        (output.note if m["status"] == "clean" else output.error)(
+            f"medium {escape(str(m['medium']))} ({escape(str(m['uuid'] or '-'))}): {m['status']} at its check of "
+            f"{m['time']}" + ("" if m["status"] == "clean" else
+                              f", {m['findings']} finding(s) (record #{m['seq']}): keep it out of restores and "
+                              "the rotation until `backupd media verify` checks it clean"))
     for obj in foreign or []:
         output.error(f"evidence mirror: {escape(str(obj.get('key')))} (sha256 {str(obj.get('sha256'))[:16]}, "
                      f"{obj.get('size')} bytes) was written by another identity into this host's prefix; confine "
