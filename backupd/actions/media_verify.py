@@ -37,6 +37,7 @@ from backupd.config import Config
 from backupd.engine import check as restic_check
 from backupd.engine import restore as restic_restore
 from backupd.engine import snapshots as restic_snapshots
+from backupd.engine.exitcodes import ResticError
 from backupd.errors import BackupdError, ConfigError, Finding
 from backupd.evidence.ledger import LEDGER_NAME, Ledger, evidence_dir, split_lines
 from backupd.media.layout import Layout
@@ -67,9 +68,9 @@ def parse(lines, host: str, uuid: str | None) -> Known:
             rec = json.loads(line)
         except ValueError:
             continue
-        data = rec.get("data") if isinstance(rec, dict) else None
-        if rec.get("host") != host or not isinstance(data, dict):
+        if not isinstance(rec, dict) or rec.get("host") != host or not isinstance(rec.get("data"), dict):
             continue
+        data = rec["data"]
         if rec.get("kind") == "backup":
             _backup(out, rec, host, data)
         elif rec.get("kind") == media.KIND:
@@ -148,7 +149,7 @@ def verify(cfg: Config, policy_set, mountpoint: Path, bundles: list[Path] | None
            "label": fs.label, "device": fs.device, "mountpoint": str(fs.mountpoint), "read_only": fs.read_only,
            "hosts": [], "source": None, "snapshots": [], "judgement": [], "findings": [], "notes": []}
     hosts = [h for h in cfg.backup_hosts() if Layout(fs.mountpoint, h).repository.is_dir()]
-    others = sorted(set(Layout(fs.mountpoint, "x").hosts()) - set(hosts))
+    others = sorted(set(Layout(fs.mountpoint, cfg.host).hosts()) - set(hosts))
     if others:
         out["notes"].append("not checked (not among hosts): " + ", ".join(printable(h, 64) for h in others[:10]))
     if not hosts:
@@ -183,13 +184,18 @@ def _check_hosts(cfg: Config, policy_set, attached, hosts: list[str], ledgers: d
     for host in hosts:
         out["hosts"].append(host)
         repo = media.repository(cfg, attached, host)
-        result = restic_check.check(repo, read_data_subset="1/1")
+        try:
+            result = restic_check.check(repo, read_data_subset="1/1")
+            listing = restic_snapshots.list_snapshots(repo)
+        except ResticError as exc:  # a repository restic cannot open or read: the medium failed (a record)
+            out.setdefault("read_data", {})[host] = "unreadable"
+            _finding(out, "damaged", None, f"{host}: {printable(str(exc), 300)}")
+            continue
         out.setdefault("read_data", {})[host] = "ok" if result.ok else "damaged"
         if not result.ok:
             _finding(out, "damaged", None, f"{host}: restic check --read-data found damage: "
                      + printable(result.output.strip().splitlines()[-1] if result.output.strip() else "", 300))
         known = parse(ledgers[host], host, attached.fs.uuid)
-        listing = restic_snapshots.list_snapshots(repo)
         counted = _screen(host, listing, known, out)
         _missing(host, listing, known, out)
         _judge_all(cfg, policy_set, repo, host, counted, known, out)
