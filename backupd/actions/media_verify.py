@@ -148,6 +148,9 @@ def verify(cfg: Config, policy_set, mountpoint: Path, bundles: list[Path] | None
     out = {"destination": attached.destination, "medium": attached.medium.name, "uuid": fs.uuid,
            "label": fs.label, "device": fs.device, "mountpoint": str(fs.mountpoint), "read_only": fs.read_only,
            "hosts": [], "source": None, "snapshots": [], "judgement": [], "findings": [], "notes": []}
+    if not fs.read_only:
+        out["notes"].append(f"mounted read-write at {printable(str(fs.mountpoint), 200)}: nothing was written, "
+                            "but mount a medium read-only to check it (mount -o ro)")
     hosts = [h for h in cfg.backup_hosts() if Layout(fs.mountpoint, h).repository.is_dir()]
     others = sorted(set(Layout(fs.mountpoint, cfg.host).hosts()) - set(hosts))
     if others:
