@@ -221,7 +221,10 @@ def test_a_verifiers_restore_chooses_only_announced_snapshots_as_its_drills_do(t
         restore.restore_point(cfg, None, None, "t", planted.id[:8])
     # the commands' own paths: `restore --to` restores the announced one, `--into-database` refuses the planted
     restored = []
-    monkeypatch.setattr(restore, "repository", lambda cfg, name, dest: None)
+    from backupd.actions import media
+
+    monkeypatch.setattr(media, "source_for",
+                        lambda cfg, policy_set, target, destination=None: media.Source("worm", None))
     monkeypatch.setattr(restore.restic_restore, "restore", lambda repo, sid, to: restored.append(sid))
     target = SimpleNamespace(name="t", destinations=["worm"], sources=SimpleNamespace(dump=object()))
     policy_set = SimpleNamespace(target=lambda name: target, destinations={"worm": None})
@@ -230,7 +233,6 @@ def test_a_verifiers_restore_chooses_only_announced_snapshots_as_its_drills_do(t
     from backupd.actions import restore_database
 
     monkeypatch.setattr(restore_database, "_preflight", lambda db, force, allow: [])
-    monkeypatch.setattr(restore_database, "repository", lambda cfg, name, dest: None)
     with pytest.raises(Finding, match="02cccccc is not drilled or restored"):
         restore_database.run(cfg, policy_set, "t", None, snapshot_id=planted.id[:8])
 

@@ -77,7 +77,8 @@ class Repository:
                                           target=lambda n: next(t for t in self.targets if t.name == n))
         repo = SimpleNamespace(name="d", password_file=tmp_path / "secrets" / "restic-password", s3_keys={})
         monkeypatch.setattr(drill_action, "spec_for", lambda cfg, target: SPEC)
-        monkeypatch.setattr(drill_action, "repository", lambda cfg, name, dest: repo)
+        monkeypatch.setattr(drill_action.media, "source_for",
+                            lambda cfg, policy_set, target, destination=None: drill_action.media.Source("d", repo))
         monkeypatch.setattr(drill_action, "select", self.select)
         monkeypatch.setattr(choice.restic_restore, "dump_file", self.dump)
         monkeypatch.setattr(choice.restic_restore, "restore", self.restore)
