@@ -53,7 +53,8 @@ def test_report_lists_each_drill_with_phases_probes_verdict_and_a_chart(tmp_path
 def test_each_drill_run_rewrites_the_report(tmp_path, monkeypatch):
     cfg = Config(path=None, state_dir=tmp_path / "state", host="tos-01")
 
-    def fake_drill(cfg, state, policy_set, target, full, snapshot_id, cancel, removals=None, announced=None):
+    def fake_drill(cfg, state, policy_set, target, full, snapshot_id, cancel, removals=None, announced=None,
+                   destination=None):
         data = _drill_data(target.name, "PASS", 60.0)
         record(cfg, "drill", data)
         return data
