@@ -16,8 +16,9 @@ import signal
 import subprocess
 import threading
 import time
+from concurrent.futures import FIRST_EXCEPTION, wait
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Mapping
+from typing import Callable, Iterable, Iterator, Mapping, TypeVar
 
 from backupd.errors import BackupdError, DependencyError
 
@@ -26,6 +27,7 @@ INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME"
 KILL_GRACE_SECONDS = 10.0
 PR_SET_PDEATHSIG = 1
 CHUNK = 1 << 20
+T = TypeVar("T")
 
 
 @dataclass
@@ -82,8 +84,11 @@ class Cancel:
     def __init__(self) -> None:
         self._event = threading.Event()
         self.signum: int | None = None
+        self.set_at: float | None = None  # monotonic time of the first set()
 
     def set(self) -> None:
+        if self.set_at is None:
+            self.set_at = time.monotonic()
         self._event.set()
 
     def is_set(self) -> bool:
@@ -151,6 +156,11 @@ class _Either:
     def is_set(self) -> bool:
         return any(c.is_set() for c in self.cancels)
 
+    @property
+    def set_at(self) -> float | None:
+        times = [c.set_at for c in self.cancels if c.is_set() and getattr(c, "set_at", None) is not None]
+        return min(times) if times else None
+
 
 def _with_ambient(cancel):
     """The call's cancel combined with the thread's (cancelled_by)."""
@@ -158,6 +168,75 @@ def _with_ambient(cancel):
     if ambient is None or ambient is cancel:
         return cancel
     return ambient if cancel is None else _Either(cancel, ambient)
+
+
+#: How often a caller waiting on a blocking call checks its cancel (signal handlers run in between).
+POLL_SECONDS = 0.1
+
+
+def current_cancel():
+    """This thread's cancel (cancelled_by), or None: to hand to worker threads, which do not inherit it."""
+    return getattr(_local, "cancel", None)
+
+
+def cancelled(grace: float = 0.0) -> bool:
+    """True when this thread's cancel (cancelled_by) is set, `grace` seconds ago or longer: a long loop of our
+    own (hashing) stops there."""
+    ambient = getattr(_local, "cancel", None)
+    return ambient is not None and _past_grace(ambient, grace)
+
+
+def interruptible(fn: Callable[[], T], what: str, cancel: Cancel | None = None, grace: float = 0.0) -> T:
+    """fn() (a blocking call that takes no cancel: an HTTP request, a boto3 call), ended by the call's or the
+    thread's cancel within POLL_SECONDS: Interrupted then. `grace`: fn may still finish until that many seconds
+    after the cancel was set (a record of the stopped job reaching a mirror that answers). fn runs in a daemon
+    thread that is left to end by its own timeout (a process exits without waiting for it), so fn must be safe
+    to abandon mid-way; it sees neither this thread's deadline nor its cancel. Without any cancel, fn() runs here."""
+    cancel = _with_ambient(cancel)
+    if cancel is None:
+        return fn()
+    if _past_grace(cancel, grace):
+        raise Interrupted(f"{what}: not started, cancelled")
+    done, box = threading.Event(), {}
+
+    def work() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
+            box["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=work, name=f"interruptible: {what}"[:60], daemon=True).start()
+    # short waits, not one long one: Python runs a signal handler (which sets the cancel) only between them
+    while not done.wait(POLL_SECONDS):
+        if _past_grace(cancel, grace):
+            raise Interrupted(f"{what}: cancelled")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def wait_all(pool, futures: list, cancel, what: str) -> None:
+    """Until every future of `pool` (a ThreadPoolExecutor) is done, in short waits (a signal handler, which sets
+    the cancel, runs only between them); on cancel the queued tasks are dropped, the running ones are waited
+    for (they must stop at the cancel themselves) and Interrupted is raised. Failed tasks raise in result()."""
+    pending = futures
+    while pending:
+        done, pending = wait(pending, timeout=POLL_SECONDS, return_when=FIRST_EXCEPTION)
+        if cancel is not None and cancel.is_set():
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise Interrupted(f"{what}: cancelled")
+        if any(f.exception() is not None for f in done):
+            return
+
+
+def _past_grace(cancel, grace: float) -> bool:
+    """The cancel is set, and was set more than `grace` seconds ago."""
+    if not cancel.is_set():
+        return False
+    since = getattr(cancel, "set_at", None)
+    return since is None or time.monotonic() - since >= grace
 
 
 def time_left() -> float | None:

@@ -2,7 +2,8 @@
 
 Drills verify restored data against the manifest rather than against the live source, which
 drifts. A hash cache keyed on (size, mtime, ctime, inode) spares re-reading unchanged files,
-the same change test restic itself uses.
+the same change test restic itself uses. A cancel (SIGTERM) stops the walk and the hashing between two
+chunks of a file (execute.Interrupted), not when the whole tree is read.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from backupd import execute
 from backupd.excludes import is_excluded
 
 MANIFEST_NAME = "backupd-manifest.json"
@@ -23,6 +25,7 @@ MANIFEST_NAME = "backupd-manifest.json"
 AMEND_TAG = "backupd-manifest-amend"
 AMEND_SUFFIX = ".amend"
 FORMAT = 1
+HASH_CHUNK = 1 << 20  # a cancel is seen between two chunks: milliseconds
 
 
 @dataclass
@@ -37,9 +40,17 @@ class Entry:
     type: str = "file"
 
 
-def sha256_file(path: str) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+def sha256_file(path: str, cancel=None) -> str:
+    """Hex SHA-256 of a file's content; execute.Interrupted once `cancel` is set (default: this thread's)."""
+    cancel = cancel or execute.current_cancel()
+    digest, buf = hashlib.sha256(), bytearray(HASH_CHUNK)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as handle:
+        while size := handle.readinto(buf):
+            if cancel is not None and cancel.is_set():
+                raise execute.Interrupted(f"hashing {path}: cancelled")
+            digest.update(view[:size])
+    return digest.hexdigest()
 
 
 class HashCache:
@@ -114,10 +125,10 @@ def _known_entry(path: str, st: os.stat_result, cache: HashCache) -> Entry | Non
     return Entry(path, st.st_size, mode, digest, st.st_mtime_ns)
 
 
-def _hashed_entry(path: str, st: os.stat_result, cache: HashCache) -> Entry | None:
+def _hashed_entry(path: str, st: os.stat_result, cache: HashCache, cancel=None) -> Entry | None:
     """The entry of a regular file, read and hashed now (None when it cannot be read)."""
     try:
-        digest = sha256_file(path)
+        digest = sha256_file(path, cancel)
     except OSError:
         return None
     cache.store(path, st, digest)
@@ -125,18 +136,26 @@ def _hashed_entry(path: str, st: os.stat_result, cache: HashCache) -> Entry | No
 
 
 def build(paths: list[str], excludes: list[str], cache: HashCache, workers: int = 2) -> list[Entry]:
-    """Manifest entries for everything restic will back up below paths.
+    """Manifest entries for everything restic will back up below paths; execute.Interrupted when this
+    thread's cancel (execute.cancelled_by) is set meanwhile.
 
     Only files the hash cache cannot vouch for go to the thread pool (hashing releases the GIL);
     cache hits stay inline, since a pool task per unchanged file costs more than the lookup.
     """
-    items = list(walk(paths, excludes))
+    cancel = execute.current_cancel()
+    items = []
+    for item in walk(paths, excludes):
+        if cancel is not None and cancel.is_set():
+            raise execute.Interrupted("manifest: walking the sources cancelled")
+        items.append(item)
     entries = [_known_entry(path, st, cache) for path, st in items]
     todo = [i for i, e in enumerate(entries) if e is None and stat.S_ISREG(items[i][1].st_mode)]
     if todo:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            for i, entry in zip(todo, pool.map(lambda i: _hashed_entry(*items[i], cache), todo)):
-                entries[i] = entry
+            futures = [pool.submit(_hashed_entry, *items[i], cache, cancel) for i in todo]
+            execute.wait_all(pool, futures, cancel, "manifest: hashing the sources")
+            for i, future in zip(todo, futures):
+                entries[i] = future.result()
     return [e for e in entries if e is not None]
 
 

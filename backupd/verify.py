@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backupd import execute
 from backupd.manifest import sha256_file
 
 
@@ -53,7 +54,7 @@ class Beneath:
 
 
 def _check(root: str, entry: dict, volatile: set[str], beneath: Beneath,
-           hashed: frozenset = frozenset()) -> tuple[str, str]:
+           hashed: frozenset = frozenset(), cancel=None) -> tuple[str, str]:
     """('ok'|'mismatch'|'missing'|'skipped', path) for one manifest entry; the content of the paths in
     `hashed` already matched (EarlyHasher), only their type, size and mode are checked."""
     path = entry["path"]
@@ -76,21 +77,24 @@ def _check(root: str, entry: dict, volatile: set[str], beneath: Beneath,
         return "mismatch", path
     if path in hashed:
         return "ok", path
-    return ("ok" if sha256_file(local) == entry["sha256"] else "mismatch"), path
+    return ("ok" if sha256_file(local, cancel) == entry["sha256"] else "mismatch"), path
 
 
-def verify_tree(root: Path, manifest_doc: dict, workers: int = 2, hashed=frozenset()) -> Verification:
+def verify_tree(root: Path, manifest_doc: dict, workers: int = 2, hashed=frozenset(), cancel=None) -> Verification:
     """Check every manifest entry under root (hash, size, mode). Files that changed while they
     were backed up are skipped, since their recorded hash may not be what restic stored. Paths in
-    `hashed` had their content verified while the restore ran (EarlyHasher)."""
+    `hashed` had their content verified while the restore ran (EarlyHasher). execute.Interrupted once
+    `cancel` (default: this thread's) is set: between two chunks of a file, not after the whole tree."""
+    cancel = cancel or execute.current_cancel()
     volatile = set(manifest_doc.get("facts", {}).get("changed_during_backup", []))
     entries = manifest_doc.get("files", [])
     result, root, hashed = Verification(), str(root), frozenset(hashed)
     beneath = Beneath(root)
     to_read = [e for e in entries if e["path"] not in hashed and e.get("type") != "symlink"]
     with ThreadPoolExecutor(max_workers=workers) as pool:  # only reading content is worth a thread
-        read = dict(zip((e["path"] for e in to_read),
-                        pool.map(lambda e: _check(root, e, volatile, beneath), to_read)))
+        futures = [pool.submit(_check, root, e, volatile, beneath, cancel=cancel) for e in to_read]
+        execute.wait_all(pool, futures, cancel, "verifying the restored files")
+        read = dict(zip((e["path"] for e in to_read), (f.result() for f in futures)))
     outcomes = [read.get(e["path"]) or _check(root, e, volatile, beneath, hashed) for e in entries]
     for (kind, path), entry in zip(outcomes, entries):
         if kind == "ok":

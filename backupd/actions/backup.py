@@ -188,6 +188,8 @@ def _one(cfg: Config, state: State, target, dest_name: str, dest, policy: str, e
     retry = Retry(cfg.retry_attempts, cfg.retry_wait_seconds, cancel=cancel)
     preflight = preflight or Preflight(cfg, cancel)
     try:
+        if cancel is not None and cancel.is_set():  # SIGTERM before this destination's turn (mid-hash)
+            raise execute.Interrupted(f"backup {target.name} to {dest_name}: not started, cancelled")
         repo = repository(cfg, dest_name, dest)
         result.engine = restic_feature.describe(repo.restic_binary)
         preflight.require(dest_name, dest)  # one bounded probe per destination and run
@@ -377,7 +379,10 @@ def backup_target(cfg: Config, state: State, policy_set, target, cancel=None, pr
     """Back up one target to its primary destinations, then fill its copy destinations."""
     entries, facts, cache, candidate = ([], {}, None, {})
     if target.sources.paths is not None:
-        entries, facts, cache, candidate = _file_facts(cfg, state, target)
+        try:
+            entries, facts, cache, candidate = _file_facts(cfg, state, target)
+        except execute.Interrupted:
+            pass  # stopped mid-hash: each destination records its backup as not started (_one)
     copies = dict((dst, src) for src, dst in copy_action.pairs(policy_set, target))
     results = [_one(cfg, state, target, name, policy_set.destinations[name], policy_of(policy_set, target.name),
                     entries, facts, cancel, progress, preflight)

@@ -284,7 +284,11 @@ def _restore_and_verify(cfg, target, spec, box, repo, selection, doc, timer, can
         report["restore_read_bytes"] = max(bytes_read() - read - hashed, 0)
     _checkpoint(cancel)
     with timer.phase("verify"):  # what the restore left: files not hashed yet, every file's type and mode
-        check = verify_tree(box.restore_dir, {**doc, "files": chosen}, hashed=early.matched)
+        try:
+            check = verify_tree(box.restore_dir, {**doc, "files": chosen}, hashed=early.matched, cancel=cancel)
+        except execute.Interrupted:
+            _checkpoint(cancel)  # stopped mid-hash: Cancelled, as at any other point of the drill
+            raise
     report["verification"] = {**check.to_dict(), "hashed_during_restore": len(early.matched)}
     if not check.ok:
         problems.append(f"{len(check.mismatched)} file(s) differ from the backup-time manifest, "

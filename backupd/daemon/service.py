@@ -278,9 +278,11 @@ class Service:
         run.thread.start()
 
     def _work(self, run: Running, policy_set) -> None:
-        """Worker thread: probe the storage, sweep stale locks once, run one job."""
+        """Worker thread: probe the storage, sweep stale locks once, run one job. The stop signal ends a
+        probe at once (execute.cancelled_by), not at its timeout."""
         try:
-            view = self._prepare(run, policy_set)
+            with execute.cancelled_by(run.cancel):
+                view = self._prepare(run, policy_set)
             if view is None:
                 run.outcome = "failed"
             elif schedule.kind_of(run.job) == "backup":

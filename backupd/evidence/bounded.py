@@ -4,6 +4,8 @@ That time is `storage_timeout_seconds` after the push starts, and never later th
 calling job's own deadline (`execute.deadline`, i.e. job_timeout_seconds): a record written as its job is
 stopped gets a short try, then stays pending and goes with the next push. Each request gets connect/read
 timeouts and a retry count that fit in the time left, so no single stall outlives the deadline either.
+A cancel of the calling thread (SIGTERM, execute.cancelled_by) leaves the mirror CANCEL_GRACE_SECONDS after
+it: a mirror that answers still gets the stopped job's record, a stalled one no longer holds the stop up.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from backupd import execute
 from backupd.errors import DependencyError
 
 #: After the job's deadline a record still gets this long to reach the mirror (a job ends by then + this).
@@ -23,6 +26,8 @@ RETRY_PAUSE = 1.0
 RETRY_FLOOR = 4
 #: Less time than this left: nothing more is started.
 MIN_REQUEST = 2
+#: After the calling thread's cancel (SIGTERM) the mirror's calls may run this much longer, in all.
+CANCEL_GRACE_SECONDS = 0.5
 
 
 class MirrorDeadline(DependencyError):
@@ -76,6 +81,7 @@ class BoundedS3:
             if found is None:
                 raise MirrorDeadline(f"evidence mirror {self._name}: its deadline passed ({max(left, 0):.0f} s "
                                      f"left); the records not pushed stay pending")
-            return getattr(self._client_for(found), attr)(*args, **kwargs)
+            return execute.interruptible(lambda: getattr(self._client_for(found), attr)(*args, **kwargs),
+                                         f"evidence mirror {self._name}", grace=CANCEL_GRACE_SECONDS)
 
         return call

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 import socket
+import sys
 from pathlib import Path
 
+from backupd import execute
 from backupd.config import Config
 from backupd.errors import BackupdError
-from backupd.evidence import foreign, guard, keys, record_format
+from backupd.evidence import bounded, foreign, guard, keys, record_format, settings
 from backupd.evidence.ledger import Ledger, evidence_dir
 
 log = logging.getLogger(__name__)
@@ -32,11 +34,9 @@ def record(cfg: Config, kind: str, data, *, key=None) -> dict:
         if keys.pending_path(cfg.state_dir).exists():
             _settle_rotation(cfg.state_dir)
         key = keys.load_or_create(cfg.state_dir)
-    from backupd.evidence import mirror  # boto3 is only imported when a mirror is configured
-
-    remote = mirror.connect_if_configured(cfg)
-    if remote is not None:  # the probe and the push share one deadline (storage and job timeouts)
-        remote = mirror.bound(cfg, remote)
+    remote = _connect(cfg)
+    if remote is not None:  # loaded by _connect (not when it was cut short: the import may still be running)
+        from backupd.evidence import mirror
     reachable = [remote is not None]
     ledger = Ledger(cfg.state_dir)
     try:
@@ -53,6 +53,38 @@ def record(cfg: Config, kind: str, data, *, key=None) -> dict:
     if kind not in (foreign.KIND, foreign.ACK_KIND) and not key_given:  # the acknowledgement names them too
         report_foreign(cfg)
     return rec
+
+
+def _connect(cfg: Config):
+    """The configured mirror, bounded: the probe and the push share one deadline (storage and job timeouts).
+    None when there is none, or when the calling thread was cancelled (SIGTERM) over
+    bounded.CANCEL_GRACE_SECONDS ago while it was still being resolved (boto3 takes a while to load): the
+    record stays pending."""
+    def resolve():
+        from backupd.evidence import mirror  # boto3 is only imported when a mirror is configured
+
+        return mirror.connect_if_configured(cfg)
+
+    if execute.cancelled() and "backupd.evidence.mirror" not in sys.modules:
+        # loading boto3 alone outlasts the grace on a busy machine, and slows the exit down
+        if _mirror_named(cfg):
+            log.warning("evidence mirror: not loaded after a stop signal; records stay pending")
+        return None
+    try:
+        remote = execute.interruptible(resolve, "evidence mirror", grace=bounded.CANCEL_GRACE_SECONDS)
+    except execute.Interrupted as exc:
+        log.warning("%s; records stay pending", exc)
+        return None
+    from backupd.evidence import mirror
+
+    return None if remote is None else mirror.bound(cfg, remote)  # here: the deadline is this thread's
+
+
+def _mirror_named(cfg: Config) -> bool:
+    try:
+        return bool(settings.of(cfg).mirror)
+    except BackupdError:
+        return False
 
 
 def report_foreign(cfg: Config) -> None:

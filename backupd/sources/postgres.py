@@ -92,10 +92,15 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+#: After a stopped dump, how long the count's thread gets to end once its query was cancelled.
+CANCEL_WAIT_SECONDS = 1.0
+
+
 class PinnedSnapshot:
     """`with PinnedSnapshot(params) as pin:` -> pin.snapshot (for pg_dump --snapshot); `pin.count()`
     starts counting every table in a thread, `pin.rows()` waits for the counts. The transaction (and so
-    the snapshot) lives until the block ends: leave it only after pg_dump finished."""
+    the snapshot) lives until the block ends: leave it only after pg_dump finished. Leaving it without
+    `pin.rows()` (the dump failed or was stopped) cancels the counting on the server instead of waiting."""
 
     def __init__(self, params: dict):
         self.params = params
@@ -104,6 +109,7 @@ class PinnedSnapshot:
         self._rows: dict[str, int] = {}
         self._error: Exception | None = None
         self._thread: threading.Thread | None = None
+        self._wanted = False  # rows() was asked for
 
     def __enter__(self) -> PinnedSnapshot:
         import psycopg  # imported here: only custom-format dumps need a connection
@@ -133,6 +139,7 @@ class PinnedSnapshot:
 
     def rows(self) -> dict[str, int]:
         """Row counts per schema.table at the snapshot; Finding when counting failed."""
+        self._wanted = True
         if self._thread is None:
             self._count()
         else:
@@ -143,6 +150,15 @@ class PinnedSnapshot:
 
     def __exit__(self, *exc) -> None:
         if self._thread is not None:
-            self._thread.join()
+            if not self._wanted and self._thread.is_alive():
+                self._cancel_count()
+            self._thread.join(None if self._wanted else CANCEL_WAIT_SECONDS)
         if self._conn is not None:
             self._conn.close()  # ends the read-only transaction
+
+    def _cancel_count(self) -> None:
+        """Nobody will read the counts (a stopped dump, a SIGTERM): ask the server to cancel the count."""
+        try:
+            self._conn.cancel_safe(timeout=CANCEL_WAIT_SECONDS)
+        except Exception:  # noqa: BLE001 - best effort: the connection is closed next anyway
+            pass

@@ -4,6 +4,7 @@ An unsigned HTTP HEAD of one object key with a timeout: an endpoint that refuses
 milliseconds, one that accepts and never answers (a black hole, a hung proxy) fails after `timeout`
 seconds. Any HTTP answer, even 403 or 404, proves the storage answers; whether the keys are right is
 restic's to report. No credentials are sent and no S3 client is loaded (the daemon stays small).
+A cancel (SIGTERM) ends the wait at once (execute.interruptible), not when the timeout runs out.
 """
 
 from __future__ import annotations
@@ -13,11 +14,20 @@ import urllib.error
 import urllib.request
 from urllib.parse import quote
 
+from backupd import execute
+
 USER_AGENT = "backupd-preflight"  # tells the probe apart from restic in proxy and server logs
 
 
-def head(endpoint: str | None, region: str, bucket: str, key: str = "", *, timeout: float) -> str | None:
-    """None when the S3 server answered; else why not (host-level only; no credentials are involved)."""
+def head(endpoint: str | None, region: str, bucket: str, key: str = "", *, timeout: float,
+         cancel: execute.Cancel | None = None) -> str | None:
+    """None when the S3 server answered; else why not (host-level only; no credentials are involved).
+    execute.Interrupted when `cancel` or the thread's cancel (execute.cancelled_by) is set meanwhile."""
+    return execute.interruptible(lambda: _head(endpoint, region, bucket, key, timeout), "storage pre-flight",
+                                 cancel)
+
+
+def _head(endpoint: str | None, region: str, bucket: str, key: str, timeout: float) -> str | None:
     base = (endpoint or f"https://s3.{region}.amazonaws.com").rstrip("/")
     request = urllib.request.Request(f"{base}/{quote(bucket)}/{quote(key)}", method="HEAD",
                                      headers={"User-Agent": USER_AGENT})

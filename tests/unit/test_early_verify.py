@@ -44,7 +44,7 @@ def test_files_done_early_are_hashed_during_the_restore_and_only_stat_checked_af
     assert set(early) <= hasher.matched and "/b/wrong.bin" not in hasher.matched
     hashed = []
     real = verify.sha256_file
-    monkeypatch.setattr(verify, "sha256_file", lambda p: hashed.append(p) or real(p))
+    monkeypatch.setattr(verify, "sha256_file", lambda p, *rest: hashed.append(p) or real(p, *rest))
     check = verify.verify_tree(tmp_path, doc, hashed=hasher.matched)
     assert check.mismatched == ["/b/wrong.bin"] and check.verified == 21
     assert not any(p.endswith(".log") for p in hashed), "files verified during the restore are not re-read"
