@@ -143,7 +143,9 @@ class Service:
         deadline = time.monotonic() + self.settings.stop_timeout_seconds
         for run in list(self.running.values()):
             run.thread.join(max(0.0, deadline - time.monotonic()))
-        cancelled = {d for run in self.running.values() for d in self._destinations_of(run.job)}
+        # only where a cancelled job's probe got an answer could restic have left a lock: a destination that
+        # never answered is not probed again here (a black hole would hold the stop up for the probe's timeout)
+        cancelled = {d for run in self.running.values() for d in run.reachable}
         self._reap()
         left = sorted(self.running)
         if not left:

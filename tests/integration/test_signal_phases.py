@@ -85,8 +85,8 @@ def left_behind(pgid: int, marker: Path) -> list[str]:
     return found
 
 
-def terminate(proc: subprocess.Popen, marker: Path, json_out: bool = True) -> dict:
-    """SIGTERM; asserts it exited within STOP_WITHIN leaving no process behind; its --json document."""
+def terminate(proc: subprocess.Popen, marker: Path) -> tuple[str, str]:
+    """SIGTERM; asserts it exited within STOP_WITHIN leaving no process behind; (stdout, stderr)."""
     t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     try:
@@ -101,7 +101,7 @@ def terminate(proc: subprocess.Popen, marker: Path, json_out: bool = True) -> di
     assert took < STOP_WITHIN, f"SIGTERM took {took:.1f} s to take effect (or more: killed then)"
     assert not leftovers, f"left behind: {leftovers}"
     assert "Traceback" not in err, err
-    return json.loads(out) if json_out else {}
+    return out, err
 
 
 def recorded(state: Path) -> tuple[list, list]:
@@ -132,7 +132,7 @@ def test_sigterm_during_a_black_hole_pre_flight_stops_within_2_s(tmp_path):
         proc = start(config, marker)
         wait_for(lambda: hole.held, "the pre-flight to reach the black hole", bound=BOUND)
         time.sleep(max(0.0, 3.0 - (time.monotonic() - t0)))  # "3 s in", as reported
-        doc = terminate(proc, marker)
+        doc = json.loads(terminate(proc, marker)[0])
     finally:
         hole.close()
     assert_stopped(doc, *recorded(config.parent / "state"))
@@ -165,7 +165,7 @@ def test_sigterm_mid_hash_of_a_large_tree_stops_within_2_s(tmp_path):
     proc = start(config, marker)
     wait_for(lambda: _reading(proc.pid, tree), "the hashing to begin", bound=BOUND)
     time.sleep(0.5)
-    doc = terminate(proc, marker)
+    doc = json.loads(terminate(proc, marker)[0])
     assert_stopped(doc, *recorded(config.parent / "state"))
     assert not (config.parent / "state" / "hashcache" / "docs.json").exists(), "no half-built hash cache kept"
 
@@ -195,7 +195,7 @@ def test_sigterm_during_a_black_hole_evidence_upload_stops_within_2_s(policy, st
         proc = start(setup.config, marker, stack.env)
         wait_for(lambda: hole.held, "the evidence record to reach the mirror", bound=BOUND * 3)
         time.sleep(0.5)
-        doc = terminate(proc, marker)
+        doc = json.loads(terminate(proc, marker)[0])
     finally:
         hole.close()
     assert_stopped(doc, *recorded(setup.dir / "state"), status="ok")
@@ -208,7 +208,7 @@ def test_sigterm_during_dump_streaming_stops_within_2_s(policy, stack, tmp_path)
     marker = tmp_path / "marker"
     proc = start(setup.config, marker, stack.env)
     wait_for(mark.exists, "the dump to be streaming", bound=BOUND * 3)
-    doc = terminate(proc, marker)
+    doc = json.loads(terminate(proc, marker)[0])
     assert_stopped(doc, *recorded(setup.dir / "state"))
     assert not restic_locks.list_locks(repo_of(setup)), "restic was stopped with SIGINT and removed its lock"
 
@@ -258,8 +258,33 @@ def test_sigterm_during_a_probe_that_ignores_signals_stops_the_drill_within_2_s(
         raise AssertionError("no probe ran: " + "".join(proc.communicate())[-3000:]) from None
     assert proc.poll() is None, "the drill ended before its probe ran: " + "".join(proc.communicate())
     try:
-        terminate(proc, marker, json_out=False)
+        terminate(proc, marker)
         assert not _stubborn(), "the probe was killed"
     finally:
         for pid in _stubborn():
             os.kill(pid, signal.SIGKILL)
+
+
+def test_sigterm_stops_the_daemon_within_2_s_while_its_job_probes_a_black_hole(tmp_path):
+    """The daemon's catch-up backup is in its storage probe when SIGTERM comes: the job ends cancelled at
+    once and the stop does not probe the black hole again (nothing of restic ran there to leave a lock)."""
+    hole = BlackHole()
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "a.txt").write_text("a\n")
+    config = standalone(tmp_path, hole.url, tree)
+    marker = tmp_path / "marker"
+    marker.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(marker)}
+    proc = subprocess.Popen([sys.executable, "-m", "backupd", "daemon", "--config", str(config)], env=env,
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        wait_for(lambda: hole.held, "the daemon's job to probe the black hole", bound=BOUND)
+        _, err = terminate(proc, marker)
+    finally:
+        hole.close()
+    assert proc.returncode == 0
+    events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    (end,) = [e for e in events if e["event"] == "job_end"]
+    assert end["outcome"] == "cancelled", end
