@@ -80,6 +80,16 @@ def make_setup(stack: LocalStack, workdir: Path, policy_dir: Path, **extra) -> S
     return Setup(stack, workdir, config)
 
 
+@pytest.fixture(scope="session")
+def example(stack, tmp_path_factory):
+    """The shipped example policy (policies/, restore_tests/), backed up once per session and shared by the
+    modules that only read it (restores, drills): (setup, backup JSON document)."""
+    setup = make_setup(stack, tmp_path_factory.mktemp("example"), ROOT / "policies")
+    run = setup.cli("backup", "--json")
+    assert run.code == 0, run.stdout + run.stderr
+    return setup, run.doc
+
+
 POLICY_HEAD = """version: 1
 site: {{name: Test Terminal, port: other}}
 destinations:

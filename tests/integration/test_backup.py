@@ -16,9 +16,9 @@ from backupd import config as config_mod
 from backupd.actions.common import repository
 from backupd.engine import snapshots
 from backupd.policy.lint import load_policy_set
-from tests.integration.conftest import ROOT, make_setup
+from tests.integration.conftest import CONTAINERS
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.restic]
 
 
 def repo_of(setup, dest="worm"):
@@ -26,15 +26,6 @@ def repo_of(setup, dest="worm"):
     cfg = config_mod.load(setup.config)
     ps = load_policy_set(cfg.policy_files(), cfg.secrets_dir, env=setup.stack.env)
     return repository(cfg, dest, ps.destinations[dest])
-
-
-@pytest.fixture(scope="module")
-def example(stack, tmp_path_factory):
-    """The shipped example policy, backed up once: (setup, backup JSON document)."""
-    setup = make_setup(stack, tmp_path_factory.mktemp("example"), ROOT / "policies")
-    run = setup.cli("backup", "--json")
-    assert run.code == 0, run.stdout + run.stderr
-    return setup, run.doc
 
 
 def test_example_policy_backs_up_every_category(example):
@@ -56,7 +47,7 @@ def test_dump_facts_match_the_database(example, stack):
     db = next(r for r in doc["results"] if r["target"] == "tos-db")
     rows = {name.split(".")[-1]: n for name, n in db["facts"]["rows"].items()}
     assert rows == stack.facts
-    assert rows["containers"] == 5000
+    assert rows["containers"] == CONTAINERS
 
 
 def test_backup_data_is_encrypted_at_rest(example, stack):

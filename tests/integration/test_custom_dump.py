@@ -5,9 +5,11 @@ a full drill, a recovery into an empty database, and a restore that fails naming
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -74,6 +76,7 @@ def _count(stack, db: str, table: str) -> int:
     return stack.postgres.psql(f"SELECT count(*) FROM {table}", db=db)[0][0]
 
 
+@pytest.mark.restic
 def test_custom_dump_counts_its_own_snapshot_drills_and_restores_while_writes_continue(policy, stack, tmp_path):
     tos_data.create_tos_database(stack.postgres, "tos_custom", containers=1500)
     stack.postgres.psql("CREATE TABLE ticks (id bigserial PRIMARY KEY, note text)", db="tos_custom")
@@ -153,30 +156,44 @@ def test_a_custom_dump_whose_restore_needs_a_missing_role_fails_the_drill_naming
     assert "berth_plan" in problems and "pg_restore" in problems
 
 
-def _drill_servers() -> list[str]:
-    """Command lines of running throw-away drill servers (postgres -D <sandbox>/pg/data)."""
+@pytest.fixture
+def drill_tmp(monkeypatch):
+    """A TMPDIR of this test's own, where its drills' sandboxes go (the state_dir under tmp_path is too long a
+    path for them): their servers are told apart from those of drills that other tests (pytest-xdist workers)
+    run meanwhile. Short, and traversable for the sandbox uid."""
+    path = Path(tempfile.mkdtemp(prefix="bd-drill-"))
+    path.chmod(0o711)
+    monkeypatch.setenv("TMPDIR", str(path))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _drill_servers(root: Path) -> list[str]:
+    """Command lines of running throw-away drill servers (postgres -D <sandbox>/pg/data) under root."""
     found = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
             argv = cmdline.read_bytes().split(b"\0")
         except OSError:
             continue
-        if argv and argv[0].endswith(b"/postgres") and any(a.endswith(b"/pg/data") for a in argv):
+        if argv and argv[0].endswith(b"/postgres") and any(a.endswith(b"/pg/data") and a.startswith(
+                bytes(root) + b"/") for a in argv):
             found.append(b" ".join(argv).decode(errors="replace"))
     return found
 
 
-def test_a_drill_whose_restore_fails_leaves_no_server_it_started_early(policy, stack, tmp_path):
+def test_a_drill_whose_restore_fails_leaves_no_server_it_started_early(policy, stack, tmp_path, drill_tmp):
     tos_data.create_tos_database(stack.postgres, "tos_early", containers=200)
     setup = _setup(policy, tmp_path, "tos_early", "t-custom-early")
     assert setup.cli("backup", "--target", "db").code == 0
-    assert _drill_servers() == []
+    assert _drill_servers(drill_tmp) == []
     drill = setup.cli("drill", "--target", "db", "--full", "--snapshot", "deadbeef", "--json")
     assert drill.code != 0, drill.stdout + drill.stderr
     (d,) = drill.doc["drills"]
     assert d["verdict"] == "FAIL" and d["probes"] == []
-    assert _drill_servers() == [], "the server started while restic ran was stopped with the drill"
+    assert _drill_servers(drill_tmp) == [], "the server started while restic ran was stopped with the drill"
     assert d["sandbox"] and not Path(d["sandbox"]).exists(), "and its sandbox removed"
+    assert Path(d["sandbox"]).is_relative_to(drill_tmp), "where _drill_servers looked"
 
 
 def _wait(predicate, seconds: float) -> bool:
@@ -189,21 +206,21 @@ def _wait(predicate, seconds: float) -> bool:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "kill-9"])
-def test_a_drill_stopped_while_its_early_server_runs_leaves_no_server(policy, stack, tmp_path, sig):
+def test_a_drill_stopped_while_its_early_server_runs_leaves_no_server(policy, stack, tmp_path, sig, drill_tmp):
     tos_data.create_tos_database(stack.postgres, "tos_killed", containers=20000)
     setup = _setup(policy, tmp_path, "tos_killed", f"t-custom-{sig.name.lower()}")
     assert setup.cli("backup", "--target", "db").code == 0
-    assert _drill_servers() == []
+    assert _drill_servers(drill_tmp) == []
     env = {**os.environ, **setup.stack.env, "PYTHONPATH": str(ROOT)}
     drill = subprocess.Popen([sys.executable, "-m", "backupd", "drill", "--target", "db", "--full", "--json",
                               "--config", str(setup.config)], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE)
     try:
-        assert _wait(lambda: _drill_servers() != [], 120), "the drill's server started"
+        assert _wait(lambda: _drill_servers(drill_tmp) != [], 120), "the drill's server started"
         drill.send_signal(sig)
         drill.wait(timeout=120)
     finally:
         drill.kill()
         drill.wait()
     assert "Traceback" not in drill.stderr.read().decode(errors="replace")
-    assert _wait(lambda: _drill_servers() == [], 30), "no server outlives the drill, even one killed -9"
+    assert _wait(lambda: _drill_servers(drill_tmp) == [], 30), "no server outlives the drill, even one killed -9"

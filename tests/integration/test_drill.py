@@ -14,20 +14,17 @@ from backupd.drill.sandbox import Sandbox
 from backupd.drill.spec import PostgresProbe
 from backupd.probes import ProbeContext, run as run_probe
 from backupd.sources import postgres as pg_source
-from tests.integration.conftest import ROOT, make_setup
+from tests.integration.conftest import CONTAINERS, ROOT
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.restic]
 
 PHASES = {"select", "restore", "verify", "probes"}
 
 
-@pytest.fixture(scope="module")
-def example(stack, tmp_path_factory):
-    """The shipped example policy and its restore_tests specs, backed up once."""
-    setup = make_setup(stack, tmp_path_factory.mktemp("drill-example"), ROOT / "policies")
-    run = setup.cli("backup", "--json")
-    assert run.code == 0, run.stdout + run.stderr
-    return setup
+@pytest.fixture
+def example(example):
+    """The shipped example policy and its restore_tests specs, backed up once (conftest's, shared)."""
+    return example[0]
 
 
 def test_full_drill_of_the_example_targets_passes_with_phase_times(example):
@@ -44,7 +41,7 @@ def test_full_drill_of_the_example_targets_passes_with_phase_times(example):
     db = drills["tos-db"]
     (probe,) = db["probes"]
     assert probe["kind"] == "postgres" and probe["status"] == "ok", probe
-    assert probe["details"]["rows"]["public.containers"] == 5000
+    assert probe["details"]["rows"]["public.containers"] == CONTAINERS
     assert drills["tos-programs-production"]["probes"][0]["details"]["stdout"].startswith("tos-server ")
 
 
