@@ -81,6 +81,7 @@ def _message(run) -> str:
     return " ".join(str(i.get("error") or i.get("reason") or "") for i in items)
 
 
+@pytest.mark.restic
 @pytest.mark.parametrize(("change", "says", "not_says"), [
     (_bad_s3_secret, "S3 storage refused the credentials", "no repository"),
     (_bad_password, "wrong repository password", "refused the credentials"),
@@ -95,6 +96,7 @@ def test_wrong_secret_named_and_exit_2_everywhere(backed_up, stack, tmp_path, ch
         assert "not-the-" not in run.stdout + run.stderr  # the bad secret itself is never printed
 
 
+@pytest.mark.restic
 def test_no_repository_is_named(policy, stack, tmp_path):
     setup = policy(TARGET.format(src=_source(tmp_path)), f"t-norepo-{uuid.uuid4().hex[:8]}")
     run = setup.cli("restore", "--target", "docs", "--to", str(tmp_path / "r"), "--json")
@@ -115,6 +117,7 @@ def test_state_dir_is_private_after_a_backup(backed_up):
     assert loose == []
 
 
+@pytest.mark.restic
 def test_non_utf8_file_name_through_backup_restore_drill_and_evidence(policy, tmp_path):
     src = _source(tmp_path)
     bad = os.path.join(os.fsencode(src), b"bad\xff.txt")

@@ -10,7 +10,7 @@ from backupd.actions.common import repository
 from backupd.engine import snapshots
 from backupd.policy.lint import load_policy_set
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.restic]
 
 
 def test_backup_fills_the_copy_destination_and_the_copy_restores(policy, tmp_path):

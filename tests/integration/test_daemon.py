@@ -160,6 +160,7 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
+@pytest.mark.restic
 def test_sigterm_and_kill9_mid_backup_leave_a_consistent_repository(policy, tmp_path):
     mark, go = tmp_path / "MARK", tmp_path / "GO"
     # 8 MB of data reach restic, then the dump stalls until GO exists: a backup caught mid-way.

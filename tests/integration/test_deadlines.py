@@ -32,7 +32,7 @@ from backupd.engine import locks as restic_locks
 from backupd.policy.lint import load_policy_set
 from tests.integration.conftest import ROOT
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.restic]
 BOUND = 180  # seconds: "it returned", on a loaded 2-core machine
 
 

@@ -20,7 +20,7 @@ from backupd.commands.common import load_config, load_policies
 from backupd.drill.phases import PhaseTimer
 from tests.integration.test_drill import CHECK_TARGET as TARGET
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.restic]
 
 
 @pytest.fixture

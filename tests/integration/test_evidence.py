@@ -67,6 +67,7 @@ def test_auditor_pull_reproduces_the_ledger_and_mirror_refuses_tampering(mirrore
     assert run.code == 1 and run.doc["ledger"]["first_bad_seq"] == 1
 
 
+@pytest.mark.restic
 def test_export_holds_the_real_snapshot_inventory_and_verifies(mirrored, tmp_path):
     setup, host = mirrored
     out = tmp_path / "evidence.tar.gz"

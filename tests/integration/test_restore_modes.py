@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.restic]
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="restores setuid-root files as root")

@@ -12,7 +12,7 @@ import pytest
 from backupd.engine import snapshots
 from tests.integration.test_backup import repo_of
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.restic]
 
 TIME = "BACKUPD_BACKUP_TIME"  # backupd.engine.backup.TIME_OVERRIDE
 

@@ -53,6 +53,7 @@ def test_serve_keeps_the_stack_up_for_backupd_and_stops_it_on_sigterm(tmp_path):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
 
 
+@pytest.mark.restic
 def test_the_restic_on_path_is_the_one_the_suite_was_asked_to_use():
     # without BACKUPD_TEST_RESTIC the suite runs the distribution's restic (Debian's /usr/bin/restic)
     chosen = os.environ.get("BACKUPD_TEST_RESTIC") or "/usr/bin/restic"

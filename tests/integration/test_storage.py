@@ -221,6 +221,7 @@ def test_extend_locks_with_maintainer_and_not_with_writer(sw, data, tmp_path):
     assert refused.returncode == 1 and json.loads(refused.stdout)["results"][0]["failed"]
 
 
+@pytest.mark.restic
 def test_recover_repo_after_writer_credential_attack(sw, data, tmp_path):
     env = _env(sw, data, tmp_path, worm=_dest(sw, "worm-ok", "victim"))
     assert env.cli("backup", "--target", "exports").returncode == 0
@@ -260,6 +261,7 @@ def _recovery_keypair(tmp: Path) -> tuple[Path, Path]:
     return priv, pub
 
 
+@pytest.mark.restic
 def test_keys_escrow_recover_and_rotate(sw, data, tmp_path):
     env = _env(sw, data, tmp_path, worm=_dest(sw, "worm-ok", "keys"))
     assert oct(env.password.stat().st_mode & 0o777) == "0o600"

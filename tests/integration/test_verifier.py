@@ -104,6 +104,7 @@ def _verifier(stack, tmp_path, host: str, verifier_state) -> Setup:
     return Setup(stack, vdir, config)
 
 
+@pytest.mark.restic
 def test_a_verifier_with_read_only_keys_drills_both_targets_and_signs_with_its_own_key(pair, stack, host):
     main, verifier = pair
     for target in ("v-programs", "v-tos-db"):
