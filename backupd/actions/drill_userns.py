@@ -43,6 +43,9 @@ def argv(cfg, target_name: str, full: bool, userns: str) -> list[str]:
 
 def run(cfg, target_name: str, *, full: bool, userns: str, cancel: execute.Cancel | None = None) -> list[dict]:
     """Drill one target inside `userns`; its reports, or one `unavailable` report saying why none came."""
+    unpinned = _placeholder(userns)
+    if unpinned:
+        return [_unavailable(target_name, full, userns, unpinned)]
     plain = {k: os.environ[k] for k in PASSED if k in os.environ}
     done = execute.run(argv(cfg, target_name, full, userns), execute.Environment(plain=plain), cancel=cancel,
                        max_output=MAX_OUTPUT)
@@ -52,6 +55,24 @@ def run(cfg, target_name: str, *, full: bool, userns: str, cancel: execute.Cance
             return doc["drills"]
         why = str(doc.get("error") or doc)
     except (ValueError, AttributeError):
-        why = done.stderr.strip()[-500:] or f"exit code {done.returncode}, no report"
-    return [{"target": target_name, "kind": "full" if full else "sample", "status": "unavailable",
-             "reason": f"drill in the probe user namespace {userns} failed: {why[:500]}"}]
+        # a drill stopped with the daemon may die mid-import: its traceback says nothing the operator needs
+        why = "cancelled" if done.cancelled else \
+            done.stderr.strip()[-500:] or f"exit code {done.returncode}, no report"
+    return [_unavailable(target_name, full, userns, why)]
+
+
+def _unavailable(target_name: str, full: bool, userns: str, why: str) -> dict:
+    return {"target": target_name, "kind": "full" if full else "sample", "status": "unavailable",
+            "reason": f"drill in the probe user namespace {userns} failed: {why[:500]}"}
+
+
+def _placeholder(userns: str) -> str | None:
+    """Why `userns` is a plain file rather than a namespace (nsenter would only say "Invalid argument"),
+    else None (a missing path is left to nsenter, which names it)."""
+    try:
+        if os.stat(userns).st_dev == os.stat("/proc/self/ns/user").st_dev:
+            return None
+    except OSError:
+        return None
+    return ("no namespace is pinned there, only the placeholder file (probe-userns.sh pin mounted it in "
+            "another mount namespace, or not at all)")

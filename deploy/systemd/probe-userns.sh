@@ -14,6 +14,17 @@ die() { echo "probe-userns: $*" >&2; exit "${2:-2}"; }
 [ "$(id -u)" = 0 ] || die "run as root"
 COUNT=65536
 
+# systemd runs even a unit's "+" commands in a mount namespace of their own when the unit has PrivateTmp=
+# (all backupd units do): a pin mounted there would vanish with this script and the service would find only
+# the placeholder file (nsenter: "reassociate to namespace 'ns/user' failed: Invalid argument"). So when
+# systemd (PID 1, our parent) started us in another mount namespace than its own, pin and unpin act in
+# systemd's, the one each later command of the unit is made from. The script goes along as an open file:
+# its path may not exist there (a private /tmp).
+if [ "${1:-}" != allocate ] && [ "$PPID" = 1 ] && [ "$(readlink /proc/1/ns/mnt)" != "$(readlink /proc/self/ns/mnt)" ]
+then
+  exec nsenter --mount=/proc/1/ns/mnt -- bash /proc/self/fd/3 "$@" 3<"$0"
+fi
+
 start_of() {  # file, user: the start of the user's first range of at least COUNT ids
   awk -F: -v n="$2" -v u="$(id -u "$2")" -v c="$COUNT" '($1 == n || $1 == u) && $3 >= c { print $2; exit }' "$1"
 }

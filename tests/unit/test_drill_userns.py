@@ -52,3 +52,23 @@ def test_without_the_pinned_namespace_the_drill_is_unavailable_naming_why(tmp_pa
     (report,) = drill_userns.run(cfg, "tos-db", full=False, userns=str(tmp_path / "missing"))
     assert report["status"] == "unavailable" and report["target"] == "tos-db"
     assert str(tmp_path / "missing") in report["reason"] and "No such file" in report["reason"], report
+
+
+def test_a_placeholder_without_a_pinned_namespace_is_named_as_such(tmp_path, monkeypatch):
+    """The pin went to a mount namespace the daemon does not see: nsenter would only say "Invalid argument"."""
+    placeholder = tmp_path / "backupd"
+    placeholder.write_bytes(b"")
+    monkeypatch.setattr(drill_userns.execute, "run", lambda *a, **kw: (_ for _ in ()).throw(AssertionError("ran")))
+    (report,) = drill_userns.run(SimpleNamespace(path=None), "tos-db", full=False, userns=str(placeholder))
+    assert report["status"] == "unavailable" and "only the placeholder file" in report["reason"], report
+    _ran(monkeypatch, 0, b'{"drills": [{"target": "tos-db", "status": "ok"}]}')
+    assert drill_userns.run(SimpleNamespace(path=None), "tos-db", full=False,
+                            userns="/proc/self/ns/user")[0]["status"] == "ok"  # a namespace file: nsenter runs
+
+
+def test_a_drill_stopped_with_the_daemon_is_reported_cancelled_not_with_its_traceback(monkeypatch):
+    monkeypatch.setattr(drill_userns.execute, "run", lambda argv, env, **kw: execute.Completed(
+        argv=argv, returncode=-2, stderr='File "<frozen importlib._bootstrap>", line 1\nKeyboardInterrupt',
+        cancelled=True))
+    (report,) = drill_userns.run(SimpleNamespace(path=None), "t", full=False, userns="/x")
+    assert report["status"] == "unavailable" and report["reason"].endswith("failed: cancelled"), report
