@@ -195,6 +195,17 @@ def limit_reached(done: execute.Completed, limits: Limits) -> str | None:
     return None
 
 
+def outer_proc(proc: str = "/proc") -> list[str]:
+    """The outer bwrap's /proc: one the inner bwrap may mount a fresh proc over (the kernel wants a fully
+    visible proc first) and, where it can, one that shows the inner bwrap's child under the PID it knows
+    (bwrap reads /proc/<pid>/ns). bwrap covers sys, sysrq-trigger, irq and bus of a fresh proc read-only
+    when this root may write them (root of the host), and the kernel counts covers as hiding: then the
+    host /proc (a host always has the PID, a kernel thread). Else (root of the units' probe user namespace,
+    maybe in a container without that PID on the host /proc) the outer's own, left uncovered."""
+    covered = any(os.access(f"{proc}/{name}", os.W_OK) for name in ("sys", "sysrq-trigger", "irq", "bus"))
+    return ["--bind", "/proc", "/proc"] if covered else ["--proc", "/proc"]
+
+
 @dataclass
 class Jail:
     """Where and how probe processes run: `readonly` and `writable` host paths appear at the same
@@ -242,12 +253,11 @@ class Jail:
                 "--", *command]
         if self.uid is None:
             return drop_privileges(None) + inner + info + view + fresh + tail
-        # the host /proc only lets the inner bwrap mount a fresh one (the kernel wants a fully visible
-        # proc to exist first); the fresh one covers it and the sandbox cannot unmount it. The outer bwrap
-        # has a PID namespace of its own: its init stays root, so the parent-death signal reaches it
-        # (a process without capabilities may not signal the sandbox uid), and when it dies the kernel
-        # kills every process below, even after backupd was killed with -9.
-        outer = [BWRAP, "--die-with-parent", "--unshare-pid", *info, *view, "--bind", "/proc", "/proc",
+        # the outer's /proc (outer_proc) lets the inner bwrap mount a fresh one, which covers it and the
+        # sandbox cannot unmount it. The outer bwrap has a PID namespace of its own: its init stays root,
+        # so the parent-death signal reaches it (a process without capabilities may not signal the sandbox
+        # uid), and when it dies the kernel kills every process below, even after backupd was killed -9.
+        outer = [BWRAP, "--die-with-parent", "--unshare-pid", *info, *view, *outer_proc(),
                  "--dev", "/dev", "--", *drop_privileges(self.uid)]
         return outer + inner + ["--bind", "/", "/"] + fresh + tail
 

@@ -43,6 +43,15 @@ def test_as_root_an_outer_bwrap_builds_the_view_then_drops_to_the_sandbox_uid():
     assert "--share-net" not in argv
 
 
+
+def test_the_outer_bwrap_shows_its_own_proc_unless_bwrap_would_cover_it(tmp_path):
+    """Root of a user namespace (the units' drills) cannot write /proc/sys: the outer's own proc, whose PIDs the
+    inner bwrap reads (a container's /proc lacks them: "open /proc/3/ns failed"); root of the host gets
+    read-only covers on a fresh proc that keep the inner bwrap from mounting one: the host's."""
+    assert sandbox.outer_proc(str(tmp_path / "unwritable")) == ["--proc", "/proc"]
+    (tmp_path / "sys").mkdir()
+    assert sandbox.outer_proc(str(tmp_path)) == ["--bind", "/proc", "/proc"]
+
 def test_not_root_one_bwrap_and_the_capabilities_dropped_first():
     argv = _jail(None).argv(["x"])
     assert argv[:5] == ["setpriv", "--inh-caps=-all", "--ambient-caps=-all", "--no-new-privs", "--"]
