@@ -90,6 +90,24 @@ def example(stack, tmp_path_factory):
     return setup, run.doc
 
 
+
+@pytest.fixture(scope="session")
+def offline_bundle(tmp_path_factory) -> Path:
+    """scripts/offline-bundle.sh run once per session from this checkout (it downloads from PyPI and the Debian
+    mirror): the archive, alone in its directory; test_offline_bundle.py and test_systemd_boot.py share it."""
+    import shutil
+    import tomllib
+
+    assert shutil.which("apt-get"), "the bundle needs apt-get (Debian's own: a broken set-up)"
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    out = tmp_path_factory.mktemp("offline-bundle")
+    done = subprocess.run(["bash", str(ROOT / "scripts/offline-bundle.sh"), str(out)], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    archive = out / f"backupd-offline-{version}.tar.gz"
+    assert done.stdout.strip() == str(archive) and [p.name for p in out.iterdir()] == [archive.name]
+    return archive
+
 POLICY_HEAD = """version: 1
 site: {{name: Test Terminal, port: other}}
 destinations:

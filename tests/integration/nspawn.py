@@ -25,6 +25,26 @@ BOOT_TIMEOUT = 90.0
 #: What a Debian host's /etc has that the packages' defaults do not give an empty one: the alternatives (awk,
 #: which), login.defs (useradd makes a user's group only with its USERGROUPS_ENAB) and PAM (runuser).
 HOST_ETC = ("/etc/alternatives", "/etc/login.defs", "/etc/pam.d", "/etc/security")
+#: Kills the machine once its standard input ends, i.e. when the test process ended however (even by SIGKILL,
+#: which skips stop()): the container's PID 1 (by pidfd: never a reused PID), which takes every process of
+#: its PID namespace along, and whatever else runs in its network namespace (SeaweedFS).
+GUARD = """
+import os, signal, sys
+leader = int(sys.argv[1])
+pidfd, net = os.pidfd_open(leader), os.readlink(f"/proc/{leader}/ns/net")
+sys.stdin.buffer.read()
+shared = net == os.readlink("/proc/self/ns/net")  # never with --private-network: then kill only the machine
+for pid in [] if shared else filter(str.isdigit, os.listdir("/proc")):
+    try:
+        if int(pid) != os.getpid() and os.readlink(f"/proc/{pid}/ns/net") == net:
+            os.kill(int(pid), signal.SIGKILL)
+    except OSError:
+        pass
+try:
+    signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+except ProcessLookupError:
+    pass
+"""
 
 
 class Machine:
@@ -34,6 +54,7 @@ class Machine:
         self.workdir, self.share, self.name = Path(workdir), Path(share), name
         self.proc: subprocess.Popen | None = None
         self.leader: int | None = None
+        self.guard: subprocess.Popen | None = None
         self.console = self.workdir / "console.log"
 
     def boot(self) -> None:
@@ -54,6 +75,8 @@ class Machine:
             self._check_alive(deadline)
             self.leader = self._find_leader()
             time.sleep(0.2)
+        self.guard = subprocess.Popen([sys.executable, "-c", GUARD, str(self.leader)], stdin=subprocess.PIPE,
+                                      start_new_session=True)
         while True:  # `is-system-running --wait` could wait forever: poll with a deadline instead
             self._check_alive(deadline)
             state = self.run("systemctl is-system-running", timeout=10).stdout.strip()
@@ -121,6 +144,10 @@ class Machine:
                 pass
             self.proc.wait(timeout=30)
         self.proc = None
+        if self.guard is not None:
+            self.guard.stdin.close()
+            self.guard.wait(timeout=30)
+            self.guard = None
 
     def __enter__(self) -> "Machine":
         try:

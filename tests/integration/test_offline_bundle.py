@@ -33,17 +33,12 @@ def _offline(*argv: str, timeout: int = 300) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> Path:
-    """The unpacked bundle directory."""
-    # scripts/setup.sh installs util-linux; apt-get is Debian's own: missing either is a broken set-up
-    assert shutil.which("unshare") and shutil.which("apt-get"), "the bundle needs unshare and apt-get"
+def bundle(offline_bundle, tmp_path_factory) -> Path:
+    """The unpacked bundle directory (the archive is built once per session: conftest.offline_bundle)."""
+    # scripts/setup.sh installs util-linux
+    assert shutil.which("unshare"), "the bundle's offline checks need unshare"
     out = tmp_path_factory.mktemp("bundle")
-    done = subprocess.run(["bash", str(ROOT / "scripts/offline-bundle.sh"), str(out)], capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    archive = out / f"backupd-offline-{VERSION}.tar.gz"
-    assert done.stdout.strip() == str(archive) and [p.name for p in out.iterdir()] == [archive.name]
-    with tarfile.open(archive) as tar:
+    with tarfile.open(offline_bundle) as tar:
         tar.extractall(out, filter="tar")
     return out / f"backupd-offline-{VERSION}"
 
