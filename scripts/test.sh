@@ -10,19 +10,22 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 workers=(-n "${BACKUPD_TEST_WORKERS:-3}" --dist loadfile --no-loadscope-reorder)  # in tests/conftest.py's order
-.venv/bin/python -m pytest -ra --durations=20 "${workers[@]}" "$@"
+status=0  # a failure in the first pass still lets the second run: CI shows both
+.venv/bin/python -m pytest -ra --durations=20 "${workers[@]}" "$@" || status=$?
 # Without arguments: once more with Debian 13's restic 0.18 (the newest supported), when scripts/restic-next.sh
 # could fetch it; BACKUPD_SKIP_RESTIC_NEXT=1 skips this pass. It runs the tests marked `restic`, not the whole
 # integration suite: what changes between restic versions is what backupd/engine/ hands restic and reads back
 # (argv and flags, JSON and text output, exit codes, the gates in backupd/engine/feature.py) and how restic
 # behaves on signals, stalls and stale locks. The marked tests reach every restic subcommand backupd runs
-# (backup of paths and of a command's stdin, restore, dump, snapshots, forget, prune, tag, check with
+# (backup of paths and of a command's stdin, restore, dump, snapshots, forget, prune, check with
 # --read-data-subset, copy and init --copy-chunker-params, key add/list/remove, list/cat locks, unlock) and
 # every gate (exit codes 10-12, --stdin-from-command, full snapshot ids, --stuck-request-timeout), plus
-# test_stack_serve's check that the restic on PATH is 0.18. The rest (evidence, S3 grants and locks, probes,
+# test_stack_serve's check that the restic on PATH is 0.18 (`tag`, on a backup restic calls incomplete, has
+# no integration test yet). The rest (evidence, S3 grants and locks, probes,
 # sandbox, PostgreSQL loading, rendering, scheduling) reaches restic only through those same paths.
 if [ $# -eq 0 ] && [ -x .venv/bin/restic-0.18 ] && [ "${BACKUPD_SKIP_RESTIC_NEXT:-0}" != 1 ]; then
   echo "test: the tests marked restic again with $(.venv/bin/restic-0.18 version | cut -d' ' -f1-2)" >&2
-  BACKUPD_TEST_RESTIC=.venv/bin/restic-0.18 exec .venv/bin/python -m pytest -ra --durations=20 "${workers[@]}" \
-    -m restic tests/integration
+  BACKUPD_TEST_RESTIC=.venv/bin/restic-0.18 .venv/bin/python -m pytest -ra --durations=20 "${workers[@]}" \
+    -m restic tests/integration || status=$((status ? status : $?))
 fi
+exit "$status"

@@ -131,7 +131,6 @@ def test_incident_mode_freezes_retention_preserves_and_reports(policy, tmp_path)
     assert run.code == 0 and run.doc["results"][0]["status"] == "ok", run.stdout
 
 
-@pytest.mark.restic
 def test_an_incident_freezes_forget_and_prune_of_every_config_on_the_bucket(policy, stack, tmp_path):
     """Opened with the daemon's config; a maintenance config (own state_dir and host, maintainer keys,
     same bucket) reads the locked marker from the bucket and refuses forget and prune; extend-locks runs."""
