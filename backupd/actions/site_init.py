@@ -43,6 +43,12 @@ class Answers:
     config_dir: Path
     writer_credentials: Path | None = None
     canary_credentials: Path | None = None
+    auditor_credentials: Path | None = None
+
+    def credentials(self) -> list[tuple[str, Path | None]]:
+        """(role in _paths, the given file) of each identity whose keys init copies."""
+        return [("writer credentials", self.writer_credentials), ("canary credentials", self.canary_credentials),
+                ("auditor credentials", self.auditor_credentials)]
 
     def check(self) -> None:
         """ConfigError naming the first bad answer (the policy schema checks the rest at lint)."""
@@ -68,6 +74,8 @@ def _paths(a: Answers) -> dict[str, Path]:
         out["writer credentials"] = a.secrets_dir / FILE_NAMES["credentials_file"]
     if a.canary_credentials:
         out["canary credentials"] = a.secrets_dir / FILE_NAMES["canary_credentials_file"]
+    if a.auditor_credentials:
+        out["auditor credentials"] = a.secrets_dir / FILE_NAMES["auditor_credentials_file"]
     return out
 
 
@@ -107,7 +115,7 @@ def write_files(a: Answers) -> dict[str, str]:
     if taken:
         raise ConfigError("refusing to overwrite existing file(s): " + ", ".join(taken)
                           + " (move them away or choose another --config-dir/--secrets-dir)")
-    for role, src in (("writer credentials", a.writer_credentials), ("canary credentials", a.canary_credentials)):
+    for role, src in a.credentials():
         if src:
             read_credentials(src)  # a malformed file is refused before anything is written
     policy = _policy_text(a)
@@ -119,7 +127,7 @@ def write_files(a: Answers) -> dict[str, str]:
     for role, path in paths.items():
         if role.startswith("drill "):
             _public(path, templates.path("restore_tests", path.name).read_text(encoding="utf-8"))
-    for role, src in (("writer credentials", a.writer_credentials), ("canary credentials", a.canary_credentials)):
+    for role, src in a.credentials():
         if src:
             write_secret_file(paths[role], src.read_text(encoding="utf-8"))
     _public(paths["config"], _config_text(a))  # last: its presence means "initialised"

@@ -98,10 +98,14 @@ def register(main: click.Group) -> None:
                   help="Credentials file of the writer identity, copied to <secrets-dir>/s3-writer.env (0600).")
     @click.option("--canary-credentials", default=None, type=_PATH,
                   help="Credentials file of the canary identity, copied to <secrets-dir>/s3-canary.env (0600).")
+    @click.option("--auditor-credentials", default=None, type=_PATH,
+                  help="Credentials file of the read-only auditor identity (the storage audit reads bucket settings "
+                       "with it), copied to <secrets-dir>/s3-auditor.env (0600).")
     @click.option("--yes", is_flag=True, help="Ask nothing: defaults for what is not given.")
     @common
     def init(site, port_name, host, endpoint, bucket, region, state_dir, secrets_dir, config_dir,
-             recovery_public_key, writer_credentials, canary_credentials, yes, config_path, as_json):
+             recovery_public_key, writer_credentials, canary_credentials, auditor_credentials, yes, config_path,
+             as_json):
         """Set up a new site: backupd.yaml, a policy from the shipped example, drill specs, the repository
         password (0600), escrow, lint, and the next steps. Never overwrites an existing file."""
         from backupd.actions import site_init as action
@@ -111,7 +115,7 @@ def register(main: click.Group) -> None:
         given = dict(site=site, port=port_name, host=host, endpoint=endpoint, bucket=bucket, region=region,
                      state_dir=state_dir, secrets_dir=secrets_dir, config_dir=config_dir,
                      writer_credentials=writer_credentials, canary_credentials=canary_credentials,
-                     recovery_public_key=recovery_public_key)
+                     auditor_credentials=auditor_credentials, recovery_public_key=recovery_public_key)
         return _init(action, given, yes, as_json)
 
     @main.group()
@@ -191,7 +195,7 @@ def _answers(action, given: dict, yes: bool):
         state_dir=Path(ask("state_dir", "State directory", Path("/var/lib/backupd"), type=_PATH)).absolute(),
         secrets_dir=Path(ask("secrets_dir", "Secrets directory", config_dir / "secrets", type=_PATH)).absolute(),
         config_dir=config_dir.absolute(), writer_credentials=given["writer_credentials"],
-        canary_credentials=given["canary_credentials"])
+        canary_credentials=given["canary_credentials"], auditor_credentials=given["auditor_credentials"])
     answers.check()
     return answers
 

@@ -33,7 +33,8 @@ def _init(stack, site: Path, bucket: str, *extra: str) -> tuple[int, dict]:
                 "--endpoint", stack.seaweed.endpoint, "--bucket", bucket, "--state-dir", str(site / "state"),
                 "--secrets-dir", str(site / "secrets"), "--config-dir", str(site / "etc"),
                 "--writer-credentials", str(keys / "s3-writer.env"),
-                "--canary-credentials", str(keys / "s3-canary.env"), "--yes", *extra)
+                "--canary-credentials", str(keys / "s3-canary.env"),
+                "--auditor-credentials", str(keys / "s3-auditor.env"), "--yes", *extra)
 
 
 def _storage_init(stack, bucket: str) -> tuple[int, dict]:
