@@ -58,7 +58,8 @@ def weed_binary() -> str:
 #: it-host, ev-<random>, tos-..., and this machine's name, the default host). It writes anywhere else in its
 #: buckets (any restic path) but under no other `evidence/<host>/` (a verifier's, the audit's confinement
 #: probe's), so the probe is refused as for a per-host writer.
-WRITER_HOSTS = ("it-host/", "ev-", "tos-", "demo-tos-01/", "maint-01/", "auditor-01/", socket.gethostname() + "/")
+WRITER_HOSTS = ("it-host/", "ev-", "vh-", "tos-", "demo-tos-01/", "maint-01/", "auditor-01/",
+                socket.gethostname() + "/")
 #: Key characters the complement grants spell out: S3's safe characters (`*` is SeaweedFS's wildcard, and a `:`
 #: in a grant would be read as a separator, a grant on the whole bucket).
 _KEY_CHARS = string.ascii_letters + string.digits + "!-_.'()/"
