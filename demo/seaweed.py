@@ -55,7 +55,7 @@ def weed_binary() -> str:
 
 
 #: Host-name prefixes whose evidence the generic test `writer` may write (the tests' and the demo's hosts:
-#: it-host, ev-<random>, tos-..., and this machine's name, the default host). It writes anywhere else in its
+#: it-host, ev-<random>, vh-<random>, tos-..., and this machine's name, the default host). It writes anywhere else in its
 #: buckets (any restic path) but under no other `evidence/<host>/` (a verifier's, the audit's confinement
 #: probe's), so the probe is refused as for a per-host writer.
 WRITER_HOSTS = ("it-host/", "ev-", "vh-", "tos-", "demo-tos-01/", "maint-01/", "auditor-01/",
