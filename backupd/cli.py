@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from backupd import statedir
+from backupd.state import statedir
 from backupd.commands import (backups, daemon, drill, evidence, incident, media, policy, runbook, setup, status,
                               storage)
 

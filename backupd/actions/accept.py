@@ -13,12 +13,13 @@ import json
 import os
 from datetime import datetime, timezone
 
-from backupd import baseline, evidence
+from backupd import evidence
 from backupd.actions.common import repository
 from backupd.actions.snapshot_choice import ACCEPT_TAG, data_snapshots, flagged, load_manifest
-from backupd.config import Config
+from backupd.config.loader import Config
 from backupd.engine import backup as restic_backup
 from backupd.errors import ConfigError, Finding
+from backupd.judgement import baseline
 
 MAX_REASON = 2000
 

@@ -15,8 +15,8 @@ from botocore.exceptions import ClientError
 
 from backupd import evidence
 from backupd.actions import grants_audit
-from backupd.config import Config
-from backupd.credentials import read_credentials
+from backupd.config.credentials import read_credentials
+from backupd.config.loader import Config
 from backupd.errors import ConfigError, DependencyError
 from backupd.evidence import settings as evidence_settings
 from backupd.policy.schema import S3Destination

@@ -10,20 +10,23 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from backupd import analytics, appendonly, baseline, evidence, execute, manifest
+from backupd import evidence
 from backupd.actions import copy as copy_action
 from backupd.actions import judgement
 from backupd.actions.common import Preflight, Retry, ensure_repository, policy_of, repository
-from backupd.config import Config
+from backupd.config.loader import Config
 from backupd.engine import backup as restic_backup
 from backupd.engine import feature as restic_feature
 from backupd.engine import snapshots as restic_snapshots
 from backupd.engine import tag as restic_tag
 from backupd.engine.exitcodes import RepositoryLocked, SourceUnreadable, StorageUnavailable
 from backupd.errors import BackupdError, ConfigError, DependencyError
+from backupd.files import manifest
+from backupd.judgement import analytics, appendonly, baseline
+from backupd.process import execute
 from backupd.sources import postgres
 from backupd.sources.stream import StreamFacts
-from backupd.state import State
+from backupd.state.runs import State
 
 MAX_LISTED = 50
 #: Facts kept in the manifest only (per-file detail; too large for state rows and evidence records).

@@ -12,9 +12,9 @@ import math
 import re
 import time
 
-from backupd import evidence, execute
+from backupd import evidence
 from backupd.actions.common import Preflight, repository
-from backupd.config import Config
+from backupd.config.loader import Config
 from backupd.engine import check as restic_check
 from backupd.engine import find as restic_find
 from backupd.engine import index as restic_index
@@ -22,7 +22,8 @@ from backupd.engine import snapshots as restic_snapshots
 from backupd.engine import stats as restic_stats
 from backupd.engine.exitcodes import Busy, RepositoryLocked
 from backupd.errors import BackupdError, ConfigError, DependencyError
-from backupd.state import State
+from backupd.process import execute
+from backupd.state.runs import State
 
 MAX_SLICES = 256  # restic buckets packs by one byte of their id
 DAY = 86400.0

@@ -7,13 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from backupd import execute
-from backupd.config import Config
-from backupd.credentials import read_credentials
+from backupd.config.credentials import read_credentials
+from backupd.config.loader import Config
 from backupd.engine import init as restic_init
 from backupd.engine.exitcodes import StorageUnavailable
 from backupd.engine.repository import Repository
 from backupd.errors import ConfigError
+from backupd.process import execute
 
 T = TypeVar("T")
 

@@ -7,7 +7,7 @@ import time
 
 from backupd import evidence
 from backupd.actions.common import Retry, repository
-from backupd.config import Config
+from backupd.config.loader import Config
 from backupd.engine import copy as restic_copy
 from backupd.engine import init as restic_init
 from backupd.errors import BackupdError, ConfigError, DependencyError

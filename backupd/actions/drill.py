@@ -11,14 +11,14 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
-from backupd import evidence, execute, output, probes, sandbox
+from backupd import evidence, output, probes
 from backupd.actions import announced_mirror, media
 from backupd.actions.snapshot_choice import ManifestAlongside, Selection, in_background, load_manifest, select
-from backupd.config import Config
+from backupd.config.loader import Config
 from backupd.drill import projection, sample, verdict
-from backupd.drill.limits import Guard
 from backupd.drill.due import due_kind
 from backupd.drill.early import LateHasher
+from backupd.drill.limits import Guard
 from backupd.drill.phases import FirstFile, PhaseTimer, bytes_read
 from backupd.drill.sandbox import Sandbox, empty, private_dir, sigterm_cancels
 from backupd.drill.spec import DrillSpec, spec_for
@@ -26,9 +26,10 @@ from backupd.engine import restore as restic_restore
 from backupd.engine.exitcodes import Cancelled
 from backupd.errors import BackupdError, ConfigError, DependencyError
 from backupd.evidence.keys import key_dir
-from backupd.manifest import MANIFEST_NAME
-from backupd.state import State
-from backupd.verify import EarlyHasher, verify_tree
+from backupd.files.manifest import MANIFEST_NAME
+from backupd.files.verify import EarlyHasher, verify_tree
+from backupd.process import execute, sandbox
+from backupd.state.runs import State
 
 PASSED = ("pass", "warn")
 PASSED_VERDICTS = ("PASS", "WARN")

@@ -15,7 +15,7 @@ import json
 import os
 import sys
 
-from backupd import execute
+from backupd.process import execute
 
 ENV = "BACKUPD_PROBE_USERNS"
 NSENTER = "nsenter"

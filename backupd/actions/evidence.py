@@ -16,7 +16,7 @@ from backupd.actions import evidence_conformance, evidence_report, evidence_veri
 from backupd.actions.snapshot_choice import parse_when
 from botocore.exceptions import BotoCoreError, ClientError
 
-from backupd.credentials import read_credentials
+from backupd.config.credentials import read_credentials
 from backupd.errors import ConfigError, DependencyError
 from backupd.evidence import bundle, keys, mirror, period, record_format, settings
 from backupd.evidence import keyring as keyring_mod

@@ -14,7 +14,7 @@ from botocore.exceptions import ClientError
 
 from backupd import evidence
 from backupd.actions.audit import required_history, s3_client
-from backupd.config import Config
+from backupd.config.loader import Config
 from backupd.errors import ConfigError, DependencyError
 from backupd.evidence import settings as evidence_settings
 from backupd.policy.durations import format_duration

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from botocore.exceptions import ClientError
 
-from backupd import config_schema
+from backupd.config import schema as config_schema
 from backupd.errors import ConfigError
 from backupd.policy.schema import S3Destination
 from backupd.storage import grants

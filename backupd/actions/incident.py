@@ -23,7 +23,7 @@ from backupd import evidence
 from backupd.actions import drill as drill_action
 from backupd.actions import restore as restore_action
 from backupd.actions.common import ensure_repository, repository, role_credentials
-from backupd.config import Config
+from backupd.config.loader import Config
 from backupd.engine import backup as restic_backup
 from backupd.engine.repository import Repository
 from backupd.errors import ConfigError, DependencyError, Finding

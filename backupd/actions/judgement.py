@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 
-from backupd import analytics, baseline, evidence
+from backupd import evidence
 from backupd.actions.common import repository
 from backupd.actions.snapshot_choice import JUDGEMENT_TAG
-from backupd.config import Config
+from backupd.config.loader import Config
 from backupd.engine import backup as restic_backup
 from backupd.errors import BackupdError
+from backupd.judgement import analytics, baseline
 
 
 def _flag(cfg: Config, policy_set, target: str, dest_name: str, snapshot_id: str, why: str) -> str | None:

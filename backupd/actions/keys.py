@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError
 from backupd import evidence
 from backupd.actions.audit import s3_client
 from backupd.actions.common import repository
-from backupd.config import Config
+from backupd.config.loader import Config
 from backupd.engine import init as restic_init
 from backupd.engine import key as restic_key
 from backupd.engine.exitcodes import WrongPassword

@@ -7,8 +7,8 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
-from backupd import config as config_mod
-from backupd import credentials
+from backupd.config import loader as config_mod
+from backupd.config import credentials
 from backupd.drill.spec import default_spec, load_spec
 from backupd.errors import ConfigError
 from backupd.policy.lint import lint_paths

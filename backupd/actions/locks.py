@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
-from backupd import procs
 from backupd.engine import locks as restic_locks
 from backupd.engine.exitcodes import Busy
 from backupd.engine.locks import Lock
+from backupd.process import procs
 
 STALE_AFTER = timedelta(minutes=30)  # restic's staleTimeout
 POLL_SECONDS = 5.0

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from backupd import evidence
 from backupd.actions import announced
-from backupd.config import Config
+from backupd.config.loader import Config
 from backupd.engine import check as restic_check
 from backupd.engine import copy as restic_copy
 from backupd.engine import init as restic_init

@@ -30,16 +30,17 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backupd import analytics, evidence
+from backupd import evidence
 from backupd.actions import announced, announced_mirror, media
 from backupd.actions.snapshot_choice import load_manifest
-from backupd.config import Config
+from backupd.config.loader import Config
 from backupd.engine import check as restic_check
 from backupd.engine import restore as restic_restore
 from backupd.engine import snapshots as restic_snapshots
 from backupd.engine.exitcodes import ResticError
 from backupd.errors import BackupdError, ConfigError, Finding
 from backupd.evidence.ledger import LEDGER_NAME, Ledger, evidence_dir, split_lines
+from backupd.judgement import analytics
 from backupd.media.layout import Layout
 from backupd.text import printable
 

@@ -11,7 +11,7 @@ from botocore.exceptions import ClientError
 from backupd import evidence
 from backupd.actions.audit import s3_client
 from backupd.actions.common import repository
-from backupd.config import Config
+from backupd.config.loader import Config
 from backupd.engine import check as restic_check
 from backupd.errors import ConfigError, DependencyError
 from backupd.policy.schema import S3Destination

@@ -8,12 +8,12 @@ from pathlib import Path
 
 from backupd.actions import announced_mirror, media
 from backupd.actions.snapshot_choice import Selection, load_manifest, rejected_text, select
-from backupd.config import Config
+from backupd.config.loader import Config
 from backupd.engine import restore as restic_restore
 from backupd.errors import ConfigError
-from backupd.restored_modes import defuse
-from backupd.state import State
-from backupd.verify import verify_tree
+from backupd.files.restored_modes import defuse
+from backupd.files.verify import verify_tree
+from backupd.state.runs import State
 
 
 DRILL_PASSED = ("ok", "pass", "warn")

@@ -18,18 +18,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from backupd import execute
 from backupd.actions import media
 from backupd.actions.restore import restore_point
-from backupd.config import Config
+from backupd.config.loader import Config
 from backupd.drill.phases import PhaseTimer
 from backupd.drill.sandbox import private_dir
 from backupd.engine import restore as restic_restore
 from backupd.errors import ConfigError, DependencyError, Finding
+from backupd.files.verify import verify_tree
 from backupd.probes.postgres import bindir, compare_rows
+from backupd.process import execute
 from backupd.sources import pgarchive, pgcount, pgload
 from backupd.text import printable
-from backupd.verify import verify_tree
 
 #: What makes a role able to run programs or touch files on the server, itself or through a role it may
 #: SET ROLE to (the dump can): superuser, CREATEROLE (grants itself the rest), the pg_*_server_* roles.

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 from backupd import evidence
 from backupd.actions import incident
 from backupd.actions.common import repository
-from backupd.config import Config
+from backupd.config.loader import Config
 from backupd.engine import forget as restic_forget
 from backupd.engine import prune as restic_prune
 from backupd.engine import snapshots as restic_snapshots

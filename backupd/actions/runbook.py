@@ -14,12 +14,12 @@ from pathlib import Path
 
 from backupd import evidence
 from backupd.actions import incident, time_to_service
-from backupd.config import Config
+from backupd.config.loader import Config
 from backupd.errors import ConfigError
 from backupd.evidence.canonical import iso, sha256
 from backupd.policy.durations import format_duration
 from backupd.render.runbook import human_seconds, to_html, to_markdown
-from backupd.state import State
+from backupd.state.runs import State
 
 MANDATE_JA = ("港湾ガイドライン（セキュリティ責任者編 1.8.2）は、TOSの保守・開発ベンダーと事前に共有した"
               "システム復旧手順を必須としています。本書はその手順書です。インシデントの前にベンダーと共有し、"

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
-from backupd import templates
 from backupd.actions import keys
 from backupd.actions.lint import drill_findings
-from backupd.credentials import FILE_NAMES, read_credentials
+from backupd.config import templates
+from backupd.config.credentials import FILE_NAMES, read_credentials
 from backupd.errors import ConfigError
 from backupd.keys.password import write_secret_file
 from backupd.policy.lint import lint_paths, load_policy_set

@@ -9,14 +9,15 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from backupd import execute, output
+from backupd import output
 from backupd.actions import announced as announced_mod
 from backupd.engine import restore as restic_restore
 from backupd.engine import snapshots as restic_snapshots
 from backupd.engine.repository import Repository
 from backupd.errors import BackupdError, ConfigError, Finding
-from backupd.manifest import AMEND_SUFFIX, AMEND_TAG, MANIFEST_NAME, amendment_problem
-from backupd.manifest import problem as manifest_problem
+from backupd.files.manifest import AMEND_SUFFIX, AMEND_TAG, MANIFEST_NAME, amendment_problem
+from backupd.files.manifest import problem as manifest_problem
+from backupd.process import execute
 
 #: Companion snapshot recording an operator's acceptance of a flagged generation (`backupd accept`).
 ACCEPT_TAG = "backupd-accept"

@@ -10,13 +10,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from backupd.actions import offline, time_to_service
-from backupd.config import Config
+from backupd.config.loader import Config
 from backupd.evidence import foreign, lag
 from backupd.evidence.ledger import LEDGER_NAME, Ledger, evidence_dir
-from backupd.jobs import JobStore, job_name
 from backupd.policy.durations import format_duration
 from backupd.policy.schema import S3Destination
-from backupd.state import State
+from backupd.state.jobs import JobStore, job_name
+from backupd.state.runs import State
 
 #: Audit outcomes that judge a destination (unavailable/skipped audits say nothing about it).
 AUDIT_VERDICTS = ("ok", "finding")

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from botocore.exceptions import ClientError
 
-from backupd import credentials, templates
-from backupd.credentials import read_credentials
+from backupd.config import credentials, templates
+from backupd.config.credentials import read_credentials
 from backupd.errors import ConfigError
 from backupd.policy.durations import format_duration
 from backupd.policy.lint import lint_paths
@@ -129,7 +129,7 @@ def _one(s3, target: Bucket) -> dict:
 
 def credential_files() -> dict[str, dict]:
     """Per identity: the file its keys go into, the policy (or config) field naming it and the units that load
-    it (backupd.credentials: the same names as the units, the shipped policy and the operator guide)."""
+    it (backupd.config.credentials: the same names as the units, the shipped policy and the operator guide)."""
     out = {}
     for identity, key in credentials.IDENTITY_FIELDS.items():
         roles = [r for r in credentials.UNITS if key in credentials.USES[r]

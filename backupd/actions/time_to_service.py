@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from backupd.drill import projection
 from backupd.policy.order import restore_order
-from backupd.state import State
+from backupd.state.runs import State
 
 #: Drill outcomes whose timings count (an unavailable drill measured nothing).
 TIMED = ("pass", "warn", "fail")

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import click
 
-from backupd import config as config_mod
-from backupd import output, statedir
+from backupd import output
+from backupd.config import loader as config_mod
 from backupd.errors import EXIT_OK, BackupdError, ConfigError
+from backupd.state import statedir
 
 
 def snapshot_arg(value: str | None) -> str | None:

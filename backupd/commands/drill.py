@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
-from backupd import execute, output
+from backupd import output
 from backupd.commands.common import common, load_config, load_policies, snapshot_arg, stopped
+from backupd.process import execute
 
 
 def register(main: click.Group) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from backupd.jobs import Job, job_name
+from backupd.state.jobs import Job, job_name
 
 
 #: Jobs beside the backups: (kind, target) -> every how many seconds. Checks read one slice a day;

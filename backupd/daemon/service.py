@@ -19,11 +19,11 @@ import time
 from contextlib import closing
 from dataclasses import dataclass, field
 
-from backupd import evidence, execute
+from backupd import evidence
 from backupd.actions import backup as backup_action
 from backupd.actions import status as status_action
-from backupd.actions.common import repository
 from backupd.actions import locks as repo_locks
+from backupd.actions.common import repository
 from backupd.daemon import log
 from backupd.daemon import reach
 from backupd.daemon import schedule
@@ -32,9 +32,10 @@ from backupd.daemon.signals import Signals
 from backupd.engine.exitcodes import RepositoryMissing
 from backupd.errors import BackupdError
 from backupd.evidence.guard import LedgerRegression
-from backupd.jobs import Job, JobStore, job_name
 from backupd.notify import Alerts, Message
-from backupd.state import State
+from backupd.process import execute
+from backupd.state.jobs import Job, JobStore, job_name
+from backupd.state.runs import State
 
 LONGEST_SLEEP = 3600.0  # an upper bound only: signals and finished jobs wake the loop at once
 CHECKPOINT_RECHECK = 300.0  # after queueing a checkpoint push: when to look again
@@ -553,7 +554,7 @@ class Service:
     def _start_metrics(self) -> None:
         if not (self.metrics_settings.listen or self.metrics_settings.textfile):
             return
-        from backupd import metrics
+        from backupd.daemon import metrics
 
         self.metrics = metrics.Metrics()
         self._registry = metrics.registry(self.metrics)
@@ -564,7 +565,7 @@ class Service:
     def _publish_metrics(self, rows: list[dict]) -> None:
         if self.metrics is None:
             return
-        from backupd import metrics
+        from backupd.daemon import metrics
 
         names = {d for t in self.policy_set.targets for d in t.destinations}
         self.metrics.update(rows, {

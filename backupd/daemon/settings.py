@@ -1,5 +1,5 @@
 """The daemon's sections of backupd.yaml (`daemon`, `notify`, `metrics`) as typed settings; validation is
-backupd.config_schema's.
+backupd.config.schema's.
 
 ```yaml
 daemon:
@@ -28,8 +28,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backupd import config_schema
-from backupd.config import Config
+from backupd.config import schema as config_schema
+from backupd.config.loader import Config
 
 
 @dataclass
@@ -74,7 +74,7 @@ def default_concurrency() -> int:
 
 
 def daemon(cfg: Config) -> DaemonSettings:
-    """Typed `daemon:` settings; ConfigError names the bad field (the schema is backupd.config_schema)."""
+    """Typed `daemon:` settings; ConfigError names the bad field (the schema is backupd.config.schema)."""
     data = config_schema.section("daemon", cfg.daemon)
     return DaemonSettings(concurrency=data.concurrency or default_concurrency(),
                           jitter_seconds=data.jitter_seconds, retry_seconds=data.retry_seconds,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from backupd.verify import EarlyHasher
+from backupd.files.verify import EarlyHasher
 
 
 class LateHasher:

@@ -23,11 +23,11 @@ import threading
 import time
 from pathlib import Path
 
-from backupd import cgroups, execute, procs
 from backupd.drill.sandbox import empty
 from backupd.errors import Finding
+from backupd.files.tree import lstat_walk
 from backupd.output import human_bytes as human
-from backupd.tree import lstat_walk
+from backupd.process import cgroups, execute, procs
 
 TICK = 0.25
 #: Share of one CPU the usage walks may take (drills must not slow down measurably).

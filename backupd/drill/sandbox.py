@@ -13,8 +13,8 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-from backupd import execute
 from backupd.errors import Finding
+from backupd.process import execute
 
 PREFIX = "drill-"
 OWNER_FILE = ".backupd-drill-pid"

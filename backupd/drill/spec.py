@@ -15,7 +15,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-from backupd.config import Config
+from backupd.config.loader import Config
 from backupd.errors import ConfigError
 from backupd.policy import loader
 from backupd.policy.schema import Duration, check_name

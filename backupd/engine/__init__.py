@@ -1,4 +1,4 @@
 """restic engine wrapper: one module per restic subcommand; each builds argv and parses output.
 
-Only `backupd.execute` spawns processes; these modules never touch the policy format.
+Only `backupd.process.execute` spawns processes; these modules never touch the policy format.
 """

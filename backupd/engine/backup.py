@@ -8,10 +8,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable
 
-from backupd import execute
 from backupd.engine import command, exitcodes, feature
 from backupd.engine.repository import Repository
 from backupd.errors import ConfigError
+from backupd.process import execute
 
 #: Benchmarks only (bench/year.py): "YYYY-MM-DD HH:MM:SS" dates every snapshot backupd writes (restic
 #: --time) so a year of generations can be simulated in an hour. Read here and nowhere else; never set it

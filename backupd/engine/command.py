@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Callable
 
-from backupd import execute
 from backupd.engine import exitcodes, feature
 from backupd.engine.repository import Repository
 from backupd.errors import ConfigError
+from backupd.process import execute
 
 DEFAULT_TIMEOUT = 6 * 3600.0
 #: Subcommands that only read the repository; with --no-lock they need no write access. restic 0.14

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import re
 
-from backupd import execute
 from backupd.engine import command, exitcodes, feature
 from backupd.engine.repository import Repository
 from backupd.errors import ConfigError
+from backupd.process import execute
 
 _HEX = re.compile(r"[0-9a-f]{64}")
 _SAVED = re.compile(r"snapshot ([0-9a-f]{8,64}) saved|saved as ([0-9a-f]{8,64})")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from backupd.errors import ConfigError, DependencyError, Finding
 from backupd.engine import feature
-from backupd.execute import Completed
+from backupd.errors import ConfigError, DependencyError, Finding
+from backupd.process.execute import Completed
 
 
 class ResticError(Finding):

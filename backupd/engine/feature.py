@@ -5,8 +5,8 @@ from __future__ import annotations
 import functools
 import re
 
-from backupd import execute
 from backupd.errors import DependencyError
+from backupd.process import execute
 
 MINIMUM = (0, 14, 0)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backupd.execute import Environment
+from backupd.process.execute import Environment
 
 #: variables scrubbed from every output restic produces
 SECRET_KEYS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from backupd import execute
 from backupd.engine import command
 from backupd.engine.repository import Repository
+from backupd.process import execute
 
 
 def restore(repo: Repository, snapshot_id: str, target_dir: Path, *, includes: list[str] | None = None,

@@ -13,8 +13,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from backupd import execute
 from backupd.errors import DependencyError
+from backupd.process import execute
 
 #: After the job's deadline a record still gets this long to reach the mirror (a job ends by then + this).
 GRACE_SECONDS = 5.0

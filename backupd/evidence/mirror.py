@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from backupd.credentials import read_credentials
+from backupd.config.credentials import read_credentials
 from backupd.errors import BackupdError, ConfigError, DependencyError, Finding
 from backupd.evidence import bounded, checkpoint, foreign, guard, keys, record_format, settings
 from backupd.evidence.ledger import Ledger, evidence_dir
@@ -146,7 +146,7 @@ def _stat(path: Path) -> tuple:
 def bound(cfg, remote: Remote) -> Remote:
     """remote whose S3 calls all end by the mirror's deadline (bounded.end_of: storage_timeout_seconds, and
     the calling thread's job deadline + GRACE_SECONDS); an already bounded remote keeps its deadline."""
-    from backupd import execute
+    from backupd.process import execute
 
     if isinstance(remote.s3, bounded.BoundedS3):
         return remote

@@ -13,11 +13,11 @@ import socket
 import sys
 from pathlib import Path
 
-from backupd import execute
-from backupd.config import Config
+from backupd.config.loader import Config
 from backupd.errors import BackupdError
 from backupd.evidence import bounded, foreign, guard, keys, record_format, settings
 from backupd.evidence.ledger import Ledger, evidence_dir
+from backupd.process import execute
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from backupd import config_schema
+from backupd.config import schema as config_schema
 from backupd.errors import ConfigError
 from backupd.policy.durations import parse_duration
 
@@ -40,7 +40,7 @@ class EvidenceSettings:
 
 
 def of(cfg) -> EvidenceSettings:
-    """Typed settings from cfg.evidence; ConfigError naming the bad field (schema: backupd.config_schema)."""
+    """Typed settings from cfg.evidence; ConfigError naming the bad field (schema: backupd.config.schema)."""
     raw = config_schema.section("evidence", getattr(cfg, "evidence", None) or {})
     out = EvidenceSettings(mirror=raw.mirror, audit_period=parse_duration(raw.audit_period),
                            checkpoint_period=parse_duration(raw.checkpoint_period))

@@ -14,8 +14,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from backupd import execute
 from backupd.errors import DependencyError
+from backupd.process import execute
 from backupd.text import printable
 
 FINDMNT = ("findmnt", "--json", "--list", "-o", "TARGET,SOURCE,FSTYPE,UUID,LABEL,OPTIONS")

@@ -6,7 +6,7 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
-from backupd.state import State
+from backupd.state.runs import State
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (key TEXT PRIMARY KEY, opened REAL NOT NULL);

@@ -15,7 +15,7 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
-from backupd.state import State
+from backupd.state.runs import State
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alert_outbox (

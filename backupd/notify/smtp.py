@@ -11,7 +11,7 @@ import smtplib
 import ssl
 from email.message import EmailMessage
 
-from backupd import envfile
+from backupd.config import envfile
 
 LOGIN_KEYS = ("SMTP_USER", "SMTP_PASSWORD")
 

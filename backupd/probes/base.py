@@ -9,9 +9,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Callable
 
-from backupd import execute
-from backupd.sandbox import Jail
-from backupd.verify import Beneath
+from backupd.files.verify import Beneath
+from backupd.process import execute
+from backupd.process.sandbox import Jail
 
 
 @dataclass
@@ -35,7 +35,7 @@ class ProbeContext:
     older: Callable[[], list[dict]] | None = None
     #: gives the sandbox uid the listed sandbox paths (a no-op unless we run as root)
     grant: Callable[..., None] = lambda *paths: None
-    #: where probe processes run (backupd.sandbox); built from the sandbox paths when not given
+    #: where probe processes run (backupd.process.sandbox); built from the sandbox paths when not given
     jail: Jail | None = None
     #: what prepare() started for a probe while restic restored, by id(probe); the probe takes it over
     prepared: dict = field(default_factory=dict)

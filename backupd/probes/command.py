@@ -1,4 +1,4 @@
-"""Command probe: run any argv (no shell) against the restored data, confined (backupd.sandbox): the
+"""Command probe: run any argv (no shell) against the restored data, confined (backupd.process.sandbox): the
 restored tree read-only, only the work directory writable, no network, no secrets; with a timeout and
 bounded, scrubbed output."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 from backupd.probes.base import ProbeContext, ProbeResult
-from backupd.sandbox import limit_reached
+from backupd.process.sandbox import limit_reached
 
 TAIL = 2000
 

@@ -20,7 +20,7 @@ import hashlib
 import os
 from collections import defaultdict
 
-from backupd.appendonly import family, is_rotated_name, open_content, successor
+from backupd.judgement.appendonly import family, is_rotated_name, open_content, successor
 from backupd.probes.base import ProbeContext, ProbeResult
 
 MAX_LISTED = 20

@@ -1,7 +1,7 @@
 """PostgreSQL probe: load the restored dump (plain: psql; custom format: pg_restore -j) into a throw-away
 cluster inside the sandbox (unix socket only, `listen_addresses = ''`), compare row counts with the facts
 counted at backup time, run the spec's SQL checks, and stop the cluster. The dump is untrusted, and so are
-the server processes it feeds: initdb, postgres, psql and pg_restore run confined (backupd.sandbox: an
+the server processes it feeds: initdb, postgres, psql and pg_restore run confined (backupd.process.sandbox: an
 unprivileged uid, no network, no capabilities, the restored tree read-only, only `pg/` writable, the socket
 in `pg/sock`); stopping the server kills its whole PID namespace. A drill may `prepare()` the cluster
 while restic restores the dump: initdb and the server start then cost no time to service-ready.
@@ -23,11 +23,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
-from backupd import execute
 from backupd.errors import BackupdError, DependencyError, Finding
 from backupd.probes import pglog
 from backupd.probes.base import ProbeContext, ProbeResult
-from backupd.sandbox import Jail
+from backupd.process import execute
+from backupd.process.sandbox import Jail
 from backupd.sources import pgarchive, pgcount, pgload
 from backupd.text import printable
 
@@ -339,7 +339,7 @@ class EarlyCluster(threading.Thread):
             self.cluster.stop()
         finally:
             self._up.set()
-        # a child is killed when the thread that spawned it ends (backupd.execute): this one outlives the server
+        # a child is killed when the thread that spawned it ends (backupd.process.execute): this one outlives the server
         self._released.wait()
 
     def ready(self) -> Cluster:

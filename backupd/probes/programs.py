@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from backupd.manifest import sha256_file
+from backupd.files.manifest import sha256_file
 from backupd.probes.base import ProbeContext, ProbeResult
 from backupd.probes.command import run_checked
 

@@ -16,8 +16,8 @@ import secrets
 from pathlib import Path
 from typing import Iterator
 
-from backupd import execute
 from backupd.errors import DependencyError
+from backupd.process import execute
 from backupd.sources.postgres import CUSTOM_MAGIC
 from backupd.text import printable
 

@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from urllib.parse import quote
 
-from backupd import execute
+from backupd.process import execute
 
 USER_AGENT = "backupd-preflight"  # tells the probe apart from restic in proxy and server logs
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from backupd import config as config_mod
 from backupd.actions.common import repository
+from backupd.config import loader as config_mod
 from backupd.engine import snapshots
 from backupd.policy.lint import load_policy_set
 from tests.integration.conftest import CONTAINERS

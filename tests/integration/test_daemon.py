@@ -20,13 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from backupd import config as config_mod
 from backupd.actions.common import repository
+from backupd.config import loader as config_mod
 from backupd.engine import check as restic_check
 from backupd.engine import locks as restic_locks
-from backupd.jobs import JobStore
 from backupd.policy.lint import load_policy_set
-from backupd.state import State
+from backupd.state.jobs import JobStore
+from backupd.state.runs import State
 from tests.integration.conftest import ROOT
 from tests.unit.test_notify import ReusableTCPServer, SmtpReceiver, WebhookReceiver
 

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from backupd import config as config_mod
 from backupd.actions.common import repository
+from backupd.config import loader as config_mod
 from backupd.engine import check as restic_check
 from backupd.engine import locks as restic_locks
 from backupd.policy.lint import load_policy_set

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from backupd import execute
 from backupd.drill.sandbox import Sandbox
 from backupd.drill.spec import PostgresProbe
 from backupd.probes import ProbeContext, run as run_probe
+from backupd.process import execute
 from backupd.sources import postgres as pg_source
 from tests.integration.conftest import CONTAINERS, ROOT
 

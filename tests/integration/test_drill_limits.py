@@ -1,4 +1,4 @@
-"""A drill cannot exhaust the host (backupd.drill.limits, backupd.cgroups): a probe's memory bomb, made of
+"""A drill cannot exhaust the host (backupd.drill.limits, backupd.process.cgroups): a probe's memory bomb, made of
 processes each far below the per-process RLIMIT_AS, is stopped by the drill's cgroup memory limit, and a
 probe filling its writable directory with files each below RLIMIT_FSIZE is stopped by the disk watchdog;
 both drills FAIL naming the limit and their evidence record is written (real restic, SeaweedFS,

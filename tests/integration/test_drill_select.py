@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from backupd import execute
 from backupd.actions import drill, snapshot_choice
 from backupd.actions.common import repository
 from backupd.commands.common import load_config, load_policies
 from backupd.drill.phases import PhaseTimer
+from backupd.process import execute
 from tests.integration.test_drill import CHECK_TARGET as TARGET
 
 pytestmark = [pytest.mark.integration, pytest.mark.restic]

@@ -9,12 +9,12 @@ import subprocess
 
 import pytest
 
-from backupd import config as config_mod
 from backupd.actions.common import repository
+from backupd.config import loader as config_mod
 from backupd.evidence.ledger import Ledger
-from backupd.manifest import MANIFEST_NAME
+from backupd.files.manifest import MANIFEST_NAME
 from backupd.policy.lint import load_policy_set
-from backupd.state import State
+from backupd.state.runs import State
 
 pytestmark = pytest.mark.integration
 

@@ -153,7 +153,7 @@ def test_key_rotation_is_mirrored_and_verifies_from_the_first_key(mirrored, stac
 
 def _record_failed_drill(setup, host):
     """A failed drill record (mirrored by the next backup's push, like any pending record)."""
-    from backupd.config import Config
+    from backupd.config.loader import Config
     from backupd.evidence import record
 
     return record(Config(path=None, state_dir=setup.dir / "state", host=host), "drill",

@@ -13,7 +13,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from backupd.actions import keys as keys_action
-from backupd.config import Config
+from backupd.config.loader import Config
 from backupd.evidence import keys, mirror, record
 from backupd.policy.schema import S3Destination
 from backupd.storage import evidence_objects, extend, freeze

@@ -1,5 +1,5 @@
 """A trojaned program in a real snapshot cannot reach backupd's secrets, the network or the host from a
-drill: it runs in the probe sandbox (backupd.sandbox), breaks its limits, and the drill fails with the
+drill: it runs in the probe sandbox (backupd.process.sandbox), breaks its limits, and the drill fails with the
 reason; no process of it survives (real restic, SeaweedFS, `backupd drill --full`)."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from backupd import sandbox
+from backupd.process import sandbox
 from tests.integration.conftest import ROOT, program_target
 
 pytestmark = pytest.mark.integration
@@ -127,7 +127,7 @@ def test_a_trojaned_program_in_a_snapshot_is_contained_and_fails_the_drill(polic
 AS_SERVICE = r"""
 import os, sys
 from pathlib import Path
-from backupd.sandbox import Jail
+from backupd.process.sandbox import Jail
 box = Path(sys.argv[1])
 jail = Jail(readonly=(box / "restore",), writable=(box / "work",), root=box)
 server = jail.start(["sh", "-c", "cat ../restore/secret > copy && exec sleep 765409"], cwd=str(box / "work"))
@@ -225,8 +225,8 @@ def test_a_daemon_drill_runs_its_probes_in_the_probe_user_namespace(policy, stac
     the drill's report comes back to the daemon."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from backupd import config
     from backupd.actions import drill_userns
+    from backupd.config import loader as config
 
     script, pin = ROOT / "deploy" / "systemd" / "probe-userns.sh", Path("/run/backupd-userns-test/daemon")
     ids = {name: Path(name).read_text() if Path(name).exists() else None for name in ("/etc/subuid", "/etc/subgid")}

@@ -14,8 +14,8 @@ from datetime import datetime
 import pytest
 from botocore.exceptions import ClientError
 
-from backupd import manifest
-from backupd.credentials import read_credentials
+from backupd.config.credentials import read_credentials
+from backupd.files import manifest
 from demo.seaweed import VERIFIER_HOST
 from tests.integration.conftest import ROOT, Setup
 

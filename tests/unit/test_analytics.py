@@ -2,7 +2,7 @@
 
 import os
 
-from backupd import analytics
+from backupd.judgement import analytics
 
 
 def _files(tmp_path, n, content):

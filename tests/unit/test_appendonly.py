@@ -6,7 +6,7 @@ import gzip
 import hashlib
 from pathlib import Path
 
-from backupd import analytics, appendonly
+from backupd.judgement import analytics, appendonly
 
 
 def _write(root: Path, files: dict[str, bytes]) -> dict[str, list]:

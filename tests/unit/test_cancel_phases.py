@@ -9,8 +9,9 @@ import time
 
 import pytest
 
-from backupd import execute, manifest, verify
 from backupd.evidence import bounded
+from backupd.files import manifest, verify
+from backupd.process import execute
 from backupd.sources.postgres import PinnedSnapshot
 from backupd.storage import probe
 

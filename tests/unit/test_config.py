@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from backupd import config
+from backupd.config import loader as config
 from backupd.daemon import settings
 from backupd.errors import ConfigError
 from backupd.evidence import settings as evidence_settings

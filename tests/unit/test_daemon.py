@@ -9,13 +9,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from backupd.config import Config
 from backupd.actions import locks
+from backupd.config.loader import Config
 from backupd.daemon import schedule, settings
 from backupd.daemon.sdnotify import Notifier
 from backupd.engine.locks import Lock, parse_lock
 from backupd.errors import ConfigError
-from backupd.jobs import Job, JobStore
+from backupd.state.jobs import Job, JobStore
 
 NOW = 1_800_000_000.0
 

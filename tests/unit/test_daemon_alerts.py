@@ -7,10 +7,10 @@ from datetime import timedelta
 from types import SimpleNamespace
 
 from backupd.actions import status
-from backupd.config import Config
+from backupd.config.loader import Config
 from backupd.daemon.service import Service
 from backupd.notify import Alerts
-from backupd.state import State
+from backupd.state.runs import State
 
 
 def _logs_target():

@@ -12,8 +12,8 @@ from types import SimpleNamespace
 from backupd.daemon import reach
 from backupd.daemon.service import LONGEST_SLEEP, Service
 from backupd.daemon.settings import NotifySettings
-from backupd.jobs import Job
 from backupd.notify import Alerts, Message
+from backupd.state.jobs import Job
 
 NOW = 1_800_000_000.0
 

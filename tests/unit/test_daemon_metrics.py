@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from backupd import metrics
+from backupd.daemon import metrics
 from backupd.errors import ConfigError
 
 NOW = 1_764_230_123.456

@@ -11,13 +11,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from backupd import execute
 from backupd.actions import check as check_action
 from backupd.actions.common import Preflight, Retry
-from backupd.config import Config
+from backupd.config.loader import Config
 from backupd.engine import check as restic_check
 from backupd.engine import exitcodes
 from backupd.engine.repository import Repository
+from backupd.process import execute
 from backupd.storage import probe
 
 NO_HANG = 20.0  # generous: proves "bounded", not a speed

@@ -51,7 +51,7 @@ def _guide_verifier_config() -> dict:
 
 def _role_names(role: str) -> set[str]:
     """The credential names a role's config and policies use."""
-    from backupd.credentials import USES
+    from backupd.config.credentials import USES
 
     names = {v for k, v in _policy_names().items() if k in USES[role]}
     if role == "verifier":
@@ -60,8 +60,8 @@ def _role_names(role: str) -> set[str]:
 
 
 def test_each_unit_loads_exactly_what_its_role_reads_under_the_policy_names():
-    from backupd.credentials import UNITS as ROLE_UNITS
-    from backupd.credentials import unit_credentials
+    from backupd.config.credentials import UNITS as ROLE_UNITS
+    from backupd.config.credentials import unit_credentials
 
     for role, unit in ROLE_UNITS.items():
         loaded = unit_credentials(UNITS / unit)
@@ -82,8 +82,8 @@ def test_the_maintenance_config_says_its_role_and_the_units_read_their_own_confi
 
 
 def test_the_operator_guide_table_is_the_units_and_the_policy_fields():
-    from backupd.credentials import UNITS as ROLE_UNITS
-    from backupd.credentials import unit_credentials
+    from backupd.config.credentials import UNITS as ROLE_UNITS
+    from backupd.config.credentials import unit_credentials
 
     table = GUIDE.read_text().split("| file | policy field | backupd.service |", 1)[1].split("\n\n", 1)[0]
     head = ["backupd.service", "backupd-maintenance.service", "backupd-verifier.service"]
@@ -101,7 +101,7 @@ def test_the_operator_guide_table_is_the_units_and_the_policy_fields():
 
 def test_every_credential_file_name_in_guide_units_install_and_init_is_the_models():
     from backupd.actions import storage_init
-    from backupd.credentials import FILE_NAMES, UNITS as ROLE_UNITS
+    from backupd.config.credentials import FILE_NAMES, UNITS as ROLE_UNITS
 
     known = set(FILE_NAMES.values())
     for path in [GUIDE, UNITS / "install.sh", *UNITS.glob("*.service"), ROOT / "backupd/actions/site_init.py",

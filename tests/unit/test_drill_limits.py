@@ -1,5 +1,5 @@
 """Drill resource limits: the cgroup made for a drill (v2 in a fake delegated tree, v1 on this host when
-root), processes entering it before exec, the disk watchdog and the reserve (backupd.cgroups,
+root), processes entering it before exec, the disk watchdog and the reserve (backupd.process.cgroups,
 backupd.drill.limits)."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from backupd import cgroups, execute, sandbox
 from backupd.drill import limits
 from backupd.drill.spec import DrillSpec, load_spec
 from backupd.errors import ConfigError
+from backupd.process import cgroups, execute, sandbox
 
 LIMITS = cgroups.Limits(memory=200 << 20, tasks=64, cpu=150)
 
@@ -411,8 +411,8 @@ def test_the_watchdog_stops_the_drill_when_it_cannot_read_free_space(tmp_path):
 
 
 def test_proc_stat_fields_are_read_in_one_place():
-    from backupd import procs
     from backupd.actions import locks
+    from backupd.process import procs
 
     assert procs.parent(os.getpid()) == os.getppid()
     assert procs.stat_fields(os.getpid())[0] in ("R", "S")

@@ -13,12 +13,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from backupd import execute
 from backupd.actions import snapshot_choice as choice
 from backupd.drill.early import LateHasher
 from backupd.engine import restore as restic_restore
 from backupd.engine.snapshots import Snapshot
 from backupd.errors import Finding
+from backupd.process import execute
 
 SNAP = Snapshot(id="ab" * 32, short_id="abababab", time=datetime(2026, 11, 1, tzinfo=timezone.utc), host="h",
                 paths=["/data", "/state/manifests/db"], tags=["backupd", "target=db"])

@@ -8,9 +8,9 @@ from datetime import timedelta
 from types import SimpleNamespace
 
 from backupd.actions import drill, drill_report
-from backupd.render import results
-from backupd.config import Config
+from backupd.config.loader import Config
 from backupd.evidence import record
+from backupd.render import results
 
 
 def _policy(*names, rto=timedelta(hours=2)):

@@ -14,10 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from backupd import execute, manifest
 from backupd.actions import drill as drill_action
 from backupd.actions import snapshot_choice as choice
-from backupd.config import Config
+from backupd.config.loader import Config
 from backupd.drill import sample
 from backupd.drill.phases import PhaseTimer
 from backupd.drill.spec import DrillSpec
@@ -25,11 +24,13 @@ from backupd.engine import snapshots as restic_snapshots
 from backupd.engine.snapshots import Snapshot
 from backupd.errors import Finding
 from backupd.evidence.ledger import Ledger
+from backupd.files import manifest
+from backupd.files.verify import verify_tree
 from backupd.probes import logs, programs
 from backupd.probes import postgres as pg_probe
+from backupd.process import execute
 from backupd.render.results import drill_exit_code
-from backupd.state import State
-from backupd.verify import verify_tree
+from backupd.state.runs import State
 
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 PATHS = ["/srv/tos", "/state/manifests/tos", "/state/manifests/gate"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
-from backupd import execute
 from backupd.actions import drill_userns
+from backupd.process import execute
 
 
 def test_the_drill_runs_as_its_own_backupd_process_inside_the_namespace():

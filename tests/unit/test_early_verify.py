@@ -9,7 +9,7 @@ import os
 import threading
 import time
 
-from backupd import verify
+from backupd.files import verify
 
 
 def _entry(path: str, data: bytes) -> dict:

@@ -8,7 +8,7 @@ import pytest
 from backupd.engine import backup, exitcodes, feature, forget
 from backupd.engine.repository import Repository
 from backupd.errors import ConfigError
-from backupd.execute import Completed
+from backupd.process.execute import Completed
 
 SECRET = "s3cr3t-KEY-never-in-argv"
 REPO = Repository("dest", "s3:http://127.0.0.1:9/bucket/restic", Path("/etc/backupd/secrets/pw"),

@@ -1,12 +1,12 @@
-"""KEY=VALUE credentials files: one parser (backupd/envfile.py) for the S3 and the SMTP credentials, with
+"""KEY=VALUE credentials files: one parser (backupd/config/envfile.py) for the S3 and the SMTP credentials, with
 errors that name file and line and never quote a secret."""
 
 from __future__ import annotations
 
 import pytest
 
-from backupd import envfile
-from backupd.credentials import read_credentials
+from backupd.config import envfile
+from backupd.config.credentials import read_credentials
 from backupd.errors import ConfigError
 from backupd.notify import smtp
 

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from moto import mock_aws
 
 from backupd.actions import evidence_keys, evidence_verify
-from backupd.config import Config
+from backupd.config.loader import Config
 from backupd.daemon.service import Service
 from backupd.evidence import checkpoint, guard, keys, mirror, record, record_format
 from backupd.evidence.guard import LedgerRegression

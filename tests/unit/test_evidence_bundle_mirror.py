@@ -8,7 +8,7 @@ import json
 import uuid
 
 from backupd.actions import evidence_report, evidence_verify
-from backupd.config import Config
+from backupd.config.loader import Config
 from backupd.evidence import bundle, keys, mirror, pull, record, record_format
 from backupd.render import evidence_html
 from tests.unit.cli_helper import cli

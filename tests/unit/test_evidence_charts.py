@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
 from backupd.actions import evidence_report
-from backupd.config import Config
+from backupd.config.loader import Config
 from backupd.engine.snapshots import Snapshot
 from backupd.evidence import record
 from backupd.render import evidence_html

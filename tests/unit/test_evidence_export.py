@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from backupd.actions import evidence_report
-from backupd.config import Config
+from backupd.config.loader import Config
 from backupd.engine.snapshots import Snapshot
 from backupd.evidence import keys, record
 from tests.unit.cli_helper import cli, write_secrets

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from moto import mock_aws
 
 from backupd.actions import evidence_keys, evidence_verify
-from backupd.config import Config
+from backupd.config.loader import Config
 from backupd.evidence import canonical, foreign, guard, keys, mirror, record, record_format, rotation
 from backupd.evidence.guard import LedgerRegression
 from backupd.evidence.ledger import Ledger

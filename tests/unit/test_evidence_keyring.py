@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from backupd.actions import evidence_verify
 from backupd.cli import main
-from backupd.config import Config
+from backupd.config.loader import Config
 from backupd.evidence import keyring, keys, record, record_format
 from backupd.evidence.ledger import Ledger
 from backupd.evidence.rotation import rotate

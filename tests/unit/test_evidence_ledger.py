@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from backupd.config import Config
+from backupd.config.loader import Config
 from backupd.evidence import canonical, keys, record
 from backupd.evidence.ledger import Ledger
 from backupd.evidence.verify import verify_lines

@@ -8,9 +8,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from backupd.config import Config
-from backupd.evidence.guard import LedgerRegression
+from backupd.config.loader import Config
 from backupd.evidence import keys, mirror, record, record_format
+from backupd.evidence.guard import LedgerRegression
 from backupd.evidence.ledger import Ledger
 from backupd.evidence.verify import verify_lines
 

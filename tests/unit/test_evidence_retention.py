@@ -13,7 +13,7 @@ from moto import mock_aws
 
 from backupd.actions import extend as extend_action
 from backupd.actions import keys as keys_action
-from backupd.config import Config
+from backupd.config.loader import Config
 from backupd.errors import ConfigError
 from backupd.evidence import keys, mirror, record, settings
 from backupd.policy.schema import S3Destination

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from backupd.cli import main
-from backupd.config import Config
+from backupd.config.loader import Config
 from backupd.evidence import canonical, keys, record, record_format
 from backupd.evidence.ledger import Ledger
 

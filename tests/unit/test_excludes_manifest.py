@@ -3,9 +3,9 @@
 import os
 import shutil
 
-from backupd import manifest
-from backupd.excludes import is_excluded
-from backupd.verify import verify_tree
+from backupd.files import manifest
+from backupd.files.excludes import is_excluded
+from backupd.files.verify import verify_tree
 
 
 def test_excludes_follow_restic_rules():

@@ -2,7 +2,7 @@
 
 import sys
 
-from backupd import execute
+from backupd.process import execute
 from backupd.sources.postgres import DumpFacts, dump_argv
 
 PY = sys.executable
@@ -84,7 +84,7 @@ def test_pipeline_consumer_dies_with_its_parent(tmp_path):
                 f"time.sleep(0.5); open({str(marker)!r},'w').write('x')")
     parent = textwrap.dedent(f"""
         import sys
-        from backupd import execute
+        from backupd.process import execute
         execute.run_pipeline([sys.executable, '-c', 'import time; print(1, flush=True); time.sleep(60)'],
                              [sys.executable, '-c', {consumer!r}],
                              producer_env=execute.Environment(), consumer_env=execute.Environment())
@@ -156,7 +156,7 @@ def test_every_child_dies_with_its_parent(tmp_path):
     child_code = f"import os,time; open({str(pidfile)!r},'w').write(str(os.getpid())); time.sleep(60)"
     parent = textwrap.dedent(f"""
         import sys
-        from backupd import execute
+        from backupd.process import execute
         execute.run([sys.executable, '-c', {child_code!r}])
     """)
     proc = subprocess.Popen([PY, "-c", parent])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from backupd import execute
+from backupd.process import execute
 
 
 def test_chunks_reach_the_child_then_end_of_input():

@@ -4,7 +4,7 @@ import pytest
 
 from backupd.engine import exitcodes
 from backupd.errors import EXIT_CONFIG, EXIT_FINDING, BackupdError
-from backupd.execute import Completed
+from backupd.process.execute import Completed
 from tests.unit.cli_helper import cli
 
 CASES = [

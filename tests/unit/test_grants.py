@@ -234,7 +234,7 @@ class FakeAuditor:
 def wiring(tmp_path, grants_section: dict, role: str = "verifier"):
     from types import SimpleNamespace
 
-    from backupd.config import Config
+    from backupd.config.loader import Config
     from backupd.policy.schema import S3Destination
     cfg = Config(path=tmp_path / "backupd.yaml", host="verifier-01", role=role, hosts=["tos-01"],
                  grants=grants_section)

@@ -20,7 +20,7 @@ from moto import mock_aws
 
 from backupd.actions import keys as keys_action
 from backupd.actions.storage_init import IDENTITIES, identity_policies
-from backupd.config import Config
+from backupd.config.loader import Config
 from backupd.evidence import keys, mirror, record
 from backupd.evidence.ledger import evidence_dir
 from backupd.storage import canary, confinement, escrow_copies, evidence_objects, extend, freeze, lockconfig, readback

@@ -119,7 +119,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def package_of(module: str, root: Path = ROOT) -> str:
-    """backupd.actions.backup -> backupd.actions; a top-level module (backupd.execute) stands alone."""
+    """backupd.actions.backup -> backupd.actions; a top-level module (backupd.errors) stands alone."""
     parts = module.split(".")
     if len(parts) >= 2 and (root / parts[1]).is_dir():
         return ".".join(parts[:2])
@@ -162,10 +162,10 @@ def _under(module: str, prefixes: tuple[str, ...]) -> bool:
 FORBIDDEN = {
     ("backupd.actions",): ("backupd.commands", "backupd.cli"),
     ("backupd.render",): ("backupd.actions", "backupd.commands", "backupd.cli", "backupd.engine",
-                          "backupd.execute", "backupd.storage", "backupd.evidence", "backupd.state",
+                          "backupd.process", "backupd.storage", "backupd.evidence", "backupd.state",
                           "backupd.daemon"),
     ("backupd.engine",): ("backupd.actions", "backupd.commands", "backupd.cli", "backupd.daemon"),
-    ("backupd.execute",): ("backupd.actions", "backupd.commands", "backupd.cli", "backupd.engine"),
+    ("backupd.process",): ("backupd.actions", "backupd.commands", "backupd.cli", "backupd.engine"),
 }
 
 
@@ -178,9 +178,9 @@ def test_layer_imports_nothing_above_it(layer):
 
 
 def test_only_execute_spawns_processes():
-    others = {name: spawns(path) for name, path in modules().items() if name != "backupd.execute"}
+    others = {name: spawns(path) for name, path in modules().items() if name != "backupd.process.execute"}
     wrong = {name: found for name, found in others.items() if found}
-    assert not wrong, f"only backupd/execute.py may start a program; also: {wrong}"
+    assert not wrong, f"only backupd/process/execute.py may start a program; also: {wrong}"
 
 
 def test_cli_only_assembles_command_groups():

@@ -74,7 +74,7 @@ def test_on_a_medium_unnamed_snapshots_and_copies_of_failed_ones_are_never_chose
 
 
 def test_destination_names_a_medium_or_the_set_and_only_attached_ones(tmp_path):
-    from backupd.config import Config
+    from backupd.config.loader import Config
     from backupd.errors import ConfigError
     from backupd.policy.lint import PolicySet
     from tests.unit.test_policy_removable import with_media

@@ -14,12 +14,13 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from backupd import execute, metrics
-from backupd.config import Config
+from backupd.config.loader import Config
+from backupd.daemon import metrics
 from backupd.daemon.service import Service
 from backupd.evidence import bounded, checkpoint, lag, mirror, record
 from backupd.evidence.ledger import Ledger, evidence_dir
 from backupd.notify import Alerts
+from backupd.process import execute
 
 BUCKET = "evidence-bkt"
 CREDS = "AWS_ACCESS_KEY_ID=AKIDEXAMPLE\nAWS_SECRET_ACCESS_KEY=not-a-real-secret\n"

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
 from backupd.actions import offline, status
-from backupd.config import Config
+from backupd.config.loader import Config
 from backupd.daemon.service import Service
 from backupd.evidence import keys
 from backupd.evidence.ledger import Ledger

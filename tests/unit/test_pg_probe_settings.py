@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from backupd import execute
 from backupd.errors import DependencyError
 from backupd.probes import postgres
-from backupd.sandbox import Limits
+from backupd.process import execute
+from backupd.process.sandbox import Limits
 
 
 def _meminfo(tmp_path, available_kib: int):

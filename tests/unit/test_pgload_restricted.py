@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from backupd import execute
 from backupd.actions.restore_database import Database
 from backupd.errors import ConfigError, DependencyError
+from backupd.process import execute
 from backupd.sources import pgload
 
 KEY = "XqqF7zRLx86iBDg4AGJnHIlitcqlC9vqpdlSnE2X7uytCojyQQo8vDptAUogmjU"

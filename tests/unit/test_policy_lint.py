@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from backupd.config.credentials import LOAD
 from backupd.errors import ConfigError
-from backupd.credentials import LOAD
 from backupd.policy.lint import lint_paths, load_policy_set
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "policies" / "terminal.yaml"

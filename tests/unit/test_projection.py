@@ -12,7 +12,7 @@ import pytest
 from backupd.drill import projection
 from backupd.policy.schema import Policy
 from backupd.probes import pglog
-from backupd.state import State
+from backupd.state.runs import State
 from tests.unit.cli_helper import cli, write_secrets
 from tests.unit.test_policy_schema import policy_data
 

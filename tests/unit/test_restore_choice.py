@@ -12,7 +12,7 @@ from backupd.actions import restore
 from backupd.actions.snapshot_choice import choose
 from backupd.engine.snapshots import Snapshot
 from backupd.errors import Finding
-from backupd.state import State
+from backupd.state.runs import State
 
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 

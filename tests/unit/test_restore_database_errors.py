@@ -7,9 +7,9 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from backupd import execute
 from backupd.actions import restore_database as rd
 from backupd.errors import DependencyError, Finding
+from backupd.process import execute
 from backupd.sources import pgcount
 
 SECRET = "Hunter2Secret"

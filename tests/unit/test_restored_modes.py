@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 import stat
 
-from backupd import restored_modes
-from backupd.restored_modes import defuse
+from backupd.files import restored_modes
+from backupd.files.restored_modes import defuse
 
 
 def _mode(path) -> int:

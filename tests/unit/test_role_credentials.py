@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from backupd import config
 from backupd.actions import lint as lint_action
 from backupd.actions.common import role_credentials
 from backupd.commands.common import load_config
+from backupd.config import loader as config
 from backupd.errors import ConfigError
 from backupd.policy.lint import load_policy_set
 from tests.unit.cli_helper import cli

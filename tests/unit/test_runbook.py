@@ -9,10 +9,10 @@ import time
 import pytest
 
 from backupd.actions import incident, runbook
-from backupd.config import Config
-from backupd.evidence.ledger import Ledger
+from backupd.config.loader import Config
 from backupd.evidence import record_format
-from backupd.state import State
+from backupd.evidence.ledger import Ledger
+from backupd.state.runs import State
 from tests.unit.cli_helper import cli, write_secrets
 
 TARGETS = [("logs-net", "logs", {"source": "network_device"}), ("prog-dev", "system_program",

@@ -1,4 +1,4 @@
-"""The probe sandbox (backupd.sandbox): the argv it builds, output bounding and scrubbing, secrets."""
+"""The probe sandbox (backupd.process.sandbox): the argv it builds, output bounding and scrubbing, secrets."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from backupd import execute, sandbox
-from backupd.sandbox import Jail, Limits
+from backupd.process import execute, sandbox
+from backupd.process.sandbox import Jail, Limits
 
 RESTORE, WORK = Path("/var/lib/backupd/sandbox/drill-1/restore"), Path("/var/lib/backupd/sandbox/drill-1/work")
 FORBIDDEN = ("/etc/backupd", "/var/lib/backupd/keys", "/var/lib/backupd/state", "/run/credentials", "secrets")
@@ -194,7 +194,7 @@ def test_when_a_run_returns_no_process_of_it_is_left_not_even_a_setsid_one(tmp_p
 SERVICE_RUN = """
 import json, sys
 from pathlib import Path
-from backupd.sandbox import Jail
+from backupd.process.sandbox import Jail
 work = Path(sys.argv[1])
 def status():
     lines = (ln.split(":", 1) for ln in open("/proc/self/status"))
@@ -271,8 +271,8 @@ def test_a_call_of_a_foreign_abi_kills_the_probe(tmp_path):
 
 
 def test_without_libseccomp_no_probe_runs_unfiltered(tmp_path, monkeypatch):
-    from backupd import seccomp
     from backupd.errors import DependencyError
+    from backupd.process import seccomp
 
     def missing(*_a, **_k):
         raise OSError("libseccomp.so.2: cannot open shared object file")

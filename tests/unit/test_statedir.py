@@ -6,9 +6,9 @@ import stat
 import pytest
 from click.testing import CliRunner
 
-from backupd import statedir
 from backupd.cli import main
-from backupd.state import State
+from backupd.state import statedir
+from backupd.state.runs import State
 
 
 def _config(tmp_path, state):

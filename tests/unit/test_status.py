@@ -14,11 +14,11 @@ from rich.console import Console
 
 from backupd import evidence, output
 from backupd.actions import status
-from backupd.config import Config
-from backupd.jobs import Job, JobStore
+from backupd.config.loader import Config
 from backupd.policy.schema import LocalDestination, S3Destination
 from backupd.render import results
-from backupd.state import State
+from backupd.state.jobs import Job, JobStore
+from backupd.state.runs import State
 
 
 def _policy_set():
@@ -186,7 +186,7 @@ def test_the_terminal_projection_loads_no_s3_client():
     import sys
 
     code = ("import sys; from types import SimpleNamespace as N; from datetime import timedelta;"
-            "from backupd.actions import time_to_service; from backupd.state import State; import tempfile, pathlib;"
+            "from backupd.actions import time_to_service; from backupd.state.runs import State; import tempfile, pathlib;"
             "t = N(name='db', category='container_data', environment=None, destinations=['w'], rto=timedelta(hours=4));"
             "ps = N(targets=[t], site=N(restore_parallelism=1, allowable_downtime=None));"
             "time_to_service.terminal(State(pathlib.Path(tempfile.mkdtemp())), ps);"

@@ -11,7 +11,7 @@ import pytest
 from moto import mock_aws
 
 from backupd.actions import incident
-from backupd.config import Config
+from backupd.config.loader import Config
 from backupd.errors import DependencyError, Finding
 from backupd.policy.schema import S3Destination
 from backupd.storage import freeze

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from backupd import config
 from backupd.actions.common import repository
+from backupd.config import loader as config
 from backupd.engine import command
 from backupd.engine.repository import Repository
 from backupd.errors import ConfigError
@@ -136,7 +136,7 @@ def test_evidence_key_creates_the_verifier_signing_key(tmp_path):
 
 def test_snapshots_of_several_backup_hosts_are_listed_with_one_host_flag_each(monkeypatch):
     from backupd.engine import snapshots
-    from backupd.execute import Completed
+    from backupd.process.execute import Completed
 
     seen = []
 

@@ -16,7 +16,7 @@ _MARKER = Path("policies") / "terminal.yaml"
 
 def root() -> Path:
     """The directory holding policies/, restore_tests/ and deploy/; ConfigError when none is found."""
-    candidates = [Path(__file__).resolve().parents[1], Path(sys.prefix) / "share" / "backupd",
+    candidates = [Path(__file__).resolve().parents[2], Path(sys.prefix) / "share" / "backupd",
                   Path("/usr/local/share/backupd"), Path("/usr/share/backupd")]
     for base in candidates:
         if (base / _MARKER).is_file():

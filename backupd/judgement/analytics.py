@@ -1,7 +1,7 @@
 """Change analytics at backup time: does this generation look like ransomware or mass deletion?
 
 Ransomware produces backups that "succeed" and hold encrypted files. Each backup is compared with the
-target's last CLEAN generation (backupd.baseline; never with a flagged one, so the generations after an
+target's last CLEAN generation (backupd.judgement.baseline; never with a flagged one, so the generations after an
 attack stay flagged while the encrypted files are still there): files added, changed, removed, and the
 byte entropy of a sample of changed files. The same test runs against an older clean generation (the
 drift anchor), so encryption that creeps below the per-step thresholds is caught as cumulative drift.

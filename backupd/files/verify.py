@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backupd import execute
-from backupd.manifest import sha256_file
+from backupd.files.manifest import sha256_file
+from backupd.process import execute
 
 
 @dataclass

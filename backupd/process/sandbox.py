@@ -5,7 +5,7 @@ Each process gets fresh user, mount, PID, network, IPC and UTS namespaces (bubbl
 unprivileged uid (`UID` when backupd is root, also as root of the shipped units' pinned user namespace,
 where UID is a subordinate id of the service user: actions/drill_userns.py; else backupd's own uid
 mapped to nobody) with no capabilities (bounding, ambient, inheritable all empty) and no_new_privs,
-under a seccomp filter that denies what a probe never needs (backupd.seccomp: mounts, keyrings, bpf,
+under a seccomp filter that denies what a probe never needs (backupd.process.seccomp: mounts, keyrings, bpf,
 ptrace, namespaces, ...), without network (only its own loopback) and without creating further user
 namespaces. Its mount view is an allow-list: /usr and the /bin, /lib* links, the few /etc files
 programs need (passwd, group, ld.so, alternatives, time zone), a private /tmp, /dev and /dev/shm,
@@ -15,13 +15,13 @@ not /etc/backupd, state_dir, secrets_dir, $CREDENTIALS_DIRECTORY, the evidence k
 
 Limits: wall time (the caller's timeout), RLIMIT_AS, RLIMIT_NPROC (counted in the sandbox's own user
 namespace), RLIMIT_FSIZE, no core files, a size-capped /tmp; in a drill also the drill's cgroup
-(backupd.cgroups: memory, tasks and CPU of all its processes together), entered before exec. Killing
+(backupd.process.cgroups: memory, tasks and CPU of all its processes together), entered before exec. Killing
 the sandbox kills its PID namespace's init, which takes every process in it along (setsid ones
 included). Output is untrusted: only its tail is kept, secrets and control characters are scrubbed
 before anyone sees it.
 
 `drill/sandbox.py` makes a drill's private directory; this module runs processes inside it, and only
-through `backupd.execute`.
+through `backupd.process.execute`.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backupd import execute, seccomp
 from backupd.errors import DependencyError
+from backupd.process import execute, seccomp
 
 #: The host uid/gid sandboxed processes run as when backupd is root: unnamed and unused (Debian keeps
 #: 65000-65533 out of every allocation), so RLIMIT_NPROC and file ownership concern the sandbox alone.
@@ -218,7 +218,7 @@ class Jail:
     secrets: tuple[str, ...] = ()
     cancel: execute.Cancel | None = None
     uid: int | None = field(default_factory=default_uid)
-    #: the drill's cgroup (backupd.cgroups.Group): every process of the jail runs in it, when there is one
+    #: the drill's cgroup (backupd.process.cgroups.Group): every process of the jail runs in it, when there is one
     group: object | None = None
     _handed: set = field(default_factory=set, repr=False)
 
@@ -230,7 +230,7 @@ class Jail:
         root, a mount and a PID namespace) builds the view, so the paths may lie below directories only root
         can traverse; it then drops to UID and the inner bwrap creates the namespaces inside that view.
         `info_fd` receives the JSON of the bwrap whose PID namespace holds every process of the command
-        (its init, and the namespace). `seccomp_fd` holds the syscall filter (backupd.seccomp) the
+        (its init, and the namespace). `seccomp_fd` holds the syscall filter (backupd.process.seccomp) the
         bwrap that makes the namespaces installs on the command; as root it reaches that inner bwrap
         through the outer one and setpriv, which both leave inherited descriptors open.
         """

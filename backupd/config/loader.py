@@ -17,7 +17,7 @@ hosts: [tos-01]                            # verifier only: backup hosts whose s
 grants: {seaweedfs_identities: s3-identities.json}   # the audit judges every identity's S3 grants
 ```
 
-`load(path)` -> `Config`. Every key and section is validated by backupd.config_schema (types, ranges, unknown
+`load(path)` -> `Config`. Every key and section is validated by backupd.config.schema (types, ranges, unknown
 keys) and every problem is reported as `file:line: field: message` in one ConfigError (exit 2). A new
 top-level key goes into KEYS, the `ConfigFile` model and `Config`; a new section into SECTIONS and
 `config_schema.SECTION_MODELS`.
@@ -30,7 +30,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backupd import config_schema, credentials
+from backupd.config import credentials, schema as config_schema
 from backupd.errors import ConfigError
 
 DEFAULT_PATH = Path("/etc/backupd/backupd.yaml")
@@ -40,8 +40,8 @@ KEYS = {"policies", "state_dir", "secrets_dir", "host", "restic", "retry_attempt
 #: backup: the TOS host's daemon (writer keys). maintenance: backupd-maintenance.service, forget, prune and
 #: extend-locks with the maintainer's keys only. verifier: a separate unit or host that runs drills, check
 #: slices and storage audits with the auditor's read-only keys and its own signing key; it never writes.
-#: Each role needs only its own credential files (backupd.credentials: LOAD, USES).
-#: Sections: mappings validated by backupd.config_schema (the typed settings come from backupd.daemon.settings
+#: Each role needs only its own credential files (backupd.config.credentials: LOAD, USES).
+#: Sections: mappings validated by backupd.config.schema (the typed settings come from backupd.daemon.settings
 #: and backupd.evidence.settings).
 SECTIONS = ("daemon", "notify", "metrics", "evidence", "grants")
 

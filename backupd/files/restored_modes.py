@@ -7,7 +7,7 @@ import os
 import stat
 from pathlib import Path
 
-from backupd.tree import lstat_walk
+from backupd.files.tree import lstat_walk
 
 SETID = stat.S_ISUID | stat.S_ISGID
 LIMIT = 20  # paths listed per kind; the counts are always complete

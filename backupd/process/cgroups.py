@@ -22,8 +22,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backupd import procs
 from backupd.output import human_bytes
+from backupd.process import procs
 
 PREFIX = "backupd-drill-"
 #: Where backupd moves itself on cgroup v2, so that its cgroup may have child groups with controllers.

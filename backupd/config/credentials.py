@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from backupd import envfile
+from backupd.config import envfile
 
 CREDENTIAL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 

@@ -17,8 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from backupd import execute
-from backupd.excludes import is_excluded
+from backupd.files.excludes import is_excluded
+from backupd.process import execute
 
 MANIFEST_NAME = "backupd-manifest.json"
 #: Companion snapshots listing files that changed while a backup read them (staged in <target>.amend).
