@@ -63,9 +63,7 @@ def policies_with_auditor(out: Path) -> Path:
     confined to its own prefixes (deploy/seaweedfs), so it may not read the bucket's settings itself."""
     out.mkdir(parents=True, exist_ok=True)
     for source in sorted((ROOT / "policies").glob("*.yaml")):
-        lines = [line + ("\n    auditor_credentials_file: s3-auditor.env" if line.startswith(verifier.WRITER_KEYS)
-                         else "") for line in source.read_text().splitlines()]
-        (out / source.name).write_text("\n".join(lines) + "\n")
+        (out / source.name).write_text(verifier.with_auditor(source.read_text()))
     return out
 
 

@@ -18,14 +18,22 @@ SECRETS = ("restic-password", "s3-auditor.env", "s3-verifier.env", "s3-canary.en
 WRITER_KEYS = "    credentials_file: s3-writer.env"
 
 
+def with_auditor(policy: str) -> str:
+    """The policy text naming the auditor's keys beside the writer's, unless it already does (the shipped
+    policy does: a second key would be a duplicate-key error)."""
+    if "auditor_credentials_file:" in policy:
+        return policy
+    lines = [line + ("\n    auditor_credentials_file: s3-auditor.env" if line.startswith(WRITER_KEYS) else "")
+             for line in policy.splitlines()]
+    return "\n".join(lines) + "\n"
+
+
 def write_config(stack: LocalStack, policy_dir: Path, workdir: Path) -> Path:
     """Copies of the policies naming the auditor's keys, a secrets dir with SECRETS only, and verifier.yaml."""
     policies, secrets = workdir / "policies", workdir / "secrets"
     policies.mkdir(parents=True, exist_ok=True)
     for source in sorted(Path(policy_dir).glob("*.yaml")):
-        lines = [line + ("\n    auditor_credentials_file: s3-auditor.env" if line.startswith(WRITER_KEYS) else "")
-                 for line in source.read_text().splitlines()]
-        (policies / source.name).write_text("\n".join(lines) + "\n")
+        (policies / source.name).write_text(with_auditor(source.read_text()))
     for name in SECRETS:
         write_secret(secrets / name, (stack.secrets_dir / name).read_text())
     q = json.dumps  # a JSON string is a valid YAML scalar
