@@ -4,21 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from backupd.storage import escrow_copies
 
+BUCKET = "escrow-b"
 KEY = "repo/.backupd-escrow/worm.json"
-
-
-@pytest.fixture
-def s3():
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket="escrow-b", ObjectLockEnabledForBucket=True)
-        yield client
 
 
 def test_locked_versions_come_first_oldest_first_and_delete_markers_are_noted(s3):

@@ -8,10 +8,8 @@ import shutil
 import time
 from types import SimpleNamespace
 
-import boto3
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from moto import mock_aws
 
 from backupd.actions import evidence_keys, evidence_verify
 from backupd.config.loader import Config
@@ -24,14 +22,6 @@ from backupd.notify import Alerts
 BUCKET = "evidence-bkt"
 DEST = SimpleNamespace(bucket=BUCKET)
 HOUR = SimpleNamespace(total_seconds=lambda: 3600.0)
-
-
-@pytest.fixture
-def s3():
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket=BUCKET, ObjectLockEnabledForBucket=True)
-        yield client
 
 
 @pytest.fixture

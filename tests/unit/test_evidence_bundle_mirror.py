@@ -13,7 +13,7 @@ from backupd.evidence import bundle, keys, mirror, pull, record, record_format
 from backupd.render import evidence_html
 from tests.unit.cli_helper import cli
 from tests.unit.test_evidence_export import setup  # noqa: F401 (fixture: config, 4 backups, 1 passed drill)
-from tests.unit.test_evidence_mirror import BUCKET, DEST, s3  # noqa: F401 (fixture: moto bucket with Object Lock)
+from tests.unit.test_evidence_mirror import BUCKET, DEST
 
 
 def _state(tmp):

@@ -7,10 +7,8 @@ from __future__ import annotations
 import shutil
 from types import SimpleNamespace
 
-import boto3
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from moto import mock_aws
 
 from backupd.actions import evidence_keys, evidence_verify
 from backupd.config.loader import Config
@@ -20,14 +18,6 @@ from backupd.evidence.ledger import Ledger
 
 BUCKET = "evidence-bkt"
 DEST = SimpleNamespace(bucket=BUCKET)
-
-
-@pytest.fixture
-def s3():
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket=BUCKET, ObjectLockEnabledForBucket=True)
-        yield client
 
 
 @pytest.fixture

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from backupd.config.loader import Config
 from backupd.evidence import keys, mirror, record, record_format
@@ -15,14 +13,6 @@ from backupd.evidence.ledger import Ledger
 from backupd.evidence.verify import verify_lines
 
 BUCKET = "evidence-bkt"
-
-
-@pytest.fixture
-def s3():
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket=BUCKET, ObjectLockEnabledForBucket=True)
-        yield client
 
 
 @pytest.fixture

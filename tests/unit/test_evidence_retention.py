@@ -7,9 +7,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from backupd.actions import extend as extend_action
 from backupd.actions import keys as keys_action
@@ -24,15 +22,6 @@ from tests.unit.cli_helper import cli, write_secrets
 BUCKET = "worm"
 YEAR = timedelta(days=365)
 DEST = SimpleNamespace(bucket=BUCKET)
-
-
-@pytest.fixture
-def s3():
-    """An Object Lock bucket without a default rule: only an object's own retain-until locks it."""
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket=BUCKET, ObjectLockEnabledForBucket=True)
-        yield client
 
 
 def _lock(s3, key: str, version: str | None = None) -> tuple[str | None, datetime | None]:

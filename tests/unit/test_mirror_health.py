@@ -10,9 +10,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from backupd.config.loader import Config
 from backupd.daemon import metrics
@@ -107,14 +105,6 @@ def test_a_record_written_at_the_job_deadline_waits_for_a_hung_mirror_only_a_gra
     assert took < 0.5 + bounded.GRACE_SECONDS + 1, took  # the old client waited 3 x 30 s
     with Ledger(cfg.state_dir) as ledger:
         assert [r[0] for r in ledger.index.unmirrored()] == [1]  # pending: it goes with the next push
-
-
-@pytest.fixture
-def s3():
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket=BUCKET, ObjectLockEnabledForBucket=True)
-        yield client
 
 
 def test_a_push_past_its_deadline_leaves_records_pending_and_the_next_one_sends_them(tmp_path, s3, monkeypatch):
