@@ -12,7 +12,7 @@ from pathlib import Path
 
 from backupd import evidence
 from backupd.actions import copy as copy_action
-from backupd.actions import judgement
+from backupd.actions import judgement, locks
 from backupd.actions.common import Preflight, Retry, ensure_repository, policy_of, repository
 from backupd.config.loader import Config
 from backupd.engine import backup as restic_backup
@@ -197,19 +197,21 @@ def _one(cfg: Config, state: State, target, dest_name: str, dest, policy: str, e
         result.engine = restic_feature.describe(repo.restic_binary)
         preflight.require(dest_name, dest)  # one bounded probe per destination and run
         retry.run(lambda: ensure_repository(repo, cfg.state_dir), f"open {dest_name}")
-        preflight.clear_locks(dest_name, repo, exclusive_only=True)  # stale ones go; a live prune/check: busy
+        preflight.clear_owed_locks(dest_name, repo)  # a killed restic of ours left its lock: stale ones go
         if target.sources.dump is not None:
             reference = _row_reference(cfg, state, target.name)
             run = lambda: _backup_dump(repo, target, tags, cfg.host, staging, reference, cancel)  # noqa: E731
         else:
             step = (lambda done: progress(target.name, dest_name, done)) if progress else None
             run = lambda: _backup_paths(repo, target, tags, cfg.host, staging, entries, facts, cancel, step)  # noqa: E731
-        summary, written = retry.run(run, f"backup {target.name} to {dest_name}")
+        with locks.at_work(cfg.state_dir, dest_name):
+            summary, written = _unlocked(lambda: retry.run(run, f"backup {target.name} to {dest_name}"),
+                                         lambda: preflight.clear_locks(dest_name, repo, exclusive_only=True))
         result.facts = {k: v for k, v in written.items() if k not in MANIFEST_ONLY}
         if written.get("rows_error"):
             result.notes.append(f"no row counts recorded (drills of this generation will fail): "
                                 f"{written['rows_error']}")
-        result.status, result.snapshot_id = "ok", _full_id(repo, summary.snapshot_id, result.notes)
+        result.status, result.snapshot_id = "ok", _full_id(repo, summary.snapshot_id, result.notes, started)
         result.manifest_sha256 = _staged_sha256(staging)
         result.data_added = summary.data_added
         result.files, result.bytes = result.facts.get("files", 0), result.facts.get("bytes", 0)
@@ -237,13 +239,28 @@ def _one(cfg: Config, state: State, target, dest_name: str, dest, policy: str, e
     return result
 
 
-def _full_id(repo, snapshot_id: str, notes: list[str]) -> str:
+def _unlocked(run, clear_locks):
+    """run(); when an exclusive lock stopped restic before it wrote anything, clear_locks() (stale ones go; a
+    live prune or check is waited for, bounded, then Busy) and run() once more. Only a locked repository
+    pays for the lock listing: an unchanged backup is one restic start-up, not two."""
+    try:
+        return run()
+    except RepositoryLocked:
+        clear_locks()
+        return run()
+
+
+def _full_id(repo, snapshot_id: str, notes: list[str], started: float = 0.0) -> str:
     """The snapshot's full id, which the backup record announces (a verifier matches it exactly: an 8-digit
-    prefix is the writer's to collide). restic before 0.17 reports a short id: one lock-free listing. When
-    that fails the record keeps the short id: a verifier never drills that snapshot but lists it without a
-    finding (announced.SHORT_ID), as long as no other snapshot of the host shares the prefix."""
+    prefix is the writer's to collide). restic before 0.16 reports a short id: the file restic just wrote
+    into its cache names it, else one lock-free listing. When that fails the record keeps the short id: a
+    verifier never drills that snapshot but lists it without a finding (announced.SHORT_ID), as long as no
+    other snapshot of the host shares the prefix."""
     if len(snapshot_id) == 64:
         return snapshot_id
+    cached = restic_snapshots.cached_full_id(repo, snapshot_id, started - 1.0) if repo is not None else None
+    if cached:
+        return cached
     try:
         found = restic_snapshots.list_snapshots(repo, ids=[snapshot_id], lock=False)
     except BackupdError as exc:

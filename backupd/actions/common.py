@@ -130,6 +130,14 @@ class Preflight:
             raise res.busy(name)
         self.unlocked.add(name)
 
+    def clear_owed_locks(self, name: str, repo: Repository) -> None:
+        """clear_locks before a backup only when a restic of backupd's may have left a lock (locks.owed)."""
+        from backupd.actions import locks
+
+        if name not in self.unlocked and not repo.read_only and locks.owed(self.cfg.state_dir, name):
+            self.clear_locks(name, repo, exclusive_only=True)
+            locks.settled(self.cfg.state_dir, name)
+
     def _probe(self, name: str, dest) -> str | None:
         if dest.kind != "s3":
             return None  # a local directory: restic reports a missing one itself, at once

@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Iterator
 
 from backupd.engine import locks as restic_locks
 from backupd.engine.exitcodes import Busy
@@ -160,3 +163,63 @@ def resolve(repo, *, wait_seconds: float, ours_running: bool = False,
         left = deadline - time.monotonic()
         if left <= 0 or sleep(min(POLL_SECONDS, left)):
             return Resolution("locked", removed, [describe(lk) for lk in in_way])
+
+
+# Owed lock clean-ups. A backup lists the repository's locks (a restic start-up, ~0.6 s) only when a restic of
+# backupd's may have left one: a marker `<destination>@<pid>` in state_dir/restic-at-work exists while a backup
+# works on a destination and goes when restic ended by itself (it then removed its own lock). A marker of a
+# process that is gone (killed with -9, its restic with it) or a job of this process that ended otherwise
+# means a lock may be left over: the next backup clears stale locks first. Locks of other hosts in a backup's
+# way make restic refuse; the backup then clears them (actions/backup.py).
+AT_WORK = "restic-at-work"
+_working: dict[str, int] = {}
+_left: set[str] = set()
+_guard = threading.Lock()
+
+
+def _markers(state_dir: Path, name: str) -> list[tuple[Path, int]]:
+    out = []
+    for path in (state_dir / AT_WORK).glob("*@*"):
+        dest, _, pid = path.name.rpartition("@")
+        if dest == name and pid.isdigit():
+            out.append((path, int(pid)))
+    return out
+
+
+def owed(state_dir: Path, name: str) -> bool:
+    """True when a restic of backupd's may have left a lock on destination `name` (see AT_WORK)."""
+    with _guard:
+        if name in _left:
+            return True
+    return any(pid != os.getpid() and not pid_running(pid) for _, pid in _markers(state_dir, name))
+
+
+def settled(state_dir: Path, name: str) -> None:
+    """Stale locks on `name` were cleared: forget the markers that owed it."""
+    with _guard:
+        _left.discard(name)
+    for path, pid in _markers(state_dir, name):
+        if pid != os.getpid() and not pid_running(pid):
+            path.unlink(missing_ok=True)
+
+
+@contextmanager
+def at_work(state_dir: Path, name: str) -> Iterator[None]:
+    """Marks destination `name` as worked on by this process while the block runs; the marker stays when
+    the block raised (restic may have been killed with its lock in place)."""
+    marker = state_dir / AT_WORK / f"{name}@{os.getpid()}"
+    with _guard:
+        _working[name] = _working.get(name, 0) + 1
+        marker.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        marker.touch()
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        with _guard:
+            _working[name] -= 1
+            if not ok:
+                _left.add(name)
+            elif not _working[name] and name not in _left:
+                marker.unlink(missing_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -144,3 +145,27 @@ def list_snapshots(repo: Repository, *, tags: list[str] | None = None, host: str
     args += list(ids or [])
     done = command.run(repo, "snapshots", *args, what=f"list snapshots in {repo.name}", timeout=600)
     return parse(done.stdout)
+
+
+def cached_full_id(repo: Repository, short_id: str, written_since: float) -> str | None:
+    """The full id of the snapshot `short_id` that restic wrote into its local cache since `written_since`
+    (epoch seconds): a backup stores its new snapshot file there too (<cache>/<repository id>/snapshots/
+    <2 hex>/<full id>, restic 0.14 to 0.18), so restic before 0.16, which reports 8 digits, needs no
+    second start-up (its key derivation alone is ~0.5 s) to name it. None unless exactly one such file
+    matches: the caller lists the repository instead."""
+    if repo.cache_dir is None or not re.fullmatch(r"[0-9a-f]{8,64}", short_id):
+        return None
+    found = []
+    try:
+        repos = list(os.scandir(repo.cache_dir))
+    except OSError:
+        return None
+    for entry in repos:
+        shard = os.path.join(entry.path, "snapshots", short_id[:2])
+        try:
+            names = [n for n in os.listdir(shard) if n.startswith(short_id)]
+            found += [n for n in names if len(n) == 64 and _HEX.fullmatch(n)
+                      and os.stat(os.path.join(shard, n)).st_mtime >= written_since]
+        except OSError:
+            continue
+    return found[0] if len(found) == 1 else None

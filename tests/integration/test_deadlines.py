@@ -323,3 +323,28 @@ def test_a_file_targets_restic_dies_with_a_terminated_or_killed_backup_and_daemo
         no_restic_left(repo_path)
     finally:
         hole.close()
+
+
+def test_a_stale_exclusive_lock_in_a_backups_way_is_removed_and_the_backup_written(policy, tmp_path):
+    """A backup lists no locks up front (a restic start-up per run); the exclusive lock of a prune killed
+    with -9 stops restic, so the backup clears the provably stale lock, records it, and backs up."""
+    repo_path = f"t-xlock-{tmp_path.name}"
+    setup = policy(DOCS, repo_path)
+    repo = repo_of(setup)
+    assert setup.cli("backup", "--target", "docs", "--json", timeout=BOUND).code == 0
+    env = repo.environment()
+    prune = subprocess.Popen(["restic", "prune", "--limit-download", "1"], env={**env.plain, **env.secret,
+                             "PATH": os.environ["PATH"]}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: any(lk.exclusive for lk in restic_locks.list_locks(repo)), "prune's exclusive lock")
+    finally:
+        prune.kill()
+        prune.wait(timeout=BOUND)
+
+    run = setup.cli("backup", "--target", "docs", "--json", timeout=BOUND)
+    assert run.code == 0, run.stdout + run.stderr
+    assert run.doc["results"][0]["status"] == "ok"
+    assert not restic_locks.list_locks(repo)
+    ledger = (setup.dir / "state" / "evidence" / "ledger.jsonl").read_text().splitlines()
+    removed = [r["data"] for r in map(json.loads, ledger) if r["kind"] == "locks"]
+    assert [(r["event"], [lk["pid"] for lk in r["removed"]]) for r in removed] == [("stale_removed", [prune.pid])]
