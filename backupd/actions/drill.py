@@ -222,13 +222,13 @@ def _chosen(report: dict, selection: Selection, doc: dict) -> None:
 
 
 def _restore_and_probe(cfg, target, spec, kind, repo, selection, doc, timer, cancel, report, first_guess=None,
-                       snapshot_id=None, removals=None, prefetch=None) -> tuple[Selection, dict, list[str]]:
+                       snapshot_id=None, prefetch=None) -> tuple[Selection, dict, list[str]]:
     """Restore (all or a stratified sample), verify, probe; returns (selection, manifest, problems). A full
     drill's manifest (doc None) is read while restic restores (from `prefetch`, see _restore_full), and so
     is its listing when it has no selection yet (the restore of `first_guess` starts at once). The sandbox
-    removal joins `removals`."""
+    is handed to a detached reaper on the way out (sandbox.hand_off): nobody waits for its removal."""
     problems: list[str] = []
-    with Sandbox(sandbox_parent(cfg, spec), spec.sandbox.max_bytes, removals, spec.sandbox.min_free) as box, \
+    with Sandbox(sandbox_parent(cfg, spec), spec.sandbox.max_bytes, True, spec.sandbox.min_free) as box, \
             Guard(box, spec.sandbox, cfg.state_dir, cancel) as guard:
         report["sandbox"] = str(box.path)
         guard.describe_into(report)  # report["limits"], again when the guard exits: a cgroup left is named
@@ -338,7 +338,7 @@ def _suspect_verdict(report: dict) -> None:
 
 
 def _drill(cfg: Config, state: State, policy_set, target, full: bool, snapshot_id, cancel,
-           removals: list | None = None, announced=None, destination: str | None = None) -> dict:
+           announced=None, destination: str | None = None) -> dict:
     spec = spec_for(cfg, target)
     kind = "full" if full else spec.kind
     dest_name = destination or target.destinations[0]
@@ -367,7 +367,7 @@ def _drill(cfg: Config, state: State, policy_set, target, full: bool, snapshot_i
             doc = None if kind == "full" else load_manifest(repo, selection.snap, target.name, cfg.backup_hosts(),
                                                             selection.listing, announcement=selection.announcement)
         selection, doc, problems = _restore_and_probe(cfg, target, spec, kind, repo, selection, doc, timer,
-                                                      cancel, report, first_guess, snapshot_id, removals, prefetch)
+                                                      cancel, report, first_guess, snapshot_id, prefetch)
         _judge(report, timer, target, doc, kind, problems)
         _suspect_verdict(report)
     except DependencyError as exc:
@@ -474,22 +474,16 @@ def run(cfg: Config, policy_set, target_name: str | None = None, *, full: bool =
         now = time.time()
         kinds = [(t, due_kind(spec_for(cfg, t).schedule, state.runs("drill", t.name), now)) for t in targets]
         plan = [(t, kind == "full") for t, kind in kinds if kind]
-    removals: list = []  # sandboxes are removed while the drill records and reports; gone when this returns
-    try:
-        with sigterm_cancels(cancel):
-            reports = []
-            announced = announced_mirror.for_run(cfg, policy_set, [t.name for t, _ in plan])
-            for t, as_full in plan:
-                if cancel.is_set():  # a SIGTERM (or the daemon's stop) ends the whole run
-                    break
-                reports.append(_drill(cfg, state, policy_set, t, as_full, snapshot_id, cancel, removals,
-                                      announced, destination if destination and media.names(policy_set, t,
-                                                                                           destination) else None))
-        if reports:
-            _refresh_report(cfg, policy_set)
-    finally:
-        for thread in removals:
-            thread.join()
+    with sigterm_cancels(cancel):
+        reports = []
+        announced = announced_mirror.for_run(cfg, policy_set, [t.name for t, _ in plan])
+        for t, as_full in plan:
+            if cancel.is_set():  # a SIGTERM (or the daemon's stop) ends the whole run
+                break
+            reports.append(_drill(cfg, state, policy_set, t, as_full, snapshot_id, cancel, announced,
+                                  destination if destination and media.names(policy_set, t, destination) else None))
+    if reports:
+        _refresh_report(cfg, policy_set)
     return reports
 
 

@@ -1,23 +1,38 @@
 """A private directory for one drill: mode 0700, size-limited, always removed (also after a failure or
-SIGTERM; a sandbox left behind by a killed drill is removed by the next one)."""
+SIGTERM; a sandbox left behind by a killed drill is removed by the next one).
+
+A drill's sandbox can be removed off its critical path: renamed at once to a `removing-` name in the same
+parent (so no drill ever finds a half-removed `drill-` sandbox), locked (flock on the directory), and handed
+to a detached reaper process (backupd.drill.reaper) that holds the lock while it removes the tree. A later
+drill leaves a locked `removing-` tree alone, finishes one whose reaper died (lock free), and waits for them
+when its restore would not fit otherwise."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pwd
 import shutil
 import signal
 import stat
+import sys
 import tempfile
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from backupd.errors import Finding
+from backupd.errors import BackupdError, Finding
 from backupd.process import execute
 
 PREFIX = "drill-"
 OWNER_FILE = ".backupd-drill-pid"
+#: A sandbox being removed by a reaper (renamed from drill-...: never matched by PREFIX).
+TRASH = "removing-"
+#: Longest a reaper works on one sandbox; a later drill finishes what it left.
+REAPER_SECONDS = 900
+#: Longest a drill waits for earlier sandboxes' removal to free the space its restore needs.
+FREE_WAIT_SECONDS = 300
 
 
 def _alive(pid: int) -> bool:
@@ -31,14 +46,78 @@ def _alive(pid: int) -> bool:
 
 
 def _remove(path: Path) -> None:
+    """Remove the tree at `path` without following a symlink in it (rmtree works through directory fds);
+    an entry that resists is made writable and tried again (a restored 0500 directory), never a symlink."""
+    top = os.path.abspath(path)
+
     def writable(func, name, _exc):
+        if os.path.abspath(name) == top:  # the sandbox itself (gone, or not ours): its parent stays as it is
+            return
         try:
             os.chmod(os.path.dirname(name), 0o700)
-            os.chmod(name, stat.S_IRWXU)
+            if not os.path.islink(name):  # chmod follows a link: never change what one points to
+                os.chmod(name, stat.S_IRWXU)
             func(name)
         except OSError:
             pass
-    shutil.rmtree(path, onerror=writable)
+    if os.path.lexists(path):
+        shutil.rmtree(path, onerror=writable)
+
+
+def _locked(path: Path, block: bool = False) -> int | None:
+    """An fd of the directory `path` (not a symlink) holding its exclusive flock; None when another
+    process holds it (a reaper at work; with `block`, only after FREE_WAIT_SECONDS) or it is gone."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    end = time.monotonic() + (FREE_WAIT_SECONDS if block else 0)
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except OSError:
+            if time.monotonic() >= end:
+                os.close(fd)
+                return None
+            time.sleep(0.05)
+
+
+def removing(parent: Path) -> list[Path]:
+    """Sandboxes under `parent` handed to a reaper and not gone yet."""
+    return sorted(Path(parent).glob(TRASH + "*"))
+
+
+def _finish(path: Path, block: bool = False) -> bool:
+    """Remove a handed-over sandbox whose reaper is gone (its lock free); True when it is gone now."""
+    fd = _locked(path, block)
+    if fd is None:
+        return not os.path.lexists(path)
+    try:
+        _remove(path)
+    finally:
+        os.close(fd)
+    return True
+
+
+def hand_off(path: Path) -> Path:
+    """Rename the sandbox `path` to a TRASH name in its parent and have a detached reaper remove it; returns
+    the new path. Removed here (and at once) when the reaper cannot start."""
+    trash = path.with_name(TRASH + path.name[len(PREFIX):] if path.name.startswith(PREFIX) else TRASH + path.name)
+    os.rename(path, trash)  # atomic: a drill sees a whole sandbox or none under its own name
+    fd = _locked(trash)
+    if fd is None:  # another process took it already: it is being removed
+        return trash
+    try:
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env = execute.Environment(plain={"PYTHONPATH": root})  # the backupd this process runs
+        execute.detach([sys.executable, "-m", "backupd.drill.reaper", str(trash), str(fd), str(REAPER_SECONDS)],
+                       env, pass_fds=(fd,))
+    except (OSError, BackupdError):
+        _remove(trash)
+    finally:
+        os.close(fd)  # the reaper holds the lock through its copy of the fd
+    return trash
 
 
 def empty(path: Path) -> None:
@@ -64,12 +143,21 @@ def _owner(path: Path) -> int:
 
 
 def remove_stale(parent: Path) -> list[str]:
-    """Remove sandboxes whose drill process is gone; returns their paths."""
+    """Remove sandboxes whose drill process is gone, and handed-over ones whose reaper is gone (a locked one
+    is left to its reaper); returns their paths."""
     removed = []
     for path in parent.glob(PREFIX + "*"):
         pid = _owner(path)
         if not pid or not _alive(pid):
             _remove(path)
+            removed.append(str(path))
+    for path in removing(parent):
+        fd = _locked(path)
+        if fd is not None:
+            try:
+                _remove(path)
+            finally:
+                os.close(fd)
             removed.append(str(path))
     return removed
 
@@ -99,13 +187,13 @@ def private_dir(path: Path, mode: int = 0o711) -> Path | None:
 
 class Sandbox:
     """`with Sandbox(parent, max_bytes) as box:` -> box.path (0700), box.restore_dir; removed on exit.
-    With `removals` (a list) the removal runs in a thread appended to it, which the caller joins (a drill
-    records and reports meanwhile: unlinking a restored tree is slow on a disk mounted with discard); the
-    thread is not a daemon, so even an exiting process finishes it."""
+    With `detached` it is handed to a reaper on exit (hand_off: renamed at once, removed by a detached
+    process that nobody waits for; unlinking a restored gigabyte takes seconds, more on a disk mounted with
+    discard); `box.removed_as` is then where it is being removed."""
 
-    def __init__(self, parent: Path, max_bytes: int, removals: list[threading.Thread] | None = None,
-                 min_free: int = 0):
-        self.parent, self.max_bytes, self.removals = Path(parent), max_bytes, removals
+    def __init__(self, parent: Path, max_bytes: int, detached: bool = False, min_free: int = 0):
+        self.parent, self.max_bytes, self.detached = Path(parent), max_bytes, detached
+        self.removed_as: Path | None = None
         self.min_free = min_free  # what a restore must leave free (spec sandbox.min_free)
         self.path: Path | None = None
         self.stale_removed: list[str] = []
@@ -126,19 +214,22 @@ class Sandbox:
     def __exit__(self, *exc) -> None:
         if self.path is None or not self.path.exists():
             return
-        if self.removals is None:
+        if not self.detached:
             _remove(self.path)
             return
-        thread = threading.Thread(target=_remove, args=(self.path,), name="sandbox-remove")
-        thread.start()
-        self.removals.append(thread)
+        self.removed_as = hand_off(self.path)
 
     def reserve(self, needed: int) -> None:
-        """Finding when `needed` bytes exceed the sandbox limit or the free space less min_free."""
+        """Finding when `needed` bytes exceed the sandbox limit or the free space less min_free (counted once
+        the sandboxes still being removed under the same parent are gone, when they are in the way)."""
         if needed > self.max_bytes:
             raise Finding(f"drill needs {needed} bytes, over the sandbox limit of {self.max_bytes} bytes "
                           "(raise sandbox.max_bytes in the drill spec or run a sample drill)")
         free = shutil.disk_usage(self.path).free
+        if needed > free - self.min_free and removing(self.parent):
+            for path in removing(self.parent):
+                _finish(path, block=True)  # the reaper's lock is released when it is done (or died)
+            free = shutil.disk_usage(self.path).free
         if needed > free - self.min_free:
             raise Finding(f"drill needs {needed} bytes but only {free} are free under {self.parent}"
                           + (f", of which it must leave {self.min_free} (sandbox.min_free)" if self.min_free else ""))

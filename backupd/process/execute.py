@@ -509,6 +509,22 @@ def start(argv: list[str], env: Environment | None = None, *, cwd: str | None = 
     return Background(argv, proc, out, err, env)
 
 
+def detach(argv: list[str], env: Environment | None = None, *, pass_fds: tuple[int, ...] = ()) -> int:
+    """Start argv to outlive this process and return its pid without waiting: the one kind of child that is
+    not killed with its parent (own session, no parent-death signal, no pipes). Only for bounded clean-up
+    work that must not hold the caller up (a drill's sandbox removal); the child bounds its own run time."""
+    env = env or Environment()
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, env=env.build(), start_new_session=True,
+                                pass_fds=pass_fds)
+    except FileNotFoundError:
+        raise DependencyError(f"{argv[0]}: program not found; install it or fix its path") from None
+    except PermissionError:
+        raise DependencyError(f"{argv[0]}: not executable") from None
+    return proc.pid
+
+
 @dataclass
 class PipelineResult:
     """Outcome of producer | consumer: both children's results. `stalled` names the side that held

@@ -101,19 +101,6 @@ def test_the_listing_a_drill_or_restore_chooses_from_takes_no_lock(monkeypatch):
     assert seen == [("snapshots", ("--no-lock", "--host", "h", "--tag", "target=db"))]
 
 
-def test_a_sandbox_with_removals_is_removed_by_a_thread_the_caller_joins(tmp_path):
-    from backupd.drill.sandbox import Sandbox
-
-    removals: list = []
-    with pytest.raises(RuntimeError):
-        with Sandbox(tmp_path, 1 << 20, removals) as box:
-            (box.restore_dir / "restored.bin").write_bytes(b"x" * 1000)
-            raise RuntimeError("probe crashed")
-    assert len(removals) == 1 and not removals[0].daemon
-    removals[0].join()
-    assert not box.path.exists()
-
-
 def test_a_prefetched_manifest_dump_serves_only_the_snapshot_and_path_the_listing_names(monkeypatch):
     """A full drill dumps the manifest where backup stages it before the listing ends; load_manifest uses
     those bytes only for that snapshot and path, and reads again when the early dump failed."""
