@@ -204,6 +204,7 @@ def _one(cfg: Config, state: State, target, dest_name: str, dest, policy: str, e
         else:
             step = (lambda done: progress(target.name, dest_name, done)) if progress else None
             run = lambda: _backup_paths(repo, target, tags, cfg.host, staging, entries, facts, cancel, step)  # noqa: E731
+        evidence.prepare(cfg)  # the mirror's client loads while restic runs, not after it
         with locks.at_work(cfg.state_dir, dest_name):
             summary, written = _unlocked(lambda: retry.run(run, f"backup {target.name} to {dest_name}"),
                                          lambda: preflight.clear_locks(dest_name, repo, exclusive_only=True))

@@ -85,6 +85,7 @@ def load_policies(cfg):
     from backupd.policy.lint import load_policy_set
 
     policy_set = load_policy_set(cfg.policy_files(), cfg.secrets_dir, held=cfg.secrets_held())
+    cfg.destinations = policy_set.destinations
     for gap in (w for w in policy_set.warnings if w.gap):  # reported, never a reason to stop backing up
         output.note(f"warning: guideline gap: {gap}")
     site = next((p.policy.site for p in policy_set.policies if p.policy and p.policy.site), None)

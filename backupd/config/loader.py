@@ -69,6 +69,9 @@ class Config:
     role: str = "backup"
     hosts: list[str] = field(default_factory=list)  # verifier: the backup hosts whose snapshots it reads
     grants: dict = field(default_factory=dict)  # config_schema.GrantsSection: grant documents the audit judges
+    #: the destinations of the lint-clean policy set this process loaded last (commands.common.load_policies),
+    #: so that evidence finds its mirror without loading the policies again
+    destinations: dict | None = field(default=None, repr=False, compare=False)
 
     @property
     def verifier(self) -> bool:

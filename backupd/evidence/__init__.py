@@ -10,6 +10,6 @@ the anchor).
 
 from __future__ import annotations
 
-from backupd.evidence.recorder import record
+from backupd.evidence.recorder import prepare, record
 
-__all__ = ["record"]
+__all__ = ["prepare", "record"]

@@ -58,10 +58,16 @@ def client(dest, credentials: dict[str, str], limits: bounded.Limits | None = No
 
 
 def destination(cfg, name: str):
-    """The policy destination called name."""
-    from backupd.policy.lint import load_policy_set
+    """The policy destination called name: from the policy set the process loaded (cfg.destinations), else
+    read from the policy files (schema only: linting them is the loading command's job)."""
+    dests = getattr(cfg, "destinations", None)
+    if dests is None:
+        from backupd.policy.loader import load_policy_file
 
-    dests = load_policy_set(cfg.policy_files(), cfg.secrets_dir, held=cfg.secrets_held()).destinations
+        dests = {}
+        for path in cfg.policy_files():
+            loaded = load_policy_file(path, cfg.secrets_dir)
+            dests.update(loaded.policy.destinations if loaded.policy else {})
     if name not in dests:
         raise ConfigError(f"evidence mirror: no destination {name!r} in the policies ({', '.join(sorted(dests))})")
     return dests[name]

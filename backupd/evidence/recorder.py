@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import socket
 import sys
+import threading
 from pathlib import Path
 
 from backupd.config.loader import Config
@@ -55,6 +56,24 @@ def record(cfg: Config, kind: str, data, *, key=None) -> dict:
     return rec
 
 
+def prepare(cfg: Config) -> None:
+    """Resolve the configured mirror in a background thread (boto3 alone takes ~0.4 s to import; the client is
+    kept per process). Callers start it while a long child (restic) runs, so the record after it does not
+    wait for it. Nothing to do without a mirror."""
+    if not _mirror_named(cfg):
+        return
+
+    def warm():
+        try:
+            from backupd.evidence import mirror
+
+            mirror.connect_if_configured(cfg)
+        except Exception:  # noqa: BLE001 - record() resolves again and reports what is wrong
+            log.debug("evidence: warming up failed", exc_info=True)
+
+    threading.Thread(target=warm, name="evidence warm-up", daemon=True).start()
+
+
 def _connect(cfg: Config):
     """The configured mirror, bounded: the probe and the push share one deadline (storage and job timeouts).
     None when there is none, or when the calling thread was cancelled (SIGTERM) over
@@ -65,6 +84,8 @@ def _connect(cfg: Config):
 
         return mirror.connect_if_configured(cfg)
 
+    if _mirror_named(cfg) is False:
+        return None  # nothing to load (a broken evidence section is resolve()'s to report)
     if execute.cancelled() and "backupd.evidence.mirror" not in sys.modules:
         # loading boto3 alone outlasts the grace on a busy machine, and slows the exit down
         if _mirror_named(cfg):
@@ -80,11 +101,12 @@ def _connect(cfg: Config):
     return None if remote is None else mirror.bound(cfg, remote)  # here: the deadline is this thread's
 
 
-def _mirror_named(cfg: Config) -> bool:
+def _mirror_named(cfg: Config) -> bool | None:
+    """Whether the evidence section names a mirror; None when it cannot be read."""
     try:
         return bool(settings.of(cfg).mirror)
     except BackupdError:
-        return False
+        return None
 
 
 def report_foreign(cfg: Config) -> None:
