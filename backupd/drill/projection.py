@@ -24,7 +24,19 @@ measured about 0.3 s of restore phase and 0.04 s of checks that do not grow from
 containers): scaled linearly from a small drill, it inflates the projection of a large one. So when the
 target's history holds two whole-tree drills whose work differs at least FIT_RATIO times, each scaled
 phase is split by the line through both (fit(): a positive intercept below both measurements is fixed);
-else the newest drill scales linearly. The *measured error* of a projection is (projected - measured) /
+else the newest drill scales linearly.
+
+Per size, not a straight line: how a phase grows is itself measured. When the history holds whole-tree
+drills of two or more sizes (work at least FIT_RATIO apart; drills within SAME_SIZE are one size, each
+phase their median, so one drill beside a busy neighbour does not move it), each scaled phase follows
+the curve through those points (curve(), along()): between two measured sizes it is interpolated
+(an index build's sort grows a little faster than the rows, parallel index workers a little slower: the
+measurements carry it); beyond the largest, a phase that grew faster than the work between the two
+largest sizes keeps growing by that power (at most MAX_EXPONENT: n log n is about 1.1 at these sizes);
+else, and below the smallest, it continues the nearest segment, its slope held within SLOPE_BOUNDS of
+the nearest size's own seconds per unit of work (a flatter segment between two noisy sizes is noise), and the fixed phases are the medians of the
+measured size nearest to the one projected. With one size only, the newest drill scales as above. Recorded drills keep their shape (`rates`): the curve is
+built from them when a projection is made. The *measured error* of a projection is (projected - measured) /
 measured, taken from the newest full drill and the drill before it (its projection, fitted with the
 drills before it as it would have been, re-evaluated at the full drill's size).
 
@@ -37,6 +49,8 @@ time to service is the longest lane.
 
 from __future__ import annotations
 
+import math
+
 #: Bytes of work one file adds on top of its size in a full restore and in a sample (module docstring).
 FILE_COST = 4 << 10
 SCATTERED_FILE_COST = 128 << 10
@@ -44,6 +58,15 @@ SCATTERED_FILE_COST = 128 << 10
 FIXED = ("select", "restore:startup", "restore:alongside", "probe:start", "probe:other")
 #: Two whole-tree drills whose work differs at least this many times fit each phase's fixed part (fit()).
 FIT_RATIO = 2.0
+#: Whole-tree drills whose work is within this factor of each other are one size of the curve (curve()).
+SAME_SIZE = 1.25
+#: A segment continued beyond the measured sizes keeps its slope within these multiples of the nearest
+#: size's own seconds per unit of work (along()).
+SLOPE_BOUNDS = (0.5, 1.5)
+#: Beyond the largest size a phase that grew faster than the work keeps growing so, at most this power.
+MAX_EXPONENT = 1.25
+#: Drills of the history the curve is built from (newest first).
+CURVE_DRILLS = 20
 
 
 def work(nbytes: int, files: int, of_files: int | None = None) -> float:
@@ -100,9 +123,14 @@ def project(measured: dict, nbytes: int, files: int) -> dict:
     factor = work(nbytes, files) / measured["work"] if measured.get("work") else 1.0
     if nbytes >= measured.get("bytes", 0) and files >= measured.get("files", 0):
         factor = max(factor, 1.0)  # a superset of what was measured takes at least as long
-    phases = dict(measured["fixed"])
+    points, w = measured.get("curve") or [], work(nbytes, files)
+    phases = {k: v for k, v in measured["fixed"].items() if not points or k not in measured["scaled"]}
+    if points:  # the fixed phases as the size nearest to w measured them (medians)
+        phases.update(min(points, key=lambda p: abs(math.log(max(w, 1.0) / p["work"])))["fixed"])
     for k, v in measured["scaled"].items():  # a fitted phase has a fixed part too (fit())
-        phases[k] = phases.get(k, 0.0) + v * factor
+        on_curve = along(points, k, w)
+        # measured per size: the curve gives the whole phase
+        phases[k] = on_curve if on_curve is not None else measured["fixed"].get(k, 0.0) + v * factor
     phases = {k: round(v, 3) for k, v in phases.items()}
     return {"seconds": round(sum(phases.values()), 3), "phases": phases, "bytes": nbytes, "files": files,
             "factor": round(factor, 4)}
@@ -139,13 +167,80 @@ def fit(newer: dict, older: dict | None) -> dict:
 
 def basis(drills: list[dict]) -> dict | None:
     """The rates a projection starts from: the newest drill's (`drills` newest first, each a state row's
-    `detail` with "rates"), fitted with the newest earlier drill whose work differs FIT_RATIO times."""
+    `detail` with "rates"), fitted with the newest earlier drill whose work differs FIT_RATIO times, and
+    with the curve of the whole-tree drills' sizes when there are two or more (curve())."""
     usable = [d["rates"] for d in drills if d.get("rates")]
     if not usable:
         return None
     newest = usable[0]
     older = next((r for r in usable[1:] if fit(newest, r) is not newest), None)
-    return fit(newest, older)
+    based = fit(newest, older)
+    points = curve(usable[:CURVE_DRILLS])
+    return {**based, "curve": points} if len(points) >= 2 else based
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def curve(usable: list[dict]) -> list[dict]:
+    """The sizes the whole-tree drills among `usable` (rates(), newest first) measured, smallest first:
+    per size (drills within SAME_SIZE of its newest drill's work) the median work, each scaled phase's
+    median seconds (a phase a drill lacks is not counted for it) and each fixed phase's median; of sizes less than FIT_RATIO
+    apart only the larger (a segment between close sizes is mostly noise)."""
+    whole = [r for r in usable if _whole(r)]
+    groups: list[list[dict]] = []
+    for rates in whole:
+        group = next((g for g in groups if max(g[0]["work"], rates["work"])
+                      <= SAME_SIZE * min(g[0]["work"], rates["work"])), None)
+        if group is None:
+            groups.append([rates])
+        else:
+            group.append(rates)
+    points = []
+    for group in groups:
+        # a fitted phase's seconds are its fixed part plus its scaled part (fit())
+        phases = {k for r in group for k in r["scaled"]}
+        seconds = {k: round(_median([r["scaled"][k] + r["fixed"].get(k, 0.0) for r in group if k in r["scaled"]]), 3)
+                   for k in phases}
+        fixed = {k: round(_median([r["fixed"][k] for r in group if k in r["fixed"]]), 3)
+                 for k in {k for r in group for k in r["fixed"] if k in FIXED}}
+        points.append({"work": _median([r["work"] for r in group]), "drills": len(group), "scaled": seconds,
+                       "fixed": fixed})
+    kept: list[dict] = []
+    for point in sorted(points, key=lambda p: -p["work"]):  # sizes at least FIT_RATIO apart, the largest kept
+        if not kept or point["work"] * FIT_RATIO <= kept[-1]["work"]:
+            kept.append(point)
+    return kept[::-1]
+
+
+def along(points: list[dict], phase: str, w: float) -> float | None:
+    """Seconds of `phase` at work `w` on the curve (curve()): interpolated between the two measured sizes
+    around w; beyond the largest, a phase that grew faster than the work between the two largest sizes
+    keeps that power (at most MAX_EXPONENT); else the nearest segment is continued with its slope within
+    SLOPE_BOUNDS of the nearest size's seconds per unit of work, never below zero. None when fewer than
+    two sizes measured the phase."""
+    known = [(p["work"], p["scaled"][phase]) for p in points if phase in p["scaled"] and p["work"] > 0]
+    if len(known) < 2:
+        return None
+    if w >= known[-1][0]:
+        (w0, s0), (w1, s1) = known[-2], known[-1]
+        near_w, near_s = w1, s1
+        exponent = math.log(s1 / s0) / math.log(w1 / w0) if s0 > 0 and s1 > 0 else 1.0
+        if exponent > 1.0:  # growing faster than the work (a sort): the same growth, bounded
+            return round(s1 * (w / w1) ** min(exponent, MAX_EXPONENT), 3)
+    elif w <= known[0][0]:
+        (w0, s0), (w1, s1) = known[0], known[1]
+        near_w, near_s = w0, s0
+    else:
+        (w0, s0), (w1, s1) = next((a, b) for a, b in zip(known, known[1:]) if a[0] <= w <= b[0])
+        return round(s0 + (s1 - s0) * (w - w0) / (w1 - w0), 3)
+    rate = near_s / near_w
+    slope = (s1 - s0) / (w1 - w0)
+    slope = min(max(slope, SLOPE_BOUNDS[0] * rate), SLOPE_BOUNDS[1] * rate)
+    return round(max(near_s + slope * (w - near_w), 0.0), 3)
 
 
 def error(projected: float, measured: float) -> float | None:

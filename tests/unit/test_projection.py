@@ -143,6 +143,61 @@ def test_a_fit_never_projects_more_than_linear():
     assert projection.basis([mid, small])["fixed"]["restore"] > 0
 
 
+def _sized(mib: float, snap: str, slow: float = 1.0) -> dict:
+    """A full drill of a `mib` MiB dump whose index build grows faster than the data (a sort: 13.4 times
+    for 10 times the dump, as bench/projection.py measured from 100k to 1M containers); `slow` stretches
+    every phase (a drill beside a busy neighbour)."""
+    parts = {"select": 0.01 * slow, "probe:start": 0.4 * slow, "restore": mib / 170 * slow,
+             "probe:load": mib / 250 * slow, "probe:index": 0.015 * mib ** 1.127 * slow}
+    return _drill("full", sum(parts.values()), parts, int(mib * MIB), 1, snap)
+
+
+def test_a_drill_beside_a_busy_neighbour_does_not_move_the_projection():
+    # three drills at 400 MiB, the newest one and a half times slower: the size's median counts
+    history = [_sized(400, "s3", slow=1.5), _sized(400, "s2"), _sized(400, "s1", slow=0.95), _sized(40, "s0")]
+    truth = _sized(1200, "s4")["service_ready_seconds"]
+    got = projection.project(projection.basis(history), 1200 * MIB, 1)["seconds"]
+    assert abs(projection.error(got, truth)) < 0.05
+    # the newest drill alone, as before: its neighbour's slowness projected too
+    assert projection.project(history[0]["rates"], 1200 * MIB, 1)["seconds"] > 1.3 * truth
+
+
+def test_the_load_is_measured_per_size_not_a_line_through_one_point():
+    history = [_sized(1200, "s2"), _sized(400, "s1"), _sized(40, "s0")]
+    points = projection.curve([d["rates"] for d in history])
+    assert [p["drills"] for p in points] == [1, 1, 1] and points[0]["work"] < points[-1]["work"]
+    for mib in (40, 400, 1200):  # through every measured size
+        got = projection.project(projection.basis(history), mib * MIB, 1)
+        assert got["seconds"] == pytest.approx(_sized(mib, "x")["service_ready_seconds"], rel=0.01)
+    # between two sizes: interpolated, not scaled from the newest
+    mid = projection.project(projection.basis(history), 800 * MIB, 1)["seconds"]
+    assert abs(projection.error(mid, _sized(800, "x")["service_ready_seconds"])) < 0.03
+    # beyond the largest: the index build keeps growing faster than the data
+    far = projection.project(projection.basis(history), 3600 * MIB, 1)
+    linear = projection.project(history[0]["rates"], 3600 * MIB, 1)
+    assert far["phases"]["probe:index"] > linear["phases"]["probe:index"]
+    assert abs(projection.error(far["seconds"], _sized(3600, "x")["service_ready_seconds"])) < 0.05
+
+
+def test_a_noisy_segment_is_continued_within_bounds():
+    # ten times the work in 1.2 times the seconds (noise): continued at half the largest size's own rate
+    points = [{"work": 100.0, "scaled": {"probe:load": 10.0}, "fixed": {}},
+              {"work": 1000.0, "scaled": {"probe:load": 12.0}, "fixed": {}}]
+    assert projection.along(points, "probe:load", 3000.0) == pytest.approx(12.0 + 0.5 * 0.012 * 2000)
+    # thirty times the seconds for ten times the work: that growth continues, at most to the power 1.25
+    steep = [points[0], {"work": 1000.0, "scaled": {"probe:load": 300.0}, "fixed": {}}]
+    assert projection.along(steep, "probe:load", 3000.0) == pytest.approx(300.0 * 3 ** 1.25, abs=1e-3)
+    assert projection.along(points, "probe:load", 0.0) >= 0.0
+    assert projection.along(points[:1], "probe:load", 3000.0) is None  # one size: no curve
+
+
+def test_recorded_history_without_whole_sizes_projects_as_before():
+    sample = _drill("sample", 30.0, {"select": 1.0, "restore": 1.0}, 10 * MIB, 10, "s1")
+    older = _drill("full", 5.0, {"select": 1.0, "restore": 4.0}, 50 * MIB, 50, "s0")
+    assert "curve" not in projection.basis([sample, older])  # one whole size: no curve
+    assert projection.basis([sample]) is sample["rates"]
+
+
 def test_status_projects_from_the_fitted_rates(tmp_path):
     from types import SimpleNamespace
 
