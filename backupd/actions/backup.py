@@ -197,7 +197,7 @@ def _one(cfg: Config, state: State, target, dest_name: str, dest, policy: str, e
         result.engine = restic_feature.describe(repo.restic_binary)
         preflight.require(dest_name, dest)  # one bounded probe per destination and run
         retry.run(lambda: ensure_repository(repo, cfg.state_dir), f"open {dest_name}")
-        preflight.clear_owed_locks(dest_name, repo)  # a killed restic of ours left its lock: stale ones go
+        preflight.clear_owed_locks(dest_name, repo, exclusive_only=True)  # a killed restic of ours left one
         if target.sources.dump is not None:
             reference = _row_reference(cfg, state, target.name)
             run = lambda: _backup_dump(repo, target, tags, cfg.host, staging, reference, cancel)  # noqa: E731
@@ -206,8 +206,8 @@ def _one(cfg: Config, state: State, target, dest_name: str, dest, policy: str, e
             run = lambda: _backup_paths(repo, target, tags, cfg.host, staging, entries, facts, cancel, step)  # noqa: E731
         evidence.prepare(cfg)  # the mirror's client loads while restic runs, not after it
         with locks.at_work(cfg.state_dir, dest_name):
-            summary, written = _unlocked(lambda: retry.run(run, f"backup {target.name} to {dest_name}"),
-                                         lambda: preflight.clear_locks(dest_name, repo, exclusive_only=True))
+            summary, written = preflight.run_unlocked(dest_name, repo, lambda: retry.run(
+                run, f"backup {target.name} to {dest_name}"), exclusive_only=True)
         result.facts = {k: v for k, v in written.items() if k not in MANIFEST_ONLY}
         if written.get("rows_error"):
             result.notes.append(f"no row counts recorded (drills of this generation will fail): "
@@ -238,17 +238,6 @@ def _one(cfg: Config, state: State, target, dest_name: str, dest, policy: str, e
     evidence.record(cfg, "backup", result.to_dict())
     _report_suspicion(cfg, result)
     return result
-
-
-def _unlocked(run, clear_locks):
-    """run(); when an exclusive lock stopped restic before it wrote anything, clear_locks() (stale ones go; a
-    live prune or check is waited for, bounded, then Busy) and run() once more. Only a locked repository
-    pays for the lock listing: an unchanged backup is one restic start-up, not two."""
-    try:
-        return run()
-    except RepositoryLocked:
-        clear_locks()
-        return run()
 
 
 def _full_id(repo, snapshot_id: str, notes: list[str], started: float = 0.0) -> str:

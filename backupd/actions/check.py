@@ -13,6 +13,7 @@ import re
 import time
 
 from backupd import evidence
+from backupd.actions import locks
 from backupd.actions.common import Preflight, repository
 from backupd.config.loader import Config
 from backupd.engine import check as restic_check
@@ -30,6 +31,8 @@ DAY = 86400.0
 _PACK_RE = re.compile(r"\b(?:pack|Pack ID)\s+([0-9a-f]{8,64})\b")
 _WANT_RE = re.compile(r"Pack ID does not match, want ([0-9a-f]{64})")
 MAX_PACKS = 20
+#: a repository's size is measured again (`restic stats`) when the last measurement is older than this
+SIZE_MAX_AGE = 7 * DAY
 
 
 def slices(repo_bytes: int, daily_budget: int, days: int) -> tuple[int, bool]:
@@ -59,6 +62,19 @@ def _ledger(state: State, dest: str, url: str, n: int) -> dict[int, float]:
     if detail.get("url") != url or detail.get("n") != n:
         return {}  # new repository or new slicing: a new cycle starts
     return {int(k): float(t) for k, t in detail.get("read", {}).items()}
+
+
+def _size(state: State, dest: str, repo, preflight: Preflight) -> tuple[int, float]:
+    """(repository bytes, when measured): the size the last check measured, while under SIZE_MAX_AGE old;
+    else `restic stats`, which walks every snapshot's tree. The size only picks the slice count, which
+    may lag the repository's growth by a week."""
+    last = state.last("check", dest)
+    detail = last["detail"] if last else {}
+    measured = detail.get("size_measured")
+    if (detail.get("url") == repo.url and isinstance(measured, (int, float))
+            and 0 <= time.time() - measured < SIZE_MAX_AGE and isinstance(detail.get("repository_bytes"), int)):
+        return detail["repository_bytes"], measured
+    return preflight.run_unlocked(dest, repo, lambda: restic_stats.raw_size(repo), exclusive_only=True), time.time()
 
 
 def damaged_packs(output: str) -> list[str]:
@@ -112,14 +128,17 @@ def _one(cfg: Config, state: State, dest_name: str, dest, targets: list[str], da
     try:
         repo = repository(cfg, dest_name, dest)
         preflight.require(dest_name, dest)
-        # a killed restic's lock would make check fail: stale ones go, live ones are waited for, else busy
-        preflight.clear_locks(dest_name, repo, exclusive_only=False)
-        size = restic_stats.raw_size(repo)
+        # a lock in check's way (restic 0.14 checks under an exclusive one) makes restic refuse: stale ones
+        # go, live ones are waited for, else busy; a killed restic of ours is cleaned up after at once
+        preflight.clear_owed_locks(dest_name, repo, exclusive_only=False)
+        size, measured = _size(state, dest_name, repo, preflight)
         n, within = slices(size, budget, days)
         read = _ledger(state, dest_name, repo.url, n)
         k = next_slice(read, n)
         out.update(repository_bytes=size, slice=f"{k}/{n}", n=n, k=k, within_budget=within)
-        result = restic_check.check(repo, read_data_subset=f"{k}/{n}", cancel=cancel)
+        with locks.at_work(cfg.state_dir, dest_name):
+            result = preflight.run_unlocked(dest_name, repo, lambda: restic_check.check(
+                repo, read_data_subset=f"{k}/{n}", cancel=cancel), exclusive_only=False)
         if result.ok:
             read[k] = time.time()
             out["status"] = "ok"
@@ -132,7 +151,8 @@ def _one(cfg: Config, state: State, dest_name: str, dest, targets: list[str], da
             out["note"] = f"the daily budget cannot read the repository within {days} days; raise it"
         out["coverage"] = round(coverage(read, n, days, time.time()), 4)
         state.record("check", dest_name, dest_name, started, out["status"], None,
-                     {"url": repo.url, "n": n, "k": k, "read": read, "coverage": out["coverage"]})
+                     {"url": repo.url, "n": n, "k": k, "read": read, "coverage": out["coverage"],
+                      "repository_bytes": size, "size_measured": measured})
     except (Busy, RepositoryLocked) as exc:  # someone else's live lock: not damage, try again later
         out.update(status="busy", error=str(exc) if isinstance(exc, Busy) else f"repository busy: {exc}")
     except DependencyError as exc:

@@ -130,13 +130,28 @@ class Preflight:
             raise res.busy(name)
         self.unlocked.add(name)
 
-    def clear_owed_locks(self, name: str, repo: Repository) -> None:
-        """clear_locks before a backup only when a restic of backupd's may have left a lock (locks.owed)."""
+    def clear_owed_locks(self, name: str, repo: Repository, *, exclusive_only: bool) -> None:
+        """clear_locks only when a restic of backupd's may have left a lock (locks.owed): no lock listing
+        (a restic start-up) when nothing is owed."""
         from backupd.actions import locks
 
         if name not in self.unlocked and not repo.read_only and locks.owed(self.cfg.state_dir, name):
-            self.clear_locks(name, repo, exclusive_only=True)
+            self.clear_locks(name, repo, exclusive_only=exclusive_only)
             locks.settled(self.cfg.state_dir, name)
+
+    def run_unlocked(self, name: str, repo: Repository, run: Callable[[], T], *, exclusive_only: bool) -> T:
+        """run(); when a lock stopped restic before it did anything, clear_locks (stale ones go; a live
+        holder is waited for, bounded, then Busy) and run() once more. Only a locked repository pays for
+        the lock listing."""
+        from backupd.engine.exitcodes import RepositoryLocked
+
+        try:
+            return run()
+        except RepositoryLocked:
+            if name in self.unlocked:
+                raise  # cleared once in this run already: a live holder came back
+            self.clear_locks(name, repo, exclusive_only=exclusive_only)
+            return run()
 
     def _probe(self, name: str, dest) -> str | None:
         if dest.kind != "s3":

@@ -79,6 +79,8 @@ class HashCache:
         self.new[path] = self.signature(st) + [digest]
 
     def save(self) -> None:
+        if self.new == self.old:
+            return  # an unchanged tree: nothing to rewrite
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.new))
@@ -86,7 +88,9 @@ class HashCache:
 
 
 def walk(paths: list[str], excludes: list[str]):
-    """Yield (path, lstat) of regular files and symlinks below paths, honouring excludes."""
+    """Yield (path, lstat) of regular files and symlinks below paths, honouring excludes: per directory its
+    non-directories by name, then its subdirectories by name (symlinks are never followed; an unreadable
+    directory or entry is left out, restic reports it)."""
     def excluded(path: str) -> bool:
         return bool(excludes) and is_excluded(path, excludes)  # no patterns: skip the per-path split
 
@@ -99,16 +103,32 @@ def walk(paths: list[str], excludes: list[str]):
             if not excluded(root):
                 yield root, st
             continue
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = sorted(d for d in dirnames if not excluded(os.path.join(dirpath, d)))
-            for name in sorted(filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]):
-                full = os.path.join(dirpath, name)
-                if excluded(full):
-                    continue
-                try:
-                    yield full, os.lstat(full)
-                except OSError:
-                    continue
+        yield from _walk_dir(root, excluded)
+
+
+def _walk_dir(top: str, excluded):
+    """walk() below one directory, depth first without recursion (a source tree may nest deeper than Python's
+    stack); scandir's entries carry their lstat, one system call each."""
+    pending = [top]
+    while pending:
+        try:
+            with os.scandir(pending.pop()) as listing:
+                found = sorted(listing, key=lambda e: e.name)
+        except OSError:
+            continue
+        subdirs = []
+        for entry in found:
+            if excluded(entry.path):
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                subdirs.append(entry.path)
+            else:
+                yield entry.path, st
+        pending.extend(reversed(subdirs))
 
 
 def _known_entry(path: str, st: os.stat_result, cache: HashCache) -> Entry | None:

@@ -81,3 +81,49 @@ def test_a_snapshot_that_links_its_data_to_the_live_host_does_not_verify(tmp_pat
     entry = next(e for e in doc["files"] if e["path"] == str(root / "a.txt"))
     outside = verify_tree(restored, {"files": [{**entry, "path": escape}]})
     assert outside.mismatched == [escape]
+
+
+def _reference_walk(root: str, excludes: list[str]) -> list[str]:
+    """What walk() listed when it was built on os.walk (kept here as the reference)."""
+    import os
+
+    from backupd.files.excludes import is_excluded
+
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not is_excluded(os.path.join(dirpath, d), excludes))
+        for name in sorted(filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]):
+            if not is_excluded(os.path.join(dirpath, name), excludes):
+                out.append(os.path.join(dirpath, name))
+    return out
+
+
+def test_the_scandir_walk_lists_what_the_os_walk_did(tmp_path):
+    import os
+
+    from backupd.files import manifest
+
+    for d in ("a/b/c", "a/x", "b", "cache/deep", "z"):
+        (tmp_path / d).mkdir(parents=True)
+    for f in ("a/1", "a/b/2", "a/b/c/3", "a/x/4", "b/5", "cache/deep/6", "z/7", "0"):
+        (tmp_path / f).write_text(f)
+    os.symlink(tmp_path / "a", tmp_path / "b" / "link-to-dir")
+    os.symlink("nowhere", tmp_path / "z" / "dangling")
+    os.mkfifo(tmp_path / "z" / "fifo")
+    for excludes in ([], ["cache"], ["/**/b/c", "*.tmp", "link-to-dir"]):
+        got = [p for p, _ in manifest.walk([str(tmp_path)], excludes)]
+        assert got == _reference_walk(str(tmp_path), excludes)
+    assert str(tmp_path / "b" / "link-to-dir") in got or "link-to-dir" in excludes
+
+
+def test_a_source_nested_deeper_than_pythons_stack_is_walked(tmp_path):
+    import os
+
+    from backupd.files import manifest
+
+    deep = tmp_path
+    for _ in range(1200):  # deeper than the default recursion limit of 1000 (os.makedirs recurses too)
+        deep = deep / "d"
+        os.mkdir(deep)
+    (deep / "leaf").write_text("x")
+    assert [p for p, _ in manifest.walk([str(tmp_path)], [])] == [str(deep / "leaf")]
