@@ -12,21 +12,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from backupd import evidence, output, probes
-from backupd.actions import announced_mirror, media
-from backupd.actions.snapshot_choice import ManifestAlongside, Selection, in_background, load_manifest, select
+from backupd.actions import alongside, announced_mirror, media
+from backupd.actions.alongside import guess, manifest_at
+from backupd.actions.snapshot_choice import Selection, load_manifest, select
 from backupd.config.loader import Config
 from backupd.drill import projection, sample, verdict
 from backupd.drill.due import due_kind
-from backupd.drill.early import LateHasher
 from backupd.drill.limits import Guard
 from backupd.drill.phases import FirstFile, PhaseTimer, bytes_read
-from backupd.drill.sandbox import Sandbox, empty, private_dir, sigterm_cancels
+from backupd.drill.sandbox import Sandbox, private_dir, sigterm_cancels
 from backupd.drill.spec import DrillSpec, spec_for
 from backupd.engine import restore as restic_restore
 from backupd.engine.exitcodes import Cancelled
 from backupd.errors import BackupdError, ConfigError, DependencyError
 from backupd.evidence.keys import key_dir
-from backupd.files.manifest import MANIFEST_NAME
 from backupd.files.verify import EarlyHasher, verify_tree
 from backupd.process import execute, sandbox
 from backupd.state.runs import State
@@ -119,95 +118,21 @@ def _restore_sample(box, repo, snap, doc: dict, chosen: list[dict], timer, cance
     return early, first
 
 
-class _WrongGuess(Exception):
-    """The listing chose another snapshot than the one whose restore started (carries the Selection)."""
-
-    def __init__(self, selection: Selection):
-        super().__init__(f"the drill chose {selection.snap.short_id}")
-        self.selection = selection
-
-
-def guess(state: State, target: str, destination: str, snapshot_id: str | None) -> tuple[str | None, str | None]:
-    """The snapshot a full drill will most likely choose, known before restic runs: the one asked for, else
-    the newest backup this host recorded to the destination and did not find suspect (None without one: a
-    verifier has no backup history); with the companion snapshot holding its manifest, when its backup
-    recorded one (a dump target)."""
-    for row in state.runs("backup", target, limit=20):
-        if row["destination"] != destination or row["status"] != "ok" or not row["snapshot_id"]:
-            continue
-        facts = (row["detail"] or {}).get("facts") or {}
-        holder = facts.get("manifest_snapshot") if isinstance(facts.get("manifest_snapshot"), str) else None
-        if snapshot_id is None:
-            suspect = (facts.get("change") or {}).get("suspicious")
-            return (None, None) if suspect else (row["snapshot_id"], holder)
-        if row["snapshot_id"].startswith(snapshot_id):
-            return snapshot_id, holder
-    return snapshot_id, None
-
-
-def _manifest_at(cfg, target, snapshot: str | None, holder: str | None) -> tuple[str, str] | None:
-    """(snapshot id, path) of the guessed snapshot's manifest: inside it for a path target, else in the
-    companion `holder` its backup recorded; None when that is not known."""
-    where = f"{cfg.state_dir}/manifests/{target.name}/{MANIFEST_NAME}"  # where backup stages it
-    inside = snapshot if getattr(target.sources, "paths", None) else holder
-    return (inside, where) if snapshot and inside else None
-
-
-def _attempt(box, repo, snapshot: str, fetch, cancel):
-    """Restore `snapshot` with fetch() -> (selection, manifest) alongside; when the manifest arrives the
-    sandbox reserves its bytes (a restore that would not fit is stopped) and early verification starts.
-    Returns (selection, manifest, early hasher, first-file watch, seconds waited for fetch after restic
-    ended); the listing's, the read's and the reservation's failures (and a _WrongGuess) win over the
-    restore's, which they may have stopped."""
-    early = LateHasher(box.restore_dir)
-
-    def arrived(found) -> None:  # in the reading thread, while restic is still starting up
-        box.reserve(sum(e["size"] for e in found[1].get("files", [])))
-        early.start(found[1])
-
-    with early, FirstFile(box.restore_dir) as first, ManifestAlongside(fetch, cancel, then=arrived) as alongside:
-        failure = None
-        try:
-            with execute.cancelled_by(alongside.stop):
-                restic_restore.restore(repo, snapshot, box.restore_dir, cancel=cancel)
-        except BackupdError as exc:
-            if cancel.is_set():
-                raise
-            failure = exc
-        ended = time.monotonic()
-        selection, doc = alongside.doc()  # no verification without the backup-time manifest
-        waited = round(time.monotonic() - ended, 3)  # fixed, not restic's (projection)
-        if failure is not None:
-            raise failure
-    return selection, doc, early, first, waited
-
-
 def _restore_full(box, repo, target: str, hosts, selection: Selection | None, first_guess: str | None,
                   snapshot_id: str | None, prefetch: tuple[str, str] | None, timer, cancel):
-    """Restore all of the chosen snapshot while its manifest is read alongside. Without a selection the
-    restore of `first_guess` starts at once and the one listing runs alongside too, as does the dump of
-    the manifest from the snapshot the backup history says holds it (`prefetch`: (snapshot id, path); used
-    once the listing confirms it): a wrong guess is stopped, the sandbox emptied and the chosen snapshot
-    restored. Returns (selection, manifest, early hasher, first-file watch, seconds waited for the manifest,
-    guess confirmed or None)."""
-    def fetch(chosen: Selection | None = selection, expected: str | None = first_guess):
-        early = None
-        if chosen is None and expected and prefetch:
-            early = (*prefetch, in_background(lambda: restic_restore.dump_file(repo, *prefetch), cancel))
-        chosen = chosen or select(repo, target, hosts, snapshot_id)
-        if expected and not chosen.snap.id.startswith(expected):
-            raise _WrongGuess(chosen)
-        return chosen, load_manifest(repo, chosen.snap, target, hosts, chosen.listing, prefetched=early,
-                                     announcement=chosen.announcement)
+    """Restore all of the chosen snapshot into the sandbox while its manifest (and without a selection, the
+    listing) is read alongside (alongside.restore); the manifest's bytes are reserved in the sandbox as soon
+    as it arrives."""
+    def read(chosen: Selection, early):
+        return load_manifest(repo, chosen.snap, target, hosts, chosen.listing, prefetched=early,
+                             announcement=chosen.announcement)
+
+    def reserve(doc: dict) -> None:
+        box.reserve(sum(e["size"] for e in doc.get("files", [])))
 
     with timer.phase("restore"):
-        try:
-            return (*_attempt(box, repo, first_guess or selection.snap.id, fetch, cancel),
-                    True if selection is None else None)
-        except _WrongGuess as wrong:
-            empty(box.restore_dir)  # what the stopped restore wrote
-            chosen = wrong.selection
-            return (*_attempt(box, repo, chosen.snap.id, lambda: fetch(chosen, None), cancel), False)
+        return alongside.restore(repo, box.restore_dir, selection, lambda: select(repo, target, hosts, snapshot_id),
+                                 read, first_guess, prefetch, cancel, then=reserve)
 
 
 def _chosen(report: dict, selection: Selection, doc: dict) -> None:
@@ -357,7 +282,7 @@ def _drill(cfg: Config, state: State, policy_set, target, full: bool, snapshot_i
             # (a verifier chooses first, among what the backup host announced: nothing else is restored)
             first_guess, holder = (guess(state, target.name, dest_name, snapshot_id)
                                    if kind == "full" and not cfg.verifier and source.medium is None else (None, None))
-            prefetch = _manifest_at(cfg, target, first_guess, holder)
+            prefetch = manifest_at(cfg.state_dir, target, first_guess, holder)
             if first_guess is None:
                 selection = select(repo, target.name, cfg.backup_hosts(), snapshot_id,
                                    announced=announced_mirror.of_target(cfg, policy_set, target.name, announced),
