@@ -32,6 +32,7 @@ from pathlib import Path
 from bench.backup_vs_restic import DATA_TARGET as BENCH_DATA_TARGET
 from bench.backup_vs_restic import (FILLER, FILLERS, POLICY_HEAD, BenchError, _base_env, drop_caches,
                                      run_bench, run_step)
+from bench import drill_files
 from bench.dataset import generate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -173,33 +174,6 @@ def _rotate(tools: list[str], n: int) -> list[str]:
     return tools[n % len(tools):] + tools[:n % len(tools)]
 
 
-def files_bench(run_dir: Path, seaweed, secrets: Path, fillers: Path, data: Path, rounds: int, rv, log) -> dict:
-    setup = Setup(run_dir, "files", seaweed.endpoint, secrets, DATA_TARGET.format(data=data), fillers)
-    _, doc = setup.cli("backup", "--target", "data")
-    (result,) = doc["results"]
-    if result["status"] != "ok":
-        raise BenchError(f"backup of the data set: {result.get('error')}")
-    raw = Raw(run_dir, seaweed, secrets, "files", data, rv)
-    tools = ["drill", "restic", "restverify"] if rv else ["drill", "restic"]
-    samples = []
-    for n in range(rounds):
-        row = {}
-        for tool in _rotate(tools, n):
-            dropped = drop_caches()
-            row[tool] = (setup.drill("data") if tool == "drill" else raw.restore_and_hash(result["snapshot_id"])
-                         if tool == "restic" else raw.restverify_run(result["snapshot_id"]))
-            row[tool]["cache_dropped"] = dropped
-        row["order"] = _rotate(tools, n)
-        log(f"files round {n + 1}: " + "  ".join(f"{t} {row[t]['seconds']:.2f}s" for t in tools))
-        samples.append(row)
-    out = {"snapshot": result["snapshot_id"], "files": result["files"], "bytes": result["bytes"], "rounds": samples,
-           "median_seconds": {t: statistics.median(r[t]["seconds"] for r in samples) for t in tools}}
-    out["ratio"] = {f"drill/{t}": statistics.median(r["drill"]["seconds"] / r[t]["seconds"] for r in samples)
-                    for t in tools if t != "drill"}
-    out["restverify"] = "measured" if rv else "not installed (see log)"
-    return out
-
-
 def database_bench(run_dir: Path, seaweed, secrets: Path, fillers: Path, containers: int, rounds: int, log) -> dict:
     from demo.postgres import PostgresCluster
     from demo.tos_data import create_tos_database
@@ -241,7 +215,8 @@ def database_bench(run_dir: Path, seaweed, secrets: Path, fillers: Path, contain
             "ratio_custom_over_plain": statistics.median(r["custom"]["ready"] / r["plain"]["ready"] for r in samples)}
 
 
-def benchmark(size_gb: float, rounds: int, containers: int, workdir: Path, log=print, only=None) -> dict:
+def benchmark(size_gb: float, rounds: int, containers: int, workdir: Path, log=print, only=None,
+              restic: str = "restic") -> dict:
     from demo._util import write_secret
     from demo.seaweed import SeaweedFS
 
@@ -259,37 +234,23 @@ def benchmark(size_gb: float, rounds: int, containers: int, workdir: Path, log=p
     try:
         with SeaweedFS(run_dir / "seaweedfs", secrets_dir=secrets, buckets=[BUCKET]) as seaweed:
             seaweed.create_locked_bucket(BUCKET, days=1)
-            files = (files_bench(run_dir, seaweed, secrets, fillers, workdir / "data", rounds, rv, log)
-                     if only in (None, "files") else None)
+            files = (drill_files.files_bench(run_dir, seaweed, secrets, fillers, workdir / "data", rounds, rv,
+                                             log, restic) if only in (None, "files") else None)
             database = (database_bench(run_dir, seaweed, secrets, fillers, containers, rounds, log)
                         if only in (None, "database") else None)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
     return {"dataset": dataset, "files": files, "database": database, "rounds": rounds,
-            "restic": subprocess.run(["restic", "version"], capture_output=True, text=True).stdout.strip(),
+            "restic": drill_files.restic_version(restic),
             "cpus": os.cpu_count(), "total_seconds": round(time.monotonic() - t0, 1)}
 
 
 def print_report(doc: dict) -> None:
     if doc["files"]:
-        _print_files(doc["files"], doc["rounds"])
+        drill_files.print_files(doc["files"], doc["rounds"])
     if doc["database"]:
         _print_database(doc["database"])
     print(f"{doc['restic']}; {doc['cpus']} CPUs; total {doc['total_seconds']}s")
-
-
-def _print_files(f: dict, rounds: int) -> None:
-    print(f"files: {f['files']} files, {f['bytes'] / 2**30:.2f} GiB, snapshot {f['snapshot'][:8]}, "
-          f"{rounds} round(s), page cache dropped before each run")
-    for tool, seconds in f["median_seconds"].items():
-        print(f"  {tool:<11} median {seconds:7.2f}s")
-    for name, ratio in f["ratio"].items():
-        print(f"  ratio {name}: {ratio:.3f}")
-    if f["restverify"] != "measured":
-        print(f"  restverify: {f['restverify']}")
-    d = f["rounds"][-1]["drill"]
-    print(f"  last drill phases: {d['phases']}; hashed during the restore: {d['hashed_during_restore']}; "
-          f"machine busy {statistics.median(r['drill']['busy_cores'] for r in f['rounds']):.2f} cores (median)")
 
 
 def _print_database(db: dict) -> None:
@@ -315,12 +276,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "backupd-bench",
                     help="keeps the data set and the restverify venv for reuse")
     ap.add_argument("--only", choices=("files", "database"), default=None, help="run one part only")
+    ap.add_argument("--restic", default="restic", help="files: the restic binary backupd (config `restic:`) and "
+                    "the raw restores both run (default: restic on PATH)")
     ap.add_argument("--json", action="store_true", help="print one JSON document instead of the report")
     args = ap.parse_args(argv)
     if not 0.01 <= args.size_gb <= 64 or not 1 <= args.rounds <= 9 or not 100 <= args.containers <= 3_000_000:
         ap.error("--size-gb within 0.01..64, --rounds within 1..9, --containers within 100..3000000")
     return run_bench(args.json, lambda log: benchmark(args.size_gb, args.rounds, args.containers,
-                                                      args.workdir.resolve(), log, args.only), print_report)
+                                                      args.workdir.resolve(), log, args.only, restic=args.restic),
+                     print_report)
 
 
 if __name__ == "__main__":
