@@ -3,9 +3,8 @@
 
 from __future__ import annotations
 
-from rich.markup import escape
-
 from backupd import output
+from backupd.output import escape  # rich is loaded on first use, never for --json
 from backupd.errors import EXIT_CONFIG, EXIT_DEPENDENCY, EXIT_FINDING, EXIT_OK
 from backupd.render.time_to_service import describe as describe_terminal
 
