@@ -104,7 +104,8 @@ class Setup:
         return {"seconds": seconds, "cpu_seconds": cpu, "busy_cores": cpu / seconds,
                 "ready": d["service_ready_seconds"], "phases": d["phases"],
                 "files": d["files_restored"], "hashed_during_restore": d["verification"].get("hashed_during_restore"),
-                "probe_timings": [p["details"].get("timings") for p in d.get("probes", [])]}
+                "probe_timings": [p["details"].get("timings") for p in d.get("probes", [])],
+                "rates": d.get("rates") or {"fixed": {}, "scaled": {}}}
 
 
 def restverify_venv(workdir: Path, log) -> Path | None:
@@ -174,49 +175,146 @@ def _rotate(tools: list[str], n: int) -> list[str]:
     return tools[n % len(tools):] + tools[:n % len(tools)]
 
 
-def database_bench(run_dir: Path, seaweed, secrets: Path, fillers: Path, containers: int, rounds: int, log) -> dict:
-    from demo.postgres import PostgresCluster
-    from demo.tos_data import create_tos_database
+class HandCluster:
+    """The floor: a PostgreSQL cluster started by hand (initdb, pg_ctl), with the drill's restore-speed
+    settings (backupd.probes.postgres.CONF: no fsync, wal_level minimal, no autovacuum, the drill's
+    maintenance_work_mem), and an empty database per round; only `pg_restore -j` is timed."""
 
-    with PostgresCluster(run_dir / "postgres") as pg:
-        t0 = time.monotonic()
-        rows = create_tos_database(pg, "tos", containers=containers)
-        log(f"TOS database: {sum(rows.values())} rows in {time.monotonic() - t0:.1f}s")
-        targets = "".join(DB_TARGET.format(fmt=f, host=pg.host, port=pg.port) for f in ("plain", "custom"))
+    def __init__(self, base: Path):
+        from demo.postgres import PostgresCluster
+
+        self.pg = PostgresCluster(base)
+
+    def __enter__(self):
+        from backupd.probes.postgres import maintenance_mb
+
+        self.pg.__enter__()
+        mb = maintenance_mb(2, 2 << 30)  # as the drill's probe: 2 loaders, the default sandbox memory
+        for name, value in (("wal_level", "minimal"), ("max_wal_senders", "0"), ("archive_mode", "off"),
+                            ("max_wal_size", "4GB"), ("checkpoint_timeout", "1d"), ("autovacuum", "off"),
+                            ("maintenance_work_mem", f"{mb}MB")):
+            self.pg.psql(f"ALTER SYSTEM SET {name} = '{value}'")
+        self.pg._run([str(self.pg.bindir / "pg_ctl"), "-D", str(self.pg.datadir), "-l", str(self.pg.log), "-w",
+                      "restart"], timeout=120)
+        return self
+
+    def __exit__(self, *exc):
+        self.pg.__exit__(*exc)
+
+    def empty(self, name: str) -> str:
+        self.pg.psql(f'DROP DATABASE IF EXISTS "{name}"')
+        self.pg.psql("CHECKPOINT")
+        self.pg.psql(f'CREATE DATABASE "{name}"')
+        return name
+
+    def pg_restore(self, archive: Path, jobs: int, log: Path) -> float:
+        from demo.postgres import pg_bindir
+
+        name = self.empty("floor")
+        argv = [str(pg_bindir() / "pg_restore"), f"--jobs={jobs}", "--no-password", "--host", self.pg.host,
+                "--port", str(self.pg.port), "--username", self.pg.user, "--dbname", name, str(archive)]
+        seconds, _ = run_step(argv, _base_env(), f"pg_restore -j{jobs}", log)
+        return seconds
+
+
+def _db_phases(d: dict) -> dict:
+    """The custom drill's phase table: the drill's phases with restic's start-up and the probe's own split
+    out (projection.breakdown), and what the CLI spent outside service-ready."""
+    parts = dict(d["rates"]["fixed"]) | dict(d["rates"]["scaled"])
+    parts["outside (CLI start, report, evidence)"] = round(d["seconds"] - d["ready"], 3)
+    return parts
+
+
+def database_bench(run_dir: Path, seaweed, secrets: Path, fillers: Path, containers: int, rounds: int, log,
+                   workdir: Path, plain: bool = True) -> dict:
+    from backupd.sources import pgarchive
+    from bench import tosdb
+
+    with tosdb.source(workdir) as pg:
+        dbname, rows, _ = tosdb.database(pg, containers, log)
+        pg.psql("CHECKPOINT")
+        formats = ["plain", "custom"] if plain else ["custom"]
+        targets = "".join(DB_TARGET.format(fmt=f, host=pg.host, port=pg.port).replace("database: tos,",
+                                                                                    f"database: {dbname},")
+                          for f in ("plain", "custom"))
         setup = Setup(run_dir, "db", seaweed.endpoint, secrets, targets, fillers)
-        sizes = {}
-        for fmt in ("plain", "custom"):
+        sizes, snapshots = {}, {}
+        for fmt in formats:
             _, doc = setup.cli("backup", "--target", f"tos-{fmt}")
             (result,) = doc["results"]
             if result["status"] != "ok":
                 raise BenchError(f"backup of tos-{fmt}: {result.get('error')}")
-            sizes[fmt] = result["bytes"]
+            sizes[fmt], snapshots[fmt] = result["bytes"], result["snapshot_id"]
+        raw = Raw(run_dir, seaweed, secrets, "db", run_dir, None)
+        # the archive as restic restores it, with the data offsets pg_dump writes into a file (pg_restore -j
+        # at its fastest: without them each worker steps over every row before its table)
+        restored = raw.dir / "archive"
+        run_step(["restic", "restore", snapshots["custom"], "--target", str(restored)], raw.env, "restic restore",
+                 raw.log)
+        (archive,) = [p for p in restored.rglob("*") if p.is_file()]
+        offsets = pgarchive.add_offsets(archive)
         samples = []
-        for n in range(rounds):
-            row = {}
-            for fmt in _rotate(["plain", "custom"], n):
-                drop_caches()
-                row[fmt] = setup.drill(f"tos-{fmt}")
-            row["load_average"] = os.getloadavg()[0]  # the machine is shared: rounds are only comparable with it
-            log(f"database round {n + 1}: plain ready {row['plain']['ready']:.2f}s  custom ready "
-                f"{row['custom']['ready']:.2f}s  load average {row['load_average']:.1f}")
-            samples.append(row)
-    ready = {f: statistics.median(r[f]["ready"] for r in samples) for f in ("plain", "custom")}
-    phases = {f: {p: statistics.median(r[f]["phases"].get(p, 0.0) for r in samples)
-                  for p in ("select", "restore", "verify", "probes")} for f in ("plain", "custom")}
-    probe = {f: {p: statistics.median((r[f]["probe_timings"][0] or {}).get(p, 0.0) for r in samples)
-                 for p in ("start", "load", "index", "checks")} for f in ("plain", "custom")}
-    busy = {f: statistics.median(r[f]["busy_cores"] for r in samples) for f in ("plain", "custom")}
-    # the custom drill does at least its own CPU work: on this machine's cores it cannot end sooner
-    floor = statistics.median(r["custom"]["cpu_seconds"] / (os.cpu_count() * r["plain"]["seconds"]) for r in samples)
-    return {"rows": sum(rows.values()), "dump_bytes": sizes, "rounds": samples, "median_ready_seconds": ready,
-            "median_busy_cores": busy, "ratio_floor_from_cpu": floor,
-            "median_phases": phases, "median_probe_timings": probe, "load_average": os.getloadavg(),
-            "ratio_custom_over_plain": statistics.median(r["custom"]["ready"] / r["plain"]["ready"] for r in samples)}
+        with HandCluster(run_dir / "hand") as hand:
+            tools = formats + ["floor", "restore-db", "restic"]
+            for n in range(rounds):
+                row = {"order": _rotate(tools, n)}
+                for tool in row["order"]:
+                    drop_caches()
+                    if tool in ("plain", "custom"):
+                        row[tool] = setup.drill(f"tos-{tool}")
+                    elif tool == "floor":
+                        row[tool] = {"seconds": hand.pg_restore(archive, 2, raw.log)}
+                    elif tool == "restic":  # what must precede any load: restic's restore of the archive
+                        shutil.rmtree(raw.dir / "again", ignore_errors=True)
+                        row[tool] = {"seconds": run_step(["restic", "restore", snapshots["custom"], "--target",
+                                                          str(raw.dir / "again")], raw.env, "restic restore",
+                                                         raw.log)[0]}
+                    else:
+                        into = hand.empty("into")
+                        seconds, doc = setup.cli("restore", "--target", "tos-custom", "--into-database", into,
+                                                 "--db-host", hand.pg.host, "--db-port", str(hand.pg.port),
+                                                 "--db-user", hand.pg.user, "--allow-superuser", "--jobs", "2")
+                        if doc.get("status") != "ok":
+                            raise BenchError(f"restore --into-database: {doc.get('problems')}")
+                        row[tool] = {"seconds": seconds, "duration": doc["duration"], "phases": doc["phases"]}
+                row["load_average"] = os.getloadavg()[0]  # the machine is shared: rounds are only comparable with it
+                log(f"database round {n + 1}: " + "  ".join(
+                    f"{t} {row[t].get('ready', row[t]['seconds']):.2f}s" for t in tools)
+                    + f"  load average {row['load_average']:.1f}")
+                samples.append(row)
+    med = statistics.median
+    out = {"rows": sum(rows.values()), "dump_bytes": sizes, "data_offsets_added": offsets, "rounds": samples,
+           "load_average": os.getloadavg(),
+           "median_seconds": {"floor": med(r["floor"]["seconds"] for r in samples),
+                              "restic restore": med(r["restic"]["seconds"] for r in samples),
+                              "restore --into-database (wall)": med(r["restore-db"]["seconds"] for r in samples),
+                              "restore --into-database (duration)": med(r["restore-db"]["duration"]
+                                                                        for r in samples)}}
+    for fmt in formats:
+        out["median_seconds"][f"drill {fmt} (ready)"] = med(r[fmt]["ready"] for r in samples)
+        out["median_seconds"][f"drill {fmt} (wall)"] = med(r[fmt]["seconds"] for r in samples)
+    out["ratio"] = {
+        "drill custom ready / floor": med(r["custom"]["ready"] / r["floor"]["seconds"] for r in samples),
+        "drill custom wall / floor": med(r["custom"]["seconds"] / r["floor"]["seconds"] for r in samples),
+        "restore --into-database duration / floor": med(r["restore-db"]["duration"] / r["floor"]["seconds"]
+                                                        for r in samples),
+        "restore --into-database wall / floor": med(r["restore-db"]["seconds"] / r["floor"]["seconds"]
+                                                    for r in samples),
+        "(floor + restic restore) / floor": med((r["floor"]["seconds"] + r["restic"]["seconds"])
+                                                / r["floor"]["seconds"] for r in samples)}
+    if plain:
+        out["ratio"]["drill custom / drill plain (ready)"] = med(r["custom"]["ready"] / r["plain"]["ready"]
+                                                                 for r in samples)
+    out["custom_phases"] = {k: med(_db_phases(r["custom"]).get(k, 0.0) for r in samples)
+                            for k in _db_phases(samples[-1]["custom"])}
+    out["restore_db_phases"] = {k: med(r["restore-db"]["phases"].get(k, 0.0) for r in samples)
+                                for k in samples[-1]["restore-db"]["phases"]}
+    out["busy_cores"] = {f: med(r[f]["busy_cores"] for r in samples) for f in formats}
+    return out
 
 
 def benchmark(size_gb: float, rounds: int, containers: int, workdir: Path, log=print, only=None,
-              restic: str = "restic") -> dict:
+              plain: bool = True, restic: str = "restic") -> dict:
     from demo._util import write_secret
     from demo.seaweed import SeaweedFS
 
@@ -236,7 +334,8 @@ def benchmark(size_gb: float, rounds: int, containers: int, workdir: Path, log=p
             seaweed.create_locked_bucket(BUCKET, days=1)
             files = (drill_files.files_bench(run_dir, seaweed, secrets, fillers, workdir / "data", rounds, rv,
                                              log, restic) if only in (None, "files") else None)
-            database = (database_bench(run_dir, seaweed, secrets, fillers, containers, rounds, log)
+            database = (database_bench(run_dir, seaweed, secrets, fillers, containers, rounds, log, workdir,
+                                       plain)
                         if only in (None, "database") else None)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -254,18 +353,19 @@ def print_report(doc: dict) -> None:
 
 
 def _print_database(db: dict) -> None:
-    print(f"database: {db['rows']} rows; dump bytes plain {db['dump_bytes']['plain']}, "
-          f"custom {db['dump_bytes']['custom']}")
-    for fmt, seconds in db["median_ready_seconds"].items():
-        print(f"  {fmt:<7} full drill to service-ready median {seconds:7.2f}s  (median phases "
-              + ", ".join(f"{p} {v:.2f}s" for p, v in db["median_phases"][fmt].items()) + ")")
-        print("          probe: " + ", ".join(f"{p} {v:.2f}s" for p, v in db["median_probe_timings"][fmt].items())
-              + " (load: data; index: post-load span, overlapping the load with pg_restore -j)")
-    print(f"  ratio custom (pg_restore -j2) / plain (psql): {db['ratio_custom_over_plain']:.3f}; load average "
-          f"at the end {db['load_average'][0]:.1f}")
-    print("  machine busy (cores, median): " + ", ".join(f"{f} {c:.2f}" for f, c in db["median_busy_cores"].items())
-          + f"; custom's CPU seconds over all cores for plain's time: {db['ratio_floor_from_cpu']:.3f} "
-          "(no ratio below this on this machine)")
+    print(f"database: {db['rows']} rows; dump bytes " + ", ".join(f"{f} {b}" for f, b in db["dump_bytes"].items())
+          + f"; floor: pg_restore -j2 of the restored archive ({db['data_offsets_added']} data offsets written) "
+          "into an empty database of a cluster started by hand with the drill's server settings")
+    for what, seconds in db["median_seconds"].items():
+        print(f"  {what:<36} median {seconds:7.2f}s")
+    for name, ratio in db["ratio"].items():
+        print(f"  ratio {name}: {ratio:.3f}")
+    print("  drill custom phases (median): " + ", ".join(f"{k} {v:.2f}s" for k, v in db["custom_phases"].items()))
+    print("  restore --into-database phases (median): "
+          + ", ".join(f"{k} {v:.2f}s" for k, v in db["restore_db_phases"].items()))
+    print("  machine busy during the drills (cores, median): "
+          + ", ".join(f"{f} {c:.2f}" for f, c in db["busy_cores"].items())
+          + f"; load average at the end {db['load_average'][0]:.1f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -276,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "backupd-bench",
                     help="keeps the data set and the restverify venv for reuse")
     ap.add_argument("--only", choices=("files", "database"), default=None, help="run one part only")
+    ap.add_argument("--no-plain", action="store_true", help="database: drill the custom-format dump only")
     ap.add_argument("--restic", default="restic", help="files: the restic binary backupd (config `restic:`) and "
                     "the raw restores both run (default: restic on PATH)")
     ap.add_argument("--json", action="store_true", help="print one JSON document instead of the report")
@@ -283,8 +384,8 @@ def main(argv: list[str] | None = None) -> int:
     if not 0.01 <= args.size_gb <= 64 or not 1 <= args.rounds <= 9 or not 100 <= args.containers <= 3_000_000:
         ap.error("--size-gb within 0.01..64, --rounds within 1..9, --containers within 100..3000000")
     return run_bench(args.json, lambda log: benchmark(args.size_gb, args.rounds, args.containers,
-                                                      args.workdir.resolve(), log, args.only, restic=args.restic),
-                     print_report)
+                                                      args.workdir.resolve(), log, args.only,
+                                                      not args.no_plain, restic=args.restic), print_report)
 
 
 if __name__ == "__main__":

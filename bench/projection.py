@@ -115,64 +115,72 @@ def files_bench(run_dir: Path, seaweed, secrets: Path, fillers: Path, workdir: P
     return rows
 
 
-def database_bench(run_dir: Path, seaweed, secrets: Path, fillers: Path, sizes: list[int], log,
-                   repeat: int = 1, settled: bool = True):
-    from demo.postgres import PostgresCluster
-    from demo.tos_data import create_tos_database
+def _project(history: list[dict], size: dict) -> dict:
+    """`history`'s projection (as `backupd status` makes it: projection.basis, newest first) at `size`."""
+    return projection.project(projection.basis(history), size["bytes"], size["files"])
 
-    rows, previous, first, history = [], None, None, []
-    with PostgresCluster(run_dir / "postgres") as pg:
-        setup = Setup(run_dir, "db", seaweed.endpoint, secrets, DB_TARGET.format(fmt="plain", host=pg.host,
-                                                                                  port=pg.port), fillers)
+
+def database_bench(run_dir: Path, seaweed, secrets: Path, fillers: Path, sizes: list[int], log,
+                   repeat: int = 1, settled: bool = True, workdir: Path | None = None, fmt: str = "plain"):
+    from bench import tosdb
+
+    rows, drills_by_size = [], []
+    with tosdb.source(workdir) as pg:
+        target = DB_TARGET.format(fmt=fmt, host=pg.host, port=pg.port)
+        setup = Setup(run_dir, "db", seaweed.endpoint, secrets, target, fillers)
         (setup.dir / "specs" / "tos-db.yaml").write_text(SAMPLE_DB)
+        policy = setup.dir / "policies" / "bench.yaml"
+        template = policy.read_text()
         for containers in sizes:
-            t0 = time.monotonic()
-            counts = create_tos_database(pg, "tos", containers=containers)
-            generated = time.monotonic() - t0
-            log(f"TOS database {containers} containers: {sum(counts.values())} rows in {generated:.1f}s")
+            dbname, counts, generated = tosdb.database(pg, containers, log)
+            policy.write_text(template.replace("database: tos,", f"database: {dbname},"))  # the database grew
             if settled:
                 t0 = time.monotonic()
-                dropped = settle(pg, "tos")
+                dropped = settle(pg, dbname)
                 log(f"source settled (VACUUM ANALYZE, CHECKPOINT, sync{', caches dropped' if dropped else ''}) "
                     f"in {time.monotonic() - t0:.1f}s")
-            backup = _backup(setup, "tos-plain")
-            sample = _drill(setup, "tos-plain", full=False)
-            full, drills = _median_drill(setup, "tos-plain", repeat,
+            backup = _backup(setup, f"tos-{fmt}")
+            sample = _drill(setup, f"tos-{fmt}", full=False)
+            full, drills = _median_drill(setup, f"tos-{fmt}", repeat,
                                          (lambda: settle(pg, None)) if settled else (lambda: None))
             size = full["rates"]
             row = {"size": f"{containers} containers", "rows": sum(counts.values()), "dump_bytes": backup["bytes"],
                    "sample_projected": sample["projected_full_seconds"], "measured": full["service_ready_seconds"],
                    "measured_phases": size["scaled"] | size["fixed"], "generate_seconds": round(generated, 1),
                    "load_average": full["bench"]["load_average"],  # shared machine: a loaded drill measures slow
-                   "settled": settled,
+                   "settled": settled, "bytes": size["bytes"], "files": size["files"],
                    "runs": [{"measured": d["service_ready_seconds"], **d["bench"],
                              "load": d["rates"]["scaled"].get("probe:load"),
                              "index": d["rates"]["scaled"].get("probe:index"), "rates": d["rates"]}
                             for d in drills]}
-            if previous is not None:  # as `backupd status`: the last drill, fitted with an earlier size's
-                start = projection.basis(history)
-                got = projection.project(start, size["bytes"], size["files"])
-                far = projection.project(first["rates"], size["bytes"], size["files"])["seconds"]
-                row.update(projected=got["seconds"], projected_phases=got["phases"], from_size=previous["size"],
-                           fitted=bool(start.get("fitted_with")),
-                           error=projection.error(got["seconds"], full["service_ready_seconds"]),
-                           from_first=far, error_from_first=projection.error(far, full["service_ready_seconds"]))
-                log(f"database {containers}: projected from {previous['size']} {row['projected']:.2f}s, "
+            # what state holds after this size: the sample drill, then the full drills (newest first)
+            drills_by_size.append([{"rates": d["rates"]} for d in reversed(drills)] + [{"rates": sample["rates"]}])
+            if len(drills_by_size) > 1:  # as `backupd status`: every earlier size's drills in state
+                history = [d for earlier in reversed(drills_by_size[:-1]) for d in earlier]
+                got = _project(history, row)
+                far = projection.project(drills_by_size[0][0]["rates"], size["bytes"], size["files"])["seconds"]
+                row.update(projected=got["seconds"], projected_phases=got["phases"],
+                           from_size=rows[-1]["size"], error=projection.error(got["seconds"], row["measured"]),
+                           from_first=far, error_from_first=projection.error(far, row["measured"]))
+                log(f"database {containers}: projected from the smaller sizes {row['projected']:.2f}s, "
                     f"measured {row['measured']:.2f}s, error {row['error']:+.1%}")
             else:
                 log(f"database {containers}: measured {row['measured']:.2f}s (first size: nothing to project from)")
             log("    runs: " + "; ".join(f"{r['measured']:.2f}s (load {r['load']}, index {r['index']}, "
                                          f"load average {r['load_average']})"
                                          for r in row["runs"]))
-            previous = {"rates": full["rates"], "size": row["size"]}
-            history.insert(0, {"rates": full["rates"]})
-            first = first or previous
             rows.append(row)
+    for i, row in enumerate(rows):  # every size from the others' drills: the curve at, between and beyond them
+        others = [d for j, group in reversed(list(enumerate(drills_by_size))) if j != i for d in group]
+        if others:
+            got = _project(others, row)
+            row.update(from_others=got["seconds"], from_others_phases=got["phases"],
+                       error_from_others=projection.error(got["seconds"], row["measured"]))
     return rows
 
 
 def benchmark(containers: list[int], sizes: list[float], workdir: Path, log=print, only=None, repeat: int = 1,
-              settled: bool = True) -> dict:
+              settled: bool = True, fmt: str = "plain") -> dict:
     from demo._util import write_secret
     from demo.seaweed import SeaweedFS
 
@@ -188,7 +196,8 @@ def benchmark(containers: list[int], sizes: list[float], workdir: Path, log=prin
             seaweed.create_locked_bucket("bench", days=1)
             files = (files_bench(run_dir, seaweed, secrets, fillers, workdir, sizes, log)
                      if only in (None, "files") else None)
-            database = (database_bench(run_dir, seaweed, secrets, fillers, containers, log, repeat, settled)
+            database = (database_bench(run_dir, seaweed, secrets, fillers, containers, log, repeat, settled,
+                                       workdir, fmt)
                         if only in (None, "database") else None)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -202,13 +211,12 @@ def print_report(doc: dict) -> None:
               f"{row['projected']:7.2f}s, full drill {row['measured']:7.2f}s, error {row['error']:+.1%}")
     for row in doc["database"] or []:
         head = f"database {row['size']:>18} ({row['rows']} rows, dump {row['dump_bytes'] / 2**20:.0f} MiB):"
+        print(f"{head} full drill {row['measured']:7.2f}s; from the other sizes {row['from_others']:7.2f}s, "
+              f"error {row['error_from_others']:+.1%}")
         if "projected" in row:
-            print(f"{head} projected from {row['from_size']}{' (fitted)' if row.get('fitted') else ''} "
-                  f"{row['projected']:7.2f}s, full drill "
-                  f"{row['measured']:7.2f}s, error {row['error']:+.1%}; from the first size "
-                  f"{row['from_first']:7.2f}s, error {row['error_from_first']:+.1%}")
-        else:
-            print(f"{head} full drill {row['measured']:7.2f}s (the base of the next projection)")
+            print(f"    from the smaller sizes (as status after growing) {row['projected']:7.2f}s, error "
+                  f"{row['error']:+.1%}; linear from the first size's drill {row['from_first']:7.2f}s, error "
+                  f"{row['error_from_first']:+.1%}")
         print("    measured phases: " + ", ".join(f"{k} {v:.2f}s" for k, v in row["measured_phases"].items())
               + (f"; load average {row['load_average']:.1f}" if "load_average" in row else ""))
         if len(row.get("runs") or []) > 1:
@@ -226,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=1, help="full database drills per size (median taken)")
     ap.add_argument("--no-settle", action="store_true",
                     help="drill right after generation (no VACUUM/CHECKPOINT/sync/cache drop): the old way")
+    ap.add_argument("--format", choices=("plain", "custom"), default="plain", help="database dump format")
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "backupd-bench")
     ap.add_argument("--json", action="store_true", help="print one JSON document instead of the report")
     args = ap.parse_args(argv)
@@ -237,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.repeat <= 9:
         ap.error("--repeat takes 1 to 9")
     return run_bench(args.json, lambda log: benchmark(containers, sizes, args.workdir.resolve(), log, args.only,
-                                                      args.repeat, not args.no_settle), print_report)
+                                                      args.repeat, not args.no_settle, args.format),
+                   print_report)
 
 
 if __name__ == "__main__":

@@ -25,8 +25,8 @@ from backupd.drill.phases import PhaseTimer
 from backupd.drill.sandbox import private_dir
 from backupd.engine import restore as restic_restore
 from backupd.errors import ConfigError, DependencyError, Finding
-from backupd.files.verify import verify_tree
-from backupd.probes.postgres import bindir, compare_rows
+from backupd.files.verify import EarlyHasher, verify_tree
+from backupd.probes.postgres import EarlyOffsets, bindir, compare_rows
 from backupd.process import execute
 from backupd.sources import pgarchive, pgcount, pgload
 from backupd.text import printable
@@ -252,20 +252,26 @@ def run(cfg: Config, policy_set, target_name: str, database: Database, *, snapsh
               "status": "failed", "problems": [], "warnings": warnings}
     parent = private_dir(cfg.state_dir / "restore-db", 0o700) or cfg.state_dir
     with tempfile.TemporaryDirectory(prefix="dump-", dir=parent) as tmp:
-        with timer.phase("restore"):
-            restic_restore.restore(repo, snap.id, Path(tmp), includes=[entry["path"]])
+        one = {**doc, "files": [entry]}
+        # the dump hashed, and an archive's data blocks looked for, while restic writes it
+        with timer.phase("restore"), EarlyHasher(Path(tmp), one) as early:
+            blocks = EarlyOffsets(Path(tmp), entry["path"])
+            try:
+                restic_restore.restore(repo, snap.id, Path(tmp), includes=[entry["path"]])
+            finally:
+                dump = Path(tmp) / entry["path"].lstrip("/")
+                located = blocks.taken(dump)
         with timer.phase("verify"):
-            check = verify_tree(Path(tmp), {**doc, "files": [entry]})
+            check = verify_tree(Path(tmp), one, hashed=early.matched)
         result["verification"] = check.to_dict()
         if not check.ok:
             raise Finding(f"the restored dump differs from its backup-time manifest; nothing was loaded "
                           f"into {database.dbname}")
-        dump = Path(tmp) / entry["path"].lstrip("/")
         result["format"] = "custom" if pgload.is_custom(dump) else "plain"
         result["jobs"] = pgload.jobs_for(jobs) if result["format"] == "custom" else 1
         with timer.phase("load"):
             if result["jobs"] > 1:  # a streamed archive lacks them: each pg_restore worker would step over every row
-                result["data_offsets_added"] = pgarchive.add_offsets(dump)
+                result["data_offsets_added"] = pgarchive.add_offsets(dump, located)
             settings = _settings(database)
             failed = _load(database, dump, result["jobs"], timeout)
             added = _added(settings, _settings(database))

@@ -16,7 +16,10 @@ the dump's functions, operators and database settings cannot answer for the cata
 from __future__ import annotations
 
 import glob
+import mmap
+import os
 import re
+import stat
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +32,7 @@ from backupd.probes.base import ProbeContext, ProbeResult
 from backupd.process import execute
 from backupd.process.sandbox import Jail
 from backupd.sources import pgarchive, pgcount, pgload
+from backupd.sources.postgres import CUSTOM_MAGIC
 from backupd.text import printable
 
 ADMIN = "backupd_admin"  # the cluster's superuser: sets the cluster up, never touches the dump
@@ -171,6 +175,8 @@ class Cluster:
         self.server = None
         self.started = False
         self.baseline: set[tuple[bool, str]] = set()  # settings before the load: ours only
+        self.tuned, self.tuned_mb = 0, 0  # tune(): for how many loaders, how many MB
+        self.initdb_nice = 0  # EarlyCluster: INITDB_NICE
 
     @property
     def data(self) -> Path:
@@ -187,12 +193,14 @@ class Cluster:
             raise Finding(f"{what} {why}: {done.stderr.strip()[-500:]}")
         return done
 
-    def start(self) -> None:
-        """initdb, the server, and the empty database the dump is loaded into."""
+    def start(self, loaders: int | None = None) -> None:
+        """initdb, the server, and the empty database the dump is loaded into (tuned for `loaders`
+        concurrent loaders when given: tune())."""
         if len(str(self.sock)) > SOCKET_MAX:
             raise Finding(f"socket path {self.sock} is too long for PostgreSQL; use a shorter sandbox dir")
-        self._run([str(self.bin / "initdb"), "-D", str(self.data), "-U", ADMIN, "--auth=trust",
-                   "--encoding=UTF8", "--locale=C", "--no-sync"], "initdb", 300)
+        initdb = [str(self.bin / "initdb"), "-D", str(self.data), "-U", ADMIN, "--auth=trust", "--encoding=UTF8",
+                  "--locale=C", "--no-sync"]
+        _niced(lambda: self._run(initdb, "initdb", 300), self.initdb_nice)
         with open(self.data / "postgresql.conf", "a", encoding="utf-8") as conf:
             conf.write(CONF.format(sock=self.sock))
         self.started = True
@@ -203,23 +211,36 @@ class Cluster:
         if not self.server.wait_for(self._ready, 150):
             done = self.stop()
             raise Finding(f"postgres did not start: {done.stderr.strip()[-500:] if done else ''}")
-        self._roles()
+        self._roles(loaders)
 
-    def _roles(self) -> None:
+    def _roles(self, loaders: int | None = None) -> None:
         """ROLES_SQL, then DATABASE owned by LOADER; OWNER may create in it (schemas, public's objects);
-        then the settings stored before any load (our own only). One psql: it runs while restic restores."""
+        tuned for `loaders` when given (tune()); then the settings stored before any load (our own only).
+        One psql: it runs while restic restores."""
+        mb = maintenance_mb(loaders, self.jail.limits.memory) if loaders else 0
+        tune = ("-c", self._tune_sql(mb)) if mb else ()
         lines = self.psql(*(arg for sql in ROLES_SQL for arg in ("-c", sql)),
-                          "-c", f'CREATE DATABASE "{DATABASE}" OWNER {LOADER}',
+                          "-c", f'CREATE DATABASE "{DATABASE}" OWNER {LOADER}', *tune,
                           "-c", f'GRANT CREATE ON DATABASE "{DATABASE}" TO {OWNER}',
                           "-c", f"\\connect {DATABASE}", "-c", f"GRANT CREATE ON SCHEMA public TO {OWNER}",
                           "-c", pgcount.settings_sql(LOADER), db="postgres").splitlines()
         self.baseline = _scoped(pgcount.settings(lines))
+        if mb:
+            self.tuned, self.tuned_mb = loaders, mb
 
     def tune(self, loaders: int) -> None:
-        """Index builds of `loaders` concurrent sessions sort in memory (maintenance_mb())."""
+        """Index builds of `loaders` concurrent sessions sort in memory (maintenance_mb()); once per count."""
+        if self.tuned == loaders:
+            return
         mb = maintenance_mb(loaders, self.jail.limits.memory)
-        self.psql("-c", f"ALTER DATABASE \"{DATABASE}\" SET maintenance_work_mem = '{mb}MB'", db="postgres")
+        self.psql("-c", self._tune_sql(mb), db="postgres")
+        self.baseline.discard((False, f"maintenance_work_mem={self.tuned_mb}MB"))
         self.baseline.add((False, f"maintenance_work_mem={mb}MB"))  # stored as given: ours, not the dump's
+        self.tuned, self.tuned_mb = loaders, mb
+
+    @staticmethod
+    def _tune_sql(mb: int) -> str:
+        return f"ALTER DATABASE \"{DATABASE}\" SET maintenance_work_mem = '{mb}MB'"
 
     def settings(self) -> set[tuple[bool, str]]:
         """(on a role?, 'name=value') of every setting stored for DATABASE (on it, or on a role in it) and
@@ -294,6 +315,36 @@ class Cluster:
         return done.stdout.decode("utf-8", "replace").splitlines()
 
 
+#: initdb of a cluster started while restic restores runs at this niceness: restic comes first on a busy
+#: host, initdb takes what it leaves (the server and the load itself run at backupd's own priority).
+INITDB_NICE = 10
+
+
+def _niced(call, nice: int):
+    """call() in a thread of its own at `nice` (Linux: a thread's niceness, inherited by what it starts);
+    as is when nice is 0 or may not be raised."""
+    if not nice:
+        return call()
+    out: dict = {}
+
+    def body() -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, min(os.getpriority(os.PRIO_PROCESS, 0) + nice, 19))
+        except OSError:
+            pass
+        try:
+            out["value"] = call()
+        except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
+            out["error"] = exc
+
+    worker = threading.Thread(target=body, name="niced", daemon=True)
+    worker.start()
+    worker.join()
+    if "error" in out:
+        raise out["error"]
+    return out.get("value")
+
+
 def _scoped(found) -> set[tuple[bool, str]]:
     """(on a role?, 'name=value') from pgcount.settings()."""
     return {(role is not None, setting) for _, role, setting in found}
@@ -324,16 +375,19 @@ class EarlyCluster(threading.Thread):
     restored tree (none of the dump reaches the server before the probe loads it). `ready()` -> the
     running Cluster, or the error that stopped it; `discard()` stops it if the probe did not."""
 
-    def __init__(self, base: Path, jail: Jail):
+    def __init__(self, base: Path, jail: Jail, loaders: int | None = None):
         super().__init__(daemon=True)
         self.cluster = Cluster(base, replace(jail, readonly=()))
+        self.cluster.initdb_nice = INITDB_NICE
+        self.loaders = loaders  # tuned for them at the start (an archive's); the probe re-tunes a plain dump
         self.error: BackupdError | None = None
+        self.offsets: EarlyOffsets | None = None  # set by prepare()
         self._up, self._released = threading.Event(), threading.Event()
         self.start()
 
     def run(self) -> None:
         try:
-            self.cluster.start()
+            self.cluster.start(self.loaders)
         except Exception as exc:  # noqa: BLE001 - handed to ready(); an OSError too (the conf not written)
             self.error = exc if isinstance(exc, BackupdError) else Finding(f"starting the cluster: {exc}")
             self.cluster.stop()
@@ -349,15 +403,117 @@ class EarlyCluster(threading.Thread):
         return self.cluster
 
     def discard(self) -> None:
+        if self.offsets is not None:
+            self.offsets.taken(Path("/"))  # stopped, whatever it found
         self._up.wait()
         self.cluster.stop()
         self._released.set()
         self.join()
 
 
+class EarlyOffsets(threading.Thread):
+    """Looks for the archive's data blocks while restic still writes it (pgarchive.Locator over the
+    written prefix: up to the first hole, less a margin), so that only the tail is left to scan once the
+    dump is restored and verified. Only reads: run() writes the offsets after the verification, and only
+    when the file it scanned is the probe's dump. The restored tree is untrusted: regular files only,
+    opened without following a link, never a FIFO."""
+
+    POLL = 0.1
+    LOOK_AT = 100  # entries of the restored tree looked at for an archive without the spec's `dump`
+
+    def __init__(self, restore_dir: Path, dump: str | None):
+        super().__init__(daemon=True)
+        self.restore_dir, self.dump = restore_dir, dump
+        self.path: Path | None = None
+        self.locator = pgarchive.Locator()
+        self.failed = False
+        self._halt = threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        while not self._halt.wait(self.POLL):
+            try:
+                if self.path is None:
+                    self.path = self._candidate()
+                if self.path is not None and self._scan(final=False) is not None:
+                    return  # every block found
+            except (OSError, ValueError, pgarchive.Unsupported):
+                self.failed = True
+                return
+
+    def _candidate(self) -> Path | None:
+        """The spec's dump, else the first regular file of the tree that starts as an archive."""
+        if self.dump:
+            return self.restore_dir / self.dump.lstrip("/")
+        stack, seen = [self.restore_dir], 0
+        while stack:
+            with os.scandir(stack.pop()) as entries:
+                for entry in entries:
+                    seen += 1
+                    if seen > self.LOOK_AT:  # a tree, not a dump target: the probe scans after the restore
+                        raise ValueError("too many files to look for the dump in")
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(Path(entry.path))
+                    elif entry.is_file(follow_symlinks=False) and _starts_as_archive(Path(entry.path)):
+                        return Path(entry.path)
+        return None
+
+    def _scan(self, final: bool):
+        fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
+                return None
+            end = st.st_size if final else _written(fd, st.st_size)
+            if end <= 0:
+                return None
+            with mmap.mmap(fd, st.st_size, prot=mmap.PROT_READ) as buf:
+                return self.locator.advance(buf, end)
+        finally:
+            os.close(fd)
+
+    def taken(self, dump: Path) -> pgarchive.Locator | None:
+        """Stop looking; the Locator, when it scanned `dump` (resumed by pgarchive.add_offsets), else None."""
+        self._halt.set()
+        self.join()
+        if self.failed or self.path is None or os.path.realpath(self.path) != os.path.realpath(dump):
+            return None
+        return self.locator
+
+
+#: Never scan the last MiB before a hole: its page may hold a blob restic is still writing.
+MARGIN = 1 << 20
+
+
+def _written(fd: int, size: int) -> int:
+    """Where restic's written data from the start ends, less MARGIN: restic preallocates a file and
+    fills it blob by blob, and the unwritten extents read as holes (ext4, xfs). 0 (wait for the whole
+    file) on a file system that shows no holes, or while the file is still being filled."""
+    try:
+        hole = os.lseek(fd, 0, os.SEEK_HOLE)
+    except OSError:
+        return 0
+    return max(hole - MARGIN, 0) if hole < size else 0
+
+
+def _starts_as_archive(path: Path) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        return os.pread(fd, len(CUSTOM_MAGIC), 0) == CUSTOM_MAGIC
+    finally:
+        os.close(fd)
+
+
 def prepare(probe, sandbox: Path, jail: Jail) -> EarlyCluster:
-    """Start the probe's throw-away cluster now, in the background (run() takes it over)."""
-    return EarlyCluster(_base(sandbox), jail)
+    """Start the probe's throw-away cluster now, in the background (run() takes it over), and look for
+    an archive's data blocks while restic writes it (EarlyOffsets; `sandbox/restore`: the drill's
+    restore directory)."""
+    early = EarlyCluster(_base(sandbox), jail, pgload.jobs_for(probe.jobs))
+    early.offsets = EarlyOffsets(sandbox / "restore", probe.dump)
+    return early
 
 
 def _cluster(probe, ctx: ProbeContext, result: ProbeResult) -> Cluster:
@@ -424,14 +580,14 @@ class _OffsetsAdded(threading.Thread):
     restic lacks its data offsets, and pg_restore -j would step over every row before a table to find
     it. `join()` -> how many offsets were written (0 when none was needed or the file was left alone)."""
 
-    def __init__(self, dump: Path):
+    def __init__(self, dump: Path, located: pgarchive.Locator | None = None):
         super().__init__(daemon=True)
-        self.dump, self.count = dump, 0
+        self.dump, self.located, self.count = dump, located, 0
         self.start()
 
     def run(self) -> None:
         try:
-            self.count = pgarchive.add_offsets(self.dump)
+            self.count = pgarchive.add_offsets(self.dump, self.located)
         except (OSError, ValueError):  # not writable, or vanished: pg_restore finds its tables the slow way
             self.count = 0
 
@@ -450,7 +606,10 @@ def run(probe, ctx: ProbeContext, result: ProbeResult) -> None:
     jobs = pgload.jobs_for(probe.jobs)
     result.details.update(format="custom" if pgload.is_custom(dump) else "plain", jobs=jobs)
     loaders = jobs if result.details["format"] == "custom" else 1
-    offsets = _OffsetsAdded(dump) if loaders > 1 else None  # while the cluster starts
+    early = ctx.prepared.get(id(probe))
+    located = early.offsets.taken(dump) if early is not None and early.offsets is not None else None
+    result.details["data_offsets_scanned_early"] = located is not None
+    offsets = _OffsetsAdded(dump, located) if loaders > 1 else None  # while the cluster starts
     ctx.grant(dump)
     cluster = _cluster(probe, ctx, result)
     try:

@@ -24,8 +24,11 @@ BLOCK_DATA = 1
 VERSIONS = ((1, 13), (1, 14), (1, 15))  # archive formats of pg_dump 13-16, whose layout is read here
 
 
-class _Unsupported(Exception):
-    pass
+class Unsupported(Exception):
+    """An archive this module leaves alone."""
+
+
+_Unsupported = Unsupported
 
 
 class _Reader:
@@ -99,44 +102,107 @@ def _entries(r: _Reader, version: tuple[int, int]) -> list[tuple[int, str, int, 
     return out
 
 
-def add_offsets(path: Path) -> int:
+def add_offsets(path: Path, located: Locator | None = None) -> int:
     """Write the data offsets of an archive that lacks them into its table of contents, in place.
     Returns how many entries got one; 0 (file untouched) when there is nothing to do or anything about
-    the archive is not as expected."""
+    the archive is not as expected. `located`: a Locator that already scanned (part of) this file while
+    it was written; it finishes from where it got."""
     with open(path, "r+b") as fh:
         if fh.read(len(CUSTOM_MAGIC)) != CUSTOM_MAGIC:
             return 0
         with mmap.mmap(fh.fileno(), 0) as buf:
             try:
-                return _patch(buf)
+                found = (located or Locator()).advance(buf, len(buf))
+                return _write(buf, found) if found is not None else 0
             except _Unsupported:
                 return 0
 
 
-def _patch(buf) -> int:
+class Locator:
+    """Finds the data blocks of an archive, in table-of-contents order, over a growing written prefix:
+    `advance(buf, end)` looks at buf[:end] only (bytes restic wrote; never what lies beyond, which may be
+    a hole reading as zeros) and resumes where the last call stopped, so a file can be scanned while it
+    is restored and only its tail is left when it is complete. Returns [(toc position, block offset)] once
+    every pending entry is found, [] when no entry needs one, None while the prefix is too short; raises
+    _Unsupported for an archive this module leaves alone."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[int, int]] | None = None  # (dump id, toc position) still to find
+        self.found: list[tuple[int, int]] = []
+        self.size = 4
+        self.start = self.cursor = 0  # where the last block began; where the search for the next resumes
+
+    def advance(self, buf, end: int) -> list[tuple[int, int]] | None:
+        if self.pending is None and not self._toc(buf, end):
+            return None
+        while self.pending:
+            dump_id, where = self.pending[0]
+            head = bytes([BLOCK_DATA, 0]) + dump_id.to_bytes(self.size, "little")
+            at = self.start if self.start + len(head) <= end and buf[self.start:self.start + len(head)] == head \
+                else -1
+            if at < 0:
+                pattern = bytes(1 + self.size) + head  # the previous block's zero-length end, then this one
+                hit = _find(buf, pattern, max(self.cursor, self.start), end)
+                if hit < 0:
+                    self.cursor = max(self.cursor, end - len(pattern) + 1)
+                    if end >= len(buf):
+                        raise _Unsupported(f"no data block for dump id {dump_id}")
+                    return None
+                at = hit + len(pattern) - len(head)
+            self.found.append((where, at))
+            self.pending.pop(0)
+            self.start = self.cursor = at + len(head)
+        return self.found
+
+    def _toc(self, buf, end: int) -> bool:
+        """Read the table of contents once the prefix holds it (False until then)."""
+        r = _Reader(memoryview(buf)[:end])
+        try:
+            version = _header(r)
+            entries = _entries(r, version)
+        except _Unsupported:
+            if end >= len(buf):
+                raise
+            return False  # not written yet (or not an archive: found out once the file is complete)
+        if any(desc in ("BLOBS", "BLOB", "LARGE OBJECT") for _, desc, _, _ in entries):
+            raise _Unsupported("large objects")
+        pending = [(dump_id, where) for dump_id, _, where, state in entries if state == OFFSET_NOT_SET]
+        if any(state == OFFSET_SET for *_, state in entries):
+            pending = []
+        self.pending, self.size, self.start = pending, r.int_size, r.pos  # data blocks follow the toc, in order
+        self.cursor = self.start
+        return True
+
+
+#: A search holds the GIL: it looks at this much at a time, so the threads beside it (hashing) go on.
+WINDOW = 16 << 20
+
+
+def _find(buf, pattern: bytes, start: int, end: int) -> int:
+    """buf.find(pattern, start, end), one WINDOW at a time."""
+    while start < end:
+        stop = min(start + WINDOW + len(pattern) - 1, end)
+        hit = buf.find(pattern, start, stop)
+        if hit >= 0:
+            return hit
+        start += WINDOW
+    return -1
+
+
+def _write(buf, found: list[tuple[int, int]]) -> int:
+    """Write each found offset; every block is checked again at its offset first (the file is the one
+    scanned, or nothing is written)."""
     r = _Reader(buf)
     version = _header(r)
-    entries = _entries(r, version)
-    if any(desc in ("BLOBS", "BLOB", "LARGE OBJECT") for _, desc, _, _ in entries):
-        raise _Unsupported("large objects")
-    pending = [(dump_id, where) for dump_id, _, where, state in entries if state == OFFSET_NOT_SET]
-    if not pending or any(state == OFFSET_SET for *_, state in entries):
-        return 0
-    size = r.int_size
-    found, start = [], r.pos  # data blocks follow the table of contents, in its order
-    for dump_id, where in pending:
-        head = bytes([BLOCK_DATA, 0]) + dump_id.to_bytes(size, "little")
-        at = start if bytes(buf[start:start + len(head)]) == head else -1
-        if at < 0:
-            end_marker = bytes(1 + size)  # the previous block's zero-length end
-            hit = buf.find(end_marker + head, start)
-            at = hit + len(end_marker) if hit >= 0 else -1
-        if at < 0:
-            raise _Unsupported(f"no data block for dump id {dump_id}")
-        found.append((where, at))
-        start = at + len(head)
+    entries = {where: dump_id for dump_id, _, where, state in _entries(r, version) if state == OFFSET_NOT_SET}
+    for where, at in found:
+        dump_id = entries.get(where)
+        head = bytes([BLOCK_DATA, 0]) + (dump_id or 0).to_bytes(r.int_size, "little")
+        if dump_id is None or bytes(buf[at:at + len(head)]) != head:
+            raise _Unsupported("the archive changed since it was scanned")
     for where, at in found:
         buf[where] = OFFSET_SET
         buf[where + 1:where + 1 + r.off_size] = at.to_bytes(r.off_size, "little")
-    buf.flush()
+    if found:
+        buf.flush()
     return len(found)

@@ -3,6 +3,10 @@ each table instead of stepping over every row before it); anything unexpected le
 
 from __future__ import annotations
 
+import os
+
+import pytest
+
 from backupd.sources import pgarchive
 
 
@@ -65,3 +69,61 @@ def test_archives_with_offsets_large_objects_or_an_unknown_layout_are_left_alone
         path.write_bytes(raw)
         assert pgarchive.add_offsets(path) == 0, n
         assert path.read_bytes() == raw, n
+
+
+def test_blocks_are_found_over_a_growing_prefix_and_only_the_tail_is_left(tmp_path):
+    raw, starts = archive(TABLES)
+    locator = pgarchive.Locator()
+    # restic preallocates the file and fills it: what lies beyond the written prefix reads as zeros
+    ends = [3, 40, starts[7] + 3, starts[8] - 2, starts[9] + 2]
+    for end in ends:
+        assert locator.advance(raw[:end] + bytes(len(raw) - end), end) is None, end
+    assert locator.cursor > starts[8] and [at for _, at in locator.found] == [starts[7], starts[8]]
+    path = tmp_path / "tos.dump"
+    path.write_bytes(raw)
+    assert pgarchive.add_offsets(path, locator) == 3  # resumed: the last block found in the tail
+    assert _offsets(path.read_bytes()) == {i: (pgarchive.OFFSET_SET, at) for i, at in starts.items()}
+
+
+def test_a_scan_of_another_file_writes_nothing(tmp_path):
+    raw, starts = archive(TABLES)
+    locator = pgarchive.Locator()
+    assert locator.advance(raw, len(raw)) is not None
+    other, _ = archive({7: [b"1\n"], 8: [b"2\n"], 9: [b"3\n"]})  # same entries, blocks elsewhere
+    path = tmp_path / "other.dump"
+    path.write_bytes(other)
+    assert pgarchive.add_offsets(path, locator) == 0 and path.read_bytes() == other
+
+
+def test_the_probe_finds_the_blocks_while_the_dump_is_still_being_written(tmp_path):
+    import time
+
+    from backupd.probes.postgres import MARGIN, EarlyOffsets
+
+    big = [b"%d\tMSKU1234565\tin\n" % i for i in range(200_000)]  # 5 MiB
+    raw, starts = archive({7: big, 8: big, 9: [b"3\t\\N\n"]})  # the third block MiBs after the second
+    restore = tmp_path / "restore"
+    (restore / "tmp").mkdir(parents=True)
+    dump = restore / "tmp" / "tos.dump"
+    with open(dump, "wb") as fh:
+        fh.truncate(len(raw))  # as restic preallocates: the rest reads as a hole
+    watcher = EarlyOffsets(restore, None)
+    written = starts[8] + MARGIN + 4096
+    with open(dump, "r+b") as fh:
+        fh.write(raw[:written])
+        fh.flush()
+        os.fsync(fh.fileno())
+    deadline = time.monotonic() + 5
+    while len(watcher.locator.found) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    early = [at for _, at in watcher.locator.found]
+    if not early:
+        pytest.skip("this file system shows no holes: the blocks are looked for once the dump is restored")
+    assert early == [starts[7], starts[8]], "found while the tail was unwritten, nothing beyond it"
+    with open(dump, "r+b") as fh:  # the rest arrives; restic ends
+        fh.seek(written)
+        fh.write(raw[written:])
+    located = watcher.taken(dump)
+    assert pgarchive.add_offsets(dump, located) == 3
+    assert _offsets(dump.read_bytes()) == {i: (pgarchive.OFFSET_SET, at) for i, at in starts.items()}
+    assert watcher.taken(restore / "other.dump") is None, "a scan of another file is not handed over"
