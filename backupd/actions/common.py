@@ -9,6 +9,7 @@ from typing import Callable, TypeVar
 
 from backupd.config.credentials import read_credentials
 from backupd.config.loader import Config
+from backupd.engine import feature as restic_feature
 from backupd.engine import init as restic_init
 from backupd.engine.exitcodes import StorageUnavailable
 from backupd.engine.repository import Repository
@@ -22,6 +23,7 @@ def repository(cfg: Config, name: str, dest, credentials_file: Path | None = Non
     """The restic repository behind a policy destination. In the verifier role it opens read-only, with
     the destination's auditor_credentials_file (never the writer's keys)."""
     cache = cfg.state_dir / "cache"
+    restic_feature.set_memory(cfg.state_dir / "restic-version.json")  # no `restic version` per command
     if dest.kind == "removable":  # its repository lives on whichever medium is attached (actions/media.py)
         raise ConfigError(f"destination {name} is a removable rotation set: its repository is on an attached "
                           "medium (backupd media sync; --destination MEDIUM)")

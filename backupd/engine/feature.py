@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import functools
+import json
+import os
 import re
+import shutil
+from pathlib import Path
 
 from backupd.errors import DependencyError
 from backupd.process import execute
@@ -27,16 +31,62 @@ def parse_version(text: str) -> tuple[int, int, int]:
     return tuple(int(x) for x in match.groups())  # type: ignore[return-value]
 
 
+#: Where detect() remembers versions across processes (set_memory); None: per process only.
+_memory: Path | None = None
+
+
+def set_memory(path: Path | None) -> None:
+    """Remember restic versions in `path` (a file in the state directory), keyed by the binary's path,
+    inode, size and mtime: a command then runs no `restic version` (~30 ms) unless restic changed."""
+    global _memory
+    _memory = path
+
+
 @functools.lru_cache(maxsize=8)
 def detect(binary: str = "restic") -> tuple[int, int, int]:
     """The version of the restic at `binary`; DependencyError when missing or too old."""
-    done = execute.run([binary, "version"], timeout=30)
-    if done.returncode != 0:
-        raise DependencyError(f"{binary} version failed: {done.stderr.strip()[:200]}")
-    version = parse_version(done.stdout.decode("utf-8", "replace"))
-    if version < MINIMUM:
-        raise DependencyError(f"restic {'.'.join(map(str, version))} is too old; need 0.14 or newer")
-    return version
+    stamp = _stamp(binary)
+    known = _recall(stamp)
+    if known is None:
+        done = execute.run([binary, "version"], timeout=30)
+        if done.returncode != 0:
+            raise DependencyError(f"{binary} version failed: {done.stderr.strip()[:200]}")
+        known = parse_version(done.stdout.decode("utf-8", "replace"))
+        _remember(stamp, known)
+    if known < MINIMUM:
+        raise DependencyError(f"restic {'.'.join(map(str, known))} is too old; need 0.14 or newer")
+    return known
+
+
+def _stamp(binary: str) -> str | None:
+    found = shutil.which(binary)
+    try:
+        st = os.stat(found) if found else None
+    except OSError:
+        return None
+    return f"{os.path.realpath(found)}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}" if st else None
+
+
+def _recall(stamp: str | None) -> tuple[int, int, int] | None:
+    if stamp is None or _memory is None:
+        return None
+    try:
+        value = json.loads(_memory.read_text()).get(stamp)
+    except (OSError, ValueError, AttributeError):
+        return None
+    ok = isinstance(value, list) and len(value) == 3 and all(isinstance(v, int) for v in value)
+    return tuple(value) if ok else None  # type: ignore[return-value]
+
+
+def _remember(stamp: str | None, version: tuple[int, int, int]) -> None:
+    if stamp is None or _memory is None:
+        return
+    try:
+        tmp = _memory.with_suffix(".tmp")
+        tmp.write_text(json.dumps({stamp: list(version)}))  # one binary: the one the config names
+        os.replace(tmp, _memory)
+    except OSError:
+        pass  # remembered per process only
 
 
 #: What restic's repository format uses, recorded in evidence so an auditor can judge the algorithms

@@ -197,3 +197,31 @@ def test_session_tokens_are_secret_too():
     env = repo.environment()
     assert "AWS_SESSION_TOKEN" in env.secret and "AWS_SESSION_TOKEN" not in env.plain
     assert "tok-very-secret-session" not in env.scrub("oops tok-very-secret-session leaked")
+
+
+def test_the_restic_version_is_remembered_until_the_binary_changes(tmp_path, monkeypatch):
+    from backupd.engine import feature
+
+    binary = tmp_path / "restic"
+    binary.write_text("#!/bin/sh\necho 'restic 0.16.4 compiled with go1.21 on linux/amd64'\n")
+    binary.chmod(0o755)
+    memory = tmp_path / "state" / "restic-version.json"
+    memory.parent.mkdir()
+    monkeypatch.setattr(feature, "_memory", memory)
+    feature.detect.cache_clear()
+    assert feature.detect(str(binary)) == (0, 16, 4) and memory.exists()
+    feature.detect.cache_clear()
+    binary.write_text("#!/bin/sh\nexit 9\n")  # a run now would fail: the answer must come from memory
+    import os
+    st = os.stat(binary)
+    os.utime(binary, ns=(st.st_atime_ns, st.st_mtime_ns))
+    stamp = feature._stamp(str(binary))
+    memory.write_text(__import__("json").dumps({stamp: [0, 16, 4]}))
+    assert feature.detect(str(binary)) == (0, 16, 4)
+    feature.detect.cache_clear()
+    binary.write_text("#!/bin/sh\necho 'restic 0.18.1 compiled with go1.24 on linux/amd64'\n")  # upgraded
+    assert feature.detect(str(binary)) == (0, 18, 1)
+    feature.detect.cache_clear()
+    memory.write_text('{"x": "not a version"}')
+    assert feature.detect(str(binary)) == (0, 18, 1)
+    feature.detect.cache_clear()
