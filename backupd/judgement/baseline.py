@@ -93,7 +93,9 @@ def file_map(entries) -> dict[str, list]:
     """{path: [sha256, size]} of the regular files among manifest entries (objects or dicts)."""
     out = {}
     for e in entries:
-        get = e.get if isinstance(e, dict) else lambda k, e=e: getattr(e, k)
-        if get("type") == "file":
-            out[get("path")] = [get("sha256"), get("size")]
+        if isinstance(e, dict):
+            if e.get("type") == "file":
+                out[e.get("path")] = [e.get("sha256"), e.get("size")]
+        elif e.type == "file":
+            out[e.path] = [e.sha256, e.size]
     return out
