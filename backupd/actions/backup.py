@@ -53,6 +53,9 @@ class Result:
     #: SHA-256 of the manifest as stored with the snapshot: the backup record announces both (a verifier
     #: drills only announced snapshots, see backupd.actions.announced)
     manifest_sha256: str | None = None
+    #: seconds of the target's manifest (walk, hash, judgement), this destination's restic run and the
+    #: target's work after the backups (files changed meanwhile, hash cache, clean reference)
+    phases: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -205,9 +208,11 @@ def _one(cfg: Config, state: State, target, dest_name: str, dest, policy: str, e
             step = (lambda done: progress(target.name, dest_name, done)) if progress else None
             run = lambda: _backup_paths(repo, target, tags, cfg.host, staging, entries, facts, cancel, step)  # noqa: E731
         evidence.prepare(cfg)  # the mirror's client loads while restic runs, not after it
+        t_restic = time.monotonic()
         with locks.at_work(cfg.state_dir, dest_name):
             summary, written = preflight.run_unlocked(dest_name, repo, lambda: retry.run(
                 run, f"backup {target.name} to {dest_name}"), exclusive_only=True)
+        result.phases["restic"] = round(time.monotonic() - t_restic, 3)
         result.facts = {k: v for k, v in written.items() if k not in MANIFEST_ONLY}
         if written.get("rows_error"):
             result.notes.append(f"no row counts recorded (drills of this generation will fail): "
@@ -388,20 +393,25 @@ def backup_target(cfg: Config, state: State, policy_set, target, cancel=None, pr
                   preflight: Preflight | None = None) -> list[Result]:
     """Back up one target to its primary destinations, then fill its copy destinations."""
     entries, facts, cache, candidate = ([], {}, None, {})
+    t0 = time.monotonic()
     if target.sources.paths is not None:
         try:
             entries, facts, cache, candidate = _file_facts(cfg, state, target)
         except execute.Interrupted:
             pass  # stopped mid-hash: each destination records its backup as not started (_one)
+    manifest_seconds = round(time.monotonic() - t0, 3)
     copies = dict((dst, src) for src, dst in copy_action.pairs(policy_set, target))
     results = [_one(cfg, state, target, name, policy_set.destinations[name], policy_of(policy_set, target.name),
                     entries, facts, cancel, progress, preflight)
                for name in target.destinations if name not in copies]
     ok = {r.destination for r in results if r.status == "ok"}
+    t_after = time.monotonic()
     if cache is not None and ok:
         _note_moved(cfg, policy_set, target, results, entries)
         cache.save()
     _remember_clean(cfg, target, results, candidate)
+    for r in results:
+        r.phases.update(manifest=manifest_seconds, after=round(time.monotonic() - t_after, 3))
     if facts.get("change", {}).get("drift_flagged") and ok:
         notes = judgement.retract_drifted(cfg, policy_set, target, facts["change"]["flags"])
         for r in results:
