@@ -18,14 +18,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from backupd.actions import media
-from backupd.actions.restore import restore_point
+from backupd.actions import alongside, media
+from backupd.actions.restore import _guess as guess_point
+from backupd.actions.restore import choose_point
+from backupd.actions.snapshot_choice import load_manifest
 from backupd.config.loader import Config
 from backupd.drill.phases import PhaseTimer
 from backupd.drill.sandbox import private_dir
-from backupd.engine import restore as restic_restore
 from backupd.errors import ConfigError, DependencyError, Finding
-from backupd.files.verify import EarlyHasher, verify_tree
+from backupd.files.verify import verify_tree
 from backupd.probes.postgres import EarlyOffsets, bindir, compare_rows
 from backupd.process import execute
 from backupd.sources import pgarchive, pgcount, pgload
@@ -242,27 +243,43 @@ def run(cfg: Config, policy_set, target_name: str, database: Database, *, snapsh
     dest_name, repo = source.label, source.repo
     warnings = _preflight(database, force, allow_superuser)
     timer, t0 = PhaseTimer(), time.monotonic()
-    with timer.phase("select"):
-        chosen, doc = restore_point(cfg, policy_set, repo, target.name, snapshot_id, before, source)  # as `restore`
-        snap, why = chosen.snap, chosen.explanation
-        why = f"{source.note}; {why}" if source.note else why
-    entry = _dump_entry(doc)
-    result = {"target": target.name, "destination": dest_name, "snapshot_id": snap.id,
-              "snapshot_time": snap.time.isoformat(), "into_database": database.dbname, "explanation": why,
-              "status": "failed", "problems": [], "warnings": warnings}
+    hosts = cfg.backup_hosts()
+
+    def choose():
+        return choose_point(cfg, policy_set, repo, target.name, snapshot_id, before, source)  # as `restore`
+
+    def read(chosen, early) -> dict:
+        return load_manifest(repo, chosen.snap, target.name, hosts, chosen.listing, prefetched=early,
+                             announcement=chosen.announcement)
+
+    with timer.phase("select"):  # the likely snapshot from the history: its restore starts at once
+        first_guess, holder = guess_point(cfg, target, source, snapshot_id, before)
+        selection = None if first_guess else choose()
     parent = private_dir(cfg.state_dir / "restore-db", 0o700) or cfg.state_dir
     with tempfile.TemporaryDirectory(prefix="dump-", dir=parent) as tmp:
-        one = {**doc, "files": [entry]}
-        # the dump hashed, and an archive's data blocks looked for, while restic writes it
-        with timer.phase("restore"), EarlyHasher(Path(tmp), one) as early:
-            blocks = EarlyOffsets(Path(tmp), entry["path"])
+        # as `restore --to` (actions.alongside): the choice and the manifest read while restic restores,
+        # the dump hashed as restic writes it, and an archive's data blocks looked for meanwhile
+        with timer.phase("restore"):
+            blocks = EarlyOffsets(Path(tmp), None)
             try:
-                restic_restore.restore(repo, snap.id, Path(tmp), includes=[entry["path"]])
+                selection, doc, early, _first, _waited, confirmed = alongside.restore(
+                    repo, Path(tmp), selection, choose, read, first_guess,
+                    alongside.manifest_at(cfg.state_dir, target, first_guess, holder), None)
             finally:
-                dump = Path(tmp) / entry["path"].lstrip("/")
-                located = blocks.taken(dump)
+                blocks.taken(Path("/"))
+        snap, why = selection.snap, selection.explanation
+        why = f"{source.note}; {why}" if source.note else why
+        entry = _dump_entry(doc)
+        result = {"target": target.name, "destination": dest_name, "snapshot_id": snap.id,
+                  "snapshot_time": snap.time.isoformat(), "into_database": database.dbname, "explanation": why,
+                  "status": "failed", "problems": [], "warnings": warnings}
+        if confirmed is not None:
+            result["guess"] = {"snapshot": first_guess, "confirmed": confirmed}
+        dump = Path(tmp) / entry["path"].lstrip("/")
+        # a wrong guess's scan was of another snapshot's file
+        located = blocks.located(dump) if confirmed is not False else None
         with timer.phase("verify"):
-            check = verify_tree(Path(tmp), one, hashed=early.matched)
+            check = verify_tree(Path(tmp), {**doc, "files": [entry]}, hashed=early.matched)
         result["verification"] = check.to_dict()
         if not check.ok:
             raise Finding(f"the restored dump differs from its backup-time manifest; nothing was loaded "

@@ -476,6 +476,10 @@ class EarlyOffsets(threading.Thread):
         """Stop looking; the Locator, when it scanned `dump` (resumed by pgarchive.add_offsets), else None."""
         self._halt.set()
         self.join()
+        return self.located(dump)
+
+    def located(self, dump: Path) -> pgarchive.Locator | None:
+        """After taken(): the Locator when it scanned `dump`, else None."""
         if self.failed or self.path is None or os.path.realpath(self.path) != os.path.realpath(dump):
             return None
         return self.locator

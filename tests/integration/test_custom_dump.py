@@ -123,6 +123,8 @@ def test_custom_dump_counts_its_own_snapshot_drills_and_restores_while_writes_co
     assert restored.doc["format"] == "custom" and restored.doc["verification"]["ok"]
     assert restored.doc["rows"] == rows and restored.doc["problems"] == []
     assert restored.doc["data_offsets_added"] == len(rows)
+    # as `restore --to`: the backup history's snapshot restored at once, the listing confirming it alongside
+    assert restored.doc["guess"] == {"snapshot": backup.doc["results"][0]["snapshot_id"], "confirmed": True}
     assert _count(stack, "tos_recovered", "ticks") == rows["public.ticks"]
 
     again = setup.cli(*into)
