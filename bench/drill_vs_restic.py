@@ -1,7 +1,7 @@
 """A full restore drill (`backupd drill --full`) against what an operator would otherwise run.
 
     python -m bench.drill_vs_restic [--size-gb 1.0] [--rounds 3] [--containers 100000] [--only files|database]
-                                    [--workdir DIR] [--json]
+                                    [--no-plain] [--workdir DIR] [--json]
 
 Files: the same snapshot of the deterministic data set (bench/dataset.py) in a SeaweedFS Object-Lock
 bucket, restored three ways per round, the order rotating across rounds and the page cache dropped
@@ -11,9 +11,15 @@ removes its sandbox too), and
 `restverify run` (PyPI restverify in a throw-away venv; it hashes a sample of about 200 files and
 compares the tree with the source). Ratios are drill / the other, median over rounds.
 
-Database: the TOS database (demo/tos_data.py, --containers) backed up as a plain dump and as a custom
--format dump, each fully drilled to service-ready (restore, verify, load into a throw-away cluster,
-row counts): psql vs pg_restore -j2, alternating, median of --rounds; ratio custom / plain.
+Database: the TOS database (demo/tos_data.py, --containers; kept per size in DIR/tos-source, see
+bench/tosdb.py) backed up as a plain dump and as a custom-format dump. Per round, the order rotating and
+the page cache dropped before each: a full drill of each to service-ready (restore, verify, load into a
+throw-away cluster, row counts); the floor: `pg_restore -j2` of the same archive (restored by restic once,
+its data offsets written as pg_dump writes them into a file) into an empty database of a cluster started
+by hand beforehand with the drill's server settings (only pg_restore timed); `backupd restore
+--into-database` of the custom dump into an empty database of that cluster; and `restic restore` of the
+archive alone (what must come before any load). Ratios against the floor, median of --rounds, with the
+custom drill's phase table.
 """
 
 from __future__ import annotations

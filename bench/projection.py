@@ -1,19 +1,20 @@
 """Does a drill's projection hold? Projected against measured time to service-ready.
 
     python -m bench.projection [--containers 100000,300000,1000000] [--sizes-gb 0.1,0.25,0.5]
-                               [--only files|database] [--repeat N] [--no-settle] [--workdir DIR] [--json]
+                               [--only files|database] [--format plain|custom] [--repeat N] [--no-settle]
+                               [--workdir DIR] [--json]
 
 Files: per size, the deterministic data set (bench/dataset.py) backed up into a SeaweedFS Object-Lock
 bucket, then a sample drill (at most 200 files / 32 MiB restored; its projection of the full drill) and
 a full drill of the same snapshot (measured). Error = (projected - measured) / measured.
 
-Database: the TOS database (demo/tos_data.py) at each --containers size, backed up as a plain pg_dump.
-The dump is one file, so a sample drill restores and loads all of it: its projection of the same size is
-a measurement. What is projected is the next size: the previous size's drill rates (restore, verify,
-load, post-load index, checks per unit of work; select and cluster start fixed) at this size's dump,
-against this size's full drill, as `backupd status` projects a grown database from its last drill
-(its fixed parts fitted with an earlier size's drill: backupd.drill.projection.fit).
-Each row also shows the linear projection from the first size (the largest step).
+Database: the TOS database (demo/tos_data.py; kept per size in DIR/tos-source, bench/tosdb.py) at each
+--containers size, backed up as a --format dump (plain, the default, or custom) and drilled: one sample
+drill (a dump is one file: the whole of it) and --repeat full drills, the row being their median. Each
+size is then projected from the drills of the other sizes, as `backupd status` would project it with
+those in its history (backupd.drill.projection.basis: the curve through the measured sizes, between them
+and beyond), and each size after the first also from the smaller sizes only (the database grew since).
+Each row also shows the linear projection from the first size's drill (the method without a curve).
 
 Before the backup and before each drill the source cluster is settled: after generation VACUUM (ANALYZE)
 and CHECKPOINT (else autovacuum's hint-bit and visibility-map writes and the checkpoint of GBs of dirty

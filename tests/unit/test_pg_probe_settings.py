@@ -59,3 +59,33 @@ def test_a_server_older_than_14_is_refused_for_drills_as_a_missing_dependency(tm
         if version.startswith(b"postgres"):
             assert str(refusal.value).count("PostgreSQL 1") == 2, "names the version found"
     assert seen == [[str(tmp_path / "postgres"), "--version"]]
+
+
+def _bare_cluster() -> postgres.Cluster:
+    cluster = postgres.Cluster.__new__(postgres.Cluster)  # no server programs needed: psql is recorded
+    cluster.jail, cluster.baseline, cluster.tuned, cluster.tuned_mb = postgres.Jail(), set(), 0, 0
+    return cluster
+
+
+def test_an_early_cluster_is_tuned_for_the_probes_loaders_in_its_one_set_up_psql(monkeypatch):
+    cluster, calls = _bare_cluster(), []
+    monkeypatch.setattr(postgres, "maintenance_mb", lambda jobs, limit: 512 // jobs)
+    monkeypatch.setattr(cluster, "psql", lambda *args, **kw: calls.append(args) or "")
+    cluster._roles(2)
+    (setup,) = calls  # one psql while restic restores: roles, database, its maintenance_work_mem
+    assert "ALTER DATABASE \"drill\" SET maintenance_work_mem = '256MB'" in setup
+    cluster.tune(2)  # the archive's two loaders: nothing left to do after the restore
+    assert len(calls) == 1
+    cluster.tune(1)  # a plain dump after all: one loader, tuned again, ours in the baseline
+    assert len(calls) == 2 and (False, "maintenance_work_mem=512MB") in cluster.baseline
+    assert (False, "maintenance_work_mem=256MB") not in cluster.baseline
+
+
+def test_initdb_of_an_early_cluster_runs_niced_and_nothing_else_does():
+    import os
+
+    assert postgres._niced(lambda: os.getpriority(os.PRIO_PROCESS, 0), postgres.INITDB_NICE) \
+        >= min(os.getpriority(os.PRIO_PROCESS, 0) + postgres.INITDB_NICE, 19)
+    assert postgres._niced(lambda: os.getpriority(os.PRIO_PROCESS, 0), 0) == os.getpriority(os.PRIO_PROCESS, 0)
+    with pytest.raises(ValueError):
+        postgres._niced(lambda: int("x"), postgres.INITDB_NICE)  # its failure is the caller's
