@@ -1,3 +1,3 @@
-from backupd.cli import main
+from backupd.cli import run
 
-main()
+run()

@@ -27,7 +27,7 @@ HOUR = SimpleNamespace(total_seconds=lambda: 3600.0)
 @pytest.fixture
 def host(tmp_path, s3, monkeypatch):
     """A host whose every record goes to the (moto) mirror: (cfg, ledger path)."""
-    cfg = Config(path=None, state_dir=tmp_path / "state", host="tos-01")
+    cfg = Config(path=None, state_dir=tmp_path / "state", host="tos-01", evidence={"mirror": "worm"})
     monkeypatch.setattr(mirror, "connect_if_configured", lambda c: mirror.Remote("worm", DEST, s3, "tos-01"))
     for i in range(1, 6):
         record(cfg, "backup", {"target": f"t{i}", "status": "ok"})
@@ -138,7 +138,7 @@ def test_refused_mirror_upload_is_a_finding_that_blocks_appends_and_alerts(host,
 
 
 def test_push_of_a_conflicting_record_is_a_finding(tmp_path, s3):
-    cfg = Config(path=None, state_dir=tmp_path / "state", host="tos-01")
+    cfg = Config(path=None, state_dir=tmp_path / "state", host="tos-01", evidence={"mirror": "worm"})
     record(cfg, "backup", {})  # no mirror configured yet: stays pending
     other = record_format.build(1, record_format.GENESIS, "tos-01", "backup", {"x": 1},
                                 keys.load_or_create(cfg.state_dir))  # this host's key: the ledger was replaced
@@ -184,7 +184,7 @@ def test_daemon_pushes_a_checkpoint_when_due(host, s3, tmp_path, monkeypatch):
 
 
 def test_signing_key_readable_by_others_is_refused(tmp_path):
-    cfg = Config(path=None, state_dir=tmp_path / "state", host="tos-01")
+    cfg = Config(path=None, state_dir=tmp_path / "state", host="tos-01", evidence={"mirror": "worm"})
     record(cfg, "backup", {})
     key = cfg.state_dir / "keys" / keys.KEY_NAME
     assert key.stat().st_mode & 0o777 == 0o600

@@ -23,7 +23,7 @@ DEST = SimpleNamespace(bucket=BUCKET)
 @pytest.fixture
 def host(tmp_path, s3, monkeypatch):
     """tos-01 with five records mirrored: (cfg, ledger path)."""
-    cfg = Config(path=None, state_dir=tmp_path / "state", host="tos-01")
+    cfg = Config(path=None, state_dir=tmp_path / "state", host="tos-01", evidence={"mirror": "worm"})
     monkeypatch.setattr(mirror, "connect_if_configured", lambda c: mirror.Remote("worm", DEST, s3, "tos-01"))
     for i in range(1, 6):
         record(cfg, "backup", {"target": f"t{i}"})
@@ -73,7 +73,7 @@ def test_a_record_planted_at_the_next_seq_is_reported_and_the_append_goes_on(hos
 
 
 def test_a_plant_met_by_the_upload_is_written_beside_and_acknowledged(tmp_path, s3):
-    cfg = Config(path=None, state_dir=tmp_path / "state", host="tos-01")
+    cfg = Config(path=None, state_dir=tmp_path / "state", host="tos-01", evidence={"mirror": "worm"})
     record(cfg, "backup", {})  # no mirror configured yet: stays pending
     s3.put_object(Bucket=BUCKET, Key=mirror.record_key("tos-01", 1), Body=b"planted\n")
     assert mirror.push_pending(cfg.state_dir, DEST, s3) == 1
@@ -100,7 +100,7 @@ def test_a_rollback_is_still_refused_when_a_plant_covers_the_mirrored_record(hos
 
 
 def test_planted_key_files_do_not_stop_the_mirror(tmp_path, s3):
-    cfg = Config(path=None, state_dir=tmp_path / "state", host="tos-01")
+    cfg = Config(path=None, state_dir=tmp_path / "state", host="tos-01", evidence={"mirror": "worm"})
     record(cfg, "backup", {})
     kid = keys.fingerprint(keys.load_or_create(cfg.state_dir).public_key())
     attacker = keys.public_pem(Ed25519PrivateKey.generate().public_key())
@@ -117,7 +117,7 @@ def test_planted_key_files_do_not_stop_the_mirror(tmp_path, s3):
 
 def test_planted_key_files_carrying_the_right_digest_on_other_bytes_do_not_pass_for_the_hosts(tmp_path, s3):
     """A key file's content is public: its sha256 metadata can be forged on garbage; the bytes decide."""
-    cfg = Config(path=None, state_dir=tmp_path / "state", host="tos-01")
+    cfg = Config(path=None, state_dir=tmp_path / "state", host="tos-01", evidence={"mirror": "worm"})
     record(cfg, "backup", {})
     pem = (cfg.state_dir / "keys" / keys.PUB_NAME).read_bytes()
     kid = keys.fingerprint(keys.load_public(pem, "pem"))
@@ -134,7 +134,7 @@ def test_a_chain_planted_before_commissioning_is_defeated_by_the_pinned_first_ke
     attacker = Ed25519PrivateKey.generate()
     s3.put_object(Bucket=BUCKET, Key=f"evidence/tos-01/{keys.PUB_NAME}", Body=keys.public_pem(attacker.public_key()))
     s3.put_object(Bucket=BUCKET, Key=mirror.record_key("tos-01", 1), Body=forged(1, key=attacker))
-    cfg = Config(path=None, state_dir=tmp_path / "state", host="tos-01")
+    cfg = Config(path=None, state_dir=tmp_path / "state", host="tos-01", evidence={"mirror": "worm"})
     for i in range(2):
         record(cfg, "backup", {"target": f"t{i}"})
     assert mirror.push_pending(cfg.state_dir, DEST, s3) == 2
@@ -174,7 +174,7 @@ def test_status_shows_planted_objects_until_acknowledged(tmp_path, s3, capsys):
     from backupd.actions import status
     from backupd.render import results
 
-    cfg = Config(path=None, state_dir=tmp_path / "state", host="tos-01")
+    cfg = Config(path=None, state_dir=tmp_path / "state", host="tos-01", evidence={"mirror": "worm"})
     record(cfg, "backup", {})
     assert results.status_rows([], True, None, None, status.foreign_objects(cfg)) == 0
     s3.put_object(Bucket=BUCKET, Key=mirror.record_key("tos-01", 1), Body=b"planted\n")
@@ -204,7 +204,7 @@ def test_a_copy_of_an_older_host_record_planted_at_the_next_seq_is_foreign_not_a
 
 def test_a_key_file_holding_another_key_of_the_host_is_foreign(tmp_path, s3):
     """keys/<kid>.pub with the host's other (older) key: not a conflict that blocks the mirror."""
-    cfg = Config(path=None, state_dir=tmp_path / "state", host="tos-01")
+    cfg = Config(path=None, state_dir=tmp_path / "state", host="tos-01", evidence={"mirror": "worm"})
     record(cfg, "backup", {})
     mirror.push_pending(cfg.state_dir, DEST, s3)
     old = (cfg.state_dir / "keys" / keys.PUB_NAME).read_bytes()

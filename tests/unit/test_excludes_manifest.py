@@ -126,4 +126,10 @@ def test_a_source_nested_deeper_than_pythons_stack_is_walked(tmp_path):
         deep = deep / "d"
         os.mkdir(deep)
     (deep / "leaf").write_text("x")
-    assert [p for p, _ in manifest.walk([str(tmp_path)], [])] == [str(deep / "leaf")]
+    try:
+        assert [p for p, _ in manifest.walk([str(tmp_path)], [])] == [str(deep / "leaf")]
+    finally:  # removed here: shutil.rmtree (pytest's clean-up) recurses per level too
+        (deep / "leaf").unlink()
+        while deep != tmp_path:
+            deep.rmdir()
+            deep = deep.parent
