@@ -147,6 +147,7 @@ def database_bench(run_dir: Path, seaweed, secrets: Path, fillers: Path, sizes: 
             size = full["rates"]
             row = {"size": f"{containers} containers", "rows": sum(counts.values()), "dump_bytes": backup["bytes"],
                    "sample_projected": sample["projected_full_seconds"], "measured": full["service_ready_seconds"],
+                   "sample_rates": sample["rates"],
                    "measured_phases": size["scaled"] | size["fixed"], "generate_seconds": round(generated, 1),
                    "load_average": full["bench"]["load_average"],  # shared machine: a loaded drill measures slow
                    "settled": settled, "bytes": size["bytes"], "files": size["files"],

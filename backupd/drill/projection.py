@@ -33,8 +33,10 @@ the curve through those points (curve(), along()): between two measured sizes it
 (an index build's sort grows a little faster than the rows, parallel index workers a little slower: the
 measurements carry it); beyond the largest, a phase that grew faster than the work between the two
 largest sizes keeps growing by that power (at most MAX_EXPONENT: n log n is about 1.1 at these sizes);
-else, and below the smallest, it continues the nearest segment, its slope held within SLOPE_BOUNDS of
-the nearest size's own seconds per unit of work (a flatter segment between two noisy sizes is noise), and the fixed phases are the medians of the
+else it continues the last segment, its slope held within SLOPE_BOUNDS of the largest size's own
+seconds per unit of work (a flatter segment between two noisy sizes is noise); below the smallest size
+a phase shrinks by the power the two smallest sizes measured (within SLOPE_BOUNDS[0] and MAX_EXPONENT: a
+segment's intercept, continued ten times down, is mostly noise), and the fixed phases are the medians of the
 measured size nearest to the one projected. With one size only, the newest drill scales as above. Recorded drills keep their shape (`rates`): the curve is
 built from them when a projection is made. The *measured error* of a projection is (projected - measured) /
 measured, taken from the newest full drill and the drill before it (its projection, fitted with the
@@ -219,9 +221,10 @@ def curve(usable: list[dict]) -> list[dict]:
 def along(points: list[dict], phase: str, w: float) -> float | None:
     """Seconds of `phase` at work `w` on the curve (curve()): interpolated between the two measured sizes
     around w; beyond the largest, a phase that grew faster than the work between the two largest sizes
-    keeps that power (at most MAX_EXPONENT); else the nearest segment is continued with its slope within
-    SLOPE_BOUNDS of the nearest size's seconds per unit of work, never below zero. None when fewer than
-    two sizes measured the phase."""
+    keeps that power (at most MAX_EXPONENT), any other continues that segment with its slope at least
+    SLOPE_BOUNDS[0] of the largest size's seconds per unit of work; below the smallest, the growth between
+    the two smallest sizes as a power within SLOPE_BOUNDS[0] and MAX_EXPONENT. None when fewer than two
+    sizes measured the phase."""
     known = [(p["work"], p["scaled"][phase]) for p in points if phase in p["scaled"] and p["work"] > 0]
     if len(known) < 2:
         return None
@@ -231,9 +234,10 @@ def along(points: list[dict], phase: str, w: float) -> float | None:
         exponent = math.log(s1 / s0) / math.log(w1 / w0) if s0 > 0 and s1 > 0 else 1.0
         if exponent > 1.0:  # growing faster than the work (a sort): the same growth, bounded
             return round(s1 * (w / w1) ** min(exponent, MAX_EXPONENT), 3)
-    elif w <= known[0][0]:
+    elif w <= known[0][0]:  # below the smallest: its growth to the next size, as a bounded power
         (w0, s0), (w1, s1) = known[0], known[1]
-        near_w, near_s = w0, s0
+        exponent = math.log(s1 / s0) / math.log(w1 / w0) if s0 > 0 and s1 > 0 else 1.0
+        return round(s0 * (max(w, 0.0) / w0) ** min(max(exponent, SLOPE_BOUNDS[0]), MAX_EXPONENT), 3)
     else:
         (w0, s0), (w1, s1) = next((a, b) for a, b in zip(known, known[1:]) if a[0] <= w <= b[0])
         return round(s0 + (s1 - s0) * (w - w0) / (w1 - w0), 3)

@@ -318,3 +318,15 @@ def test_first_file_is_seen_even_when_the_restore_ends_between_two_looks(tmp_pat
     with FirstFile(tmp_path / "tree", poll=60) as first:
         (tmp_path / "tree" / "a" / "f").write_bytes(b"x")  # after the first look, long before the next
     assert first.seconds is not None and first.seconds >= 0
+
+
+def test_below_the_smallest_size_a_phase_shrinks_by_the_measured_power():
+    # an index build measured at two sizes, growing a little faster than the work: ten times below the
+    # smaller size the segment through both would reach zero; the power they measured does not
+    points = [{"work": 100.0, "scaled": {"probe:index": 0.01 * 100 ** 1.1}, "fixed": {}},
+              {"work": 1000.0, "scaled": {"probe:index": 0.01 * 1000 ** 1.1}, "fixed": {}}]
+    assert projection.along(points, "probe:index", 10.0) == pytest.approx(0.01 * 10 ** 1.1, abs=1e-3)
+    # a restore phase with a fixed part (sublinear between the sizes): shrinks by at most the power 0.5
+    flat = [{"work": 100.0, "scaled": {"restore": 1.0}, "fixed": {}},
+            {"work": 1000.0, "scaled": {"restore": 1.1}, "fixed": {}}]
+    assert projection.along(flat, "restore", 10.0) == pytest.approx(10 ** -0.5, abs=1e-3)
