@@ -183,28 +183,73 @@ def _last_summary(stdout: bytes) -> dict:
     return {}
 
 
+#: backupd's backup action in one long-lived process, as the daemon runs a scheduled job (no interpreter
+#: start-up, imports or policy load per run); one line on stdin runs it, one JSON line answers.
+IN_PROCESS = """
+import json, sys, time
+from backupd.commands.common import load_config, load_policies
+from backupd.actions import backup
+cfg = load_config(sys.argv[1])
+policy_set = load_policies(cfg)
+print("ready", flush=True)
+for _ in sys.stdin:
+    t0 = time.monotonic()
+    (r,) = backup.run(cfg, policy_set, "data")
+    print(json.dumps({"seconds": time.monotonic() - t0, "status": r.status, "files": r.files}), flush=True)
+"""
+
+
+class InProcess:
+    """The daemon's path: IN_PROCESS started once per round on the round's backupd config and repository."""
+
+    def __init__(self, rnd: Round):
+        self.proc = subprocess.Popen([sys.executable, "-c", IN_PROCESS, str(rnd.config)], env=rnd.cli_env, cwd=ROOT,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(rnd.log, "ab"),
+                                     text=True)
+        if self.proc.stdout.readline().strip() != "ready":
+            raise BenchError(f"round {rnd.number}: the in-process backup did not start (see {rnd.log})")
+
+    def __call__(self, case: str) -> dict:
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise BenchError("the in-process backup ended")
+        doc = json.loads(line)
+        if doc["status"] != "ok":
+            raise BenchError(f"in-process backup {case}: {doc['status']}")
+        return {"seconds": doc["seconds"], "files": doc["files"]}
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=STEP_TIMEOUT)
+
+
 def measure(rnd: Round, case: str, order: list[str], dropped: list[bool]) -> dict:
     """Time `case` for both tools in `order`; the page cache is dropped before each first backup.
 
     An unchanged re-run is short and so noisier: it is repeated RERUNS times (order alternating)
     and each tool's median counts; `samples` keeps every pair.
     """
+    tools = order + (["daemon"] if case == "rerun" else [])  # the daemon's path: re-runs only (one repository)
     samples = []
     for i in range(1 if case == "first" else RERUNS):
         pair = {}
-        for tool in (order if i % 2 == 0 else order[::-1]):
+        for tool in (tools if i % 2 == 0 else tools[::-1]):
             if case == "first":
                 dropped.append(drop_caches())
             pair[tool] = getattr(rnd, tool)(case)
-        if pair["raw"]["files"] != pair["backupd"]["files"]:
-            raise BenchError(f"round {rnd.number} {case}: raw restic saw {pair['raw']['files']} files, "
-                             f"backupd {pair['backupd']['files']}: not the same data")
+        if any(pair[t]["files"] != pair["raw"]["files"] for t in tools):
+            raise BenchError(f"round {rnd.number} {case}: not the same data: "
+                             + ", ".join(f"{t} saw {pair[t]['files']} files" for t in tools))
         samples.append(pair)
     out = {tool: {**samples[0][tool], "seconds": statistics.median(p[tool]["seconds"] for p in samples)}
-           for tool in ("raw", "backupd")}
+           for tool in tools}
     out["ratio"] = out["backupd"]["seconds"] / out["raw"]["seconds"]
+    if "daemon" in out:
+        out["daemon_ratio"] = out["daemon"]["seconds"] / out["raw"]["seconds"]
     out["order"] = order
-    out["samples"] = [{tool: round(p[tool]["seconds"], 3) for tool in ("raw", "backupd")} for p in samples]
+    out["samples"] = [{tool: round(p[tool]["seconds"], 3) for tool in tools} for p in samples]
     return out
 
 
@@ -212,8 +257,12 @@ def _median(rounds: list[dict], case: str) -> dict:
     raw = statistics.median(r[case]["raw"]["seconds"] for r in rounds)
     bk = statistics.median(r[case]["backupd"]["seconds"] for r in rounds)
     ratio = statistics.median(r[case]["ratio"] for r in rounds)
-    return {"raw_seconds": raw, "backupd_seconds": bk, "ratio": ratio, "target": TARGETS[case],
-            "meets_target": ratio <= TARGETS[case]}
+    out = {"raw_seconds": raw, "backupd_seconds": bk, "ratio": ratio, "target": TARGETS[case],
+           "meets_target": ratio <= TARGETS[case]}
+    if all("daemon" in r[case] for r in rounds):
+        out["daemon_seconds"] = statistics.median(r[case]["daemon"]["seconds"] for r in rounds)
+        out["daemon_ratio"] = statistics.median(r[case]["daemon_ratio"] for r in rounds)
+    return out
 
 
 def benchmark(size_gb: float, workdir: Path, rounds: int, log=print) -> dict:
@@ -243,9 +292,12 @@ def benchmark(size_gb: float, workdir: Path, rounds: int, log=print) -> dict:
                 order = ["raw", "backupd"] if n % 2 else ["backupd", "raw"]
                 row = {"round": n}
                 for case in CASES:
+                    if case == "rerun":
+                        rnd.daemon = InProcess(rnd)
                     row[case] = measure(rnd, case, order, dropped)
                     log(f"round {n} {CASE_TITLES[case]:<16} raw {row[case]['raw']['seconds']:6.2f}s  "
                         f"backupd {row[case]['backupd']['seconds']:6.2f}s  ratio {row[case]['ratio']:.3f}")
+                rnd.daemon.close()
                 results.append(row)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -266,7 +318,13 @@ def print_table(doc: dict) -> None:
             m = r[case]
             rows.append((CASE_TITLES[case], str(r["round"]), ">".join(m["order"]), f"{m['raw']['seconds']:.2f}",
                          f"{m['backupd']['seconds']:.2f}", f"{m['ratio']:.3f}"))
+            if "daemon" in m:
+                rows.append((f"{CASE_TITLES[case]}, daemon", str(r["round"]), "", f"{m['raw']['seconds']:.2f}",
+                             f"{m['daemon']['seconds']:.2f}", f"{m['daemon_ratio']:.3f}"))
         med = doc["median"][case]
+        if "daemon_ratio" in med:
+            rows.append((f"{CASE_TITLES[case]}, daemon", "median", "", f"{med['raw_seconds']:.2f}",
+                         f"{med['daemon_seconds']:.2f}", f"{med['daemon_ratio']:.3f}"))
         verdict = "ok" if med["meets_target"] else "MISSED"
         rows.append((CASE_TITLES[case], "median", "", f"{med['raw_seconds']:.2f}", f"{med['backupd_seconds']:.2f}",
                      f"{med['ratio']:.3f} ({verdict}, target <= {med['target']:.2f})"))
