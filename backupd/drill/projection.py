@@ -35,8 +35,9 @@ measurements carry it); beyond the largest, a phase that grew faster than the wo
 largest sizes keeps growing by that power (at most MAX_EXPONENT: n log n is about 1.1 at these sizes);
 else it continues the last segment, its slope held within SLOPE_BOUNDS of the largest size's own
 seconds per unit of work (a flatter segment between two noisy sizes is noise); below the smallest size
-a phase shrinks by the power the two smallest sizes measured (within SLOPE_BOUNDS[0] and MAX_EXPONENT: a
-segment's intercept, continued ten times down, is mostly noise), and the fixed phases are the medians of the
+a phase shrinks by the power the two smallest sizes measured, within SLOPE_BOUNDS[0] and 1 (a segment's
+intercept, continued ten times down, is mostly noise; and a smaller drill is never faster per unit of
+work: what grew faster than the work, a sort, does not below, and fixed parts weigh more), and the fixed phases are the medians of the
 measured size nearest to the one projected. With one size only, the newest drill scales as above. Recorded drills keep their shape (`rates`): the curve is
 built from them when a projection is made. The *measured error* of a projection is (projected - measured) /
 measured, taken from the newest full drill and the drill before it (its projection, fitted with the
@@ -223,8 +224,8 @@ def along(points: list[dict], phase: str, w: float) -> float | None:
     around w; beyond the largest, a phase that grew faster than the work between the two largest sizes
     keeps that power (at most MAX_EXPONENT), any other continues that segment with its slope at least
     SLOPE_BOUNDS[0] of the largest size's seconds per unit of work; below the smallest, the growth between
-    the two smallest sizes as a power within SLOPE_BOUNDS[0] and MAX_EXPONENT. None when fewer than two
-    sizes measured the phase."""
+    the two smallest sizes as a power within SLOPE_BOUNDS[0] and 1. None when fewer than two sizes
+    measured the phase."""
     known = [(p["work"], p["scaled"][phase]) for p in points if phase in p["scaled"] and p["work"] > 0]
     if len(known) < 2:
         return None
@@ -237,7 +238,8 @@ def along(points: list[dict], phase: str, w: float) -> float | None:
     elif w <= known[0][0]:  # below the smallest: its growth to the next size, as a bounded power
         (w0, s0), (w1, s1) = known[0], known[1]
         exponent = math.log(s1 / s0) / math.log(w1 / w0) if s0 > 0 and s1 > 0 else 1.0
-        return round(s0 * (max(w, 0.0) / w0) ** min(max(exponent, SLOPE_BOUNDS[0]), MAX_EXPONENT), 3)
+        # never faster than the work: what grows faster (a sort spilling) does not below, fixed parts do not
+        return round(s0 * (max(w, 0.0) / w0) ** min(max(exponent, SLOPE_BOUNDS[0]), 1.0), 3)
     else:
         (w0, s0), (w1, s1) = next((a, b) for a, b in zip(known, known[1:]) if a[0] <= w <= b[0])
         return round(s0 + (s1 - s0) * (w - w0) / (w1 - w0), 3)

@@ -321,12 +321,16 @@ def test_first_file_is_seen_even_when_the_restore_ends_between_two_looks(tmp_pat
 
 
 def test_below_the_smallest_size_a_phase_shrinks_by_the_measured_power():
-    # an index build measured at two sizes, growing a little faster than the work: ten times below the
-    # smaller size the segment through both would reach zero; the power they measured does not
-    points = [{"work": 100.0, "scaled": {"probe:index": 0.01 * 100 ** 1.1}, "fixed": {}},
-              {"work": 1000.0, "scaled": {"probe:index": 0.01 * 1000 ** 1.1}, "fixed": {}}]
-    assert projection.along(points, "probe:index", 10.0) == pytest.approx(0.01 * 10 ** 1.1, abs=1e-3)
-    # a restore phase with a fixed part (sublinear between the sizes): shrinks by at most the power 0.5
+    # a restore phase with a fixed part (sublinear between the sizes): ten times below the smaller size
+    # the segment through both would keep its intercept (noise, measured that far down); the power they
+    # measured shrinks it, by at most the power 0.5
+    points = [{"work": 100.0, "scaled": {"restore": 2.0}, "fixed": {}},
+              {"work": 1000.0, "scaled": {"restore": 2.0 * 10 ** 0.8}, "fixed": {}}]
+    assert projection.along(points, "restore", 10.0) == pytest.approx(2.0 * 0.1 ** 0.8, abs=1e-3)
     flat = [{"work": 100.0, "scaled": {"restore": 1.0}, "fixed": {}},
             {"work": 1000.0, "scaled": {"restore": 1.1}, "fixed": {}}]
     assert projection.along(flat, "restore", 10.0) == pytest.approx(10 ** -0.5, abs=1e-3)
+    # an index build growing faster than the work: below, never faster per unit of work than measured
+    steep = [{"work": 100.0, "scaled": {"probe:index": 0.01 * 100 ** 1.1}, "fixed": {}},
+             {"work": 1000.0, "scaled": {"probe:index": 0.01 * 1000 ** 1.1}, "fixed": {}}]
+    assert projection.along(steep, "probe:index", 10.0) == pytest.approx(0.01 * 100 ** 1.1 / 10, abs=1e-3)
