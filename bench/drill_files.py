@@ -73,7 +73,11 @@ class FilesRaw:
     def restverify_run(self, snapshot: str) -> dict:
         argv = [str(self.restverify), "run", "-r", self.repo, "--snapshot", snapshot[:8], "-s", str(self.data),
                 "--json", "--config", str(self.dir / "restverify.toml")]
-        env = {**self.env, "PATH": f"{Path(self.restic).resolve().parent}:{self.env.get('PATH', '')}"}
+        shim = self.dir / "bin"  # restverify runs `restic` from PATH: the same binary as the others
+        shim.mkdir(exist_ok=True)
+        if not (shim / "restic").exists():
+            (shim / "restic").symlink_to(shutil.which(self.restic) or self.restic)
+        env = {**self.env, "PATH": f"{shim}:{self.env.get('PATH', '')}"}
         t0 = time.monotonic()
         done = subprocess.run(argv, env=env, cwd=self.dir, capture_output=True, timeout=1800)
         seconds = time.monotonic() - t0
