@@ -25,7 +25,7 @@ from backupd.engine.snapshots import Snapshot
 from backupd.errors import Finding
 from backupd.evidence.ledger import Ledger
 from backupd.files import manifest
-from backupd.files.verify import verify_tree
+from backupd.files.verify import EarlyHasher, verify_tree
 from backupd.probes import logs, programs
 from backupd.probes import postgres as pg_probe
 from backupd.process import execute
@@ -411,6 +411,9 @@ def _consume(doc: dict, tmp) -> None:
     chosen = sample.choose(entries, NEW.id, 200, 1 << 30, ["/srv/tos/bin/gate"])
     _plant(tmp, chosen)
     verify_tree(tmp, {**doc, "files": chosen})
+    with EarlyHasher(tmp, {**doc, "files": chosen}) as early:  # a full drill's and restore --to's pass
+        pass
+    verify_tree(tmp, {**doc, "files": chosen}, hashed=early.matched)
     ctx = SimpleNamespace(manifest=doc, restored=entries, previous=lambda: _base(), regular=lambda p: None)
     probe = SimpleNamespace(row_counts=True, tables={})
     result = SimpleNamespace(details={}, problems=[])
