@@ -27,6 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from backupd.errors import BackupdError, DependencyError, Finding
+from backupd.files.verify import Beneath
 from backupd.probes import pglog
 from backupd.probes.base import ProbeContext, ProbeResult
 from backupd.process import execute
@@ -459,6 +460,8 @@ class EarlyOffsets(threading.Thread):
         return None
 
     def _scan(self, final: bool):
+        if not Beneath(str(self.restore_dir))(str(self.path)):  # a planted directory link: not the dump
+            raise ValueError(f"{self.path} is not inside the restored tree")
         fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         try:
             st = os.fstat(fd)

@@ -127,3 +127,21 @@ def test_the_probe_finds_the_blocks_while_the_dump_is_still_being_written(tmp_pa
     assert pgarchive.add_offsets(dump, located) == 3
     assert _offsets(dump.read_bytes()) == {i: (pgarchive.OFFSET_SET, at) for i, at in starts.items()}
     assert watcher.taken(restore / "other.dump") is None, "a scan of another file is not handed over"
+
+
+def test_a_dump_reached_through_a_planted_directory_link_is_not_scanned(tmp_path):
+    from backupd.probes.postgres import EarlyOffsets
+
+    raw, _ = archive(TABLES)
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "tos.dump").write_bytes(raw)  # a file outside the restored tree
+    restore = tmp_path / "restore"
+    restore.mkdir()
+    (restore / "tmp").symlink_to(host)  # the snapshot's `tmp` is a link to it
+    watcher = EarlyOffsets(restore, "/tmp/tos.dump")
+    import time
+
+    time.sleep(0.3)
+    assert watcher.taken(host / "tos.dump") is None and watcher.failed
+    assert watcher.locator.pending is None, "nothing of the host file was read"
