@@ -225,7 +225,9 @@ def test_a_verifiers_restore_chooses_only_announced_snapshots_as_its_drills_do(t
 
     monkeypatch.setattr(media, "source_for",
                         lambda cfg, policy_set, target, destination=None: media.Source("worm", None))
-    monkeypatch.setattr(restore.restic_restore, "restore", lambda repo, sid, to: restored.append(sid))
+    from backupd.actions import alongside  # restore --to restores through the drill's path
+
+    monkeypatch.setattr(alongside.restic_restore, "restore", lambda repo, sid, to, cancel=None: restored.append(sid))
     target = SimpleNamespace(name="t", destinations=["worm"], sources=SimpleNamespace(dump=object()))
     policy_set = SimpleNamespace(target=lambda name: target, destinations={"worm": None})
     result = restore.run(cfg, policy_set, "t", tmp_path / "to")
