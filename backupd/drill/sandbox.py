@@ -110,9 +110,10 @@ def hand_off(path: Path) -> Path:
         return trash
     try:
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        env = execute.Environment(plain={"PYTHONPATH": root})  # the backupd this process runs
-        execute.detach([sys.executable, "-m", "backupd.drill.reaper", str(trash), str(fd), str(REAPER_SECONDS)],
-                       env, pass_fds=(fd,))
+        # the backupd this process runs; -P: never the working directory's (a planted backupd package)
+        env = execute.Environment(plain={"PYTHONPATH": root})
+        execute.detach([sys.executable, "-P", "-m", "backupd.drill.reaper", os.path.abspath(trash), str(fd),
+                        str(REAPER_SECONDS)], env, pass_fds=(fd,))  # absolute: the reaper runs in /
     except (OSError, BackupdError):
         _remove(trash)
     finally:

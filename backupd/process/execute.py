@@ -529,12 +529,13 @@ def start(argv: list[str], env: Environment | None = None, *, cwd: str | None = 
 def detach(argv: list[str], env: Environment | None = None, *, pass_fds: tuple[int, ...] = ()) -> int:
     """Start argv to outlive this process and return its pid without waiting: the one kind of child that is
     not killed with its parent (own session, no parent-death signal, no pipes). Only for bounded clean-up
-    work that must not hold the caller up (a drill's sandbox removal); the child bounds its own run time."""
+    work that must not hold the caller up (a drill's sandbox removal); the child bounds its own run time.
+    It runs in / : it holds no mount busy, and `python -m` finds no module planted in the caller's directory."""
     env = env or Environment()
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, env=env.build(), start_new_session=True,
-                                pass_fds=pass_fds)
+                                pass_fds=pass_fds, cwd="/")
     except FileNotFoundError:
         raise DependencyError(f"{argv[0]}: program not found; install it or fix its path") from None
     except PermissionError:

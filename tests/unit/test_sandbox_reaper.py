@@ -129,3 +129,27 @@ def test_the_reaper_removes_only_the_directory_it_was_handed(tmp_path, case):
     finally:
         os.close(fd)
     assert (victim / "precious").exists() and held.exists() and os.path.lexists(path)
+
+
+def test_the_reaper_never_runs_a_backupd_package_planted_in_the_drills_working_directory(tmp_path, monkeypatch):
+    # `python -m` puts the working directory first on sys.path: a drill run from a directory others can
+    # write (/tmp) must not hand its sandbox to their `backupd.drill.reaper`
+    planted = tmp_path / "cwd"
+    (planted / "backupd" / "drill").mkdir(parents=True)
+    ran = tmp_path / "planted-code-ran"
+    (planted / "backupd" / "__init__.py").write_text("")
+    (planted / "backupd" / "drill" / "__init__.py").write_text("")
+    (planted / "backupd" / "drill" / "reaper.py").write_text(f"open({str(ran)!r}, 'w').write('x')\n")
+    monkeypatch.chdir(planted)
+    parent = tmp_path / "sb"
+    with Sandbox(parent, 1 << 30, detached=True) as box:
+        (box.restore_dir / "f").write_text("restored")
+    assert _gone(parent), "the real reaper removes the handed-over tree"
+    assert not ran.exists()
+
+
+def test_a_sandbox_under_a_relative_parent_is_still_removed_by_its_reaper(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with Sandbox(Path("sb"), 1 << 30, detached=True) as box:
+        (box.restore_dir / "f").write_text("restored")
+    assert _gone(tmp_path / "sb") and list((tmp_path / "sb").iterdir()) == []
