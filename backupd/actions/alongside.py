@@ -60,18 +60,20 @@ def manifest_at(state_dir, target, snapshot: str | None, holder: str | None) -> 
     return (inside, where) if snapshot and inside else None
 
 
-def attempt(restore_dir, repo, snapshot: str, fetch, cancel, then=None):
+def attempt(restore_dir, repo, snapshot: str, fetch, cancel, then=None, early_verify: bool = True):
     """Restore `snapshot` with fetch() -> (selection, manifest) alongside; when the manifest arrives
     `then(manifest)` runs (a drill's sandbox reserves its bytes: a restore that would not fit is stopped)
-    and early verification starts. Returns (selection, manifest, early hasher, first-file watch, seconds
-    waited for fetch after restic ended); the listing's, the read's and `then`'s failures (and a WrongGuess)
+    and early verification starts (with `early_verify`: in a directory that held files before the restore,
+    what was there would be taken for what restic writes over it). Returns (selection, manifest, early
+    hasher, first-file watch, seconds waited for fetch after restic ended); the listing's, the read's and `then`'s failures (and a WrongGuess)
     win over the restore's, which they may have stopped."""
     early = LateHasher(restore_dir)
 
     def arrived(found) -> None:  # in the reading thread, while restic is still starting up
         if then is not None:
             then(found[1])
-        early.start(found[1])
+        if early_verify:
+            early.start(found[1])
 
     with early, FirstFile(restore_dir) as first, ManifestAlongside(fetch, cancel, then=arrived) as alongside:
         failure = None
@@ -91,14 +93,14 @@ def attempt(restore_dir, repo, snapshot: str, fetch, cancel, then=None):
 
 
 def restore(repo, restore_dir, selection: Selection | None, choose, read, first_guess: str | None,
-            prefetch: tuple[str, str] | None, cancel, then=None):
+            prefetch: tuple[str, str] | None, cancel, then=None, early_verify: bool = True):
     """Restore all of the chosen snapshot into `restore_dir` (empty) while its manifest is read alongside.
     `choose()` -> Selection (one listing), `read(selection, prefetched)` -> manifest. Without a selection the
     restore of `first_guess` starts at once and the listing runs alongside too, as does the dump of the
     manifest from where the backup history says it is (`prefetch`: (snapshot id, path); used once the
     listing confirms it): a wrong guess is stopped, `restore_dir` emptied and the chosen snapshot restored.
     Returns (selection, manifest, early hasher, first-file watch, seconds waited for the manifest, guess
-    confirmed or None)."""
+    confirmed or None). `early_verify` False (a used directory): nothing is hashed before restic ended."""
     def fetch(chosen: Selection | None = selection, expected: str | None = first_guess):
         early = None
         if chosen is None and expected and prefetch:
@@ -109,9 +111,10 @@ def restore(repo, restore_dir, selection: Selection | None, choose, read, first_
         return chosen, read(chosen, early)
 
     try:
-        return (*attempt(restore_dir, repo, first_guess or selection.snap.id, fetch, cancel, then),
+        return (*attempt(restore_dir, repo, first_guess or selection.snap.id, fetch, cancel, then, early_verify),
                 True if selection is None else None)
     except WrongGuess as wrong:
         empty(restore_dir)  # what the stopped restore wrote
         chosen = wrong.selection
-        return (*attempt(restore_dir, repo, chosen.snap.id, lambda: fetch(chosen, None), cancel, then), False)
+        return (*attempt(restore_dir, repo, chosen.snap.id, lambda: fetch(chosen, None), cancel, then,
+                         early_verify), False)

@@ -110,7 +110,8 @@ def run(cfg: Config, policy_set, target_name: str, to_dir: Path, *, snapshot_id=
     selection, doc, early, _first, _waited, confirmed = alongside.restore(
         repo, to_dir, selection, lambda: choose_point(cfg, policy_set, repo, target.name, snapshot_id, before,
                                                       source),
-        read, first_guess, alongside.manifest_at(cfg.state_dir, target, first_guess, holder), None)
+        read, first_guess, alongside.manifest_at(cfg.state_dir, target, first_guess, holder), None,
+        early_verify=empty_dir)  # in a used directory (--force) the operator's files are not restic's
     snap, why = selection.snap, selection.explanation
     if source.note:
         why = f"{source.note}; {why}"
