@@ -65,8 +65,8 @@ def attempt(restore_dir, repo, snapshot: str, fetch, cancel, then=None, early_ve
     `then(manifest)` runs (a drill's sandbox reserves its bytes: a restore that would not fit is stopped)
     and early verification starts (with `early_verify`: in a directory that held files before the restore,
     what was there would be taken for what restic writes over it). Returns (selection, manifest, early
-    hasher, first-file watch, seconds waited for fetch after restic ended); the listing's, the read's and `then`'s failures (and a WrongGuess)
-    win over the restore's, which they may have stopped."""
+    hasher, first-file watch, seconds waited for fetch after restic ended); the listing's, the read's and
+    `then`'s failures (and a WrongGuess) win over the restore's, which they may have stopped."""
     early = LateHasher(restore_dir)
 
     def arrived(found) -> None:  # in the reading thread, while restic is still starting up
