@@ -368,18 +368,26 @@ def run_bench(as_json: bool, call, render) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.backup_vs_restic", description=__doc__.split("\n\n")[0])
+def sized_main(argv: list[str] | None, module: str, doc: str, *, rounds: int, repositories: str, benchmark,
+               render) -> int:
+    """A bench's command line over one generated data set (--size-gb, --workdir, --rounds, --json), then
+    run_bench(): `benchmark(size_gb, workdir, rounds, log)` -> doc, `render(doc)`."""
+    ap = argparse.ArgumentParser(prog=f"python -m {module}", description=doc.split("\n\n")[0])
     ap.add_argument("--size-gb", type=float, default=1.0, help="data set size in GiB (default 1.0)")
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "backupd-bench",
-                    help="keeps the data set for reuse; the run's repositories are removed at the end")
-    ap.add_argument("--rounds", type=int, default=2, help="rounds, order alternating (default 2)")
+                    help=f"keeps the data set for reuse; the run's {repositories} removed at the end")
+    ap.add_argument("--rounds", type=int, default=rounds, help=f"rounds, order alternating (default {rounds})")
     ap.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     args = ap.parse_args(argv)
     if not 0.01 <= args.size_gb <= 64 or not 1 <= args.rounds <= 9:
         ap.error("--size-gb must be within 0.01..64 and --rounds within 1..9")
     return run_bench(args.json, lambda log: benchmark(args.size_gb, args.workdir.resolve(), args.rounds, log),
-                     print_table)
+                     render)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return sized_main(argv, "bench.backup_vs_restic", __doc__, rounds=2, repositories="repositories are",
+                      benchmark=benchmark, render=print_table)
 
 
 if __name__ == "__main__":

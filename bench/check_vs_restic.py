@@ -13,7 +13,6 @@ throughput ratio backupd / raw per round and the median (aim >= 0.9).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -23,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.backup_vs_restic import BenchError, Round, _base_env, run_bench, run_step
+from bench.backup_vs_restic import BenchError, Round, _base_env, run_step, sized_main
 from bench.dataset import generate
 
 AIM = 0.9
@@ -104,17 +103,8 @@ def print_table(doc: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.check_vs_restic", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--size-gb", type=float, default=1.0, help="data set size in GiB (default 1.0)")
-    ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "backupd-bench",
-                    help="keeps the data set for reuse; the run's repository is removed at the end")
-    ap.add_argument("--rounds", type=int, default=3, help="rounds, order alternating (default 3)")
-    ap.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
-    args = ap.parse_args(argv)
-    if not 0.01 <= args.size_gb <= 64 or not 1 <= args.rounds <= 9:
-        ap.error("--size-gb must be within 0.01..64 and --rounds within 1..9")
-    return run_bench(args.json, lambda log: benchmark(args.size_gb, args.workdir.resolve(), args.rounds, log),
-                     print_table)
+    return sized_main(argv, "bench.check_vs_restic", __doc__, rounds=3, repositories="repository is",
+                      benchmark=benchmark, render=print_table)
 
 
 if __name__ == "__main__":
