@@ -9,6 +9,7 @@ from pathlib import Path
 from backupd.actions import alongside, announced_mirror, media
 from backupd.actions.snapshot_choice import Selection, load_manifest, rejected_text, select
 from backupd.config.loader import Config
+from backupd.drill.sandbox import empty
 from backupd.errors import ConfigError
 from backupd.files.restored_modes import defuse
 from backupd.files.verify import verify_tree
@@ -107,11 +108,16 @@ def run(cfg: Config, policy_set, target_name: str, to_dir: Path, *, snapshot_id=
         return load_manifest(repo, chosen.snap, target.name, hosts, chosen.listing, prefetched=early,
                              announcement=chosen.announcement)
 
-    selection, doc, early, _first, _waited, confirmed = alongside.restore(
-        repo, to_dir, selection, lambda: choose_point(cfg, policy_set, repo, target.name, snapshot_id, before,
-                                                      source),
-        read, first_guess, alongside.manifest_at(cfg.state_dir, target, first_guess, holder), None,
-        early_verify=empty_dir)  # in a used directory (--force) the operator's files are not restic's
+    try:
+        selection, doc, early, _first, _waited, confirmed = alongside.restore(
+            repo, to_dir, selection, lambda: choose_point(cfg, policy_set, repo, target.name, snapshot_id, before,
+                                                          source),
+            read, first_guess, alongside.manifest_at(cfg.state_dir, target, first_guess, holder), None,
+            early_verify=empty_dir)  # in a used directory (--force) the operator's files are not restic's
+    except BaseException:
+        if first_guess:  # restored before anything chose it (it was empty): nothing unchosen stays there
+            empty(to_dir)
+        raise
     snap, why = selection.snap, selection.explanation
     if source.note:
         why = f"{source.note}; {why}"

@@ -46,3 +46,38 @@ def test_a_forced_restore_into_a_used_directory_verifies_what_restic_wrote_not_w
     policy_set = SimpleNamespace(target=lambda name: target, destinations={"worm": None})
     result = restore_action.run(cfg, policy_set, "t", to, force=True)
     assert result["status"] == "failed" and result["verification"]["mismatched"] == ["/d/f"]
+
+
+def test_a_guessed_restore_the_choice_then_refuses_leaves_nothing_of_it_in_the_directory(tmp_path, monkeypatch):
+    # restore --to starts restoring the snapshot the history names before the listing chose; when the choice
+    # refuses (here: nothing restorable), what restic wrote of that snapshot (unverified, setuid bits and
+    # all) must not stay in the operator's directory
+    from backupd.errors import Finding
+    from backupd.state.runs import State
+
+    sid = "cd" * 32
+    cfg = SimpleNamespace(verifier=False, backup_hosts=lambda: ["h"], state_dir=tmp_path / "state")
+    State(cfg.state_dir).record("backup", "t", "worm", time.time() - 60, "ok", sid, {"facts": {}})
+    to = tmp_path / "to"
+
+    def restic_restore(repo, snapshot, where, cancel=None):
+        (where / "d").mkdir()
+        (where / "d" / "tool").write_bytes(b"#!/bin/sh\n")
+        (where / "d" / "tool").chmod(0o4755)
+        time.sleep(0.5)
+
+    def refuse(*a, **k):
+        time.sleep(0.2)
+        raise Finding("no snapshot of t may be restored")
+
+    monkeypatch.setattr(alongside.restic_restore, "restore", restic_restore)
+    monkeypatch.setattr(alongside.restic_restore, "dump_file", lambda repo, sid, path: b"{}")
+    monkeypatch.setattr(media, "source_for", lambda cfg, ps, target, destination=None: media.Source("worm", None))
+    monkeypatch.setattr(restore_action, "choose_point", refuse)
+    target = SimpleNamespace(name="t", destinations=["worm"], sources=SimpleNamespace(paths=["/d"], dump=None))
+    policy_set = SimpleNamespace(target=lambda name: target, destinations={"worm": None})
+    import pytest
+
+    with pytest.raises(Finding, match="no snapshot"):
+        restore_action.run(cfg, policy_set, "t", to)
+    assert to.is_dir() and list(to.iterdir()) == []
