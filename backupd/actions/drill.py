@@ -153,7 +153,7 @@ def _restore_and_probe(cfg, target, spec, kind, repo, selection, doc, timer, can
     is its listing when it has no selection yet (the restore of `first_guess` starts at once). The sandbox
     is handed to a detached reaper on the way out (sandbox.hand_off): nobody waits for its removal."""
     problems: list[str] = []
-    with Sandbox(sandbox_parent(cfg, spec), spec.sandbox.max_bytes, True, spec.sandbox.min_free) as box, \
+    with Sandbox(sandbox_parent(cfg, spec), spec.sandbox.max_bytes, True, spec.sandbox.min_free, cancel) as box, \
             Guard(box, spec.sandbox, cfg.state_dir, cancel) as guard:
         report["sandbox"] = str(box.path)
         guard.describe_into(report)  # report["limits"], again when the guard exits: a cgroup left is named

@@ -64,9 +64,10 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, onerror=writable)
 
 
-def _locked(path: Path, block: bool = False) -> int | None:
+def _locked(path: Path, block: bool = False, cancel: execute.Cancel | None = None) -> int | None:
     """An fd of the directory `path` (not a symlink) holding its exclusive flock; None when another
-    process holds it (a reaper at work; with `block`, only after FREE_WAIT_SECONDS) or it is gone."""
+    process holds it (a reaper at work; with `block`, only after FREE_WAIT_SECONDS or once `cancel` is
+    set) or it is gone."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError:
@@ -77,10 +78,9 @@ def _locked(path: Path, block: bool = False) -> int | None:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return fd
         except OSError:
-            if time.monotonic() >= end:
+            if time.monotonic() >= end or (cancel.wait(0.05) if cancel is not None else time.sleep(0.05)):
                 os.close(fd)
                 return None
-            time.sleep(0.05)
 
 
 def removing(parent: Path) -> list[Path]:
@@ -88,9 +88,9 @@ def removing(parent: Path) -> list[Path]:
     return sorted(Path(parent).glob(TRASH + "*"))
 
 
-def _finish(path: Path, block: bool = False) -> bool:
+def _finish(path: Path, block: bool = False, cancel: execute.Cancel | None = None) -> bool:
     """Remove a handed-over sandbox whose reaper is gone (its lock free); True when it is gone now."""
-    fd = _locked(path, block)
+    fd = _locked(path, block, cancel)
     if fd is None:
         return not os.path.lexists(path)
     try:
@@ -192,8 +192,10 @@ class Sandbox:
     process that nobody waits for; unlinking a restored gigabyte takes seconds, more on a disk mounted with
     discard); `box.removed_as` is then where it is being removed."""
 
-    def __init__(self, parent: Path, max_bytes: int, detached: bool = False, min_free: int = 0):
+    def __init__(self, parent: Path, max_bytes: int, detached: bool = False, min_free: int = 0,
+                 cancel: execute.Cancel | None = None):
         self.parent, self.max_bytes, self.detached = Path(parent), max_bytes, detached
+        self.cancel = cancel  # ends a wait for earlier sandboxes' removal (reserve)
         self.removed_as: Path | None = None
         self.min_free = min_free  # what a restore must leave free (spec sandbox.min_free)
         self.path: Path | None = None
@@ -229,7 +231,9 @@ class Sandbox:
         free = shutil.disk_usage(self.path).free
         if needed > free - self.min_free and removing(self.parent):
             for path in removing(self.parent):
-                _finish(path, block=True)  # the reaper's lock is released when it is done (or died)
+                _finish(path, block=True, cancel=self.cancel)  # released when its reaper is done (or died)
+                if self.cancel is not None and self.cancel.is_set():
+                    raise execute.Interrupted("drill cancelled while waiting for free space")
             free = shutil.disk_usage(self.path).free
         if needed > free - self.min_free:
             raise Finding(f"drill needs {needed} bytes but only {free} are free under {self.parent}"

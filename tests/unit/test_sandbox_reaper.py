@@ -153,3 +153,25 @@ def test_a_sandbox_under_a_relative_parent_is_still_removed_by_its_reaper(tmp_pa
     with Sandbox(Path("sb"), 1 << 30, detached=True) as box:
         (box.restore_dir / "f").write_text("restored")
     assert _gone(tmp_path / "sb") and list((tmp_path / "sb").iterdir()) == []
+
+
+def test_a_stopped_drill_stops_waiting_for_the_removals_in_its_way(tmp_path, monkeypatch):
+    from backupd.process import execute
+
+    parent = tmp_path / "sb"
+    trash = parent / f"{TRASH}1-slow"
+    trash.mkdir(parents=True)
+    fd = os.open(trash, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # a reaper that takes its time
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(sandbox.shutil, "disk_usage", lambda p: usage(100, 0, 10))
+    monkeypatch.setattr(sandbox, "FREE_WAIT_SECONDS", 3)
+    cancel = execute.Cancel()
+    try:
+        with Sandbox(parent, 1 << 20, cancel=cancel) as box:
+            threading.Timer(0.3, cancel.set).start()  # SIGTERM meanwhile
+            with pytest.raises(execute.Interrupted):
+                box.reserve(50)
+    finally:
+        os.close(fd)
+    assert trash.exists()  # still the reaper's
