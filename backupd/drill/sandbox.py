@@ -102,9 +102,13 @@ def _finish(path: Path, block: bool = False, cancel: execute.Cancel | None = Non
 
 def hand_off(path: Path) -> Path:
     """Rename the sandbox `path` to a TRASH name in its parent and have a detached reaper remove it; returns
-    the new path. Removed here (and at once) when the reaper cannot start."""
+    the new path. Removed here (and at once) when it cannot be renamed or the reaper cannot start."""
     trash = path.with_name(TRASH + path.name[len(PREFIX):] if path.name.startswith(PREFIX) else TRASH + path.name)
-    os.rename(path, trash)  # atomic: a drill sees a whole sandbox or none under its own name
+    try:
+        os.rename(path, trash)  # atomic: a drill sees a whole sandbox or none under its own name
+    except OSError:  # not renamable (busy, parent changed): removed as before hand-offs, not an error
+        _remove(path)
+        return path
     fd = _locked(trash)
     if fd is None:  # another process took it already: it is being removed
         return trash

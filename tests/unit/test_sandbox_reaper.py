@@ -175,3 +175,14 @@ def test_a_stopped_drill_stops_waiting_for_the_removals_in_its_way(tmp_path, mon
     finally:
         os.close(fd)
     assert trash.exists()  # still the reaper's
+
+
+def test_a_sandbox_that_cannot_be_renamed_is_removed_inline_without_an_error(tmp_path, monkeypatch):
+    def busy(src, dst):
+        raise OSError(16, "Device or resource busy")
+
+    monkeypatch.setattr(sandbox.os, "rename", busy)
+    parent = tmp_path / "sb"
+    with Sandbox(parent, 1 << 30, detached=True) as box:
+        (box.restore_dir / "f").write_text("restored")
+    assert not box.path.exists() and list(parent.iterdir()) == []
