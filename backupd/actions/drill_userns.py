@@ -32,7 +32,7 @@ def namespace() -> str | None:
 
 def argv(cfg, target_name: str, full: bool, userns: str) -> list[str]:
     """`backupd drill` for one target, with the daemon's interpreter and config, inside `userns`."""
-    command = [NSENTER, f"--user={userns}", "--", sys.executable, "-m", "backupd", "drill",
+    command = [NSENTER, f"--user={userns}", "--", sys.executable, "-P", "-m", "backupd", "drill",  # -P: never the cwd
                "--target", target_name, "--json"]
     if full:
         command.append("--full")

@@ -13,7 +13,7 @@ def test_the_drill_runs_as_its_own_backupd_process_inside_the_namespace():
     cfg = SimpleNamespace(path=Path("/etc/backupd/backupd.yaml"))
     argv = drill_userns.argv(cfg, "tos-db", True, "/run/backupd-userns/backupd")
     assert argv[:3] == ["nsenter", "--user=/run/backupd-userns/backupd", "--"]
-    assert argv[4:] == ["-m", "backupd", "drill", "--target", "tos-db", "--json", "--full",
+    assert argv[4:] == ["-P", "-m", "backupd", "drill", "--target", "tos-db", "--json", "--full",
                         "--config", "/etc/backupd/backupd.yaml"]
 
 
