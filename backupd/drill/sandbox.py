@@ -45,6 +45,10 @@ def _alive(pid: int) -> bool:
     return True
 
 
+#: rmtree passes _remove makes at most (one per level of unreadable restored directories)
+REMOVE_PASSES = 32
+
+
 def _remove(path: Path) -> None:
     """Remove the tree at `path` without following a symlink in it (rmtree works through directory fds);
     an entry that resists is made writable and tried again (a restored 0500 directory), never a symlink."""
@@ -57,10 +61,15 @@ def _remove(path: Path) -> None:
             os.chmod(os.path.dirname(name), 0o700)
             if not os.path.islink(name):  # chmod follows a link: never change what one points to
                 os.chmod(name, stat.S_IRWXU)
-            func(name)
+            if func in (os.rmdir, os.unlink):  # a directory that could not be opened: the next pass lists it
+                func(name)
         except OSError:
             pass
-    if os.path.lexists(path):
+    # a restored 0000 directory can only be listed once made readable by the pass that failed to list it:
+    # each pass opens one more level, so the passes are bounded by the tree's depth of such directories
+    for _ in range(REMOVE_PASSES):
+        if not os.path.lexists(path):
+            return
         shutil.rmtree(path, onerror=writable)
 
 

@@ -186,3 +186,39 @@ def test_a_sandbox_that_cannot_be_renamed_is_removed_inline_without_an_error(tmp
     with Sandbox(parent, 1 << 30, detached=True) as box:
         (box.restore_dir / "f").write_text("restored")
     assert not box.path.exists() and list(parent.iterdir()) == []
+
+
+def test_restored_unreadable_directories_are_removed_by_an_unprivileged_owner(tmp_path):
+    """The daemon is not root: a restored 0000 directory (even nested) cannot be listed until made readable;
+    the sandbox still goes entirely."""
+    import subprocess
+    import sys
+
+    from tests.integration.conftest import ROOT
+
+    import shutil
+    import tempfile
+
+    outer = Path(tempfile.mkdtemp(prefix="backupd-test-"))  # pytest's own tmp tree is root's, 0700
+    outer.chmod(0o711)
+    top = outer / "sandbox"
+    deep = top / "a" / "b" / "c"
+    deep.mkdir(parents=True)
+    (deep / "f").write_text("x")
+    (top / "a" / "g").write_text("y")
+    for p in [outer, top, *top.rglob("*")]:  # the sandbox's parent is the daemon's own, as in a drill
+        os.chown(p, 65534, 65534, follow_symlinks=False)
+    for d in (top / "a" / "b" / "c", top / "a" / "b", top / "a"):
+        d.chmod(0)
+    script = ("import os, sys; from pathlib import Path; from backupd.drill.sandbox import _remove; "
+              "os.setgroups([]); os.setgid(65534); os.setuid(65534); _remove(Path(sys.argv[1]))")  # after the imports
+    done = subprocess.run([sys.executable, "-c", script, str(top)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+    try:
+        assert done.returncode == 0, done.stderr
+        assert not top.exists()
+    finally:
+        for d in [outer, *outer.rglob("*")]:
+            if d.is_dir() and not d.is_symlink():
+                d.chmod(0o700)
+        shutil.rmtree(outer)
