@@ -126,7 +126,9 @@ def test_a_full_drill_whose_manifest_read_fails_stops_its_restore_and_fails(
 
 def test_a_full_drill_over_its_sandbox_limit_is_refused_once_the_manifest_arrives(policy, stack, tmp_path):
     """The sandbox reservation of a full drill runs when its manifest (read alongside) arrives: a restore
-    larger than sandbox.max_bytes is stopped and the drill fails naming the limit."""
+    larger than sandbox.max_bytes is stopped and the drill fails naming the limit. restic may write more than the
+    limit before the manifest arrives on a busy machine: the disk watchdog then stops it first, naming the
+    same limit; either way nothing is verified and the sandbox is gone."""
     data = tmp_path / "plans"
     data.mkdir()
     (data / "stowage.bin").write_bytes(os.urandom(2 << 20))
@@ -138,7 +140,9 @@ def test_a_full_drill_over_its_sandbox_limit_is_refused_once_the_manifest_arrive
     run = setup.cli("drill", "--target", "cargo-plans", "--json")
     assert run.code == 1, run.stdout + run.stderr
     (d,) = run.doc["drills"]
-    assert d["verdict"] == "FAIL" and "over the sandbox limit" in d["reason"] and "verification" not in d
+    assert d["verdict"] == "FAIL" and "verification" not in d
+    assert ("over the sandbox limit" in d["reason"]
+            or "disk limit of the drill (1.0 MiB, sandbox.max_bytes) reached" in d["reason"]), d["reason"]
     assert not Path(d["sandbox"]).exists()
 
 
