@@ -34,6 +34,7 @@ import select
 import shutil
 import signal
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -288,19 +289,9 @@ class Jail:
         of bytes fed to its input (execute.run), e.g. a dump the sandbox cannot read itself."""
         writable = self._prepare(writable)
         counts = self.group.counts() if self.group is not None else None
-        rules = seccomp.filter_fd()
-        info, write_end = os.pipe()
-        try:
-            done = execute.run(self.argv(command, cwd=cwd, writable=writable, info_fd=write_end,
-                                         seccomp_fd=rules),
-                               timeout=timeout, cancel=self.cancel, max_output=self.limits.output,
-                               pass_fds=(write_end, rules), stdin=stdin, cgroup=self._cgroup())
-        except BaseException:
-            os.close(info)
-            raise
-        finally:
-            os.close(write_end)
-            os.close(rules)
+        with self._launch(command, cwd, writable) as (argv, fds, info):
+            done = execute.run(argv, timeout=timeout, cancel=self.cancel, max_output=self.limits.output,
+                               pass_fds=fds, stdin=stdin, cgroup=self._cgroup())
         await_end(info)
         if self.group is not None:
             done.exceeded = self.group.exceeded(counts)
@@ -309,20 +300,26 @@ class Jail:
     def start(self, command: list[str], *, cwd: str | None = None, writable=None) -> Server:
         """Start a long-running command confined (a database server); `stop()` it when done."""
         writable = self._prepare(writable)
+        with self._launch(command, cwd, writable) as (argv, fds, info):
+            child = execute.start(argv, cancel=self.cancel, max_output=self.limits.output, pass_fds=fds,
+                                  cgroup=self._cgroup())
+        return Server(self, command, child, info)
+
+    @contextmanager
+    def _launch(self, command: list[str], cwd: str | None, writable: tuple):
+        """(bwrap argv, the fds the child inherits, the read end of bwrap's info pipe) for one confined
+        child; the child's ends are closed here once it started, the read end too when it did not."""
         rules = seccomp.filter_fd()
         info, write_end = os.pipe()
         try:
-            child = execute.start(self.argv(command, cwd=cwd, writable=writable, info_fd=write_end,
-                                            seccomp_fd=rules),
-                                  cancel=self.cancel, max_output=self.limits.output,
-                                  pass_fds=(write_end, rules), cgroup=self._cgroup())
+            yield (self.argv(command, cwd=cwd, writable=writable, info_fd=write_end, seccomp_fd=rules),
+                   (write_end, rules), info)
         except BaseException:
             os.close(info)
             raise
         finally:
             os.close(write_end)
             os.close(rules)
-        return Server(self, command, child, info)
 
     def _cgroup(self) -> tuple[str, ...]:
         return self.group.procs() if self.group is not None else ()
